@@ -1,0 +1,277 @@
+"""The one error tree of boltraft. Every error has a stable ``code`` that travels over the wire.
+
+    BoltraftError                         code
+    ├── StoreError                        (the bucket engine)
+    │   ├── KeyRequiredError              key_required
+    │   ├── KeyTooLargeError              key_too_large
+    │   ├── ValueTooLargeError            value_too_large
+    │   ├── InvalidBucketNameError        invalid_bucket_name
+    │   ├── BucketNotFoundError           bucket_not_found
+    │   ├── BucketExistsError             bucket_exists
+    │   ├── IncompatibleValueError        incompatible_value
+    │   ├── ConditionFailedError          condition_failed
+    │   ├── NoSpaceError                  no_space
+    │   ├── TxClosedError                 tx_closed
+    │   ├── ReadOnlyTxError               read_only_tx
+    │   ├── DataDirLockedError            data_dir_locked
+    │   └── CorruptionError               corruption
+    ├── CommandError                      (state-machine commands)
+    │   ├── MalformedCommandError         malformed_command
+    │   ├── UnknownCommandError           unknown_command
+    │   └── UnsupportedVersionError       unsupported_version
+    ├── SnapshotError                     snapshot_error
+    │   └── ChecksumMismatchError         checksum_mismatch
+    ├── RaftError                         (consensus)
+    │   ├── ProposalDroppedError          proposal_dropped
+    │   ├── LogCompactedError             log_compacted
+    │   └── LogUnavailableError           log_unavailable
+    ├── ClusterError                      (the running cluster)
+    │   ├── NotLeaderError                not_leader
+    │   ├── NoLeaderError                 no_leader
+    │   ├── LagExceededError              lag_exceeded
+    │   ├── RequestTimeoutError           timeout
+    │   ├── UnavailableError              unavailable
+    │   ├── NodeRemovedError              node_removed
+    │   └── MembershipError               membership_error
+    └── ProtocolError                     (the wire)
+        ├── MalformedFrameError           malformed_frame
+        ├── FrameTooLargeError            frame_too_large
+        ├── BadRequestError               bad_request
+        └── UnsupportedProtocolError      unsupported_protocol
+
+``to_wire()`` gives ``{"code", "message", "details"}``; ``BoltraftError.from_wire(d)`` rebuilds
+the most specific class known for ``code`` (an unknown code becomes a plain ``BoltraftError``
+that keeps the code).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+_BY_CODE: dict[str, type[BoltraftError]] = {}
+
+
+class BoltraftError(Exception):
+    """Base of every error boltraft raises on purpose; ``code`` is stable across versions."""
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.details: dict[str, Any] = details
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        code = cls.__dict__.get("code")
+        if code is not None:
+            if code in _BY_CODE:
+                raise RuntimeError(f"duplicate error code {code!r}")
+            _BY_CODE[code] = cls
+
+    def to_wire(self) -> dict[str, Any]:
+        """Returns the msgpack-ready form ``{"code", "message", "details"}``."""
+        return {"code": self.code, "message": self.message, "details": dict(self.details)}
+
+    @staticmethod
+    def from_wire(data: Any) -> BoltraftError:
+        """Returns the error a ``to_wire()`` dict describes; never raises on bad input."""
+        if not isinstance(data, dict):
+            return ProtocolError(f"malformed error payload: {data!r}")
+        code = data.get("code")
+        message = data.get("message")
+        details = data.get("details")
+        if not isinstance(message, str):
+            message = str(code)
+        if not isinstance(details, dict):
+            details = {}
+        details = {str(k): v for k, v in details.items()}
+        cls = _BY_CODE.get(code) if isinstance(code, str) else None
+        if cls is None:
+            err = BoltraftError(message, **details)
+            err.code = str(code)  # type: ignore[misc]
+            return err
+        err = cls.__new__(cls)
+        BoltraftError.__init__(err, message, **details)
+        return err
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BoltraftError.from_wire, (self.to_wire(),))
+
+
+_BY_CODE["internal"] = BoltraftError
+
+
+# --- the bucket engine -----------------------------------------------------------------------
+class StoreError(BoltraftError):
+    """An operation on the bucket engine was refused; nothing was written."""
+
+
+class KeyRequiredError(StoreError):
+    code = "key_required"
+
+
+class KeyTooLargeError(StoreError):
+    code = "key_too_large"
+
+
+class ValueTooLargeError(StoreError):
+    code = "value_too_large"
+
+
+class InvalidBucketNameError(StoreError):
+    code = "invalid_bucket_name"
+
+
+class BucketNotFoundError(StoreError):
+    code = "bucket_not_found"
+
+
+class BucketExistsError(StoreError):
+    code = "bucket_exists"
+
+
+class IncompatibleValueError(StoreError):
+    """A key names a bucket where a value was expected, or a value where a bucket was."""
+
+    code = "incompatible_value"
+
+
+class ConditionFailedError(StoreError):
+    """A conditional put/delete found a different current value (``details["current"]``)."""
+
+    code = "condition_failed"
+
+
+class NoSpaceError(StoreError):
+    """The store reached its size quota; nothing was written, reads are still served."""
+
+    code = "no_space"
+
+
+class TxClosedError(StoreError):
+    code = "tx_closed"
+
+
+class ReadOnlyTxError(StoreError):
+    code = "read_only_tx"
+
+
+class DataDirLockedError(StoreError):
+    code = "data_dir_locked"
+
+
+class CorruptionError(StoreError):
+    code = "corruption"
+
+
+# --- state-machine commands ------------------------------------------------------------------
+class CommandError(BoltraftError):
+    """A replicated command could not be decoded; every replica yields the same error."""
+
+
+class MalformedCommandError(CommandError):
+    code = "malformed_command"
+
+
+class UnknownCommandError(CommandError):
+    code = "unknown_command"
+
+
+class UnsupportedVersionError(CommandError):
+    code = "unsupported_version"
+
+
+# --- snapshots -------------------------------------------------------------------------------
+class SnapshotError(BoltraftError):
+    code = "snapshot_error"
+
+
+class ChecksumMismatchError(SnapshotError):
+    code = "checksum_mismatch"
+
+
+# --- consensus -------------------------------------------------------------------------------
+class RaftError(BoltraftError):
+    """The consensus core refused a request."""
+
+
+class ProposalDroppedError(RaftError):
+    """A proposal was dropped (no leader known, leadership transfer, or not a voter)."""
+
+    code = "proposal_dropped"
+
+
+class LogCompactedError(RaftError):
+    """The requested log index was compacted into a snapshot."""
+
+    code = "log_compacted"
+
+
+class LogUnavailableError(RaftError):
+    """The requested log index is past the last index."""
+
+    code = "log_unavailable"
+
+
+# --- the running cluster ---------------------------------------------------------------------
+class ClusterError(BoltraftError):
+    """The cluster could not serve a request right now; usually worth a retry."""
+
+
+class NotLeaderError(ClusterError):
+    """This node is not the leader; ``details`` has ``leader_id`` and ``leader_addr``."""
+
+    code = "not_leader"
+
+
+class NoLeaderError(ClusterError):
+    code = "no_leader"
+
+
+class LagExceededError(ClusterError):
+    code = "lag_exceeded"
+
+
+class RequestTimeoutError(ClusterError):
+    code = "timeout"
+
+
+class UnavailableError(ClusterError):
+    code = "unavailable"
+
+
+class NodeRemovedError(ClusterError):
+    code = "node_removed"
+
+
+class MembershipError(ClusterError):
+    code = "membership_error"
+
+
+# --- the wire --------------------------------------------------------------------------------
+class ProtocolError(BoltraftError):
+    """A frame or request broke the protocol; the server counts it and goes on."""
+
+    code = "protocol_error"
+
+
+class MalformedFrameError(ProtocolError):
+    code = "malformed_frame"
+
+
+class FrameTooLargeError(ProtocolError):
+    code = "frame_too_large"
+
+
+class BadRequestError(ProtocolError):
+    code = "bad_request"
+
+
+class UnsupportedProtocolError(ProtocolError):
+    code = "unsupported_protocol"
+
+
+def error_codes() -> dict[str, type[BoltraftError]]:
+    """Returns a copy of the code -> class table (the protocol documents every entry)."""
+    return dict(_BY_CODE)

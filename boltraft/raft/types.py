@@ -1,0 +1,232 @@
+"""The vocabulary shared by the consensus core, its storage seams and the node runtime.
+
+Values that travel (``Entry``, ``HardState``) are NamedTuples: cheap to build, immutable, and
+msgpack-encodable as arrays without per-field Python work. ``Message`` is a slotted dataclass.
+Node ids are short strings (``"n1"``).
+
+The ``Ready`` contract (written here, enforced by every harness):
+
+1. Send ``ready.early_messages`` at once: they are a leader's appends and heartbeats, which
+   depend only on state already durable (the leader counts its own copy of new entries only
+   after ``advance()``, Raft thesis 10.2.1).
+2. Persist, in one synced write when possible: ``ready.snapshot`` (install it first), then
+   ``ready.entries`` (truncating any conflicting suffix from ``entries[0].index``), then
+   ``ready.hard_state``.
+3. Only then send ``ready.messages``: votes, vote requests, append responses and everything
+   else that depends on what step 2 persisted.
+4. Apply ``ready.committed_entries`` in order; answer ``ready.read_states`` once the applied
+   index reaches each ``ReadState.index``.
+5. Call ``advance(ready)``. At most one ``Ready`` is outstanding at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NamedTuple, Protocol
+
+NodeId = str
+
+NONE: NodeId = ""  # "no node": no vote cast, no leader known
+
+
+class EntryType(IntEnum):
+    NORMAL = 0  # data is a state-machine command; empty data is the leader's no-op
+    CONF_CHANGE = 1  # data is an encoded ConfChange
+
+
+class Entry(NamedTuple):
+    """One log entry. Invariant: ``index >= 1``, ``term >= 1``; a log's indexes are contiguous."""
+
+    term: int
+    index: int
+    type: int = EntryType.NORMAL
+    data: bytes = b""
+
+
+class HardState(NamedTuple):
+    """What must be durable before any message that depends on it leaves.
+
+    Invariant: ``term`` never decreases; ``vote`` is cast at most once per term; ``commit``
+    never decreases and never exceeds the last index of the persisted log.
+    """
+
+    term: int = 0
+    vote: NodeId = NONE
+    commit: int = 0
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+
+class SoftState(NamedTuple):
+    """Volatile state the runtime may want to observe; not persisted."""
+
+    lead: NodeId = NONE
+    role: Role = Role.FOLLOWER
+
+
+class ConfChangeType(IntEnum):
+    ADD_VOTER = 0  # add a voter, or promote a learner
+    ADD_LEARNER = 1  # add a learner, or demote a voter
+    REMOVE_NODE = 2
+
+
+class ConfChange(NamedTuple):
+    """A single-server membership change; ``addr`` is the node's address for the runtime."""
+
+    type: int
+    node_id: NodeId
+    addr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """The membership. Invariant: ``voters`` and ``learners`` are disjoint; ``addrs`` covers
+    every member whose address is known."""
+
+    voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
+    addrs: dict[NodeId, str] = field(default_factory=dict)
+
+    def members(self) -> tuple[NodeId, ...]:
+        """Returns voters then learners."""
+        return self.voters + self.learners
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Describes a snapshot: it holds every entry up to and including ``index``."""
+
+    index: int = 0
+    term: int = 0
+    conf_state: ConfState = field(default_factory=ConfState)
+
+
+class MessageType(IntEnum):
+    APP = 0  # append entries (also probes); index/log_term name the entry before `entries`
+    APP_RESP = 1  # index = last index matched, or reject with reject_hint/hint_term
+    VOTE = 2
+    VOTE_RESP = 3
+    PRE_VOTE = 4
+    PRE_VOTE_RESP = 5
+    HEARTBEAT = 6  # commit = min(leader commit, follower match); context = read-index ctx
+    HEARTBEAT_RESP = 7
+    SNAP = 8  # the runtime delivers it only once the snapshot's data is local and verified
+    TIMEOUT_NOW = 9  # leadership transfer: start an election now, skipping pre-vote
+    READ_INDEX = 10  # follower -> leader: a read-index request carrying `context`
+    READ_INDEX_RESP = 11  # leader -> follower: index = the read index for `context`
+
+
+@dataclass(slots=True)
+class Message:
+    """One Raft message. Fields a type does not use keep their defaults."""
+
+    type: MessageType
+    to: NodeId
+    frm: NodeId
+    term: int = 0
+    log_term: int = 0
+    index: int = 0
+    entries: Sequence[Entry] = ()
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0  # on a rejected APP_RESP: the follower's hint index
+    hint_term: int = 0  # on a rejected APP_RESP: the term at reject_hint (fast back-off)
+    context: bytes = b""
+    snapshot: SnapshotMeta | None = None
+
+
+class ReadState(NamedTuple):
+    """A confirmed read index: reads for ``context`` may be served once applied >= index."""
+
+    index: int
+    context: bytes
+
+
+@dataclass(slots=True)
+class Ready:
+    """Everything the runtime must do before ``advance()``; see the module docstring."""
+
+    soft_state: SoftState | None = None  # set when lead or role changed
+    hard_state: HardState | None = None  # set when it changed and must be persisted
+    snapshot: SnapshotMeta | None = None  # install before entries
+    entries: list[Entry] = field(default_factory=list)  # to append durably
+    committed_entries: list[Entry] = field(default_factory=list)  # to apply, in order
+    early_messages: list[Message] = field(default_factory=list)  # may leave before persisting
+    messages: list[Message] = field(default_factory=list)  # only after persisting
+    read_states: list[ReadState] = field(default_factory=list)
+    conf_state: ConfState | None = None  # set when a committed conf change took effect
+
+    @property
+    def must_sync(self) -> bool:
+        """Returns True when something in this Ready must be fsynced before ``messages``."""
+        return bool(self.entries) or self.snapshot is not None or (
+            self.hard_state is not None
+        )
+
+
+class LogStore(Protocol):
+    """The durable log seam (hashicorp/raft's LogStore + StableStore). The core only reads;
+    the runtime writes. Indexes are inclusive unless a range says ``[lo, hi)``.
+
+    Invariant: ``first_index() == snapshot_meta().index + 1`` and
+    ``last_index() >= snapshot_meta().index``; entries in between are contiguous.
+    """
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        """Returns the persisted hard state and the membership as of the snapshot.
+
+        (Conf changes in the log after the snapshot are replayed by the core.)"""
+        ...
+
+    def first_index(self) -> int:
+        """Returns the index of the first entry still in the log (snapshot index + 1)."""
+        ...
+
+    def last_index(self) -> int:
+        """Returns the index of the last entry, or the snapshot index if the log is empty."""
+        ...
+
+    def term(self, index: int) -> int:
+        """Returns the term of entry ``index``; works for the snapshot index too.
+
+        Raises LogCompactedError below the snapshot index, LogUnavailableError past the end."""
+        ...
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Returns entries ``[lo, hi)``; with ``max_bytes``, stops once the data passed it but
+        always returns at least one entry. Raises LogCompactedError / LogUnavailableError."""
+        ...
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        """Returns the metadata of the latest snapshot (index 0 when there is none)."""
+        ...
+
+    def append(
+        self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
+    ) -> None:
+        """Appends ``entries`` (dropping any existing suffix from ``entries[0].index``) and
+        stores ``hard_state``, in one write transaction, synced when ``sync``."""
+        ...
+
+    def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
+        """Replaces the whole log by ``meta``: afterwards the log is empty at ``meta.index``."""
+        ...
+
+    def compact(self, meta: SnapshotMeta) -> None:
+        """Drops entries up to and including ``meta.index`` (which must be <= last index) and
+        records ``meta`` as the snapshot. Raises LogCompactedError if already compacted."""
+        ...
+
+    def bootstrap(self, conf_state: ConfState) -> bool:
+        """Returns True after recording ``conf_state`` as the initial membership of an empty
+        store; returns False (and changes nothing) when the store already holds state."""
+        ...
+
+    def close(self) -> None: ...

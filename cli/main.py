@@ -1,0 +1,27 @@
+"""Returns nothing; ``main`` is the ``boltraft`` console script (a click group).
+
+Each command family lives in its own module and is registered here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from boltraft import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="boltraft")
+def main() -> None:
+    """boltraft: a replicated bucket store on LMDB and Raft."""
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ():
+        module = importlib.import_module(f"boltraft_cli.{name}")
+        module.register(main)
+
+
+_register()
