@@ -166,9 +166,7 @@ class Ready:
     @property
     def must_sync(self) -> bool:
         """Returns True when something in this Ready must be fsynced before ``messages``."""
-        return bool(self.entries) or self.snapshot is not None or (
-            self.hard_state is not None
-        )
+        return bool(self.entries) or self.snapshot is not None or (self.hard_state is not None)
 
 
 class LogStore(Protocol):
