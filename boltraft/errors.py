@@ -33,11 +33,12 @@
     │   ├── UnavailableError              unavailable
     │   ├── NodeRemovedError              node_removed
     │   └── MembershipError               membership_error
-    └── ProtocolError                     (the wire)
-        ├── MalformedFrameError           malformed_frame
-        ├── FrameTooLargeError            frame_too_large
-        ├── BadRequestError               bad_request
-        └── UnsupportedProtocolError      unsupported_protocol
+    ├── ProtocolError                     (the wire)
+    │   ├── MalformedFrameError           malformed_frame
+    │   ├── FrameTooLargeError            frame_too_large
+    │   ├── BadRequestError               bad_request
+    │   └── UnsupportedProtocolError      unsupported_protocol
+    └── ConfigError                       config_error   (a node's configuration or data dir)
 
 ``to_wire()`` gives ``{"code", "message", "details"}``; ``BoltraftError.from_wire(d)`` rebuilds
 the most specific class known for ``code`` (an unknown code becomes a plain ``BoltraftError``
@@ -270,6 +271,13 @@ class BadRequestError(ProtocolError):
 
 class UnsupportedProtocolError(ProtocolError):
     code = "unsupported_protocol"
+
+
+# --- configuration ---------------------------------------------------------------------------
+class ConfigError(BoltraftError):
+    """A node's configuration (flags, config file, node.json) is invalid or contradictory."""
+
+    code = "config_error"
 
 
 def error_codes() -> dict[str, type[BoltraftError]]:
