@@ -14,6 +14,8 @@
     │   ├── TxClosedError                 tx_closed
     │   ├── ReadOnlyTxError               read_only_tx
     │   ├── DataDirLockedError            data_dir_locked
+    │   ├── DataDirNotFoundError          data_dir_not_found
+    │   ├── InvalidArgumentError          invalid_argument
     │   └── CorruptionError               corruption
     ├── CommandError                      (state-machine commands)
     │   ├── MalformedCommandError         malformed_command
@@ -160,6 +162,18 @@ class ReadOnlyTxError(StoreError):
 
 class DataDirLockedError(StoreError):
     code = "data_dir_locked"
+
+
+class DataDirNotFoundError(StoreError):
+    """A read-only open found no bucket store at the given directory."""
+
+    code = "data_dir_not_found"
+
+
+class InvalidArgumentError(StoreError):
+    """An argument has the wrong type or range (a scan bound, a limit, a paging token...)."""
+
+    code = "invalid_argument"
 
 
 class CorruptionError(StoreError):
