@@ -1,0 +1,375 @@
+"""The versioned commands of the replicated state machine and their log encoding.
+
+A command, as a client writes it (the body of a write request) and as ``validate``/``decode``
+return it, is a map. Its envelope (added by the server before proposing):
+
+    "v":   1                  the command version (``validate`` and ``encode`` add it)
+    "cid": bytes | str        client id, 1..128 bytes (str is UTF-8 encoded); optional
+    "seq": int                the client's sequence number, 0 <= seq < 2**64; present exactly
+                              when "cid" is: the pair makes the command exactly-once
+    "ts":  int                milliseconds, stamped by the leader (dedup expiry); optional
+
+and its body, one of:
+
+    {"op": "put", "bucket": path, "key": k, "value": v, ["if_value": v | "if_absent": True]}
+    {"op": "delete", "bucket": path, "key": k, ["if_value": v]}
+    {"op": "create_bucket", "bucket": path, ["if_not_exists": bool]}
+    {"op": "delete_bucket", "bucket": path}
+    {"op": "next_sequence", "bucket": path}
+    {"op": "batch", "ops": [body, ...]}      atomic; bodies only (no envelope, no nested batch)
+
+``path`` is a bucket name or a non-empty list of names; names, keys and values are bytes, and
+str is accepted and UTF-8 encoded. Validation is strict about structure and types (unknown
+fields, wrong types, conflicting conditions are refused); what only the engine can judge (an
+empty key, a key too long for its bucket, an invalid bucket name) is left to the engine, which
+answers with its own typed error when the command is applied.
+
+The normalized map has only the fields present (``if_absent: False`` and
+``if_not_exists: False`` are dropped), the path as a tuple of bytes, keys/values/cid as bytes.
+
+LOG ENCODING (version 1). The log carries a compact positional form, built only by ``encode``
+and read by every replica, so the applier decodes without per-field map work::
+
+    [1, cid | nil, seq | nil, ts | nil, body]
+    body: [PUT, path, key, value]            [PUT_IF, path, key, value, expect | nil]
+          [DELETE, path, key]                [DELETE_IF, path, key, expect]
+          [CREATE_BUCKET, path, if_not_exists]
+          [DELETE_BUCKET, path]              [NEXT_SEQUENCE, path]
+          [BATCH, [body, ...]]
+    path: [bytes, ...]   (PUT_IF with expect nil means "must be absent")
+
+The first element is the version: a later version may change everything after it.
+
+Errors (all raised before anything else happens): MalformedCommandError (undecodable bytes,
+not a map/array of the right shape, missing or unknown field, wrong type, conflicting
+conditions), UnsupportedVersionError (a version this code does not know), UnknownCommandError
+(an op or opcode that names no command). Errors inside a batch carry ``details["index"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from boltraft.errors import MalformedCommandError, UnknownCommandError, UnsupportedVersionError
+
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MAX_CID_BYTES = 128  # keeps the dedup key well under LMDB's 511-byte key limit
+MAX_UINT = (1 << 64) - 1
+
+# Opcodes of log version 1 (stable: they are in every log written so far).
+PUT, PUT_IF, DELETE, DELETE_IF, CREATE_BUCKET, DELETE_BUCKET, NEXT_SEQUENCE, BATCH = range(8)
+# Body arity per opcode, the opcode included (BATCH's sub-bodies are checked one by one).
+_ARITY = (4, 5, 3, 4, 3, 2, 2, 2)
+
+Command = dict[str, Any]
+Body = tuple[Any, ...]
+
+
+def _malformed(message: str, **details: Any) -> MalformedCommandError:
+    return MalformedCommandError(message, **details)
+
+
+# --- the map form ----------------------------------------------------------------------------
+def _as_bytes(value: Any, field: str) -> bytes:
+    t = type(value)
+    if t is bytes:
+        return value
+    if t is str:
+        return value.encode()
+    if t is bytearray or t is memoryview:
+        return bytes(value)
+    raise _malformed(f"field {field!r} must be bytes or str, not {t.__name__}", field=field)
+
+
+def _as_path(value: Any, field: str = "bucket") -> tuple[bytes, ...]:
+    t = type(value)
+    if t is list or t is tuple:
+        if not value:
+            raise _malformed(f"field {field!r} must name at least one bucket", field=field)
+        return tuple([_as_bytes(name, field) for name in value])
+    if t is bytes or t is str:
+        return (_as_bytes(value, field),)
+    raise _malformed(f"field {field!r} must be a bucket name or a list of names", field=field)
+
+
+def _as_bool(value: Any, field: str) -> bool:
+    if type(value) is not bool:
+        raise _malformed(f"field {field!r} must be a boolean", field=field)
+    return value
+
+
+def _as_uint(value: Any, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_UINT:
+        raise _malformed(f"field {field!r} must be an integer in [0, 2**64)", field=field)
+    return value
+
+
+def _as_cid(value: Any, field: str = "cid") -> bytes:
+    cid = _as_bytes(value, field)
+    if not 0 < len(cid) <= MAX_CID_BYTES:
+        raise _malformed(f"field 'cid' must be 1..{MAX_CID_BYTES} bytes", field=field)
+    return cid
+
+
+_FIELDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    # op -> (required fields, every allowed body field with its normalizer)
+    "put": (
+        ("bucket", "key", "value"),
+        {
+            "bucket": _as_path,
+            "key": _as_bytes,
+            "value": _as_bytes,
+            "if_value": _as_bytes,
+            "if_absent": _as_bool,
+        },
+    ),
+    "delete": (
+        ("bucket", "key"),
+        {"bucket": _as_path, "key": _as_bytes, "if_value": _as_bytes},
+    ),
+    "create_bucket": (("bucket",), {"bucket": _as_path, "if_not_exists": _as_bool}),
+    "delete_bucket": (("bucket",), {"bucket": _as_path}),
+    "next_sequence": (("bucket",), {"bucket": _as_path}),
+    "batch": (("ops",), {"ops": None}),
+}
+_ENVELOPE = {"cid": _as_cid, "seq": _as_uint, "ts": _as_uint}
+
+
+def _body_map(cmd: Any, top: bool) -> Command:
+    """Returns the normalized body (plus envelope fields when ``top``) of map ``cmd``."""
+    if type(cmd) is not dict:
+        raise _malformed(f"a command must be a map, not {type(cmd).__name__}")
+    op = cmd.get("op")
+    if type(op) is not str:
+        raise _malformed("field 'op' is missing or not a string", field="op")
+    spec = _FIELDS.get(op)
+    if spec is None:
+        raise UnknownCommandError(f"unknown command {op!r}", op=op)
+    required, allowed = spec
+    if op == "batch" and not top:
+        raise _malformed("a batch cannot contain a batch", field="op")
+    out: Command = {"op": op}
+    for field, value in cmd.items():
+        if field == "op" or (top and field == "v"):
+            continue
+        if field in allowed:
+            norm = allowed[field]
+            out[field] = _batch_ops(value) if norm is None else norm(value, field)
+        elif field in _ENVELOPE and top:
+            out[field] = _ENVELOPE[field](value, field)
+        elif field in _ENVELOPE or field == "v":
+            raise _malformed(f"field {field!r} is not allowed inside a batch", field=field)
+        else:
+            raise _malformed(f"unknown field {field!r} for {op!r}", field=field, op=op)
+    missing = [f for f in required if f not in out]
+    if missing:
+        raise _malformed(f"{op!r} is missing field(s) {missing}", missing=missing, op=op)
+    if out.get("if_absent") is False:
+        del out["if_absent"]
+    if out.get("if_not_exists") is False:
+        del out["if_not_exists"]
+    if "if_absent" in out and "if_value" in out:
+        raise _malformed("'if_value' and 'if_absent' exclude each other", field="if_absent")
+    return out
+
+
+def _in_batch(err: MalformedCommandError | UnknownCommandError, i: int) -> None:
+    err.details.setdefault("index", i)
+    err.message = f"batch op {i}: {err.message}"
+    err.args = (err.message,)
+
+
+def _batch_ops(ops: Any) -> list[Command]:
+    if type(ops) is not list and type(ops) is not tuple:
+        raise _malformed("field 'ops' must be a list of commands", field="ops")
+    out = []
+    for i, sub in enumerate(ops):
+        try:
+            out.append(_body_map(sub, False))
+        except (MalformedCommandError, UnknownCommandError) as err:
+            _in_batch(err, i)
+            raise
+    return out
+
+
+def _check_version(v: Any) -> None:
+    if type(v) is not int:
+        raise _malformed("the command version must be an integer", field="v")
+    if v not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersionError(
+            f"command version {v} is not supported", version=v, supported=list(SUPPORTED_VERSIONS)
+        )
+
+
+def validate(cmd: Any) -> Command:
+    """Returns the normalized form of the command map ``cmd`` (see the module docstring).
+
+    A missing "v" is taken as the current version. Raises MalformedCommandError,
+    UnsupportedVersionError or UnknownCommandError; never changes ``cmd``.
+    """
+    if type(cmd) is not dict:
+        raise _malformed(f"a command must be a map, not {type(cmd).__name__}")
+    v = cmd.get("v", VERSION)
+    _check_version(v)
+    out = _body_map(cmd, True)
+    if ("cid" in out) != ("seq" in out):
+        raise _malformed("'cid' and 'seq' go together", field="cid" if "seq" in out else "seq")
+    out["v"] = v
+    return out
+
+
+# --- map <-> positional body -----------------------------------------------------------------
+def _to_body(c: Command) -> Body:
+    op = c["op"]
+    if op == "put":
+        if "if_value" in c:
+            return (PUT_IF, c["bucket"], c["key"], c["value"], c["if_value"])
+        if c.get("if_absent"):
+            return (PUT_IF, c["bucket"], c["key"], c["value"], None)
+        return (PUT, c["bucket"], c["key"], c["value"])
+    if op == "delete":
+        if "if_value" in c:
+            return (DELETE_IF, c["bucket"], c["key"], c["if_value"])
+        return (DELETE, c["bucket"], c["key"])
+    if op == "create_bucket":
+        return (CREATE_BUCKET, c["bucket"], bool(c.get("if_not_exists")))
+    if op == "delete_bucket":
+        return (DELETE_BUCKET, c["bucket"])
+    if op == "next_sequence":
+        return (NEXT_SEQUENCE, c["bucket"])
+    return (BATCH, tuple([_to_body(sub) for sub in c["ops"]]))
+
+
+def body_to_map(body: Body) -> Command:
+    """Returns the normalized map form of a validated positional ``body``."""
+    code = body[0]
+    if code == PUT:
+        return {"op": "put", "bucket": body[1], "key": body[2], "value": body[3]}
+    if code == PUT_IF:
+        cond = {"if_absent": True} if body[4] is None else {"if_value": body[4]}
+        return {"op": "put", "bucket": body[1], "key": body[2], "value": body[3], **cond}
+    if code == DELETE:
+        return {"op": "delete", "bucket": body[1], "key": body[2]}
+    if code == DELETE_IF:
+        return {"op": "delete", "bucket": body[1], "key": body[2], "if_value": body[3]}
+    if code == CREATE_BUCKET:
+        out: Command = {"op": "create_bucket", "bucket": body[1]}
+        if body[2]:
+            out["if_not_exists"] = True
+        return out
+    if code == DELETE_BUCKET:
+        return {"op": "delete_bucket", "bucket": body[1]}
+    if code == NEXT_SEQUENCE:
+        return {"op": "next_sequence", "bucket": body[1]}
+    return {"op": "batch", "ops": [body_to_map(sub) for sub in body[1]]}
+
+
+def encode(cmd: Command) -> bytes:
+    """Returns the log encoding of ``cmd`` after validating it. Raises like ``validate``."""
+    c = validate(cmd)
+    return msgpack.packb(
+        (VERSION, c.get("cid"), c.get("seq"), c.get("ts"), _to_body(c)), use_bin_type=True
+    )
+
+
+# --- the log form ----------------------------------------------------------------------------
+def _check_path(path: Any) -> None:
+    if type(path) is not tuple or not path:
+        raise _malformed("a bucket path must be a non-empty array of names", field="bucket")
+    for name in path:
+        if type(name) is not bytes:
+            raise _malformed("bucket names must be bytes in the log", field="bucket")
+
+
+def _check_body(body: Any, top: bool) -> None:
+    """Returns None when ``body`` is a well-formed positional body; raises otherwise."""
+    if type(body) is not tuple or not body:
+        raise _malformed("a command body must be a non-empty array")
+    code = body[0]
+    if type(code) is not int:
+        raise _malformed("an opcode must be an integer", field="op")
+    if not 0 <= code < len(_ARITY):
+        raise UnknownCommandError(f"unknown opcode {code}", op=code)
+    if len(body) != _ARITY[code]:
+        raise _malformed(f"opcode {code} takes {_ARITY[code] - 1} fields", op=code)
+    if code == BATCH:
+        if not top:
+            raise _malformed("a batch cannot contain a batch", field="op")
+        subs = body[1]
+        if type(subs) is not tuple:
+            raise _malformed("a batch needs an array of bodies", field="ops")
+        for i, sub in enumerate(subs):
+            try:
+                _check_body(sub, False)
+            except (MalformedCommandError, UnknownCommandError) as err:
+                _in_batch(err, i)
+                raise
+        return
+    _check_path(body[1])
+    if code == CREATE_BUCKET:
+        if type(body[2]) is not bool:
+            raise _malformed("field 'if_not_exists' must be a boolean", field="if_not_exists")
+        return
+    for i in range(2, len(body)):
+        f = body[i]
+        if type(f) is not bytes and not (f is None and code == PUT_IF and i == 4):
+            raise _malformed(f"field {i} of opcode {code} must be bytes", op=code)
+
+
+def parse(data: bytes) -> tuple[bytes | None, int | None, int | None, Body]:
+    """Returns ``(cid, seq, ts, body)``: the decoded, validated log entry ``data`` (the
+    applier's form). Invariant: ``cid`` and ``seq`` are both None or both set.
+
+    Raises MalformedCommandError, UnsupportedVersionError or UnknownCommandError.
+    """
+    try:
+        t = msgpack.unpackb(data, use_list=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise _malformed(f"undecodable command: {exc}") from None
+    if type(t) is not tuple or len(t) != 5 or type(t[0]) is not int or t[0] != VERSION:
+        if type(t) is not tuple or not t:
+            raise _malformed("a log command must be a non-empty array")
+        _check_version(t[0])
+        raise _malformed("a version 1 log command has 5 elements")
+    _, cid, seq, ts, body = t
+    if cid is not None or seq is not None:
+        if type(cid) is not bytes or not 0 < len(cid) <= MAX_CID_BYTES:
+            raise _malformed(f"'cid' must be 1..{MAX_CID_BYTES} bytes in the log", field="cid")
+        if type(seq) is not int or not 0 <= seq <= MAX_UINT:
+            _as_uint(seq, "seq")
+    if ts is not None and (type(ts) is not int or not 0 <= ts <= MAX_UINT):
+        _as_uint(ts, "ts")
+    # The fast path: a plain put on a one-name path, the overwhelmingly common command.
+    if (
+        type(body) is tuple
+        and len(body) == 4
+        and body[0] == PUT
+        and type(body[2]) is bytes
+        and type(body[3]) is bytes
+        and type(body[1]) is tuple
+        and len(body[1]) == 1
+        and type(body[1][0]) is bytes
+        and type(body[0]) is int
+    ):
+        return t[1:]
+    _check_body(body, True)
+    return t[1:]
+
+
+def decode(data: bytes) -> Command:
+    """Returns the normalized command map encoded in ``data`` (the inverse of ``encode``).
+
+    Raises like ``parse``.
+    """
+    cid, seq, ts, body = parse(data)
+    out = body_to_map(body)
+    out["v"] = VERSION
+    if cid is not None:
+        out["cid"] = cid
+        out["seq"] = seq
+    if ts is not None:
+        out["ts"] = ts
+    return out

@@ -1,0 +1,270 @@
+"""Commands: validation, normalization, the positional log encoding and its strict decoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from boltraft.errors import MalformedCommandError, UnknownCommandError, UnsupportedVersionError
+from boltraft.storage import commands
+
+ROUND_TRIPS = [
+    {"op": "put", "bucket": [b"a"], "key": b"k", "value": b"v"},
+    {"op": "put", "bucket": [b"a", b"b"], "key": b"k", "value": b"", "if_value": b"old"},
+    {"op": "put", "bucket": [b"a"], "key": b"k", "value": b"v", "if_absent": True},
+    {"op": "delete", "bucket": [b"a"], "key": b"k"},
+    {"op": "delete", "bucket": [b"a"], "key": b"k", "if_value": b"old"},
+    {"op": "create_bucket", "bucket": [b"a"]},
+    {"op": "create_bucket", "bucket": [b"a", b"b"], "if_not_exists": True},
+    {"op": "delete_bucket", "bucket": [b"a"]},
+    {"op": "next_sequence", "bucket": [b"a"]},
+    {"op": "batch", "ops": []},
+    {
+        "op": "batch",
+        "ops": [
+            {"op": "create_bucket", "bucket": [b"x"]},
+            {"op": "put", "bucket": [b"x"], "key": b"k", "value": b"v", "if_absent": True},
+            {"op": "next_sequence", "bucket": [b"x"]},
+        ],
+        "cid": b"c1",
+        "seq": 7,
+        "ts": 123,
+    },
+]
+
+
+def _norm(cmd: dict[str, Any]) -> dict[str, Any]:
+    """Returns what decode should give for a round-trip case written with lists."""
+    out = dict(cmd, v=1)
+    if "bucket" in out:
+        out["bucket"] = tuple(out["bucket"])
+    if "ops" in out:
+        out["ops"] = [{k: _norm(o)[k] for k in o} for o in out["ops"]]
+    return out
+
+
+@pytest.mark.parametrize("cmd", ROUND_TRIPS, ids=lambda c: c["op"])
+def test_round_trip(cmd: dict[str, Any]) -> None:
+    data = commands.encode(cmd)
+    assert commands.decode(data) == _norm(cmd)
+    assert commands.encode(commands.decode(data)) == data
+
+
+def test_envelope_round_trip_and_str_normalization() -> None:
+    cmd = {
+        "op": "put",
+        "bucket": "users",
+        "key": "k\u00e9",
+        "value": "v",
+        "cid": "client",
+        "seq": 0,
+        "ts": 2**63,
+        "v": 1,
+    }
+    out = commands.decode(commands.encode(cmd))
+    assert out == {
+        "op": "put",
+        "bucket": (b"users",),
+        "key": "k\u00e9".encode(),
+        "value": b"v",
+        "cid": b"client",
+        "seq": 0,
+        "ts": 2**63,
+        "v": 1,
+    }
+
+
+def test_false_flags_are_dropped() -> None:
+    put = {"op": "put", "bucket": "a", "key": b"k", "value": b"v", "if_absent": False}
+    assert "if_absent" not in commands.validate(put)
+    cb = {"op": "create_bucket", "bucket": "a", "if_not_exists": False}
+    assert commands.validate(cb) == {"op": "create_bucket", "bucket": (b"a",), "v": 1}
+
+
+def test_validate_does_not_change_its_input() -> None:
+    cmd = {"op": "put", "bucket": ["a"], "key": "k", "value": "v"}
+    before = repr(cmd)
+    commands.validate(cmd)
+    assert repr(cmd) == before
+
+
+def test_parse_gives_positional_form() -> None:
+    data = commands.encode({"op": "put", "bucket": "a", "key": b"k", "value": b"v"})
+    assert commands.parse(data) == (None, None, None, (commands.PUT, (b"a",), b"k", b"v"))
+    data = commands.encode(
+        {"op": "put", "bucket": "a", "key": b"k", "value": b"v", "if_absent": True, "cid": "c"}
+        | {"seq": 3, "ts": 9}
+    )
+    assert commands.parse(data) == (b"c", 3, 9, (commands.PUT_IF, (b"a",), b"k", b"v", None))
+
+
+MALFORMED_MAPS = [
+    ["put"],
+    {"bucket": "a"},
+    {"op": 3},
+    {"op": "put", "bucket": "a", "key": b"k"},
+    {"op": "put", "bucket": "a", "key": 5, "value": b"v"},
+    {"op": "put", "bucket": "a", "key": b"k", "value": None},
+    {"op": "put", "bucket": [], "key": b"k", "value": b"v"},
+    {"op": "put", "bucket": 7, "key": b"k", "value": b"v"},
+    {"op": "put", "bucket": ["a", 7], "key": b"k", "value": b"v"},
+    {"op": "put", "bucket": "a", "key": b"k", "value": b"v", "extra": 1},
+    {"op": "put", "bucket": "a", "key": b"k", "value": b"v", "if_value": b"x", "if_absent": True},
+    {"op": "put", "bucket": "a", "key": b"k", "value": b"v", "if_absent": 1},
+    {"op": "delete", "bucket": "a", "key": b"k", "if_absent": True},
+    {"op": "create_bucket", "bucket": "a", "if_not_exists": "yes"},
+    {"op": "delete_bucket", "bucket": "a", "key": b"k"},
+    {"op": "next_sequence"},
+    {"op": "batch"},
+    {"op": "batch", "ops": "nope"},
+    {"op": "batch", "ops": [{"op": "batch", "ops": []}]},
+    {"op": "batch", "ops": [{"op": "delete_bucket", "bucket": "a", "cid": "c", "seq": 1}]},
+    {"op": "batch", "ops": [{"op": "delete_bucket", "bucket": "a", "v": 1}]},
+    {"op": "batch", "ops": [5]},
+    {"op": "delete_bucket", "bucket": "a", "v": "1"},
+    {"op": "delete_bucket", "bucket": "a", "cid": "c"},
+    {"op": "delete_bucket", "bucket": "a", "seq": 1},
+    {"op": "delete_bucket", "bucket": "a", "cid": "", "seq": 1},
+    {"op": "delete_bucket", "bucket": "a", "cid": "x" * 129, "seq": 1},
+    {"op": "delete_bucket", "bucket": "a", "cid": "c", "seq": -1},
+    {"op": "delete_bucket", "bucket": "a", "cid": "c", "seq": 2**64},
+    {"op": "delete_bucket", "bucket": "a", "cid": "c", "seq": True},
+    {"op": "delete_bucket", "bucket": "a", "ts": 1.5},
+]
+
+
+@pytest.mark.parametrize("cmd", MALFORMED_MAPS, ids=repr)
+def test_malformed_maps_are_refused(cmd: Any) -> None:
+    with pytest.raises(MalformedCommandError):
+        commands.encode(cmd)
+
+
+def test_errors_inside_a_batch_name_the_index() -> None:
+    cmd = {
+        "op": "batch",
+        "ops": [{"op": "delete_bucket", "bucket": "a"}, {"op": "put", "bucket": "a"}],
+    }
+    with pytest.raises(MalformedCommandError) as info:
+        commands.validate(cmd)
+    assert info.value.details["index"] == 1
+    assert "batch op 1" in info.value.message
+    with pytest.raises(UnknownCommandError) as info2:
+        commands.validate({"op": "batch", "ops": [{"op": "frobnicate"}]})
+    assert info2.value.details == {"op": "frobnicate", "index": 0}
+
+
+def test_unknown_op_and_version() -> None:
+    with pytest.raises(UnknownCommandError):
+        commands.validate({"op": "frobnicate", "bucket": "a"})
+    with pytest.raises(UnsupportedVersionError) as info:
+        commands.validate({"op": "delete_bucket", "bucket": "a", "v": 2})
+    assert info.value.details == {"version": 2, "supported": [1]}
+
+
+def _raw(*items: Any) -> bytes:
+    return msgpack.packb(list(items), use_bin_type=True)
+
+
+BODY = (commands.DELETE_BUCKET, [b"a"])
+BAD_LOG = [
+    (b"", MalformedCommandError),
+    (b"\xc1", MalformedCommandError),
+    (_raw(1, None, None, None, BODY) + b"\x00", MalformedCommandError),
+    (msgpack.packb({"op": "put"}), MalformedCommandError),
+    (msgpack.packb(5), MalformedCommandError),
+    (_raw(), MalformedCommandError),
+    (_raw(2, None, None, None, BODY), UnsupportedVersionError),
+    (_raw(2), UnsupportedVersionError),
+    (_raw("1", None, None, None, BODY), MalformedCommandError),
+    (_raw(True, None, None, None, BODY), MalformedCommandError),
+    (_raw(1, None, None, BODY), MalformedCommandError),
+    (_raw(1, "c", 1, None, BODY), MalformedCommandError),  # cid must be bytes in the log
+    (_raw(1, b"c", None, None, BODY), MalformedCommandError),
+    (_raw(1, None, 1, None, BODY), MalformedCommandError),
+    (_raw(1, b"c", -1, None, BODY), MalformedCommandError),
+    (_raw(1, None, None, -5, BODY), MalformedCommandError),
+    (_raw(1, None, None, None, []), MalformedCommandError),
+    (_raw(1, None, None, None, [99, [b"a"]]), UnknownCommandError),
+    (_raw(1, None, None, None, [-1, [b"a"]]), UnknownCommandError),
+    (_raw(1, None, None, None, ["put", [b"a"]]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.PUT, [b"a"], b"k"]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.PUT, [b"a"], b"k", "v"]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.PUT, [], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.PUT, b"a", b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.PUT, ["a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.DELETE_IF, [b"a"], b"k", None]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.CREATE_BUCKET, [b"a"], 1]), MalformedCommandError),
+    (
+        _raw(1, None, None, None, [commands.BATCH, [BODY, [commands.BATCH, []]]]),
+        MalformedCommandError,
+    ),
+    (_raw(1, None, None, None, [commands.BATCH, BODY]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.BATCH, b"x"]), MalformedCommandError),
+]
+
+
+@pytest.mark.parametrize(("data", "error"), BAD_LOG, ids=range(len(BAD_LOG)))
+def test_bad_log_entries_are_refused(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        commands.decode(data)
+    with pytest.raises(error):
+        commands.parse(data)
+
+
+def test_batch_error_index_in_log_form() -> None:
+    data = _raw(1, None, None, None, [commands.BATCH, [BODY, [commands.PUT, [b"a"]]]])
+    with pytest.raises(MalformedCommandError) as info:
+        commands.parse(data)
+    assert info.value.details["index"] == 1
+
+
+names = st.binary(min_size=1, max_size=8)
+paths = st.lists(names, min_size=1, max_size=3)
+bodies = st.one_of(
+    st.builds(
+        lambda b, k, v: {"op": "put", "bucket": b, "key": k, "value": v}, paths, names, names
+    ),
+    st.builds(
+        lambda b, k, v, e: {"op": "put", "bucket": b, "key": k, "value": v, "if_value": e},
+        paths,
+        names,
+        names,
+        names,
+    ),
+    st.builds(
+        lambda b, k, v: {"op": "put", "bucket": b, "key": k, "value": v, "if_absent": True},
+        paths,
+        names,
+        names,
+    ),
+    st.builds(lambda b, k: {"op": "delete", "bucket": b, "key": k}, paths, names),
+    st.builds(
+        lambda b, k, e: {"op": "delete", "bucket": b, "key": k, "if_value": e}, paths, names, names
+    ),
+    st.builds(lambda b: {"op": "create_bucket", "bucket": b, "if_not_exists": True}, paths),
+    st.builds(lambda b: {"op": "delete_bucket", "bucket": b}, paths),
+    st.builds(lambda b: {"op": "next_sequence", "bucket": b}, paths),
+)
+commands_st = st.one_of(
+    bodies, st.builds(lambda ops: {"op": "batch", "ops": ops}, st.lists(bodies))
+)
+
+
+@given(commands_st, st.one_of(st.none(), st.tuples(names, st.integers(0, 2**64 - 1))))
+def test_any_valid_command_round_trips(cmd: dict[str, Any], env: Any) -> None:
+    if env is not None:
+        cmd = dict(cmd, cid=env[0], seq=env[1], ts=env[1])
+    data = commands.encode(cmd)
+    assert commands.decode(data) == commands.validate(cmd)
+
+
+@given(st.binary(max_size=64))
+def test_garbage_never_raises_anything_but_command_errors(data: bytes) -> None:
+    try:
+        commands.decode(data)
+    except (MalformedCommandError, UnknownCommandError, UnsupportedVersionError):
+        pass
