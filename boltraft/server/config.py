@@ -1,0 +1,192 @@
+"""Returns nothing; the configuration of one node and how it is assembled.
+
+Sources, strongest first: command-line flags, a config file (``--config FILE``, JSON or TOML,
+chosen by the ``.toml`` suffix), then ``DATA/node.json`` (written on the first start, so a
+restarted node needs only ``--data``). Config file keys (all optional except where noted):
+
+| key | type | default | meaning |
+|---|---|---|---|
+| ``id`` | str | node.json | this node's id (required on first start) |
+| ``data`` | str | (flag) | the data directory |
+| ``listen`` | str | node.json | ``tcp://HOST:PORT`` the ROUTER binds (required on first start) |
+| ``peers`` | table id -> addr, or list of ``"ID=ADDR"`` | node.json | the OTHER initial members |
+| ``tick_ms`` | int | 100 | length of one Raft tick |
+| ``election_tick`` | int | 10 | election timeout, in ticks |
+| ``heartbeat_tick`` | int | 1 | heartbeat interval, in ticks |
+| ``pre_vote`` / ``check_quorum`` | bool | true | Raft options |
+| ``fsync`` | bool | true | fsync the Raft log before acknowledging (off only for tests) |
+| ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
+| ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
+| ``request_timeout_ms`` | int | 10000 | a forwarded write or pending read is failed after this |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from boltraft.errors import ConfigError
+from boltraft.server.datadir import NodeInfo
+
+_INT_KEYS = {
+    "tick_ms": 1,
+    "election_tick": 2,
+    "heartbeat_tick": 1,
+    "max_batch": 1,
+    "dedup_window_ms": 0,
+    "request_timeout_ms": 1,
+}
+_BOOL_KEYS = ("pre_vote", "check_quorum", "fsync")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything one node needs to run.
+
+    Invariants: ``id`` not in ``peers``; ``heartbeat_tick < election_tick``; every address is
+    ``tcp://HOST:PORT``.
+    """
+
+    id: str
+    data: Path
+    listen: str
+    peers: dict[str, str] = field(default_factory=dict)
+    tick_ms: int = 100
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    fsync: bool = True
+    max_batch: int = 4096
+    dedup_window_ms: int = 600_000
+    request_timeout_ms: int = 10_000
+
+    @property
+    def members(self) -> dict[str, str]:
+        """Returns every initial member's address, this node included."""
+        return {**self.peers, self.id: self.listen}
+
+    def node_info(self) -> NodeInfo:
+        """Returns what node.json should hold for this configuration."""
+        return NodeInfo(self.id, self.listen, dict(self.peers))
+
+
+def parse_peer(spec: str) -> tuple[str, str]:
+    """Returns (id, addr) from ``"ID=tcp://HOST:PORT"``; raises ConfigError otherwise."""
+    node_id, sep, addr = spec.partition("=")
+    if not sep or not node_id.strip() or not addr.strip():
+        raise ConfigError(f"peer {spec!r}: expected ID=tcp://HOST:PORT", peer=spec)
+    addr = addr.strip()
+    check_address(addr)
+    return node_id.strip(), addr
+
+
+def check_address(addr: str) -> str:
+    """Returns ``addr`` if it is ``tcp://HOST:PORT`` with a valid port; raises ConfigError."""
+    if not isinstance(addr, str) or not addr.startswith("tcp://"):
+        raise ConfigError(f"address {addr!r}: expected tcp://HOST:PORT", address=str(addr))
+    host, sep, port = addr[len("tcp://") :].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address {addr!r}: expected tcp://HOST:PORT", address=addr)
+    return addr
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Returns the key/value table of a JSON or TOML config file (TOML if it ends in .toml).
+
+    Raises ConfigError when the file is missing, unparsable, not a table, or has unknown keys.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: {exc.strerror}", path=str(p))
+    try:
+        data = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p}: {exc}", path=str(p))
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a table of keys", path=str(p))
+    known = {f.name for f in fields(ServerConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config file {p}: unknown keys {unknown}", path=str(p))
+    return data
+
+
+def _peers_from(value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ConfigError("peers: expected a table of id = address")
+            out[k] = check_address(v)
+        return out
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        out = {}
+        for spec in value:
+            if not isinstance(spec, str):
+                raise ConfigError("peers: expected strings ID=ADDR")
+            k, v = parse_peer(spec)
+            if k in out:
+                raise ConfigError(f"peer {k!r} given twice", peer=k)
+            out[k] = v
+        return out
+    raise ConfigError("peers: expected a table or a list of ID=ADDR")
+
+
+def resolve_config(
+    values: Mapping[str, Any], node_info: NodeInfo | None, data: str | os.PathLike[str]
+) -> ServerConfig:
+    """Returns the ServerConfig from ``values`` (flags over file, None meaning unset) and the
+    ``node_info`` remembered in the data directory.
+
+    A remembered id cannot change (ConfigError); a missing id or listen address on a first
+    start is a ConfigError; every value is type-checked.
+    """
+    vals = {k: v for k, v in values.items() if v is not None}
+    node_id = vals.get("id")
+    if node_info is not None:
+        if node_id is not None and node_id != node_info.id:
+            raise ConfigError(
+                f"data directory belongs to node {node_info.id!r}, not {node_id!r}",
+                remembered=node_info.id,
+                given=node_id,
+            )
+        node_id = node_info.id
+    if not isinstance(node_id, str) or not node_id:
+        raise ConfigError("a new node needs --id")
+    listen = vals.get("listen", node_info.listen if node_info else None)
+    if listen is None:
+        raise ConfigError("a new node needs --listen tcp://HOST:PORT")
+    check_address(listen)
+    if "peers" in vals and vals["peers"] != [] and vals["peers"] != {}:
+        peers = _peers_from(vals["peers"])
+    else:
+        peers = dict(node_info.peers) if node_info else {}
+    if node_id in peers:
+        if peers[node_id] != listen:
+            raise ConfigError(f"peer {node_id!r} is this node but has another address")
+        del peers[node_id]
+    cfg = ServerConfig(id=node_id, data=Path(data).absolute(), listen=listen, peers=peers)
+    changes: dict[str, Any] = {}
+    for key, minimum in _INT_KEYS.items():
+        if key in vals:
+            v = vals[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ConfigError(f"{key} must be an integer >= {minimum}", key=key)
+            changes[key] = v
+    for key in _BOOL_KEYS:
+        if key in vals:
+            if not isinstance(vals[key], bool):
+                raise ConfigError(f"{key} must be true or false", key=key)
+            changes[key] = vals[key]
+    cfg = replace(cfg, **changes)
+    if cfg.heartbeat_tick >= cfg.election_tick:
+        raise ConfigError("heartbeat_tick must be smaller than election_tick")
+    return cfg

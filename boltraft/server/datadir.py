@@ -1,0 +1,155 @@
+"""Returns nothing; the layout of one node's data directory and the lock that guards it.
+
+```
+DATA/
+  LOCK        an exclusive flock(2) held by the one process that serves DATA
+  node.json   {"id", "listen", "peers": {id: addr}} written on first start
+  log/        the Raft log (LmdbLogStore)
+  state/      the bucket state machine (BucketStateMachine)
+  snapshots/  snapshot copies of state/
+```
+
+The lock is advisory, held for the life of the process and released by the kernel when the
+process dies (even by SIGKILL), so a crashed node restarts without manual cleanup.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boltraft.errors import ConfigError, DataDirLockedError
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What node.json remembers so that ``--data DIR`` alone restarts a node.
+
+    Invariant: ``id`` is not a key of ``peers`` (peers are the OTHER initial members).
+    """
+
+    id: str
+    listen: str
+    peers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns the JSON-ready form."""
+        return {"id": self.id, "listen": self.listen, "peers": dict(sorted(self.peers.items()))}
+
+    @staticmethod
+    def from_json(data: Any, source: str) -> NodeInfo:
+        """Returns the NodeInfo in ``data``; raises ConfigError naming ``source`` if malformed."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object", path=source)
+        node_id, listen, peers = data.get("id"), data.get("listen"), data.get("peers", {})
+        if not isinstance(node_id, str) or not node_id:
+            raise ConfigError(f"{source}: 'id' must be a non-empty string", path=source)
+        if not isinstance(listen, str) or not listen:
+            raise ConfigError(f"{source}: 'listen' must be a non-empty string", path=source)
+        if not isinstance(peers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in peers.items()
+        ):
+            raise ConfigError(f"{source}: 'peers' must map ids to addresses", path=source)
+        return NodeInfo(node_id, listen, dict(peers))
+
+
+class DataDir:
+    """One node's data directory, locked while open. Use ``DataDir.open(path)``.
+
+    Invariant: while the object is open this process holds the exclusive lock on ``LOCK``.
+    """
+
+    LOCK = "LOCK"
+    NODE_JSON = "node.json"
+
+    def __init__(self, path: Path, lock_fd: int) -> None:
+        self.path = path
+        self._lock_fd: int | None = lock_fd
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> DataDir:
+        """Returns the locked data directory at ``path``, creating it and its subfolders.
+
+        Raises DataDirLockedError when another process (or another open in this process)
+        holds it, ConfigError when ``path`` exists and is not a directory.
+        """
+        root = Path(path).absolute()
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"data path {root} is not a directory", path=str(root))
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / cls.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirLockedError(
+                f"data directory {root} is in use by another process", path=str(root)
+            )
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        for sub in ("log", "state", "snapshots"):
+            (root / sub).mkdir(exist_ok=True)
+        return cls(root, fd)
+
+    @property
+    def log_path(self) -> Path:
+        """Returns the folder of the Raft log store."""
+        return self.path / "log"
+
+    @property
+    def state_path(self) -> Path:
+        """Returns the folder of the bucket state machine."""
+        return self.path / "state"
+
+    @property
+    def snapshots_path(self) -> Path:
+        """Returns the folder of the snapshots."""
+        return self.path / "snapshots"
+
+    def read_node_info(self) -> NodeInfo | None:
+        """Returns what node.json holds, or None when the node never started here.
+
+        Raises ConfigError when node.json exists but is unreadable or malformed."""
+        p = self.path / self.NODE_JSON
+        try:
+            raw = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{p}: not valid JSON ({exc})", path=str(p))
+        return NodeInfo.from_json(data, str(p))
+
+    def write_node_info(self, info: NodeInfo) -> None:
+        """Returns None after durably replacing node.json (temporary file, fsync, rename)."""
+        p = self.path / self.NODE_JSON
+        tmp = p.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(info.to_json(), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        dfd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def close(self) -> None:
+        """Returns None after releasing the lock; closing twice is harmless."""
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> DataDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

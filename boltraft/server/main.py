@@ -1,0 +1,103 @@
+"""Returns nothing; ``serve()`` runs one node in this process until SIGTERM/SIGINT.
+
+Start-up order: lock the data directory, resolve the configuration against node.json (and
+remember it), open the Raft log and the state machine, bind the network, bootstrap a new
+cluster from the member list (a no-op on restart), then run the loop on the calling thread.
+Shutdown (a signal sets a flag the loop sees within one tick) closes everything in reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any
+
+from boltraft.server.config import ServerConfig, resolve_config
+from boltraft.server.datadir import DataDir
+from boltraft.server.node import Node
+from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.logstore import LmdbLogStore
+from boltraft.transport.zmq_transport import PeerTransport
+
+log = logging.getLogger("boltraft.server")
+
+
+class _StopFlag:
+    """A flag set by SIGTERM/SIGINT; the loop polls it at least once per tick."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self.signal = 0
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.set = True
+        self.signal = signum
+
+
+def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachine:
+    """Returns the node's state machine on ``DATA/state``.
+
+    The Raft log is the durable source of truth and replay is exact (the applied index lives
+    in the same LMDB transaction as the data), so the state DB does not fsync its commits: a
+    machine crash can only roll it back to an earlier applied index, which the log replays.
+    """
+    return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
+
+
+def serve(values: Mapping[str, Any], data: str | os.PathLike[str]) -> int:
+    """Returns the process exit status (0 after a clean shutdown by signal).
+
+    ``values`` are the configuration values from flags and config file (None = unset).
+    Raises DataDirLockedError when another process serves ``data``, ConfigError on a bad
+    configuration (before anything in ``data`` changes besides creating the folders).
+    """
+    datadir = DataDir.open(data)
+    try:
+        cfg = resolve_config(values, datadir.read_node_info(), data)
+        if datadir.read_node_info() != cfg.node_info():
+            datadir.write_node_info(cfg.node_info())
+        stop = _StopFlag()
+        previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        logstore = LmdbLogStore(datadir.log_path, sync=cfg.fsync)
+        try:
+            sm = open_state_machine(cfg, datadir)
+            try:
+                net = PeerTransport(cfg.id, cfg.listen)
+                try:
+                    node = Node(cfg, net=net, logstore=logstore, sm=sm)
+                    log.info(
+                        "node %s serving on %s (data %s, peers %s)",
+                        cfg.id,
+                        cfg.listen,
+                        datadir.path,
+                        cfg.peers,
+                    )
+                    node.run(stop)
+                    log.info("node %s stopping (signal %d)", cfg.id, stop.signal)
+                finally:
+                    net.close()
+            finally:
+                sm.close()
+        finally:
+            logstore.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    finally:
+        datadir.close()
+    return 0
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Returns None after sending the server's log lines to stderr with timestamps."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

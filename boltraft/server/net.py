@@ -1,0 +1,109 @@
+"""Returns nothing; the network seam of the node loop and the frames the server adds.
+
+The loop uses the subset of ``boltraft.transport.zmq_transport.PeerTransport`` written down
+in ``Net`` (unit tests pass an in-memory twin). Every frame is the codec's msgpack array
+``[1, kind, ...]``; the server adds two kinds to ``raft``/``req``/``resp``:
+
+- ``[1, "fwd", [[fid, body], ...]]`` follower -> leader over the peer DEALER: the client
+  writes the follower received while not leading, batched per loop iteration; ``fid`` is the
+  follower's own id for the write, ``body`` the client's request body untouched.
+- ``[1, "fwdresp", [[fid, response], ...]]`` leader -> follower over the peer DEALER: the
+  response map (``{"ok": ...}``) the follower relays to its client as ``resp``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from boltraft.errors import MalformedFrameError
+from boltraft.raft.types import Message
+from boltraft.transport import codec
+from boltraft.transport.zmq_transport import Incoming
+
+FWD = "fwd"
+FWD_RESP = "fwdresp"
+
+
+def _decode_pairs(fields: list[Any]) -> list[list[Any]]:
+    """Returns the ``[[id, map], ...]`` list of a fwd/fwdresp frame; raises
+    MalformedFrameError on any other shape."""
+    if len(fields) != 1 or type(fields[0]) is not list:
+        raise MalformedFrameError("a fwd/fwdresp frame carries one array of pairs")
+    for item in fields[0]:
+        if (
+            type(item) is not list
+            or len(item) != 2
+            or type(item[0]) is not int
+            or type(item[1]) is not dict
+        ):
+            raise MalformedFrameError("each forwarded item is [id, map]")
+    return fields[0]
+
+
+codec.register_kind(FWD, _decode_pairs)
+codec.register_kind(FWD_RESP, _decode_pairs)
+
+
+def encode_response(rid: int, response: dict[str, Any]) -> bytes:
+    """Returns the ``resp`` frame for ``response``; error details msgpack cannot encode are
+    replaced by their ``repr`` (a result that cannot be encoded is a programming error and
+    raises MalformedFrameError)."""
+    try:
+        return codec.encode_frame(codec.KIND_RESP, rid, response)
+    except MalformedFrameError:
+        if response.get("ok"):
+            raise
+        err = dict(response["error"])
+        err["details"] = {str(k): repr(v) for k, v in err.get("details", {}).items()}
+        return codec.encode_frame(codec.KIND_RESP, rid, {"ok": False, "error": err})
+
+
+class Net(Protocol):
+    """What the node loop needs from the network (PeerTransport's API); ONE thread only."""
+
+    def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
+        """Returns the decoded frames ready now, waiting up to ``timeout`` for the first;
+        malformed frames are counted and dropped, never returned."""
+        ...
+
+    def queue(self, msgs: Iterable[Message]) -> None:
+        """Queues Raft messages for the next ``flush()`` (one frame per peer)."""
+        ...
+
+    def flush(self) -> int:
+        """Sends everything queued; returns the number of messages handed over."""
+        ...
+
+    def send_frame(self, peer_id: str, frame: bytes) -> bool:
+        """Sends an encoded frame to a peer over its DEALER; False when dropped."""
+        ...
+
+    def reply(self, sender: bytes, frame: bytes) -> bool:
+        """Sends an encoded frame back to ``sender`` through the ROUTER; False when dropped."""
+        ...
+
+    def peers(self) -> dict[str, str]:
+        """Returns the peer table, id -> address."""
+        ...
+
+    def add_peer(self, peer_id: str, addr: str) -> None: ...
+
+    def remove_peer(self, peer_id: str) -> bool: ...
+
+    def counters(self) -> dict[str, int]:
+        """Returns the transport counters."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def set_peers(net: Net, addrs: Mapping[str, str]) -> None:
+    """Returns None once ``net``'s peer table is exactly ``addrs`` (unchanged entries keep
+    their sockets)."""
+    current = net.peers()
+    for pid in current.keys() - addrs.keys():
+        net.remove_peer(pid)
+    for pid, addr in addrs.items():
+        if current.get(pid) != addr:
+            net.add_peer(pid, addr)

@@ -1,0 +1,267 @@
+"""Returns nothing; the node loop: ONE thread owns the RawNode, the network, the log store and
+the state machine, so none of them needs a lock.
+
+Each iteration (``process``): take every frame that is ready (waiting at most until the next
+tick), step Raft messages into the core and queue client requests, tick the core on the
+monotonic clock, let the service batch the iteration's requests (one ``propose()`` for all
+writes, one ReadIndex context for all linearizable reads), then drain the core's Readys
+following the contract in ``boltraft.raft.types``:
+
+1. send ``early_messages`` (the leader's appends: it writes its own log while they travel);
+2. persist entries + hard state in ONE synced append (a commit-only hard state change is
+   written unsynced: a lost commit index is learned again from the leader);
+3. send ``messages``;
+4. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
+   answer read states (a read waits until applied >= its read index);
+5. ``advance()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from boltraft.errors import BoltraftError
+from boltraft.raft.config import Config
+from boltraft.raft.rawnode import RawNode
+from boltraft.raft.types import (
+    ConfState,
+    HardState,
+    LogStore,
+    Message,
+    MessageType,
+    Ready,
+    Role,
+)
+from boltraft.server.config import ServerConfig
+from boltraft.server.net import FWD, FWD_RESP, Net, set_peers
+from boltraft.server.service import Service, Target
+from boltraft.storage.fsm import BucketStateMachine
+from boltraft.transport.zmq_transport import Incoming
+
+log = logging.getLogger("boltraft.server")
+
+_ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
+_ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
+
+
+class Node:
+    """One running member of the cluster (its stores are opened and closed by the caller).
+
+    Invariants: ``applied <= commit``; ``lead`` is "" or a member id; only the loop's thread
+    touches this object.
+    """
+
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        *,
+        net: Net,
+        logstore: LogStore,
+        sm: BucketStateMachine,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.net = net
+        self.logstore = logstore
+        self.sm = sm
+        self._clock = clock
+        self._wall = wall_clock
+        if logstore.bootstrap(ConfState(voters=tuple(sorted(cfg.members)), addrs=cfg.members)):
+            log.info("bootstrapped a new cluster: %s", cfg.members)
+        hard_state, conf_state = logstore.initial_state()
+        self.applied: int = sm.applied[0]
+        self.commit: int = max(hard_state.commit, self.applied)
+        self._hard_state: HardState = hard_state
+        raft_cfg = Config(
+            id=cfg.id,
+            election_tick=cfg.election_tick,
+            heartbeat_tick=cfg.heartbeat_tick,
+            pre_vote=cfg.pre_vote,
+            check_quorum=cfg.check_quorum,
+            applied=self.applied,
+            rng=rng or random.Random(),
+        )
+        self.raw = RawNode(raft_cfg, logstore)
+        self.lead: str = ""
+        self.role: Role = Role.FOLLOWER
+        self.conf_state: ConfState = conf_state
+        self.peer_addrs: dict[str, str] = {}
+        self._set_members(conf_state, initial=cfg.peers)
+        self._tick_s = cfg.tick_ms / 1000
+        self._election_s = cfg.election_tick * self._tick_s
+        now = clock()
+        self._next_tick = now + self._tick_s
+        self._leader_heard = -1e18  # monotonic time a message from the leader last arrived
+        self.service = Service(self)
+        self.counters: dict[str, int] = {"ticks": 0, "readys": 0, "fsyncs": 0, "step_errors": 0}
+
+    # --- small helpers used by the service ----------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        """Returns True while this node is the leader."""
+        return self.role == Role.LEADER
+
+    def wall_ms(self) -> int:
+        """Returns the wall clock in milliseconds (the leader stamps commands with it)."""
+        return int(self._wall() * 1000)
+
+    def addr_of(self, node_id: str) -> str:
+        """Returns the address of a member ("" when unknown or ``node_id`` is "")."""
+        if node_id == self.id:
+            return self.cfg.listen
+        return self.peer_addrs.get(node_id, "")
+
+    def leader_recently_heard(self, now: float) -> bool:
+        """Returns True when this node leads, or heard its leader within an election timeout."""
+        if self.role == Role.LEADER:
+            return True
+        return bool(self.lead) and now - self._leader_heard <= self._election_s
+
+    def count(self, name: str) -> None:
+        """Returns None after incrementing the counter ``name``."""
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def status_dict(self) -> dict[str, Any]:
+        """Returns the ``status`` op's result (ids, role, term, indexes, members, counters)."""
+        st = self.raw.status()
+        cs = self.conf_state
+        return {
+            "id": self.id,
+            "listen": self.cfg.listen,
+            "role": _ROLE_NAMES.get(self.role, str(self.role)),
+            "term": st.term,
+            "lead": self.lead,
+            "leader_addr": self.addr_of(self.lead),
+            "commit": self.commit,
+            "applied": self.applied,
+            "last_index": self.logstore.last_index(),
+            "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
+            "addrs": {m: self.addr_of(m) for m in cs.members()},
+            "node": dict(self.counters),
+            "service": dict(self.service.stats),
+            "transport": self.net.counters(),
+        }
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Returns None once ``should_stop()`` is true (checked at least once per tick)."""
+        net, clock = self.net, self._clock
+        while not should_stop():
+            timeout = self._next_tick - clock()
+            self.process(net.recv(timeout if timeout > 0 else 0.0))
+
+    def process(self, frames: Sequence[Incoming]) -> None:
+        """Returns None after handling one iteration's frames, ticks, batches and Readys."""
+        now = self._clock()
+        for frame in frames:
+            self._dispatch(frame, now)
+        if now >= self._next_tick:
+            self._tick(now)
+        service = self.service
+        service.flush(now)
+        raw = self.raw
+        while raw.has_ready():
+            self._handle_ready(raw.ready())
+        service.send_queued()
+        self.net.flush()
+
+    def _tick(self, now: float) -> None:
+        raw = self.raw
+        while now >= self._next_tick:
+            raw.tick()
+            self.counters["ticks"] += 1
+            self._next_tick += self._tick_s
+        self.service.expire(now)
+
+    def _dispatch(self, frame: Incoming, now: float) -> None:
+        kind = frame.kind
+        if kind == "raft":
+            raw, lead = self.raw, self.lead
+            for m in frame.payload:
+                if m.frm == lead:
+                    self._leader_heard = now
+                if m.type == MessageType.SNAP:
+                    # Log compaction is not enabled, so no leader ever sends a snapshot.
+                    self.count("snap_unsupported")
+                    continue
+                try:
+                    raw.step(m)
+                except BoltraftError:
+                    self.counters["step_errors"] += 1
+        elif kind == "req":
+            rid, body = frame.payload
+            self.service.on_request(Target(frame.sender, rid), body, now)
+        elif kind == FWD:
+            self.service.on_forward(frame.sender.decode(errors="replace"), frame.payload)
+        elif kind == FWD_RESP:
+            self.service.on_forward_reply(frame.payload)
+        else:
+            self.count("unexpected_frames")
+
+    def _handle_ready(self, rd: Ready) -> None:
+        net = self.net
+        self.counters["readys"] += 1
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
+        if rd.early_messages:
+            net.queue(self._outgoing(rd.early_messages))
+            net.flush()
+        hs = rd.hard_state
+        if rd.entries or hs is not None:
+            old = self._hard_state
+            sync = self.cfg.fsync and (
+                bool(rd.entries) or hs is None or hs.term != old.term or hs.vote != old.vote
+            )
+            self.logstore.append(rd.entries, hs, sync=sync)
+            if sync:
+                self.counters["fsyncs"] += 1
+            if hs is not None:
+                self._hard_state = hs
+                if hs.commit > self.commit:
+                    self.commit = hs.commit
+        if rd.messages:
+            net.queue(self._outgoing(rd.messages))
+            net.flush()
+        if rd.committed_entries:
+            ents = rd.committed_entries
+            results = self.sm.apply(ents)
+            last = ents[-1].index
+            if last > self.applied:
+                self.applied = last
+            if last > self.commit:
+                self.commit = last
+            self.service.on_applied(ents, results)
+        if rd.conf_state is not None:
+            self._set_members(rd.conf_state)
+        if rd.read_states:
+            self.service.on_read_states(rd.read_states)
+        self.raw.advance(rd)
+
+    def _outgoing(self, msgs: list[Message]) -> list[Message]:
+        for m in msgs:
+            if m.type == MessageType.SNAP:
+                # Without compaction a leader never needs a snapshot; refuse it explicitly.
+                self.raw.report_snapshot(m.to, False)
+                return [x for x in msgs if x.type != MessageType.SNAP]
+        return msgs
+
+    def _on_soft_state(self, lead: str, role: Role) -> None:
+        if lead != self.lead:
+            log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
+            self.lead = lead
+            self.service.on_leader_change()
+        self.role = role
+
+    def _set_members(self, cs: ConfState, initial: dict[str, str] | None = None) -> None:
+        self.conf_state = cs
+        addrs = dict(initial or {})
+        addrs.update(cs.addrs)
+        self.peer_addrs = {m: addrs[m] for m in cs.members() if m != self.id and addrs.get(m)}
+        set_peers(self.net, self.peer_addrs)

@@ -1,0 +1,132 @@
+"""Returns nothing; ``boltraft up``: a local cluster of ``boltraft serve`` child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+SERVE = "from boltraft_cli.main import main; main()"
+
+
+def node_plan(data: Path, nodes: int, host: str, base_port: int) -> list[tuple[str, str, Path]]:
+    """Returns (id, address, data dir) of each node: n1..nN on consecutive ports."""
+    return [
+        (f"n{i}", f"tcp://{host}:{base_port + i - 1}", data / f"n{i}") for i in range(1, nodes + 1)
+    ]
+
+
+def serve_argv(plan: list[tuple[str, str, Path]], i: int) -> list[str]:
+    """Returns the command line of node ``i`` of ``plan`` (the same on every run)."""
+    node_id, addr, ddir = plan[i]
+    argv = [sys.executable, "-c", SERVE, "serve", "--id", node_id, "--data", str(ddir)]
+    argv += ["--listen", addr]
+    for other_id, other_addr, _ in plan:
+        if other_id != node_id:
+            argv += ["--peer", f"{other_id}={other_addr}"]
+    return argv
+
+
+def stop_children(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """Returns None once every child exited: SIGTERM first, SIGKILL after ``timeout``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@click.command("up")
+@click.option(
+    "--data",
+    default="./boltraft-data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Parent folder of the nodes' data (n1, n2, ...).",
+)
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--base-port", default=7301, show_default=True, type=click.IntRange(1, 65000))
+@click.option("--host", default="127.0.0.1", show_default=True)
+def up_cmd(data: str, nodes: int, base_port: int, host: str) -> None:
+    """Start a local cluster and keep it running until Ctrl-C; run again to get the same data
+    back. Node logs go to DATA/nN.log."""
+    from boltraft.server.probe import wait_for_leader
+
+    root = Path(data).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    plan = node_plan(root, nodes, host, base_port)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i, (node_id, _, _) in enumerate(plan):
+            with open(root / f"{node_id}.log", "ab") as logf:
+                # A new session: Ctrl-C reaches only us, and we stop the children in order.
+                procs.append(
+                    subprocess.Popen(
+                        serve_argv(plan, i),
+                        stdout=logf,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
+                )
+        endpoints = ",".join(addr for _, addr, _ in plan)
+        click.echo(f"boltraft: {nodes}-node cluster, data under {root}")
+        for (node_id, addr, ddir), p in zip(plan, procs, strict=True):
+            click.echo(f"  {node_id}  {addr}  pid {p.pid}  data {ddir}  log {root}/{node_id}.log")
+        click.echo(f"endpoints: {endpoints}")
+        leader = None
+        deadline = time.monotonic() + 30
+        while leader is None and not stopping and time.monotonic() < deadline:
+            if all(p.poll() is not None for p in procs):
+                break
+            leader = wait_for_leader([a for _, a, _ in plan], min(deadline, time.monotonic() + 1))
+        if leader is None and not stopping:
+            click.echo("error: no leader was elected; see the node logs", err=True)
+            raise SystemExit(1)
+        if leader is not None:
+            click.echo(f"leader: {leader}. Try, from another terminal:")
+            env = (
+                ""
+                if base_port == 7301 and host == "127.0.0.1" and nodes == 3
+                else (f"BOLTRAFT_ENDPOINTS={endpoints} ")
+            )
+            click.echo(f"  {env}boltraft bucket create config")
+            click.echo(f"  {env}boltraft put config color blue")
+            click.echo(f"  {env}boltraft get config color")
+            click.echo("Ctrl-C stops the cluster.")
+        while not stopping:
+            for (node_id, _, _), p in zip(plan, procs, strict=True):
+                if p.returncode is None and p.poll() is not None:
+                    click.echo(f"warning: {node_id} exited with status {p.returncode}", err=True)
+            if all(p.returncode is not None for p in procs):
+                click.echo("error: every node exited; see the node logs", err=True)
+                raise SystemExit(1)
+            time.sleep(0.2)
+        click.echo("stopping the cluster ...")
+    finally:
+        stop_children(procs)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    click.echo("stopped.")
+
+
+def register(group: click.Group) -> None:
+    """Returns None after adding ``up`` to ``group``."""
+    group.add_command(up_cmd)

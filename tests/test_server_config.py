@@ -1,0 +1,136 @@
+"""The node's data directory (layout, lock, node.json) and configuration resolution."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from boltraft.errors import ConfigError, DataDirLockedError
+from boltraft.server.config import load_config_file, parse_peer, resolve_config
+from boltraft.server.datadir import DataDir, NodeInfo
+
+
+def test_open_creates_layout_and_node_info_round_trips(tmp_path: Path) -> None:
+    with DataDir.open(tmp_path / "d") as dd:
+        assert {p.name for p in dd.path.iterdir()} == {"LOCK", "log", "state", "snapshots"}
+        assert dd.read_node_info() is None
+        info = NodeInfo("n1", "tcp://127.0.0.1:1", {"n2": "tcp://127.0.0.1:2"})
+        dd.write_node_info(info)
+        assert dd.read_node_info() == info
+
+
+def test_second_open_is_refused_until_closed(tmp_path: Path) -> None:
+    dd = DataDir.open(tmp_path)
+    with pytest.raises(DataDirLockedError):
+        DataDir.open(tmp_path)
+    dd.close()
+    DataDir.open(tmp_path).close()
+
+
+def test_lock_is_held_against_another_process(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom boltraft.server.datadir import DataDir\n"
+        "from boltraft.errors import DataDirLockedError\n"
+        "try:\n    DataDir.open(sys.argv[1])\nexcept DataDirLockedError:\n    sys.exit(3)\n"
+    )
+    with DataDir.open(tmp_path):
+        held = subprocess.run([sys.executable, "-c", code, str(tmp_path)], timeout=60)
+    free = subprocess.run([sys.executable, "-c", code, str(tmp_path)], timeout=60)
+    assert (held.returncode, free.returncode) == (3, 0)
+
+
+def test_malformed_node_json_is_a_config_error(tmp_path: Path) -> None:
+    with DataDir.open(tmp_path) as dd:
+        (tmp_path / "node.json").write_text("{nope")
+        with pytest.raises(ConfigError):
+            dd.read_node_info()
+        (tmp_path / "node.json").write_text(json.dumps({"id": "", "listen": "x"}))
+        with pytest.raises(ConfigError):
+            dd.read_node_info()
+
+
+def test_data_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError):
+        DataDir.open(f)
+
+
+def test_first_start_needs_id_and_listen(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--id"):
+        resolve_config({"listen": "tcp://127.0.0.1:1"}, None, tmp_path)
+    with pytest.raises(ConfigError, match="--listen"):
+        resolve_config({"id": "n1"}, None, tmp_path)
+
+
+def test_flags_resolve_and_peers_exclude_self(tmp_path: Path) -> None:
+    cfg = resolve_config(
+        {
+            "id": "n1",
+            "listen": "tcp://127.0.0.1:7301",
+            "peers": ["n1=tcp://127.0.0.1:7301", "n2=tcp://127.0.0.1:7302"],
+            "tick_ms": 50,
+            "fsync": False,
+        },
+        None,
+        tmp_path,
+    )
+    assert cfg.peers == {"n2": "tcp://127.0.0.1:7302"}
+    assert cfg.members == {"n1": "tcp://127.0.0.1:7301", "n2": "tcp://127.0.0.1:7302"}
+    assert (cfg.tick_ms, cfg.fsync, cfg.election_tick) == (50, False, 10)
+
+
+def test_restart_with_only_data_uses_node_json(tmp_path: Path) -> None:
+    info = NodeInfo("n2", "tcp://127.0.0.1:2", {"n1": "tcp://127.0.0.1:1"})
+    cfg = resolve_config({}, info, tmp_path)
+    assert cfg.node_info() == info
+    with pytest.raises(ConfigError, match="belongs to node"):
+        resolve_config({"id": "n3"}, info, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"tick_ms": 0},
+        {"tick_ms": "100"},
+        {"election_tick": True},
+        {"fsync": "yes"},
+        {"heartbeat_tick": 10, "election_tick": 10},
+        {"listen": "127.0.0.1:7301"},
+        {"listen": "tcp://127.0.0.1:99999"},
+        {"peers": ["n2"]},
+        {"peers": ["n2=tcp://a:1", "n2=tcp://a:2"]},
+        {"peers": {"n2": 5}},
+        {"peers": ["n1=tcp://127.0.0.1:9"]},
+    ],
+)
+def test_bad_values_are_config_errors(tmp_path: Path, values: dict[str, object]) -> None:
+    base = {"id": "n1", "listen": "tcp://127.0.0.1:1"}
+    with pytest.raises(ConfigError):
+        resolve_config({**base, **values}, None, tmp_path)
+
+
+def test_config_files_json_and_toml(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text(json.dumps({"id": "n1", "peers": {"n2": "tcp://h:2"}}))
+    (tmp_path / "c.toml").write_text('id = "n1"\ntick_ms = 20\n[peers]\nn2 = "tcp://h:2"\n')
+    assert load_config_file(tmp_path / "c.json")["peers"] == {"n2": "tcp://h:2"}
+    toml = load_config_file(tmp_path / "c.toml")
+    assert (toml["tick_ms"], toml["peers"]) == (20, {"n2": "tcp://h:2"})
+    (tmp_path / "bad.json").write_text(json.dumps({"id": "n1", "colour": "blue"}))
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_config_file(tmp_path / "bad.json")
+    with pytest.raises(ConfigError):
+        load_config_file(tmp_path / "missing.toml")
+    (tmp_path / "broken.toml").write_text("id = ")
+    with pytest.raises(ConfigError):
+        load_config_file(tmp_path / "broken.toml")
+
+
+def test_parse_peer() -> None:
+    assert parse_peer(" n2 = tcp://h:2") == ("n2", "tcp://h:2")
+    with pytest.raises(ConfigError):
+        parse_peer("=tcp://h:2")
