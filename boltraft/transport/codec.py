@@ -1,0 +1,400 @@
+"""The wire codec: versioned msgpack frames, strict decoding that only raises ProtocolError.
+
+Every ZeroMQ message boltraft sends is ONE frame (after a ROUTER's routing-id frame): a msgpack
+array ``[version, kind, *fields]`` with ``version == 1``. Built-in kinds:
+
+    [1, "raft", [msg, ...]]                        peer -> peer: a batch of Raft messages
+    [1, "req",  request_id, body]                  client -> node: body is a map with "op"
+    [1, "resp", request_id, {"ok": true, "result": r}]
+    [1, "resp", request_id, {"ok": false, "error": {"code", "message", "details"}}]
+
+Other kinds (the server's "fwd", "snap") are added with ``register_kind(kind, decoder)``.
+
+A Raft message travels as a fixed 13-element array, no per-field map::
+
+    [type, to, frm, term, log_term, index, entries, commit, reject, reject_hint,
+     hint_term, context, snapshot]
+    entries:  [[term, index, type, data], ...]      (an Entry NamedTuple packs as this array)
+    snapshot: nil | [index, term, [voter, ...], [learner, ...], {id: addr}]
+
+Decoding raises only ProtocolError subclasses: FrameTooLargeError (over ``max_frame_size``,
+checked before any parsing), UnsupportedProtocolError (an integer version other than 1, or an
+unknown kind), BadRequestError (a well-formed "req" frame whose body is not a map with a string
+"op"; ``details["request_id"]`` lets the server answer it), MalformedFrameError (everything
+else: undecodable bytes, trailing bytes, wrong shapes or types, msgpack extension types).
+Errors on a frame whose request id could be read carry ``details["request_id"]``.
+
+All functions are pure and thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import msgpack
+
+from boltraft.errors import (
+    BadRequestError,
+    BoltraftError,
+    FrameTooLargeError,
+    MalformedFrameError,
+    ProtocolError,
+    UnsupportedProtocolError,
+)
+from boltraft.raft.types import (
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    SnapshotMeta,
+)
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_SIZE = 16 << 20  # bytes; configurable per transport / client
+MAX_UINT = (1 << 64) - 1
+
+KIND_RAFT = "raft"
+KIND_REQ = "req"
+KIND_RESP = "resp"
+
+_MESSAGE_FIELDS = 13
+_MSG_TYPES: dict[int, MessageType] = {int(t): t for t in MessageType}
+_ENTRY_TYPES: dict[int, EntryType] = {int(t): t for t in EntryType}
+_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+class Frame(NamedTuple):
+    """A decoded frame: ``kind`` and its payload (list[Message] for "raft", Request for "req",
+    Response for "resp", whatever the registered decoder returns for other kinds)."""
+
+    kind: str
+    payload: Any
+
+
+class Request(NamedTuple):
+    """A client request. Invariant: ``body`` is a map with a str ``"op"``; ids are uint64."""
+
+    request_id: int
+    body: dict[str, Any]
+
+
+class Response(NamedTuple):
+    """A reply. Invariant: ``ok`` implies ``error is None``; not ``ok`` implies
+    ``result is None`` and ``error`` is set."""
+
+    request_id: int
+    ok: bool
+    result: Any
+    error: BoltraftError | None
+
+
+FieldsDecoder = Callable[[list[Any]], Any]
+_KINDS: dict[str, FieldsDecoder] = {}
+
+
+# --- encoding --------------------------------------------------------------------------------
+def _snapshot_fields(s: SnapshotMeta) -> list[Any]:
+    cs = s.conf_state
+    return [s.index, s.term, list(cs.voters), list(cs.learners), dict(cs.addrs)]
+
+
+def encode_messages(msgs: Iterable[Message]) -> list[list[Any]]:
+    """Returns the msgpack-ready arrays of ``msgs`` (see the module docstring), in order."""
+    out = []
+    for m in msgs:
+        ents = m.entries
+        if type(ents) is not list and type(ents) is not tuple:
+            ents = list(ents)
+        snap = m.snapshot
+        out.append(
+            [
+                int(m.type),
+                m.to,
+                m.frm,
+                m.term,
+                m.log_term,
+                m.index,
+                ents,
+                m.commit,
+                m.reject,
+                m.reject_hint,
+                m.hint_term,
+                m.context,
+                None if snap is None else _snapshot_fields(snap),
+            ]
+        )
+    return out
+
+
+def encode_frame(kind: str, *fields: Any) -> bytes:
+    """Returns the frame ``[1, kind, *fields]`` packed with msgpack.
+
+    Raises MalformedFrameError when a field is not msgpack-encodable (a programming error)."""
+    try:
+        return msgpack.packb([PROTOCOL_VERSION, kind, *fields], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MalformedFrameError(f"cannot encode a {kind!r} frame: {exc}", kind=kind) from None
+
+
+def encode_raft(msgs: Iterable[Message]) -> bytes:
+    """Returns one "raft" frame carrying every message of ``msgs`` (possibly empty)."""
+    return encode_frame(KIND_RAFT, encode_messages(msgs))
+
+
+def encode_request(request_id: int, body: dict[str, Any]) -> bytes:
+    """Returns a "req" frame. Raises MalformedFrameError if ``body`` is not encodable."""
+    return encode_frame(KIND_REQ, request_id, body)
+
+
+def encode_result(request_id: int, result: Any) -> bytes:
+    """Returns a successful "resp" frame carrying ``result``."""
+    return encode_frame(KIND_RESP, request_id, {"ok": True, "result": result})
+
+
+def encode_error(request_id: int, error: BoltraftError) -> bytes:
+    """Returns a failed "resp" frame carrying ``error.to_wire()``.
+
+    Error details that msgpack cannot encode are replaced by their ``repr``."""
+    wire = error.to_wire()
+    try:
+        return encode_frame(KIND_RESP, request_id, {"ok": False, "error": wire})
+    except MalformedFrameError:
+        wire["details"] = {str(k): repr(v) for k, v in wire["details"].items()}
+        return encode_frame(KIND_RESP, request_id, {"ok": False, "error": wire})
+
+
+# --- decoding --------------------------------------------------------------------------------
+def _bad(message: str, **details: Any) -> MalformedFrameError:
+    return MalformedFrameError(message, **details)
+
+
+def check_plain(obj: Any, what: str = "value") -> None:
+    """Returns None when ``obj`` holds only nil/bool/int/float/str/bytes/list/map values.
+
+    Raises MalformedFrameError on anything else (msgpack extension types, timestamps)."""
+    stack = [obj]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        o = pop()
+        t = type(o)
+        if t is list:
+            push(o)
+        elif t is dict:
+            push(o.values())
+        elif t not in _PLAIN_SCALARS:
+            raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
+
+
+def _uint(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_UINT:
+        raise _bad(f"{what} must be an unsigned 64-bit integer")
+    return value
+
+
+def _entries(raw: Any) -> list[Entry]:
+    if type(raw) is not list:
+        raise _bad("message entries must be an array")
+    out = []
+    append = out.append
+    for e in raw:
+        if type(e) is not list or len(e) != 4:
+            raise _bad("an entry must be an array [term, index, type, data]")
+        term, index, etype, data = e
+        if (
+            type(term) is not int
+            or type(index) is not int
+            or type(etype) is not int
+            or type(data) is not bytes
+            or not (0 < term <= MAX_UINT and 0 < index <= MAX_UINT)
+            or etype not in _ENTRY_TYPES
+        ):
+            raise _bad("an entry has a field of the wrong type or range")
+        append(Entry(term, index, _ENTRY_TYPES[etype], data))
+    return out
+
+
+def _str_list(raw: Any, what: str) -> tuple[str, ...]:
+    if type(raw) is not list or any(type(x) is not str for x in raw):
+        raise _bad(f"{what} must be an array of strings")
+    return tuple(raw)
+
+
+def _snapshot(raw: Any) -> SnapshotMeta | None:
+    if raw is None:
+        return None
+    if type(raw) is not list or len(raw) != 5:
+        raise _bad("a snapshot must be nil or [index, term, voters, learners, addrs]")
+    index, term, voters, learners, addrs = raw
+    if type(addrs) is not dict or any(
+        type(k) is not str or type(v) is not str for k, v in addrs.items()
+    ):
+        raise _bad("snapshot addrs must be a map of strings")
+    conf = ConfState(_str_list(voters, "voters"), _str_list(learners, "learners"), addrs)
+    return SnapshotMeta(_uint(index, "snapshot index"), _uint(term, "snapshot term"), conf)
+
+
+def _message(raw: Any) -> Message:
+    if type(raw) is not list or len(raw) != _MESSAGE_FIELDS:
+        raise _bad(f"a Raft message must be an array of {_MESSAGE_FIELDS} fields")
+    (t, to, frm, term, log_term, index, ents, commit, reject, hint, hint_term, ctx, snap) = raw
+    mtype = _MSG_TYPES.get(t) if type(t) is int else None
+    if mtype is None:
+        raise _bad(f"unknown Raft message type {t!r}")
+    if type(to) is not str or type(frm) is not str:
+        raise _bad("message 'to' and 'frm' must be strings")
+    if type(reject) is not bool or type(ctx) is not bytes:
+        raise _bad("message 'reject' must be a boolean and 'context' bytes")
+    return Message(
+        type=mtype,
+        to=to,
+        frm=frm,
+        term=_uint(term, "term"),
+        log_term=_uint(log_term, "log_term"),
+        index=_uint(index, "index"),
+        entries=_entries(ents),
+        commit=_uint(commit, "commit"),
+        reject=reject,
+        reject_hint=_uint(hint, "reject_hint"),
+        hint_term=_uint(hint_term, "hint_term"),
+        context=ctx,
+        snapshot=_snapshot(snap),
+    )
+
+
+def decode_messages(raw: Any) -> list[Message]:
+    """Returns the Messages of an ``encode_messages`` array (already unpacked by msgpack).
+
+    Raises MalformedFrameError on any wrong shape, type or range."""
+    if type(raw) is not list:
+        raise _bad("a Raft batch must be an array of messages")
+    return [_message(m) for m in raw]
+
+
+def _decode_raft(fields: list[Any]) -> list[Message]:
+    if len(fields) != 1:
+        raise _bad("a raft frame has exactly one field")
+    return decode_messages(fields[0])
+
+
+def _decode_req(fields: list[Any]) -> Request:
+    if len(fields) != 2:
+        raise _bad("a req frame has exactly two fields")
+    rid = _uint(fields[0], "request_id")
+    body = fields[1]
+    try:
+        if type(body) is not dict or type(body.get("op")) is not str:
+            raise BadRequestError("a request body must be a map with a string 'op'")
+        check_plain(body, "the request body")
+    except ProtocolError as err:
+        err.details["request_id"] = rid
+        raise
+    return Request(rid, body)
+
+
+def _decode_resp(fields: list[Any]) -> Response:
+    if len(fields) != 2:
+        raise _bad("a resp frame has exactly two fields")
+    rid = _uint(fields[0], "request_id")
+    reply = fields[1]
+    ok = reply.get("ok") if type(reply) is dict else None
+    if type(ok) is not bool:
+        raise _bad("a response must be a map with a boolean 'ok'", request_id=rid)
+    if ok:
+        result = reply.get("result")
+        check_plain(result, "the result")
+        return Response(rid, True, result, None)
+    err = reply.get("error")
+    if type(err) is not dict or type(err.get("code")) is not str:
+        raise _bad("a failed response needs an error map with a string 'code'", request_id=rid)
+    check_plain(err, "the error")
+    return Response(rid, False, None, BoltraftError.from_wire(err))
+
+
+def register_kind(kind: str, decoder: FieldsDecoder) -> None:
+    """Returns None after teaching ``decode_frame`` the frame kind ``kind``.
+
+    ``decoder(fields)`` gets the elements after the kind (already checked by ``check_plain``)
+    and returns the payload; it should raise ProtocolError subclasses, and any other exception
+    it raises is turned into MalformedFrameError. Registering a built-in kind, or the same kind
+    twice with a different decoder, raises BadRequestError."""
+    if kind in (KIND_RAFT, KIND_REQ, KIND_RESP) or _KINDS.get(kind, decoder) is not decoder:
+        raise BadRequestError(f"frame kind {kind!r} is already registered", kind=kind)
+    _KINDS[kind] = decoder
+
+
+def unpack_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> list[Any]:
+    """Returns the raw frame array ``[version, kind, *fields]`` after the size, msgpack and
+    version checks, without looking at the fields. Raises like ``decode_frame``."""
+    if len(data) > max_frame_size:
+        raise FrameTooLargeError(
+            f"frame of {len(data)} bytes exceeds the limit of {max_frame_size}",
+            size=len(data),
+            limit=max_frame_size,
+        )
+    try:
+        frame = msgpack.unpackb(data)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise _bad(f"undecodable frame: {type(exc).__name__}") from None
+    if type(frame) is not list or len(frame) < 2:
+        raise _bad("a frame must be an array [version, kind, ...]")
+    version, kind = frame[0], frame[1]
+    if type(version) is not int:
+        raise _bad("the protocol version must be an integer")
+    if version != PROTOCOL_VERSION:
+        err = UnsupportedProtocolError(
+            f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})",
+            version=version,
+            supported=[PROTOCOL_VERSION],
+        )
+        if kind == KIND_REQ and len(frame) > 2 and type(frame[2]) is int:
+            err.details["request_id"] = frame[2]  # lets the node tell the client why
+        raise err
+    if type(kind) is not str:
+        raise _bad("the frame kind must be a string")
+    return frame
+
+
+def decode_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
+    """Returns the decoded frame ``data``.
+
+    Raises FrameTooLargeError, MalformedFrameError, BadRequestError or
+    UnsupportedProtocolError (see the module docstring); never anything else."""
+    frame = unpack_frame(data, max_frame_size)
+    kind = frame[1]
+    fields = frame[2:]
+    if kind == KIND_RAFT:
+        return Frame(kind, _decode_raft(fields))
+    if kind == KIND_REQ:
+        return Frame(kind, _decode_req(fields))
+    if kind == KIND_RESP:
+        return Frame(kind, _decode_resp(fields))
+    decoder = _KINDS.get(kind)
+    if decoder is None:
+        raise UnsupportedProtocolError(f"unknown frame kind {kind!r}", kind=kind)
+    check_plain(fields, f"a {kind!r} frame")
+    try:
+        return Frame(kind, decoder(fields))
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise _bad(f"bad {kind!r} frame: {exc}", kind=kind) from None
+
+
+def split_for_limit(msgs: Sequence[Message], max_frame_size: int) -> list[tuple[bytes, int]]:
+    """Returns ``(frame, message_count)`` pairs of "raft" frames carrying ``msgs`` in order,
+    each within ``max_frame_size``: one frame when the batch fits, else the batch halved until
+    each part fits.
+
+    A single message too large on its own is left out, so the counts may sum to less than
+    ``len(msgs)``; returns [] for an empty batch."""
+    if not msgs:
+        return []
+    frame = encode_raft(msgs)
+    if len(frame) <= max_frame_size:
+        return [(frame, len(msgs))]
+    if len(msgs) == 1:
+        return []
+    mid = len(msgs) // 2
+    return split_for_limit(msgs[:mid], max_frame_size) + split_for_limit(msgs[mid:], max_frame_size)

@@ -1,0 +1,364 @@
+"""The node's ZeroMQ transport: one ROUTER for everything inbound, one DEALER per peer outbound.
+
+THREADING: a PeerTransport and its sockets belong to ONE thread (the node loop); ZeroMQ sockets
+must never be shared between threads. Only ``close()`` ends its life; after it every method
+raises UnavailableError.
+
+- The ROUTER is bound at the node's address and serves peers AND clients. A peer's DEALER has
+  identity = its node id, so ``Incoming.sender`` of a peer frame is that id (UTF-8); a
+  client's sender is an opaque routing id to hand back to ``reply()``. ``ROUTER_HANDOVER``
+  lets a restarted peer or client take over its old identity; ``ROUTER_MANDATORY`` turns an
+  unroutable reply into a counted drop instead of a silent one.
+- Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
+  nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
+  queue is full or the peer is down the frame is dropped and counted; Raft's own retries
+  (heartbeats, probes, re-sent appends) recover it.
+- Batching: ``queue()`` collects messages, ``flush()`` sends ONE "raft" frame per peer with
+  everything queued for it (halved only if it would exceed ``max_frame_size``). ``send(msgs)``
+  is ``queue(msgs)`` + ``flush()``.
+- Inbound frames are decoded by ``boltraft.transport.codec``; malformed, oversized, unknown
+  version or kind frames are counted and dropped, never raised. A bad "req" whose request id
+  could be read is answered with its protocol error, so a client is not left waiting.
+
+Counters (``counters()``): sent / dropped (frames), sent_messages / dropped_messages (Raft
+messages inside them), received (good frames), malformed, oversized, unsupported, bad_request,
+unknown_peer (messages for a node not in the peer table), replies, reply_dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import zmq
+
+from boltraft.errors import (
+    BadRequestError,
+    BoltraftError,
+    FrameTooLargeError,
+    ProtocolError,
+    UnavailableError,
+    UnsupportedProtocolError,
+)
+from boltraft.raft.types import Message
+from boltraft.transport import codec
+
+DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
+DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
+_COUNTERS = (
+    "sent",
+    "dropped",
+    "sent_messages",
+    "dropped_messages",
+    "received",
+    "malformed",
+    "oversized",
+    "unsupported",
+    "bad_request",
+    "unknown_peer",
+    "replies",
+    "reply_dropped",
+)
+
+
+class Incoming(NamedTuple):
+    """One decoded inbound frame.
+
+    ``sender`` is the ROUTER routing id of whoever sent it (a peer's node id, UTF-8; or a
+    client's opaque id): answer with ``transport.reply(sender, frame)``. ``peer`` is None for
+    frames that came in on the ROUTER, and the peer's id for frames that came back on our
+    DEALER to that peer (replies a peer's ROUTER sent to our identity); answer those with
+    ``send_frame(peer, frame)``."""
+
+    kind: str
+    payload: Any
+    sender: bytes
+    peer: str | None
+
+
+def _check_addr(addr: Any) -> str:
+    if type(addr) is not str or "://" not in addr:
+        raise BadRequestError(f"invalid ZeroMQ address {addr!r} (want tcp://HOST:PORT)")
+    return addr
+
+
+class PeerTransport:
+    """Returns a transport bound at ``listen`` with DEALERs to ``peers`` (id -> address).
+
+    ``listen`` may use port ``*`` (``tcp://127.0.0.1:*``); ``endpoint`` then tells the port.
+    Raises BadRequestError for an invalid id or address, UnavailableError if the address
+    cannot be bound. Use from one thread only (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        listen: str,
+        peers: Mapping[str, str] | None = None,
+        *,
+        max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+        sndhwm: int = DEFAULT_SNDHWM,
+        rcvhwm: int = DEFAULT_RCVHWM,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self._id_bytes = self._check_id(node_id)
+        self.node_id = node_id
+        self.max_frame_size = max_frame_size  # frames above it are dropped, both directions
+        self._sndhwm = sndhwm
+        self._own_context = context is None
+        self._ctx = zmq.Context() if context is None else context
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._peers: dict[str, tuple[str, zmq.Socket]] = {}  # id -> (address, DEALER)
+        self._by_socket: dict[zmq.Socket, str] = {}  # DEALER -> peer id
+        self._queued: dict[str, list[Message]] = {}  # peer id -> messages awaiting flush()
+        self._poller = zmq.Poller()
+        self._closed = False
+        router = self._ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        router.setsockopt(zmq.SNDHWM, max(sndhwm, 1000))
+        router.setsockopt(zmq.RCVHWM, rcvhwm)
+        # ZeroMQ itself disconnects a sender of a frame over twice the limit, before buffering it
+        router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_size + 1024)
+        try:
+            router.bind(_check_addr(listen))
+        except zmq.ZMQError as exc:
+            router.close(0)
+            if self._own_context:
+                self._ctx.term()
+            raise UnavailableError(f"cannot listen on {listen}: {exc}", addr=listen) from None
+        self._router = router
+        self.endpoint: str = router.getsockopt_string(zmq.LAST_ENDPOINT)  # the bound address
+        self._poller.register(router, zmq.POLLIN)
+        try:
+            for pid, addr in (peers or {}).items():
+                self.add_peer(pid, addr)
+        except BoltraftError:
+            self.close()
+            raise
+
+    # --- peers -------------------------------------------------------------------------------
+    @staticmethod
+    def _check_id(node_id: Any) -> bytes:
+        raw = node_id.encode() if type(node_id) is str else b""
+        if not 0 < len(raw) <= 255 or raw[0] == 0:
+            raise BadRequestError(f"invalid node id {node_id!r} (1..255 bytes of UTF-8)")
+        return raw
+
+    def _live(self) -> None:
+        if self._closed:
+            raise UnavailableError("the transport is closed")
+
+    def peers(self) -> dict[str, str]:
+        """Returns a copy of the peer table, id -> address."""
+        return {pid: addr for pid, (addr, _) in self._peers.items()}
+
+    def add_peer(self, peer_id: str, addr: str) -> None:
+        """Returns None once a DEALER to ``addr`` exists for ``peer_id``.
+
+        Adding a known peer with a new address replaces its socket (frames still queued in
+        ZeroMQ for the old address are discarded); the same address changes nothing. Raises
+        BadRequestError for an invalid id or address, or for our own id."""
+        self._live()
+        self._check_id(peer_id)
+        _check_addr(addr)
+        if peer_id == self.node_id:
+            raise BadRequestError(f"{peer_id!r} is this node's own id, not a peer")
+        old = self._peers.get(peer_id)
+        if old is not None:
+            if old[0] == addr:
+                return
+            self._close_dealer(old[1])
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self._id_bytes)  # before connect: peers route by it
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDHWM, self._sndhwm)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_frame_size + 1024)
+        try:
+            sock.connect(addr)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise BadRequestError(f"cannot connect to {addr}: {exc}", addr=addr) from None
+        self._peers[peer_id] = (addr, sock)
+        self._by_socket[sock] = peer_id
+        self._poller.register(sock, zmq.POLLIN)
+
+    set_peer = add_peer  # "update the address" reads better at call sites that mean it
+
+    def remove_peer(self, peer_id: str) -> bool:
+        """Returns True if ``peer_id`` was a peer; its socket and queued messages are gone."""
+        self._live()
+        self._queued.pop(peer_id, None)
+        old = self._peers.pop(peer_id, None)
+        if old is None:
+            return False
+        self._close_dealer(old[1])
+        return True
+
+    def _close_dealer(self, sock: zmq.Socket) -> None:
+        self._poller.unregister(sock)
+        self._by_socket.pop(sock, None)
+        sock.close(0)
+
+    # --- sending -----------------------------------------------------------------------------
+    def queue(self, msgs: Iterable[Message]) -> None:
+        """Returns None after queueing ``msgs`` for the next ``flush()``, grouped by ``to``."""
+        self._live()
+        queued = self._queued
+        for m in msgs:
+            q = queued.get(m.to)
+            if q is None:
+                queued[m.to] = [m]
+            else:
+                q.append(m)
+
+    def flush(self) -> int:
+        """Returns the number of messages handed to ZeroMQ: every queued message goes out in
+        ONE frame per peer. Messages for unknown peers, and frames ZeroMQ would not take
+        without blocking, are dropped and counted."""
+        self._live()
+        if not self._queued:
+            return 0
+        queued, self._queued = self._queued, {}
+        c = self._counts
+        total = 0
+        for pid, msgs in queued.items():
+            peer = self._peers.get(pid)
+            if peer is None:
+                c["unknown_peer"] += len(msgs)
+                c["dropped_messages"] += len(msgs)
+                continue
+            sock = peer[1]
+            parts = codec.split_for_limit(msgs, self.max_frame_size)
+            lost = len(msgs) - sum(n for _, n in parts)
+            for frame, n in parts:
+                try:
+                    sock.send(frame, zmq.NOBLOCK)
+                except zmq.Again:
+                    c["dropped"] += 1
+                    lost += n
+                    continue
+                c["sent"] += 1
+                total += n
+            c["sent_messages"] += total
+            c["dropped_messages"] += lost
+        return total
+
+    def send(self, msgs: Iterable[Message]) -> int:
+        """Returns the number of messages handed to ZeroMQ; ``queue(msgs)`` then ``flush()``."""
+        self.queue(msgs)
+        return self.flush()
+
+    def send_frame(self, peer_id: str, frame: bytes) -> bool:
+        """Returns True if the encoded ``frame`` (any kind) was handed to the DEALER of
+        ``peer_id`` without blocking; False (and counted) if dropped or the peer is unknown."""
+        self._live()
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            self._counts["unknown_peer"] += 1
+            return False
+        try:
+            peer[1].send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            self._counts["dropped"] += 1
+            return False
+        self._counts["sent"] += 1
+        return True
+
+    def reply(self, sender: bytes, frame: bytes) -> bool:
+        """Returns True if ``frame`` was queued on the ROUTER for ``sender`` (an
+        ``Incoming.sender``); False (and counted) when that sender is gone or its queue is
+        full. Never blocks."""
+        self._live()
+        try:
+            self._router.send_multipart((sender, frame), zmq.NOBLOCK)
+        except zmq.ZMQError:  # Again (queue full) or EHOSTUNREACH (sender disconnected)
+            self._counts["reply_dropped"] += 1
+            return False
+        self._counts["replies"] += 1
+        return True
+
+    # --- receiving ---------------------------------------------------------------------------
+    def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
+        """Returns the decoded frames available now (at most ``max_frames``), waiting up to
+        ``timeout`` seconds for the first one; [] when nothing came in.
+
+        Never raises for bad input: such frames are counted and dropped."""
+        self._live()
+        ready = self._poller.poll(max(0, int(timeout * 1000)))
+        out: list[Incoming] = []
+        for sock, _ in ready:
+            peer = self._by_socket.get(sock)
+            while len(out) < max_frames:
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    break
+                self._take(parts, peer, out)
+        return out
+
+    def _take(self, parts: list[bytes], peer: str | None, out: list[Incoming]) -> None:
+        c = self._counts
+        if peer is None:
+            if len(parts) != 2:
+                c["malformed"] += 1
+                return
+            sender, data = parts
+        else:
+            if len(parts) != 1:
+                c["malformed"] += 1
+                return
+            sender, data = peer.encode(), parts[0]
+        try:
+            kind, payload = codec.decode_frame(data, self.max_frame_size)
+        except FrameTooLargeError:
+            c["oversized"] += 1
+            return
+        except ProtocolError as err:
+            if isinstance(err, UnsupportedProtocolError):
+                c["unsupported"] += 1
+            elif isinstance(err, BadRequestError):
+                c["bad_request"] += 1
+            else:
+                c["malformed"] += 1
+            rid = err.details.get("request_id")
+            if peer is None and type(rid) is int:
+                self.reply(sender, codec.encode_error(rid, err))
+            return
+        c["received"] += 1
+        out.append(Incoming(kind, payload, sender, peer))
+
+    # --- state -------------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Returns a copy of the counters (see the module docstring)."""
+        return dict(self._counts)
+
+    @property
+    def router(self) -> zmq.Socket:
+        """Returns the ROUTER socket (to register in an outside ``zmq.Poller``; same thread)."""
+        return self._router
+
+    def close(self) -> None:
+        """Returns None once every socket is closed (linger 0); calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        for _, sock in self._peers.values():
+            sock.close(0)
+        self._peers.clear()
+        self._by_socket.clear()
+        self._queued.clear()
+        self._router.close(0)
+        if self._own_context:
+            self._ctx.term()
+
+    def __enter__(self) -> PeerTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
