@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 WRITE_OPS = frozenset(commands.OPS)
 READ_OPS = frozenset(("get", "scan", "buckets", "count"))
-_READ_KEYS = ("read", "max_lag")
 
 
 class Target(NamedTuple):
@@ -212,6 +211,7 @@ class Service:
 
     def _read_index(self, reads: list[tuple[Target, dict[str, Any]]], now: float) -> None:
         ctx = next(self._ids).to_bytes(8, "big")
+        self.node.count("read_index_calls")
         try:
             self.node.raw.read_index(ctx)
         except ProposalDroppedError:
@@ -309,9 +309,8 @@ class Service:
 
     @staticmethod
     def _execute(db: Any, body: dict[str, Any]) -> dict[str, Any]:
-        request = {k: v for k, v in body.items() if k not in _READ_KEYS}
-        try:
-            return ok(execute_read(db, request))
+        try:  # execute_read ignores the read level fields ("read", "max_lag")
+            return ok(execute_read(db, body))
         except BoltraftError as err:
             return fail(err)
 

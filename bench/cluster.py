@@ -1,0 +1,236 @@
+"""Benchmark a real 3-node boltraft cluster: writes and linearizable reads at 1, 16, 64 clients.
+
+Prints ONE JSON object: for each workload (write, read) and concurrency C the keys
+``{w}_c{C}_ops_per_s`` and ``{w}_c{C}_p50_ms`` / ``_p90_ms`` / ``_p99_ms`` (e.g.
+``write_c1_p50_ms``, ``write_c64_ops_per_s``, ``read_c64_ops_per_s``).
+
+A "client" is one request stream with one request outstanding at a time (a closed loop), as a
+client application thread would be. The streams are spread over ``--procs`` worker processes
+(the GIL would otherwise cap the driver), each driving its streams over one ZeroMQ DEALER and
+speaking the wire protocol directly (``docs/protocol.md``); writes carry (cid, seq) like the
+Python client's. Requests go to the leader, as a leader-following client ends up doing.
+Every node fsyncs its Raft log on every append (the default); values are 100 bytes.
+
+    python bench/cluster.py                       # starts a temporary local cluster
+    python bench/cluster.py --endpoints tcp://127.0.0.1:7301,tcp://127.0.0.1:7302,...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+from boltraft_cli.up import node_plan, serve_argv, stop_children
+
+from boltraft.server.probe import request, wait_for_leader
+
+BUCKET = "bench"
+
+
+def _free_base_port(n: int) -> int:
+    """Returns a port p such that p..p+n-1 were free on 127.0.0.1 a moment ago."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        try:
+            socks = []
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+
+
+def _worker(
+    addr: str,
+    kind: str,
+    streams: int,
+    wid: int,
+    start_at: float,
+    warmup: float,
+    duration: float,
+    value_size: int,
+    conn: Connection,
+) -> None:
+    """Runs ``streams`` closed-loop request streams against ``addr``; sends back
+    (latencies in seconds measured after the warm-up, error count)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(addr)
+    value = os.urandom(value_size)
+    packb, unpackb, now = msgpack.packb, msgpack.unpackb, time.perf_counter
+    cids = [f"bench-{os.getpid()}-{wid}-{i}".encode() for i in range(streams)]
+    seqs = [0] * streams
+    pending: dict[int, tuple[int, float]] = {}
+    lat: list[float] = []
+    errors = 0
+    next_rid = 1
+
+    def send(i: int) -> None:
+        nonlocal next_rid
+        rid = next_rid
+        next_rid += 1
+        key = b"k%d-%d-%d" % (wid, i, seqs[i] % 512)
+        if kind == "write":
+            seqs[i] += 1
+            body = {"op": "put", "bucket": BUCKET, "key": key, "value": value}
+            body["cid"] = cids[i]
+            body["seq"] = seqs[i]
+        else:
+            seqs[i] += 1
+            body = {"op": "get", "bucket": BUCKET, "key": key}
+        pending[rid] = (i, now())
+        sock.send(packb([1, "req", rid, body]))
+
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    t_start = now()
+    t_measure = t_start + warmup
+    t_end = t_measure + duration
+    for i in range(streams):
+        send(i)
+    while True:
+        t = now()
+        if t >= t_end:
+            break
+        if not sock.poll(100):
+            continue
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            _, _, rid, resp = unpackb(frame)
+            i, t0 = pending.pop(rid)
+            t1 = now()
+            if not resp.get("ok"):
+                errors += 1
+            elif t0 >= t_measure and t1 <= t_end:
+                lat.append(t1 - t0)
+            if t1 < t_end:
+                send(i)
+    sock.close(0)
+    ctx.term()
+    conn.send((lat, errors))
+    conn.close()
+
+
+def _pct(sorted_lat: list[float], q: float) -> float:
+    if not sorted_lat:
+        return float("nan")
+    return sorted_lat[min(len(sorted_lat) - 1, int(q * len(sorted_lat)))] * 1000
+
+
+def run_phase(
+    addr: str, kind: str, clients: int, procs: int, warmup: float, duration: float, size: int
+) -> dict[str, float]:
+    """Returns ops/s, p50/p90/p99 (ms) and errors of one workload at one concurrency."""
+    nprocs = max(1, min(procs, clients))
+    spawn = mp.get_context("spawn")
+    start_at = time.monotonic() + 1.0 + 0.3 * nprocs  # after every worker has started
+    workers = []
+    for w in range(nprocs):
+        streams = clients // nprocs + (1 if w < clients % nprocs else 0)
+        parent, child = spawn.Pipe(duplex=False)
+        p = spawn.Process(
+            target=_worker,
+            args=(addr, kind, streams, w, start_at, warmup, duration, size, child),
+        )
+        p.start()
+        workers.append((p, parent))
+    lat: list[float] = []
+    errors = 0
+    for p, parent in workers:
+        part, errs = parent.recv()
+        lat.extend(part)
+        errors += errs
+        p.join()
+    lat.sort()
+    return {
+        "ops_per_s": round(len(lat) / duration, 1),
+        "p50_ms": round(_pct(lat, 0.50), 3),
+        "p90_ms": round(_pct(lat, 0.90), 3),
+        "p99_ms": round(_pct(lat, 0.99), 3),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--endpoints", help="comma-separated node addresses (default: start one)")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--clients", default="1,16,64", help="concurrency levels")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds measured per phase")
+    ap.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
+    ap.add_argument("--procs", type=int, default=2, help="driver processes per phase")
+    ap.add_argument("--value-size", type=int, default=100)
+    ap.add_argument("--workloads", default="write,read")
+    args = ap.parse_args()
+
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = None
+    try:
+        if args.endpoints:
+            endpoints = args.endpoints.split(",")
+        else:
+            tmp = tempfile.TemporaryDirectory(prefix="boltraft-bench-")
+            root = Path(tmp.name)
+            plan = node_plan(root, args.nodes, "127.0.0.1", _free_base_port(args.nodes))
+            for i in range(len(plan)):
+                with open(root / f"{plan[i][0]}.log", "ab") as logf:
+                    procs.append(subprocess.Popen(serve_argv(plan, i), stdout=logf, stderr=logf))
+            endpoints = [addr for _, addr, _ in plan]
+        leader = wait_for_leader(endpoints, time.monotonic() + 30)
+        if leader is None:
+            raise SystemExit("error: no leader elected within 30 s")
+        addr = next(
+            a for a in endpoints if (request(a, {"op": "status"}, 2.0) or {}).get("id") == leader
+        )
+        request(addr, {"op": "create_bucket", "bucket": BUCKET, "if_not_exists": True}, 10.0)
+        result: dict[str, Any] = {
+            "nodes": len(endpoints),
+            "leader": leader,
+            "value_size": args.value_size,
+            "duration_s": args.duration,
+            "fsync": True,
+        }
+        for kind in args.workloads.split(","):
+            for c in (int(x) for x in args.clients.split(",")):
+                r = run_phase(
+                    addr, kind, c, args.procs, args.warmup, args.duration, args.value_size
+                )
+                for k, v in r.items():
+                    result[f"{kind}_c{c}_{k}"] = v
+        st = request(addr, {"op": "status"}, 2.0)
+        result["leader_fsyncs"] = st["node"]["fsyncs"]
+        result["leader_readys"] = st["node"]["readys"]
+        print(json.dumps(result))
+    finally:
+        stop_children(procs)
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""A reusable local cluster of real ``boltraft serve`` processes for integration tests.
+
+Every node listens on a free 127.0.0.1 port and writes its log to ``<root>/<id>.log``;
+``dump_logs()`` returns them all (the conftest prints them when a test fails). Waits are
+condition polls with a deadline, never bare sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from boltraft.server.probe import status
+
+SERVE = "from boltraft_cli.main import main; main()"
+
+
+def free_ports(n: int) -> list[int]:
+    """Returns ``n`` distinct TCP ports that were free on 127.0.0.1 a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Returns the first truthy value of ``predicate()``; raises AssertionError naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Cluster:
+    """``n`` nodes n1..nN; ``start()`` launches the ones not running."""
+
+    def __init__(
+        self, root: Path, n: int = 3, tick_ms: int = 50, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        self.root = root
+        self.tick_ms = tick_ms
+        self.extra_args = extra_args
+        ports = free_ports(n)
+        self.addrs = {f"n{i + 1}": f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports)}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def ids(self) -> list[str]:
+        """Returns the node ids in order."""
+        return list(self.addrs)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Returns every node's address."""
+        return list(self.addrs.values())
+
+    def argv(self, node_id: str) -> list[str]:
+        """Returns the ``boltraft serve`` command line of ``node_id`` (the same every time)."""
+        argv = [sys.executable, "-c", SERVE, "serve", "--id", node_id]
+        argv += ["--data", str(self.root / node_id), "--listen", self.addrs[node_id]]
+        argv += ["--tick-ms", str(self.tick_ms), *self.extra_args]
+        for other, addr in self.addrs.items():
+            if other != node_id:
+                argv += ["--peer", f"{other}={addr}"]
+        return argv
+
+    def start(self, *node_ids: str) -> None:
+        """Returns None once the given nodes (default: all not running) were launched."""
+        for node_id in node_ids or self.ids:
+            if self.running(node_id):
+                continue
+            with open(self.root / f"{node_id}.log", "ab") as logf:
+                self.procs[node_id] = subprocess.Popen(
+                    self.argv(node_id),
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+
+    def running(self, node_id: str) -> bool:
+        """Returns True while ``node_id``'s process is alive."""
+        p = self.procs.get(node_id)
+        return p is not None and p.poll() is None
+
+    def kill(self, *node_ids: str) -> None:
+        """Returns None once the given nodes (default all) died by SIGKILL."""
+        for node_id in node_ids or self.ids:
+            p = self.procs.get(node_id)
+            if p is not None and p.poll() is None:
+                p.kill()
+        for node_id in node_ids or self.ids:
+            p = self.procs.get(node_id)
+            if p is not None:
+                p.wait(30)
+
+    def stop(self, *node_ids: str, timeout: float = 20.0) -> dict[str, int]:
+        """Returns each stopped node's exit status after SIGTERM (SIGKILL past ``timeout``)."""
+        codes = {}
+        for node_id in node_ids or self.ids:
+            p = self.procs.get(node_id)
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for node_id in node_ids or self.ids:
+            p = self.procs.get(node_id)
+            if p is None:
+                continue
+            try:
+                codes[node_id] = p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[node_id] = p.wait()
+        return codes
+
+    def restart(self, node_id: str) -> None:
+        """Returns None once ``node_id`` was SIGKILLed and launched again."""
+        self.kill(node_id)
+        self.start(node_id)
+
+    def status(self, node_id: str, timeout: float = 0.5) -> dict[str, Any] | None:
+        """Returns ``node_id``'s status, or None if it does not answer."""
+        return status(self.addrs[node_id], timeout)
+
+    def leader(self) -> str | None:
+        """Returns the id of a running node that reports itself leader and that every other
+        answering node names as leader, else None."""
+        sts = {i: self.status(i) for i in self.ids if self.running(i)}
+        leaders = {i for i, st in sts.items() if st and st["role"] == "leader"}
+        if len(leaders) != 1:
+            return None
+        (lead,) = leaders
+        if all(st is None or st["lead"] == lead for st in sts.values()):
+            return lead
+        return None
+
+    def wait_for_leader(self, timeout: float = 20.0) -> str:
+        """Returns the agreed leader's id; raises AssertionError after ``timeout``."""
+        return wait_until(self.leader, timeout, "an agreed leader")
+
+    def wait_applied(self, node_id: str, index: int, timeout: float = 20.0) -> None:
+        """Returns None once ``node_id`` has applied at least ``index``."""
+
+        def done() -> bool:
+            st = self.status(node_id)
+            return bool(st and st["applied"] >= index)
+
+        wait_until(done, timeout, f"{node_id} to apply index {index}")
+
+    def dump_logs(self) -> str:
+        """Returns every node log, each under a header."""
+        out = []
+        for node_id in self.ids:
+            p = self.root / f"{node_id}.log"
+            text = p.read_text(errors="replace") if p.exists() else "(no log)"
+            out.append(f"===== {node_id} ({self.addrs[node_id]}) =====\n{text[-20000:]}")
+        return "\n".join(out)
+
+    def close(self) -> None:
+        """Returns None once every node process is gone."""
+        self.stop(timeout=10)
