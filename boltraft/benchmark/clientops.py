@@ -1,0 +1,78 @@
+"""Returns the operators that drive a real cluster through ``boltraft.client.Client``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from boltraft.benchmark.workload import WorkloadSpec, key_name
+
+PREFILL_BATCH = 256  # puts per atomic batch when filling the key space before reads
+
+
+class ClientOperator:
+    """One benchmark client: its own ``Client`` (one ZeroMQ socket), used by one thread."""
+
+    def __init__(self, client: Any, bucket: str, read_level: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.read_level = read_level
+
+    def write(self, key: bytes, value: bytes) -> None:
+        """Returns nothing once the put was applied; raises the client's typed errors."""
+        self.client.put(self.bucket, key, value)
+
+    def read(self, key: bytes) -> None:
+        """Returns nothing once the get was answered at the configured read level."""
+        self.client.get(self.bucket, key, read=self.read_level)
+
+    def close(self) -> None:
+        """Returns nothing; closes the client's socket."""
+        self.client.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientOperatorFactory:
+    """Picklable: makes client ``i``'s operator in a worker process.
+
+    ``spread``: rotate the endpoint list by the client index, so reads spread over every
+    node; otherwise every client starts at ``endpoints[0]`` (put the leader first).
+    """
+
+    endpoints: tuple[str, ...]
+    bucket: str = "bench"
+    read_level: str = "linearizable"
+    timeout: float = 10.0
+    spread: bool = False
+
+    def _client(self, index: int) -> Any:
+        from boltraft.client import Client
+
+        eps = list(self.endpoints)
+        if self.spread and eps:
+            k = index % len(eps)
+            eps = eps[k:] + eps[:k]
+        return Client(eps, timeout=self.timeout)
+
+    def __call__(self, index: int) -> ClientOperator:
+        return ClientOperator(self._client(index), self.bucket, self.read_level)
+
+    def prepare(self, spec: WorkloadSpec) -> None:
+        """Returns nothing once the bucket exists and, when the workload reads, every key of
+        ``spec.keys`` holds a value (written in atomic batches of ``PREFILL_BATCH``)."""
+        client = self._client(0)
+        try:
+            client.create_bucket(self.bucket, if_not_exists=True)
+            if spec.workload == "write":
+                return
+            value = b"v" * spec.value_size
+            for lo in range(0, spec.keys, PREFILL_BATCH):
+                hi = min(spec.keys, lo + PREFILL_BATCH)
+                client.batch(
+                    [
+                        {"op": "put", "bucket": [self.bucket], "key": key_name(i), "value": value}
+                        for i in range(lo, hi)
+                    ]
+                )
+        finally:
+            client.close()

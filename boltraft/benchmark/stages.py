@@ -1,0 +1,299 @@
+"""Returns the server-side hooks of the benchmark: per-batch stage timings and the fsync delay.
+
+``StageRecorder`` follows each proposed batch of client writes through the leader's loop and
+keeps the finished ones in a bounded ring that the ``stats`` op returns. The stages are
+consecutive, so their sum is the server's share of a write's latency:
+
+============== ==============================================================================
+stage          from -> to (per batch; means are weighted by the batch's request count)
+============== ==============================================================================
+client_to_leader  the client's send (its ``sent_at`` wall clock, when given; else the leader's
+               receipt) -> the leader proposes the batch (includes forwarding and the wait
+               for the loop's next flush)
+leader_append  propose -> the leader's own log append and fsync are done
+replication    own append done -> the batch is committed (the wait for a quorum of followers'
+               append + fsync beyond the leader's own; near 0 when followers were faster)
+commit_to_apply  committed -> its apply starts
+apply          the state machine's apply of the Ready holding the batch
+reply          apply done -> the responses were handed to the socket
+============== ==============================================================================
+
+Per follower, ``followers[id]`` is the round trip from propose to that follower's
+acknowledgement (its append + fsync + both network hops): informational, it runs in parallel
+with ``leader_append``. A batch is kept until it was answered and every follower seen so far
+acknowledged it, or ``ACK_WAIT_S`` passed.
+
+``FsyncDelay`` and ``DelayedLogStore`` are a TEST KNOB (``boltraft serve --fsync-delay``):
+they add a fixed or random sleep after every synced write of the Raft log, to see what a
+slower disk would do to commit latency. Never use them in production.
+
+All of this is used from the node loop's one thread; nothing here is thread-safe.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from boltraft.errors import ConfigError
+from boltraft.raft.types import ConfState, Entry, HardState, LogStore, SnapshotMeta
+
+STAGES: tuple[str, ...] = (
+    "client_to_leader",
+    "leader_append",
+    "replication",
+    "commit_to_apply",
+    "apply",
+    "reply",
+)
+RING_SIZE = 16384  # finished batches kept for ``stats``
+ACK_WAIT_S = 1.0  # a finished batch waits this long at most for slow followers' acks
+MAX_PENDING = 65536  # batches in flight; past it the oldest is dropped unrecorded
+
+
+class _Batch:
+    """One proposed batch. Times are ``time.perf_counter()`` seconds; 0.0 means not yet."""
+
+    __slots__ = (
+        "acks",
+        "applied",
+        "apply_start",
+        "committed",
+        "count",
+        "hop",
+        "last",
+        "persisted",
+        "proposed",
+        "received",
+        "replied",
+    )
+
+    def __init__(self, last: int, count: int, received: float, hop: float, now: float) -> None:
+        self.last = last  # index of the batch's last entry
+        self.count = count  # client requests in the batch, >= 1
+        self.hop = hop  # mean client -> node wall-clock hop (s), 0 when unknown
+        self.received = received
+        self.proposed = now
+        self.persisted = 0.0
+        self.committed = 0.0
+        self.apply_start = 0.0
+        self.applied = 0.0
+        self.replied = 0.0
+        self.acks: dict[str, float] = {}
+
+
+class StageRecorder:
+    """Per-batch stage timings of the leader's commit path, kept in a bounded ring.
+
+    Invariant: ``_pending`` holds batches in increasing ``last`` index order.
+    """
+
+    def __init__(self, ring_size: int = RING_SIZE) -> None:
+        self._pending: deque[_Batch] = deque()
+        self._ring: deque[list[Any]] = deque(maxlen=ring_size)
+        self._followers: set[str] = set()
+        self._clock = time.perf_counter
+
+    def proposed(self, last_index: int, count: int, received: float, hop_s: float = 0.0) -> None:
+        """Returns nothing; starts following a batch of ``count`` writes proposed as entries up
+        to ``last_index``. ``received``: the mean ``time.perf_counter()`` at which its requests
+        reached this node; ``hop_s``: their mean client -> node hop if known, else 0.
+        A ``last_index`` not above the previous batch's (a new term rewrote the log) drops the
+        batches at or above it."""
+        while self._pending and self._pending[-1].last >= last_index:
+            self._pending.pop()
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+        self._pending.append(_Batch(last_index, max(1, count), received, hop_s, self._clock()))
+
+    def persisted(self, index: int) -> None:
+        """Returns nothing; the leader's log is durable up to ``index``."""
+        now = self._clock()
+        for b in self._pending:
+            if b.last > index:
+                break
+            if not b.persisted:
+                b.persisted = now
+
+    def acked(self, follower: str, index: int) -> None:
+        """Returns nothing; ``follower`` acknowledged (an accepted append response) ``index``."""
+        self._followers.add(follower)
+        now = self._clock()
+        for b in self._pending:
+            if b.last > index:
+                break
+            if follower not in b.acks:
+                b.acks[follower] = now
+
+    def observe_messages(self, messages: Sequence[Any]) -> None:
+        """Returns nothing; feeds every accepted APP_RESP in ``messages`` to ``acked``."""
+        if not self._pending:
+            return
+        for m in messages:
+            if m.type == 1 and not m.reject:  # MessageType.APP_RESP
+                self.acked(m.frm, m.index)
+
+    def committed(self, index: int) -> None:
+        """Returns nothing; entries up to ``index`` are committed and about to be applied."""
+        now = self._clock()
+        for b in self._pending:
+            if b.last > index:
+                break
+            if not b.committed:
+                b.committed = now
+                b.persisted = b.persisted or now
+
+    def applied(self, index: int, started: float) -> None:
+        """Returns nothing; one apply that began at ``started`` (perf_counter) covered up to
+        ``index``."""
+        now = self._clock()
+        for b in self._pending:
+            if b.last > index:
+                break
+            if b.committed and not b.applied:
+                b.apply_start = max(started, b.committed)
+                b.applied = now
+
+    def replied(self, index: int) -> None:
+        """Returns nothing; the answers of every batch up to ``index`` were sent. Moves the
+        batches that are complete into the ring."""
+        now = self._clock()
+        for b in self._pending:
+            if b.last > index:
+                break
+            if b.applied and not b.replied:
+                b.replied = now
+        self._retire(now)
+
+    def _retire(self, now: float) -> None:
+        pending = self._pending
+        while pending:
+            b = pending[0]
+            if not b.replied:
+                break
+            if len(b.acks) < len(self._followers) and now - b.replied < ACK_WAIT_S:
+                break
+            pending.popleft()
+            self._ring.append(
+                [
+                    time.time(),
+                    b.count,
+                    b.hop + (b.proposed - b.received),
+                    b.persisted - b.proposed,
+                    b.committed - b.persisted,
+                    b.apply_start - b.committed,
+                    b.applied - b.apply_start,
+                    b.replied - b.applied,
+                    {f: t - b.proposed for f, t in b.acks.items()},
+                ]
+            )
+
+    def snapshot(self, since: float = 0.0) -> dict[str, Any]:
+        """Returns ``{"stages": [...names], "records": [[wall_time, count, s1..s6 seconds,
+        {follower: seconds}], ...]}`` for the finished batches whose wall-clock finish time is
+        at or after ``since`` (oldest first)."""
+        self._retire(self._clock())
+        return {"stages": list(STAGES), "records": [r for r in self._ring if r[0] >= since]}
+
+
+class FsyncDelay:
+    """A TEST KNOB: the extra sleep after every synced Raft-log write.
+
+    Specs: ``fixed:MS`` (always MS milliseconds) or ``uniform:LO-HI`` (uniformly random in
+    [LO, HI] ms). Invariant: ``0 <= lo_ms <= hi_ms <= 10000``.
+    """
+
+    def __init__(self, lo_ms: float, hi_ms: float, rng: random.Random | None = None) -> None:
+        self.lo_ms = lo_ms
+        self.hi_ms = hi_ms
+        self._rng = rng or random.Random()
+
+    @classmethod
+    def parse(cls, spec: str) -> FsyncDelay:
+        """Returns the delay ``spec`` describes; raises ConfigError on anything else."""
+        kind, sep, arg = str(spec).partition(":")
+        try:
+            if sep and kind == "fixed":
+                lo = hi = float(arg)
+            elif sep and kind == "uniform":
+                a, dash, b = arg.partition("-")
+                if not dash:
+                    raise ValueError(arg)
+                lo, hi = float(a), float(b)
+            else:
+                raise ValueError(spec)
+        except ValueError:
+            raise ConfigError(
+                f"fsync delay {spec!r}: expected fixed:MS or uniform:LO-HI (milliseconds)",
+                fsync_delay=str(spec),
+            )
+        if not 0 <= lo <= hi <= 10_000:
+            raise ConfigError(f"fsync delay {spec!r}: need 0 <= LO <= HI <= 10000 ms")
+        return cls(lo, hi)
+
+    @property
+    def mean_ms(self) -> float:
+        """Returns the mean injected delay in milliseconds."""
+        return (self.lo_ms + self.hi_ms) / 2
+
+    def sleep(self) -> float:
+        """Returns the seconds slept (drawn from the spec)."""
+        ms = self.lo_ms if self.lo_ms == self.hi_ms else self._rng.uniform(self.lo_ms, self.hi_ms)
+        if ms > 0:
+            time.sleep(ms / 1000.0)
+        return ms / 1000.0
+
+
+class DelayedLogStore:
+    """A LogStore that sleeps ``delay`` after every synced write of the wrapped store (a TEST
+    KNOB for ``--fsync-delay``); reads and everything else go straight through."""
+
+    def __init__(self, inner: LogStore, delay: FsyncDelay) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self.inner.initial_state()
+
+    def first_index(self) -> int:
+        return self.inner.first_index()
+
+    def last_index(self) -> int:
+        return self.inner.last_index()
+
+    def term(self, index: int) -> int:
+        return self.inner.term(index)
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        return self.inner.entries(lo, hi, max_bytes)
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self.inner.snapshot_meta()
+
+    def append(
+        self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
+    ) -> None:
+        """Returns nothing; appends through the wrapped store, then sleeps when ``sync``."""
+        self.inner.append(entries, hard_state, sync)
+        if sync:
+            self.delay.sleep()
+
+    def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
+        """Returns nothing; installs through the wrapped store, then sleeps."""
+        self.inner.apply_snapshot(meta, hard_state)
+        self.delay.sleep()
+
+    def compact(self, meta: SnapshotMeta) -> None:
+        self.inner.compact(meta)
+
+    def bootstrap(self, conf_state: ConfState) -> bool:
+        return self.inner.bootstrap(conf_state)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,207 @@
+"""Returns nothing; ``boltraft bench``: disk, cluster, sweep and report (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from boltraft.errors import BoltraftError
+
+
+def _fail(err: BaseException) -> None:
+    code = err.code if isinstance(err, BoltraftError) else "internal"
+    message = err.message if isinstance(err, BoltraftError) else str(err)
+    click.echo(f"error: {code}: {message}", err=True)
+    raise SystemExit(1)
+
+
+def _numbers(text: str, what: str, cast: Callable[[str], Any]) -> list[Any]:
+    try:
+        values = [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=what)
+    if not values:
+        raise click.BadParameter("expected at least one number", param_hint=what)
+    return values
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Measure the disk, a cluster, and what a slow disk does to commit latency."""
+
+
+@bench_group.command("disk")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False))
+@click.option("--count", default=500, show_default=True, help="Operations per test.")
+@click.option("--size", default=512, show_default=True, help="Bytes per append / put.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def disk_cmd(directory: str, count: int, size: int, as_json: bool) -> None:
+    """fsync / fdatasync / durable LMDB commit latency in DIR, with a verdict."""
+    from boltraft.benchmark.disk import format_disk_result, run_disk_bench
+
+    try:
+        res = run_disk_bench(directory, count=count, size=size)
+    except BoltraftError as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(format_disk_result(res))
+
+
+@bench_group.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out-dir", default="bench-report", show_default=True, type=click.Path())
+def report_cmd(results: tuple[str, ...], out_dir: str) -> None:
+    """Render PNG charts from result JSON files (bench cluster/sweep --out, disk --json)."""
+    from boltraft.benchmark.report import render
+
+    try:
+        paths = render(list(results), out_dir)
+    except BoltraftError as err:
+        _fail(err)
+    for p in paths:
+        click.echo(str(p))
+
+
+def _workload_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--workload", type=click.Choice(["write", "read", "mixed"]), default="write"),
+        click.option("--read-ratio", default=0.5, show_default=True, help="Reads in mixed."),
+        click.option("--value-size", default=100, show_default=True, help="Bytes per value."),
+        click.option("--keys", default=1000, show_default=True, help="Distinct keys."),
+        click.option("--processes", default=0, help="Client processes [min(clients, cpus)]."),
+        click.option("--duration", type=float, help="Seconds per run [5 unless --ops]."),
+        click.option("--ops", type=int, help="Total operations per run instead of a duration."),
+        click.option("--rate", type=float, help="Total ops/s limit (default: closed loop)."),
+        click.option(
+            "--read-level", type=click.Choice(["linearizable", "stale"]), default="linearizable"
+        ),
+        click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Result JSON."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _spec(kw: dict[str, Any]) -> Any:
+    from boltraft.benchmark.workload import WorkloadSpec
+
+    return WorkloadSpec(
+        workload=kw["workload"],
+        read_ratio=kw["read_ratio"],
+        value_size=kw["value_size"],
+        keys=kw["keys"],
+        processes=kw["processes"],
+        duration_s=kw["duration"],
+        ops=kw["ops"],
+        rate=kw["rate"],
+        read_level=kw["read_level"],
+    ).validate()
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    def make(spec: Any, label: str) -> Callable[[int, float], None]:
+        by_ops = spec.ops is not None
+        bar = tqdm(
+            total=spec.ops if by_ops else spec.duration_s,
+            desc=label,
+            unit="op" if by_ops else "s",
+            file=sys.stderr,
+            leave=False,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}{postfix}]",
+        )
+
+        def update(done: int, elapsed: float) -> None:
+            bar.n = min(done, spec.ops) if by_ops else min(elapsed, spec.duration_s)
+            bar.set_postfix_str(f"{done} ops", refresh=False)
+            bar.refresh()
+            if (by_ops and done >= spec.ops) or (not by_ops and elapsed >= spec.duration_s):
+                bar.close()
+
+        return update
+
+    return make
+
+
+def _finish(kind: str, runs: list[dict[str, Any]], out_file: str | None) -> None:
+    from boltraft.benchmark import breakdown, result
+    from boltraft.benchmark.clusterbench import format_runs
+
+    click.echo(format_runs(runs))
+    for run in runs:
+        if run.get("stages"):
+            click.echo("")
+            click.echo(f"[{run['label']}] " + breakdown.format_table(run["stages"]))
+    if out_file:
+        cmd = "boltraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        result.write(out_file, result.new_document(kind, runs, cmd))
+        click.echo(f"\nresult written to {out_file}")
+
+
+@bench_group.command("cluster")
+@click.option("--nodes", default=3, show_default=True, help="Local cluster size.")
+@click.option("--endpoints", help="Use a running cluster instead (comma-separated).")
+@click.option("--clients", default="1", show_default=True, help="Clients, or a list: 1,16,64.")
+@click.option("--fsync-delay", help="TEST KNOB for the local cluster: fixed:MS | uniform:LO-HI.")
+@_workload_options
+def cluster_cmd(
+    nodes: int, endpoints: str | None, clients: str, fsync_delay: str | None, **kw: Any
+) -> None:
+    """Drive a workload against a local cluster (started here) or --endpoints."""
+    from boltraft.benchmark import clusterbench
+
+    counts = _numbers(clients, "--clients", int)
+    try:
+        spec = _spec(kw)
+        progress = _progress(not kw["no_progress"])
+        if endpoints:
+            if fsync_delay:
+                raise click.UsageError("--fsync-delay applies to a local cluster only")
+            eps = [e.strip() for e in endpoints.split(",") if e.strip()]
+            runs = clusterbench.run_series(spec, counts, eps, nodes=None, progress=progress)
+        else:
+            runs = clusterbench.run_local(
+                spec, counts, nodes=nodes, fsync_delay=fsync_delay, progress=progress
+            )
+    except (BoltraftError, RuntimeError) as err:
+        _fail(err)
+    _finish("cluster", runs, kw["out_file"])
+
+
+@bench_group.command("sweep")
+@click.option("--nodes", default=3, show_default=True, help="Local cluster size.")
+@click.option("--clients", default="1", show_default=True, help="Clients, or a list: 1,16.")
+@click.option("--delays", default="0,1,2,5,10,20", show_default=True, help="Injected ms.")
+@_workload_options
+def sweep_cmd(nodes: int, clients: str, delays: str, **kw: Any) -> None:
+    """Run the cluster benchmark at each injected fsync delay (a fresh cluster each)."""
+    from boltraft.benchmark import clusterbench
+
+    counts = _numbers(clients, "--clients", int)
+    delay_list = _numbers(delays, "--delays", float)
+    if kw["duration"] is None and kw["ops"] is None:
+        kw["duration"] = 3.0
+    try:
+        spec = _spec(kw)
+        runs = clusterbench.run_sweep(
+            spec, counts, delay_list, nodes=nodes, progress=_progress(not kw["no_progress"])
+        )
+    except (BoltraftError, RuntimeError) as err:
+        _fail(err)
+    _finish("sweep", runs, kw["out_file"])
+
+
+def register(group: click.Group) -> None:
+    """Returns None after adding ``bench`` to ``group``."""
+    group.add_command(bench_group)
