@@ -228,3 +228,33 @@ class LogStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ProgressState(IntEnum):
+    """How a leader replicates to one follower (etcd's tracker states)."""
+
+    PROBE = 0  # one APP at a time until the follower's match index is found
+    REPLICATE = 1  # pipelined APPs, bounded by the in-flight window
+    SNAPSHOT = 2  # a snapshot is on its way; nothing else is sent
+
+
+class ProgressStatus(NamedTuple):
+    """A leader's view of one member: ``match < next`` always."""
+
+    match: int
+    next: int
+    state: ProgressState
+
+
+class Status(NamedTuple):
+    """A point-in-time view of a node; ``progress`` is empty unless ``role`` is LEADER."""
+
+    id: NodeId
+    term: int
+    vote: NodeId
+    commit: int
+    applied: int
+    lead: NodeId
+    role: Role
+    conf_state: ConfState
+    progress: dict[NodeId, ProgressStatus]

@@ -1,0 +1,154 @@
+"""Replication: appends, commit by counting current-term replicas, durable-only apply, the
+leader's parallel write (early messages), pipelining, flow control, fast back-off."""
+
+from __future__ import annotations
+
+import pytest
+
+from boltraft.errors import ProposalDroppedError
+from boltraft.raft.types import Message, MessageType, ProgressState
+
+from .network import Network
+
+MT = MessageType
+
+
+def test_proposals_replicate_and_apply_everywhere_in_order() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    term, last = net.propose("a", b"1", b"2", b"3")
+    assert (term, last) == (1, 4)
+    for nid in "abc":
+        assert net.data_applied(nid) == [b"1", b"2", b"3"]
+        assert net.nodes[nid].status().commit == 4
+
+
+def test_propose_on_follower_is_dropped_naming_the_leader() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    with pytest.raises(ProposalDroppedError) as exc:
+        net.nodes["b"].propose([b"x"])
+    assert exc.value.details["lead"] == "a"
+    assert net.nodes["b"].raft.log.last_index() == 1
+
+
+def test_leader_sends_appends_early_and_counts_itself_only_after_advance() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    a = net.nodes["a"]
+    a.propose([b"x"])
+    rd = a.ready()
+    assert [m.type for m in rd.early_messages] == [MT.APP, MT.APP]
+    assert rd.entries and rd.entries[-1].index == 2
+    assert a.raft.progress["a"].match == 1
+    net.stores["a"].append(rd.entries, rd.hard_state)
+    a.advance(rd)
+    assert a.raft.progress["a"].match == 2
+
+
+def test_no_early_messages_in_the_ready_that_changes_the_term() -> None:
+    net = Network(["a"])
+    a = net.nodes["a"]
+    a.campaign()  # single voter: leader at once, term 1 not yet durable
+    rd = a.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == 1
+    assert rd.early_messages == []
+
+
+def test_commit_needs_a_quorum_of_durable_copies() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.isolate("b")
+    net.isolate("c")
+    net.propose("a", b"x")
+    assert net.nodes["a"].status().commit == 1
+    net.recover()
+    net.tick("a", 1)
+    assert net.nodes["a"].status().commit == 2
+
+
+def test_follower_applies_only_durable_committed_entries() -> None:
+    net = Network(["a", "b"])
+    net.elect("a")
+    b = net.nodes["b"]
+    b.step(
+        Message(
+            MT.APP,
+            "b",
+            "a",
+            term=1,
+            log_term=1,
+            index=1,
+            entries=[net.nodes["a"].raft.log.entries(1, 2)[0]._replace(index=2, data=b"x")],
+            commit=2,
+        )
+    )
+    rd = b.ready()
+    assert rd.entries[-1].index == 2 and rd.hard_state.commit == 2
+    assert [e.index for e in rd.committed_entries] == []  # entry 2 is not durable yet
+    net.stores["b"].append(rd.entries, rd.hard_state)
+    b.advance(rd)
+    assert [e.index for e in b.ready().committed_entries] == [2]
+
+
+def test_pipelined_appends_are_bounded_by_the_inflight_window() -> None:
+    net = Network(["a", "b"], max_inflight_msgs=3)
+    net.elect("a")
+    a = net.nodes["a"]
+    for i in range(5):
+        a.propose([b"%d" % i])
+    apps = [m for m in a.raft.msgs if m.type == MT.APP and m.to == "b"]
+    assert len(apps) == 3
+    assert a.raft.progress["b"].state == ProgressState.REPLICATE
+    net.settle()
+    assert net.data_applied("b") == [b"%d" % i for i in range(5)]
+
+
+def test_inflight_window_is_bounded_by_bytes() -> None:
+    net = Network(["a", "b"], max_inflight_bytes=10, max_size_per_msg=4)
+    net.elect("a")
+    a = net.nodes["a"]
+    for _ in range(6):
+        a.propose([b"abcd"])
+    apps = [m for m in a.raft.msgs if m.type == MT.APP and m.to == "b"]
+    assert [len(m.entries) for m in apps] == [1, 1, 1]  # 12 bytes >= 10: window full
+    net.settle()
+    assert len(net.data_applied("b")) == 6
+
+
+def test_appends_are_batched_by_bytes() -> None:
+    net = Network(["a", "b"], max_size_per_msg=10)
+    net.elect("a")
+    net.isolate("b")
+    net.propose("a", *[b"12345"] * 6)
+    net.recover()
+    net.delivered.clear()
+    net.tick("a")
+    sizes = [len(m.entries) for m in net.delivered if m.type == MT.APP and m.entries]
+    assert sizes and max(sizes) == 2
+    assert net.data_applied("b") == [b"12345"] * 6
+
+
+def test_fast_backoff_skips_a_whole_conflicting_term() -> None:
+    """Thesis 5.3 optimisation: one rejection per conflicting term, not per entry."""
+    net = Network(["a", "b", "c"], check_quorum=False)
+    net.elect("a")  # term 1, no-op at 1
+    net.isolate("a")
+    net.drop_filter = lambda m: m.type == MT.APP  # c votes for b but gets none of its entries
+    net.elect("b")  # term 2: b's entries 2..21 never leave b
+    for i in range(19):
+        net.nodes["b"].propose([b"lost%d" % i])
+    net.settle()
+    net.recover()
+    net.isolate("b")
+    net.tick("a")  # the stale term-1 leader hears of term 2 and steps down
+    net.elect("a")  # term 3 with c's vote
+    net.propose("a", *[b"kept%d" % i for i in range(30)])
+    net.elect("c")  # term 4: c's next index for b starts past b's whole log
+    net.recover()
+    net.delivered.clear()
+    net.tick("c", 1)
+    rejects = [m for m in net.delivered if m.type == MT.APP_RESP and m.reject and m.frm == "b"]
+    assert [(m.reject_hint, m.hint_term) for m in rejects] == [(22, 0), (2, 2)]
+    assert net.log_of("b") == net.log_of("c")
+    assert net.data_applied("b") == [b"kept%d" % i for i in range(30)]
