@@ -235,18 +235,18 @@ class PeerTransport:
                 continue
             sock = peer[1]
             parts = codec.split_for_limit(msgs, self.max_frame_size)
-            lost = len(msgs) - sum(n for _, n in parts)
+            sent = 0
             for frame, n in parts:
                 try:
                     sock.send(frame, zmq.NOBLOCK)
                 except zmq.Again:
                     c["dropped"] += 1
-                    lost += n
                     continue
                 c["sent"] += 1
-                total += n
-            c["sent_messages"] += total
-            c["dropped_messages"] += lost
+                sent += n
+            c["sent_messages"] += sent
+            c["dropped_messages"] += len(msgs) - sent
+            total += sent
         return total
 
     def send(self, msgs: Iterable[Message]) -> int:

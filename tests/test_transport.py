@@ -1,0 +1,234 @@
+"""PeerTransport over real ZeroMQ sockets on 127.0.0.1 (random ports)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import msgpack
+import pytest
+import zmq
+
+from boltraft import errors
+from boltraft.raft.types import Entry, Message, MessageType
+from boltraft.transport import codec
+from boltraft.transport.zmq_transport import Incoming, PeerTransport
+
+ANY = "tcp://127.0.0.1:*"
+DEADLINE = 10.0
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., PeerTransport]]:
+    made: list[PeerTransport] = []
+
+    def _make(node_id: str, peers: dict[str, str] | None = None, **kw: object) -> PeerTransport:
+        t = PeerTransport(node_id, ANY, peers, **kw)  # type: ignore[arg-type]
+        made.append(t)
+        return t
+
+    yield _make
+    for t in made:
+        t.close()
+
+
+def hb(to: str, frm: str, term: int = 1, commit: int = 0) -> Message:
+    return Message(MessageType.HEARTBEAT, to, frm, term=term, commit=commit)
+
+
+def recv_until(
+    t: PeerTransport,
+    want: Callable[[list[Incoming]], bool],
+    resend: Callable[[], object] | None = None,
+) -> list[Incoming]:
+    """Returns everything ``t`` received until ``want(received)``; fails after DEADLINE.
+
+    ``resend`` runs before each poll: the first sends over a DEALER are dropped until its
+    connection completes (IMMEDIATE), exactly as Raft's retries expect."""
+    got: list[Incoming] = []
+    end = time.monotonic() + DEADLINE
+    while not want(got):
+        assert time.monotonic() < end, f"timed out; got {got!r}; counters {t.counters()}"
+        if resend is not None:
+            resend()
+        got.extend(t.recv(timeout=0.02))
+    return got
+
+
+def connected_pair(make: Callable[..., PeerTransport]) -> tuple[PeerTransport, PeerTransport]:
+    a = make("n1")
+    b = make("n2", {"n1": a.endpoint})
+    a.add_peer("n2", b.endpoint)
+    recv_until(b, bool, lambda: a.send([hb("n2", "n1")]))
+    recv_until(a, bool, lambda: b.send([hb("n1", "n2")]))
+    b.recv(0.05)
+    return a, b
+
+
+def test_one_frame_per_peer_per_flush(make: Callable[..., PeerTransport]) -> None:
+    a, b = connected_pair(make)
+    c = make("n3", {"n1": a.endpoint})
+    a.add_peer("n3", c.endpoint)
+    recv_until(c, bool, lambda: a.send([hb("n3", "n1")]))
+    before = a.counters()
+    app = Message(MessageType.APP, "n2", "n1", 2, entries=[Entry(2, 1, 0, b"x" * 100)])
+    a.queue([hb("n2", "n1", commit=1), hb("n3", "n1", commit=1)])
+    a.queue([app, hb("n2", "n1", commit=2)])
+    assert a.flush() == 4
+    assert a.flush() == 0  # nothing left
+    after = a.counters()
+    assert after["sent"] - before["sent"] == 2  # one frame to n2, one to n3
+    assert after["sent_messages"] - before["sent_messages"] == 4
+    (got,) = recv_until(b, bool)
+    assert (got.kind, got.sender, got.peer) == ("raft", b"n1", None)
+    assert [m.commit for m in got.payload] == [1, 0, 2]  # order kept, one frame
+    assert got.payload[1].entries == [Entry(2, 1, 0, b"x" * 100)]
+    (got,) = recv_until(c, bool)
+    assert [m.commit for m in got.payload] == [1]
+
+
+def test_unknown_and_unreachable_peers_are_dropped_and_counted(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    dead = ctx.socket(zmq.ROUTER)
+    port = dead.bind_to_random_port("tcp://127.0.0.1")
+    dead.close(0)  # nothing listens there any more
+    a = make("n1", {"n9": f"tcp://127.0.0.1:{port}"})
+    start = time.monotonic()
+    for _ in range(50):
+        assert a.send([hb("n9", "n1"), hb("n7", "n1")]) == 0
+    assert time.monotonic() - start < 2.0  # never blocks
+    c = a.counters()
+    assert (c["dropped"], c["dropped_messages"], c["unknown_peer"], c["sent"]) == (50, 100, 50, 0)
+    assert a.send_frame("n7", b"x") is False
+    assert a.send_frame("n9", b"x") is False
+
+
+def test_full_queue_drops_instead_of_blocking(make: Callable[..., PeerTransport]) -> None:
+    a = make("n1", sndhwm=2)
+    b = make("n2", rcvhwm=2)  # b never reads: its ZeroMQ buffers and the TCP buffers fill
+    a.add_peer("n2", b.endpoint)
+    recv_until(b, bool, lambda: a.send([hb("n2", "n1")]))  # connected; from now b never reads
+    before = a.counters()
+    big = Message(MessageType.APP, "n2", "n1", 1, entries=[Entry(1, 1, 0, b"x" * (1 << 20))])
+    end = time.monotonic() + DEADLINE
+    while a.counters()["dropped"] == before["dropped"]:
+        assert time.monotonic() < end, a.counters()
+        a.send([big])
+    assert a.counters()["sent"] > before["sent"]
+
+
+def test_bad_frames_are_counted_and_never_fatal(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    node = make("n1", max_frame_size=4096)
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.setsockopt(zmq.RCVTIMEO, int(DEADLINE * 1000))
+    raw.connect(node.endpoint)
+    raw.send(b"\xc1garbage")
+    raw.send_multipart([b"two", b"parts"])
+    raw.send(b"\x00" * 5000)  # oversized
+    raw.send(msgpack.packb([7, "raft", []]))  # unknown version, no request id
+    raw.send(msgpack.packb([1, "nope"]))  # unknown kind
+    raw.send(msgpack.packb([1, "raft", [[99]]]))  # malformed raft batch
+    raw.send(msgpack.packb([1, "req", 5, {"no": "op"}]))  # bad request: answered
+    raw.send(msgpack.packb([2, "req", 6, {"op": "get"}]))  # unknown version: answered
+    raw.send(codec.encode_request(7, {"op": "status"}))  # a good one still gets through
+    got = recv_until(node, bool)
+    assert [(g.kind, g.payload.request_id) for g in got] == [("req", 7)]
+    c = node.counters()
+    assert (c["malformed"], c["oversized"], c["unsupported"], c["bad_request"]) == (3, 1, 3, 1)
+    assert c["received"] == 1
+    replies = [codec.decode_frame(raw.recv()).payload for _ in range(2)]
+    assert [(r.request_id, r.error.code) for r in replies] == [
+        (5, "bad_request"),
+        (6, "unsupported_protocol"),
+    ]
+    assert node.reply(got[0].sender, codec.encode_result(7, {"role": "leader"}))
+    assert codec.decode_frame(raw.recv()).payload.result == {"role": "leader"}
+    raw.close(0)
+
+
+def test_reply_to_a_gone_client_is_counted(make: Callable[..., PeerTransport]) -> None:
+    node = make("n1")
+    assert node.reply(b"\x00nobody", codec.encode_result(1, None)) is False
+    assert node.counters()["reply_dropped"] == 1
+
+
+def test_peer_address_update_and_removal(make: Callable[..., PeerTransport]) -> None:
+    a, b = connected_pair(make)
+    b2 = make("n2")  # n2 "moved" to another address
+    a.set_peer("n2", b.endpoint)  # same address: nothing changes
+    assert a.peers() == {"n2": b.endpoint}
+    a.set_peer("n2", b2.endpoint)
+    assert a.peers() == {"n2": b2.endpoint}
+    recv_until(b2, bool, lambda: a.send([hb("n2", "n1", commit=5)]))
+    assert b.recv(0.1) == []  # the old address gets nothing more
+    assert a.remove_peer("n2") is True
+    assert a.remove_peer("n2") is False
+    assert a.send([hb("n2", "n1")]) == 0
+    assert a.counters()["unknown_peer"] >= 1
+
+
+def test_replies_reach_a_restarted_peer_with_the_same_identity(
+    make: Callable[..., PeerTransport],
+) -> None:
+    a, b = connected_pair(make)
+    b.close()
+    b_again = make("n2", {"n1": a.endpoint})
+    got = recv_until(a, bool, lambda: b_again.send([hb("n1", "n2", term=9)]))
+    assert got[0].sender == b"n2"
+
+    def answer() -> None:
+        a.reply(b"n2", codec.encode_result(1, "hello"))
+
+    back = recv_until(b_again, lambda g: any(i.kind == "resp" for i in g), answer)
+    resp = next(i for i in back if i.kind == "resp")
+    assert (resp.peer, resp.payload.result) == ("n1", "hello")
+
+
+def test_outgoing_batches_over_the_frame_limit_are_split(
+    make: Callable[..., PeerTransport],
+) -> None:
+    a, b = connected_pair(make)
+    a.max_frame_size = 3000
+    msgs = [
+        Message(MessageType.APP, "n2", "n1", 1, commit=i, entries=[Entry(1, 1, 0, b"x" * 1000)])
+        for i in range(6)
+    ]
+    before = a.counters()
+    giant = Message(MessageType.APP, "n2", "n1", entries=[Entry(1, 1, 0, b"y" * 4000)])
+    assert a.send([*msgs, giant]) == 6
+    after = a.counters()
+    assert after["sent"] - before["sent"] >= 3
+    assert after["dropped_messages"] - before["dropped_messages"] == 1
+    got = recv_until(b, lambda g: sum(len(i.payload) for i in g) >= 6)
+    assert [m.commit for i in got for m in i.payload] == list(range(6))
+
+
+def test_invalid_arguments_and_closed_use(make: Callable[..., PeerTransport]) -> None:
+    a = make("n1")
+    with pytest.raises(errors.BadRequestError):
+        a.add_peer("n1", "tcp://127.0.0.1:1")
+    with pytest.raises(errors.BadRequestError):
+        a.add_peer("n2", "not-an-address")
+    with pytest.raises(errors.BadRequestError):
+        a.add_peer("", "tcp://127.0.0.1:1")
+    with pytest.raises(errors.BadRequestError):
+        PeerTransport("\x00bad", ANY)
+    with pytest.raises(errors.UnavailableError):
+        PeerTransport("n5", a.endpoint)  # address in use
+    a.close()
+    a.close()
+    with pytest.raises(errors.UnavailableError):
+        a.send([hb("n2", "n1")])
+    with pytest.raises(errors.UnavailableError):
+        a.recv()
