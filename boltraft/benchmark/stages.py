@@ -7,12 +7,11 @@ consecutive, so their sum is the server's share of a write's latency:
 ============== ==============================================================================
 stage          from -> to (per batch; means are weighted by the batch's request count)
 ============== ==============================================================================
-client_to_leader  the client's send (its ``sent_at`` wall clock, when given; else the leader's
-               receipt) -> the leader proposes the batch (includes forwarding and the wait
-               for the loop's next flush)
+client_to_leader  the leader's loop received the requests -> it proposed their batch (the
+               wait for the iteration's flush; ``hop_s`` adds a hop measured elsewhere)
 leader_append  propose -> the leader's own log append and fsync are done
-replication    own append done -> the batch is committed (the wait for a quorum of followers'
-               append + fsync beyond the leader's own; near 0 when followers were faster)
+replication    own append done -> committed: the later of the quorum's follower acks
+               (their append + fsync + network) beyond the leader's own; 0 when faster
 commit_to_apply  committed -> its apply starts
 apply          the state machine's apply of the Ready holding the batch
 reply          apply done -> the responses were handed to the socket
@@ -55,13 +54,12 @@ MAX_PENDING = 65536  # batches in flight; past it the oldest is dropped unrecord
 
 
 class _Batch:
-    """One proposed batch. Times are ``time.perf_counter()`` seconds; 0.0 means not yet."""
+    """One proposed batch. Times are ``time.monotonic()`` seconds; 0.0 means not yet."""
 
     __slots__ = (
         "acks",
         "applied",
         "apply_start",
-        "committed",
         "count",
         "hop",
         "last",
@@ -74,11 +72,10 @@ class _Batch:
     def __init__(self, last: int, count: int, received: float, hop: float, now: float) -> None:
         self.last = last  # index of the batch's last entry
         self.count = count  # client requests in the batch, >= 1
-        self.hop = hop  # mean client -> node wall-clock hop (s), 0 when unknown
-        self.received = received
+        self.hop = hop  # mean client -> node hop (s) measured elsewhere, 0 when unknown
+        self.received = received  # <= proposed
         self.proposed = now
         self.persisted = 0.0
-        self.committed = 0.0
         self.apply_start = 0.0
         self.applied = 0.0
         self.replied = 0.0
@@ -88,6 +85,13 @@ class _Batch:
 class StageRecorder:
     """Per-batch stage timings of the leader's commit path, kept in a bounded ring.
 
+    The node loop calls, in its order of events: ``iteration(now)`` once per loop
+    iteration, ``observe_messages`` with incoming Raft messages, ``proposed`` after each
+    ``propose()`` of client writes, ``persisted`` after its own synced log append,
+    ``applying`` / ``applied`` around the state machine's apply, ``replied`` once the
+    answers are out. The commit time of a batch is derived: the moment both the leader's own
+    append and the quorum's fastest followers' acknowledgements were in.
+
     Invariant: ``_pending`` holds batches in increasing ``last`` index order.
     """
 
@@ -95,22 +99,29 @@ class StageRecorder:
         self._pending: deque[_Batch] = deque()
         self._ring: deque[list[Any]] = deque(maxlen=ring_size)
         self._followers: set[str] = set()
-        self._clock = time.perf_counter
+        self._clock = time.monotonic
+        self._received = 0.0
 
-    def proposed(self, last_index: int, count: int, received: float, hop_s: float = 0.0) -> None:
-        """Returns nothing; starts following a batch of ``count`` writes proposed as entries up
-        to ``last_index``. ``received``: the mean ``time.perf_counter()`` at which its requests
-        reached this node; ``hop_s``: their mean client -> node hop if known, else 0.
-        A ``last_index`` not above the previous batch's (a new term rewrote the log) drops the
-        batches at or above it."""
+    def iteration(self, now: float) -> None:
+        """Returns nothing; the loop iteration that started at ``now`` (``time.monotonic``)
+        received the requests it will propose: their receipt time."""
+        self._received = now
+
+    def proposed(self, last_index: int, count: int, hop_s: float = 0.0) -> None:
+        """Returns nothing; starts following a batch of ``count`` writes proposed as entries
+        up to ``last_index``, received at the current iteration's start. ``hop_s``: their
+        mean client -> node hop when known, else 0. A ``last_index`` not above the previous
+        batch's (a new term rewrote the log) drops the batches at or above it."""
         while self._pending and self._pending[-1].last >= last_index:
             self._pending.pop()
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
-        self._pending.append(_Batch(last_index, max(1, count), received, hop_s, self._clock()))
+        now = self._clock()
+        received = min(self._received, now) if self._received else now
+        self._pending.append(_Batch(last_index, max(1, count), received, hop_s, now))
 
     def persisted(self, index: int) -> None:
-        """Returns nothing; the leader's log is durable up to ``index``."""
+        """Returns nothing; the leader's own log is durable up to ``index``."""
         now = self._clock()
         for b in self._pending:
             if b.last > index:
@@ -136,30 +147,27 @@ class StageRecorder:
             if m.type == 1 and not m.reject:  # MessageType.APP_RESP
                 self.acked(m.frm, m.index)
 
-    def committed(self, index: int) -> None:
-        """Returns nothing; entries up to ``index`` are committed and about to be applied."""
+    def applying(self, index: int) -> None:
+        """Returns nothing; the apply of entries up to ``index`` starts now."""
         now = self._clock()
         for b in self._pending:
             if b.last > index:
                 break
-            if not b.committed:
-                b.committed = now
-                b.persisted = b.persisted or now
+            if not b.apply_start:
+                b.apply_start = now
 
-    def applied(self, index: int, started: float) -> None:
-        """Returns nothing; one apply that began at ``started`` (perf_counter) covered up to
-        ``index``."""
+    def applied(self, index: int) -> None:
+        """Returns nothing; the apply of entries up to ``index`` is done."""
         now = self._clock()
         for b in self._pending:
             if b.last > index:
                 break
-            if b.committed and not b.applied:
-                b.apply_start = max(started, b.committed)
+            if b.apply_start and not b.applied:
                 b.applied = now
 
     def replied(self, index: int) -> None:
-        """Returns nothing; the answers of every batch up to ``index`` were sent. Moves the
-        batches that are complete into the ring."""
+        """Returns nothing; the answers of every applied batch up to ``index`` were sent.
+        Moves the batches that are complete into the ring."""
         now = self._clock()
         for b in self._pending:
             if b.last > index:
@@ -167,6 +175,16 @@ class StageRecorder:
             if b.applied and not b.replied:
                 b.replied = now
         self._retire(now)
+
+    def _commit_time(self, b: _Batch) -> float:
+        """Returns when ``b`` became committed: its own append and the acks of a quorum
+        (of the followers known so far), never later than its apply start."""
+        need = (len(self._followers) + 1) // 2  # acks besides the leader's own vote
+        t = b.persisted or b.apply_start
+        if need:
+            acks = sorted(b.acks.values())
+            t = max(t, acks[need - 1]) if len(acks) >= need else b.apply_start
+        return min(t, b.apply_start)
 
     def _retire(self, now: float) -> None:
         pending = self._pending
@@ -177,14 +195,16 @@ class StageRecorder:
             if len(b.acks) < len(self._followers) and now - b.replied < ACK_WAIT_S:
                 break
             pending.popleft()
+            persisted = min(b.persisted or b.apply_start, b.apply_start)
+            commit = max(self._commit_time(b), persisted)
             self._ring.append(
                 [
                     time.time(),
                     b.count,
                     b.hop + (b.proposed - b.received),
-                    b.persisted - b.proposed,
-                    b.committed - b.persisted,
-                    b.apply_start - b.committed,
+                    persisted - b.proposed,
+                    commit - persisted,
+                    b.apply_start - commit,
                     b.applied - b.apply_start,
                     b.replied - b.applied,
                     {f: t - b.proposed for f, t in b.acks.items()},
