@@ -1,0 +1,352 @@
+"""Bucket: one named collection of keys (and nested buckets) inside a transaction.
+
+Every operation checks its arguments BEFORE writing, so a refused operation writes nothing
+and leaves the transaction usable. Bucket objects are made by ``Tx`` (one per bucket and
+transaction) and are valid only while that transaction is open.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import lmdb
+
+from boltraft.errors import (
+    BucketNotFoundError,
+    ConditionFailedError,
+    IncompatibleValueError,
+    InvalidArgumentError,
+    NoSpaceError,
+    ReadOnlyTxError,
+    TxClosedError,
+)
+from boltraft.storage.cursor import Cursor, Item, walk_bucket
+from boltraft.storage.keys import (
+    as_bytes,
+    bucket_prefix,
+    check_key,
+    check_value,
+    decode_token,
+    encode_token,
+    prefix_end,
+    show_path,
+)
+from boltraft.storage.layout import RECORD
+
+if TYPE_CHECKING:
+    from boltraft.storage.db import Tx
+
+# Bucket and transaction states; 0 is the only one that allows writes, <= 1 allows reads.
+WRITE = 0
+READ = 1
+CLOSED = 2
+DELETED = 3
+DOOMED = 4
+ROLLED_BACK = 5
+
+
+def refusal(state: int, what: str) -> Exception:
+    """Returns the error for an operation refused in ``state`` (``what`` names the bucket)."""
+    if state == READ:
+        return ReadOnlyTxError("this is a read-only transaction (use db.update())")
+    if state == DELETED:
+        return BucketNotFoundError(f"bucket {what} was deleted in this transaction")
+    if state == ROLLED_BACK:
+        return BucketNotFoundError(
+            f"bucket {what} was obtained in a savepoint that rolled back: look it up again"
+        )
+    if state == DOOMED:
+        return NoSpaceError(
+            "the transaction ran out of map space and must be retried (db.update_fn does)",
+            retry=True,
+        )
+    return TxClosedError("the transaction is closed")
+
+
+class Bucket:
+    """A bucket inside one transaction; see the module notes for validity and errors."""
+
+    __slots__ = (
+        "_has_children",
+        "_max_key",
+        "_max_value",
+        "_prefix",
+        "_rkey",
+        "_state",
+        "_tx",
+        "id",
+        "path",
+    )
+
+    def __init__(self, tx: Tx, path: tuple[bytes, ...], bucket_id: int, rkey: bytes) -> None:
+        self._tx = tx
+        self.path = path  # the names from the root down to this bucket (never empty)
+        self.id = bucket_id  # > the parent's id; never reused while the store lives
+        self._rkey = rkey  # this bucket's entry key in the ``buckets`` sub-db
+        self._prefix = bucket_prefix(bucket_id)  # this bucket's keys all start with it
+        self._state = tx._state  # WRITE/READ; any other state refuses everything
+        # None = unknown, False = no nested bucket (puts skip the bucket-name check), True =
+        # may have some. Only ever goes from False to True inside one transaction.
+        self._has_children: bool | None = None
+        self._max_key = tx._db._max_key_size - len(self._prefix)
+        self._max_value = tx._db.max_value_size
+
+    def __repr__(self) -> str:
+        return f"<Bucket {show_path(self.path)} id={self.id}>"
+
+    @property
+    def name(self) -> bytes:
+        """Returns this bucket's own name (the last element of its path)."""
+        return self.path[-1]
+
+    @property
+    def max_key_size(self) -> int:
+        """Returns the longest key this bucket accepts: LMDB's limit minus the bucket prefix."""
+        return self._max_key
+
+    # --- internal checks -----------------------------------------------------------------
+    def _check_read(self) -> None:
+        if self._state > READ:
+            raise refusal(self._state, show_path(self.path))
+
+    def _key(self, key: object) -> bytes:
+        return check_key(key, self._max_key, show_path(self.path))
+
+    def _may_have_children(self) -> bool:
+        if self._has_children is None:
+            cur = self._tx._txn.cursor(db=self._tx._dbs.buckets)
+            found = cur.set_range(self._prefix)
+            self._has_children = found and cur.key().startswith(self._prefix)
+        return self._has_children
+
+    def _names_bucket(self, full: bytes) -> bool:
+        return self._may_have_children() and (
+            self._tx._txn.get(full, db=self._tx._dbs.buckets) is not None
+        )
+
+    def _incompatible(self, key: bytes) -> IncompatibleValueError:
+        return IncompatibleValueError(
+            f"key {key!r} in bucket {show_path(self.path)} is a nested bucket, not a value",
+            key=key,
+        )
+
+    # --- keys ----------------------------------------------------------------------------
+    def get(self, key: bytes) -> bytes | None:
+        """Returns the value of ``key``, or None if it is absent or names a nested bucket.
+
+        Raises KeyRequiredError, KeyTooLargeError (a key this bucket could never hold),
+        InvalidArgumentError (not bytes/str), TxClosedError.
+        """
+        if self._state > READ:
+            raise refusal(self._state, show_path(self.path))
+        if type(key) is not bytes or not key or len(key) > self._max_key:
+            key = self._key(key)
+        return self._tx._txn.get(self._prefix + key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Returns None after setting ``key`` to ``value`` (overwriting any old value).
+
+        Raises KeyRequiredError, KeyTooLargeError, ValueTooLargeError, InvalidArgumentError,
+        IncompatibleValueError (``key`` names a nested bucket), ReadOnlyTxError,
+        TxClosedError, and NoSpaceError(retry=True) when the map is full (the transaction is
+        then doomed: every later operation raises it too, and it cannot commit).
+        """
+        if self._state:
+            raise refusal(self._state, show_path(self.path))
+        if type(key) is not bytes or not key or len(key) > self._max_key:
+            key = self._key(key)
+        if type(value) is not bytes or len(value) > self._max_value:
+            value = check_value(value, self._max_value)
+        full = self._prefix + key
+        if self._has_children is not False and self._names_bucket(full):
+            raise self._incompatible(key)
+        try:
+            self._tx._txn.put(full, value)
+        except lmdb.MapFullError:
+            raise self._tx._doom()
+
+    def delete(self, key: bytes) -> bool:
+        """Returns True if ``key`` existed and was deleted, False if it was absent.
+
+        Raises like ``put`` (IncompatibleValueError when ``key`` names a nested bucket: use
+        ``delete_bucket``).
+        """
+        if self._state:
+            raise refusal(self._state, show_path(self.path))
+        if type(key) is not bytes or not key or len(key) > self._max_key:
+            key = self._key(key)
+        full = self._prefix + key
+        if self._has_children is not False and self._names_bucket(full):
+            raise self._incompatible(key)
+        try:
+            return self._tx._txn.delete(full)
+        except lmdb.MapFullError:
+            raise self._tx._doom()
+
+    def put_if(self, key: bytes, value: bytes, expect: bytes | None) -> None:
+        """Returns None after setting ``key`` if its current value equals ``expect``.
+
+        ``expect`` None means "``key`` must be absent". Raises ConditionFailedError with
+        ``details["current"]`` (the current value, or None) when the condition does not
+        hold, and everything ``put`` raises.
+        """
+        if self._state:
+            raise refusal(self._state, show_path(self.path))
+        key = self._key(key)
+        value = check_value(value, self._max_value)
+        if expect is not None:
+            expect = as_bytes(expect, "expect")
+        full = self._prefix + key
+        if self._names_bucket(full):
+            raise self._incompatible(key)
+        current = self._tx._txn.get(full)
+        if current != expect:
+            raise ConditionFailedError(
+                f"condition failed for key {key!r} in bucket {show_path(self.path)}",
+                current=current,
+            )
+        try:
+            self._tx._txn.put(full, value)
+        except lmdb.MapFullError:
+            raise self._tx._doom()
+
+    def delete_if(self, key: bytes, expect: bytes) -> None:
+        """Returns None after deleting ``key`` if its current value equals ``expect``.
+
+        Raises ConditionFailedError (``details["current"]``, None when absent) and
+        everything ``delete`` raises.
+        """
+        if self._state:
+            raise refusal(self._state, show_path(self.path))
+        key = self._key(key)
+        expect = as_bytes(expect, "expect")
+        full = self._prefix + key
+        if self._names_bucket(full):
+            raise self._incompatible(key)
+        current = self._tx._txn.get(full)
+        if current != expect:
+            raise ConditionFailedError(
+                f"condition failed for key {key!r} in bucket {show_path(self.path)}",
+                current=current,
+            )
+        try:
+            self._tx._txn.delete(full)
+        except lmdb.MapFullError:
+            raise self._tx._doom()
+
+    # --- ordered reads -------------------------------------------------------------------
+    def cursor(self) -> Cursor:
+        """Returns a new, unpositioned Cursor over this bucket (see Cursor)."""
+        self._check_read()
+        return Cursor(self)
+
+    def scan(
+        self,
+        prefix: bytes | None = None,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+        after: bytes | None = None,
+    ) -> tuple[list[Item], bytes | None]:
+        """Returns ``(items, token)``: entries with ``prefix`` and ``start <= key < end``.
+
+        All bounds are optional and combine (intersection). Items come in key order, or
+        descending with ``reverse``; nested buckets appear with value None. At most ``limit``
+        items (None = all); ``token`` is None when nothing is left, otherwise an opaque bytes
+        token: pass it back as ``after`` (with the same other arguments) for the next page.
+        Raises InvalidArgumentError (a bound not bytes/str, ``limit`` < 1, a bad token).
+        """
+        self._check_read()
+        lo, hi = _bounds(prefix, start, end)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise InvalidArgumentError(f"limit must be a positive int, not {limit!r}")
+        if after is not None:
+            last = decode_token(after)
+            if reverse:
+                hi = last if hi is None else min(hi, last)
+            else:
+                lo = max(lo, last + b"\x00")
+        if hi is not None and lo >= hi:
+            return [], None
+        items: list[Item] = []
+        want = None if limit is None else limit + 1
+        for item in walk_bucket(self, lo, hi, reverse):
+            items.append(item)
+            if want is not None and len(items) == want:
+                items.pop()
+                return items, encode_token(items[-1][0])
+        return items, None
+
+    def count(self) -> int:
+        """Returns the number of entries (keys plus nested buckets) directly in this bucket."""
+        self._check_read()
+        n = 0
+        tx = self._tx
+        for db, on in ((tx._dbs.data, True), (tx._dbs.buckets, self._may_have_children())):
+            if not on:
+                continue
+            cur = tx._txn.cursor(db=db)
+            if cur.set_range(self._prefix):
+                prefix = self._prefix
+                for k in cur.iternext(keys=True, values=False):
+                    if not k.startswith(prefix):
+                        break
+                    n += 1
+        return n
+
+    # --- sequence ------------------------------------------------------------------------
+    def sequence(self) -> int:
+        """Returns the last number ``next_sequence`` handed out (0 for a new bucket)."""
+        self._check_read()
+        return RECORD.unpack(self._tx._txn.get(self._rkey, db=self._tx._dbs.buckets))[1]
+
+    def next_sequence(self) -> int:
+        """Returns the bucket's next sequence number (1, 2, ...), persisted with the txn.
+
+        Raises ReadOnlyTxError, TxClosedError, NoSpaceError(retry=True).
+        """
+        if self._state:
+            raise refusal(self._state, show_path(self.path))
+        txn = self._tx._txn
+        db = self._tx._dbs.buckets
+        _, seq = RECORD.unpack(txn.get(self._rkey, db=db))
+        try:
+            txn.put(self._rkey, RECORD.pack(self.id, seq + 1), db=db)
+        except lmdb.MapFullError:
+            raise self._tx._doom()
+        return seq + 1
+
+    # --- nested buckets (addressed relative to this one) ---------------------------------
+    def bucket(self, name: bytes | str) -> Bucket:
+        """Returns the nested bucket ``name``; raises BucketNotFoundError (see Tx.bucket)."""
+        return self._tx.bucket((*self.path, name))
+
+    def create_bucket(self, name: bytes | str) -> Bucket:
+        """Returns the new nested bucket ``name``; raises as Tx.create_bucket."""
+        return self._tx.create_bucket((*self.path, name))
+
+    def create_bucket_if_not_exists(self, name: bytes | str) -> Bucket:
+        """Returns the nested bucket ``name``, creating it if needed (see Tx)."""
+        return self._tx.create_bucket_if_not_exists((*self.path, name))
+
+    def delete_bucket(self, name: bytes | str) -> None:
+        """Returns None after deleting nested bucket ``name`` and all it holds (see Tx)."""
+        self._tx.delete_bucket((*self.path, name))
+
+    def buckets(self) -> list[bytes]:
+        """Returns the names of the buckets directly inside this one, in order."""
+        return self._tx.buckets(self.path)
+
+
+def _bounds(prefix: object, start: object, end: object) -> tuple[bytes, bytes | None]:
+    """Returns the ``[lo, hi)`` key range (hi None = unbounded) of a prefix/start/end scan."""
+    lo = b"" if start is None else as_bytes(start, "start")
+    hi = None if end is None else as_bytes(end, "end")
+    if prefix is not None:
+        p = as_bytes(prefix, "prefix")
+        lo = max(lo, p)
+        p_end = prefix_end(p)
+        if p_end is not None:
+            hi = p_end if hi is None else min(hi, p_end)
+    return lo, hi

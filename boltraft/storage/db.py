@@ -1,0 +1,480 @@
+"""DB: BoltDB's model (DB, Tx, Bucket, Cursor) on one LMDB environment per data directory.
+
+    db = DB.open(path)                      # writable: takes DIR/boltraft.lock
+    with db.update() as tx:                 # commit on a clean exit, roll back on an exception
+        tx.create_bucket_if_not_exists(["users", "eu"]).put(b"alice", b"1")
+    with db.view() as tx:                   # read-only snapshot
+        tx.bucket(["users", "eu"]).get(b"alice")
+    db.update_fn(fn)                        # like update(), and grows a full map and retries
+
+Failing operations: every operation checks its arguments first and raises a typed error
+before writing anything, so after a refused operation the transaction is still usable and
+holds exactly what it held before. If the exception leaves ``update()``'s ``with`` block, the
+whole transaction rolls back. ``tx.savepoint()`` makes a group of operations atomic inside a
+transaction (an LMDB nested transaction).
+
+A full map: inside a transaction, LMDB's MapFullError dooms the transaction (the operation
+raises NoSpaceError(retry=True), so do all later ones, and nothing of it is committed).
+``update_fn`` then grows the map (doubling, capped at ``quota``) and runs ``fn`` again;
+``update()`` grows the map and raises NoSpaceError(retry=True) so the caller can retry. Once
+the map is at its quota, NoSpaceError(retry=False): nothing is written, reads go on.
+
+Threads: a DB may be shared by threads; each transaction belongs to the thread that opened it
+(LMDB lets one write transaction run at a time). Growing the map waits until no transaction
+is open in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from boltraft.errors import (
+    CorruptionError,
+    DataDirLockedError,
+    DataDirNotFoundError,
+    InvalidArgumentError,
+    NoSpaceError,
+    ReadOnlyTxError,
+    TxClosedError,
+)
+from boltraft.storage.bucket import (
+    CLOSED,
+    DOOMED,
+    READ,
+    WRITE,
+    refusal,
+)
+from boltraft.storage.layout import (
+    MAX_DBS,
+    SubDbs,
+    check_store,
+    open_store,
+    store_stats,
+)
+from boltraft.storage.tx import Tx
+
+T = TypeVar("T")
+
+LOCK_FILE = "boltraft.lock"
+"""Held (flock, exclusive) by the one process that has the directory open writable."""
+
+_MAP_STEP = 1 << 16  # map sizes are rounded up to a multiple of this
+
+
+def _round_map(size: int) -> int:
+    return -(-size // _MAP_STEP) * _MAP_STEP
+
+
+class _Gate:
+    """Counts open transactions so that the map is resized only when none is open.
+
+    Invariant: ``resizing`` is True only while one thread waits for or does a resize; new
+    transactions wait for it, except in a thread that already has one open (no deadlock).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0  # open transactions in this process
+        self._owners: dict[int, int] = {}  # thread id -> its open transactions (> 0)
+        self._resizing = False
+
+    def enter(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            mine = self._owners.get(me, 0)
+            while self._resizing and not mine:
+                self._cond.wait()
+            self._active += 1
+            self._owners[me] = mine + 1
+
+    def leave(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            self._active -= 1
+            left = self._owners[me] - 1
+            if left:
+                self._owners[me] = left
+            else:
+                del self._owners[me]
+            if not self._active:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Yields once no transaction is open; raises NoSpaceError if this thread has one."""
+        with self._cond:
+            if self._owners.get(threading.get_ident()):
+                raise NoSpaceError(
+                    "cannot grow the map while this thread holds an open transaction",
+                    retry=False,
+                )
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+class DB:
+    """An open bucket store on one data directory; make one with ``DB.open``."""
+
+    def __init__(
+        self,
+        path: Path,
+        env: lmdb.Environment,
+        dbs: SubDbs,
+        *,
+        readonly: bool,
+        sync: bool,
+        max_value_size: int,
+        quota: int,
+        lock_fd: int | None,
+    ) -> None:
+        self.path = path
+        self.env = env  # for the state machine's snapshot code only
+        self.readonly = readonly
+        self.sync_commits = sync
+        self.max_value_size = max_value_size
+        self.quota = quota  # the map never grows past this many bytes
+        self._dbs = dbs
+        self._max_key_size: int = env.max_key_size()
+        self._gate = _Gate()
+        self._lock_fd = lock_fd  # flock'ed: LOCK_EX when writable, LOCK_SH for a lock-free read
+        self._closed = False
+        self._map_size: int = env.info()["map_size"]  # changed only by _grow, under the gate
+
+    # --- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        sync: bool = True,
+        max_value_size: int = 1 << 20,
+        quota: int = 8 << 30,
+        initial_map_size: int = 64 << 20,
+    ) -> DB:
+        """Returns the store in directory ``path``, creating it (writable opens only).
+
+        ``sync`` False skips fsync at commit (durable only after ``db.sync()``/``close()``).
+        A writable open takes ``path/boltraft.lock``; a read-only open never changes the
+        store, and reads safely while a writer runs. Raises DataDirLockedError (another
+        process has it open writable, or a lock-free reader holds it), DataDirNotFoundError
+        (read-only open of a directory without a store), CorruptionError (not a boltraft
+        store, or another format version), InvalidArgumentError (bad sizes).
+        """
+        for name, val in (
+            ("max_value_size", max_value_size),
+            ("quota", quota),
+            ("initial_map_size", initial_map_size),
+        ):
+            if type(val) is not int or val <= 0:
+                raise InvalidArgumentError(f"{name} must be a positive int, not {val!r}")
+        if initial_map_size > quota:
+            raise InvalidArgumentError(
+                f"initial_map_size {initial_map_size} is larger than the quota {quota}"
+            )
+        p = Path(path)
+        if readonly:
+            return cls._open_readonly(p, sync, max_value_size, quota)
+        p.mkdir(parents=True, exist_ok=True)
+        fd = _lock_writer(p)
+        try:
+            env = lmdb.open(
+                str(p),
+                map_size=_round_map(initial_map_size),
+                subdir=True,
+                max_dbs=MAX_DBS,
+                sync=sync,
+                metasync=sync,
+                writemap=False,
+                meminit=False,
+            )
+            try:
+                dbs = open_store(env, p)
+            except BaseException:
+                env.close()
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(
+            p,
+            env,
+            dbs,
+            readonly=False,
+            sync=sync,
+            max_value_size=max_value_size,
+            quota=quota,
+            lock_fd=fd,
+        )
+
+    @classmethod
+    def _open_readonly(cls, p: Path, sync: bool, max_value_size: int, quota: int) -> DB:
+        if not (p / "data.mdb").is_file():
+            raise DataDirNotFoundError(f"no bucket store in {p}", path=str(p))
+        fd: int | None = None
+        use_lock = True
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(p / LOCK_FILE, os.O_RDONLY)
+        if fd is None:
+            use_lock = (p / "lock.mdb").exists()
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                use_lock = False  # no writer; our shared lock keeps one from starting
+            except BlockingIOError:
+                os.close(fd)
+                fd = None
+        try:
+            env = lmdb.open(
+                str(p), subdir=True, readonly=True, lock=use_lock, max_dbs=MAX_DBS, map_size=0
+            )
+        except lmdb.Error as exc:
+            if fd is not None:
+                os.close(fd)
+            if "already open" in str(exc):
+                raise DataDirLockedError(
+                    f"data directory {p} is already open in this process", path=str(p)
+                )
+            raise CorruptionError(f"cannot open the store in {p}: {exc}", path=str(p))
+        try:
+            dbs = open_store(env, p)
+        except BaseException:
+            env.close()
+            if fd is not None:
+                os.close(fd)
+            raise
+        return cls(
+            p,
+            env,
+            dbs,
+            readonly=True,
+            sync=sync,
+            max_value_size=max_value_size,
+            quota=quota,
+            lock_fd=fd,
+        )
+
+    # --- transactions --------------------------------------------------------------------
+    def _begin(self, write: bool) -> Tx:
+        if self._closed:
+            raise TxClosedError("the database is closed")
+        if write and self.readonly:
+            raise ReadOnlyTxError("the database was opened read-only")
+        while True:
+            self._gate.enter()
+            try:
+                txn = self.env.begin(write=write, db=self._dbs.data)
+            except lmdb.MapResizedError:
+                self._gate.leave()
+                with self._gate.exclusive():
+                    self.env.set_mapsize(0)  # adopt the size another process grew it to
+                continue
+            except BaseException:
+                self._gate.leave()
+                raise
+            return Tx(self, txn, WRITE if write else READ)
+
+    def _end(self, tx: Tx, commit: bool) -> None:
+        """Commits (if ``commit`` and not doomed) or aborts, then closes ``tx``."""
+        try:
+            if commit and tx._state == WRITE:
+                try:
+                    tx._txn.commit()
+                except lmdb.MapFullError:
+                    tx._doom()  # LMDB already freed the failed txn
+                else:
+                    tx._state = CLOSED
+            else:
+                tx._txn.abort()
+                if tx._state != DOOMED:
+                    tx._state = CLOSED
+        finally:
+            tx._close()
+            self._gate.leave()
+
+    @contextlib.contextmanager
+    def view(self) -> Iterator[Tx]:
+        """Yields a read-only Tx (a consistent snapshot); writes raise ReadOnlyTxError.
+
+        Raises TxClosedError when the DB is closed.
+        """
+        tx = self._begin(False)
+        try:
+            yield tx
+        finally:
+            self._end(tx, False)
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[Tx]:
+        """Yields a write Tx: committed when the block ends cleanly, rolled back on an exception.
+
+        A full map during the block or at commit: nothing is committed, the map is grown
+        (up to the quota) and NoSpaceError is raised with ``details["retry"]`` True when a
+        retry can succeed. Raises ReadOnlyTxError (read-only DB), TxClosedError.
+        """
+        map_size = self._map_size
+        tx = self._begin(True)
+        try:
+            yield tx
+        except BaseException:
+            self._end(tx, False)
+            if tx._state == DOOMED:
+                self._grow(map_size)
+                raise refusal(DOOMED, "")
+            raise
+        self._end(tx, True)
+        if tx._state == DOOMED:
+            self._grow(map_size)
+            raise refusal(DOOMED, "")
+
+    def update_fn(self, fn: Callable[[Tx], T]) -> T:
+        """Returns ``fn(tx)`` after committing the write transaction it ran in.
+
+        If ``fn`` raises, the transaction rolls back and the exception propagates. If the
+        map fills up (during ``fn`` or at commit) the attempt is rolled back, the map grows
+        (doubling, capped at the quota) and ``fn`` runs again in a fresh transaction, so
+        ``fn`` must not have effects outside the transaction. Past the quota: NoSpaceError
+        (retry False), nothing written, reads still served.
+        """
+        while True:
+            map_size = self._map_size
+            tx = self._begin(True)
+            try:
+                result = fn(tx)
+            except BaseException:
+                self._end(tx, False)
+                if tx._state != DOOMED:
+                    raise
+            else:
+                self._end(tx, True)
+                if tx._state != DOOMED:
+                    return result
+            self._grow(map_size)
+
+    def _grow(self, seen: int) -> None:
+        """Grows the map past ``seen`` bytes (unless another thread did); NoSpaceError at quota."""
+        with self._gate.exclusive():
+            current = self.env.info()["map_size"]
+            if current > seen:
+                return
+            if current >= self.quota:
+                raise NoSpaceError(
+                    f"the store reached its quota of {self.quota} bytes; nothing was written",
+                    retry=False,
+                    quota=self.quota,
+                    map_size=current,
+                )
+            self._map_size = min(self.quota, _round_map(current * 2))
+            self.env.set_mapsize(self._map_size)
+
+    # --- whole-store operations ----------------------------------------------------------
+    def copy(self, dest: str | os.PathLike[str], compact: bool = True) -> Path:
+        """Returns the directory now holding a consistent copy of the store (``data.mdb``).
+
+        Writers may go on meanwhile: the copy is one read snapshot. ``dest`` must not exist
+        or be an empty directory. Raises InvalidArgumentError (``dest`` not empty),
+        TxClosedError.
+        """
+        d = Path(dest)
+        if d.exists() and (not d.is_dir() or any(d.iterdir())):
+            raise InvalidArgumentError(f"copy destination {d} is not an empty directory")
+        tx = self._begin(False)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            self.env.copy(str(d), compact=compact, txn=tx._txn)
+        finally:
+            self._end(tx, False)
+        return d
+
+    def stats(self) -> dict[str, Any]:
+        """Returns sizes and counts: map/quota/used bytes, buckets, keys, meta keys, depth."""
+        info = self.env.info()
+        psize = self.env.stat()["psize"]
+        with self.view() as tx:
+            content = store_stats(tx._txn, self._dbs)
+        data_file = self.path / "data.mdb"
+        return {
+            "path": str(self.path),
+            "readonly": self.readonly,
+            "page_size": psize,
+            "map_size": info["map_size"],
+            "quota": self.quota,
+            "used_bytes": (info["last_pgno"] + 1) * psize,
+            "file_bytes": data_file.stat().st_size,
+            "last_txnid": info["last_txnid"],
+            "max_key_size": self._max_key_size,
+            "max_value_size": self.max_value_size,
+            **content,
+        }
+
+    def check(self) -> list[str]:
+        """Returns the consistency problems of the store (an empty list means it is sound)."""
+        with self.view() as tx:
+            return check_store(tx._txn, self._dbs)
+
+    def sync(self) -> None:
+        """Returns None after flushing committed data to disk (needed only with sync=False)."""
+        if self._closed:
+            raise TxClosedError("the database is closed")
+        if not self.readonly:
+            self.env.sync(True)
+
+    def close(self) -> None:
+        """Returns None after closing the environment and releasing the lock; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.env.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def closed(self) -> bool:
+        """Returns True once ``close()`` ran."""
+        return self._closed
+
+    def __enter__(self) -> DB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "ro" if self.readonly else "rw"
+        return f"<DB {self.path} {mode}{' closed' if self._closed else ''}>"
+
+
+def _lock_writer(p: Path) -> int:
+    """Returns the fd of ``p/boltraft.lock`` locked exclusively; DataDirLockedError if taken."""
+    fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise DataDirLockedError(
+            f"data directory {p} is in use by another process"
+            + (f" (last writer pid {holder})" if holder else ""),
+            path=str(p),
+        )
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -1,0 +1,223 @@
+"""On-disk layout of the bucket engine, and the whole-store walks (tree, stats, check).
+
+One LMDB environment per data directory, four named sub-dbs:
+
+- ``data``:    ``bucket_prefix(id) + key -> value``: every user key of every bucket.
+- ``buckets``: ``bucket_prefix(parent_id) + name -> RECORD(id, sequence)``: one entry per
+  bucket, under its parent (the root has id 0 and no record).
+- ``meta``:    the internal keyspace of ``Tx.meta_*`` (applied index, dedup table...).
+- ``sys``:     ``FORMAT_KEY -> FORMAT`` and ``NEXT_ID_KEY -> u64`` (the next bucket id).
+
+Invariants (``check_store`` verifies them): a child's id is greater than its parent's and
+less than the next id, ids are unique, every bucket entry's parent exists, every data key
+belongs to an existing bucket other than the root, and no name is both a key and a bucket
+in the same parent.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lmdb
+
+from boltraft.errors import CorruptionError, DataDirNotFoundError
+from boltraft.storage.keys import PATH_SEP, ROOT_ID, bucket_prefix, split_prefix
+
+DATA_DB = b"data"
+BUCKETS_DB = b"buckets"
+META_DB = b"meta"
+SYS_DB = b"sys"
+MAX_DBS = 8
+
+FORMAT_KEY = b"format"
+FORMAT = b"boltraft-1"
+NEXT_ID_KEY = b"next_id"
+
+RECORD = struct.Struct(">QQ")
+"""A bucket record: (bucket id, last sequence number handed out by next_sequence)."""
+U64 = struct.Struct(">Q")
+
+
+class SubDbs(NamedTuple):
+    """The four sub-db handles of one environment."""
+
+    data: Any
+    buckets: Any
+    meta: Any
+    sys: Any
+
+
+def walk_buckets(txn: lmdb.Transaction, dbs: SubDbs) -> list[tuple[tuple[bytes, ...], int, int]]:
+    """Returns every bucket as ``(path, id, sequence)``, parents before children, in key order.
+
+    Entries whose parent is missing are not reachable and so are left out (``check_store``
+    reports them).
+    """
+    out: list[tuple[tuple[bytes, ...], int, int]] = []
+    stack: list[tuple[tuple[bytes, ...], int]] = [((), ROOT_ID)]
+    while stack:
+        path, bid = stack.pop()
+        prefix = bucket_prefix(bid)
+        children: list[tuple[tuple[bytes, ...], int]] = []
+        cur = txn.cursor(db=dbs.buckets)
+        if cur.set_range(prefix):
+            for k, v in cur.iternext():
+                if not k.startswith(prefix):
+                    break
+                if len(v) != RECORD.size:
+                    continue
+                cid, seq = RECORD.unpack(v)
+                if cid <= bid:
+                    continue  # would loop; check_store reports it
+                child = (*path, k[len(prefix) :])
+                out.append((child, cid, seq))
+                children.append((child, cid))
+        stack.extend(reversed(children))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def keys_per_bucket(txn: lmdb.Transaction, dbs: SubDbs) -> Counter[int]:
+    """Returns the number of data keys stored under each bucket id (one pass, keys only)."""
+    counts: Counter[int] = Counter()
+    for k in txn.cursor(db=dbs.data).iternext(keys=True, values=False):
+        split = split_prefix(k)
+        counts[split[0] if split else -1] += 1
+    return counts
+
+
+def store_stats(txn: lmdb.Transaction, dbs: SubDbs) -> dict[str, Any]:
+    """Returns counts of the store's contents: buckets, keys, meta keys, depth, sub-db pages."""
+    buckets = walk_buckets(txn, dbs)
+    data = txn.stat(dbs.data)
+    pages = 0
+    for db in dbs:
+        st = txn.stat(db)
+        pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+    return {
+        "buckets": len(buckets),
+        "max_depth": max((len(p) for p, _, _ in buckets), default=0),
+        "keys": data["entries"],
+        "meta_keys": txn.stat(dbs.meta)["entries"],
+        "btree_depth": data["depth"],
+        "tree_pages": pages,
+    }
+
+
+def check_store(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
+    """Returns the consistency problems found in one read transaction (empty list = ok).
+
+    Never raises for a bad store: what LMDB itself refuses to read is reported as a problem.
+    """
+    try:
+        return _check(txn, dbs)
+    except lmdb.Error as exc:
+        return [f"lmdb error while checking: {exc}"]
+
+
+def _check(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
+    problems: list[str] = []
+    fmt = txn.get(FORMAT_KEY, db=dbs.sys)
+    if fmt != FORMAT:
+        problems.append(f"format marker is {fmt!r}, expected {FORMAT!r}")
+    raw_next = txn.get(NEXT_ID_KEY, db=dbs.sys)
+    next_id = U64.unpack(raw_next)[0] if raw_next and len(raw_next) == U64.size else None
+    if next_id is None:
+        problems.append(f"next bucket id is missing or malformed: {raw_next!r}")
+
+    # Pass 1: bucket records.
+    parent_of: dict[int, int] = {}
+    name_of: dict[int, bytes] = {}
+    entry_keys: set[bytes] = set()
+    bucket_entries = 0
+    for k, v in txn.cursor(db=dbs.buckets).iternext():
+        bucket_entries += 1
+        split = split_prefix(k)
+        if split is None:
+            problems.append(f"malformed bucket entry key {k!r}")
+            continue
+        parent, plen = split
+        name = k[plen:]
+        if not name or PATH_SEP in name:
+            problems.append(f"invalid bucket name {name!r} under bucket id {parent}")
+        if len(v) != RECORD.size:
+            problems.append(f"malformed bucket record for {name!r} under id {parent}: {v!r}")
+            continue
+        cid = RECORD.unpack(v)[0]
+        if cid in parent_of:
+            problems.append(f"bucket id {cid} is used twice ({name!r} under id {parent})")
+            continue
+        if cid <= parent:
+            problems.append(f"bucket id {cid} is not greater than its parent's id {parent}")
+        if next_id is not None and cid >= next_id:
+            problems.append(f"bucket id {cid} is not below the next id {next_id}")
+        parent_of[cid] = parent
+        name_of[cid] = name
+        entry_keys.add(k)
+    for cid, parent in parent_of.items():
+        if parent != ROOT_ID and parent not in parent_of:
+            problems.append(
+                f"bucket {name_of[cid]!r} (id {cid}) has a missing parent bucket id {parent}"
+            )
+
+    # Pass 2: data keys.
+    orphans: Counter[int] = Counter()
+    data_entries = 0
+    for k in txn.cursor(db=dbs.data).iternext(keys=True, values=False):
+        data_entries += 1
+        split = split_prefix(k)
+        if split is None or split[1] == len(k):
+            problems.append(f"malformed data key {k!r}")
+            continue
+        if split[0] not in parent_of:
+            orphans[split[0]] += 1
+        elif k in entry_keys:
+            problems.append(f"key {k!r} is both a value and a bucket")
+    for bid, n in sorted(orphans.items()):
+        where = "the root" if bid == ROOT_ID else f"unknown bucket id {bid}"
+        problems.append(f"{n} orphan key(s) under {where}")
+
+    # Counts: what a full walk sees must agree with LMDB's own entry counts.
+    for label, db, seen in (
+        ("data", dbs.data, data_entries),
+        ("buckets", dbs.buckets, bucket_entries),
+    ):
+        recorded = txn.stat(db)["entries"]
+        if recorded != seen:
+            problems.append(f"{label}: LMDB counts {recorded} entries but a walk found {seen}")
+    reachable = len(walk_buckets(txn, dbs))
+    if reachable != len(parent_of) and not problems:
+        problems.append(f"{len(parent_of) - reachable} bucket(s) not reachable from the root")
+    return problems
+
+
+def open_store(env: lmdb.Environment, p: Path) -> SubDbs:
+    """Returns the sub-db handles, creating an empty store in a fresh writable environment.
+
+    Raises CorruptionError when the environment holds something else or another format, and
+    DataDirNotFoundError for a read-only open of an environment that has no store yet.
+    """
+    ours = {DATA_DB, BUCKETS_DB, META_DB, SYS_DB}
+    readonly = env.flags()["readonly"]
+    with env.begin() as txn:
+        names = set(txn.cursor().iternext(keys=True, values=False))
+    if names - ours:
+        raise CorruptionError(f"{p} holds an LMDB environment that is not a bucket store")
+    if readonly and names != ours:
+        raise DataDirNotFoundError(f"no bucket store in {p}", path=str(p))
+    # Handles opened inside a transaction are private to it until it commits, so open them
+    # with py-lmdb's own short transaction.
+    dbs = SubDbs(
+        *(env.open_db(n, create=not readonly) for n in (DATA_DB, BUCKETS_DB, META_DB, SYS_DB))
+    )
+    with env.begin(write=not readonly) as txn:
+        fmt = txn.get(FORMAT_KEY, db=dbs.sys)
+        if fmt is None and not readonly:
+            txn.put(FORMAT_KEY, FORMAT, db=dbs.sys)
+            txn.put(NEXT_ID_KEY, U64.pack(ROOT_ID + 1), db=dbs.sys)
+        elif fmt != FORMAT:
+            raise CorruptionError(f"{p} has store format {fmt!r}, expected {FORMAT!r}")
+    return dbs
