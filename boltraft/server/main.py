@@ -45,8 +45,10 @@ def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachin
     """Returns the node's state machine on ``DATA/state``.
 
     The Raft log is the durable source of truth and replay is exact (the applied index lives
-    in the same LMDB transaction as the data), so the state DB does not fsync its commits: a
-    machine crash can only roll it back to an earlier applied index, which the log replays.
+    in the same LMDB transaction as the data, and the log is never compacted), so the state
+    DB does not fsync each commit; the node loop flushes it once per tick. A process crash
+    loses nothing (the pages are in the OS cache); a machine crash rolls the state back to
+    an earlier applied index, and the log replays the rest on restart.
     """
     return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
 

@@ -77,6 +77,7 @@ class Node:
             log.info("bootstrapped a new cluster: %s", cfg.members)
         hard_state, conf_state = logstore.initial_state()
         self.applied: int = sm.applied[0]
+        self._state_synced = self.applied  # applied index last flushed to disk in DATA/state
         self.commit: int = max(hard_state.commit, self.applied)
         self._hard_state: HardState = hard_state
         raft_cfg = Config(
@@ -179,6 +180,11 @@ class Node:
             self.counters["ticks"] += 1
             self._next_tick += self._tick_s
         self.service.expire(now)
+        if self.applied != self._state_synced:
+            # The state DB commits without fsync (the synced log is the source of truth and
+            # replay is exact); flushing it once per tick bounds what a machine crash undoes.
+            self.sm.db.sync()
+            self._state_synced = self.applied
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind

@@ -40,7 +40,7 @@ from boltraft.transport.codec import encode_frame
 if TYPE_CHECKING:
     from boltraft.server.node import Node
 
-WRITE_OPS = frozenset(commands.OPS)
+WRITE_OPS = frozenset(("put", "delete", "create_bucket", "delete_bucket", "next_sequence", "batch"))
 READ_OPS = frozenset(("get", "scan", "buckets", "count"))
 
 
