@@ -1,0 +1,313 @@
+"""The node loop with in-memory parts: real RawNodes, MemoryLogStores and state machines on
+LMDB in tmp_path, joined by an in-memory network and driven by a fake clock."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from boltraft.raft.memstore import MemoryLogStore
+from boltraft.raft.types import Message
+from boltraft.server.config import ServerConfig
+from boltraft.server.node import Node
+from boltraft.storage.fsm import BucketStateMachine
+from boltraft.transport import codec
+from boltraft.transport.zmq_transport import Incoming
+
+TICK_MS = 100
+
+
+class MemNet:
+    """One node's view of an in-memory network; ``cut`` holds severed (a, b) links."""
+
+    def __init__(self, world: World, node_id: str) -> None:
+        self.world = world
+        self.id = node_id
+        self.inbox: list[Incoming] = []
+        self.queued: list[Message] = []
+        self.replies: dict[bytes, list[codec.Response]] = {}
+        self._peers: dict[str, str] = {}
+
+    def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
+        out, self.inbox = self.inbox, []
+        return out
+
+    def queue(self, msgs: Iterable[Message]) -> None:
+        self.queued.extend(msgs)
+
+    def flush(self) -> int:
+        msgs, self.queued = self.queued, []
+        for m in msgs:
+            self.world.deliver(self.id, m.to, codec.encode_raft([m]))
+        return len(msgs)
+
+    def send_frame(self, peer_id: str, frame: bytes) -> bool:
+        return self.world.deliver(self.id, peer_id, frame)
+
+    def reply(self, sender: bytes, frame: bytes) -> bool:
+        resp = codec.decode_frame(frame).payload
+        self.replies.setdefault(sender, []).append(resp)
+        return True
+
+    def peers(self) -> dict[str, str]:
+        return dict(self._peers)
+
+    def add_peer(self, peer_id: str, addr: str) -> None:
+        self._peers[peer_id] = addr
+
+    def remove_peer(self, peer_id: str) -> bool:
+        return self._peers.pop(peer_id, None) is not None
+
+    def counters(self) -> dict[str, int]:
+        return {"received": 0}
+
+    def close(self) -> None:
+        pass
+
+
+class World:
+    """Three nodes on a fake clock; ``run()`` steps every node once per tick."""
+
+    def __init__(self, root: Path, n: int = 3) -> None:
+        self.now = 1000.0
+        self.cut: set[frozenset[str]] = set()
+        ids = [f"n{i}" for i in range(1, n + 1)]
+        addrs = {i: f"tcp://127.0.0.1:{7000 + k}" for k, i in enumerate(ids)}
+        self.nets: dict[str, MemNet] = {}
+        self.nodes: dict[str, Node] = {}
+        self.sms: list[BucketStateMachine] = []
+        for k, i in enumerate(ids):
+            cfg = ServerConfig(
+                id=i,
+                data=root / i,
+                listen=addrs[i],
+                peers={j: a for j, a in addrs.items() if j != i},
+                tick_ms=TICK_MS,
+            )
+            net = MemNet(self, i)
+            sm = BucketStateMachine(root / i, sync=False)
+            self.sms.append(sm)
+            self.nets[i] = net
+            self.nodes[i] = Node(
+                cfg,
+                net=net,
+                logstore=MemoryLogStore(),
+                sm=sm,
+                rng=random.Random(k),
+                clock=lambda: self.now,
+                wall_clock=lambda: self.now,
+            )
+
+    def deliver(self, frm: str, to: str, frame: bytes) -> bool:
+        if frozenset((frm, to)) in self.cut or to not in self.nets:
+            return False
+        f = codec.decode_frame(frame)
+        self.nets[to].inbox.append(Incoming(f.kind, f.payload, frm.encode(), None))
+        return True
+
+    def step(self, advance: bool = True) -> None:
+        if advance:
+            self.now += TICK_MS / 1000
+        for node_id, node in self.nodes.items():
+            node.process(self.nets[node_id].recv())
+
+    def settle(self, rounds: int = 5) -> None:
+        """Delivers everything in flight without moving the clock."""
+        for _ in range(rounds):
+            self.step(advance=False)
+
+    def leader(self) -> str | None:
+        leads = [i for i, n in self.nodes.items() if n.is_leader]
+        return leads[0] if len(leads) == 1 else None
+
+    def elect(self) -> str:
+        for _ in range(200):
+            self.step()
+            lead = self.leader()
+            if lead and all(n.lead == lead for n in self.nodes.values()):
+                self.settle()
+                return lead
+        raise AssertionError("no leader")
+
+    def isolate(self, node_id: str) -> None:
+        self.cut |= {frozenset((node_id, o)) for o in self.nodes if o != node_id}
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def request(self, node_id: str, rid: int, body: dict[str, Any], client: bytes = b"c") -> None:
+        req = codec.Request(rid, body)
+        self.nets[node_id].inbox.append(Incoming("req", req, client, None))
+
+    def responses(self, node_id: str, client: bytes = b"c") -> dict[int, codec.Response]:
+        return {r.request_id: r for r in self.nets[node_id].replies.get(client, [])}
+
+    def close(self) -> None:
+        for sm in self.sms:
+            sm.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Any:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+def _put(key: str, value: str, **extra: Any) -> dict[str, Any]:
+    return {"op": "put", "bucket": "b", "key": key, "value": value, **extra}
+
+
+def test_writes_of_one_iteration_share_one_append_and_one_fsync(world: World) -> None:
+    lead = world.elect()
+    world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+    world.settle()
+    node = world.nodes[lead]
+    last, fsyncs = node.logstore.last_index(), node.counters["fsyncs"]
+    for i in range(20):
+        world.request(lead, 100 + i, _put(f"k{i}", f"v{i}"))
+    node.process(world.nets[lead].recv())
+    assert node.logstore.last_index() == last + 20
+    assert node.counters["fsyncs"] == fsyncs + 1
+    world.settle()
+    resps = world.responses(lead)
+    assert all(resps[100 + i].ok for i in range(20))
+    for n in world.nodes.values():
+        with n.sm.db.view() as tx:
+            assert tx.bucket("b").get(b"k19") == b"v19"
+
+
+def test_follower_forwards_writes_and_answers_its_client(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    world.request(follower, 1, {"op": "create_bucket", "bucket": "b"})
+    world.request(follower, 2, _put("k", "v", cid=b"me", seq=1))
+    world.settle(8)
+    resps = world.responses(follower)
+    assert resps[1].ok and resps[2].ok
+    assert world.nodes[lead].service.stats["forwarded"] == 2
+
+
+def test_linearizable_reads_of_one_iteration_share_one_read_index(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+    world.request(lead, 2, _put("k", "v"))
+    world.settle()
+    for rid in range(10, 20):
+        world.request(follower, rid, {"op": "get", "bucket": "b", "key": "k"})
+    world.settle(8)
+    resps = world.responses(follower)
+    assert [resps[r].result for r in range(10, 20)] == [b"v"] * 10
+    assert world.nodes[follower].counters["read_index_calls"] == 1
+
+
+def test_entry_overwritten_in_a_new_term_answers_proposal_dropped(world: World) -> None:
+    old = world.elect()
+    world.request(old, 1, {"op": "create_bucket", "bucket": "b"})
+    world.settle()
+    world.isolate(old)
+    world.request(old, 2, _put("lost", "x"))  # appended by the old leader, never committed
+    world.step(advance=False)
+    for _ in range(200):
+        world.step()
+        others = [n for i, n in world.nodes.items() if i != old and n.is_leader]
+        if others:
+            break
+    new = next(i for i, n in world.nodes.items() if i != old and n.is_leader)
+    world.request(new, 3, _put("won", "y"))
+    world.settle()
+    world.heal()
+    for _ in range(50):
+        world.step()
+        if 2 in world.responses(old):
+            break
+    resp = world.responses(old)[2]
+    assert not resp.ok and resp.error.code == "proposal_dropped"
+    with world.nodes[old].sm.db.view() as tx:
+        assert tx.bucket("b").get(b"lost") is None
+
+
+def test_stale_reads_and_max_lag(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+    world.request(lead, 2, _put("k", "v"))
+    world.settle()
+    world.request(follower, 3, {"op": "get", "bucket": "b", "key": "k", "read": "stale"})
+    world.request(
+        follower, 4, {"op": "get", "bucket": "b", "key": "k", "read": "stale", "max_lag": 0}
+    )
+    world.step(advance=False)
+    world.isolate(follower)
+    for _ in range(25):  # more than an election timeout without hearing from the leader
+        world.step()
+    world.request(
+        follower, 5, {"op": "get", "bucket": "b", "key": "k", "read": "stale", "max_lag": 5}
+    )
+    world.request(follower, 6, {"op": "get", "bucket": "b", "key": "k", "read": "stale"})
+    world.step(advance=False)
+    r = world.responses(follower)
+    assert (r[3].result, r[4].result, r[6].result) == (b"v", b"v", b"v")
+    assert not r[5].ok and r[5].error.code == "lag_exceeded"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"op": "frobnicate"},
+        {"op": "get", "bucket": "b", "key": "k", "read": "eventually"},
+        {"op": "get", "bucket": "b", "key": "k", "read": "stale", "max_lag": -1},
+        {"op": "put", "bucket": "b", "key": "k"},
+    ],
+)
+def test_bad_requests_get_typed_errors_and_change_nothing(world: World, body: dict) -> None:
+    lead = world.elect()
+    last = world.nodes[lead].logstore.last_index()
+    world.request(lead, 1, body)
+    world.settle()
+    resp = world.responses(lead)[1]
+    assert not resp.ok
+    assert resp.error.code in ("bad_request", "malformed_command")
+    assert world.nodes[lead].logstore.last_index() == last
+
+
+def test_status_names_role_leader_and_indexes(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    world.request(follower, 1, {"op": "status"})
+    world.step(advance=False)
+    st = world.responses(follower)[1].result
+    assert (st["id"], st["role"], st["lead"]) == (follower, "follower", lead)
+    assert st["leader_addr"] == world.nodes[lead].cfg.listen
+    assert st["applied"] <= st["commit"]
+    assert sorted(st["members"]["voters"]) == sorted(world.nodes)
+
+
+def test_forwarded_write_times_out_when_the_leader_never_answers(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    world.cut.add(frozenset((follower, lead)))  # the follower still believes in the leader
+    world.request(follower, 1, _put("k", "v"))
+    world.step(advance=False)
+    assert 1 not in world.responses(follower)
+    timeout_ticks = world.nodes[follower].cfg.request_timeout_ms // TICK_MS
+    for _ in range(timeout_ticks + 2):
+        world.step()
+    resp = world.responses(follower)[1]
+    assert not resp.ok and resp.error.code in ("timeout", "no_leader", "not_leader")
+
+
+def test_writes_without_a_leader_are_refused_with_no_leader(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    try:
+        w.request("n1", 1, _put("k", "v"))
+        w.step(advance=False)
+        resp = w.responses("n1")[1]
+        assert not resp.ok and resp.error.code == "no_leader"
+    finally:
+        w.close()
