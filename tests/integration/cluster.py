@@ -150,8 +150,15 @@ class Cluster:
         return None
 
     def wait_for_leader(self, timeout: float = 20.0) -> str:
-        """Returns the agreed leader's id; raises AssertionError after ``timeout``."""
-        return wait_until(self.leader, timeout, "an agreed leader")
+        """Returns the agreed leader's id; raises AssertionError after ``timeout``, or at once
+        when every started node has exited (a node that cannot start fails fast)."""
+
+        def agreed() -> str | None:
+            if self.procs and not any(self.running(i) for i in self.procs):
+                raise AssertionError("every node process exited")
+            return self.leader()
+
+        return wait_until(agreed, timeout, "an agreed leader")
 
     def wait_applied(self, node_id: str, index: int, timeout: float = 20.0) -> None:
         """Returns None once ``node_id`` has applied at least ``index``."""

@@ -1,0 +1,214 @@
+"""Real ``boltraft serve`` processes on 127.0.0.1: elections, forwarding, failover, restarts,
+exactly-once retries, linearizable reads, garbage frames, and ``boltraft up``."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from boltraft.client import Client
+from boltraft.server.datadir import DataDir
+from boltraft.transport.codec import decode_frame, encode_request
+
+from .cluster import SERVE, Cluster, free_ports
+
+pytestmark = pytest.mark.integration
+
+
+def _client(c: Cluster, *node_ids: str, timeout: float = 10.0) -> Client:
+    eps = [c.addrs[i] for i in node_ids] if node_ids else c.endpoints
+    return Client(eps, timeout=timeout)
+
+
+def test_three_nodes_agree_on_one_leader(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    sts = [cluster.status(i) for i in cluster.ids]
+    assert all(st is not None for st in sts)
+    assert {st["lead"] for st in sts} == {lead}
+    assert len({st["term"] for st in sts}) == 1
+    assert sorted(sts[0]["members"]["voters"]) == cluster.ids
+
+
+def test_writes_through_any_node_reach_every_node(cluster: Cluster) -> None:
+    with _client(cluster) as c:
+        c.create_bucket("b")
+    for node_id in cluster.ids:  # one client per node: followers forward to the leader
+        with _client(cluster, node_id) as c:
+            c.put("b", f"from-{node_id}", node_id)
+    with _client(cluster) as c:
+        commit = c.status()["commit"]
+    for node_id in cluster.ids:
+        cluster.wait_applied(node_id, commit)
+        with _client(cluster, node_id) as c:
+            for other in cluster.ids:
+                assert c.get("b", f"from-{other}", read="stale") == other.encode()
+
+
+def test_leader_sigkill_loses_no_acknowledged_write(cluster: Cluster) -> None:
+    acked = []
+    with _client(cluster) as c:
+        c.create_bucket("b")
+        for i in range(50):
+            c.put("b", f"k{i}", f"v{i}")
+            acked.append(i)
+        old = cluster.wait_for_leader()
+        cluster.kill(old)
+        new = cluster.wait_for_leader()
+        assert new != old
+        for i in range(50, 100):
+            c.put("b", f"k{i}", f"v{i}")
+            acked.append(i)
+        for i in acked:
+            assert c.get("b", f"k{i}") == f"v{i}".encode()
+    cluster.start(old)
+    with _client(cluster, old) as c:
+        commit = c.status()["commit"]
+    cluster.wait_applied(old, commit)
+
+
+def test_restarted_follower_catches_up(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != lead)
+    cluster.kill(follower)
+    with _client(cluster, lead) as c:
+        c.create_bucket("b")
+        for i in range(100):
+            c.put("b", f"k{i}", f"v{i}")
+        commit = c.status()["commit"]
+    cluster.start(follower)
+    cluster.wait_applied(follower, commit)
+    with _client(cluster, follower) as c:
+        assert c.get("b", "k99", read="stale") == b"v99"
+
+
+def test_all_nodes_killed_at_once_keep_every_acknowledged_write(cluster: Cluster) -> None:
+    with _client(cluster) as c:
+        c.create_bucket("b")
+        for i in range(100):
+            c.put("b", f"k{i}", f"v{i}")
+    cluster.kill()
+    cluster.start()
+    cluster.wait_for_leader()
+    with _client(cluster) as c:
+        for i in range(100):
+            assert c.get("b", f"k{i}") == f"v{i}".encode()
+        c.put("b", "after", "restart")
+        assert c.get("b", "after") == b"restart"
+
+
+def _raw_request(sock: zmq.Socket, rid: int, body: dict[str, object]) -> dict[str, object]:
+    """Returns the answer to ``body`` sent on ``sock``, skipping answers to earlier frames."""
+    sock.send(encode_request(rid, body))
+    while True:
+        assert sock.poll(10_000), "no answer from the node"
+        frame = decode_frame(sock.recv())
+        if frame.payload.request_id == rid:
+            p = frame.payload
+            return {"ok": p.ok, "result": p.result, "error": p.error}
+
+
+def test_a_retried_write_is_applied_exactly_once(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    with _client(cluster) as c:
+        c.create_bucket("seq")
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.addrs[lead])
+    try:
+        body = {"op": "next_sequence", "bucket": "seq", "cid": b"retry-test", "seq": 7}
+        first = _raw_request(sock, 1, body)
+        again = _raw_request(sock, 2, body)  # the same (cid, seq): a retry after a timeout
+        assert first["ok"] and again["ok"]
+        assert first["result"] == again["result"] == 1
+        fresh = _raw_request(sock, 3, {**body, "seq": 8})
+        assert fresh["result"] == 2  # the retry did not advance the sequence
+    finally:
+        sock.close(0)
+
+
+def test_linearizable_read_sees_a_write_acknowledged_to_another_client(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    followers = [i for i in cluster.ids if i != lead]
+    with _client(cluster, lead) as writer, _client(cluster, followers[0]) as reader:
+        writer.create_bucket("b")
+        for i in range(30):
+            writer.put("b", "k", f"v{i}")
+            assert reader.get("b", "k") == f"v{i}".encode()
+
+
+def test_garbage_frames_leave_the_node_serving(cluster: Cluster) -> None:
+    target = cluster.ids[0]
+    ctx = zmq.Context.instance()
+    garbage = [
+        b"",
+        b"\xc1",
+        random.Random(7).randbytes(64),
+        msgpack.packb([1]),
+        msgpack.packb([2, "req", 1, {"op": "get"}]),
+        msgpack.packb([1, "nope", 1]),
+        msgpack.packb([1, "raft", [[99, "x"]]]),
+        msgpack.packb([1, "fwd", "x"]),
+        msgpack.packb([1, "req", 5, "not a map"]),
+        msgpack.packb({"v": 1}),
+    ]
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.addrs[target])
+    try:
+        for frame in garbage:
+            sock.send(frame)
+        sock.send_multipart([b"two", b"frames"])
+        # One connection keeps order: once status answers, every garbage frame was handled.
+        st = _raw_request(sock, 99, {"op": "status"})
+    finally:
+        sock.close(0)
+    assert st["ok"]
+    counts = st["result"]["transport"]
+    assert counts["malformed"] + counts["unsupported"] + counts["bad_request"] >= len(garbage)
+    with _client(cluster, target) as c:
+        c.create_bucket("g", if_not_exists=True)
+        c.put("g", "k", "still serving")
+        assert c.get("g", "k") == b"still serving"
+
+
+def test_boltraft_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
+    base = free_ports(1)[0]
+    while not all(p > 1024 for p in (base, base + 1, base + 2)):
+        base = free_ports(1)[0]
+    argv = [sys.executable, "-c", SERVE, "up", "--data", str(tmp_path / "d")]
+    argv += ["--base-port", str(base)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("leader:") for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            line = proc.stdout.readline().decode()
+            assert line, "boltraft up exited early:\n" + "".join(lines)
+            lines.append(line)
+        eps = [f"tcp://127.0.0.1:{base + i}" for i in range(3)]
+        assert any(",".join(eps) in line for line in lines)
+        with Client(eps, timeout=10) as c:
+            c.create_bucket("config", if_not_exists=True)
+            c.put("config", "color", "blue")
+            assert c.get("config", "color") == b"blue"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        rest = proc.stdout.read().decode()
+        assert "stopped." in rest
+        for i in (1, 2, 3):  # every child exited: its data directory lock is free again
+            DataDir.open(tmp_path / "d" / f"n{i}").close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
