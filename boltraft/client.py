@@ -1,0 +1,568 @@
+"""The Python client of a boltraft cluster (the protocol is in docs/protocol.md).
+
+```python
+from boltraft.client import Client
+with Client("tcp://127.0.0.1:7301,tcp://127.0.0.1:7302,tcp://127.0.0.1:7303") as c:
+    c.create_bucket("config", if_not_exists=True)
+    c.put("config", "color", "blue")
+    c.get("config", "color")            # b"blue"
+```
+
+How a call runs: the request goes to the node believed to lead (the first endpoint at first).
+A ``not_leader`` answer names the leader (``details["leader_addr"]``) and the call follows it
+at once; ``no_leader``, ``unavailable``, ``timeout``, ``proposal_dropped``, ``node_removed``,
+``lag_exceeded`` and an attempt left unanswered for ``attempt_timeout`` seconds move the call
+to the next endpoint after an exponential backoff with jitter. The whole call gives up with
+RequestTimeoutError after ``timeout`` seconds (per call, overridable). Every other error
+answer is raised as its typed class (``BoltraftError.from_wire``).
+
+Exactly-once writes: every write carries ``cid`` (this client's id, random unless given) and
+``seq`` (one more per write call); every retry of one call re-sends the SAME (cid, seq), so
+the cluster applies it once and answers a retry with the original result. Each attempt gets
+a new request id; a reply whose id belongs to no attempt of the current call is stale and
+discarded (an answer to an earlier attempt of the same call is accepted).
+
+Thread safety: a Client may be shared between threads; a lock runs one call at a time (use
+one Client per thread for parallel calls). Its ZeroMQ sockets are only touched under that
+lock.
+
+Arguments: a bucket is a name or a sequence of names (a nested path); names, keys and values
+are bytes, and str is UTF-8 encoded. Bad arguments raise BadRequestError before anything is
+sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import zmq
+
+from boltraft.errors import (
+    BadRequestError,
+    BoltraftError,
+    ProtocolError,
+    RequestTimeoutError,
+    UnavailableError,
+)
+from boltraft.transport import codec
+
+Bytesish = bytes | str
+BucketPath = Bytesish | Sequence[Bytesish]
+
+READ_LEVELS = ("linearizable", "stale")
+RETRYABLE = frozenset(
+    {
+        "not_leader",
+        "no_leader",
+        "unavailable",
+        "timeout",
+        "proposal_dropped",
+        "node_removed",
+        "lag_exceeded",
+    }
+)
+_HINTS = ("not_leader", "lag_exceeded")  # errors whose details may name the leader's address
+
+
+class Page(NamedTuple):
+    """One page of a scan: ``items`` in scan order (a nested bucket's value is None) and
+    ``next``, the token to pass as ``after`` for the next page (None: the scan is complete)."""
+
+    items: list[tuple[bytes, bytes | None]]
+    next: bytes | None
+
+
+def parse_endpoints(endpoints: str | Sequence[str]) -> list[str]:
+    """Returns the endpoint list of ``endpoints`` (a comma-separated str or a sequence);
+    ``HOST:PORT`` gets ``tcp://`` in front. Raises BadRequestError when empty or invalid."""
+    raw = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    out: list[str] = []
+    for ep in raw:
+        if not isinstance(ep, str) or not ep.strip():
+            if isinstance(ep, str) and isinstance(endpoints, str):
+                continue  # "a,,b" or a trailing comma
+            raise BadRequestError(f"invalid endpoint {ep!r}")
+        ep = ep.strip()
+        if "://" not in ep:
+            ep = "tcp://" + ep
+        if ep not in out:
+            out.append(ep)
+    if not out:
+        raise BadRequestError("no endpoints given")
+    return out
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    t = type(value)
+    if t is bytes:
+        return value
+    if t is str:
+        return value.encode()
+    if t is bytearray or t is memoryview:
+        return bytes(value)
+    raise BadRequestError(f"{what} must be bytes or str, not {t.__name__}", field=what)
+
+
+def _path(bucket: Any) -> list[bytes]:
+    if isinstance(bucket, (str, bytes, bytearray, memoryview)):
+        return [_bytes(bucket, "bucket")]
+    if isinstance(bucket, Sequence) and bucket:
+        return [_bytes(name, "bucket") for name in bucket]
+    raise BadRequestError("bucket must be a name or a non-empty sequence of names")
+
+
+def _uint(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise BadRequestError(f"{what} must be an integer >= 0", field=what)
+    return value
+
+
+def _op(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns one batch op with its bucket/key/value/if_value fields normalized to bytes."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("op"), str):
+        raise BadRequestError("each batch op must be a map with a string 'op'")
+    op = dict(raw)
+    if "bucket" in op:
+        op["bucket"] = _path(op["bucket"])
+    for name in ("key", "value", "if_value"):
+        if name in op:
+            op[name] = _bytes(op[name], name)
+    return op
+
+
+def _settle(resp: codec.Response) -> Any:
+    """Returns the result of a successful response; raises the error of a failed one."""
+    if resp.ok:
+        return resp.result
+    raise resp.error or ProtocolError("a failed response without an error")
+
+
+class Client:
+    """Returns a client of the cluster at ``endpoints`` (see the module docstring).
+
+    ``timeout``: seconds a call may take in all (retries included); ``attempt_timeout``:
+    seconds one attempt waits for its answer before the call tries the next endpoint;
+    ``client_id``: the cid of every write (1..128 bytes; random when None; reuse one only
+    for the same logical writer); ``read``: the default read level. Thread-safe (one call at
+    a time). Raises BadRequestError for bad arguments."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        timeout: float = 5.0,
+        client_id: Bytesish | None = None,
+        read: str = "linearizable",
+        *,
+        attempt_timeout: float = 1.0,
+        backoff: tuple[float, float] = (0.02, 1.0),
+        max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self._endpoints = parse_endpoints(endpoints)
+        if read not in READ_LEVELS:
+            raise BadRequestError(f"read must be one of {READ_LEVELS}, not {read!r}")
+        if not timeout > 0 or not attempt_timeout > 0:
+            raise BadRequestError("timeout and attempt_timeout must be > 0")
+        cid = os.urandom(16) if client_id is None else _bytes(client_id, "client_id")
+        if not 0 < len(cid) <= 128:
+            raise BadRequestError("client_id must be 1..128 bytes")
+        self.client_id: bytes = cid
+        self.timeout = float(timeout)
+        self.attempt_timeout = float(attempt_timeout)
+        self.read = read
+        self.max_frame_size = max_frame_size
+        self._backoff = backoff  # (first delay, cap) in seconds
+        self._current = 0  # index in _endpoints of the node believed to lead
+        self._seq = 0  # the last seq used by a write; the next write uses _seq + 1
+        self._rids = itertools.count(1)
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._ctx = zmq.Context()
+        self._sockets: dict[str, zmq.Socket] = {}
+        self._poller = zmq.Poller()
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @property
+    def endpoints(self) -> list[str]:
+        """Returns the known endpoints (those given, plus leader addresses learned)."""
+        return list(self._endpoints)
+
+    @property
+    def current_endpoint(self) -> str:
+        """Returns the endpoint the next call goes to first (the last known leader)."""
+        return self._endpoints[self._current]
+
+    def close(self) -> None:
+        """Returns None once every socket is closed; calling it again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for sock in self._sockets.values():
+                sock.close(0)
+            self._sockets.clear()
+            self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the call loop -----------------------------------------------------------------------
+    def _socket(self, ep: str) -> zmq.Socket:
+        sock = self._sockets.get(ep)
+        if sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # a send waits for a live connection, no queue
+            sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_frame_size + 1024)
+            try:
+                sock.connect(ep)
+            except zmq.ZMQError as exc:
+                sock.close(0)
+                raise BadRequestError(f"invalid endpoint {ep!r}: {exc}", endpoint=ep) from None
+            self._sockets[ep] = sock
+            self._poller.register(sock, zmq.POLLIN)
+        return sock
+
+    def _send(self, ep: str, frame: bytes, wait: float) -> bool:
+        sock = self._socket(ep)
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(wait * 1000)))
+        try:
+            sock.send(frame)
+        except zmq.Again:  # no connection to ep within `wait`
+            return False
+        return True
+
+    def _wait(self, ids: set[int], current: int | None, until: float) -> codec.Response | None:
+        """Returns the first acceptable reply before ``until``, else None: a success or a
+        non-retryable error for any of ``ids``, or any error for request ``current``."""
+        poll = self._poller.poll
+        while True:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return None
+            for sock, _ in poll(max(1, int(remaining * 1000 + 0.999))):
+                while True:
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if len(parts) != 1:
+                        continue
+                    try:
+                        kind, resp = codec.decode_frame(parts[0], self.max_frame_size)
+                    except ProtocolError:
+                        continue
+                    if kind != codec.KIND_RESP or resp.request_id not in ids:
+                        continue  # stale: an answer to a call that already finished
+                    if resp.ok or resp.request_id == current or resp.error.code not in RETRYABLE:
+                        return resp
+
+    def _follow(self, err: BoltraftError, ep: str) -> bool:
+        """Returns True after switching to the leader address ``err`` names (if any, and not
+        ``ep`` itself)."""
+        addr = err.details.get("leader_addr") if err.code in _HINTS else None
+        if not isinstance(addr, str) or "://" not in addr or addr == ep:
+            return False
+        if addr not in self._endpoints:
+            self._endpoints.append(addr)
+        self._current = self._endpoints.index(addr)
+        return True
+
+    def _call(
+        self,
+        body: dict[str, Any],
+        *,
+        write: bool = False,
+        timeout: float | None = None,
+        endpoint: str | None = None,
+    ) -> Any:
+        """Returns the result of request ``body``, retrying as the module docstring says.
+
+        ``endpoint`` pins every attempt to that node. Raises the server's typed error, or
+        RequestTimeoutError when ``timeout`` (default ``self.timeout``) runs out."""
+        limit = self.timeout if timeout is None else timeout
+        if not limit > 0:
+            raise BadRequestError("timeout must be > 0")
+        with self._lock:
+            if self._closed:
+                raise UnavailableError("the client is closed")
+            if write:
+                self._seq += 1
+                body["cid"] = self.client_id
+                body["seq"] = self._seq
+            deadline = time.monotonic() + limit
+            ids: set[int] = set()
+            failures = hops = 0
+            last: BoltraftError | None = None
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    what = f"{last.code}: {last.message}" if last else "no attempt made"
+                    raise RequestTimeoutError(
+                        f"no answer within {limit:g}s (last: {what})",
+                        timeout=limit,
+                        attempts=len(ids),
+                        last_error=last.code if last else None,
+                    )
+                ep = endpoint or self._endpoints[self._current]
+                rid = next(self._rids)
+                ids.add(rid)
+                wait = min(deadline - now, self.attempt_timeout)
+                resp = None
+                if self._send(ep, codec.encode_request(rid, body), wait):
+                    resp = self._wait(ids, rid, time.monotonic() + wait)
+                    if resp is None:
+                        last = RequestTimeoutError(f"{ep} did not answer in {wait:.3g}s")
+                else:
+                    last = UnavailableError(f"cannot connect to {ep}", endpoint=ep)
+                if resp is not None:
+                    err = resp.error
+                    if resp.ok or err is None or err.code not in RETRYABLE:
+                        return _settle(resp)
+                    last = err
+                    if endpoint is None and self._follow(err, ep):
+                        hops += 1
+                        if hops <= len(self._endpoints):
+                            continue  # a fresh hint: go there now, no backoff
+                failures += 1
+                if endpoint is None and self._endpoints[self._current] == ep:
+                    self._current = (self._current + 1) % len(self._endpoints)
+                base, cap = self._backoff
+                delay = min(cap, base * 2 ** min(failures - 1, 30)) * self._rng.uniform(0.5, 1)
+                resp = self._wait(ids, None, min(deadline, time.monotonic() + delay))
+                if resp is not None:  # a late answer to an earlier attempt settles the call
+                    return _settle(resp)
+
+    def _read(
+        self, body: dict[str, Any], read: str | None, max_lag: int | None, timeout: float | None
+    ) -> Any:
+        level = self.read if read is None else read
+        if level not in READ_LEVELS:
+            raise BadRequestError(f"read must be one of {READ_LEVELS}, not {level!r}")
+        body["read"] = level
+        if max_lag is not None:
+            body["max_lag"] = _uint(max_lag, "max_lag")
+        return self._call(body, timeout=timeout)
+
+    # --- keys --------------------------------------------------------------------------------
+    def put(
+        self,
+        bucket: BucketPath,
+        key: Bytesish,
+        value: Bytesish,
+        *,
+        if_value: Bytesish | None = None,
+        if_absent: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Returns None once ``key`` holds ``value``. With ``if_value`` the current value
+        must equal it, with ``if_absent`` the key must not exist (ConditionFailedError, whose
+        ``details["current"]`` is the value found). Raises BucketNotFoundError and the
+        engine's other typed errors."""
+        body: dict[str, Any] = {
+            "op": "put",
+            "bucket": _path(bucket),
+            "key": _bytes(key, "key"),
+            "value": _bytes(value, "value"),
+        }
+        if if_value is not None and if_absent:
+            raise BadRequestError("if_value and if_absent exclude each other")
+        if if_value is not None:
+            body["if_value"] = _bytes(if_value, "if_value")
+        if if_absent:
+            body["if_absent"] = True
+        self._call(body, write=True, timeout=timeout)
+
+    def cas(
+        self,
+        bucket: BucketPath,
+        key: Bytesish,
+        expect: Bytesish | None,
+        value: Bytesish,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Returns None once ``key`` went from ``expect`` (None: absent) to ``value``;
+        raises ConditionFailedError when the current value differs."""
+        if expect is None:
+            self.put(bucket, key, value, if_absent=True, timeout=timeout)
+        else:
+            self.put(bucket, key, value, if_value=expect, timeout=timeout)
+
+    def get(
+        self,
+        bucket: BucketPath,
+        key: Bytesish,
+        *,
+        read: str | None = None,
+        max_lag: int | None = None,
+        timeout: float | None = None,
+    ) -> bytes | None:
+        """Returns the value of ``key``, or None when the key does not exist (or names a
+        nested bucket). ``read``: "linearizable" (default) or "stale"; a stale read with
+        ``max_lag`` fails over to another node when the answering one lags by more entries.
+        Raises BucketNotFoundError."""
+        body = {"op": "get", "bucket": _path(bucket), "key": _bytes(key, "key")}
+        return self._read(body, read, max_lag, timeout)
+
+    def delete(
+        self,
+        bucket: BucketPath,
+        key: Bytesish,
+        *,
+        if_value: Bytesish | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Returns True if ``key`` existed (and is now gone), False if it did not exist.
+        With ``if_value`` the current value must equal it (ConditionFailedError)."""
+        body: dict[str, Any] = {"op": "delete", "bucket": _path(bucket), "key": _bytes(key, "key")}
+        if if_value is not None:
+            body["if_value"] = _bytes(if_value, "if_value")
+        return bool(self._call(body, write=True, timeout=timeout))
+
+    def scan(
+        self,
+        bucket: BucketPath,
+        *,
+        prefix: Bytesish | None = None,
+        start: Bytesish | None = None,
+        end: Bytesish | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+        after: bytes | None = None,
+        read: str | None = None,
+        max_lag: int | None = None,
+        timeout: float | None = None,
+    ) -> Page:
+        """Returns one Page of ``bucket`` in key order (``reverse``: descending): the keys
+        with ``prefix``, or in ``[start, end)`` (either bound optional), at most ``limit``
+        items (the server's page size when None); ``after`` continues from a previous
+        Page's ``next``. Raises BadRequestError when ``prefix`` is mixed with a range."""
+        if prefix is not None and (start is not None or end is not None):
+            raise BadRequestError("give prefix or a start/end range, not both")
+        body: dict[str, Any] = {"op": "scan", "bucket": _path(bucket)}
+        for name, value in (("prefix", prefix), ("start", start), ("end", end)):
+            if value is not None:
+                body[name] = _bytes(value, name)
+        if limit is not None:
+            body["limit"] = _uint(limit, "limit")
+        if reverse:
+            body["reverse"] = True
+        if after is not None:
+            body["after"] = _bytes(after, "after")
+        result = self._read(body, read, max_lag, timeout)
+        if not isinstance(result, dict) or not isinstance(result.get("items"), list):
+            raise ProtocolError("a scan result must be a map with 'items'", result=repr(result))
+        items = result["items"]
+        for item in items:
+            if type(item) is not list or len(item) != 2:
+                raise ProtocolError("scan items must be [key, value] pairs", item=repr(item))
+        return Page([(k, v) for k, v in items], result.get("next"))
+
+    def scan_all(
+        self,
+        bucket: BucketPath,
+        *,
+        prefix: Bytesish | None = None,
+        start: Bytesish | None = None,
+        end: Bytesish | None = None,
+        reverse: bool = False,
+        page_size: int = 1000,
+        read: str | None = None,
+        max_lag: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[bytes, bytes | None]]:
+        """Returns an iterator over every ``(key, value)`` the scan matches, fetched
+        ``page_size`` at a time (each page is its own call, so the whole scan is not one
+        snapshot). Raises like ``scan``."""
+        after: bytes | None = None
+        while True:
+            page = self.scan(
+                bucket,
+                prefix=prefix,
+                start=start,
+                end=end,
+                limit=page_size,
+                reverse=reverse,
+                after=after,
+                read=read,
+                max_lag=max_lag,
+                timeout=timeout,
+            )
+            yield from page.items
+            if page.next is None:
+                return
+            after = page.next
+
+    def count(
+        self,
+        bucket: BucketPath,
+        *,
+        read: str | None = None,
+        max_lag: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Returns the number of keys (nested buckets included) directly in ``bucket``."""
+        return self._read({"op": "count", "bucket": _path(bucket)}, read, max_lag, timeout)
+
+    def next_sequence(self, bucket: BucketPath, *, timeout: float | None = None) -> int:
+        """Returns the bucket's next sequence number (1, 2, ...; each call is applied once)."""
+        body = {"op": "next_sequence", "bucket": _path(bucket)}
+        return self._call(body, write=True, timeout=timeout)
+
+    # --- buckets -----------------------------------------------------------------------------
+    def create_bucket(
+        self, bucket: BucketPath, *, if_not_exists: bool = False, timeout: float | None = None
+    ) -> None:
+        """Returns None once ``bucket`` exists (its parent must). Raises BucketExistsError
+        unless ``if_not_exists``, BucketNotFoundError for a missing parent."""
+        body: dict[str, Any] = {"op": "create_bucket", "bucket": _path(bucket)}
+        if if_not_exists:
+            body["if_not_exists"] = True
+        self._call(body, write=True, timeout=timeout)
+
+    def delete_bucket(self, bucket: BucketPath, *, timeout: float | None = None) -> None:
+        """Returns None once ``bucket`` and everything in it is gone; BucketNotFoundError."""
+        self._call({"op": "delete_bucket", "bucket": _path(bucket)}, write=True, timeout=timeout)
+
+    def buckets(
+        self,
+        bucket: BucketPath | None = None,
+        *,
+        read: str | None = None,
+        max_lag: int | None = None,
+        timeout: float | None = None,
+    ) -> list[bytes]:
+        """Returns the names of the buckets directly under ``bucket`` (the root if None)."""
+        body: dict[str, Any] = {"op": "buckets"}
+        if bucket is not None:
+            body["bucket"] = _path(bucket)
+        return self._read(body, read, max_lag, timeout)
+
+    # --- many ops, status --------------------------------------------------------------------
+    def batch(self, ops: Sequence[Mapping[str, Any]], *, timeout: float | None = None) -> list:
+        """Returns the list of results of ``ops`` applied atomically: write-op maps as in
+        docs/protocol.md (``{"op": "put", "bucket": ..., "key": ..., "value": ...,
+        ["if_value"|"if_absent"]}``, delete, create_bucket, delete_bucket, next_sequence).
+        If one fails, none is applied and its error is raised with ``details["index"]``."""
+        if isinstance(ops, Mapping) or not isinstance(ops, Sequence):
+            raise BadRequestError("ops must be a sequence of op maps")
+        body = {"op": "batch", "ops": [_op(op) for op in ops]}
+        return self._call(body, write=True, timeout=timeout)
+
+    def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> dict:
+        """Returns the status map of ``endpoint`` (a node's id, role, term, lead, commit,
+        applied...), or of whichever node answers first when None."""
+        ep = None if endpoint is None else parse_endpoints([endpoint])[0]
+        return self._call({"op": "status"}, timeout=timeout, endpoint=ep)
