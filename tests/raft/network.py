@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 
 from boltraft.raft.config import Config
+from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
     ConfState,
@@ -24,8 +25,6 @@ from boltraft.raft.types import (
     SnapshotMeta,
 )
 
-from .doublestore import MemoryLogStore
-
 MT = MessageType
 
 
@@ -36,7 +35,9 @@ def make_config(nid: NodeId, **kw: object) -> Config:
 
 
 class Network:
-    """Nodes by id plus the messages in flight. Messages between cut pairs are dropped."""
+    """Nodes by id plus the messages in flight. Messages between cut pairs (or matching
+    ``drop_filter``) are dropped. A delivered SNAP counts as shipped: the sender is told
+    ``report_snapshot(to, True)``; a dropped one ``report_snapshot(to, False)``."""
 
     def __init__(
         self,
@@ -57,11 +58,18 @@ class Network:
         self.drop_filter: Callable[[Message], bool] | None = None
         self.inflight: list[Message] = []
         self.delivered: list[Message] = []  # every message delivered, in order (for tests)
-        cs = ConfState(tuple(ids), tuple(learners))
+        self.founding = ConfState(tuple(ids), tuple(learners))
         for nid in (*ids, *learners):
             store = stores[nid] if stores and nid in stores else MemoryLogStore()
-            store.bootstrap(cs)
+            store.bootstrap(self.founding)
             self.add_node(nid, store)
+
+    def add_spare(self, nid: NodeId) -> RawNode:
+        """Returns a new node that knows the founding membership (as every joiner must: the
+        conf changes in the log are replayed on top of it) but is not a member yet."""
+        store = MemoryLogStore()
+        store.bootstrap(self.founding)
+        return self.add_node(nid, store)
 
     def add_node(self, nid: NodeId, store: MemoryLogStore, applied: int = 0) -> RawNode:
         """Returns a (re)started node on ``store``, replacing any node with that id."""
@@ -117,6 +125,8 @@ class Network:
         for m in msgs:
             if not self._dropped(m):
                 self.inflight.append(m)
+            elif m.type == MT.SNAP:
+                self.nodes[m.frm].report_snapshot(m.to, False)
 
     def settle(self, max_rounds: int = 10_000) -> None:
         """Returns once no node has a Ready and no message is in flight."""
@@ -135,6 +145,9 @@ class Network:
                         self.delivered.append(m)
                         node.step(m)
                         node.check_invariants()
+                        if m.type == MT.SNAP:
+                            # the runtime shipped the data: tell the sender it arrived
+                            self.nodes[m.frm].report_snapshot(m.to, True)
             if not busy:
                 return
         raise AssertionError("network did not settle")

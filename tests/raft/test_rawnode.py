@@ -1,0 +1,147 @@
+"""RawNode: the Ready contract, restarts from storage, snapshots' edge cases, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from boltraft.errors import BadRequestError, ConfigError
+from boltraft.raft.memstore import MemoryLogStore
+from boltraft.raft.rawnode import RawNode
+from boltraft.raft.types import (
+    ConfState,
+    HardState,
+    Message,
+    MessageType,
+    ProgressState,
+    Role,
+    SnapshotMeta,
+)
+
+from .network import Network, make_config, seed_log
+
+MT = MessageType
+
+
+def test_restart_recovers_term_vote_commit_and_skips_applied_entries() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.propose("a", b"x", b"y")
+    net.tick("a")
+    st = net.nodes["b"].status()
+    node = net.add_node("b", net.stores["b"], applied=2)
+    rd = node.ready()
+    assert node.status().term == st.term and node.status().commit == st.commit
+    assert [e.index for e in rd.committed_entries] == [3]
+
+
+def test_restart_with_applied_past_commit_is_a_config_error() -> None:
+    store = MemoryLogStore()
+    store.bootstrap(ConfState(("a",)))
+    with pytest.raises(ConfigError):
+        RawNode(make_config("a", applied=5), store)
+
+
+def test_stored_commit_past_the_log_is_a_config_error() -> None:
+    store = MemoryLogStore()
+    store.bootstrap(ConfState(("a",)))
+    seed_log(store, [1], HardState(1, "", 4))
+    with pytest.raises(ConfigError):
+        RawNode(make_config("a"), store)
+
+
+def test_step_rejects_non_messages_and_ignores_misaddressed_ones() -> None:
+    net = Network(["a", "b"])
+    with pytest.raises(BadRequestError):
+        net.nodes["a"].step("hello")  # type: ignore[arg-type]
+    net.nodes["a"].step(Message(MT.HEARTBEAT, "zz", "b", term=9))
+    assert net.nodes["a"].status().term == 0
+
+
+def test_has_ready_is_false_when_idle_and_soft_state_reports_changes() -> None:
+    net = Network(["a", "b"])
+    a = net.nodes["a"]
+    assert not a.has_ready()
+    a.campaign()
+    rd = a.ready()
+    assert rd.soft_state is not None and rd.soft_state.role == Role.PRE_CANDIDATE
+    net.send(rd.messages)
+    a.advance(rd)
+    net.settle()
+    assert not a.has_ready()
+    assert a.status().role == Role.LEADER
+
+
+def test_status_reports_progress_only_on_the_leader() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    assert set(net.nodes["a"].status().progress) == {"a", "b", "c"}
+    assert net.nodes["a"].status().progress["b"].state == ProgressState.REPLICATE
+    assert net.nodes["b"].status().progress == {}
+
+
+def test_stale_snapshot_is_answered_with_the_commit_index() -> None:
+    net = Network(["a", "b"])
+    net.elect("a")
+    net.propose("a", b"x")
+    net.tick("a")
+    b = net.nodes["b"]
+    b.step(Message(MT.SNAP, "b", "a", term=1, snapshot=SnapshotMeta(1, 1, ConfState(("a", "b")))))
+    rd = b.ready()
+    assert rd.snapshot is None
+    assert [(m.type, m.index) for m in rd.messages] == [(MT.APP_RESP, 2)]
+
+
+def test_installed_snapshot_carries_its_membership() -> None:
+    net = Network(["a", "b"])
+    b = net.nodes["b"]
+    cs = ConfState(("a", "b", "c"), (), {"c": "tcp://c"})
+    b.step(Message(MT.SNAP, "b", "a", term=3, snapshot=SnapshotMeta(40, 2, cs)))
+    rd = b.ready()
+    assert rd.snapshot is not None and rd.snapshot.index == 40
+    assert rd.conf_state == cs and rd.hard_state == HardState(3, "", 40)
+    assert rd.committed_entries == []
+    net.stores["b"].apply_snapshot(rd.snapshot, rd.hard_state)
+    b.advance(rd)
+    b.check_invariants()
+    assert b.status().applied == 40 and b.status().commit == 40
+
+
+def test_failed_snapshot_goes_back_to_probing_from_match() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.isolate("c")
+    net.propose("a", b"1", b"2", b"3")
+    net.stores["a"].compact(SnapshotMeta(3, 1, net.nodes["a"].status().conf_state))
+    a = net.nodes["a"]
+    a.report_unreachable("c")  # back to probing from match + 1 = 2, below the first index
+    a.raft.progress["c"].recent_active = True
+    assert a.raft.send_append("c")
+    assert a.raft.progress["c"].state == ProgressState.SNAPSHOT
+    net.settle()  # the SNAP is dropped and reported failed
+    pr = a.raft.progress["c"]
+    assert (pr.state, pr.next, pr.pending_snapshot) == (ProgressState.PROBE, 2, 0)
+    net.recover()
+    net.tick("a", 2)
+    assert a.raft.progress["c"].match == a.raft.log.last_index()
+
+
+def test_snapshot_is_not_sent_to_an_inactive_follower() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.isolate("c")
+    net.propose("a", b"1", b"2")
+    net.stores["a"].compact(SnapshotMeta(2, 1, net.nodes["a"].status().conf_state))
+    a = net.nodes["a"]
+    a.report_unreachable("c")
+    a.raft.progress["c"].recent_active = False
+    assert not a.raft.send_append("c")
+    assert a.raft.progress["c"].state != ProgressState.SNAPSHOT
+
+
+def test_report_unreachable_drops_a_replicating_follower_to_probe() -> None:
+    net = Network(["a", "b"])
+    net.elect("a")
+    a = net.nodes["a"]
+    assert a.raft.progress["b"].state == ProgressState.REPLICATE
+    a.report_unreachable("b")
+    assert a.raft.progress["b"].state == ProgressState.PROBE
