@@ -7,6 +7,7 @@
     │   ├── ValueTooLargeError            value_too_large
     │   ├── InvalidBucketNameError        invalid_bucket_name
     │   ├── BucketNotFoundError           bucket_not_found
+    │   ├── KeyNotFoundError              key_not_found
     │   ├── BucketExistsError             bucket_exists
     │   ├── IncompatibleValueError        incompatible_value
     │   ├── ConditionFailedError          condition_failed
@@ -128,6 +129,13 @@ class InvalidBucketNameError(StoreError):
 
 class BucketNotFoundError(StoreError):
     code = "bucket_not_found"
+
+
+class KeyNotFoundError(StoreError):
+    """The key does not exist. The protocol's ``get`` answers nil instead; the CLI's ``get``
+    reports this error so scripts can tell a missing key from an empty value."""
+
+    code = "key_not_found"
 
 
 class BucketExistsError(StoreError):
