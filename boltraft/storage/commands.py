@@ -18,6 +18,9 @@ and its body, one of:
     {"op": "next_sequence", "bucket": path}
     {"op": "batch", "ops": [body, ...]}      atomic; bodies only (no envelope, no nested batch)
 
+(``if_not_exists`` also creates missing ancestors, like ``mkdir -p``; without it the parent
+must exist. ``if_absent``/``if_value`` make put and delete conditional.)
+
 ``path`` is a bucket name or a non-empty list of names; names, keys and values are bytes, and
 str is accepted and UTF-8 encoded. Validation is strict about structure and types (unknown
 fields, wrong types, conflicting conditions are refused); what only the engine can judge (an

@@ -1,0 +1,140 @@
+"""The exactly-once table of the state machine: (client id, seq) -> the original result.
+
+Everything lives in the engine's meta keyspace and is written in the SAME write transaction
+as the commands it describes, so it is exactly as durable as the data and travels in every
+snapshot.
+
+Keys (``cid`` is at most 128 bytes, so every key stays far below LMDB's 511-byte limit)::
+
+    RECORD_PREFIX + len(cid) + cid + seq(u64 BE)  ->  ts(u64 BE) + msgpack([ok, payload])
+    GROUP_PREFIX + max_ts(u64 BE) + first_index(u64 BE)  ->  msgpack([[cid, seq], ...])
+
+A record holds the result of the command's first application (``[0, result]`` or
+``[1, error.to_wire()]``) and the time ``ts`` it was applied at: the state machine's clock at
+that entry (so a command stamped by a leader whose clock lags is never born expired).
+
+EXPIRY, deterministically. The state machine's clock is the largest "ts" applied so far
+(stored with the applied index). A record is LIVE while ``clock <= ts + window`` and expired
+after; the window defaults to 10 minutes (``DEFAULT_WINDOW_MS``). Expiry is LOGICAL: a lookup
+checks the record's own ts against the clock at that very entry, so every replica answers a
+retry the same way whatever its apply batching, restarts or snapshot history. Deleting
+expired records is PHYSICAL clean-up only: each apply run writes one GROUP entry listing the
+records it wrote, keyed by their largest ts, so the groups are a ts-ordered index and
+clean-up is a short range walk from the front (a bounded number of groups per run). A record
+rewritten later (an expired command applied again) is deleted only if its own ts expired.
+The table therefore holds the commands of about one window (plus what one clean-up pass
+leaves), whatever the number of clients.
+
+A client must not reuse a (cid, seq) for a different command inside the window: the retry
+rule is "same command, same pair", and a reused pair answers with the first result.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from boltraft.errors import BoltraftError
+
+DEFAULT_WINDOW_MS = 10 * 60 * 1000
+RECORD_PREFIX = b"sm.d"
+GROUP_PREFIX = b"sm.g"
+GC_GROUPS_PER_RUN = 256  # clean-up work per apply run is bounded by this many groups
+
+_U64 = struct.Struct(">Q")
+_GROUP_KEY = struct.Struct(">QQ")
+MISSING = object()
+"""``lookup`` returns this when the pair has no live record."""
+
+
+def record_key(cid: bytes, seq: int) -> bytes:
+    """Returns the meta key of the record for ``(cid, seq)`` (cid: 1..255 bytes)."""
+    return RECORD_PREFIX + bytes((len(cid),)) + cid + _U64.pack(seq)
+
+
+def encode_result(result: Any) -> bytes:
+    """Returns the stored form of a command result (a value, a list, or a BoltraftError)."""
+    if isinstance(result, BoltraftError):
+        return msgpack.packb((1, result.to_wire()), use_bin_type=True)
+    return msgpack.packb((0, result), use_bin_type=True)
+
+
+def decode_result(data: bytes) -> Any:
+    """Returns the result ``encode_result`` stored: errors come back as BoltraftError
+    instances of the same class (by code), values as msgpack gives them (lists for arrays)."""
+    ok, payload = msgpack.unpackb(data, raw=False)
+    if ok:
+        return BoltraftError.from_wire(payload)
+    return payload
+
+
+class DedupRun:
+    """The dedup work of one apply run (one write transaction): lookups, new records, one
+    group entry, and bounded clean-up. Build a fresh one for every attempt of a transaction.
+    """
+
+    __slots__ = ("_max_ts", "_pairs", "_tx", "oldest_group_ts", "window_ms")
+
+    def __init__(self, tx: Any, window_ms: int, oldest_group_ts: int | None) -> None:
+        self._tx = tx
+        self.window_ms = window_ms
+        self._pairs: list[tuple[bytes, int]] = []
+        self._max_ts = -1
+        # What the caller knows of the oldest group's ts (None = unknown: clean-up looks).
+        # After ``finish`` it is the value to keep if the transaction commits.
+        self.oldest_group_ts = oldest_group_ts
+
+    def lookup(self, cid: bytes, seq: int, clock: int) -> Any:
+        """Returns the original result of ``(cid, seq)`` if its record is live at ``clock``,
+        else MISSING."""
+        raw = self._tx.meta_get(record_key(cid, seq))
+        if raw is None or clock > _U64.unpack_from(raw)[0] + self.window_ms:
+            return MISSING
+        return decode_result(raw[8:])
+
+    def record(self, cid: bytes, seq: int, ts: int, result: Any) -> None:
+        """Returns None after storing ``result`` as the outcome of ``(cid, seq)`` at ``ts``."""
+        self._tx.meta_put(record_key(cid, seq), _U64.pack(ts) + encode_result(result))
+        self._pairs.append((cid, seq))
+        if ts > self._max_ts:
+            self._max_ts = ts
+
+    def finish(self, first_index: int, clock: int) -> None:
+        """Returns None after writing this run's group entry and cleaning up expired groups.
+
+        ``first_index`` is the log index of the run's first entry (it makes the group key
+        unique); ``clock`` is the clock after the run.
+        """
+        if self._pairs:
+            key = GROUP_PREFIX + _GROUP_KEY.pack(self._max_ts, first_index)
+            self._tx.meta_put(key, msgpack.packb(self._pairs, use_bin_type=True))
+        expired_before = clock - self.window_ms  # a record with ts < this is expired
+        oldest = self.oldest_group_ts
+        if oldest is None or oldest < expired_before:
+            oldest = self._clean(expired_before)
+        if self._pairs and (oldest is None or self._max_ts < oldest):
+            oldest = self._max_ts
+        self.oldest_group_ts = oldest
+
+    def _clean(self, expired_before: int) -> int | None:
+        """Returns the max ts of the oldest group left after deleting up to
+        GC_GROUPS_PER_RUN fully expired groups and their expired records (None: no group)."""
+        tx = self._tx
+        due: list[tuple[bytes, bytes]] = []
+        oldest: int | None = None
+        for key, value in tx.meta_scan(GROUP_PREFIX, limit=GC_GROUPS_PER_RUN + 1):
+            max_ts = _GROUP_KEY.unpack_from(key, len(GROUP_PREFIX))[0]
+            if max_ts >= expired_before or len(due) >= GC_GROUPS_PER_RUN:
+                oldest = max_ts
+                break
+            due.append((key, value))
+        for key, value in due:
+            for cid, seq in msgpack.unpackb(value, raw=False):
+                rkey = record_key(cid, seq)
+                raw = tx.meta_get(rkey)
+                if raw is not None and _U64.unpack_from(raw)[0] < expired_before:
+                    tx.meta_delete(rkey)
+            tx.meta_delete(key)
+        return oldest

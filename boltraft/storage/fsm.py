@@ -1,0 +1,298 @@
+"""The replicated state machine: applies committed log entries to the bucket engine.
+
+``BucketStateMachine.apply(entries)`` applies a run of entries in ONE LMDB write transaction
+(``DB.update_fn``, so a full map grows up to the quota) and stores the last applied index and
+term, and the clock, in that same transaction (meta key ``APPLIED_KEY``). The data and the
+applied index therefore move together: after a crash, the entries at or below the stored index
+are exactly the ones applied, and the caller replays the rest (replay skips what is applied).
+
+Results, aligned with the entries: None for a no-op (empty data), a CONF_CHANGE entry (the
+consensus core handles those) or an entry already applied; otherwise the command's result
+(put: None; delete: True/False, whether the key existed; conditional delete: True;
+create_bucket/delete_bucket: None; next_sequence: the new sequence number; batch: the list of
+its ops' results) or a BoltraftError INSTANCE: the engine's typed errors, and for an
+undecodable entry MalformedCommandError / UnknownCommandError / UnsupportedVersionError.
+Every replica reaches the same result for the same log: a bad command never stops the applier.
+
+Batch atomicity. A batch runs inside a savepoint (``tx.savepoint()``, an LMDB nested
+transaction): when one of its ops fails, everything the batch wrote is undone, the batch's
+result is that error (``details["index"]`` names the failing op), and the other commands of
+the run go on in the same transaction.
+
+Exactly-once. A command carrying (cid, seq) is looked up in the dedup table (see
+``boltraft.storage.dedup``) in the same transaction: a live record returns the ORIGINAL result
+and nothing is applied again; otherwise the command is applied and its result recorded. The
+clock for expiry is the largest leader-stamped "ts" applied so far (0 before any); the window
+is ``dedup_window_ms`` (default 10 minutes).
+
+No space (the choice, and why). When the run does not fit under the quota, it is applied
+again entry by entry, each in its own transaction; an entry that still does not fit yields a
+NoSpaceError result, is not recorded for dedup (a retry after the operator raised the quota
+applies it), and the applied index still advances past it, so the applier never wedges on a
+full store. This is deterministic across replicas only when they have the same quota and the
+same page layout: a replica installed from a compacted snapshot can have more free space than
+one that grew by applying, and so apply an entry that another refused. We accept that rare
+divergence, which needs a store at its quota, rather than stalling the whole cluster; the
+server keeps the quota's headroom, and ``db.stats()`` shows how close a store is. If not even
+the applied index can be written, ``apply`` raises NoSpaceError: the entries up to
+``applied`` are durable, and the caller retries the rest once space is freed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from boltraft.errors import (
+    BoltraftError,
+    CommandError,
+    InvalidArgumentError,
+    NoSpaceError,
+)
+from boltraft.raft.types import Entry, EntryType
+from boltraft.storage import commands
+from boltraft.storage.commands import (
+    BATCH,
+    CREATE_BUCKET,
+    DELETE,
+    DELETE_BUCKET,
+    NEXT_SEQUENCE,
+    PUT,
+    PUT_IF,
+    Body,
+)
+from boltraft.storage.db import DB
+from boltraft.storage.dedup import DEFAULT_WINDOW_MS, MISSING, DedupRun
+
+APPLIED_KEY = b"sm.applied"
+_APPLIED = struct.Struct(">QQQ")  # (index, term, clock_ms); index and clock never decrease
+_NORMAL = int(EntryType.NORMAL)
+
+Parsed = tuple[bytes | None, int | None, int | None, Body]
+Work = list[tuple[int, Parsed]]  # (position in the entries, decoded command)
+
+
+def read_applied(db: DB) -> tuple[int, int, int]:
+    """Returns ``(index, term, clock_ms)`` stored in ``db`` ((0, 0, 0) for a new store)."""
+    with db.view() as tx:
+        raw = tx.meta_get(APPLIED_KEY)
+    return _APPLIED.unpack(raw) if raw else (0, 0, 0)
+
+
+class BucketStateMachine:
+    """The bucket store as a replicated state machine (see the module docstring).
+
+    Not thread-safe for writers: one thread calls ``apply``; readers use ``db`` freely.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        dedup_window_ms: int = DEFAULT_WINDOW_MS,
+        **db_options: Any,
+    ) -> None:
+        """Opens (creating if needed) the store in ``data_dir`` with ``DB.open(**db_options)``.
+
+        Raises InvalidArgumentError for a negative window, and what ``DB.open`` raises.
+        """
+        if type(dedup_window_ms) is not int or dedup_window_ms < 0:
+            raise InvalidArgumentError(
+                "dedup_window_ms must be a non-negative integer", argument="dedup_window_ms"
+            )
+        self.dedup_window_ms = dedup_window_ms
+        self.db = DB.open(data_dir, **db_options)
+        # Mirrors of the stored applied record, updated only after a commit.
+        self._index, self._term, self._clock = read_applied(self.db)
+        self._oldest_group: int | None = None  # dedup clean-up hint; None = unknown
+
+    @property
+    def applied(self) -> tuple[int, int]:
+        """Returns ``(index, term)`` of the last applied entry ((0, 0) for a new store)."""
+        return self._index, self._term
+
+    @property
+    def clock_ms(self) -> int:
+        """Returns the dedup clock: the largest "ts" applied so far (0 before any)."""
+        return self._clock
+
+    def close(self) -> None:
+        """Returns None after closing the store; the object is unusable afterwards."""
+        self.db.close()
+
+    def __enter__(self) -> BucketStateMachine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- applying ----------------------------------------------------------------------------
+    def apply(self, entries: Sequence[Entry]) -> list[Any]:
+        """Returns one result per entry (see the module docstring) after applying ``entries``
+        in one durable write transaction.
+
+        ``entries`` must be in log order; those at or below the applied index are skipped, the
+        rest must continue it without a gap. Raises InvalidArgumentError for a gap or disorder
+        (nothing applied), NoSpaceError only when not even the applied index fits (see the
+        module docstring), and lets LMDB's own I/O errors through.
+        """
+        n = len(entries)
+        results: list[Any] = [None] * n
+        start = 0
+        while start < n and entries[start].index <= self._index:
+            start += 1
+        if start == n:
+            return results
+        work: Work = []
+        expect = self._index + 1
+        parse = commands.parse
+        for pos in range(start, n):
+            e = entries[pos]
+            if e.index != expect:
+                raise InvalidArgumentError(
+                    f"entry index {e.index} does not follow {expect - 1}",
+                    index=e.index,
+                    expected=expect,
+                )
+            expect += 1
+            if e.type == _NORMAL and e.data:
+                try:
+                    work.append((pos, parse(e.data)))
+                except CommandError as err:
+                    results[pos] = err
+        try:
+            self._commit(work, entries[start].index, entries[-1], results)
+        except NoSpaceError:
+            self._commit_one_by_one(work, entries, start, results)
+        return results
+
+    def _commit(self, work: Work, first_index: int, last: Entry, results: list[Any]) -> None:
+        clock, oldest = self.db.update_fn(
+            lambda tx: self._run(tx, work, first_index, last, results)
+        )
+        self._index, self._term, self._clock = last.index, last.term, clock
+        self._oldest_group = oldest
+
+    def _commit_one_by_one(
+        self, work: Work, entries: Sequence[Entry], start: int, results: list[Any]
+    ) -> None:
+        by_pos = dict(work)
+        for pos in range(start, len(entries)):
+            e = entries[pos]
+            if e.index <= self._index:
+                continue  # committed before the run hit the quota
+            parsed = by_pos.get(pos)
+            one: Work = [] if parsed is None else [(pos, parsed)]
+            try:
+                self._commit(one, e.index, e, results)
+            except NoSpaceError as err:
+                results[pos] = err
+                ts = None if parsed is None else parsed[2]
+                clock = self._clock if ts is None else max(self._clock, ts)
+                record = _APPLIED.pack(e.index, e.term, clock)
+                self.db.update_fn(lambda tx, record=record: tx.meta_put(APPLIED_KEY, record))
+                self._index, self._term, self._clock = e.index, e.term, clock
+
+    def _run(
+        self,
+        tx: Any,
+        work: Work,
+        first_index: int,
+        last: Entry,
+        results: list[Any],
+    ) -> tuple[int, int | None]:
+        """Returns ``(clock, oldest dedup group ts)`` after applying ``work`` in ``tx`` and
+        writing the applied record; fills ``results``. Raises NoSpaceError (which
+        ``update_fn`` handles by growing the map and running this again)."""
+        clock = self._clock
+        cache: dict[tuple[bytes, ...], Any] = {}
+        dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
+        bucket = tx.bucket
+        for pos, (cid, seq, ts, body) in work:
+            if ts is not None and ts > clock:
+                clock = ts
+            if cid is not None:
+                original = dedup.lookup(cid, seq, clock)  # type: ignore[arg-type]
+                if original is not MISSING:
+                    results[pos] = original
+                    continue
+            if body[0] == PUT:  # the hot path
+                try:
+                    b = cache.get(body[1])
+                    if b is None:
+                        b = cache[body[1]] = bucket(body[1])
+                    b.put(body[2], body[3])
+                    res: Any = None
+                except NoSpaceError:
+                    raise
+                except BoltraftError as err:
+                    res = err
+            else:
+                res = _execute(tx, body, cache)
+            if cid is not None:
+                dedup.record(cid, seq, clock, res)  # type: ignore[arg-type]
+            results[pos] = res
+        dedup.finish(first_index, clock)
+        tx.meta_put(APPLIED_KEY, _APPLIED.pack(last.index, last.term, clock))
+        return clock, dedup.oldest_group_ts
+
+
+def _execute(tx: Any, body: Body, cache: dict[Any, Any]) -> Any:
+    """Returns the result of one non-put command, or its error instance. Raises NoSpaceError."""
+    try:
+        if body[0] != BATCH:
+            return _op(tx, body, cache)
+        try:
+            with tx.savepoint():
+                out = []
+                for i, sub in enumerate(body[1]):
+                    try:
+                        out.append(_op(tx, sub, cache))
+                    except BoltraftError as err:
+                        err.details.setdefault("index", i)
+                        raise
+                return out
+        except BoltraftError:
+            cache.clear()  # buckets first seen inside the savepoint are gone
+            raise
+    except NoSpaceError:
+        raise
+    except BoltraftError as err:
+        return err
+
+
+def _get_bucket(tx: Any, path: tuple[bytes, ...], cache: dict[Any, Any]) -> Any:
+    b = cache.get(path)
+    if b is None:
+        b = cache[path] = tx.bucket(path)
+    return b
+
+
+def _op(tx: Any, body: Body, cache: dict[Any, Any]) -> Any:
+    """Returns the result of one non-batch op. Raises the engine's typed errors; a failing op
+    writes nothing (the engine's guarantee)."""
+    code = body[0]
+    path = body[1]
+    if code == CREATE_BUCKET:
+        if body[2]:
+            tx.create_bucket_if_not_exists(path)
+        else:
+            tx.create_bucket(path)
+        return None
+    if code == DELETE_BUCKET:
+        tx.delete_bucket(path)
+        cache.clear()
+        return None
+    b = _get_bucket(tx, path, cache)
+    if code == PUT:
+        return b.put(body[2], body[3])
+    if code == PUT_IF:
+        return b.put_if(body[2], body[3], body[4])
+    if code == DELETE:
+        return b.delete(body[2])
+    if code == NEXT_SEQUENCE:
+        return b.next_sequence()
+    b.delete_if(body[2], body[3])  # DELETE_IF: parse() admits no other opcode here
+    return True

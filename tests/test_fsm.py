@@ -1,0 +1,264 @@
+"""BucketStateMachine.apply on real LMDB files: results, replay, batches, errors, no space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from boltraft.errors import (
+    BucketExistsError,
+    BucketNotFoundError,
+    ConditionFailedError,
+    IncompatibleValueError,
+    InvalidArgumentError,
+    KeyRequiredError,
+    MalformedCommandError,
+    NoSpaceError,
+    UnknownCommandError,
+    UnsupportedVersionError,
+)
+from boltraft.raft.types import Entry, EntryType
+from boltraft.storage import commands
+from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.queries import execute_read
+
+
+def ent(index: int, cmd: dict[str, Any] | bytes | None, term: int = 1) -> Entry:
+    """Returns a NORMAL entry carrying ``cmd`` (encoded), raw bytes, or nothing (no-op)."""
+    if cmd is None:
+        data = b""
+    elif isinstance(cmd, bytes):
+        data = cmd
+    else:
+        data = commands.encode(cmd)
+    return Entry(term, index, EntryType.NORMAL, data)
+
+
+def put(bucket: Any, key: bytes, value: bytes, **extra: Any) -> dict[str, Any]:
+    return {"op": "put", "bucket": bucket, "key": key, "value": value, **extra}
+
+
+def mk(bucket: Any, **extra: Any) -> dict[str, Any]:
+    return {"op": "create_bucket", "bucket": bucket, **extra}
+
+
+def get(sm: BucketStateMachine, bucket: Any, key: bytes) -> bytes | None:
+    return execute_read(sm.db, {"op": "get", "bucket": bucket, "key": key})
+
+
+@pytest.fixture
+def sm(tmp_path: Path) -> Any:
+    machine = BucketStateMachine(tmp_path / "state")
+    yield machine
+    machine.close()
+
+
+def test_new_store_has_nothing_applied(sm: BucketStateMachine) -> None:
+    assert sm.applied == (0, 0)
+    assert sm.clock_ms == 0
+    assert sm.apply([]) == []
+
+
+def test_results_align_with_entries(sm: BucketStateMachine) -> None:
+    results = sm.apply(
+        [
+            ent(1, None),
+            ent(2, mk("a")),
+            ent(3, put("a", b"k", b"v")),
+            Entry(2, 4, EntryType.CONF_CHANGE, b"\x01\x02"),
+            ent(5, {"op": "next_sequence", "bucket": "a"}, term=2),
+            ent(6, {"op": "delete", "bucket": "a", "key": b"k"}, term=2),
+            ent(7, {"op": "delete", "bucket": "a", "key": b"k"}, term=2),
+        ]
+    )
+    assert results == [None, None, None, None, 1, True, False]
+    assert sm.applied == (7, 2)
+
+
+def test_applied_index_survives_reopen(tmp_path: Path) -> None:
+    with BucketStateMachine(tmp_path / "s") as sm:
+        sm.apply([ent(1, mk("a")), ent(2, put("a", b"k", b"v", ts=42), term=3)])
+    with BucketStateMachine(tmp_path / "s") as sm:
+        assert sm.applied == (2, 3)
+        assert sm.clock_ms == 42
+        assert get(sm, "a", b"k") == b"v"
+
+
+def test_replay_skips_applied_entries(sm: BucketStateMachine) -> None:
+    seq = {"op": "next_sequence", "bucket": "a"}
+    log = [ent(1, mk("a")), ent(2, seq), ent(3, seq), ent(4, seq), ent(5, seq)]
+    assert sm.apply(log[:3]) == [None, 1, 2]
+    assert sm.apply(log[1:]) == [None, None, 3, 4]
+    assert sm.apply(log) == [None] * 5
+    assert sm.applied == (5, 1)
+    assert sm.apply([ent(6, seq)]) == [5]
+
+
+@pytest.mark.parametrize("indexes", [[2], [1, 3], [2, 1]])
+def test_gaps_and_disorder_are_refused(sm: BucketStateMachine, indexes: list[int]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        sm.apply([ent(i, mk(f"b{i}")) for i in indexes])
+    assert sm.applied == (0, 0)
+    assert execute_read(sm.db, {"op": "buckets"}) == []
+
+
+def test_bad_entries_yield_errors_and_the_rest_applies(sm: BucketStateMachine) -> None:
+    import msgpack
+
+    results = sm.apply(
+        [
+            ent(1, b"\xc1garbage"),
+            ent(2, mk("a")),
+            ent(3, msgpack.packb([9, None, None, None, [0]])),
+            ent(4, msgpack.packb([1, None, None, None, [42, [b"a"]]])),
+            ent(5, put("a", b"k", b"v")),
+        ]
+    )
+    assert isinstance(results[0], MalformedCommandError)
+    assert isinstance(results[2], UnsupportedVersionError)
+    assert isinstance(results[3], UnknownCommandError)
+    assert results[1] is None and results[4] is None
+    assert get(sm, "a", b"k") == b"v"
+    assert sm.applied == (5, 1)
+
+
+def test_engine_errors_are_results(sm: BucketStateMachine) -> None:
+    results = sm.apply(
+        [
+            ent(1, put("missing", b"k", b"v")),
+            ent(2, mk("a")),
+            ent(3, mk("a")),
+            ent(4, mk("a", if_not_exists=True)),
+            ent(5, put("a", b"", b"v")),
+            ent(6, put("a", b"k", b"v", if_value=b"old")),
+            ent(7, put("a", b"k", b"v", if_absent=True)),
+            ent(8, put("a", b"k", b"w", if_absent=True)),
+            ent(9, mk(["a", "n"])),
+            ent(10, put("a", b"n", b"v")),
+            ent(11, {"op": "delete", "bucket": "a", "key": b"k", "if_value": b"zz"}),
+            ent(12, {"op": "delete", "bucket": "a", "key": b"k", "if_value": b"v"}),
+            ent(13, {"op": "delete_bucket", "bucket": ["a", "n"]}),
+            ent(14, {"op": "delete_bucket", "bucket": ["a", "n"]}),
+        ]
+    )
+    kinds = [type(r) if r is not None else None for r in results]
+    assert kinds == [
+        BucketNotFoundError,
+        None,
+        BucketExistsError,
+        None,
+        KeyRequiredError,
+        ConditionFailedError,
+        None,
+        ConditionFailedError,
+        None,
+        IncompatibleValueError,
+        ConditionFailedError,
+        bool,
+        None,
+        BucketNotFoundError,
+    ]
+    assert results[7].details["current"] == b"v"
+    assert get(sm, "a", b"k") is None
+
+
+def test_batch_success_returns_every_result(sm: BucketStateMachine) -> None:
+    batch = {
+        "op": "batch",
+        "ops": [
+            mk("a"),
+            put("a", b"k", b"v"),
+            {"op": "next_sequence", "bucket": "a"},
+            {"op": "delete", "bucket": "a", "key": b"k"},
+            put("a", b"k2", b"v2", if_absent=True),
+        ],
+    }
+    assert sm.apply([ent(1, batch)]) == [[None, None, 1, True, None]]
+    assert get(sm, "a", b"k2") == b"v2"
+
+
+def _snapshot(sm: BucketStateMachine) -> dict[Any, Any]:
+    """Returns every bucket path with its keys and sequence, read through the engine."""
+    out: dict[Any, Any] = {}
+    with sm.db.view() as tx:
+        stack: list[tuple[bytes, ...]] = [(name,) for name in tx.buckets()]
+        while stack:
+            path = stack.pop()
+            b = tx.bucket(path)
+            items, _ = b.scan()
+            out[path] = {k: v for k, v in items if v is not None}
+            stack.extend((*path, name) for name in tx.buckets(path))
+    return out
+
+
+@pytest.mark.parametrize("irreversible", [False, True])
+def test_failed_batch_changes_nothing_and_the_run_goes_on(
+    sm: BucketStateMachine, irreversible: bool
+) -> None:
+    sm.apply([ent(1, mk("a")), ent(2, put("a", b"k", b"old"))])
+    before = _snapshot(sm)
+    ops = [
+        put("a", b"k", b"new"),
+        put("a", b"fresh", b"x"),
+        {"op": "delete", "bucket": "a", "key": b"k"},
+        mk(["a", "child"]),
+        put(["a", "child"], b"c", b"1"),
+    ]
+    if irreversible:
+        ops.append({"op": "next_sequence", "bucket": "a"})
+        ops.append({"op": "delete_bucket", "bucket": ["a", "child"]})
+    ops.append(put("a", b"k", b"z", if_value=b"nope"))  # fails
+    results = sm.apply(
+        [
+            ent(3, put("a", b"before", b"1")),
+            ent(4, {"op": "batch", "ops": ops}),
+            ent(5, put("a", b"after", b"2")),
+            ent(6, {"op": "next_sequence", "bucket": "a"}),
+        ]
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ConditionFailedError)
+    assert results[1].details["index"] == len(ops) - 1
+    assert results[3] == 1  # the batch's next_sequence was rolled back
+    expected = {k: dict(v) for k, v in before.items()}
+    expected[(b"a",)].update({b"before": b"1", b"after": b"2"})
+    assert _snapshot(sm) == expected
+    assert sm.db.check() == []
+
+
+def test_batch_error_from_the_engine_names_the_op(sm: BucketStateMachine) -> None:
+    sm.apply([ent(1, mk("a"))])
+    batch = {"op": "batch", "ops": [put("a", b"k", b"v"), put("nope", b"k", b"v")]}
+    [res] = sm.apply([ent(2, batch)])
+    assert isinstance(res, BucketNotFoundError)
+    assert res.details["index"] == 1
+    assert get(sm, "a", b"k") is None
+
+
+def test_empty_batch(sm: BucketStateMachine) -> None:
+    assert sm.apply([ent(1, {"op": "batch", "ops": []})]) == [[]]
+
+
+def test_no_space_yields_errors_and_advances(tmp_path: Path) -> None:
+    quota = 1 << 20
+    sm = BucketStateMachine(
+        tmp_path / "s", quota=quota, initial_map_size=quota, max_value_size=quota
+    )
+    try:
+        big = b"x" * (300 << 10)
+        log = [ent(1, mk("a"))]
+        log += [ent(i, put("a", b"k%d" % i, big)) for i in range(2, 8)]
+        log.append(ent(8, put("a", b"small", b"s")))
+        results = sm.apply(log)
+        assert sm.applied == (8, 1)
+        assert results[0] is None and results[-1] is None
+        fits = [r is None for r in results[1:-1]]
+        assert any(fits) and not all(fits)
+        assert all(isinstance(r, NoSpaceError) for r in results[1:-1] if r is not None)
+        for i, r in zip(range(2, 8), results[1:-1], strict=True):
+            assert (get(sm, "a", b"k%d" % i) == big) == (r is None)
+        assert get(sm, "a", b"small") == b"s"
+    finally:
+        sm.close()

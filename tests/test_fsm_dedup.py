@@ -1,0 +1,171 @@
+"""Exactly-once: the dedup table answers retries with the original result, expires
+deterministically by the leader-stamped clock, and stays bounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from boltraft.errors import BucketNotFoundError, ConditionFailedError, InvalidArgumentError
+from boltraft.raft.types import Entry
+from boltraft.storage import commands, dedup
+from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.queries import execute_read
+
+WINDOW = 1000
+
+
+def ent(index: int, cmd: dict[str, Any]) -> Entry:
+    return Entry(1, index, 0, commands.encode(cmd))
+
+
+def seq_cmd(cid: str, seq: int, ts: int, bucket: str = "a") -> dict[str, Any]:
+    return {"op": "next_sequence", "bucket": bucket, "cid": cid, "seq": seq, "ts": ts}
+
+
+def meta_keys(sm: BucketStateMachine, prefix: bytes) -> list[bytes]:
+    with sm.db.view() as tx:
+        return [k for k, _ in tx.meta_scan(prefix)]
+
+
+@pytest.fixture
+def sm(tmp_path: Path) -> Any:
+    machine = BucketStateMachine(tmp_path / "state", dedup_window_ms=WINDOW)
+    machine.apply([ent(1, {"op": "create_bucket", "bucket": "a"})])
+    yield machine
+    machine.close()
+
+
+def test_a_retry_in_the_same_run_and_a_later_run_returns_the_original(
+    sm: BucketStateMachine,
+) -> None:
+    assert sm.apply([ent(2, seq_cmd("c", 1, 10)), ent(3, seq_cmd("c", 1, 11))]) == [1, 1]
+    assert sm.apply([ent(4, seq_cmd("c", 1, 12)), ent(5, seq_cmd("c", 2, 13))]) == [1, 2]
+    assert sm.apply([ent(6, seq_cmd("other", 1, 14))]) == [3]
+
+
+def test_the_original_result_survives_a_restart(tmp_path: Path) -> None:
+    with BucketStateMachine(tmp_path / "s", dedup_window_ms=WINDOW) as sm:
+        sm.apply([ent(1, {"op": "create_bucket", "bucket": "a"}), ent(2, seq_cmd("c", 1, 5))])
+    with BucketStateMachine(tmp_path / "s", dedup_window_ms=WINDOW) as sm:
+        assert sm.apply([ent(3, seq_cmd("c", 1, 6)), ent(4, seq_cmd("c", 2, 7))]) == [1, 2]
+
+
+def test_failures_are_replayed_too(sm: BucketStateMachine) -> None:
+    cas = {
+        "op": "put",
+        "bucket": "a",
+        "key": b"k",
+        "value": b"new",
+        "if_value": b"old",
+        "cid": "c",
+        "seq": 1,
+        "ts": 1,
+    }
+    [first] = sm.apply([ent(2, cas)])
+    assert isinstance(first, ConditionFailedError)
+    # The condition would hold now, but the retry answers the first outcome.
+    sm.apply([ent(3, {"op": "put", "bucket": "a", "key": b"k", "value": b"old"})])
+    [again] = sm.apply([ent(4, cas)])
+    assert isinstance(again, ConditionFailedError)
+    assert again.details["current"] is None
+    assert execute_read(sm.db, {"op": "get", "bucket": "a", "key": b"k"}) == b"old"
+    [missing] = sm.apply([ent(5, seq_cmd("d", 1, 2, bucket="nope"))])
+    assert isinstance(missing, BucketNotFoundError)
+    assert isinstance(sm.apply([ent(6, seq_cmd("d", 1, 3))])[0], BucketNotFoundError)
+
+
+def test_batches_are_deduplicated_whole(sm: BucketStateMachine) -> None:
+    batch = {
+        "op": "batch",
+        "ops": [
+            {"op": "next_sequence", "bucket": "a"},
+            {"op": "put", "bucket": "a", "key": b"k", "value": b"v"},
+        ],
+        "cid": "c",
+        "seq": 9,
+        "ts": 1,
+    }
+    assert sm.apply([ent(2, batch), ent(3, batch)]) == [[1, None], [1, None]]
+    assert sm.apply([ent(4, seq_cmd("x", 1, 2))]) == [2]
+
+
+def test_expiry_follows_the_log_clock(sm: BucketStateMachine) -> None:
+    assert sm.apply([ent(2, seq_cmd("c", 1, 100))]) == [1]
+    # Live while clock <= ts + window.
+    assert sm.apply([ent(3, seq_cmd("c", 1, 100 + WINDOW))]) == [1]
+    assert sm.clock_ms == 100 + WINDOW
+    # A command without ts does not move the clock.
+    assert sm.apply([ent(4, {"op": "next_sequence", "bucket": "a", "cid": "c", "seq": 1})]) == [1]
+    # Once another command moves the clock past the window, the pair is applied afresh.
+    assert sm.apply([ent(5, seq_cmd("z", 1, 101 + WINDOW)), ent(6, seq_cmd("c", 1, 0))]) == [2, 3]
+    # ... and the fresh record is stamped with the clock, not the entry's older ts.
+    assert sm.apply([ent(7, seq_cmd("c", 1, 0))]) == [3]
+
+
+def test_a_stale_ts_does_not_move_the_clock_back(sm: BucketStateMachine) -> None:
+    sm.apply([ent(2, seq_cmd("c", 1, 5000)), ent(3, seq_cmd("c", 2, 10))])
+    assert sm.clock_ms == 5000
+
+
+def test_the_table_stays_bounded(sm: BucketStateMachine) -> None:
+    index = 2
+    for t in range(0, 20 * WINDOW, WINDOW // 4):
+        run = [ent(index + i, seq_cmd(f"c{t}", i, t)) for i in range(10)]
+        sm.apply(run)
+        index += len(run)
+    records = meta_keys(sm, dedup.RECORD_PREFIX)
+    groups = meta_keys(sm, dedup.GROUP_PREFIX)
+    # About one window of runs (4 runs per window, plus the one being expired).
+    assert 10 * 4 <= len(records) <= 10 * 6
+    assert 4 <= len(groups) <= 6
+
+
+def test_a_rewritten_record_outlives_its_old_group(sm: BucketStateMachine) -> None:
+    sm.apply([ent(2, seq_cmd("c", 1, 0))])
+    sm.apply([ent(3, seq_cmd("x", 1, 2 * WINDOW)), ent(4, seq_cmd("c", 1, 2 * WINDOW))])
+    assert sm.apply([ent(5, seq_cmd("y", 1, 2 * WINDOW + 1)), ent(6, seq_cmd("c", 1, 1))]) == [
+        4,
+        3,
+    ]
+    assert dedup.record_key(b"c", 1) in meta_keys(sm, dedup.RECORD_PREFIX)
+
+
+def test_negative_window_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError):
+        BucketStateMachine(tmp_path / "s", dedup_window_ms=-1)
+
+
+LOG = st.lists(
+    st.tuples(st.sampled_from(["c1", "c2", "c3"]), st.integers(0, 4), st.integers(0, 3000)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(LOG, st.lists(st.integers(1, 8), min_size=1, max_size=40))
+def test_any_batching_gives_the_same_results(
+    tmp_path_factory: pytest.TempPathFactory, log: list[Any], cuts: list[int]
+) -> None:
+    entries = [ent(1, {"op": "create_bucket", "bucket": "a"})]
+    entries += [ent(i + 2, seq_cmd(c, s, t)) for i, (c, s, t) in enumerate(log)]
+    outcomes = []
+    for split in ([len(entries)], cuts):
+        with BucketStateMachine(tmp_path_factory.mktemp("s"), dedup_window_ms=WINDOW) as sm:
+            results: list[Any] = []
+            pos = 0
+            k = 0
+            while pos < len(entries):
+                size = split[k % len(split)]
+                k += 1
+                results += sm.apply(entries[pos : pos + size])
+                pos += size
+            outcomes.append((results, sm.applied, sm.clock_ms))
+    assert outcomes[0] == outcomes[1]
