@@ -19,9 +19,12 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("serve", "up", "bench"):
+    for name in ("serve", "up", "bench", "inspect", "kv"):
         module = importlib.import_module(f"boltraft_cli.{name}")
         module.register(main)
 
 
 _register()
+
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,8 +57,10 @@ from boltraft.storage.layout import (
     MAX_DBS,
     SubDbs,
     check_store,
+    keys_per_bucket,
     open_store,
     store_stats,
+    walk_buckets,
 )
 from boltraft.storage.tx import Tx
 
@@ -423,6 +426,25 @@ class DB:
             "max_value_size": self.max_value_size,
             **content,
         }
+
+    def bucket_tree(self) -> list[dict[str, Any]]:
+        """Returns every bucket, parents first in path order, as a dict with ``path`` (tuple
+        of names), ``id``, ``sequence``, ``keys`` (values stored directly in it) and
+        ``buckets`` (its direct nested buckets)."""
+        with self.view() as tx:
+            walked = walk_buckets(tx._txn, self._dbs)
+            counts = keys_per_bucket(tx._txn, self._dbs)
+        children = Counter(path[:-1] for path, _, _ in walked)
+        return [
+            {
+                "path": path,
+                "id": bid,
+                "sequence": seq,
+                "keys": counts[bid],
+                "buckets": children[path],
+            }
+            for path, bid, seq in walked
+        ]
 
     def check(self) -> list[str]:
         """Returns the consistency problems of the store (an empty list means it is sound)."""

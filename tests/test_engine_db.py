@@ -1,0 +1,401 @@
+"""The bucket engine as a whole: opening, locking, read-only use, map growth and quota,
+copies, stats and the consistency check; real LMDB files, real threads and processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from boltraft import errors
+from boltraft.storage.db import DB, Tx
+
+SMALL = 1 << 20
+
+
+def fingerprint(d: Path) -> dict[str, tuple[str, int]]:
+    """Returns every file's sha256 and mtime in ``d``."""
+    out = {}
+    for f in sorted(d.iterdir()):
+        out[f.name] = (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns)
+    return out
+
+
+def fill(name: str, n: int, size: int = 200) -> object:
+    def fn(tx: Tx) -> None:
+        b = tx.create_bucket_if_not_exists(name)
+        for i in range(n):
+            b.put(b"k%08d" % i, b"x" * size)
+
+    return fn
+
+
+# --- opening -----------------------------------------------------------------------------
+def test_open_creates_and_reopen_persists(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b"
+    with DB.open(path, initial_map_size=SMALL, sync=False) as db:
+        db.update_fn(lambda tx: tx.create_bucket_if_not_exists(["x", "y"]).put(b"k", b"v"))
+        db.sync()
+        assert db.path == path and not db.readonly
+    with DB.open(path, initial_map_size=SMALL) as db, db.view() as tx:
+        assert tx.bucket(["x", "y"]).get(b"k") == b"v"
+    assert (path / "boltraft.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"quota": 0},
+        {"initial_map_size": -1},
+        {"max_value_size": "big"},
+        {"quota": SMALL, "initial_map_size": 2 * SMALL},
+    ],
+)
+def test_open_rejects_bad_sizes(tmp_path: Path, kwargs: dict[str, object]) -> None:
+    with pytest.raises(errors.InvalidArgumentError):
+        DB.open(tmp_path / "db", **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "db").exists()
+
+
+def test_foreign_lmdb_environment_is_refused(tmp_path: Path) -> None:
+    env = lmdb.open(str(tmp_path / "foreign"), map_size=SMALL)
+    with env.begin(write=True) as txn:
+        txn.put(b"someone", b"else")
+    env.close()
+    with pytest.raises(errors.CorruptionError):
+        DB.open(tmp_path / "foreign")
+    with pytest.raises(errors.CorruptionError):
+        DB.open(tmp_path / "foreign", readonly=True)
+
+
+def test_other_format_version_is_refused(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
+        sysdb = db.env.open_db(b"sys", create=False)
+        with db.env.begin(write=True) as txn:
+            txn.put(b"format", b"boltraft-99", db=sysdb)
+    with pytest.raises(errors.CorruptionError) as info:
+        DB.open(tmp_path / "db")
+    assert "boltraft-99" in info.value.message
+
+
+def test_readonly_open_of_missing_store(tmp_path: Path) -> None:
+    with pytest.raises(errors.DataDirNotFoundError):
+        DB.open(tmp_path / "nothing", readonly=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(errors.DataDirNotFoundError):
+        DB.open(tmp_path / "empty", readonly=True)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+# --- locking and read-only use -----------------------------------------------------------
+def test_second_writer_in_process_is_refused(tmp_path: Path) -> None:
+    db = DB.open(tmp_path / "db", initial_map_size=SMALL)
+    with pytest.raises(errors.DataDirLockedError) as info:
+        DB.open(tmp_path / "db")
+    assert str(os.getpid()) in info.value.message
+    with pytest.raises(errors.DataDirLockedError):
+        DB.open(tmp_path / "db", readonly=True)  # LMDB: one open per process
+    db.close()
+    DB.open(tmp_path / "db", initial_map_size=SMALL).close()
+
+
+def test_readonly_open_changes_no_file_and_refuses_writes(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
+        db.update_fn(lambda tx: tx.create_bucket_if_not_exists("b").put(b"k", b"v"))
+    before = fingerprint(tmp_path / "db")
+    with DB.open(tmp_path / "db", readonly=True) as ro:
+        assert ro.readonly
+        with ro.view() as tx:
+            assert tx.bucket("b").get(b"k") == b"v"
+        assert ro.check() == [] and ro.stats()["keys"] == 1
+        with pytest.raises(errors.ReadOnlyTxError):
+            ro.update().__enter__()
+        with pytest.raises(errors.ReadOnlyTxError):
+            ro.update_fn(lambda tx: None)
+        with pytest.raises(errors.DataDirLockedError):
+            DB.open(tmp_path / "db")  # a lock-free reader keeps writers out
+    assert fingerprint(tmp_path / "db") == before
+
+
+WRITER = """
+import sys
+from boltraft.storage.db import DB
+db = DB.open(sys.argv[1], initial_map_size=1 << 20, quota=64 << 20)
+db.update_fn(lambda tx: tx.create_bucket_if_not_exists("w").put(b"n", b"0"))
+print("ready", flush=True)
+for line in sys.stdin:
+    n = int(line)
+    def fill(tx):
+        b = tx.bucket("w")
+        for i in range(n):
+            b.put(b"k%08d" % i, b"x" * 200)
+        b.put(b"n", str(n).encode())
+    db.update_fn(fill)
+    print("done", db.stats()["map_size"], flush=True)
+db.close()
+"""
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            return proc.stdout.readline().strip()
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    raise AssertionError("the writer process did not answer in time")
+
+
+def test_reader_process_follows_a_live_writer_that_grows_the_map(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert read_line(proc) == "ready"
+        with pytest.raises(errors.DataDirLockedError):
+            DB.open(path)
+        with DB.open(path, readonly=True) as ro:
+            with ro.view() as tx:
+                assert tx.bucket("w").get(b"n") == b"0"
+            assert proc.stdin is not None
+            proc.stdin.write("20000\n")
+            proc.stdin.flush()
+            done, map_size = read_line(proc).split()
+            assert done == "done" and int(map_size) > SMALL  # the writer grew its map
+            with ro.view() as tx:  # adopts the larger map (LMDB's MapResizedError)
+                assert tx.bucket("w").get(b"n") == b"20000"
+                assert tx.bucket("w").count() == 20001
+            assert ro.check() == []
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# --- map growth and quota ----------------------------------------------------------------
+def test_update_fn_grows_the_map_and_retries(tmp_path: Path) -> None:
+    calls = []
+    with DB.open(tmp_path / "db", initial_map_size=SMALL, quota=64 * SMALL) as db:
+
+        def big(tx: Tx) -> str:
+            calls.append(1)
+            fill("b", 15000)(tx)
+            return "ok"
+
+        assert db.update_fn(big) == "ok"
+        assert len(calls) > 1  # at least one attempt hit the full map
+        assert db.stats()["map_size"] > SMALL
+        with db.view() as tx:
+            assert tx.bucket("b").count() == 15000
+        assert db.check() == []
+
+
+def test_quota_gives_no_space_writes_nothing_and_reads_go_on(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL, quota=2 * SMALL) as db:
+        db.update_fn(lambda tx: tx.create_bucket("keep").put(b"k", b"v"))
+        with pytest.raises(errors.NoSpaceError) as info:
+            db.update_fn(fill("big", 30000))
+        assert info.value.details["retry"] is False
+        assert info.value.details["quota"] == 2 * SMALL
+        with db.view() as tx:
+            assert tx.buckets() == [b"keep"]
+            assert tx.bucket("keep").get(b"k") == b"v"
+        assert db.check() == []
+        db.update_fn(lambda tx: tx.bucket("keep").put(b"small", b"still fits"))
+        with db.view() as tx:
+            assert tx.bucket("keep").get(b"small") == b"still fits"
+
+
+def test_update_context_grows_and_asks_for_a_retry(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL, quota=64 * SMALL) as db:
+        failures = 0
+        for _ in range(8):
+            try:
+                with db.update() as tx:
+                    fill("b", 10000)(tx)
+                break
+            except errors.NoSpaceError as exc:
+                assert exc.details["retry"] is True
+                failures += 1
+                with db.view() as tx:
+                    assert tx.buckets() == []  # nothing of the failed attempt
+        else:
+            raise AssertionError("never fitted")
+        assert failures >= 1
+        with db.view() as tx:
+            assert tx.bucket("b").count() == 10000
+
+
+def test_full_map_in_a_savepoint_dooms_the_whole_transaction(tmp_path: Path) -> None:
+    """A caller that turns errors into results (as the state machine does) still gets a
+    clean retry: the doomed attempt is thrown away as a whole."""
+    attempts: list[list[str]] = []
+    with DB.open(tmp_path / "db", initial_map_size=SMALL, quota=64 * SMALL) as db:
+
+        def apply(tx: Tx) -> list[str]:
+            results = []
+            for name in ("a", "b", "c"):
+                try:
+                    with tx.savepoint():
+                        fill(name, 3000)(tx)
+                    results.append("ok")
+                except errors.BoltraftError as exc:
+                    results.append(exc.code)
+            attempts.append(results)
+            return results
+
+        assert db.update_fn(apply) == ["ok", "ok", "ok"]
+        assert any("no_space" in a for a in attempts[:-1])
+        with db.view() as tx:
+            assert [tx.bucket(n).count() for n in "abc"] == [3000, 3000, 3000]
+
+
+def test_growth_refused_while_the_same_thread_holds_a_transaction(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL, quota=64 * SMALL) as db:
+        with db.view():
+            with pytest.raises(errors.NoSpaceError) as info:
+                db.update_fn(fill("b", 15000))
+            assert "open transaction" in info.value.message
+        db.update_fn(fill("b", 15000))  # fine once the view is closed
+
+
+def test_readers_in_threads_survive_map_growth(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL, quota=256 * SMALL) as db:
+        db.update_fn(lambda tx: tx.create_bucket("b").put(b"n", b"0"))
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        reads = [0]
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    with db.view() as tx:
+                        b = tx.bucket("b")
+                        n = int(b.get(b"n") or b"0")
+                        assert b.count() == n + 1
+                    reads[0] += 1
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        total = 0
+        for _ in range(6):
+            start = total
+
+            def more(tx: Tx, start: int = start) -> None:
+                b = tx.bucket("b")
+                for i in range(start, start + 5000):
+                    b.put(b"k%08d" % i, b"x" * 200)
+                b.put(b"n", b"%d" % (start + 5000))
+
+            db.update_fn(more)
+            total += 5000
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        assert not failures, failures
+        assert reads[0] > 0
+        assert db.stats()["map_size"] > 4 * SMALL
+
+
+# --- copy, stats, check ------------------------------------------------------------------
+def test_copy_is_consistent_while_a_writer_goes_on(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=16 * SMALL) as db:
+        db.update_fn(lambda tx: tx.create_bucket("b").put(b"n", b"0"))
+        stop = threading.Event()
+
+        def writer() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+
+                def step(tx: Tx, i: int = i) -> None:
+                    b = tx.bucket("b")
+                    b.put(b"k%08d" % i, b"v")
+                    b.put(b"n", b"%d" % i)
+
+                db.update_fn(step)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            deadline = time.monotonic() + 10
+            while db.stats()["last_txnid"] < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            dest = db.copy(tmp_path / "copy")
+        finally:
+            stop.set()
+            t.join(timeout=30)
+        with pytest.raises(errors.InvalidArgumentError):
+            db.copy(dest)  # not empty any more
+    assert sorted(p.name for p in dest.iterdir()) == ["data.mdb"]
+    with DB.open(dest, readonly=True) as cp:
+        assert cp.check() == []
+        with cp.view() as tx:
+            b = tx.bucket("b")
+            n = int(b.get(b"n") or b"")
+            assert n >= 1 and b.count() == n + 1
+
+
+def test_stats_counts(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
+        with db.update() as tx:
+            tx.create_bucket_if_not_exists(["a", "b", "c"]).put(b"k", b"v")
+            tx.create_bucket("d").put(b"k", b"v")
+            tx.meta_put(b"m", b"v")
+        s = db.stats()
+        assert (s["buckets"], s["max_depth"], s["keys"], s["meta_keys"]) == (4, 3, 2, 1)
+        assert s["map_size"] >= SMALL and 0 < s["used_bytes"] <= s["file_bytes"]
+        assert s["max_key_size"] == 511 and s["quota"] == 8 << 30
+
+
+def corrupt(db: DB, sub: bytes, key: bytes, value: bytes) -> None:
+    handle = db.env.open_db(sub, create=False)
+    with db.env.begin(write=True) as txn:
+        txn.put(key, value, db=handle)
+
+
+@pytest.mark.parametrize(
+    ("sub", "key", "value", "problem"),
+    [
+        (b"data", b"\x01\x63orphan", b"v", "orphan key(s) under unknown bucket id 99"),
+        (b"data", b"\x01\x00rootkey", b"v", "orphan key(s) under the root"),
+        (b"data", b"\x05\x01", b"v", "malformed data key"),
+        (b"data", b"\x01\x01n", b"v", "both a value and a bucket"),
+        (b"buckets", b"\x01\x50lost", b"\x00" * 7 + b"\x51" + b"\x00" * 8, "missing parent"),
+        (b"buckets", b"\x01\x00dup", b"\x00" * 7 + b"\x01" + b"\x00" * 8, "used twice"),
+        (b"buckets", b"\x01\x00short", b"\x01", "malformed bucket record"),
+        (b"buckets", b"\x01\x00bad/name", b"\x00" * 7 + b"\x02" + b"\x00" * 8, "invalid"),
+        (b"sys", b"next_id", b"\x00" * 8, "not below the next id"),
+        (b"sys", b"format", b"other", "format marker"),
+    ],
+)
+def test_check_finds_corruption(
+    tmp_path: Path, sub: bytes, key: bytes, value: bytes, problem: str
+) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
+        with db.update() as tx:
+            tx.create_bucket("b").put(b"k", b"v")
+            tx.create_bucket(["b", "n"])
+        assert db.check() == []
+        corrupt(db, sub, key, value)
+        problems = db.check()
+        assert any(problem in p for p in problems), problems
