@@ -1,0 +1,126 @@
+"""Read requests against the bucket engine: get, scan, buckets, count.
+
+A read request is a map (the body of a client read request):
+
+    {"op": "get", "bucket": path, "key": k}                  -> bytes | None
+    {"op": "scan", "bucket": path, ["prefix": p | "start": s, "end": e], ["limit": n],
+     ["reverse": bool], ["after": token]}                      -> {"items": [[k, v], ...],
+                                                                   "next": token | None}
+    {"op": "buckets", ["bucket": path]}                        -> [name, ...] (root if absent)
+    {"op": "count", "bucket": path}                            -> int
+
+``path`` is a bucket name or a non-empty list of names; names, keys and bounds are bytes (str
+is UTF-8 encoded). In a scan, ``next`` is the opaque continuation token to pass as ``after``
+for the following page (None when the scan is complete); a nested bucket's entry has value
+None. The server's own fields "read", "max_lag", "v", "cid" and "seq" are accepted and
+ignored here. Every request is checked before the store is touched: BadRequestError for a
+missing field, an unknown field or a wrong type; the engine raises its own typed errors
+(BucketNotFoundError, InvalidArgumentError for a bad token...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boltraft.errors import BadRequestError
+from boltraft.storage.db import DB
+
+_IGNORED = frozenset({"op", "read", "max_lag", "v", "cid", "seq"})
+_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # op -> (required fields, optional fields)
+    "get": (frozenset({"bucket", "key"}), frozenset()),
+    "scan": (
+        frozenset({"bucket"}),
+        frozenset({"prefix", "start", "end", "limit", "reverse", "after"}),
+    ),
+    "buckets": (frozenset(), frozenset({"bucket"})),
+    "count": (frozenset({"bucket"}), frozenset()),
+}
+READ_OPS = tuple(_FIELDS)
+
+
+def _bad(message: str, **details: Any) -> BadRequestError:
+    return BadRequestError(message, **details)
+
+
+def _bytes(value: Any, field: str) -> bytes:
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        return value.encode()
+    raise _bad(f"field {field!r} must be bytes or str, not {type(value).__name__}", field=field)
+
+
+def _path(value: Any) -> tuple[bytes, ...]:
+    if type(value) is list or type(value) is tuple:
+        if not value:
+            raise _bad("field 'bucket' must name at least one bucket", field="bucket")
+        return tuple([_bytes(name, "bucket") for name in value])
+    if type(value) is bytes or type(value) is str:
+        return (_bytes(value, "bucket"),)
+    raise _bad("field 'bucket' must be a bucket name or a list of names", field="bucket")
+
+
+def validate_read(request: Any) -> dict[str, Any]:
+    """Returns the normalized read request (paths as tuples of bytes, bounds as bytes).
+
+    Raises BadRequestError (see the module docstring); never changes ``request``.
+    """
+    if type(request) is not dict:
+        raise _bad(f"a read request must be a map, not {type(request).__name__}")
+    op = request.get("op")
+    spec = _FIELDS.get(op) if type(op) is str else None
+    if spec is None:
+        raise _bad(f"unknown read op {op!r}", field="op")
+    required, optional = spec
+    out: dict[str, Any] = {"op": op}
+    for field, value in request.items():
+        if field in _IGNORED:
+            continue
+        if field not in required and field not in optional:
+            raise _bad(f"unknown field {field!r} for {op!r}", field=field)
+        if field == "bucket":
+            out[field] = _path(value)
+        elif field == "limit":
+            if value is not None and (type(value) is not int or value < 0):
+                raise _bad("field 'limit' must be a non-negative integer", field=field)
+            out[field] = value
+        elif field == "reverse":
+            if type(value) is not bool:
+                raise _bad("field 'reverse' must be a boolean", field=field)
+            out[field] = value
+        elif value is not None:
+            out[field] = _bytes(value, field)
+    missing = sorted(required - out.keys())
+    if missing:
+        raise _bad(f"{op!r} is missing field(s) {missing}", missing=missing)
+    if "prefix" in out and ("start" in out or "end" in out):
+        raise _bad("a scan takes a prefix or a start/end range, not both", field="prefix")
+    return out
+
+
+def execute_read(db: DB, request: Any) -> Any:
+    """Returns the result of the read ``request`` (see the module docstring for each op).
+
+    Runs in one read transaction. Raises BadRequestError for a bad request, and the engine's
+    typed errors (e.g. BucketNotFoundError) for a request the store refuses.
+    """
+    req = validate_read(request)
+    op = req["op"]
+    with db.view() as tx:
+        if op == "buckets":
+            return tx.buckets(req.get("bucket", ()))
+        bucket = tx.bucket(req["bucket"])
+        if op == "get":
+            return bucket.get(req["key"])
+        if op == "count":
+            return bucket.count()
+        items, token = bucket.scan(
+            prefix=req.get("prefix"),
+            start=req.get("start"),
+            end=req.get("end"),
+            limit=req.get("limit"),
+            reverse=req.get("reverse", False),
+            after=req.get("after"),
+        )
+        return {"items": [[k, v] for k, v in items], "next": token}
