@@ -7,6 +7,7 @@ in-memory store, its ``clone()``), so every edge is also checked after recovery.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -426,3 +427,73 @@ def test_many_restarts_keep_everything(h: Harness) -> None:
         assert s.entries(1, s.last_index() + 1) == want
         assert s.term(s.last_index()) == r + 1
         assert s.initial_state() == (HardState(r + 1, "n1", len(want) - 10), CONF)
+
+
+def test_entries_max_bytes_counts_empty_entries_after_an_oversized_first(h: Harness) -> None:
+    batch = [Entry(1, 1, 0, b"x" * 50), Entry(1, 2), Entry(1, 3), Entry(1, 4, 0, b"y")]
+    h.store.append(batch)
+    assert h.store.entries(1, 5, max_bytes=10) == batch[:1]
+    assert h.store.entries(2, 5, max_bytes=0) == batch[1:3]
+
+
+# --- randomized: range deletion and truncation against a naive model -------------------------
+class NaiveLog:
+    """The obvious model: a dict of entries, the snapshot and the hard state."""
+
+    def __init__(self) -> None:
+        self.ents: dict[int, Entry] = {}
+        self.snap = SnapshotMeta()
+        self.hs = HardState()
+
+    def last(self) -> int:
+        return max(self.ents, default=self.snap.index)
+
+
+def test_random_operations_match_a_naive_model(h: Harness) -> None:
+    rng = random.Random(7)
+    m = NaiveLog()
+    term = 1
+    for step in range(400):
+        op = rng.random()
+        last = m.last()
+        if op < 0.65:  # append, often truncating somewhere in the middle
+            start = rng.randint(m.snap.index + 1, last + 1)
+            term += rng.random() < 0.3
+            batch = [
+                Entry(term, i, 0, rng.randbytes(rng.randint(0, 40)))
+                for i in range(start, start + rng.randint(1, 30))
+            ]
+            hs = HardState(term, "n1", min(m.hs.commit + 1, batch[-1].index))
+            h.store.append(batch, hs)
+            for i in range(start, last + 1):
+                del m.ents[i]
+            m.ents.update((e.index, e) for e in batch)
+            m.hs = hs
+        elif op < 0.8 and last > m.snap.index:  # compact a prefix
+            c = rng.randint(m.snap.index + 1, last)
+            meta = SnapshotMeta(c, m.ents[c].term, CONF)
+            h.store.compact(meta)
+            for i in range(m.snap.index + 1, c + 1):
+                del m.ents[i]
+            m.snap = meta
+        elif op < 0.85:  # install a snapshot somewhere ahead or inside the log
+            meta = SnapshotMeta(rng.randint(m.snap.index, last + 20), term, CONF)
+            h.store.apply_snapshot(meta)
+            m.ents.clear()
+            m.snap = meta
+        else:
+            h.reopen()
+        s = h.store
+        first, last = m.snap.index + 1, m.last()
+        assert (s.first_index(), s.last_index()) == (first, last), step
+        assert s.snapshot_meta() == m.snap
+        assert s.initial_state()[0] == m.hs
+        assert s.entries(first, last + 1) == [m.ents[i] for i in range(first, last + 1)]
+        assert [s.term(i) for i in range(first, last + 1)] == [
+            m.ents[i].term for i in range(first, last + 1)
+        ]
+        assert s.term(m.snap.index) == m.snap.term
+        if last >= first:
+            lo = rng.randint(first, last)
+            hi = rng.randint(lo, last + 1)
+            assert s.entries(lo, hi) == [m.ents[i] for i in range(lo, hi)]
