@@ -29,6 +29,10 @@ from boltraft.errors import BoltraftError
 @click.option("--election-tick", type=int, help="Election timeout in ticks [10].")
 @click.option("--heartbeat-tick", type=int, help="Heartbeat interval in ticks [1].")
 @click.option("--no-fsync", is_flag=True, default=None, help="Do not fsync the log (tests).")
+@click.option(
+    "--fsync-delay",
+    help="TEST KNOB: sleep after every log fsync, fixed:MS or uniform:LO-HI (benchmarks).",
+)
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def serve_cmd(
     node_id: str | None,
@@ -40,6 +44,7 @@ def serve_cmd(
     election_tick: int | None,
     heartbeat_tick: int | None,
     no_fsync: bool | None,
+    fsync_delay: str | None,
     log_level: str,
 ) -> None:
     """Run one node. A new cluster bootstraps from its peer list; a restarted node resumes
@@ -57,6 +62,7 @@ def serve_cmd(
             "election_tick": election_tick,
             "heartbeat_tick": heartbeat_tick,
             "fsync": False if no_fsync else None,
+            "fsync_delay": fsync_delay,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         data_dir = data or values.pop("data", None)

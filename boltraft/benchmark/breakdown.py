@@ -8,9 +8,18 @@ from boltraft.benchmark import hist
 from boltraft.benchmark.stages import STAGES
 
 
-def summarize(records: list[list[Any]], e2e_mean_ms: float | None = None) -> dict[str, Any] | None:
+def summarize(
+    records: list[list[Any]],
+    e2e_mean_ms: float | None = None,
+    client_rtt: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Returns the breakdown of ``records`` (``StageRecorder.snapshot()["records"]``), or None
     when there are none.
+
+    ``client_rtt``: a latency summary (``hist.summary_ms``) of an idle ``status`` round trip
+    from the benchmark's client library; when given it becomes the first stage,
+    ``client_network`` (the client's own work and the network both ways, which the server
+    cannot see).
 
     Keys: ``order`` (the stage names), ``stages`` (name -> ``count``, ``mean_ms``, ``p50_ms``,
     ``p90_ms``, ``p99_ms`` ...: every batch weighted by its request count, so the means are
@@ -36,9 +45,13 @@ def summarize(records: list[list[Any]], e2e_mean_ms: float | None = None) -> dic
                 h = followers[f] = hist.new_histogram()
             h.record_value(min(hist.HIGHEST_US, max(hist.LOWEST_US, int(secs * 1e6 + 0.5))), count)
     stages = {name: hist.summary_ms(h) for name, h in hists.items()}
+    order = list(STAGES)
+    if client_rtt is not None:
+        stages = {"client_network": dict(client_rtt), **stages}
+        order.insert(0, "client_network")
     total = round(sum(s["mean_ms"] for s in stages.values()), 4)
     out: dict[str, Any] = {
-        "order": list(STAGES),
+        "order": order,
         "stages": stages,
         "followers": {f: hist.summary_ms(h) for f, h in sorted(followers.items())},
         "batches": len(records),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
+from boltraft.benchmark import hist
 from boltraft.benchmark.workload import WorkloadSpec, key_name
 
 PREFILL_BATCH = 256  # puts per atomic batch when filling the key space before reads
+RTT_PROBES = 200  # status round trips timed before each run
 
 
 class ClientOperator:
@@ -74,5 +77,22 @@ class ClientOperatorFactory:
                         for i in range(lo, hi)
                     ]
                 )
+        finally:
+            client.close()
+
+    def status_rtt(self, probes: int = RTT_PROBES) -> dict[str, Any]:
+        """Returns the latency summary (``hist.summary_ms``) of ``probes`` idle ``status``
+        round trips to ``endpoints[0]`` through the client library: the client's own work
+        plus the network both ways, with no disk and no Raft in the path."""
+        client = self._client(0)
+        try:
+            client.status(self.endpoints[0])  # connect first
+            h = hist.new_histogram()
+            clock = time.monotonic
+            for _ in range(probes):
+                t0 = clock()
+                client.status(self.endpoints[0])
+                hist.record_seconds(h, clock() - t0)
+            return hist.summary_ms(h)
         finally:
             client.close()

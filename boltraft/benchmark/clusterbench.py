@@ -37,9 +37,15 @@ def find_leader(endpoints: Sequence[str]) -> str | None:
     return None
 
 
-def fetch_stages(leader: str | None, since: float, e2e_mean_ms: float | None) -> dict | None:
+def fetch_stages(
+    leader: str | None,
+    since: float,
+    e2e_mean_ms: float | None,
+    client_rtt: dict[str, Any] | None = None,
+) -> dict | None:
     """Returns the stage breakdown of the leader's batches finished at or after ``since`` (wall
-    clock), or None when there is no leader, it keeps no stage records, or it did not answer."""
+    clock), or None when there is no leader, it keeps no stage records, or it did not answer.
+    ``client_rtt`` becomes the ``client_network`` stage (see ``breakdown.summarize``)."""
     if leader is None:
         return None
     try:
@@ -48,7 +54,7 @@ def fetch_stages(leader: str | None, since: float, e2e_mean_ms: float | None) ->
         return None
     if not isinstance(snap, dict) or not isinstance(snap.get("records"), list):
         return None
-    return breakdown.summarize(snap["records"], e2e_mean_ms)
+    return breakdown.summarize(snap["records"], e2e_mean_ms, client_rtt)
 
 
 def run_series(
@@ -80,10 +86,11 @@ def run_series(
             factory.prepare(s)
             prepared = True
         label = f"{label_prefix}{s.workload} c{c}"
+        rtt = factory.status_rtt()
         since = time.time()
         measured = run_workload(s, factory, progress(s, label) if progress else None)
         write_mean = measured["latency"]["write"]["mean_ms"] or None
-        stages = fetch_stages(leader or find_leader(endpoints), since, write_mean)
+        stages = fetch_stages(leader or find_leader(endpoints), since, write_mean, rtt)
         config = dataclasses.asdict(s)
         config.update(
             nodes=nodes,

@@ -18,6 +18,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
 | ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
 | ``request_timeout_ms`` | int | 10000 | a forwarded write or pending read is failed after this |
+| ``fsync_delay`` | str | none | TEST KNOB: sleep after log fsyncs, ``fixed:MS``, ``uniform:A-B`` |
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from boltraft.benchmark.stages import FsyncDelay
 from boltraft.errors import ConfigError
 from boltraft.server.datadir import NodeInfo
 
@@ -65,6 +67,7 @@ class ServerConfig:
     max_batch: int = 4096
     dedup_window_ms: int = 600_000
     request_timeout_ms: int = 10_000
+    fsync_delay: str | None = None  # TEST KNOB (boltraft.benchmark.stages.FsyncDelay spec)
 
     @property
     def members(self) -> dict[str, str]:
@@ -186,6 +189,9 @@ def resolve_config(
             if not isinstance(vals[key], bool):
                 raise ConfigError(f"{key} must be true or false", key=key)
             changes[key] = vals[key]
+    if "fsync_delay" in vals:
+        FsyncDelay.parse(vals["fsync_delay"])  # ConfigError when malformed
+        changes["fsync_delay"] = str(vals["fsync_delay"])
     cfg = replace(cfg, **changes)
     if cfg.heartbeat_tick >= cfg.election_tick:
         raise ConfigError("heartbeat_tick must be smaller than election_tick")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
+from boltraft.benchmark.stages import DelayedLogStore, FsyncDelay
 from boltraft.server.config import ServerConfig, resolve_config
 from boltraft.server.datadir import DataDir
 from boltraft.server.node import Node
@@ -68,6 +69,8 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str]) -> int:
         stop = _StopFlag()
         previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGTERM, signal.SIGINT)}
         logstore = LmdbLogStore(datadir.log_path, sync=cfg.fsync)
+        if cfg.fsync_delay:  # TEST KNOB: a slower disk for the benchmarks
+            logstore = DelayedLogStore(logstore, FsyncDelay.parse(cfg.fsync_delay))
         try:
             sm = open_state_machine(cfg, datadir)
             try:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from boltraft.benchmark.stages import StageRecorder
 from boltraft.errors import BoltraftError
 from boltraft.raft.config import Config
 from boltraft.raft.rawnode import RawNode
@@ -101,6 +102,7 @@ class Node:
         self._next_tick = now + self._tick_s
         self._leader_heard = -1e18  # monotonic time a message from the leader last arrived
         self.service = Service(self)
+        self.stages = StageRecorder()  # per-batch commit stage timings (the stats op)
         self.counters: dict[str, int] = {"ticks": 0, "readys": 0, "fsyncs": 0, "step_errors": 0}
 
     # --- small helpers used by the service ----------------------------------------------------
@@ -161,6 +163,7 @@ class Node:
     def process(self, frames: Sequence[Incoming]) -> None:
         """Returns None after handling one iteration's frames, ticks, batches and Readys."""
         now = self._clock()
+        self.stages.iteration(now)
         for frame in frames:
             self._dispatch(frame, now)
         if now >= self._next_tick:
@@ -190,6 +193,8 @@ class Node:
         kind = frame.kind
         if kind == "raft":
             raw, lead = self.raw, self.lead
+            if self.role == Role.LEADER:
+                self.stages.observe_messages(frame.payload)
             for m in frame.payload:
                 if m.frm == lead:
                     self._leader_heard = now
@@ -226,6 +231,8 @@ class Node:
                 bool(rd.entries) or hs is None or hs.term != old.term or hs.vote != old.vote
             )
             self.logstore.append(rd.entries, hs, sync=sync)
+            if rd.entries:
+                self.stages.persisted(rd.entries[-1].index)
             if sync:
                 self.counters["fsyncs"] += 1
             if hs is not None:
@@ -237,13 +244,16 @@ class Node:
             net.flush()
         if rd.committed_entries:
             ents = rd.committed_entries
-            results = self.sm.apply(ents)
             last = ents[-1].index
+            self.stages.applying(last)
+            results = self.sm.apply(ents)
+            self.stages.applied(last)
             if last > self.applied:
                 self.applied = last
             if last > self.commit:
                 self.commit = last
             self.service.on_applied(ents, results)
+            self.stages.replied(last)
         if rd.conf_state is not None:
             self._set_members(rd.conf_state)
         if rd.read_states:

@@ -101,6 +101,12 @@ class Service:
                 self._bad(target, f"read must be 'linearizable' or 'stale', not {level!r}")
         elif op == "status":
             self.reply(target, ok(self.node.status_dict()))
+        elif op == "stats":  # per-batch stage timings for the benchmark (boltraft.benchmark)
+            since = body.get("since", 0.0)
+            if isinstance(since, bool) or not isinstance(since, (int, float)):
+                self._bad(target, "since must be a number (wall-clock seconds)")
+            else:
+                self.reply(target, ok(self.node.stages.snapshot(float(since))))
         else:
             self._bad(target, f"unknown op {op!r}" if op is not None else "body needs an 'op'")
 
@@ -184,6 +190,7 @@ class Service:
                 for target in chunk_targets:
                     self.reply(target, fail(err))
                 continue
+            node.stages.proposed(last, len(chunk))
             pending = self._pending
             first = last - len(chunk) + 1
             for i, target in enumerate(chunk_targets, first):
