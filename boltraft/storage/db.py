@@ -33,6 +33,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from threading import get_ident
 from typing import Any, TypeVar
 
 import lmdb
@@ -77,44 +78,46 @@ def _round_map(size: int) -> int:
 
 
 class _Gate:
-    """Counts open transactions so that the map is resized only when none is open.
+    """Tracks open transactions so that the map is resized only when none is open.
 
-    Invariant: ``resizing`` is True only while one thread waits for or does a resize; new
-    transactions wait for it, except in a thread that already has one open (no deadlock).
+    Invariant: ``_owners`` maps each thread with open transactions to their number (> 0);
+    ``_resizing`` is True only while one thread waits for or does a resize. New transactions
+    wait for a resize, except in a thread that already has one open (no deadlock).
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0  # open transactions in this process
-        self._owners: dict[int, int] = {}  # thread id -> its open transactions (> 0)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._owners: dict[int, int] = {}
         self._resizing = False
 
     def enter(self) -> None:
-        me = threading.get_ident()
-        with self._cond:
-            mine = self._owners.get(me, 0)
-            while self._resizing and not mine:
+        me = get_ident()
+        with self._lock:
+            mine = self._owners.get(me)
+            if mine:
+                self._owners[me] = mine + 1
+                return
+            while self._resizing:
                 self._cond.wait()
-            self._active += 1
-            self._owners[me] = mine + 1
+            self._owners[me] = 1
 
     def leave(self) -> None:
-        me = threading.get_ident()
-        with self._cond:
-            self._active -= 1
-            left = self._owners[me] - 1
-            if left:
-                self._owners[me] = left
-            else:
-                del self._owners[me]
-            if not self._active:
+        me = get_ident()
+        with self._lock:
+            mine = self._owners[me]
+            if mine > 1:
+                self._owners[me] = mine - 1
+                return
+            del self._owners[me]
+            if self._resizing and not self._owners:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """Yields once no transaction is open; raises NoSpaceError if this thread has one."""
-        with self._cond:
-            if self._owners.get(threading.get_ident()):
+        with self._lock:
+            if self._owners.get(get_ident()):
                 raise NoSpaceError(
                     "cannot grow the map while this thread holds an open transaction",
                     retry=False,
@@ -122,12 +125,12 @@ class _Gate:
             while self._resizing:
                 self._cond.wait()
             self._resizing = True
-            while self._active:
+            while self._owners:
                 self._cond.wait()
         try:
             yield
         finally:
-            with self._cond:
+            with self._lock:
                 self._resizing = False
                 self._cond.notify_all()
 

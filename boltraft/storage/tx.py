@@ -32,6 +32,7 @@ from boltraft.storage.bucket import (
     refusal,
 )
 from boltraft.storage.keys import (
+    PATH_SEP,
     ROOT_ID,
     as_bytes,
     bucket_prefix,
@@ -130,11 +131,15 @@ class Tx:
         key rather than a bucket), InvalidBucketNameError (empty path, bad name),
         TxClosedError.
         """
-        try:
-            b = self._cache[path]
-        except (KeyError, TypeError):
+        b = self._cache.get(path) if type(path) is not list else None
+        if b is None:
             self._check(False)
-            b = self._walk(self._names(path))  # type: ignore[assignment]
+            if type(path) is bytes and path and PATH_SEP not in path:
+                b = self._child(None, (path,))  # type: ignore[assignment]
+                if b is None:
+                    raise BucketNotFoundError(f"bucket {show_path((path,))} not found")
+            else:
+                b = self._walk(self._names(path))  # type: ignore[assignment]
             if isinstance(path, bytes | str | tuple):
                 self._cache[path] = b
         if b._state > READ:
