@@ -447,7 +447,7 @@ class Client:
     ) -> Page:
         """Returns one Page of ``bucket`` in key order (``reverse``: descending): the keys
         with ``prefix``, or in ``[start, end)`` (either bound optional), at most ``limit``
-        items (the server's page size when None); ``after`` continues from a previous
+        items (all of them when None); ``after`` continues from a previous
         Page's ``next``. Raises BadRequestError when ``prefix`` is mixed with a range."""
         if prefix is not None and (start is not None or end is not None):
             raise BadRequestError("give prefix or a start/end range, not both")
@@ -456,7 +456,9 @@ class Client:
             if value is not None:
                 body[name] = _bytes(value, name)
         if limit is not None:
-            body["limit"] = _uint(limit, "limit")
+            if _uint(limit, "limit") < 1:
+                raise BadRequestError("limit must be >= 1", field="limit")
+            body["limit"] = limit
         if reverse:
             body["reverse"] = True
         if after is not None:

@@ -233,6 +233,7 @@ def test_bad_arguments_fail_before_sending(nodes: Callable[..., FakeNode]) -> No
             lambda: c.get("b", "k", max_lag=-1),
             lambda: c.scan("b", prefix="a", start="b"),
             lambda: c.scan("b", limit=-1),
+            lambda: c.scan("b", limit=0),
             lambda: c.batch({"op": "put"}),  # type: ignore[arg-type]
             lambda: c.batch([{"no": "op"}]),
             lambda: c.get("b", "k", timeout=0),

@@ -262,3 +262,17 @@ def test_fuzz_mutated_good_frames(data: st.DataObject) -> None:
         pos = data.draw(st.integers(0, len(base) - 1))
         base[pos] = data.draw(st.integers(0, 255))
     _decode_only_protocol_errors(bytes(base))
+
+
+# --- the protocol document -------------------------------------------------------------------
+def test_protocol_doc_lists_every_error_code() -> None:
+    from pathlib import Path
+
+    from boltraft.transport import protocol_doc
+
+    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    for code in errors.error_codes():
+        assert f"| `{code}` |" in doc, f"docs/protocol.md misses error code {code!r}"
+    assert protocol_doc.render(doc) == doc, (
+        "docs/protocol.md's error table is stale: run python -m boltraft.transport.protocol_doc"
+    )
