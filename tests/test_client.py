@@ -277,3 +277,9 @@ def test_status_pins_an_endpoint_and_closed_client_refuses(
     c.close()
     with pytest.raises(errors.UnavailableError):
         c.status()
+
+
+def test_package_exports_the_client() -> None:
+    import boltraft
+
+    assert boltraft.Client is Client
