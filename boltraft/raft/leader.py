@@ -190,6 +190,10 @@ class LeaderMixin:
             return
         pr.recent_active = True
         pr.probe_sent = False
+        if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+            # The window may be full of lost APPs: a live follower earns one more send, and
+            # a rejection of it drops the follower back to probing.
+            pr.inflights.free_first_one()
         if pr.match < self.log.last_index():
             self.send_append(m.frm)
         if m.context:

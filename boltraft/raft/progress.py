@@ -33,6 +33,11 @@ class Inflights:
         while q and q[0][0] <= index:
             self.bytes -= q.popleft()[1]
 
+    def free_first_one(self) -> None:
+        """Returns None after forgetting the oldest APP in flight (none: nothing happens)."""
+        if self._q:
+            self.bytes -= self._q.popleft()[1]
+
     def full(self) -> bool:
         """Returns True when no further APP may be sent (count or byte budget used up)."""
         return len(self._q) >= self.max_count or self.bytes >= self.max_bytes

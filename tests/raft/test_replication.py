@@ -152,3 +152,15 @@ def test_fast_backoff_skips_a_whole_conflicting_term() -> None:
     assert [(m.reject_hint, m.hint_term) for m in rejects] == [(22, 0), (2, 2)]
     assert net.log_of("b") == net.log_of("c")
     assert net.data_applied("b") == [b"kept%d" % i for i in range(30)]
+
+
+def test_heartbeat_response_reopens_a_window_full_of_lost_appends() -> None:
+    net = Network(["a", "b"], max_inflight_msgs=2)
+    net.elect("a")
+    net.drop_filter = lambda m: m.type == MT.APP
+    for i in range(4):
+        net.propose("a", b"%d" % i)  # two APPs fill the window, and both are lost
+    assert net.nodes["a"].raft.progress["b"].is_paused()
+    net.drop_filter = None
+    net.tick("a")  # heartbeat response frees a slot; the next APP's rejection re-probes
+    assert net.data_applied("b") == [b"0", b"1", b"2", b"3"]
