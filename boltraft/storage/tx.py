@@ -90,7 +90,21 @@ class Tx:
 
     # --- buckets -------------------------------------------------------------------------
     def _names(self, path: object) -> tuple[bytes, ...]:
+        """Returns ``path`` as a tuple of valid names; raises InvalidBucketNameError."""
         limit = self._db._max_key_size - len(ROOT_PREFIX)
+        kind = type(path)
+        parts = (path,) if kind is bytes or kind is str else path
+        if type(parts) is tuple or type(parts) is list:
+            out = []
+            for n in parts:  # the common case, without the checker's generality
+                if type(n) is str:
+                    n = n.encode("utf-8")
+                if type(n) is not bytes or not n or PATH_SEP in n or len(n) > limit:
+                    break
+                out.append(n)
+            else:
+                if out:
+                    return tuple(out)
         return tuple(check_name(n, limit) for n in normalize_path(path))
 
     def _child(self, parent: Bucket | None, names: tuple[bytes, ...]) -> Bucket | None:
