@@ -15,6 +15,11 @@ Two rules keep that argument true:
   uncommitted change of an earlier leader is still being replicated, and two configurations
   that differ by two servers could both gather majorities (the bug described on raft-dev,
   "bug in single-server membership changes", Ongaro 2015).
+
+Membership is the store's bootstrap ConfState (the membership at index 0, or the latest
+snapshot's) with the conf changes of the log replayed on top. A node joining an existing
+cluster therefore bootstraps its store with the cluster's founding membership (it is not a
+voter there, so it never campaigns) or receives a snapshot; it then follows the log.
 """
 
 from __future__ import annotations
