@@ -207,12 +207,13 @@ class SafetyChecker:
         """Records a ReadIndex request; its answer must cover everything applied so far."""
         self.reads[(node, inc, ctx)] = self.max_applied
 
-    def on_read_state(self, node: NodeId, inc: int, index: int, ctx: bytes) -> None:
-        """Checks a read index ``node`` got for ``ctx``. Raises Violation for a context this
-        incarnation never issued, or an index below a write applied before the request."""
+    def on_read_state(self, node: NodeId, inc: int, index: int, ctx: bytes) -> bool:
+        """Returns False for a context this incarnation never issued (a late answer to an
+        earlier incarnation: the runtime drops it), True once the read index is checked.
+        Raises Violation for an index below a write applied before the request."""
         bound = self.reads.get((node, inc, ctx))
         if bound is None:
-            raise Violation("read index", f"{node} got a read state for unknown ctx {ctx!r}")
+            return False
         if index < bound:
             raise Violation(
                 "linearizable read",
@@ -220,6 +221,7 @@ class SafetyChecker:
                 f"request was issued (stale read)",
             )
         self.reads_checked += 1
+        return True
 
     def check_acked_applied(self, applied: dict[NodeId, int]) -> None:
         """Checks every acknowledged write is applied on every node in ``applied`` (the

@@ -1,0 +1,235 @@
+"""What clients and operators do to a simulated cluster: the chaos schedule (crashes,
+partitions, proposals, ReadIndex requests, membership changes, transfers, compaction) and the
+liveness phase that follows it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from boltraft.errors import ClusterError, RaftError
+from boltraft.raft.types import ConfChange, ConfChangeType, SnapshotMeta
+
+from .checks import Violation
+from .model import write_command
+from .network import LinkProfile
+
+if TYPE_CHECKING:
+    from .harness import SimNode, Simulation
+
+REFUSALS = (RaftError, ClusterError)  # a core may refuse a request; the client retries
+
+
+def leader(sim: Simulation) -> SimNode | None:
+    """Returns the running node that leads the highest term, or None."""
+    best = None
+    for nid, term in sim.leaders.items():
+        if best is None or term > sim.leaders[best]:
+            best = nid
+    return sim.nodes[best] if best is not None else None
+
+
+def running(sim: Simulation) -> list[SimNode]:
+    """Returns the nodes that are up, in id order."""
+    return [n for n in sim.nodes.values() if n.raw is not None]
+
+
+def chaos_actions(sim: Simulation) -> None:
+    """Rolls each chaos action once for this tick."""
+    r = sim.rates
+    rng = sim.rng
+    if r.crash and rng.random() < r.crash:
+        up = running(sim)
+        if up:
+            sim._crash(rng.choice(up), "struck between steps")
+    if r.partition and not sim.partition_until and rng.random() < r.partition:
+        ids = [n.id for n in sim.nodes.values() if n.started]
+        sim.net.random_partition(ids)
+        sim.partition_until = sim.tick_no + rng.randint(1, 4 * sim.election_tick)
+        sim.trace.add(sim.now, "partition", sim.net.describe())
+    if rng.random() < r.propose:
+        propose(sim)
+    if r.read and rng.random() < r.read:
+        read(sim)
+    if r.conf and rng.random() < r.conf:
+        conf_change(sim)
+    if r.transfer and rng.random() < r.transfer:
+        transfer(sim)
+    if r.compact and rng.random() < r.compact:
+        compact(sim)
+
+
+def propose(sim: Simulation) -> None:
+    """Proposes 1-5 writes, usually on the leader, sometimes on any node (which may refuse)."""
+    rng = sim.rng
+    n = leader(sim)
+    if n is None or rng.random() < 0.15:
+        up = running(sim)
+        if not up:
+            return
+        n = rng.choice(up)
+    assert n.raw is not None
+    k = rng.choice((1, 1, 1, 2, 5))
+    datas = [write_command(sim.next_write + i) for i in range(k)]
+    sim.next_write += k
+    try:
+        term, last = n.raw.propose(datas)
+    except REFUSALS as exc:
+        sim.trace.add(sim.now, "propose", n.id, f"{k} writes refused: {exc.code}")
+        return
+    for i, d in enumerate(datas):
+        n.pending[last - k + 1 + i] = (term, d)
+    sim.trace.add(sim.now, "propose", n.id, f"{datas[0]!r}..x{k} -> {last - k + 1}..{last}@{term}")
+    sim._after_step(n)
+
+
+def read(sim: Simulation) -> None:
+    """Issues a ReadIndex request on a random running node."""
+    up = running(sim)
+    if not up:
+        return
+    n = sim.rng.choice(up)
+    assert n.raw is not None
+    ctx = b"r%d" % sim.next_read
+    sim.next_read += 1
+    sim.checker.on_read_issued(n.id, n.inc, ctx)
+    try:
+        n.raw.read_index(ctx)
+    except REFUSALS as exc:
+        sim.trace.add(sim.now, "readidx", n.id, f"{ctx!r} refused: {exc.code}")
+        return
+    sim.trace.add(
+        sim.now, "readidx", n.id, f"{ctx!r} (applied anywhere: {sim.checker.max_applied})"
+    )
+    sim._after_step(n)
+
+
+def conf_change(sim: Simulation) -> None:
+    """Proposes one single-server membership change on the leader: add a learner or voter,
+    promote a learner, demote or remove a member (never below a majority of the initial
+    size), or re-add a removed node (which keeps its old state)."""
+    ld = leader(sim)
+    if ld is None:
+        return
+    assert ld.raw is not None
+    rng = sim.rng
+    cs = ld.raw.status().conf_state
+    others = [nid for nid in sim.nodes if nid not in cs.voters and nid not in cs.learners]
+    options: list[tuple[int, str]] = []
+    for nid in others:
+        options += [(ConfChangeType.ADD_LEARNER, nid), (ConfChangeType.ADD_VOTER, nid)]
+    for nid in cs.learners:
+        options += [(ConfChangeType.ADD_VOTER, nid), (ConfChangeType.REMOVE_NODE, nid)]
+    if len(cs.voters) > sim.params.nodes // 2 + 1:
+        for nid in cs.voters:
+            options += [(ConfChangeType.REMOVE_NODE, nid), (ConfChangeType.ADD_LEARNER, nid)]
+    if not options:
+        return
+    typ, nid = rng.choice(options)
+    target = sim.nodes[nid]
+    if not target.started:
+        sim._start(target)
+    cc = ConfChange(typ, nid, f"sim://{nid}")
+    try:
+        term, index = ld.raw.propose_conf_change(cc)
+    except REFUSALS as exc:
+        sim.trace.add(sim.now, "confprop", ld.id, f"{typ.name} {nid} refused: {exc.code}")
+        return
+    sim.stats["conf_changes"] += 1
+    sim.trace.add(sim.now, "confprop", ld.id, f"{typ.name} {nid} at {index}@{term}")
+    sim._after_step(ld)
+
+
+def transfer(sim: Simulation) -> None:
+    """Asks the leader to hand leadership to another voter."""
+    ld = leader(sim)
+    if ld is None:
+        return
+    assert ld.raw is not None
+    voters = [v for v in ld.raw.status().conf_state.voters if v != ld.id]
+    if not voters:
+        return
+    target = sim.rng.choice(voters)
+    try:
+        ld.raw.transfer_leader(target)
+    except REFUSALS as exc:
+        sim.trace.add(sim.now, "transfer", ld.id, f"to {target} refused: {exc.code}")
+        return
+    sim.stats["transfers"] += 1
+    sim.trace.add(sim.now, "transfer", ld.id, f"to {target}")
+    sim._after_step(ld)
+
+
+def compact(sim: Simulation) -> None:
+    """Compacts a running node's log in two phases, which leaves a trailing window: the
+    snapshot saved by the previous call (at that call's applied index) becomes the log's
+    snapshot now, and the current state is saved for the next call."""
+    up = running(sim)
+    if not up:
+        return
+    n = sim.rng.choice(up)
+    store = n.store
+    snap_index = store.first_index() - 1
+    if n.saved is not None:
+        meta, data = n.saved
+        if snap_index < meta.index <= store.last_index():
+            if store.term(meta.index) != meta.term:
+                raise Violation("compaction", f"{n.id} log has another term at {meta.index}")
+            store.compact(meta)
+            n.snap = data
+            snap_index = meta.index
+            sim.trace.add(
+                sim.now, "compact", n.id, f"log now starts after {meta.index}@{meta.term}"
+            )
+        n.saved = None
+    sm = n.sm
+    if sm.applied > snap_index:
+        meta = SnapshotMeta(index=sm.applied, term=sm.applied_term, conf_state=sm.conf)
+        n.saved = (meta, sm.copy())
+
+
+def liveness(sim: Simulation) -> None:
+    """Heals the network, restarts every node and requires, within the bound, a leader whose
+    barrier entry every member of its configuration applies. Raises Violation otherwise."""
+    sim.chaos = False
+    sim.net.heal()
+    sim.partition_until = 0
+    sim.net.profile = LinkProfile.healed()
+    sim.trace.add(sim.now, "HEAL", "network healed, all nodes restart")
+    for n in sim.nodes.values():
+        if n.started and n.raw is None:
+            sim._start(n)
+    bound = sim.params.liveness_ticks or 40 * sim.election_tick
+    barrier: tuple[str, int, int, int, bytes] | None = None  # node, inc, term, index, data
+    for _ in range(bound):
+        sim._tick_round()
+        ld = leader(sim)
+        if ld is None or ld.raw is None:
+            continue
+        if barrier is None or barrier[:3] != (ld.id, ld.inc, sim.leaders[ld.id]):
+            data = b"barrier%d" % sim.tick_no
+            try:
+                term, index = ld.raw.propose([data])
+            except REFUSALS:
+                continue
+            barrier = (ld.id, ld.inc, term, index, data)
+            sim.trace.add(sim.now, "barrier", ld.id, f"at {index}@{term}")
+            sim._after_step(ld)
+        index, data = barrier[3], barrier[4]
+        entry = sim.checker.committed.get(index)
+        if entry is None:
+            continue
+        if entry.data != data:
+            barrier = None
+            continue
+        members = ld.raw.status().conf_state.members()
+        applied = {m: sim.nodes[m].sm.applied for m in members}
+        if all(sim.nodes[m].raw is not None and a >= index for m, a in applied.items()):
+            sim.checker.check_acked_applied(applied)
+            sim.trace.add(sim.now, "LIVE", f"barrier {index} applied by {','.join(members)}")
+            return
+    roles = ", ".join(f"{n.id}={n.role.name}@{n.term}" for n in running(sim))
+    raise Violation(
+        "liveness",
+        f"no barrier applied by every member within {bound} ticks after healing ({roles}; "
+        f"barrier {barrier}; leaders {sim.leaders})",
+    )

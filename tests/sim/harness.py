@@ -1,0 +1,503 @@
+"""The deterministic Raft simulator: a cluster of RawNodes on a seeded hostile network.
+
+One seed fixes everything: the fault profile, the network's choices, every node's election
+timer and the chaos schedule. A run has two phases:
+
+1. chaos: ``chaos_ticks`` ticks of message loss, duplication, reordering, partitions, crashes
+   (also in the middle of handling a Ready), restarts, proposals, ReadIndex requests,
+   membership changes, leadership transfers and log compaction;
+2. liveness: the network heals and every node restarts; within ``liveness_ticks`` a leader
+   must commit a barrier entry that every member then applies (so every acknowledged write is
+   applied everywhere).
+
+The harness plays the Ready contract literally (early messages, persist, messages, apply,
+advance) and a crash may strike between any two of those steps; a crashed node loses every
+thing not yet written to its MemoryLogStore, and its state machine (``KVState``) keeps its
+atomically persisted applied index. ``checks.SafetyChecker`` checks the history after every
+step; the first violation ends the run with a trace of the last events.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from boltraft.raft.config import Config
+from boltraft.raft.memstore import MemoryLogStore
+from boltraft.raft.rawnode import RawNode
+from boltraft.raft.types import (
+    ConfState,
+    Message,
+    MessageType,
+    NodeId,
+    ReadState,
+    Ready,
+    Role,
+)
+
+from . import actions
+from .checks import SafetyChecker, Violation
+from .model import KVState
+from .network import TICK, LinkProfile, SimNetwork
+from .trace import Trace
+
+
+@dataclass(slots=True)
+class SimParams:
+    """The size of one run. ``liveness_ticks == 0`` means 40 election timeouts."""
+
+    nodes: int = 3
+    chaos_ticks: int = 120
+    liveness_ticks: int = 0
+    trace_size: int = 300
+    max_steps: int = 300_000  # a run needs a few thousand; far more means a message storm
+
+
+@dataclass(slots=True)
+class Rates:
+    """Per-tick chances of each chaos action, drawn per seed. Invariant: all in [0, 1]."""
+
+    crash: float
+    partition: float
+    propose: float
+    read: float
+    conf: float
+    transfer: float
+    compact: float
+    ready_crash: float  # per Ready: crash between two of its steps
+    ready_now: float  # per step: handle the Ready at once (else by the next tick: slow disk)
+
+    @staticmethod
+    def random(rng: random.Random) -> Rates:
+        """Returns rates drawn from ``rng``; some seeds are calm, some brutal."""
+        c = rng.choice
+        return Rates(
+            crash=c((0.0, 0.01, 0.03, 0.06)),
+            partition=c((0.0, 0.02, 0.05, 0.1)),
+            propose=c((0.2, 0.5, 1.0)),
+            read=c((0.0, 0.2, 0.5)),
+            conf=c((0.0, 0.0, 0.03, 0.08)),
+            transfer=c((0.0, 0.01, 0.04)),
+            compact=c((0.0, 0.05, 0.2)),
+            ready_crash=c((0.0, 0.0, 0.003, 0.01)),
+            ready_now=c((1.0, 0.7, 0.3)),
+        )
+
+
+@dataclass(slots=True)
+class SeedResult:
+    """The outcome of one seed; ``kind`` and ``error`` are empty when ``ok``."""
+
+    seed: int
+    nodes: int
+    ok: bool
+    kind: str = ""
+    error: str = ""
+    trace: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def replay(self) -> str:
+        """Returns the shell command that replays this seed under pytest."""
+        name = {3: "three_nodes", 5: "five_nodes"}.get(self.nodes, f"{self.nodes}")
+        return f"BOLTRAFT_SIM_SEED={self.seed} pytest -m sim tests/sim -k {name}"
+
+
+class SimNode:
+    """One simulated server: a durable store and state machine, and a RawNode while up.
+
+    Invariants: ``raw is None`` exactly while the node is down; ``inc`` counts incarnations;
+    ``snap`` holds the data of ``store.snapshot_meta()`` whenever its index is > 0."""
+
+    __slots__ = (
+        "dirty",
+        "down_until",
+        "id",
+        "inc",
+        "incoming",
+        "pending",
+        "raw",
+        "reads",
+        "role",
+        "saved",
+        "sm",
+        "snap",
+        "started",
+        "store",
+        "term",
+    )
+
+    def __init__(self, nid: NodeId) -> None:
+        self.id = nid
+        self.store = MemoryLogStore()
+        self.sm = KVState()
+        self.raw: RawNode | None = None
+        self.inc = 0
+        self.started = False
+        self.dirty = False
+        self.down_until = 0
+        self.role = Role.FOLLOWER
+        self.term = 0
+        self.pending: dict[int, tuple[int, bytes]] = {}  # index -> (term, data) proposed here
+        self.reads: list[ReadState] = []  # confirmed reads waiting for the applied index
+        self.incoming: dict[tuple[int, int], KVState] = {}  # snapshot data shipped here
+        self.snap: KVState | None = None  # data of the store's snapshot
+        self.saved: tuple[Any, KVState] | None = None  # (meta, data) awaiting compaction
+
+
+class Simulation:
+    """One seeded run; ``run()`` returns its SeedResult and never raises."""
+
+    def __init__(self, seed: int, params: SimParams | None = None) -> None:
+        self.seed = seed
+        self.params = p = params or SimParams()
+        self.rng = rng = random.Random(f"boltraft-sim:{p.nodes}:{seed}")
+        self.election_tick = rng.choice((5, 10))
+        self.limits = rng.choice(
+            (
+                {},
+                {"max_size_per_msg": 8, "max_inflight_msgs": 2},
+                {"max_committed_size_per_ready": 16, "max_inflight_msgs": 4},
+            )
+        )
+        self.rates = Rates.random(rng)
+        self.net = SimNetwork(random.Random(rng.getrandbits(64)), LinkProfile.random(rng))
+        self.checker = SafetyChecker()
+        self.trace = Trace(p.trace_size)
+        self.voters = [f"n{i}" for i in range(1, p.nodes + 1)]
+        spares = [f"n{i}" for i in range(p.nodes + 1, p.nodes + 2)]
+        self.nodes: dict[NodeId, SimNode] = {n: SimNode(n) for n in self.voters + spares}
+        self.leaders: dict[NodeId, int] = {}  # node -> term, for nodes now leading
+        self.snap_flight: dict[int, tuple[SimNode, int, bool]] = {}  # id(msg) -> sender info
+        self.now = 0
+        self.tick_no = 0
+        self.steps = 0
+        self.chaos = True
+        self.partition_until = 0
+        self.next_write = 1
+        self.next_read = 1
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("crashes", "acks", "reads", "conf_changes", "transfers", "snapshots_sent"), 0
+        )
+
+    # --- the run ------------------------------------------------------------------------
+    def run(self) -> SeedResult:
+        """Returns the outcome of the whole run (chaos, then liveness)."""
+        p = self.params
+        try:
+            conf = ConfState(
+                voters=tuple(self.voters), addrs={n: f"sim://{n}" for n in self.voters}
+            )
+            for node in self.nodes.values():  # spares know the initial membership too
+                node.store.bootstrap(conf)
+                node.sm = KVState(conf)
+            for nid in self.voters:
+                self._start(self.nodes[nid])
+            for _ in range(p.chaos_ticks):
+                self._tick_round()
+                self._chaos_actions()
+            self._liveness()
+        except Violation as v:
+            return self._result(False, v.kind, str(v))
+        except Exception:
+            return self._result(False, "exception", traceback.format_exc(limit=8))
+        return self._result(True)
+
+    def _result(self, ok: bool, kind: str = "", error: str = "") -> SeedResult:
+        stats: dict[str, Any] = dict(self.stats)
+        stats.update(
+            ticks=self.tick_no,
+            steps=self.steps,
+            sent=self.net.sent,
+            dropped=self.net.dropped,
+            leaders=len(self.checker.leaders),
+            applied=self.checker.max_applied,
+            reads_checked=self.checker.reads_checked,
+        )
+        head = (
+            f"seed {self.seed}, {self.params.nodes} nodes, election_tick {self.election_tick}, "
+            f"limits {self.limits}\n  {self.rates}\n  {self.net.profile}\n"
+        )
+        return SeedResult(
+            seed=self.seed,
+            nodes=self.params.nodes,
+            ok=ok,
+            kind=kind,
+            error=error,
+            trace="" if ok else head + self.trace.render() + "\n" + self.describe(),
+            stats=stats,
+        )
+
+    def describe(self) -> str:
+        """Returns one line per node: up/down, role, term, commit, applied, log range."""
+        lines = [f"network: {self.net.describe()}"]
+        for n in self.nodes.values():
+            if not n.started:
+                continue
+            st = n.store
+            hs, _ = st.initial_state()
+            state = "down" if n.raw is None else n.role.name
+            lines.append(
+                f"{n.id}: {state} inc={n.inc} term={hs.term} vote={hs.vote!r} commit={hs.commit}"
+                f" applied={n.sm.applied} log={st.first_index()}..{st.last_index()}"
+                f" conf={','.join(n.sm.conf.voters)}/{','.join(n.sm.conf.learners)}"
+            )
+        return "\n".join(lines)
+
+    # --- time ---------------------------------------------------------------------------
+    def _tick_round(self) -> None:
+        """Delivers every message due before the next tick, then ticks every running node."""
+        self.tick_no += 1
+        boundary = self.tick_no * TICK
+        self._deliver_until(boundary)
+        self.now = boundary
+        self.trace.add(boundary, "tick", self.tick_no)
+        for n in self.nodes.values():
+            if n.dirty and n.raw is not None:
+                self._ready(n)
+        for n in self.nodes.values():
+            if n.raw is None and n.started and n.down_until <= self.tick_no:
+                self._start(n)
+        if self.partition_until and self.partition_until <= self.tick_no:
+            self.partition_until = 0
+            self.net.heal()
+            self.trace.add(self.now, "heal", self.net.describe())
+        order = [n for n in self.nodes.values() if n.raw is not None]
+        self.rng.shuffle(order)
+        for n in order:
+            if n.raw is not None:
+                n.raw.tick()
+                self._after_step(n)
+
+    def _deliver_until(self, boundary: int) -> None:
+        net = self.net
+        trace = self.trace
+        nodes = self.nodes
+        while (due := net.next_due()) is not None and due < boundary:
+            _, m = net.pop()
+            self.now = due
+            dst = nodes.get(m.to)
+            snap = self.snap_flight.pop(id(m), None) if m.type == MessageType.SNAP else None
+            if dst is None or dst.raw is None or not net.connected(m.frm, m.to):
+                trace.add(due, "undeliv", m)
+                if snap is not None:
+                    self._report_snapshot(snap, m.to, False)
+                continue
+            if snap is not None and not snap[2]:
+                trace.add(due, "snapfail", m)
+                self._report_snapshot(snap, m.to, False)
+                continue
+            trace.add(due, "deliver", m)
+            dst.raw.step(m)
+            self._after_step(dst)
+            if snap is not None:
+                self._report_snapshot(snap, m.to, True)
+
+    def _after_step(self, n: SimNode) -> None:
+        """Runs the per-step checks on ``n`` and maybe handles its Ready at once."""
+        self.steps += 1
+        if self.steps > self.params.max_steps:
+            raise Violation("runaway", f"more than {self.params.max_steps} steps (message storm?)")
+        self._observe(n)
+        if self.rng.random() < self.rates.ready_now:
+            self._ready(n)
+        else:
+            n.dirty = True
+
+    def _observe(self, n: SimNode) -> None:
+        raw = n.raw
+        assert raw is not None
+        raw.check_invariants()
+        st = raw.status()
+        self.checker.on_commit(n.id, st.commit)
+        if st.role != n.role or st.term != n.term:
+            self.trace.add(self.now, "role", n.id, f"{st.role.name} t{st.term} lead={st.lead!r}")
+            n.role = st.role
+            n.term = st.term
+            if st.role == Role.LEADER:
+                self.leaders[n.id] = st.term
+                self.checker.on_leader(n.id, st.term)
+                store = n.store
+                self.checker.on_leader_log(
+                    n.id, st.term, store.term, store.first_index(), store.last_index()
+                )
+            else:
+                self.leaders.pop(n.id, None)
+
+    # --- the Ready contract -------------------------------------------------------------
+    def _ready(self, n: SimNode) -> None:
+        """Plays one Ready of ``n``: early messages, persist, messages, apply, advance; a
+        crash may strike between any two steps."""
+        n.dirty = False
+        raw = n.raw
+        if raw is None or not raw.has_ready():
+            return
+        rd = raw.ready()
+        crash_at = -1
+        if self.chaos and self.rates.ready_crash and self.rng.random() < self.rates.ready_crash:
+            crash_at = self.rng.randint(0, 4)
+        if crash_at == 0:
+            return self._crash(n, "with a Ready in hand")
+        for m in rd.early_messages:
+            self._send(n, m)
+        if crash_at == 1:
+            return self._crash(n, "after sending early messages, before persisting")
+        self._persist(n, rd)
+        if crash_at == 2:
+            return self._crash(n, "after persisting, before sending messages")
+        for m in rd.messages:
+            self._send(n, m)
+        if crash_at == 3:
+            return self._crash(n, "after sending messages, before applying")
+        self._apply(n, rd)
+        if crash_at == 4:
+            return self._crash(n, "after applying, before advance")
+        raw.advance(rd)
+        self._observe(n)
+
+    def _persist(self, n: SimNode, rd: Ready) -> None:
+        store = n.store
+        hs = rd.hard_state
+        if rd.snapshot is not None:
+            meta = rd.snapshot
+            data = n.incoming.pop((meta.index, meta.term), None)
+            if data is None:
+                raise Violation("snapshot", f"{n.id} must install {meta} it was never sent")
+            if data.conf != meta.conf_state:
+                raise Violation("snapshot", f"{n.id}: {meta} conf differs from the data's")
+            store.apply_snapshot(meta, None if rd.entries else hs)
+            self.checker.on_snapshot(n.id, meta.index, meta.term, data.digest)
+            n.sm = data.copy()
+            n.snap = data
+            n.saved = None
+            self.trace.add(self.now, "install", n.id, f"snapshot {meta.index}@{meta.term}")
+        if rd.entries:
+            p = rd.entries[0].index - 1
+            try:
+                prev_term = store.term(p) if p > 0 else 0
+            except Exception as exc:
+                raise Violation(
+                    "ready entries", f"{n.id} got entries from {p + 1}, its log: {exc!r}"
+                ) from None
+            store.append(rd.entries, hs)
+            self.checker.on_append(n.id, prev_term, rd.entries)
+        elif hs is not None and rd.snapshot is None:
+            store.append((), hs)
+        if hs is not None:
+            self.checker.on_hard_state(n.id, hs, store.last_index())
+
+    def _apply(self, n: SimNode, rd: Ready) -> None:
+        ents = rd.committed_entries
+        checker = self.checker
+        if ents:
+            top = checker.max_applied
+            n.sm.apply(ents, rd.conf_state)
+            checker.on_apply(n.id, ents, n.sm.digest)
+            if n.pending:
+                for e in ents:
+                    mine = n.pending.pop(e.index, None)
+                    if mine is not None and mine == (e.term, e.data):
+                        checker.on_ack(e)
+                        self.stats["acks"] += 1
+            if checker.max_applied > top:
+                for lid, term in self.leaders.items():
+                    store = self.nodes[lid].store
+                    checker.on_leader_log(
+                        lid, term, store.term, store.first_index(), store.last_index(), top + 1
+                    )
+        elif rd.conf_state is not None:
+            n.sm.conf = rd.conf_state
+        if rd.conf_state is not None:
+            cs = rd.conf_state
+            self.trace.add(self.now, "conf", n.id, f"voters={cs.voters} learners={cs.learners}")
+        for rs in rd.read_states:
+            if checker.on_read_state(n.id, n.inc, rs.index, rs.context):
+                n.reads.append(rs)
+            else:
+                self.trace.add(self.now, "read", n.id, f"{rs.context!r} unknown here: dropped")
+        if n.reads:
+            applied = n.sm.applied
+            keep = []
+            for rs in n.reads:
+                if rs.index <= applied:
+                    self.trace.add(self.now, "read", n.id, f"{rs.context!r} at {applied}")
+                    self.stats["reads"] += 1
+                else:
+                    keep.append(rs)
+            n.reads = keep
+
+    def _send(self, n: SimNode, m: Message) -> None:
+        if m.frm != n.id:
+            raise Violation("message", f"{n.id} sent a message from {m.frm!r}")
+        if m.type == MessageType.SNAP:
+            return self._ship_snapshot(n, m)
+        if self.net.send(self.now, m) == "drop":
+            self.trace.add(self.now, "lost", m)
+
+    # --- snapshots over the side channel ------------------------------------------------
+    def _ship_snapshot(self, n: SimNode, m: Message) -> None:
+        meta = m.snapshot
+        data = n.snap
+        if (
+            meta is None
+            or data is None
+            or (data.applied, data.applied_term)
+            != (
+                meta.index,
+                meta.term,
+            )
+        ):
+            raise Violation("snapshot", f"{n.id} sent {meta} but its store holds another")
+        dst = self.nodes.get(m.to)
+        ok = dst is not None and (not self.chaos or self.rng.random() < 0.9)
+        if ok and dst is not None:
+            dst.incoming[(meta.index, meta.term)] = data
+        self.stats["snapshots_sent"] += 1
+        self.snap_flight[id(m)] = (n, n.inc, ok)
+        self.net.push_at(self.now + 1, m)
+
+    def _report_snapshot(self, snap: tuple[SimNode, int, bool], to: NodeId, ok: bool) -> None:
+        sender, inc, _ = snap
+        if sender.raw is None or sender.inc != inc:
+            return
+        self.trace.add(self.now, "snapreport", sender.id, f"to={to} ok={ok}")
+        sender.raw.report_snapshot(to, ok)
+        self._after_step(sender)
+
+    # --- crashes and restarts -----------------------------------------------------------
+    def _crash(self, n: SimNode, why: str) -> None:
+        self.trace.add(self.now, "CRASH", n.id, why)
+        self.stats["crashes"] += 1
+        n.raw = None
+        n.dirty = False
+        n.pending.clear()
+        n.reads.clear()
+        n.incoming.clear()
+        n.role = Role.FOLLOWER
+        n.term = 0
+        self.leaders.pop(n.id, None)
+        n.down_until = self.tick_no + self.rng.randint(1, 3 * self.election_tick)
+
+    def _start(self, n: SimNode) -> None:
+        """Starts (or restarts) ``n`` from its durable store and state machine."""
+        n.inc += 1
+        n.started = True
+        cfg = Config(
+            id=n.id,
+            election_tick=self.election_tick,
+            heartbeat_tick=1,
+            applied=n.sm.applied,
+            rng=random.Random(self.rng.getrandbits(64)),
+            **self.limits,
+        )
+        n.raw = RawNode(cfg, n.store)
+        self.checker.on_restart(n.id, n.sm.applied)
+        self.trace.add(self.now, "start", n.id, f"inc={n.inc} applied={n.sm.applied}")
+        self._observe(n)
+
+    def _chaos_actions(self) -> None:
+        actions.chaos_actions(self)
+
+    def _liveness(self) -> None:
+        actions.liveness(self)
