@@ -5,8 +5,9 @@ Layout (one environment in ``path``; ``LOCK`` beside it holds an exclusive ``flo
 - sub-db ``entries``: key = big-endian u64 index (so LMDB's order is log order); value = a
   9-byte header (big-endian u64 term, u8 type) followed by the entry's data. A fixed header
   beats msgpack here: packing is one ``struct`` call and reading needs no decoder.
-- sub-db ``state``: ``hs`` = msgpack ``[term, vote, commit]``; ``snap`` = msgpack
-  ``[index, term, voters, learners, addrs]``. The bootstrap membership is a ``snap`` at index 0.
+- sub-db ``state``: ``hs`` = big-endian u64 term, u64 commit, then the vote (UTF-8);
+  ``snap`` = msgpack ``[index, term, voters, learners, addrs]``. The bootstrap membership is
+  a ``snap`` at index 0.
 
 Every mutation is ONE write transaction (synced when the store was opened with ``sync=True``):
 an append writes its entries (``putmulti``), deletes the stale suffix and stores the hard
@@ -23,6 +24,7 @@ import os
 import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,6 +45,7 @@ from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 _KEY = struct.Struct(">Q")
 _HDR = struct.Struct(">QB")
 _HDR_SIZE = _HDR.size
+_HS = struct.Struct(">QQ")
 _HS_KEY = b"hs"
 _SNAP_KEY = b"snap"
 _EMPTY_HS = HardState()
@@ -50,8 +53,8 @@ _EMPTY_CS = ConfState()
 
 
 def _encode_hs(hs: HardState) -> bytes:
-    """Returns the stored form of ``hs``."""
-    return msgpack.packb((hs.term, hs.vote, hs.commit))
+    """Returns the stored form of ``hs``: big-endian u64 term and commit, then the vote."""
+    return _HS.pack(hs.term, hs.commit) + hs.vote.encode()
 
 
 def _encode_snap(meta: SnapshotMeta) -> bytes:
@@ -64,13 +67,17 @@ def _decode_state(hs_raw: bytes | None, snap_raw: bytes | None) -> tuple[HardSta
     """Returns the hard state and snapshot meta stored as ``hs_raw``/``snap_raw`` (defaults
     when absent). Raises CorruptionError when either cannot be decoded."""
     try:
-        hs = _EMPTY_HS if hs_raw is None else HardState(*msgpack.unpackb(hs_raw))
+        if hs_raw is None:
+            hs = _EMPTY_HS
+        else:
+            term, commit = _HS.unpack_from(hs_raw)
+            hs = HardState(term, hs_raw[_HS.size :].decode(), commit)
         if snap_raw is None:
             snap = SnapshotMeta()
         else:
             index, term, voters, learners, addrs = msgpack.unpackb(snap_raw)
             snap = SnapshotMeta(index, term, ConfState(tuple(voters), tuple(learners), addrs))
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, struct.error, msgpack.UnpackException) as exc:
         raise CorruptionError(f"unreadable raft log state: {exc}") from None
     return hs, snap
 
@@ -221,23 +228,27 @@ class LmdbLogStore:
             if lo > hi:
                 raise InvalidArgumentError(f"invalid range [{lo}, {hi})", lo=lo, hi=hi)
             return []
-        out: list[Entry] = []
-        unpack = _HDR.unpack_from
-        total = 0  # bytes of data so far, counted only with max_bytes
-        with self._env.begin(db=self._db_entries, buffers=True) as txn:
+        n = hi - lo
+        with self._env.begin(db=self._db_entries) as txn:
             cur = txn.cursor()
             if not cur.set_key(_KEY.pack(lo)):
                 raise CorruptionError(f"raft log entry {lo} is missing", index=lo)
-            for index, raw in zip(range(lo, hi), cur.iternext(keys=False), strict=False):
-                if max_bytes is not None:
+            it = cur.iternext(keys=False)
+            if max_bytes is None:
+                vals = list(islice(it, n))
+            else:
+                vals = []
+                total = 0  # bytes of data so far
+                for raw in islice(it, n):
                     total += len(raw) - _HDR_SIZE
-                    if total > max_bytes and out:
-                        return out
-                term, typ = unpack(raw)
-                out.append(Entry(term, index, typ, bytes(raw[_HDR_SIZE:])))
-        if len(out) != hi - lo:
-            raise CorruptionError(f"raft log entry {lo + len(out)} is missing", index=lo)
-        return out
+                    if total > max_bytes and vals:
+                        n = len(vals)
+                        break
+                    vals.append(raw)
+        if len(vals) != n:
+            raise CorruptionError(f"raft log entry {lo + len(vals)} is missing", index=lo)
+        unpack = _HDR.unpack_from
+        return [Entry(unpack(v)[0], i, v[8], v[_HDR_SIZE:]) for i, v in enumerate(vals, lo)]
 
     # --- writes ------------------------------------------------------------------------
     def append(
@@ -249,65 +260,76 @@ class LmdbLogStore:
 
         Raises InvalidArgumentError for a gap after the last index, non-contiguous indexes or
         a decreasing term; NoSpaceError when the map cannot grow; nothing is written then."""
-        first, last = self._first, self._last
-        items: list[tuple[bytes, bytes]] = []
-        new_idx: list[int] = []
-        new_term: list[int] = []
-        cut = len(self._run_idx)
-        new_last = last
-        start = 0
-        if entries:
-            start = entries[0].index
+        last = self._last
+        if not entries:
+            if hard_state is not None:
+                hs_raw = _encode_hs(hard_state)
+                self._write(lambda txn: txn.put(_HS_KEY, hs_raw, db=self._db_state))
+                self._hs = hard_state
+            return
+        start = entries[0].index
+        if start != last + 1:
             if start > last + 1:
                 raise InvalidArgumentError(
                     f"append from {start} would leave a gap after the last index {last}",
                     index=start,
                     last_index=last,
                 )
-            if start < first:
-                entries = entries[first - start :]
-                start = first
-        if entries:
-            cut = bisect_left(self._run_idx, start)
-            cur_term = self._run_term[cut - 1] if cut else 0
-            term = self.term(start - 1)
-            key, pack = _KEY.pack, _HDR.pack
-            i = start
-            for e in entries:
-                t = e.term
-                if e.index != i or t < term or t < 1:
-                    raise InvalidArgumentError(
-                        f"entry {e.index} (term {t}) does not follow entry {i - 1} (term {term})",
-                        index=e.index,
-                    )
-                if t != cur_term:
-                    new_idx.append(i)
-                    new_term.append(t)
-                    cur_term = t
-                items.append((key(i), pack(t, e.type) + e.data))
-                term = t
-                i += 1
-            new_last = i - 1
-        if not items and hard_state is None:
-            return
+            if start < self._first:
+                entries = entries[self._first - start :]
+                if not entries:
+                    self.append((), hard_state)
+                    return
+                start = self._first
+        run_idx, run_term = self._run_idx, self._run_term
+        cut = bisect_left(run_idx, start)  # runs from `cut` on start inside the replaced part
+        run_t = run_term[cut - 1] if cut else 0  # term of the run the new entries continue
+        term = self.term(start - 1)
+        new_idx: list[int] = []
+        new_term: list[int] = []
+        items: list[tuple[bytes, bytes]] = []
+        key, pack = _KEY.pack, _HDR.pack
+        i = start
+        for e in entries:
+            t = e.term
+            if e.index != i or t < term or t < 1:
+                raise InvalidArgumentError(
+                    f"entry {e.index} (term {t}) does not follow entry {i - 1} (term {term})",
+                    index=e.index,
+                )
+            if t != run_t:
+                new_idx.append(i)
+                new_term.append(t)
+                run_t = t
+            items.append((key(i), pack(t, e.type) + e.data))
+            term = t
+            i += 1
+        new_last = i - 1
         hs_raw = None if hard_state is None else _encode_hs(hard_state)
-
-        def write(txn: lmdb.Transaction) -> None:
-            if items:
-                cur = txn.cursor(db=self._db_entries)
-                if new_last < last:
-                    _delete_range(cur, new_last + 1, last)
-                cur.putmulti(items, append=start == last + 1)
-            if hs_raw is not None:
-                txn.put(_HS_KEY, hs_raw, db=self._db_state)
-
-        self._write(write)
-        if items:
-            del self._run_idx[cut:]
-            del self._run_term[cut:]
-            self._run_idx += new_idx
-            self._run_term += new_term
-            self._last = new_last
+        env, db = self._env, self._db_entries
+        while True:  # inlined _write: this is the hot path
+            try:
+                with env.begin(write=True) as txn:
+                    if start == last + 1:
+                        if len(items) == 1:
+                            txn.put(items[0][0], items[0][1], db=db, append=True)
+                        else:
+                            txn.cursor(db=db).putmulti(items, append=True)
+                    else:
+                        cur = txn.cursor(db=db)
+                        if new_last < last:
+                            _delete_range(cur, new_last + 1, last)
+                        cur.putmulti(items)
+                    if hs_raw is not None:
+                        txn.put(_HS_KEY, hs_raw, db=self._db_state)
+                break
+            except lmdb.MapFullError:
+                self._grow()
+        del run_idx[cut:]
+        del run_term[cut:]
+        run_idx += new_idx
+        run_term += new_term
+        self._last = new_last
         if hard_state is not None:
             self._hs = hard_state
 
@@ -401,12 +423,14 @@ class LmdbLogStore:
                     fn(txn)
                 return
             except lmdb.MapFullError:
-                size = env.info()["map_size"]
-                if size >= self.max_map_size:
-                    raise NoSpaceError(
-                        f"raft log map is full at {size} bytes", map_size=size
-                    ) from None
-                env.set_mapsize(min(size * 2, self.max_map_size))
+                self._grow()
+
+    def _grow(self) -> None:
+        """Doubles the map (up to ``max_map_size``); raises NoSpaceError when it is there."""
+        size = self._env.info()["map_size"]
+        if size >= self.max_map_size:
+            raise NoSpaceError(f"raft log map is full at {size} bytes", map_size=size) from None
+        self._env.set_mapsize(min(size * 2, self.max_map_size))
 
     def _release(self) -> None:
         env = getattr(self, "_env", None)
