@@ -10,7 +10,7 @@ from boltraft.benchmark import hist
 from boltraft.benchmark.workload import WorkloadSpec, key_name
 
 PREFILL_BATCH = 256  # puts per atomic batch when filling the key space before reads
-RTT_PROBES = 200  # status round trips timed before each run
+RTT_PROBES = 100  # status round trips timed before each run
 
 
 class ClientOperator:
