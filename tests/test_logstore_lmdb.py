@@ -154,3 +154,35 @@ def test_unreadable_state_is_reported_on_open(tmp_path: Path) -> None:
     env.close()
     with pytest.raises(CorruptionError):
         LmdbLogStore(tmp_path)
+
+
+def stored_hard_state(store: LmdbLogStore) -> bytes | None:
+    """Returns the raw hard state in the open store's LMDB (white box: py-lmdb refuses a
+    second handle on an environment in one process)."""
+    with store._env.begin(db=store._db_state) as txn:
+        return txn.get(b"hs")
+
+
+def test_unsynced_hard_state_is_deferred_to_the_next_write(tmp_path: Path) -> None:
+    s = LmdbLogStore(tmp_path)
+    s.append([Entry(2, 1)], HardState(2, "n1", 0))
+    on_disk = stored_hard_state(s)
+    s.append([], HardState(2, "n1", 1), sync=False)  # a commit-only update: no I/O
+    assert s.initial_state()[0] == HardState(2, "n1", 1)
+    assert stored_hard_state(s) == on_disk
+    s.append([Entry(2, 2)])  # the next transaction carries it
+    assert stored_hard_state(s) != on_disk
+    s.append([], HardState(2, "n1", 2), sync=False)
+    s.compact(SnapshotMeta(1, 2, CONF))  # so does any other write
+    s.append([], HardState(2, "n1", 3), sync=False)
+    s.append([], HardState(3, "", 2), sync=False)
+    s.close()  # and close()
+    s = LmdbLogStore(tmp_path)
+    assert s.initial_state()[0] == HardState(3, "", 2)
+    s.append([], HardState(3, "", 3), sync=False)
+    s.append([Entry(3, 3)], HardState(3, "n2", 3))  # an explicit hard state wins
+    s.apply_snapshot(SnapshotMeta(9, 3, CONF))
+    s.close()
+    s = LmdbLogStore(tmp_path)
+    assert s.initial_state()[0] == HardState(3, "n2", 3)
+    s.close()

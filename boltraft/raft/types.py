@@ -199,7 +199,12 @@ class LogStore(Protocol):
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         """Returns entries ``[lo, hi)``; with ``max_bytes``, stops once the data passed it but
-        always returns at least one entry. Raises LogCompactedError / LogUnavailableError."""
+        always returns at least one entry. Raises LogCompactedError / LogUnavailableError.
+
+        Precisely: the longest prefix whose ``len(data)`` sum is <= ``max_bytes``, but at
+        least one entry; ``[]`` when ``lo == hi``; LogCompactedError when ``lo`` <= the
+        snapshot index, LogUnavailableError when ``hi > last_index() + 1``,
+        InvalidArgumentError when ``lo > hi``."""
         ...
 
     def snapshot_meta(self) -> SnapshotMeta:
@@ -210,21 +215,36 @@ class LogStore(Protocol):
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:
         """Appends ``entries`` (dropping any existing suffix from ``entries[0].index``) and
-        stores ``hard_state``, in one write transaction, synced when ``sync``."""
+        stores ``hard_state``, in one write transaction, synced when ``sync``.
+
+        Entries at or below the snapshot index are skipped. Raises InvalidArgumentError,
+        writing nothing, when ``entries[0].index > last_index() + 1``, indexes are not
+        contiguous or a term is below the previous entry's. With ``sync=False`` and no
+        entries a store may keep the hard state in memory until its next write (a crash
+        may lose it); entries may still be synced."""
         ...
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Replaces the whole log by ``meta``: afterwards the log is empty at ``meta.index``."""
+        """Replaces the whole log by ``meta``: afterwards the log is empty at ``meta.index``.
+
+        Raises LogCompactedError, changing nothing, when ``meta.index`` is below the current
+        snapshot index."""
         ...
 
     def compact(self, meta: SnapshotMeta) -> None:
         """Drops entries up to and including ``meta.index`` (which must be <= last index) and
-        records ``meta`` as the snapshot. Raises LogCompactedError if already compacted."""
+        records ``meta`` as the snapshot. Raises LogCompactedError if already compacted.
+
+        Also raises LogUnavailableError past the last index and InvalidArgumentError when
+        ``meta.term != term(meta.index)``; nothing changes then."""
         ...
 
     def bootstrap(self, conf_state: ConfState) -> bool:
         """Returns True after recording ``conf_state`` as the initial membership of an empty
-        store; returns False (and changes nothing) when the store already holds state."""
+        store; returns False (and changes nothing) when the store already holds state.
+
+        Raises InvalidArgumentError for a membership without voters or listing a member
+        twice."""
         ...
 
     def close(self) -> None: ...

@@ -109,6 +109,9 @@ class LmdbLogStore:
         self.max_map_size = max_map_size
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock: BinaryIO | None = _lock_dir(self.path)
+        # A hard state appended with sync=False and no entries: kept here (self._hs already
+        # holds it) and written by the next write transaction or close().
+        self._pending_hs: bytes | None = None
         try:
             self._env = lmdb.open(
                 str(self.path),
@@ -258,13 +261,21 @@ class LmdbLogStore:
         ``entries[0].index``; entries at or below the snapshot index are skipped) and
         ``hard_state`` are written in one transaction, synced when the store syncs.
 
+        ``sync=False`` matters only without entries: the hard state (typically a new commit
+        index, which Raft need not persist) is then kept in memory and written by the next
+        write transaction or ``close()``; it costs no I/O and a crash may lose it. Entries
+        are always written at once (and synced when the store syncs).
+
         Raises InvalidArgumentError for a gap after the last index, non-contiguous indexes or
         a decreasing term; NoSpaceError when the map cannot grow; nothing is written then."""
         last = self._last
         if not entries:
             if hard_state is not None:
                 hs_raw = _encode_hs(hard_state)
-                self._write(lambda txn: txn.put(_HS_KEY, hs_raw, db=self._db_state))
+                if sync:
+                    self._write(lambda txn: txn.put(_HS_KEY, hs_raw, db=self._db_state))
+                else:
+                    self._pending_hs = hs_raw
                 self._hs = hard_state
             return
         start = entries[0].index
@@ -305,7 +316,7 @@ class LmdbLogStore:
             term = t
             i += 1
         new_last = i - 1
-        hs_raw = None if hard_state is None else _encode_hs(hard_state)
+        hs_raw = self._pending_hs if hard_state is None else _encode_hs(hard_state)
         env, db = self._env, self._db_entries
         while True:  # inlined _write: this is the hot path
             try:
@@ -325,6 +336,7 @@ class LmdbLogStore:
                 break
             except lmdb.MapFullError:
                 self._grow()
+        self._pending_hs = None
         del run_idx[cut:]
         del run_term[cut:]
         run_idx += new_idx
@@ -409,18 +421,25 @@ class LmdbLogStore:
 
     def close(self) -> None:
         """Returns None after closing the environment and releasing the directory lock;
-        closing twice is harmless. The store must not be used afterwards."""
+        closing twice is harmless. The store must not be used afterwards. Writes a hard state
+        still pending from ``append((), hs, sync=False)`` first (may raise NoSpaceError)."""
+        if self._pending_hs is not None and self._env is not None:
+            self._write(lambda txn: None)
         self._release()
 
     # --- internals ---------------------------------------------------------------------
     def _write(self, fn: Callable[[lmdb.Transaction], Any]) -> None:
-        """Runs ``fn`` in one write transaction and commits it; when the map is full, aborts,
-        doubles the map (up to ``max_map_size``) and retries. Raises NoSpaceError past it."""
+        """Runs ``fn`` in one write transaction (after writing a pending hard state, which
+        ``fn`` may overwrite) and commits it; when the map is full, aborts, doubles the map
+        (up to ``max_map_size``) and retries. Raises NoSpaceError past it."""
         env = self._env
         while True:
             try:
                 with env.begin(write=True) as txn:
+                    if self._pending_hs is not None:
+                        txn.put(_HS_KEY, self._pending_hs, db=self._db_state)
                     fn(txn)
+                self._pending_hs = None
                 return
             except lmdb.MapFullError:
                 self._grow()
