@@ -94,12 +94,12 @@ def test_validate_does_not_change_its_input() -> None:
 
 def test_parse_gives_positional_form() -> None:
     data = commands.encode({"op": "put", "bucket": "a", "key": b"k", "value": b"v"})
-    assert commands.parse(data) == (None, None, None, (commands.PUT, (b"a",), b"k", b"v"))
+    assert commands.parse(data) == (1, None, None, None, (commands.PUT, (b"a",), b"k", b"v"))
     data = commands.encode(
         {"op": "put", "bucket": "a", "key": b"k", "value": b"v", "if_absent": True, "cid": "c"}
         | {"seq": 3, "ts": 9}
     )
-    assert commands.parse(data) == (b"c", 3, 9, (commands.PUT_IF, (b"a",), b"k", b"v", None))
+    assert commands.parse(data) == (1, b"c", 3, 9, (commands.PUT_IF, (b"a",), b"k", b"v", None))
 
 
 MALFORMED_MAPS = [

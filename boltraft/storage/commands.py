@@ -322,9 +322,9 @@ def _check_body(body: Any, top: bool) -> None:
             raise _malformed(f"field {i} of opcode {code} must be bytes", op=code)
 
 
-def parse(data: bytes) -> tuple[bytes | None, int | None, int | None, Body]:
-    """Returns ``(cid, seq, ts, body)``: the decoded, validated log entry ``data`` (the
-    applier's form). Invariant: ``cid`` and ``seq`` are both None or both set.
+def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]:
+    """Returns ``(version, cid, seq, ts, body)``: the decoded, validated log entry ``data``
+    (the applier's form). Invariant: ``cid`` and ``seq`` are both None or both set.
 
     Raises MalformedCommandError, UnsupportedVersionError or UnknownCommandError.
     """
@@ -332,18 +332,19 @@ def parse(data: bytes) -> tuple[bytes | None, int | None, int | None, Body]:
         t = msgpack.unpackb(data, use_list=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise _malformed(f"undecodable command: {exc}") from None
-    if type(t) is not tuple or len(t) != 5 or type(t[0]) is not int or t[0] != VERSION:
+    if type(t) is not tuple or len(t) != 5 or t[0] != VERSION or type(t[0]) is not int:
         if type(t) is not tuple or not t:
             raise _malformed("a log command must be a non-empty array")
         _check_version(t[0])
         raise _malformed("a version 1 log command has 5 elements")
+    # msgpack integers are within [-2**63, 2**64), so only the sign needs checking.
     _, cid, seq, ts, body = t
     if cid is not None or seq is not None:
         if type(cid) is not bytes or not 0 < len(cid) <= MAX_CID_BYTES:
             raise _malformed(f"'cid' must be 1..{MAX_CID_BYTES} bytes in the log", field="cid")
-        if type(seq) is not int or not 0 <= seq <= MAX_UINT:
+        if type(seq) is not int or seq < 0:
             _as_uint(seq, "seq")
-    if ts is not None and (type(ts) is not int or not 0 <= ts <= MAX_UINT):
+    if ts is not None and (type(ts) is not int or ts < 0):
         _as_uint(ts, "ts")
     # The fast path: a plain put on a one-name path, the overwhelmingly common command.
     if (
@@ -357,9 +358,9 @@ def parse(data: bytes) -> tuple[bytes | None, int | None, int | None, Body]:
         and type(body[1][0]) is bytes
         and type(body[0]) is int
     ):
-        return t[1:]
+        return t
     _check_body(body, True)
-    return t[1:]
+    return t
 
 
 def decode(data: bytes) -> Command:
@@ -367,7 +368,7 @@ def decode(data: bytes) -> Command:
 
     Raises like ``parse``.
     """
-    cid, seq, ts, body = parse(data)
+    _, cid, seq, ts, body = parse(data)
     out = body_to_map(body)
     out["v"] = VERSION
     if cid is not None:

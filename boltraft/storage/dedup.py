@@ -45,6 +45,8 @@ GC_GROUPS_PER_RUN = 256  # clean-up work per apply run is bounded by this many g
 
 _U64 = struct.Struct(">Q")
 _GROUP_KEY = struct.Struct(">QQ")
+NO_GROUPS = 1 << 64
+"""The oldest group's ts when there is no group at all (later than any ts)."""
 MISSING = object()
 """``lookup`` returns this when the pair has no live record."""
 
@@ -82,8 +84,9 @@ class DedupRun:
         self.window_ms = window_ms
         self._pairs: list[tuple[bytes, int]] = []
         self._max_ts = -1
-        # What the caller knows of the oldest group's ts (None = unknown: clean-up looks).
-        # After ``finish`` it is the value to keep if the transaction commits.
+        # A lower bound of the oldest group's max ts (None = unknown: clean-up looks;
+        # NO_GROUPS = none). After ``finish`` it is the value to keep if the transaction
+        # commits. Invariant: never above the true value, so clean-up is never skipped.
         self.oldest_group_ts = oldest_group_ts
 
     def lookup(self, cid: bytes, seq: int, clock: int) -> Any:
@@ -114,16 +117,16 @@ class DedupRun:
         oldest = self.oldest_group_ts
         if oldest is None or oldest < expired_before:
             oldest = self._clean(expired_before)
-        if self._pairs and (oldest is None or self._max_ts < oldest):
+        if self._pairs and self._max_ts < oldest:
             oldest = self._max_ts
         self.oldest_group_ts = oldest
 
-    def _clean(self, expired_before: int) -> int | None:
-        """Returns the max ts of the oldest group left after deleting up to
-        GC_GROUPS_PER_RUN fully expired groups and their expired records (None: no group)."""
+    def _clean(self, expired_before: int) -> int:
+        """Returns the max ts of the oldest group left (NO_GROUPS: none) after deleting up to
+        GC_GROUPS_PER_RUN fully expired groups and their expired records."""
         tx = self._tx
         due: list[tuple[bytes, bytes]] = []
-        oldest: int | None = None
+        oldest = NO_GROUPS
         for key, value in tx.meta_scan(GROUP_PREFIX, limit=GC_GROUPS_PER_RUN + 1):
             max_ts = _GROUP_KEY.unpack_from(key, len(GROUP_PREFIX))[0]
             if max_ts >= expired_before or len(due) >= GC_GROUPS_PER_RUN:

@@ -70,7 +70,7 @@ APPLIED_KEY = b"sm.applied"
 _APPLIED = struct.Struct(">QQQ")  # (index, term, clock_ms); index and clock never decrease
 _NORMAL = int(EntryType.NORMAL)
 
-Parsed = tuple[bytes | None, int | None, int | None, Body]
+Parsed = tuple[int, bytes | None, int | None, int | None, Body]  # commands.parse()
 Work = list[tuple[int, Parsed]]  # (position in the entries, decoded command)
 
 
@@ -148,18 +148,19 @@ class BucketStateMachine:
         work: Work = []
         expect = self._index + 1
         parse = commands.parse
+        append = work.append
         for pos in range(start, n):
-            e = entries[pos]
-            if e.index != expect:
+            _, index, etype, data = entries[pos]
+            if index != expect:
                 raise InvalidArgumentError(
-                    f"entry index {e.index} does not follow {expect - 1}",
-                    index=e.index,
+                    f"entry index {index} does not follow {expect - 1}",
+                    index=index,
                     expected=expect,
                 )
             expect += 1
-            if e.type == _NORMAL and e.data:
+            if data and etype == _NORMAL:
                 try:
-                    work.append((pos, parse(e.data)))
+                    append((pos, parse(data)))
                 except CommandError as err:
                     results[pos] = err
         try:
@@ -189,7 +190,7 @@ class BucketStateMachine:
                 self._commit(one, e.index, e, results)
             except NoSpaceError as err:
                 results[pos] = err
-                ts = None if parsed is None else parsed[2]
+                ts = None if parsed is None else parsed[3]
                 clock = self._clock if ts is None else max(self._clock, ts)
                 record = _APPLIED.pack(e.index, e.term, clock)
                 self.db.update_fn(lambda tx, record=record: tx.meta_put(APPLIED_KEY, record))
@@ -209,8 +210,9 @@ class BucketStateMachine:
         clock = self._clock
         cache: dict[tuple[bytes, ...], Any] = {}
         dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
-        bucket = tx.bucket
-        for pos, (cid, seq, ts, body) in work:
+        path: Any = None  # the bucket of the previous plain put, and its Bucket ``b``
+        b: Any = None
+        for pos, (_, cid, seq, ts, body) in work:
             if ts is not None and ts > clock:
                 clock = ts
             if cid is not None:
@@ -218,11 +220,12 @@ class BucketStateMachine:
                 if original is not MISSING:
                     results[pos] = original
                     continue
-            if body[0] == PUT:  # the hot path
+            if body[0] == PUT:  # the hot path: runs of plain puts, mostly to one bucket
                 try:
-                    b = cache.get(body[1])
-                    if b is None:
-                        b = cache[body[1]] = bucket(body[1])
+                    if body[1] != path:
+                        path = None
+                        b = _get_bucket(tx, body[1], cache)
+                        path = body[1]
                     b.put(body[2], body[3])
                     res: Any = None
                 except NoSpaceError:
@@ -230,6 +233,7 @@ class BucketStateMachine:
                 except BoltraftError as err:
                     res = err
             else:
+                path = None  # the command may delete or roll back buckets
                 res = _execute(tx, body, cache)
             if cid is not None:
                 dedup.record(cid, seq, clock, res)  # type: ignore[arg-type]
