@@ -309,18 +309,21 @@ class Simulation:
         raw = n.raw
         assert raw is not None
         raw.check_invariants()
-        st = raw.status()
-        self.checker.on_commit(n.id, st.commit)
-        if st.role != n.role or st.term != n.term:
-            self.trace.add(self.now, "role", n.id, f"{st.role.name} t{st.term} lead={st.lead!r}")
-            n.role = st.role
-            n.term = st.term
-            if st.role == Role.LEADER:
-                self.leaders[n.id] = st.term
-                self.checker.on_leader(n.id, st.term)
+        # status() builds the whole progress map; after every step only these three matter,
+        # so read them off the core directly (the fields status() itself reports).
+        r = raw.raft
+        role, term = r.role, r.term
+        self.checker.on_commit(n.id, r.log.committed)
+        if role != n.role or term != n.term:
+            self.trace.add(self.now, "role", n.id, f"{role.name} t{term} lead={r.lead!r}")
+            n.role = role
+            n.term = term
+            if role == Role.LEADER:
+                self.leaders[n.id] = term
+                self.checker.on_leader(n.id, term)
                 store = n.store
                 self.checker.on_leader_log(
-                    n.id, st.term, store.term, store.first_index(), store.last_index()
+                    n.id, term, store.term, store.first_index(), store.last_index()
                 )
             else:
                 self.leaders.pop(n.id, None)

@@ -79,8 +79,11 @@ def failure_report(failures: list[SeedResult], show: int = 1) -> str:
     failures = sorted(failures, key=lambda r: (r.nodes, r.seed))
     lines = [f"{len(failures)} failing seed(s):"]
     lines += [
-        f"  seed {r.seed} ({r.nodes} nodes) {r.kind}: replay with  {r.replay()}" for r in failures
+        f"  seed {r.seed} ({r.nodes} nodes) {r.kind}: replay with  {r.replay()}"
+        for r in failures[:50]
     ]
+    if len(failures) > 50:
+        lines.append(f"  ... and {len(failures) - 50} more")
     for r in failures[:show]:
         lines += ["", f"=== seed {r.seed}, {r.nodes} nodes: {r.error}", r.trace]
     return "\n".join(lines)
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first seed")
     ap.add_argument("--nodes", default="3,5", help="cluster sizes, comma separated")
     ap.add_argument("--jobs", type=int, default=env_workers(), help="worker processes")
-    ap.add_argument("--chaos-ticks", type=int, default=SimParams.chaos_ticks)
+    ap.add_argument("--chaos-ticks", type=int, default=SimParams().chaos_ticks)
     ap.add_argument("--replay", type=int, default=None, help="run this one seed, print trace")
     ap.add_argument("--show", type=int, default=3, help="traces of failing seeds to print")
     ap.add_argument("--fingerprint", action="store_true", help="with --replay: print a digest")
