@@ -85,10 +85,10 @@ def _decode_state(hs_raw: bytes | None, snap_raw: bytes | None) -> tuple[HardSta
 class LmdbLogStore:
     """A durable ``LogStore`` (see ``boltraft.raft.types.LogStore``) in the directory ``path``.
 
-    ``sync``: every write transaction is fsynced before it returns (the per-call ``sync``
-    argument of ``append`` cannot weaken that; with ``sync=False`` nothing is fsynced, for
-    tests and benchmarks only). The map starts at ``map_size`` bytes and doubles whenever it
-    is full, up to ``max_map_size``; past it a write raises NoSpaceError and writes nothing.
+    ``sync``: every write transaction is fsynced before it returns (``append`` explains its
+    per-call ``sync``); with ``sync=False`` nothing is fsynced, for tests and benchmarks.
+    The map starts at ``map_size`` bytes and doubles whenever it is full, up to
+    ``max_map_size``; past it a write raises NoSpaceError and writes nothing.
     Raises DataDirLockedError when another open store (in any process) holds ``path``, and
     CorruptionError when the stored log is not contiguous from the snapshot index.
     """
