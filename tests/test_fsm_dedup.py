@@ -169,3 +169,15 @@ def test_any_batching_gives_the_same_results(
                 pos += size
             outcomes.append((results, sm.applied, sm.clock_ms))
     assert outcomes[0] == outcomes[1]
+
+
+def test_results_round_trip_through_the_table() -> None:
+    for value in (None, True, False, 7, b"bytes", [1, None, True], []):
+        assert dedup.decode_result(dedup.encode_result(value)) == value
+    err = ConditionFailedError("nope", current=b"x", index=2)
+    back = dedup.decode_result(dedup.encode_result(err))
+    assert type(back) is ConditionFailedError
+    assert (back.message, back.details) == ("nope", {"current": b"x", "index": 2})
+    odd = BucketNotFoundError("odd", where={1, 2}, ok="fine")
+    back = dedup.decode_result(dedup.encode_result(odd))
+    assert back.details == {"where": "{1, 2}", "ok": "fine"}

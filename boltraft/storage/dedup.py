@@ -56,10 +56,30 @@ def record_key(cid: bytes, seq: int) -> bytes:
     return RECORD_PREFIX + bytes((len(cid),)) + cid + _U64.pack(seq)
 
 
+_OK_NONE = msgpack.packb((0, None))
+
+
 def encode_result(result: Any) -> bytes:
-    """Returns the stored form of a command result (a value, a list, or a BoltraftError)."""
+    """Returns the stored form of a command result (a value, a list, or a BoltraftError).
+
+    An error whose details msgpack cannot encode is stored with each such detail as its
+    ``repr`` (deterministic, so every replica stores the same bytes).
+    """
+    if result is None:
+        return _OK_NONE
     if isinstance(result, BoltraftError):
-        return msgpack.packb((1, result.to_wire()), use_bin_type=True)
+        wire = result.to_wire()
+        try:
+            return msgpack.packb((1, wire), use_bin_type=True)
+        except (TypeError, ValueError, OverflowError):
+            details = {}
+            for k, v in wire["details"].items():
+                try:
+                    msgpack.packb(v, use_bin_type=True)
+                    details[k] = v
+                except (TypeError, ValueError, OverflowError):
+                    details[k] = repr(v)
+            return msgpack.packb((1, {**wire, "details": details}), use_bin_type=True)
     return msgpack.packb((0, result), use_bin_type=True)
 
 

@@ -32,8 +32,8 @@ applies it), and the applied index still advances past it, so the applier never 
 full store. This is deterministic across replicas only when they have the same quota and the
 same page layout: a replica installed from a compacted snapshot can have more free space than
 one that grew by applying, and so apply an entry that another refused. We accept that rare
-divergence, which needs a store at its quota, rather than stalling the whole cluster; the
-server keeps the quota's headroom, and ``db.stats()`` shows how close a store is. If not even
+divergence, which needs a store at its quota, rather than stalling the whole cluster
+(``db.stats()`` shows how close a store is to its quota). If not even
 the applied index can be written, ``apply`` raises NoSpaceError: the entries up to
 ``applied`` are durable, and the caller retries the rest once space is freed.
 """
@@ -53,6 +53,7 @@ from boltraft.errors import (
 )
 from boltraft.raft.types import Entry, EntryType
 from boltraft.storage import commands
+from boltraft.storage.bucket import Bucket
 from boltraft.storage.commands import (
     BATCH,
     CREATE_BUCKET,
@@ -65,6 +66,7 @@ from boltraft.storage.commands import (
 )
 from boltraft.storage.db import DB
 from boltraft.storage.dedup import DEFAULT_WINDOW_MS, MISSING, DedupRun
+from boltraft.storage.tx import Tx
 
 APPLIED_KEY = b"sm.applied"
 _APPLIED = struct.Struct(">QQQ")  # (index, term, clock_ms); index and clock never decrease
@@ -72,6 +74,7 @@ _NORMAL = int(EntryType.NORMAL)
 
 Parsed = tuple[int, bytes | None, int | None, int | None, Body]  # commands.parse()
 Work = list[tuple[int, Parsed]]  # (position in the entries, decoded command)
+BucketCache = dict[tuple[bytes, ...], Bucket]  # per transaction; cleared when buckets may go
 
 
 def read_applied(db: DB) -> tuple[int, int, int]:
@@ -198,7 +201,7 @@ class BucketStateMachine:
 
     def _run(
         self,
-        tx: Any,
+        tx: Tx,
         work: Work,
         first_index: int,
         last: Entry,
@@ -208,10 +211,10 @@ class BucketStateMachine:
         writing the applied record; fills ``results``. Raises NoSpaceError (which
         ``update_fn`` handles by growing the map and running this again)."""
         clock = self._clock
-        cache: dict[tuple[bytes, ...], Any] = {}
+        cache: BucketCache = {}
         dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
-        path: Any = None  # the bucket of the previous plain put, and its Bucket ``b``
-        b: Any = None
+        path: tuple[bytes, ...] | None = None  # the previous plain put's bucket path ...
+        b: Any = None  # ... and its Bucket
         for pos, (_, cid, seq, ts, body) in work:
             if ts is not None and ts > clock:
                 clock = ts
@@ -243,7 +246,7 @@ class BucketStateMachine:
         return clock, dedup.oldest_group_ts
 
 
-def _execute(tx: Any, body: Body, cache: dict[Any, Any]) -> Any:
+def _execute(tx: Tx, body: Body, cache: BucketCache) -> Any:
     """Returns the result of one non-put command, or its error instance. Raises NoSpaceError."""
     try:
         if body[0] != BATCH:
@@ -267,14 +270,14 @@ def _execute(tx: Any, body: Body, cache: dict[Any, Any]) -> Any:
         return err
 
 
-def _get_bucket(tx: Any, path: tuple[bytes, ...], cache: dict[Any, Any]) -> Any:
+def _get_bucket(tx: Tx, path: tuple[bytes, ...], cache: BucketCache) -> Bucket:
     b = cache.get(path)
     if b is None:
         b = cache[path] = tx.bucket(path)
     return b
 
 
-def _op(tx: Any, body: Body, cache: dict[Any, Any]) -> Any:
+def _op(tx: Tx, body: Body, cache: BucketCache) -> Any:
     """Returns the result of one non-batch op. Raises the engine's typed errors; a failing op
     writes nothing (the engine's guarantee)."""
     code = body[0]
