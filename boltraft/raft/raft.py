@@ -70,10 +70,16 @@ class Raft(LeaderMixin):
             )
         self.log.commit_to(hs.commit)
         if config.applied > self.log.committed:
-            raise ConfigError(
-                f"applied {config.applied} is past the commit index {self.log.committed}",
-                field="applied",
-            )
+            # The state machine only ever applies committed entries, but a commit-only hard
+            # state may be written unsynced (or deferred) and lost in a crash: the applied
+            # index then proves that everything up to it was committed.
+            if config.applied > self.log.last_index():
+                raise ConfigError(
+                    f"applied {config.applied} is past the last log index "
+                    f"{self.log.last_index()}: the log lost applied entries",
+                    field="applied",
+                )
+            self.log.commit_to(config.applied)
         first = self.log.first_index()
         self.conf: ConfState = cs
         applied = max(config.applied, first - 1)

@@ -34,11 +34,22 @@ def test_restart_recovers_term_vote_commit_and_skips_applied_entries() -> None:
     assert [e.index for e in rd.committed_entries] == [3]
 
 
-def test_restart_with_applied_past_commit_is_a_config_error() -> None:
+def test_restart_with_applied_past_the_log_is_a_config_error() -> None:
     store = MemoryLogStore()
     store.bootstrap(ConfState(("a",)))
     with pytest.raises(ConfigError):
         RawNode(make_config("a", applied=5), store)
+
+
+def test_restart_with_applied_past_a_lost_commit_recovers_the_commit() -> None:
+    """A commit-only hard state may be lost in a crash; the applied index proves commit."""
+    store = MemoryLogStore()
+    store.bootstrap(ConfState(("a",)))
+    seed_log(store, [1, 1, 1, 1], HardState(1, "a", 1))
+    node = RawNode(make_config("a", applied=3), store)
+    assert node.status().commit == 3 and node.status().applied == 3
+    node.check_invariants()
+    assert [e.index for e in node.ready().committed_entries] == []
 
 
 def test_stored_commit_past_the_log_is_a_config_error() -> None:
