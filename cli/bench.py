@@ -138,14 +138,15 @@ def _finish(kind: str, runs: list[dict[str, Any]], out_file: str | None) -> None
     from boltraft.benchmark import breakdown, result
     from boltraft.benchmark.clusterbench import format_runs
 
+    if out_file:  # first: the measurements must survive a closed stdout
+        cmd = "boltraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        result.write(out_file, result.new_document(kind, runs, cmd))
     click.echo(format_runs(runs))
     for run in runs:
         if run.get("stages"):
             click.echo("")
             click.echo(f"[{run['label']}] " + breakdown.format_table(run["stages"]))
     if out_file:
-        cmd = "boltraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        result.write(out_file, result.new_document(kind, runs, cmd))
         click.echo(f"\nresult written to {out_file}")
 
 

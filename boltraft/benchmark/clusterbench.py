@@ -57,6 +57,14 @@ def fetch_stages(
     return breakdown.summarize(snap["records"], e2e_mean_ms, client_rtt)
 
 
+def specs_for(spec: WorkloadSpec, clients: Sequence[int]) -> list[WorkloadSpec]:
+    """Returns the validated spec of each client count; raises BadRequestError before any
+    work starts when the list is empty or one of them is invalid."""
+    if not clients:
+        raise BadRequestError("no client counts given")
+    return [dataclasses.replace(spec, clients=c).validate() for c in clients]
+
+
 def run_series(
     spec: WorkloadSpec,
     clients: Sequence[int],
@@ -71,26 +79,23 @@ def run_series(
 
     Writes start at the leader (found with ``status``); reads spread over all endpoints.
     Raises BadRequestError on a bad spec, and RuntimeError when a worker fails."""
-    if not clients:
-        raise BadRequestError("no client counts given")
+    specs = specs_for(spec, clients)
     leader = find_leader(endpoints)
     ordered = [leader, *[e for e in endpoints if e != leader]] if leader else list(endpoints)
     factory = ClientOperatorFactory(
         tuple(ordered), read_level=spec.read_level, spread=spec.workload != "write"
     )
+    factory.prepare(specs[0])
     runs = []
-    prepared = False
-    for c in clients:
-        s = dataclasses.replace(spec, clients=c).validate()
-        if not prepared:
-            factory.prepare(s)
-            prepared = True
-        label = f"{label_prefix}{s.workload} c{c}"
+    for s in specs:
+        label = f"{label_prefix}{s.workload} c{s.clients}"
         rtt = factory.status_rtt()
         since = time.time()
         measured = run_workload(s, factory, progress(s, label) if progress else None)
         write_mean = measured["latency"]["write"]["mean_ms"] or None
-        stages = fetch_stages(leader or find_leader(endpoints), since, write_mean, rtt)
+        stages = None
+        if write_mean is not None:  # the breakdown follows writes only
+            stages = fetch_stages(leader or find_leader(endpoints), since, write_mean, rtt)
         config = dataclasses.asdict(s)
         config.update(
             nodes=nodes,
@@ -120,6 +125,7 @@ def run_local(
     args = ["--fsync-delay", fsync_delay] if fsync_delay else []
     if fsync_delay:
         FsyncDelay.parse(fsync_delay)
+    specs_for(spec, clients)
     with LocalCluster(nodes, serve_args=args) as cluster:
         cluster.start()
         return run_series(
@@ -146,6 +152,7 @@ def run_sweep(
         raise BadRequestError("no delays given")
     if any(d < 0 or d > 10_000 for d in delays_ms):
         raise BadRequestError("delays must be within 0..10000 ms")
+    specs_for(spec, clients)
     runs: list[dict[str, Any]] = []
     for d in delays_ms:
         runs += run_local(

@@ -67,6 +67,7 @@ class _Batch:
         "proposed",
         "received",
         "replied",
+        "wall",
     )
 
     def __init__(self, last: int, count: int, received: float, hop: float, now: float) -> None:
@@ -80,6 +81,7 @@ class _Batch:
         self.applied = 0.0
         self.replied = 0.0
         self.acks: dict[str, float] = {}
+        self.wall = time.time()  # wall-clock time of the proposal (what ``since`` filters)
 
 
 class StageRecorder:
@@ -199,7 +201,7 @@ class StageRecorder:
             commit = max(self._commit_time(b), persisted)
             self._ring.append(
                 [
-                    time.time(),
+                    b.wall,
                     b.count,
                     b.hop + (b.proposed - b.received),
                     persisted - b.proposed,
@@ -213,8 +215,8 @@ class StageRecorder:
 
     def snapshot(self, since: float = 0.0) -> dict[str, Any]:
         """Returns ``{"stages": [...names], "records": [[wall_time, count, s1..s6 seconds,
-        {follower: seconds}], ...]}`` for the finished batches whose wall-clock finish time is
-        at or after ``since`` (oldest first)."""
+        {follower: seconds}], ...]}`` for the finished batches proposed at or after the
+        wall-clock time ``since`` (oldest first)."""
         self._retire(self._clock())
         return {"stages": list(STAGES), "records": [r for r in self._ring if r[0] >= since]}
 
