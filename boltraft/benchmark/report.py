@@ -29,6 +29,11 @@ from boltraft.benchmark import result
 from boltraft.errors import BadRequestError
 
 DPI = 110
+_PLAIN = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+
+
+def _color(i: int) -> Any:
+    return plt.get_cmap("tab10")(i % 10)
 
 
 def _runs(docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -114,27 +119,34 @@ def throughput_vs_clients(runs: list[tuple[str, dict[str, Any]]], out: Path) -> 
     series = {k: v for k, v in series.items() if len({r["config"]["clients"] for r in v}) > 1}
     if not series:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for key, items in series.items():
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    many_sources = len({dict(k)["source"] for k in series}) > 1
+    for i, (key, items) in enumerate(series.items()):
         items.sort(key=lambda r: r["config"]["clients"])
         xs = [r["config"]["clients"] for r in items]
         cfg = dict(key)
         delay = "" if cfg["fsync_delay"] == "None" else f" delay {cfg['fsync_delay']}"
-        name = f"{cfg['workload']} {cfg['value_size']}B{delay}"
-        ax1.plot(xs, [r["ops_per_s"] for r in items], marker="o", label=name)
+        src = f"{Path(cfg['source']).stem}: " if many_sources else ""
+        name = f"{src}{cfg['workload']} {cfg['value_size']}B{delay}"
+        color = _color(i)
+        ax1.plot(xs, [r["ops_per_s"] for r in items], marker="o", color=color, label=name)
         lat = "write" if items[0]["latency"]["write"]["count"] else "read"
-        ax2.plot(xs, [r["latency"][lat]["p50_ms"] for r in items], marker="o", label=f"{name} p50")
-        ax2.plot(xs, [r["latency"][lat]["p99_ms"] for r in items], marker="^", ls="--", label="p99")
+        p50 = [r["latency"][lat]["p50_ms"] for r in items]
+        ax2.plot(xs, p50, marker="o", color=color, label=name)
+        p99 = [r["latency"][lat]["p99_ms"] for r in items]
+        ax2.plot(xs, p99, marker="^", ls="--", color=color)
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(_PLAIN)
         ax.set_xlabel("concurrent clients")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small")
     ax1.set_ylabel("operations / s")
     ax1.set_title("Throughput versus clients")
-    ax2.set_ylabel("latency (ms)")
-    ax2.set_title("Latency versus clients")
+    ax2.set_yscale("log")
+    ax2.yaxis.set_major_formatter(_PLAIN)
+    ax2.set_ylabel("latency (ms, log scale)")
+    ax2.set_title("Latency versus clients (solid p50, dashed p99)")
     return _save(fig, out / "throughput_vs_clients.png")
 
 
@@ -147,16 +159,19 @@ def latency_vs_delay(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path 
     series = {k: v for k, v in series.items() if len(v) > 1}
     if not series:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for key, items in series.items():
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    many_sources = len({dict(k)["source"] for k in series}) > 1
+    for i, (key, items) in enumerate(series.items()):
         items.sort(key=lambda r: r["config"]["fsync_delay_ms"])
         xs = [r["config"]["fsync_delay_ms"] for r in items]
         cfg = dict(key)
-        name = f"{cfg['workload']} c{cfg['clients']}"
+        src = f"{Path(cfg['source']).stem}: " if many_sources else ""
+        name = f"{src}{cfg['workload']} c{cfg['clients']}"
+        color = _color(i)
         w = [r["latency"]["write"] for r in items]
-        ax1.plot(xs, [s["p50_ms"] for s in w], marker="o", label=f"{name} p50")
-        ax1.plot(xs, [s["p99_ms"] for s in w], marker="^", ls="--", label=f"{name} p99")
-        ax2.plot(xs, [r["ops_per_s"] for r in items], marker="o", label=name)
+        ax1.plot(xs, [s["p50_ms"] for s in w], marker="o", color=color, label=f"{name} p50")
+        ax1.plot(xs, [s["p99_ms"] for s in w], marker="^", ls="--", color=color, label="p99")
+        ax2.plot(xs, [r["ops_per_s"] for r in items], marker="o", color=color, label=name)
     top = max(max(r["config"]["fsync_delay_ms"] for r in v) for v in series.values())
     ax1.plot([0, top], [0, top], color="grey", lw=1, ls=":", label="y = injected delay")
     ax1.set_ylabel("write commit latency (ms)")
