@@ -19,7 +19,9 @@ from typing import Any
 from boltraft.benchmark.stages import DelayedLogStore, FsyncDelay
 from boltraft.server.config import ServerConfig, resolve_config
 from boltraft.server.datadir import DataDir
+from boltraft.server.membership import bootstrap_for_join, check_removed, request_join
 from boltraft.server.node import Node
+from boltraft.server.snapshots import recover
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.logstore import LmdbLogStore
 from boltraft.transport.zmq_transport import PeerTransport
@@ -45,24 +47,33 @@ class _StopFlag:
 def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachine:
     """Returns the node's state machine on ``DATA/state``.
 
-    The Raft log is the durable source of truth and replay is exact (the applied index lives
-    in the same LMDB transaction as the data, and the log is never compacted), so the state
-    DB does not fsync each commit; the node loop flushes it once per tick. A process crash
-    loses nothing (the pages are in the OS cache); a machine crash rolls the state back to
-    an earlier applied index, and the log replays the rest on restart.
+    Crash safety: every apply commit fsyncs the state DB's data pages but not its meta page
+    (LMDB ``sync=True, metasync=False``), so a machine crash can never corrupt the store; it
+    can undo at most the last apply commit, which the synced Raft log replays on restart
+    (the applied index lives in the same LMDB transaction as the data, replay is exact).
+    Anything that drops log entries at or below the applied index (log compaction) must
+    call ``sm.db.sync()`` first.
     """
-    return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
+    return BucketStateMachine(
+        datadir.state_path, sync=True, metasync=False, dedup_window_ms=cfg.dedup_window_ms
+    )
 
 
-def serve(values: Mapping[str, Any], data: str | os.PathLike[str]) -> int:
-    """Returns the process exit status (0 after a clean shutdown by signal).
+def serve(
+    values: Mapping[str, Any], data: str | os.PathLike[str], join: str | None = None
+) -> int:
+    """Returns the process exit status (0 after a clean shutdown by signal, 3 when the node
+    was removed from its cluster). ``join``: the address of a member of the cluster a NEW
+    node asks to be added to (boltraft.server.membership).
 
     ``values`` are the configuration values from flags and config file (None = unset).
     Raises DataDirLockedError when another process serves ``data``, ConfigError on a bad
     configuration (before anything in ``data`` changes besides creating the folders).
     """
     datadir = DataDir.open(data)
+    status = 0
     try:
+        check_removed(datadir.path)
         cfg = resolve_config(values, datadir.read_node_info(), data)
         if datadir.read_node_info() != cfg.node_info():
             datadir.write_node_info(cfg.node_info())
@@ -72,6 +83,11 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str]) -> int:
         if cfg.fsync_delay:  # TEST KNOB: a slower disk for the benchmarks
             logstore = DelayedLogStore(logstore, FsyncDelay.parse(cfg.fsync_delay))
         try:
+            recovered = recover(datadir.path, logstore)  # a half-done snapshot install
+            if recovered:
+                log.info("node %s: %s", cfg.id, recovered)
+            if join and bootstrap_for_join(logstore, join):
+                log.info("node %s: joining the cluster at %s", cfg.id, join)
             sm = open_state_machine(cfg, datadir)
             try:
                 net = PeerTransport(cfg.id, cfg.listen)
@@ -84,7 +100,16 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str]) -> int:
                         datadir.path,
                         cfg.peers,
                     )
-                    node.run(stop)
+                    node.ops.reopen_sm = lambda: open_state_machine(cfg, datadir)
+                    if join:
+                        request_join(cfg.id, cfg.listen, join, stop)
+                    try:
+                        node.run(lambda: stop() or node.ops.halted is not None)
+                    finally:
+                        node.ops.close()
+                    if node.ops.halted is not None:
+                        print(f"error: node_removed: {node.ops.halted}", file=sys.stderr)
+                        status = 3
                     log.info("node %s stopping (signal %d)", cfg.id, stop.signal)
                 finally:
                     net.close()
@@ -96,7 +121,7 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str]) -> int:
                 signal.signal(s, handler)
     finally:
         datadir.close()
-    return 0
+    return status
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -37,6 +37,7 @@ from boltraft.raft.types import (
     Ready,
     Role,
 )
+from boltraft.server.clusterops import FRAME_KINDS, ClusterOps
 from boltraft.server.config import ServerConfig
 from boltraft.server.net import FWD, FWD_RESP, Net, set_peers
 from boltraft.server.service import Service, Target
@@ -78,7 +79,6 @@ class Node:
             log.info("bootstrapped a new cluster: %s", cfg.members)
         hard_state, conf_state = logstore.initial_state()
         self.applied: int = sm.applied[0]
-        self._state_synced = self.applied  # applied index last flushed to disk in DATA/state
         self.commit: int = max(hard_state.commit, self.applied)
         self._hard_state: HardState = hard_state
         raft_cfg = Config(
@@ -87,10 +87,11 @@ class Node:
             heartbeat_tick=cfg.heartbeat_tick,
             pre_vote=cfg.pre_vote,
             check_quorum=cfg.check_quorum,
-            applied=self.applied,
+            applied=min(self.applied, hard_state.commit),  # a snapshot install may be ahead
             rng=rng or random.Random(),
         )
         self.raw = RawNode(raft_cfg, logstore)
+        conf_state = self.raw.status().conf_state  # with the log's conf changes replayed
         self.lead: str = ""
         self.role: Role = Role.FOLLOWER
         self.conf_state: ConfState = conf_state
@@ -102,6 +103,7 @@ class Node:
         self._next_tick = now + self._tick_s
         self._leader_heard = -1e18  # monotonic time a message from the leader last arrived
         self.service = Service(self)
+        self.ops = ClusterOps(self)  # snapshots, snapshot transfer, membership, backups
         self.stages = StageRecorder()  # per-batch commit stage timings (the stats op)
         self.counters: dict[str, int] = {"ticks": 0, "readys": 0, "fsyncs": 0, "step_errors": 0}
 
@@ -150,6 +152,7 @@ class Node:
             "node": dict(self.counters),
             "service": dict(self.service.stats),
             "transport": self.net.counters(),
+            "cluster": self.ops.status(),
         }
 
     # --- the loop ----------------------------------------------------------------------------
@@ -183,11 +186,7 @@ class Node:
             self.counters["ticks"] += 1
             self._next_tick += self._tick_s
         self.service.expire(now)
-        if self.applied != self._state_synced:
-            # The state DB commits without fsync (the synced log is the source of truth and
-            # replay is exact); flushing it once per tick bounds what a machine crash undoes.
-            self.sm.db.sync()
-            self._state_synced = self.applied
+        self.ops.tick(now)
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind
@@ -195,11 +194,13 @@ class Node:
             raw, lead = self.raw, self.lead
             if self.role == Role.LEADER:
                 self.stages.observe_messages(frame.payload)
+                if frame.payload and frame.payload[0].frm not in self.member_ids:
+                    self.ops.on_stranger(frame, frame.payload[0].frm)
             for m in frame.payload:
                 if m.frm == lead:
                     self._leader_heard = now
                 if m.type == MessageType.SNAP:
-                    # Log compaction is not enabled, so no leader ever sends a snapshot.
+                    # Snapshots travel as "snap" frames (snaptransfer), never in a raft frame.
                     self.count("snap_unsupported")
                     continue
                 try:
@@ -213,6 +214,8 @@ class Node:
             self.service.on_forward(frame.sender.decode(errors="replace"), frame.payload)
         elif kind == FWD_RESP:
             self.service.on_forward_reply(frame.payload)
+        elif kind in FRAME_KINDS:
+            self.ops.on_frame(frame)
         else:
             self.count("unexpected_frames")
 
@@ -225,6 +228,8 @@ class Node:
             net.queue(self._outgoing(rd.early_messages))
             net.flush()
         hs = rd.hard_state
+        if rd.snapshot is not None:
+            self.ops.on_ready_snapshot(rd.snapshot, hs or self._hard_state)
         if rd.entries or hs is not None:
             old = self._hard_state
             sync = self.cfg.fsync and (
@@ -256,15 +261,18 @@ class Node:
             self.stages.replied(last)
         if rd.conf_state is not None:
             self._set_members(rd.conf_state)
+        if rd.committed_entries or rd.conf_state is not None:
+            self.ops.on_applied(rd.committed_entries, rd.conf_state)
         if rd.read_states:
             self.service.on_read_states(rd.read_states)
         self.raw.advance(rd)
 
     def _outgoing(self, msgs: list[Message]) -> list[Message]:
         for m in msgs:
-            if m.type == MessageType.SNAP:
-                # Without compaction a leader never needs a snapshot; refuse it explicitly.
-                self.raw.report_snapshot(m.to, False)
+            if m.type == MessageType.SNAP:  # shipped in chunks on its own path instead
+                snaps = [x for x in msgs if x.type == MessageType.SNAP]
+                for x in snaps:
+                    self.ops.on_snap_out(x)
                 return [x for x in msgs if x.type != MessageType.SNAP]
         return msgs
 
@@ -277,6 +285,7 @@ class Node:
 
     def _set_members(self, cs: ConfState, initial: dict[str, str] | None = None) -> None:
         self.conf_state = cs
+        self.member_ids = frozenset(cs.members())
         addrs = dict(initial or {})
         addrs.update(cs.addrs)
         self.peer_addrs = {m: addrs[m] for m in cs.members() if m != self.id and addrs.get(m)}

@@ -171,6 +171,7 @@ class DB:
         *,
         readonly: bool = False,
         sync: bool = True,
+        metasync: bool | None = None,
         max_value_size: int = 1 << 20,
         quota: int = 8 << 30,
         initial_map_size: int = 64 << 20,
@@ -178,6 +179,9 @@ class DB:
         """Returns the store in directory ``path``, creating it (writable opens only).
 
         ``sync`` False skips fsync at commit (durable only after ``db.sync()``/``close()``).
+        ``metasync`` (default: ``sync``) False with ``sync`` True fsyncs the data pages at each
+        commit but not the meta page (LMDB's NOMETASYNC): a machine crash may undo the last
+        commit, never corrupt the store (the next commit or ``sync()`` flushes the meta).
         A writable open takes ``path/boltraft.lock``; a read-only open never changes the
         store, and reads safely while a writer runs. Raises DataDirLockedError (another
         process has it open writable, or a lock-free reader holds it), DataDirNotFoundError
@@ -207,7 +211,7 @@ class DB:
                 subdir=True,
                 max_dbs=MAX_DBS,
                 sync=sync,
-                metasync=sync,
+                metasync=sync if metasync is None else metasync,
                 writemap=False,
                 meminit=False,
             )
