@@ -182,7 +182,8 @@ def _worker(
     out: Any,
     go: Any,
 ) -> None:
-    """Runs in a worker process: make operators, wait for ``go``, run, report on ``out``."""
+    """Returns nothing; in a worker process: makes operators, waits for ``go``, runs, reports
+    ready / progress / done (or fatal, with a traceback) on ``out``."""
     try:
         ops = [factory(i) for i in indexes]
     except Exception:
