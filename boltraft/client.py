@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -408,3 +409,60 @@ class Client:
         applied...), or of whichever node answers first when None."""
         ep = None if endpoint is None else parse_endpoints([endpoint])[0]
         return self._call({"op": "status"}, timeout=timeout, endpoint=ep)
+
+    # --- cluster operations (docs/protocol.md, "Cluster operations") --------------------------
+    def members(self, endpoint: str | None = None, *, timeout: float | None = None) -> dict:
+        """Returns the membership as ``endpoint`` (or whichever node answers) sees it:
+        ``voters``, ``learners``, ``addrs``, ``leader``, and ``progress`` from a leader."""
+        ep = None if endpoint is None else parse_endpoints([endpoint])[0]
+        return self._call({"op": "members"}, timeout=timeout, endpoint=ep)
+
+    def join(self, node_id: str, addr: str, *, timeout: float | None = None) -> dict:
+        """Returns the membership once ``node_id`` at ``addr`` is a voter (added as a
+        learner, caught up, then promoted; idempotent; a member at another address is moved
+        to ``addr``). Raises MembershipError, RequestTimeoutError."""
+        limit = self.timeout if timeout is None else timeout
+        body = {"op": "join", "id": node_id, "addr": addr, "timeout_ms": int(limit * 1000)}
+        return self._call(body, timeout=limit)
+
+    def remove(self, node_id: str, *, timeout: float | None = None) -> dict:
+        """Returns the membership once ``node_id`` is not a member (removing the leader hands
+        leadership over first). Raises MembershipError (e.g. the last voter)."""
+        limit = self.timeout if timeout is None else timeout
+        body = {"op": "remove", "id": node_id, "timeout_ms": int(limit * 1000)}
+        return self._call(body, timeout=limit)
+
+    def transfer_leader(self, node_id: str | None = None, *, timeout: float | None = None) -> dict:
+        """Returns ``{"leader", "leader_addr"}`` once ``node_id`` (default: the most
+        up-to-date other voter) leads. Raises MembershipError for a non-voter."""
+        body: dict[str, Any] = {"op": "transfer_leader"}
+        if node_id is not None:
+            body["id"] = node_id
+        return self._call(body, timeout=timeout)
+
+    def snapshot(self, endpoint: str | None = None, *, timeout: float | None = None) -> dict:
+        """Returns ``{"index", "term", "size", "sha256", "seconds", "log_first"}`` after
+        ``endpoint`` (or whichever node answers) wrote a snapshot and compacted its log."""
+        ep = None if endpoint is None else parse_endpoints([endpoint])[0]
+        return self._call({"op": "snapshot"}, timeout=timeout, endpoint=ep)
+
+    def backup_begin(self, endpoint: str, *, timeout: float | None = None) -> dict:
+        """Returns the description of a fresh snapshot ``endpoint`` keeps for a backup
+        (``backup`` token, ``size``, ``sha256``, ``index``, ``term``, membership)."""
+        return self._call({"op": "backup_begin"}, timeout=timeout, endpoint=endpoint)
+
+    def backup_read(
+        self, endpoint: str, token: str, offset: int, length: int, *, timeout: float | None = None
+    ) -> bytes:
+        """Returns up to ``length`` bytes of backup ``token`` from ``offset`` (crc-checked;
+        ProtocolError on a mismatch)."""
+        body = {"op": "backup_read", "backup": token, "offset": offset, "length": length}
+        result = self._call(body, timeout=timeout, endpoint=endpoint)
+        data = result.get("data") if isinstance(result, dict) else None
+        if not isinstance(data, bytes) or zlib.crc32(data) != result.get("crc32"):
+            raise ProtocolError("backup chunk failed its crc32 check", offset=offset)
+        return data
+
+    def backup_end(self, endpoint: str, token: str, *, timeout: float | None = None) -> None:
+        """Returns None once ``endpoint`` released backup ``token``."""
+        self._call({"op": "backup_end", "backup": token}, timeout=timeout, endpoint=endpoint)

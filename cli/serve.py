@@ -33,6 +33,14 @@ from boltraft.errors import BoltraftError
     "--fsync-delay",
     help="TEST KNOB: sleep after every log fsync, fixed:MS or uniform:LO-HI (benchmarks).",
 )
+@click.option(
+    "--join",
+    "join",
+    help="A NEW node: ask the cluster at this member address to add it (no --peer needed).",
+)
+@click.option(
+    "--snapshot-entries", type=int, help="Snapshot after this many applied entries [10000]."
+)
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def serve_cmd(
     node_id: str | None,
@@ -45,10 +53,13 @@ def serve_cmd(
     heartbeat_tick: int | None,
     no_fsync: bool | None,
     fsync_delay: str | None,
+    join: str | None,
+    snapshot_entries: int | None,
     log_level: str,
 ) -> None:
-    """Run one node. A new cluster bootstraps from its peer list; a restarted node resumes
-    from DATA with the same command line, or with just --data."""
+    """Run one node. A new cluster bootstraps from its peer list; a new node with --join
+    asks an existing cluster to add it; a restarted node resumes from DATA with the same
+    command line, or with just --data."""
     from boltraft.server.config import load_config_file
     from boltraft.server.main import configure_logging, serve
 
@@ -63,6 +74,7 @@ def serve_cmd(
             "heartbeat_tick": heartbeat_tick,
             "fsync": False if no_fsync else None,
             "fsync_delay": fsync_delay,
+            "snapshot_entries": snapshot_entries,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         data_dir = data or values.pop("data", None)
@@ -70,7 +82,9 @@ def serve_cmd(
         if not data_dir:
             raise click.UsageError("--data is required (or 'data' in the config file)")
         configure_logging(log_level)
-        raise SystemExit(serve(values, data_dir))
+        if join and values.get("peers"):
+            raise click.UsageError("--join starts a new node: give no --peer")
+        raise SystemExit(serve(values, data_dir, join=join))
     except BoltraftError as err:
         click.echo(f"error: {err.code}: {err.message}", err=True)
         raise SystemExit(1)

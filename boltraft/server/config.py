@@ -19,6 +19,13 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
 | ``request_timeout_ms`` | int | 10000 | a forwarded write or pending read is failed after this |
 | ``fsync_delay`` | str | none | TEST KNOB: sleep after log fsyncs, ``fixed:MS``, ``uniform:A-B`` |
+| ``snapshot_entries`` | int | 10000 | snapshot after this many applied entries since the last |
+| ``snapshot_log_bytes`` | int | 67108864 | ... or after this many bytes of applied command data |
+| ``snapshot_keep_entries`` | int | 5000 | log entries kept below a snapshot when compacting |
+| ``snapshot_retain`` | int | 2 | snapshots kept in DATA/snapshots |
+| ``snapshot_chunk_bytes`` | int | 1048576 | snapshot transfer chunk size (at most 8 MiB) |
+| ``snapshot_window`` | int | 8 | snapshot chunks requested and not yet received |
+| ``snapshot_drop_chunk`` | int | -1 | TEST KNOB: a sender drops the Nth chunk it serves, once |
 """
 
 from __future__ import annotations
@@ -42,7 +49,15 @@ _INT_KEYS = {
     "max_batch": 1,
     "dedup_window_ms": 0,
     "request_timeout_ms": 1,
+    "snapshot_entries": 1,
+    "snapshot_log_bytes": 1,
+    "snapshot_keep_entries": 0,
+    "snapshot_retain": 1,
+    "snapshot_chunk_bytes": 4096,
+    "snapshot_window": 1,
+    "snapshot_drop_chunk": -1,
 }
+MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
 _BOOL_KEYS = ("pre_vote", "check_quorum", "fsync")
 
 
@@ -68,6 +83,13 @@ class ServerConfig:
     dedup_window_ms: int = 600_000
     request_timeout_ms: int = 10_000
     fsync_delay: str | None = None  # TEST KNOB (boltraft.benchmark.stages.FsyncDelay spec)
+    snapshot_entries: int = 10_000  # boltraft.server.snapshots: the snapshot policy
+    snapshot_log_bytes: int = 64 << 20
+    snapshot_keep_entries: int = 5_000
+    snapshot_retain: int = 2
+    snapshot_chunk_bytes: int = 1 << 20  # <= MAX_SNAPSHOT_CHUNK
+    snapshot_window: int = 8
+    snapshot_drop_chunk: int = -1  # TEST KNOB: drop the Nth chunk served (-1: never)
 
     @property
     def members(self) -> dict[str, str]:
@@ -193,6 +215,8 @@ def resolve_config(
         FsyncDelay.parse(vals["fsync_delay"])  # ConfigError when malformed
         changes["fsync_delay"] = str(vals["fsync_delay"])
     cfg = replace(cfg, **changes)
+    if cfg.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK:
+        raise ConfigError(f"snapshot_chunk_bytes must be at most {MAX_SNAPSHOT_CHUNK}")
     if cfg.heartbeat_tick >= cfg.election_tick:
         raise ConfigError("heartbeat_tick must be smaller than election_tick")
     return cfg

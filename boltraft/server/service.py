@@ -32,6 +32,7 @@ from boltraft.errors import (
     UnavailableError,
 )
 from boltraft.raft.types import Entry, ReadState
+from boltraft.server.clusterops import OPS as CLUSTER_OPS
 from boltraft.server.net import FWD, FWD_RESP, encode_response
 from boltraft.storage import commands
 from boltraft.storage.queries import execute_read
@@ -101,6 +102,8 @@ class Service:
                 self._bad(target, f"read must be 'linearizable' or 'stale', not {level!r}")
         elif op == "status":
             self.reply(target, ok(self.node.status_dict()))
+        elif op in CLUSTER_OPS:  # snapshots, membership, backups (boltraft.server.clusterops)
+            self.node.ops.on_request(target, body, now)
         elif op == "stats":  # per-batch stage timings for the benchmark (boltraft.benchmark)
             since = body.get("since", 0.0)
             if isinstance(since, bool) or not isinstance(since, (int, float)):

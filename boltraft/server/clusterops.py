@@ -1,0 +1,224 @@
+"""Returns nothing; the cluster-operations side of a node (snapshots, snapshot transfer,
+membership, backups), behind the few hooks the node loop and the service call.
+
+Ops answered here (client ``req`` bodies), besides boltraft.server.membership's:
+
+- ``{"op": "snapshot"}``: this node writes a snapshot now (joining one in progress) and
+  compacts its log; result ``{"index", "term", "size", "sha256", "seconds", "log_first"}``.
+- ``{"op": "backup_begin"}``: this node writes a fresh snapshot and keeps it for a backup;
+  result ``{"backup": token, "index", "term", "size", "sha256", "chunk", "voters",
+  "learners", "addrs", "created_ms"}``.
+- ``{"op": "backup_read", "backup": token, "offset": int, "length": int}``: result
+  ``{"data": bytes, "crc32": int}`` (``length`` at most 4 MiB; less at the end).
+- ``{"op": "backup_end", "backup": token}``: releases the snapshot (also done after 60 s of
+  silence).
+
+Threads: one small worker pool (2 threads) writes snapshots and verifies received ones;
+everything else runs on the loop thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from boltraft.errors import BadRequestError, BoltraftError, SnapshotError
+from boltraft.raft.types import ConfState, Entry, HardState, Message, SnapshotMeta
+from boltraft.server.membership import MEMBER_OPS, REMOVED, Membership
+from boltraft.server.snapshots import Snapshots, conf_to_json
+from boltraft.server.snaptransfer import SNAP, Transfers
+from boltraft.storage.snapshot import SnapshotInfo
+from boltraft.transport.zmq_transport import Incoming
+
+if TYPE_CHECKING:
+    from boltraft.server.node import Node
+    from boltraft.server.service import Target
+
+log = logging.getLogger("boltraft.server")
+
+BACKUP_OPS = frozenset(("backup_begin", "backup_read", "backup_end"))
+OPS = MEMBER_OPS | BACKUP_OPS | {"snapshot"}
+FRAME_KINDS = frozenset((SNAP, REMOVED))
+MAX_READ = 4 << 20
+BACKUP_IDLE_S = 60.0
+
+
+@dataclass(slots=True)
+class _Backup:
+    info: SnapshotInfo
+    fd: int
+    last_used: float
+
+
+class ClusterOps:
+    """Owned by one Node; every method runs on its loop thread (except the pool's jobs)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="boltraft-ops")
+        self.snapshots = Snapshots(node, self._pool)
+        self.transfers = Transfers(node, self._pool)
+        self.members = Membership(node)
+        self._backups: dict[str, _Backup] = {}
+        self._initial_sm = node.sm
+        # Returns the reopened state machine after an install; main.py sets it.
+        self.reopen_sm: Callable[[], Any] | None = None
+
+    @property
+    def halted(self) -> str | None:
+        """Returns why this node must stop serving (it was removed), or None."""
+        return self.members.halted
+
+    # --- hooks called by the node loop ----------------------------------------------------
+    def on_request(self, target: Target, body: dict[str, Any], now: float) -> None:
+        """Returns None after answering or queueing one of ``OPS``."""
+        op = body["op"]
+        if op in MEMBER_OPS:
+            self.members.on_request(target, body, now)
+        elif op == "snapshot":
+            self.snapshots.create(lambda info, err: self._snapshot_done(target, info, err))
+        elif op == "backup_begin":
+            self.snapshots.create(lambda info, err: self._backup_begun(target, info, err))
+        else:
+            try:
+                result = self._backup_op(op, body, now)
+            except BoltraftError as err:
+                self.node.service.reply(target, {"ok": False, "error": err.to_wire()})
+                return
+            self.node.service.reply(target, {"ok": True, "result": result})
+
+    def on_frame(self, frame: Incoming) -> None:
+        """Returns None after handling a ``snap`` or ``removed`` frame."""
+        if frame.kind == SNAP:
+            self.transfers.on_frame(frame)
+        else:
+            self.members.on_removed_notice(frame)
+
+    def on_stranger(self, frame: Incoming, frm: str) -> None:
+        """Returns None; see Membership.on_stranger (Raft traffic from a non-member)."""
+        self.members.on_stranger(frame, frm)
+
+    def on_snap_out(self, m: Message) -> None:
+        """Returns None after starting the transfer the core's outgoing SNAP asks for."""
+        self.transfers.on_snap_message(m)
+
+    def on_ready_snapshot(self, meta: SnapshotMeta, hard_state: HardState) -> None:
+        """Returns None after installing the downloaded snapshot the core accepted."""
+        staged = self.transfers.staged_for(meta)
+        if staged is None or self.reopen_sm is None:
+            raise SnapshotError(f"no verified snapshot data covers index {meta.index}")
+        self.snapshots.install(meta, staged, hard_state, self.reopen_sm)
+        self.transfers.installed()
+
+    def on_applied(self, entries: list[Entry], conf_state: ConfState | None) -> None:
+        """Returns None after the policy counted ``entries`` (``conf_state``: the membership
+        when a change took effect among them)."""
+        self.snapshots.on_applied(entries, conf_state)
+        if conf_state is not None:
+            self.members.on_conf_state(conf_state)
+
+    def tick(self, now: float) -> None:
+        """Returns None; periodic work: finished snapshots, transfers, membership waits,
+        idle backups."""
+        self.snapshots.poll()
+        self.transfers.tick(now)
+        self.members.tick(now)
+        for token, b in list(self._backups.items()):
+            if now - b.last_used > BACKUP_IDLE_S:
+                self._end_backup(token)
+
+    def status(self) -> dict[str, Any]:
+        """Returns the snapshot/transfer part of the ``status`` result."""
+        s = self.snapshots
+        last = s.last_info
+        return {
+            "snapshot": None if last is None else {"index": last.index, "size": last.size},
+            "snapshots": dict(s.stats),
+            "creating": s.creating,
+            "log_first": self.node.logstore.first_index(),
+            "transfers": self.transfers.status(),
+        }
+
+    def close(self) -> None:
+        """Returns None after stopping the workers, failing waiting ops, closing files and a
+        state machine reopened after an install."""
+        self.members.close()
+        self.snapshots.wait()
+        self._pool.shutdown(wait=True)
+        self.transfers.close()
+        for token in list(self._backups):
+            self._end_backup(token)
+        if self.node.sm is not self._initial_sm:
+            self.node.sm.close()
+
+    # --- snapshot and backup ops ------------------------------------------------------------
+    def _snapshot_done(self, target: Target, info: SnapshotInfo | None, err: Any) -> None:
+        if info is None:
+            self.node.service.reply(target, {"ok": False, "error": err.to_wire()})
+            return
+        result = {
+            "index": info.index,
+            "term": info.term,
+            "size": info.size,
+            "sha256": info.sha256,
+            "seconds": self.snapshots.last_create_s,
+            "log_first": self.node.logstore.first_index(),
+        }
+        self.node.service.reply(target, {"ok": True, "result": result})
+
+    def _backup_begun(self, target: Target, info: SnapshotInfo | None, err: Any) -> None:
+        if info is None:
+            self.node.service.reply(target, {"ok": False, "error": err.to_wire()})
+            return
+        try:
+            fd = os.open(info.path, os.O_RDONLY)
+        except OSError as exc:
+            e = SnapshotError(f"cannot open the snapshot: {exc}")
+            self.node.service.reply(target, {"ok": False, "error": e.to_wire()})
+            return
+        self.snapshots.store.pin(info)
+        token = secrets.token_hex(8)
+        self._backups[token] = _Backup(info, fd, time.monotonic())
+        result = {
+            "backup": token,
+            "index": info.index,
+            "term": info.term,
+            "size": info.size,
+            "sha256": info.sha256,
+            "chunk": MAX_READ,
+            "created_ms": info.created_ms,
+            "node": self.node.id,
+            **conf_to_json(self.snapshots.conf_at(info.index)),
+        }
+        self.node.service.reply(target, {"ok": True, "result": result})
+
+    def _backup_op(self, op: str, body: dict[str, Any], now: float) -> Any:
+        token = body.get("backup")
+        b = self._backups.get(token) if isinstance(token, str) else None
+        if b is None:
+            raise BadRequestError("unknown or expired backup token", backup=str(token))
+        if op == "backup_end":
+            self._end_backup(token)
+            return True
+        offset, length = body.get("offset"), body.get("length")
+        for name, v in (("offset", offset), ("length", length)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise BadRequestError(f"{name} must be an integer >= 0")
+        if not 0 < length <= MAX_READ or offset > b.info.size:
+            raise BadRequestError(f"need 0 < length <= {MAX_READ} and offset <= size")
+        b.last_used = now
+        data = os.pread(b.fd, min(length, b.info.size - offset), offset)
+        return {"data": data, "crc32": zlib.crc32(data)}
+
+    def _end_backup(self, token: str) -> None:
+        b = self._backups.pop(token, None)
+        if b is not None:
+            os.close(b.fd)
+            self.snapshots.store.unpin(b.info)

@@ -1,0 +1,500 @@
+"""Returns nothing; automatic snapshots, log compaction and snapshot installation of one node.
+
+Layout under ``DATA/snapshots/``::
+
+  <index:020d>-<term>/     one snapshot: data.mdb + snapshot.json (boltraft.storage.snapshot)
+  .new-*/                  a snapshot being written (removed at start-up)
+  .recv-<sid>/             a snapshot being received from another node (snaptransfer)
+  install.json             present only while a received snapshot is being swapped in
+
+Policy (``ServerConfig``): after ``snapshot_entries`` applied entries, or ``snapshot_log_bytes``
+bytes of applied command data, since the last snapshot, a worker thread copies the state
+environment (LMDB's compacting copy from ONE read transaction, so writers go on; the copy is
+streamed through a pipe and hashed while LMDB writes it) into a new snapshot directory. The
+loop thread then flushes the state DB, compacts the Raft log up to ``index -
+snapshot_keep_entries`` (a trailing window, so slightly lagging followers still get entries)
+recording the membership in effect at that index, and removes all but the newest
+``snapshot_retain`` snapshots (never one a transfer or backup is still reading).
+
+Installing a received snapshot (``install``) is crash-safe: ``install.json`` (the log meta
+and the staged file) is written durably first, then the staged file is renamed over
+``state/data.mdb`` and the log is replaced by the meta; ``recover`` (run at start-up before
+anything opens the state) finishes a half-done install, so a crash leaves the old state or
+the new one. A node whose state is already at or past the log's snapshot index restarts
+without reinstalling anything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from boltraft.errors import BoltraftError, MembershipError, SnapshotError
+from boltraft.raft.confchange import apply_conf_change, decode_conf_change
+from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore, SnapshotMeta
+from boltraft.storage.db import DB
+from boltraft.storage.fsm import read_applied
+from boltraft.storage.snapshot import (
+    DATA_FILE,
+    META_FILE,
+    SnapshotInfo,
+    load_snapshot_info,
+    restore_snapshot,
+)
+
+if TYPE_CHECKING:
+    from boltraft.server.node import Node
+
+log = logging.getLogger("boltraft.server")
+
+INSTALL_MARKER = "install.json"
+_PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def fsync_dir(path: Path) -> None:
+    """Returns None after fsyncing the directory ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def conf_to_json(cs: ConfState) -> dict[str, Any]:
+    """Returns ``cs`` as a JSON/msgpack-ready map."""
+    return {"voters": list(cs.voters), "learners": list(cs.learners), "addrs": dict(cs.addrs)}
+
+
+def conf_from_json(data: Any) -> ConfState:
+    """Returns the ConfState in ``data``; raises SnapshotError when malformed."""
+    try:
+        voters = tuple(str(v) for v in data["voters"])
+        learners = tuple(str(v) for v in data["learners"])
+        addrs = {str(k): str(v) for k, v in data["addrs"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SnapshotError(f"malformed membership {data!r}: {exc}") from None
+    return ConfState(voters, learners, addrs)
+
+
+def write_snapshot(db: DB, parent: Path, fsync: bool = True) -> SnapshotInfo:
+    """Returns the description of a new snapshot of ``db`` in ``parent/<index>-<term>``.
+
+    LMDB writes a compacted copy of ONE read transaction into a pipe while this thread hashes
+    and writes it (writers on ``db`` go on meanwhile); the directory is named after the
+    applied index the copy holds and appears complete (data file, then ``snapshot.json``) or
+    not at all; when a snapshot of that index already exists it is returned instead. With
+    ``fsync`` the data is flushed before the metadata is written. I/O errors propagate and
+    leave nothing behind.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=parent))
+    r, w = os.pipe()
+    try:
+        try:
+            fcntl.fcntl(w, _F_SETPIPE_SZ, _PIPE_SIZE)
+        except OSError:
+            pass  # a smaller pipe is only slower
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with db.view() as tx:
+                    db.env.copyfd(w, compact=True, txn=tx._txn)
+            except BaseException as exc:  # reported by the consumer below
+                failure.append(exc)
+            finally:
+                os.close(w)
+
+        producer = threading.Thread(target=produce, name="snapshot-copy", daemon=True)
+        producer.start()
+        h = hashlib.sha256()
+        size = 0
+        data = tmp / DATA_FILE
+        with open(data, "wb", buffering=0) as out:
+            while chunk := os.read(r, _PIPE_SIZE):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            if fsync:
+                os.fsync(out.fileno())
+        producer.join()
+        if failure:
+            raise failure[0]
+        copy = DB.open(tmp, readonly=True)
+        try:
+            index, term, _ = read_applied(copy)
+        finally:
+            copy.close()
+        for extra in tmp.iterdir():
+            if extra != data:
+                extra.unlink()
+        dest = parent / f"{index:020d}-{term}"
+        if dest.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return load_snapshot_info(dest)
+        info = SnapshotInfo(index, term, size, h.hexdigest(), dest / DATA_FILE, _now_ms())
+        (tmp / META_FILE).write_text(json.dumps(info.to_json(), indent=1) + "\n")
+        if fsync:
+            fsync_dir(tmp)
+        os.rename(tmp, dest)
+        if fsync:
+            fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        os.close(r)
+    return info
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SnapshotStore:
+    """The ``DATA/snapshots`` directory. Thread-safe for ``pin``/``unpin``/``latest``.
+
+    Invariant: every listed snapshot directory is complete (its ``snapshot.json`` exists)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._pins: dict[str, int] = {}  # snapshot dir name -> readers (transfers, backups)
+
+    def clean_partial(self) -> None:
+        """Returns None after removing snapshots left half-written by a crash."""
+        for p in self.path.glob(".new-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def list(self) -> list[SnapshotInfo]:
+        """Returns every complete snapshot, oldest first (unreadable ones are skipped)."""
+        out = []
+        for d in sorted(self.path.iterdir()):
+            if d.is_dir() and not d.name.startswith(".") and (d / META_FILE).exists():
+                try:
+                    out.append(load_snapshot_info(d))
+                except SnapshotError:
+                    log.warning("ignoring unreadable snapshot %s", d)
+        return out
+
+    def latest(self) -> SnapshotInfo | None:
+        """Returns the newest complete snapshot, or None."""
+        snaps = self.list()
+        return snaps[-1] if snaps else None
+
+    def pin(self, info: SnapshotInfo) -> None:
+        """Returns None after protecting ``info``'s directory from ``prune``."""
+        with self._lock:
+            name = info.path.parent.name
+            self._pins[name] = self._pins.get(name, 0) + 1
+
+    def unpin(self, info: SnapshotInfo) -> None:
+        """Returns None after dropping one protection taken by ``pin``."""
+        with self._lock:
+            name = info.path.parent.name
+            left = self._pins.get(name, 0) - 1
+            if left > 0:
+                self._pins[name] = left
+            else:
+                self._pins.pop(name, None)
+
+    def prune(self, retain: int) -> list[str]:
+        """Returns the names of the snapshots removed: all but the newest ``retain`` that are
+        not pinned."""
+        snaps = self.list()
+        removed = []
+        with self._lock:
+            for info in snaps[: max(len(snaps) - retain, 0)]:
+                d = info.path.parent
+                if d.name not in self._pins:
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(d.name)
+        return removed
+
+
+Done = Callable[[SnapshotInfo | None, BoltraftError | None], None]
+
+
+class Snapshots:
+    """The snapshot side of one node; every method runs on the node loop's thread.
+
+    Invariants: at most one snapshot is being created (``_creating``); ``_conf_history`` is
+    sorted by index and its first entry is at or below every index the log may be compacted
+    to; ``_since_entries``/``_since_bytes`` count what was applied since the last snapshot.
+    """
+
+    def __init__(self, node: Node, pool: ThreadPoolExecutor) -> None:
+        self.node = node
+        cfg = node.cfg
+        self.store = SnapshotStore(Path(cfg.data) / "snapshots")
+        self.store.clean_partial()
+        self._pool = pool
+        self._creating: Future[SnapshotInfo] | None = None
+        self._waiters: list[Done] = []
+        self._since_entries = 0
+        self._since_bytes = 0
+        # (index, membership in effect from that index on): lets compaction record the
+        # membership at any index since start-up.
+        self._conf_history: list[tuple[int, ConfState]] = [(node.applied, node.conf_state)]
+        self.stats = {"created": 0, "compactions": 0, "installed": 0, "create_errors": 0}
+        self.last_info: SnapshotInfo | None = self.store.latest()
+        self.last_create_s = 0.0
+
+    # --- policy ----------------------------------------------------------------------------
+    def on_applied(self, entries: list[Entry], conf_changed: ConfState | None) -> None:
+        """Returns None after counting ``entries`` toward the policy (and recording the
+        membership after each conf change among them); may start a snapshot."""
+        self._since_entries += len(entries)
+        self._since_bytes += sum(map(len, [e.data for e in entries]))
+        if conf_changed is not None:
+            self._record_conf(entries, conf_changed)
+        cfg = self.node.cfg
+        if self._creating is None and (
+            self._since_entries >= cfg.snapshot_entries
+            or self._since_bytes >= cfg.snapshot_log_bytes
+        ):
+            self.create(None)
+
+    def _record_conf(self, entries: list[Entry], final: ConfState) -> None:
+        cs = self._conf_history[-1][1]
+        for e in entries:
+            if e.type == EntryType.CONF_CHANGE:
+                try:
+                    cs = apply_conf_change(cs, decode_conf_change(e.data))
+                except MembershipError:
+                    continue  # the core skips an invalid change the same way
+                self._conf_history.append((e.index, cs))
+        if self._conf_history[-1][1] != final:  # should not happen; trust the core
+            self._conf_history.append((entries[-1].index, final))
+
+    def conf_at(self, index: int) -> ConfState:
+        """Returns the membership in effect after applying entry ``index``."""
+        best = self._conf_history[0][1]
+        for i, cs in self._conf_history:
+            if i > index:
+                break
+            best = cs
+        return best
+
+    def reset_conf(self, index: int, cs: ConfState) -> None:
+        """Returns None after restarting the membership record at a snapshot ``index``."""
+        self._conf_history = [(index, cs)]
+
+    # --- creation --------------------------------------------------------------------------
+    @property
+    def creating(self) -> bool:
+        """Returns True while a snapshot is being written."""
+        return self._creating is not None
+
+    def create(self, done: Done | None) -> None:
+        """Returns None after starting a snapshot (or joining the one running); ``done(info,
+        err)`` is called on the loop thread when it finished."""
+        if done is not None:
+            self._waiters.append(done)
+        if self._creating is not None:
+            return
+        node = self.node
+        db = node.sm.db
+        self._since_entries = 0
+        self._since_bytes = 0
+        latest = self.last_info
+        if latest is not None and latest.index == node.sm.applied[0]:
+            fut: Future[SnapshotInfo] = Future()  # nothing applied since: still current
+            fut.set_result(latest)
+        else:
+            started = time.monotonic()
+            parent = self.store.path
+
+            def job() -> SnapshotInfo:
+                info = write_snapshot(db, parent, fsync=True)
+                self.last_create_s = time.monotonic() - started
+                return info
+
+            fut = self._pool.submit(job)
+        self._creating = fut
+
+    def wait(self) -> None:
+        """Returns None once no snapshot is being written (finishing it on this thread)."""
+        if self._creating is not None:
+            try:
+                self._creating.result()
+            except BaseException:
+                pass
+            self.poll()
+
+    def poll(self) -> None:
+        """Returns None; finishes a snapshot whose copy is done: compacts the log, prunes old
+        snapshots and answers the waiters."""
+        fut = self._creating
+        if fut is None or not fut.done():
+            return
+        self._creating = None
+        waiters, self._waiters = self._waiters, []
+        err: BoltraftError | None = None
+        info: SnapshotInfo | None = None
+        try:
+            info = fut.result()
+        except BoltraftError as exc:
+            err = exc
+        except OSError as exc:
+            err = SnapshotError(f"snapshot failed: {exc}")
+        if err is not None:
+            self.stats["create_errors"] += 1
+            log.error("%s: snapshot failed: %s", self.node.id, err.message)
+        else:
+            assert info is not None
+            self.stats["created"] += 1
+            self.last_info = info
+            log.info(
+                "%s: snapshot at index %d (%d bytes) in %.2fs",
+                self.node.id,
+                info.index,
+                info.size,
+                self.last_create_s,
+            )
+            self.compact(info.index)
+            self.store.prune(self.node.cfg.snapshot_retain)
+        for w in waiters:
+            w(info, err)
+
+    def compact(self, snap_index: int) -> None:
+        """Returns None after compacting the log up to ``snap_index`` minus the trailing
+        window (no-op when that is not past the log's current snapshot)."""
+        node = self.node
+        logstore: LogStore = node.logstore
+        upto = min(snap_index - node.cfg.snapshot_keep_entries, node.applied)
+        upto = max(upto, self._conf_history[0][0])
+        if upto <= logstore.snapshot_meta().index or upto > logstore.last_index():
+            return
+        node.sm.db.sync()  # the state must be durable past what the log forgets
+        meta = SnapshotMeta(upto, logstore.term(upto), self.conf_at(upto))
+        logstore.compact(meta)
+        self.stats["compactions"] += 1
+        self._conf_history = [(i, cs) for i, cs in self._conf_history if i >= upto] or [
+            (upto, meta.conf_state)
+        ]
+        if self._conf_history[0][0] > upto:
+            self._conf_history.insert(0, (upto, meta.conf_state))
+
+    # --- installing a received snapshot -------------------------------------------------------
+    def install(
+        self,
+        meta: SnapshotMeta,
+        staged: Path,
+        hard_state: HardState,
+        reopen: Callable[[], Any],
+    ) -> None:
+        """Returns None after swapping the verified staged data file ``staged`` in as the
+        state and replacing the log by ``meta`` (crash-safe, see the module docstring);
+        ``reopen()`` returns the reopened state machine."""
+        node = self.node
+        self.wait()
+        data_dir = Path(node.cfg.data)
+        marker = {
+            "meta": {"index": meta.index, "term": meta.term, **conf_to_json(meta.conf_state)},
+            "staged": str(staged),
+            "hard_state": list(hard_state),
+        }
+        write_marker(data_dir, marker)
+        node.sm.close()
+        _finish_install(data_dir, node.logstore, marker)
+        node.sm = reopen()
+        node.applied = node.sm.applied[0]
+        node.commit = max(node.commit, meta.index, node.applied)
+        self.reset_conf(meta.index, meta.conf_state)
+        self._since_entries = self._since_bytes = 0
+        self.stats["installed"] += 1
+        log.info(
+            "%s: installed a snapshot (log at %d, state at %d)", node.id, meta.index, node.applied
+        )
+
+
+def write_marker(data_dir: Path, marker: dict[str, Any]) -> None:
+    """Returns None after durably writing the install marker."""
+    p = data_dir / "snapshots" / INSTALL_MARKER
+    tmp = p.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(marker, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    fsync_dir(p.parent)
+
+
+def _finish_install(data_dir: Path, logstore: LogStore, marker: dict[str, Any]) -> None:
+    """Returns None after completing the install ``marker`` describes (idempotent): staged
+    file renamed over the state, log replaced by the meta, marker removed. The state
+    machine must be closed."""
+    staged = Path(marker["staged"])
+    state = data_dir / "state"
+    if staged.exists():
+        os.replace(staged, state / DATA_FILE)
+        fsync_dir(state)
+        shutil.rmtree(staged.parent, ignore_errors=True)
+    m = marker["meta"]
+    meta = SnapshotMeta(int(m["index"]), int(m["term"]), conf_from_json(m))
+    if logstore.snapshot_meta().index < meta.index:
+        term, vote, commit = marker["hard_state"]
+        logstore.apply_snapshot(meta, HardState(int(term), str(vote), max(int(commit), meta.index)))
+    (data_dir / "snapshots" / INSTALL_MARKER).unlink(missing_ok=True)
+    fsync_dir(data_dir / "snapshots")
+
+
+def recover(data_dir: str | os.PathLike[str], logstore: LogStore) -> str:
+    """Returns what start-up recovery did ("" when nothing was needed), run before the state
+    machine is opened: finishes an interrupted install; when the state is behind the log's
+    snapshot index, restores the newest local snapshot that covers it.
+
+    Raises SnapshotError when the state is behind the log and no local snapshot covers it."""
+    root = Path(data_dir)
+    marker_path = root / "snapshots" / INSTALL_MARKER
+    did = []
+    if marker_path.exists():
+        try:
+            marker = json.loads(marker_path.read_text())
+        except ValueError:
+            marker = None
+        if marker is None:  # torn before the rename: nothing was swapped yet
+            marker_path.unlink()
+        else:
+            _finish_install(root, logstore, marker)
+            did.append("finished an interrupted snapshot install")
+    for p in (root / "snapshots").glob(".recv-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    snap_index = logstore.snapshot_meta().index
+    if snap_index > 0:
+        state = root / "state"
+        if (state / DATA_FILE).exists():
+            db = DB.open(state, readonly=True)
+            try:
+                applied = read_applied(db)[0]
+            finally:
+                db.close()
+        else:
+            applied = 0
+        if applied < snap_index:
+            store = SnapshotStore(root / "snapshots")
+            cover = [s for s in store.list() if s.index >= snap_index]
+            if not cover:
+                raise SnapshotError(
+                    f"state is at {applied} but the log starts after {snap_index}, and no "
+                    "local snapshot covers it",
+                    applied=applied,
+                    snapshot_index=snap_index,
+                )
+            restore_snapshot(state, cover[-1].path, cover[-1])
+            did.append(f"restored the state from snapshot {cover[-1].index}")
+    return "; ".join(did)

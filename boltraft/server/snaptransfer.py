@@ -1,0 +1,455 @@
+"""Returns nothing; shipping a snapshot to a follower over ZeroMQ in checksummed chunks.
+
+One frame kind, ``snap``, whose first field names the message (``sid`` = ``"<index>-<first
+16 hex of sha256>"`` names one snapshot file):
+
+- ``[1, "snap", "offer", sid, meta]`` holder -> follower, over the holder's DEALER: ``meta``
+  = ``{"term", "index", "log_term", "voters", "learners", "addrs"`` (the Raft snapshot meta
+  the leader's core asked to send; ``index`` may be below the data's index, see
+  boltraft/server/snapshots.py)``, "data_index", "size", "sha256", "chunk", "addr"}``.
+- ``[1, "snap", "get", sid, [offset, ...]]`` follower -> holder, over the follower's DEALER.
+- ``[1, "snap", "chunk", sid, offset, data, crc32]`` holder -> follower, as a REPLY through
+  the holder's ROUTER: chunks travel on the follower's own connection, never in the queue
+  of the holder's DEALER that carries appends and heartbeats, so no other peer waits.
+- ``[1, "snap", "done", sid, ok, reason]`` follower -> holder: installed (or refused).
+- ``[1, "snap", "gone", sid]`` holder -> follower: that snapshot is not served any more.
+
+Flow control is the follower's: at most ``snapshot_window`` chunks requested and not yet
+received. The holder serves each ``get`` at once (so its loop reads at most a window of
+chunks per iteration). A chunk that does not arrive within a second is requested again (a
+lost chunk only costs a retry); a chunk whose crc32 or offset is wrong is dropped and asked
+again. A holder serves any snapshot it still stores, leader or not, so a download survives a
+leader change: the follower keeps pulling from the holder and, once done, steps the new
+leader's snapshot message whenever the data it holds reaches that message's index. The
+received file is written under ``DATA/snapshots/.recv-<sid>/``, then fsynced and verified
+(size and sha256) by a worker thread before the SNAP message is stepped into the core; the
+swap itself is boltraft.server.snapshots' crash-safe install.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from boltraft.errors import ChecksumMismatchError, MalformedFrameError, SnapshotError
+from boltraft.raft.types import Message, MessageType, SnapshotMeta
+from boltraft.server.snapshots import conf_from_json, conf_to_json
+from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo, file_sha256
+from boltraft.transport import codec
+from boltraft.transport.zmq_transport import Incoming
+
+if TYPE_CHECKING:
+    from boltraft.server.node import Node
+
+log = logging.getLogger("boltraft.server")
+
+SNAP = "snap"
+_SHAPES: dict[str, tuple[type, ...]] = {
+    "offer": (str, dict),
+    "get": (str, list),
+    "chunk": (str, int, bytes, int),
+    "done": (str, bool, str),
+    "gone": (str,),
+}
+RESEND_S = 1.0  # a requested chunk not received by then is asked again
+OFFER_EVERY_S = 1.0  # an offer not answered by a get is repeated this often
+IDLE_S = 15.0  # a transfer without progress for this long is abandoned
+STEP_WAIT_S = 3.0  # a verified download the core did not take by then is dropped
+
+
+def _decode(fields: list[Any]) -> list[Any]:
+    """Returns ``[name, ...]`` of a snap frame; raises MalformedFrameError on a bad shape."""
+    if not fields or type(fields[0]) is not str or fields[0] not in _SHAPES:
+        raise MalformedFrameError("unknown snap message")
+    shape = _SHAPES[fields[0]]
+    rest = fields[1:]
+    if len(rest) != len(shape) or any(type(v) is not t for v, t in zip(rest, shape, strict=True)):
+        raise MalformedFrameError(f"malformed snap {fields[0]!r} message")
+    return fields
+
+
+codec.register_kind(SNAP, _decode)
+
+
+def snapshot_id(info: SnapshotInfo) -> str:
+    """Returns the id that names ``info``'s data file on the wire."""
+    return f"{info.index}-{info.sha256[:16]}"
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A leader's transfer to one follower. Invariant: ``info`` is pinned while it lives."""
+
+    sid: str
+    info: SnapshotInfo
+    offer: bytes  # the encoded offer frame
+    last_offer: float
+    last_activity: float
+    pulled: bool = False
+
+
+@dataclass(slots=True)
+class _Download:
+    """A follower's download. Invariant: ``0 <= next_offset <= size``; every offset in
+    ``outstanding`` is below ``next_offset`` and not yet written."""
+
+    sid: str
+    holder: str
+    meta: dict[str, Any]
+    path: Path
+    fd: int
+    size: int
+    chunk: int
+    started: float
+    last_progress: float
+    next_offset: int = 0
+    received: int = 0
+    outstanding: dict[int, float] = field(default_factory=dict)
+    verifying: Future[tuple[int, str]] | None = None
+    verified: bool = False
+    stepped_at: float = 0.0
+
+
+class Transfers:
+    """Both ends of snapshot transfer for one node; every method runs on the loop thread."""
+
+    def __init__(self, node: Node, pool: ThreadPoolExecutor) -> None:
+        self.node = node
+        self._pool = pool
+        self._out: dict[str, _Outgoing] = {}  # follower id -> transfer
+        self._waiting: dict[str, Message] = {}  # follower id -> SNAP waiting for a snapshot
+        self._fds: dict[str, tuple[int, SnapshotInfo]] = {}  # sid -> open data file
+        self._dl: _Download | None = None
+        self._drop_left = node.cfg.snapshot_drop_chunk  # TEST KNOB: serve-side chunk to drop
+        self.stats = {
+            "offers": 0,
+            "chunks_served": 0,
+            "chunks_received": 0,
+            "chunks_resent": 0,
+            "chunks_dropped_knob": 0,
+            "bad_chunks": 0,
+            "completed": 0,
+            "failed": 0,
+        }
+        self.last_transfer: dict[str, float] = {}
+
+    # --- leader side ----------------------------------------------------------------------
+    def on_snap_message(self, m: Message) -> None:
+        """Returns None after starting to ship a snapshot for the core's SNAP ``m`` (making a
+        snapshot first when none covers ``m.snapshot.index``)."""
+        snaps = self.node.ops.snapshots
+        info = snaps.last_info
+        need = m.snapshot.index if m.snapshot is not None else 0
+        if info is not None and info.index >= need and info.path.exists():
+            self._start(m, info)
+            return
+        first = m.to not in self._waiting
+        self._waiting[m.to] = m
+        if first:
+            snaps.create(self._on_created)
+
+    def _on_created(self, info: SnapshotInfo | None, err: Any) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for to, m in waiting.items():
+            need = m.snapshot.index if m.snapshot is not None else 0
+            if info is None or info.index < need or not self.node.is_leader:
+                self.node.raw.report_snapshot(to, False)
+            else:
+                self._start(m, info)
+
+    def _start(self, m: Message, info: SnapshotInfo) -> None:
+        node = self.node
+        old = self._out.pop(m.to, None)
+        if old is not None:
+            node.ops.snapshots.store.unpin(old.info)
+        meta = m.snapshot or SnapshotMeta()
+        sid = snapshot_id(info)
+        body = {
+            "term": m.term,
+            "index": meta.index,
+            "log_term": meta.term,
+            **conf_to_json(meta.conf_state),
+            "data_index": info.index,
+            "size": info.size,
+            "sha256": info.sha256,
+            "chunk": node.cfg.snapshot_chunk_bytes,
+            "addr": node.cfg.listen,
+        }
+        node.ops.snapshots.store.pin(info)
+        now = time.monotonic()
+        t = _Outgoing(sid, info, codec.encode_frame(SNAP, "offer", sid, body), now, now)
+        self._out[m.to] = t
+        self.stats["offers"] += 1
+        node.net.send_frame(m.to, t.offer)
+        log.info("%s: sending snapshot %s (%d bytes) to %s", node.id, sid, info.size, m.to)
+
+    def _serve(self, frame: Incoming, sid: str, offsets: list[Any]) -> None:
+        node = self.node
+        opened = self._open(sid)
+        peer = frame.sender.decode(errors="replace")
+        if opened is None:
+            node.net.reply(frame.sender, codec.encode_frame(SNAP, "gone", sid))
+            return
+        fd, info = opened
+        t = self._out.get(peer)
+        if t is not None and t.sid == sid:
+            t.pulled = True
+            t.last_activity = time.monotonic()
+        chunk = node.cfg.snapshot_chunk_bytes
+        for off in offsets[: node.cfg.snapshot_window]:
+            if type(off) is not int or off < 0 or off >= info.size:
+                continue
+            data = os.pread(fd, min(chunk, info.size - off), off)
+            self.stats["chunks_served"] += 1
+            if self._drop_left >= 0:
+                if self._drop_left == 0:
+                    self._drop_left = -1
+                    self.stats["chunks_dropped_knob"] += 1
+                    continue
+                self._drop_left -= 1
+            node.net.reply(
+                frame.sender, codec.encode_frame(SNAP, "chunk", sid, off, data, zlib.crc32(data))
+            )
+
+    def _open(self, sid: str) -> tuple[int, SnapshotInfo] | None:
+        opened = self._fds.get(sid)
+        if opened is not None:
+            return opened
+        for info in self.node.ops.snapshots.store.list():
+            if snapshot_id(info) == sid:
+                try:
+                    fd = os.open(info.path, os.O_RDONLY)
+                except OSError:
+                    return None
+                self._fds[sid] = (fd, info)
+                return fd, info
+        return None
+
+    def _finish_out(self, peer: str, sid: str, ok: bool, reason: str) -> None:
+        t = self._out.get(peer)
+        if t is None or t.sid != sid:
+            return
+        del self._out[peer]
+        self.node.ops.snapshots.store.unpin(t.info)
+        if self.node.is_leader:
+            self.node.raw.report_snapshot(peer, ok)
+        key = "completed" if ok else "failed"
+        self.stats[key] += 1
+        log.info("%s: snapshot %s to %s %s %s", self.node.id, sid, peer, key, reason)
+
+    # --- follower side --------------------------------------------------------------------
+    def _on_offer(self, frame: Incoming, sid: str, meta: dict[str, Any]) -> None:
+        node = self.node
+        holder = frame.sender.decode(errors="replace")
+        try:
+            size, chunk, index = int(meta["size"]), int(meta["chunk"]), int(meta["index"])
+            data_index = int(meta["data_index"])
+            conf_from_json(meta)
+            int(meta["term"]), int(meta["log_term"]), str(meta["sha256"]), str(meta["addr"])
+        except (KeyError, TypeError, ValueError, AttributeError, SnapshotError):
+            node.count("bad_snap_offer")
+            return
+        if size <= 0 or chunk <= 0 or data_index < index:
+            node.count("bad_snap_offer")
+            return
+        if index <= node.commit:
+            self._send(holder, "done", sid, False, "already past that index")
+            return
+        dl = self._dl
+        now = time.monotonic()
+        if dl is not None:
+            if dl.sid == sid:
+                dl.meta, dl.holder = meta, holder  # the same file: resume where we are
+                self._ensure_peer(holder, meta["addr"])
+                self._pump(now)
+                return
+            alive = now - dl.last_progress < 2 * RESEND_S
+            if int(dl.meta["data_index"]) >= index and (dl.verified or alive):
+                dl.meta = {**dl.meta, **_raft_part(meta)}  # finish it, step the new meta
+                if dl.verified:
+                    self._step(dl)
+                return
+            self._abort("replaced by a newer offer")
+        self._ensure_peer(holder, meta["addr"])
+        d = Path(node.cfg.data) / "snapshots" / f".recv-{sid}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        fd = os.open(d / DATA_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._dl = _Download(sid, holder, meta, d / DATA_FILE, fd, size, chunk, now, now)
+        log.info("%s: receiving snapshot %s (%d bytes) from %s", node.id, sid, size, holder)
+        self._pump(now)
+
+    def _ensure_peer(self, holder: str, addr: str) -> None:
+        net = self.node.net
+        if holder not in net.peers() and holder != self.node.id:
+            net.add_peer(holder, addr)
+
+    def _pump(self, now: float) -> None:
+        """Requests chunks up to the window, re-requesting overdue ones first."""
+        dl = self._dl
+        if dl is None or dl.verifying is not None or dl.verified:
+            return
+        want = [off for off, sent in dl.outstanding.items() if now - sent > RESEND_S]
+        self.stats["chunks_resent"] += len(want)
+        window = self.node.cfg.snapshot_window
+        fresh = len(dl.outstanding)
+        while fresh < window and dl.next_offset < dl.size:
+            want.append(dl.next_offset)
+            dl.next_offset += dl.chunk
+            fresh += 1
+        if want:
+            for off in want:
+                dl.outstanding[off] = now
+            self._send(dl.holder, "get", dl.sid, want)
+
+    def _on_chunk(self, sid: str, off: int, data: bytes, crc: int) -> None:
+        dl = self._dl
+        if dl is None or dl.sid != sid or off not in dl.outstanding:
+            return
+        expect = min(dl.chunk, dl.size - off)
+        if len(data) != expect or zlib.crc32(data) != crc:
+            self.stats["bad_chunks"] += 1
+            return  # asked again once overdue
+        os.pwrite(dl.fd, data, off)
+        del dl.outstanding[off]
+        dl.received += len(data)
+        now = time.monotonic()
+        dl.last_progress = now
+        self.stats["chunks_received"] += 1
+        if dl.received >= dl.size and not dl.outstanding:
+            os.close(dl.fd)
+            dl.fd = -1
+            dl.verifying = self._pool.submit(_verify, dl.path)
+        else:
+            self._pump(now)
+
+    def _step(self, dl: _Download) -> None:
+        """Steps the SNAP message of the latest offer into the core (the data is local)."""
+        m = dl.meta
+        meta = SnapshotMeta(int(m["index"]), int(m["log_term"]), conf_from_json(m))
+        msg = Message(MessageType.SNAP, self.node.id, dl.holder, term=int(m["term"]), snapshot=meta)
+        dl.stepped_at = time.monotonic()
+        self.node.raw.step(msg)
+
+    def staged_for(self, meta: SnapshotMeta) -> Path | None:
+        """Returns the verified data file that covers ``meta`` (None when there is none)."""
+        dl = self._dl
+        if dl is not None and dl.verified and int(dl.meta["data_index"]) >= meta.index:
+            return dl.path
+        return None
+
+    def installed(self) -> None:
+        """Returns None after telling the holder that the download was installed."""
+        dl, self._dl = self._dl, None
+        if dl is not None:
+            self.stats["completed"] += 1
+            secs = time.monotonic() - dl.started
+            self.last_transfer = {"bytes": dl.size, "seconds": secs}
+            log.info("%s: snapshot %s installed after %.2fs", self.node.id, dl.sid, secs)
+            self._send(dl.holder, "done", dl.sid, True, "installed")
+
+    def _abort(self, reason: str) -> None:
+        dl, self._dl = self._dl, None
+        if dl is None:
+            return
+        if dl.fd >= 0:
+            os.close(dl.fd)
+        shutil.rmtree(dl.path.parent, ignore_errors=True)
+        self.stats["failed"] += 1
+        log.warning("%s: snapshot %s abandoned: %s", self.node.id, dl.sid, reason)
+        self._send(dl.holder, "done", dl.sid, False, reason)
+
+    def _send(self, peer: str, *fields: Any) -> None:
+        self.node.net.send_frame(peer, codec.encode_frame(SNAP, *fields))
+
+    # --- both -----------------------------------------------------------------------------
+    def on_frame(self, frame: Incoming) -> None:
+        """Returns None after handling one ``snap`` frame."""
+        name, *rest = frame.payload
+        if name == "get":
+            self._serve(frame, rest[0], rest[1])
+        elif name == "chunk":
+            self._on_chunk(*rest)
+        elif name == "offer":
+            self._on_offer(frame, rest[0], rest[1])
+        elif name == "done":
+            self._finish_out(frame.sender.decode(errors="replace"), rest[0], rest[1], rest[2])
+        elif name == "gone" and self._dl is not None and self._dl.sid == rest[0]:
+            self._abort("the holder no longer has it")
+
+    def tick(self, now: float) -> None:
+        """Returns None; repeats offers, re-requests overdue chunks, finishes verification,
+        and abandons transfers that stopped making progress."""
+        node = self.node
+        for peer, t in list(self._out.items()):
+            if not node.is_leader or now - t.last_activity > IDLE_S:
+                self._finish_out(peer, t.sid, False, "stalled or no longer leader")
+            elif not t.pulled and now - t.last_offer >= OFFER_EVERY_S:
+                t.last_offer = now
+                node.net.send_frame(peer, t.offer)
+        dl = self._dl
+        if dl is not None:
+            if dl.verifying is not None and dl.verifying.done():
+                fut, dl.verifying = dl.verifying, None
+                try:
+                    size, digest = fut.result()
+                except OSError as exc:
+                    self._abort(f"cannot verify: {exc}")
+                    return
+                if size != dl.size or digest != dl.meta["sha256"]:
+                    err = ChecksumMismatchError("received snapshot does not match its sha256")
+                    self._abort(err.message)
+                    return
+                dl.verified = True
+                dl.last_progress = now
+                self._step(dl)
+            elif dl.verified and dl.stepped_at and now - dl.stepped_at > STEP_WAIT_S:
+                self._abort("the core did not take the snapshot")
+            elif not dl.verified and dl.verifying is None:
+                if now - dl.last_progress > IDLE_S:
+                    self._abort("no chunk arrived for too long")
+                else:
+                    self._pump(now)
+        if self._fds and not self._out and (dl is None):
+            for fd, _ in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    def status(self) -> dict[str, Any]:
+        """Returns counters and the transfers in progress (for ``status``)."""
+        dl = self._dl
+        out: dict[str, Any] = dict(self.stats)
+        out["sending_to"] = {p: t.sid for p, t in self._out.items()}
+        if dl is not None:
+            out["receiving"] = {"sid": dl.sid, "received": dl.received, "size": dl.size}
+        if self.last_transfer:
+            out["last_received"] = self.last_transfer
+        return out
+
+    def close(self) -> None:
+        """Returns None after closing open files."""
+        for fd, _ in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._dl is not None and self._dl.fd >= 0:
+            os.close(self._dl.fd)
+            self._dl.fd = -1
+
+
+def _raft_part(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = ("term", "index", "log_term", "voters", "learners", "addrs")
+    return {k: meta[k] for k in keys}
+
+
+def _verify(path: Path) -> tuple[int, str]:
+    """Returns (size, sha256) of ``path`` after fsyncing it (runs in a worker thread)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+    return file_sha256(path)
