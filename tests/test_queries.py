@@ -9,7 +9,7 @@ import pytest
 
 from boltraft.errors import BadRequestError, BucketNotFoundError
 from boltraft.storage.db import DB
-from boltraft.storage.queries import execute_read, validate_read
+from boltraft.storage.queries import execute_read, execute_reads, validate_read
 
 
 @pytest.fixture
@@ -103,3 +103,19 @@ def test_validate_normalizes() -> None:
         "prefix": b"p",
         "limit": None,
     }
+
+
+def test_execute_reads_shares_one_snapshot_and_isolates_failures(db: DB) -> None:
+    assert execute_reads(db, []) == []
+    out = execute_reads(
+        db,
+        [
+            {"op": "get", "bucket": "users", "key": b"u01"},
+            {"op": "get", "bucket": "nope", "key": b"k"},
+            {"op": "count", "bucket": 5},
+            {"op": "count", "bucket": "users"},
+        ],
+    )
+    assert out[0] == b"v1" and out[3] == 11
+    assert isinstance(out[1], BucketNotFoundError)
+    assert isinstance(out[2], BadRequestError)

@@ -20,10 +20,12 @@ missing field, an unknown field or a wrong type; the engine raises its own typed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from boltraft.errors import BadRequestError
+from boltraft.errors import BadRequestError, BoltraftError
 from boltraft.storage.db import DB
+from boltraft.storage.tx import Tx
 
 _IGNORED = frozenset({"op", "read", "max_lag", "v", "cid", "seq"})
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -106,21 +108,45 @@ def execute_read(db: DB, request: Any) -> Any:
     typed errors (e.g. BucketNotFoundError) for a request the store refuses.
     """
     req = validate_read(request)
-    op = req["op"]
     with db.view() as tx:
-        if op == "buckets":
-            return tx.buckets(req.get("bucket", ()))
-        bucket = tx.bucket(req["bucket"])
-        if op == "get":
-            return bucket.get(req["key"])
-        if op == "count":
-            return bucket.count()
-        items, token = bucket.scan(
-            prefix=req.get("prefix"),
-            start=req.get("start"),
-            end=req.get("end"),
-            limit=req.get("limit"),
-            reverse=req.get("reverse", False),
-            after=req.get("after"),
-        )
-        return {"items": [[k, v] for k, v in items], "next": token}
+        return _read(tx, req)
+
+
+def execute_reads(db: DB, requests: Sequence[Any]) -> list[Any]:
+    """Returns one entry per request, in order: its result as ``execute_read`` would return
+    it, or the BoltraftError instance it failed with (one bad or refused read never stops
+    the others). All of them run in ONE read transaction, so they see one snapshot and a
+    bucket path is walked once; an empty ``requests`` gives [] without opening one."""
+    if not requests:
+        return []
+    out: list[Any] = []
+    append = out.append
+    with db.view() as tx:
+        for request in requests:
+            try:
+                append(_read(tx, validate_read(request)))
+            except BoltraftError as err:
+                append(err)
+    return out
+
+
+def _read(tx: Tx, req: dict[str, Any]) -> Any:
+    """Returns the result of the validated read ``req`` inside ``tx``; raises the engine's
+    typed errors."""
+    op = req["op"]
+    if op == "buckets":
+        return tx.buckets(req.get("bucket", ()))
+    bucket = tx.bucket(req["bucket"])
+    if op == "get":
+        return bucket.get(req["key"])
+    if op == "count":
+        return bucket.count()
+    items, token = bucket.scan(
+        prefix=req.get("prefix"),
+        start=req.get("start"),
+        end=req.get("end"),
+        limit=req.get("limit"),
+        reverse=req.get("reverse", False),
+        after=req.get("after"),
+    )
+    return {"items": [[k, v] for k, v in items], "next": token}
