@@ -19,7 +19,7 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("serve", "up", "bench", "inspect", "kv"):
+    for name in ("serve", "up", "bench", "inspect", "kv", "cluster", "backup"):
         module = importlib.import_module(f"boltraft_cli.{name}")
         module.register(main)
 

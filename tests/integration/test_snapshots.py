@@ -1,0 +1,133 @@
+"""Real ``boltraft serve`` processes: automatic snapshots and log compaction, a follower
+catching up by snapshot after it fell behind the compacted log (also with a lost chunk), a
+new node joining a 200,000-key cluster through a snapshot while writes go on, and fast
+restarts that reinstall nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from boltraft.client import Client
+
+from .cluster import wait_until
+from .opscluster import OpsCluster, Writer
+
+pytestmark = pytest.mark.integration
+
+SMALL = {"snapshot_entries": 50, "snapshot_keep_entries": 5, "snapshot_chunk_bytes": 65536}
+
+
+@pytest.fixture
+def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
+    made: list[OpsCluster] = []
+
+    def make(config: dict, n: int = 3) -> OpsCluster:
+        c = OpsCluster(tmp_path, n, config)
+        made.append(c)
+        c.start()
+        c.wait_for_leader()
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            print(c.dump_logs())
+
+
+def _fill(c: Client, batches: int, per: int, prefix: str, value: bytes = b"x" * 200) -> None:
+    for i in range(batches):
+        ops = [
+            {"op": "put", "bucket": "b", "key": f"{prefix}{i:05d}-{j:05d}", "value": value}
+            for j in range(per)
+        ]
+        c.batch(ops, timeout=30)
+
+
+def _cluster_status(c: OpsCluster, node_id: str) -> dict:
+    st = c.status(node_id, timeout=2.0)
+    assert st is not None, f"{node_id} does not answer"
+    return st
+
+
+def _behind_then_catch_up(c: OpsCluster) -> tuple[str, str]:
+    lead = c.wait_for_leader()
+    victim = next(i for i in c.ids if i != lead)
+    with Client(c.endpoints, timeout=10) as cl:
+        cl.create_bucket("b")
+        _fill(cl, 2, 10, "a")
+        c.kill(victim)
+        _fill(cl, 150, 40, "k")
+        lead_st = _cluster_status(c, lead)
+        assert lead_st["cluster"]["log_first"] > 100  # compacted past the victim
+        c.start(victim)
+        c.wait_applied(victim, lead_st["commit"], timeout=60)
+        with Client([c.addrs[victim]], timeout=10) as vc:
+            assert vc.count("b", read="stale") == 20 + 150 * 40
+            assert vc.get("b", "k00149-00039", read="stale") == b"x" * 200
+    return lead, victim
+
+
+def test_follower_behind_compaction_catches_up_by_snapshot(make_cluster) -> None:
+    c = make_cluster(SMALL)
+    lead, victim = _behind_then_catch_up(c)
+    vst = _cluster_status(c, victim)["cluster"]
+    assert vst["snapshots"]["installed"] >= 1
+    assert vst["transfers"]["completed"] >= 1
+    assert _cluster_status(c, lead)["cluster"]["snapshots"]["compactions"] >= 1
+
+
+def test_snapshot_transfer_with_a_dropped_chunk_completes(make_cluster) -> None:
+    c = make_cluster({**SMALL, "snapshot_drop_chunk": 3})
+    lead, victim = _behind_then_catch_up(c)
+    assert _cluster_status(c, lead)["cluster"]["transfers"]["chunks_dropped_knob"] == 1
+    assert _cluster_status(c, victim)["cluster"]["transfers"]["chunks_resent"] >= 1
+
+
+def test_restart_with_current_state_reinstalls_nothing(make_cluster) -> None:
+    c = make_cluster(SMALL)
+    _, victim = _behind_then_catch_up(c)
+    with Client(c.endpoints, timeout=10) as cl:
+        snap = cl.snapshot(c.addrs[victim])
+        assert snap["log_first"] > 1
+        for node_id in c.ids:
+            c.restart(node_id)
+        c.wait_for_leader()
+        commit = cl.status()["commit"]
+        for node_id in c.ids:
+            c.wait_applied(node_id, commit)
+            st = _cluster_status(c, node_id)["cluster"]
+            assert st["snapshots"]["installed"] == 0
+            assert st["transfers"]["chunks_received"] == 0
+        assert cl.count("b") == 20 + 150 * 40
+
+
+def test_node_joins_200k_key_cluster_by_snapshot_while_writes_go_on(make_cluster) -> None:
+    c = make_cluster({"snapshot_entries": 2000, "snapshot_keep_entries": 10})
+    lead = c.wait_for_leader()
+    with Client(c.endpoints, timeout=30) as cl:
+        cl.create_bucket("b")
+        _fill(cl, 40, 5000, "big", b"v" * 16)
+        snap = cl.snapshot(c.addrs[lead], timeout=60)  # the log no longer starts at 1
+        assert snap["log_first"] > 1
+        writer = Writer(c.endpoints)
+        writer.start()
+        try:
+            wait_until(lambda: len(writer.acked) >= 20, 30, "writes to flow")
+            c.add_joiner("n4", c.addrs[lead])
+            c.wait_voter("n4", timeout=90)
+        finally:
+            writer.stop()
+        assert writer.acked
+        commit = cl.status(c.addrs[lead])["commit"]
+        c.wait_applied("n4", commit, timeout=60)
+        with Client([c.addrs["n4"]], timeout=30) as n4:
+            assert n4.count("b", read="stale") >= 200_000 + len(writer.acked)
+            for key in writer.acked[:: max(1, len(writer.acked) // 50)] + writer.acked[-3:]:
+                assert n4.get("b", key, read="stale") == key
+        st = _cluster_status(c, "n4")["cluster"]
+        assert st["snapshots"]["installed"] == 1
