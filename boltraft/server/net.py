@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+import msgpack
+
 from boltraft.errors import MalformedFrameError
 from boltraft.raft.types import Message
 from boltraft.transport import codec
@@ -43,6 +45,25 @@ def _decode_pairs(fields: list[Any]) -> list[list[Any]]:
 
 codec.register_kind(FWD, _decode_pairs)
 codec.register_kind(FWD_RESP, _decode_pairs)
+
+
+# ``[1, "resp", rid, {"ok": true, "result": r}]`` assembled from constant pieces: the array
+# header with version and kind, then the packed rid, then the map up to the result's value.
+_RESP_HEAD = b"\x94" + msgpack.packb([codec.PROTOCOL_VERSION, codec.KIND_RESP])[1:]
+_OK_HEAD = msgpack.packb({"ok": True, "result": None})[:-1]
+_NIL = msgpack.packb(None)
+
+
+def encode_ok(rid: int, result: Any) -> bytes:
+    """Returns the ``resp`` frame ``{"ok": true, "result": result}`` for request ``rid``,
+    byte-identical to ``encode_response(rid, {"ok": True, "result": result})`` but built
+    without packing the constant parts again. Raises MalformedFrameError when ``result``
+    (or ``rid``) cannot be encoded (a programming error)."""
+    try:
+        packed = _NIL if result is None else msgpack.packb(result, use_bin_type=True)
+        return _RESP_HEAD + msgpack.packb(rid) + _OK_HEAD + packed
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MalformedFrameError(f"cannot encode a 'resp' frame: {exc}", kind="resp") from None
 
 
 def encode_response(rid: int, response: dict[str, Any]) -> bytes:

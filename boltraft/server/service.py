@@ -33,9 +33,9 @@ from boltraft.errors import (
 )
 from boltraft.raft.types import Entry, ReadState
 from boltraft.server.clusterops import OPS as CLUSTER_OPS
-from boltraft.server.net import FWD, FWD_RESP, encode_response
+from boltraft.server.net import FWD, FWD_RESP, encode_ok, encode_response
 from boltraft.storage import commands
-from boltraft.storage.queries import execute_read
+from boltraft.storage.queries import execute_read, execute_reads
 from boltraft.transport.codec import encode_frame
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class Service:
                 elif isinstance(result, BoltraftError):
                     self.reply(p[1], fail(result))
                 else:
-                    self.reply(p[1], ok(result))
+                    self.reply_ok(p[1], result)
         if self._waiting:
             self._serve_waiting()
 
@@ -293,9 +293,12 @@ class Service:
             self._serve_reads(heapq.heappop(waiting)[2])
 
     def _serve_reads(self, reads: list[tuple[Target, dict[str, Any]]]) -> None:
-        db = self.node.sm.db
-        for target, body in reads:
-            self.reply(target, self._execute(db, body))
+        results = execute_reads(self.node.sm.db, [body for _, body in reads])
+        for (target, _), result in zip(reads, results, strict=True):
+            if isinstance(result, BoltraftError):
+                self.reply(target, fail(result))
+            else:
+                self.reply_ok(target, result)
 
     def _stale_read(self, target: Target, body: dict[str, Any], now: float) -> None:
         max_lag = body.get("max_lag")
@@ -337,6 +340,14 @@ class Service:
     def _bad(self, target: Target, message: str) -> None:
         self.stats["bad_requests"] += 1
         self.reply(target, fail(BadRequestError(message)))
+
+    def reply_ok(self, target: Target, result: Any) -> None:
+        """Returns None; ``reply(target, ok(result))`` without building the map for a client
+        on our ROUTER (the hot path of every write and read)."""
+        if target.via is None:
+            self.node.net.reply(target.ident, encode_ok(target.rid, result))
+        else:
+            self._fwd_replies.setdefault(target.via, []).append([target.rid, ok(result)])
 
     def reply(self, target: Target, response: dict[str, Any]) -> None:
         """Returns None; sends ``response`` to ``target`` (batched when it is a peer's)."""

@@ -43,6 +43,16 @@ from boltraft.errors import (
 from boltraft.raft.types import Message
 from boltraft.transport import codec
 
+# The backend (Cython) socket methods with plain int flags: the sugar ``Socket.send`` /
+# ``send_multipart`` / ``recv_multipart`` wrappers and ``zmq.Flag`` arithmetic cost several
+# microseconds per call, which the node loop pays once per request and reply.
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
+_getopt = zmq.backend.Socket.get
+_NB = int(zmq.NOBLOCK)
+_MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
 DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
 _COUNTERS = (
@@ -238,7 +248,7 @@ class PeerTransport:
             sent = 0
             for frame, n in parts:
                 try:
-                    sock.send(frame, zmq.NOBLOCK)
+                    _send(sock, frame, _NB)
                 except zmq.Again:
                     c["dropped"] += 1
                     continue
@@ -263,7 +273,7 @@ class PeerTransport:
             self._counts["unknown_peer"] += 1
             return False
         try:
-            peer[1].send(frame, zmq.NOBLOCK)
+            _send(peer[1], frame, _NB)
         except zmq.Again:
             self._counts["dropped"] += 1
             return False
@@ -274,9 +284,12 @@ class PeerTransport:
         """Returns True if ``frame`` was queued on the ROUTER for ``sender`` (an
         ``Incoming.sender``); False (and counted) when that sender is gone or its queue is
         full. Never blocks."""
-        self._live()
+        if self._closed:
+            raise UnavailableError("the transport is closed")
+        router = self._router
         try:
-            self._router.send_multipart((sender, frame), zmq.NOBLOCK)
+            _send(router, sender, _MORE_NB)  # a failure here leaves nothing half-sent
+            _send(router, frame, _NB)
         except zmq.ZMQError:  # Again (queue full) or EHOSTUNREACH (sender disconnected)
             self._counts["reply_dropped"] += 1
             return False
@@ -292,14 +305,17 @@ class PeerTransport:
         self._live()
         ready = self._poller.poll(max(0, int(timeout * 1000)))
         out: list[Incoming] = []
+        take, by_socket = self._take, self._by_socket
         for sock, _ in ready:
-            peer = self._by_socket.get(sock)
+            peer = by_socket.get(sock)
             while len(out) < max_frames:
                 try:
-                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                    parts = [_recv(sock, _NB)]
                 except zmq.Again:
                     break
-                self._take(parts, peer, out)
+                while _getopt(sock, _RCVMORE):  # the rest of a message arrives with its start
+                    parts.append(_recv(sock, _NB))
+                take(parts, peer, out)
         return out
 
     def _take(self, parts: list[bytes], peer: str | None, out: list[Incoming]) -> None:

@@ -1,0 +1,74 @@
+"""The loop's fast paths on the wire: pre-assembled ``resp`` frames, and the transport's
+direct socket calls (multi-part garbage is dropped whole, the next frame still arrives)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import zmq
+
+from boltraft.errors import MalformedFrameError
+from boltraft.server.net import encode_ok, encode_response
+from boltraft.transport import codec
+from boltraft.transport.zmq_transport import PeerTransport
+
+RESULTS: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    2**63,
+    b"",
+    b"v" * 300,
+    "naïve",
+    [1, [b"a", None]],
+    {"items": [[b"k", b"v"]], "next": None},
+]
+
+
+@pytest.mark.parametrize("result", RESULTS)
+@pytest.mark.parametrize("rid", [0, 1, 127, 128, 65536, 2**64 - 1])
+def test_encode_ok_is_byte_identical(rid: int, result: Any) -> None:
+    frame = encode_ok(rid, result)
+    assert frame == encode_response(rid, {"ok": True, "result": result})
+    decoded = codec.decode_frame(frame)
+    assert decoded.payload == codec.Response(rid, True, result, None)
+
+
+def test_encode_ok_refuses_unencodable_result() -> None:
+    with pytest.raises(MalformedFrameError):
+        encode_ok(1, object())
+
+
+def _recv_until(t: PeerTransport, n: int) -> list[Any]:
+    out: list[Any] = []
+    deadline = time.monotonic() + 5
+    while len(out) < n and time.monotonic() < deadline:
+        out.extend(t.recv(0.05))
+    return out
+
+
+def test_multipart_garbage_is_dropped_and_replies_still_flow() -> None:
+    ctx = zmq.Context()
+    t = PeerTransport("n1", "tcp://127.0.0.1:*")
+    client = ctx.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    try:
+        client.connect(t.endpoint)
+        client.send_multipart([b"junk", codec.encode_request(7, {"op": "get"}), b"more"])
+        client.send(codec.encode_request(8, {"op": "status"}))
+        got = _recv_until(t, 1)
+        assert [(f.kind, f.payload.request_id) for f in got] == [("req", 8)]
+        assert t.counters()["malformed"] == 1
+        assert t.reply(got[0].sender, encode_ok(8, {"x": 1}))
+        assert client.poll(5000)
+        resp = codec.decode_frame(client.recv()).payload
+        assert (resp.request_id, resp.result) == (8, {"x": 1})
+        assert not t.reply(b"\x00nobody", encode_ok(9, None))
+        assert t.counters()["reply_dropped"] == 1
+    finally:
+        client.close(0)
+        t.close()
+        ctx.term()
