@@ -54,6 +54,8 @@ def chaos_actions(sim: Simulation) -> None:
         conf_change(sim)
     if r.transfer and rng.random() < r.transfer:
         transfer(sim)
+    if r.transfer and rng.random() < r.transfer / 2:
+        campaign(sim)
     if r.compact and rng.random() < r.compact:
         compact(sim)
 
@@ -159,6 +161,18 @@ def transfer(sim: Simulation) -> None:
     sim._after_step(ld)
 
 
+def campaign(sim: Simulation) -> None:
+    """Makes a random running node start an election now (as an operator's "campaign")."""
+    up = running(sim)
+    if not up:
+        return
+    n = sim.rng.choice(up)
+    assert n.raw is not None
+    n.raw.campaign()
+    sim.trace.add(sim.now, "campaign", n.id)
+    sim._after_step(n)
+
+
 def compact(sim: Simulation) -> None:
     """Compacts a running node's log in two phases, which leaves a trailing window: the
     snapshot saved by the previous call (at that call's applied index) becomes the log's
@@ -188,14 +202,18 @@ def compact(sim: Simulation) -> None:
 
 
 def liveness(sim: Simulation) -> None:
-    """Heals the network, restarts every node and requires, within the bound, a leader whose
-    barrier entry every member of its configuration applies. Raises Violation otherwise."""
+    """Heals the network, restarts every down node (every node, when the seed ran without
+    pre-vote or check-quorum) and requires, within the bound, a leader that is a voter of its
+    own configuration and whose barrier entry every member applies. Raises Violation
+    otherwise."""
     sim.chaos = False
     sim.net.heal()
     sim.partition_until = 0
     sim.net.profile = LinkProfile.healed()
     sim.trace.add(sim.now, "HEAL", "network healed, all nodes restart")
     for n in sim.nodes.values():
+        if n.raw is not None and sim.flags:
+            sim._crash(n, "restart with pre-vote and check-quorum on")
         if n.started and n.raw is None:
             sim._start(n)
     bound = sim.params.liveness_ticks or 40 * sim.election_tick
@@ -221,7 +239,10 @@ def liveness(sim: Simulation) -> None:
         if entry.data != data:
             barrier = None
             continue
-        members = ld.raw.status().conf_state.members()
+        cs = ld.raw.status().conf_state
+        if ld.id not in cs.voters:
+            continue  # a removed leader must step down; wait for a real one
+        members = cs.members()
         applied = {m: sim.nodes[m].sm.applied for m in members}
         if all(sim.nodes[m].raw is not None and a >= index for m, a in applied.items()):
             sim.checker.check_acked_applied(applied)

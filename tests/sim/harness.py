@@ -162,6 +162,18 @@ class Simulation:
             )
         )
         self.rates = Rates.random(rng)
+        # Safety must hold without pre-vote and check-quorum too; liveness is only promised
+        # with both on, so the liveness phase restarts every node with the defaults.
+        self.flags: dict[str, bool] = rng.choice(
+            (
+                {},
+                {},
+                {},
+                {"pre_vote": False},
+                {"check_quorum": False},
+                {"pre_vote": False, "check_quorum": False},
+            )
+        )
         self.net = SimNetwork(random.Random(rng.getrandbits(64)), LinkProfile.random(rng))
         self.checker = SafetyChecker()
         self.trace = Trace(p.trace_size)
@@ -217,7 +229,7 @@ class Simulation:
         )
         head = (
             f"seed {self.seed}, {self.params.nodes} nodes, election_tick {self.election_tick}, "
-            f"limits {self.limits}\n  {self.rates}\n  {self.net.profile}\n"
+            f"limits {self.limits} flags {self.flags}\n  {self.rates}\n  {self.net.profile}\n"
         )
         return SeedResult(
             seed=self.seed,
@@ -283,6 +295,8 @@ class Simulation:
                 trace.add(due, "undeliv", m)
                 if snap is not None:
                     self._report_snapshot(snap, m.to, False)
+                elif self.rng.random() < 0.2:
+                    self._report_unreachable(m)
                 continue
             if snap is not None and not snap[2]:
                 trace.add(due, "snapfail", m)
@@ -468,6 +482,15 @@ class Simulation:
         sender.raw.report_snapshot(to, ok)
         self._after_step(sender)
 
+    def _report_unreachable(self, m: Message) -> None:
+        """Tells the sender its transport could not reach ``m.to`` (as a failed connect)."""
+        sender = self.nodes.get(m.frm)
+        if sender is None or sender.raw is None:
+            return
+        self.trace.add(self.now, "unreach", sender.id, f"to={m.to}")
+        sender.raw.report_unreachable(m.to)
+        self._after_step(sender)
+
     # --- crashes and restarts -----------------------------------------------------------
     def _crash(self, n: SimNode, why: str) -> None:
         self.trace.add(self.now, "CRASH", n.id, why)
@@ -493,6 +516,7 @@ class Simulation:
             applied=n.sm.applied,
             rng=random.Random(self.rng.getrandbits(64)),
             **self.limits,
+            **(self.flags if self.chaos else {}),
         )
         n.raw = RawNode(cfg, n.store)
         self.checker.on_restart(n.id, n.sm.applied)
