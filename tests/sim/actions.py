@@ -39,7 +39,10 @@ def chaos_actions(sim: Simulation) -> None:
     rng = sim.rng
     if r.crash and rng.random() < r.crash:
         up = running(sim)
-        if up:
+        ld = leader(sim)
+        if ld is not None and rng.random() < 0.5:  # leader crashes make the hard cases
+            sim._crash(ld, "leader struck between steps")
+        elif up:
             sim._crash(rng.choice(up), "struck between steps")
     if r.partition and not sim.partition_until and rng.random() < r.partition:
         ids = [n.id for n in sim.nodes.values() if n.started]

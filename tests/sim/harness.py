@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from boltraft.raft.config import Config
 from boltraft.raft.memstore import MemoryLogStore
@@ -84,6 +84,15 @@ class Rates:
             ready_crash=c((0.0, 0.0, 0.003, 0.01)),
             ready_now=c((1.0, 0.7, 0.3)),
         )
+
+
+class SnapFlight(NamedTuple):
+    """A snapshot on the side channel: who sent it, whether it will arrive, and its data."""
+
+    sender: SimNode
+    inc: int  # the sender's incarnation (a report goes only to that one)
+    ok: bool
+    data: KVState
 
 
 @dataclass(slots=True)
@@ -181,7 +190,7 @@ class Simulation:
         spares = [f"n{i}" for i in range(p.nodes + 1, p.nodes + 2)]
         self.nodes: dict[NodeId, SimNode] = {n: SimNode(n) for n in self.voters + spares}
         self.leaders: dict[NodeId, int] = {}  # node -> term, for nodes now leading
-        self.snap_flight: dict[int, tuple[SimNode, int, bool]] = {}  # id(msg) -> sender info
+        self.snap_flight: dict[int, SnapFlight] = {}  # id(SNAP message) -> its shipment
         self.now = 0
         self.tick_no = 0
         self.steps = 0
@@ -298,11 +307,13 @@ class Simulation:
                 elif self.rng.random() < 0.2:
                     self._report_unreachable(m)
                 continue
-            if snap is not None and not snap[2]:
+            if snap is not None and not snap.ok:
                 trace.add(due, "snapfail", m)
                 self._report_snapshot(snap, m.to, False)
                 continue
             trace.add(due, "deliver", m)
+            if snap is not None and m.snapshot is not None:  # the data is local now
+                dst.incoming[(m.snapshot.index, m.snapshot.term)] = snap.data
             dst.raw.step(m)
             self._after_step(dst)
             if snap is not None:
@@ -466,16 +477,13 @@ class Simulation:
             )
         ):
             raise Violation("snapshot", f"{n.id} sent {meta} but its store holds another")
-        dst = self.nodes.get(m.to)
-        ok = dst is not None and (not self.chaos or self.rng.random() < 0.9)
-        if ok and dst is not None:
-            dst.incoming[(meta.index, meta.term)] = data
+        ok = m.to in self.nodes and (not self.chaos or self.rng.random() < 0.9)
         self.stats["snapshots_sent"] += 1
-        self.snap_flight[id(m)] = (n, n.inc, ok)
+        self.snap_flight[id(m)] = SnapFlight(n, n.inc, ok, data)
         self.net.push_at(self.now + 1, m)
 
-    def _report_snapshot(self, snap: tuple[SimNode, int, bool], to: NodeId, ok: bool) -> None:
-        sender, inc, _ = snap
+    def _report_snapshot(self, snap: SnapFlight, to: NodeId, ok: bool) -> None:
+        sender, inc, _, _ = snap
         if sender.raw is None or sender.inc != inc:
             return
         self.trace.add(self.now, "snapreport", sender.id, f"to={to} ok={ok}")
