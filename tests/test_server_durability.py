@@ -1,6 +1,6 @@
-"""The state DB's crash-safety settings: every apply commit fsyncs its data pages (LMDB
-``sync``) but not its meta page (``metasync`` off), so a machine crash can undo the last
-commit (the synced Raft log replays it) but never corrupt the store."""
+"""The state DB's crash safety (``boltraft.server.main.open_state_machine``): unsynced commits
+under a ``state.unsynced`` boot marker, rebuilt after a machine crash; or, without a boot id,
+synced data pages with an unsynced meta page. Either way a torn state DB is never used."""
 
 from __future__ import annotations
 
@@ -10,33 +10,94 @@ import pytest
 
 from boltraft.errors import InvalidArgumentError
 from boltraft.raft.types import Entry, EntryType
+from boltraft.server import main
 from boltraft.server.config import ServerConfig
-from boltraft.server.datadir import DataDir
-from boltraft.server.main import open_state_machine
+from boltraft.server.datadir import DataDir, current_boot_id
 from boltraft.storage import commands
 from boltraft.storage.db import DB
 
+CREATE = commands.encode({"v": 1, "op": "create_bucket", "bucket": ["b"]})
 
-def test_state_machine_syncs_data_but_not_meta(tmp_path: Path) -> None:
-    cfg = ServerConfig(id="n1", data=tmp_path / "d", listen="tcp://127.0.0.1:1")
-    datadir = DataDir.open(tmp_path / "d")
-    try:
-        sm = open_state_machine(cfg, datadir)
-        try:
-            flags = sm.db.env.flags()
-            assert flags["sync"] is True
-            assert flags["metasync"] is False
-            cmd = commands.encode({"v": 1, "op": "create_bucket", "bucket": ["b"]})
-            assert sm.apply([Entry(1, 1, EntryType.NORMAL, cmd)]) == [None]
-        finally:
-            sm.close()
-        again = open_state_machine(cfg, datadir)
-        try:
-            assert again.applied == (1, 1)
-        finally:
-            again.close()
-    finally:
-        datadir.close()
+
+@pytest.fixture
+def datadir(tmp_path: Path):
+    d = DataDir.open(tmp_path / "d")
+    yield d
+    d.close()
+
+
+def _cfg(datadir: DataDir, fsync: bool = True) -> ServerConfig:
+    return ServerConfig(id="n1", data=datadir.path, listen="tcp://127.0.0.1:1", fsync=fsync)
+
+
+def test_synced_mode_without_a_boot_id(datadir: DataDir, monkeypatch) -> None:
+    monkeypatch.setattr(main, "current_boot_id", lambda: None)
+    sm = main.open_state_machine(_cfg(datadir), datadir)
+    flags = sm.db.env.flags()
+    assert (flags["sync"], flags["metasync"]) == (True, False)
+    assert datadir.state_unsynced_boot() is None
+    assert sm.apply([Entry(1, 1, EntryType.NORMAL, CREATE)]) == [None]
+    main.close_state_machine([sm], datadir)
+    again = main.open_state_machine(_cfg(datadir), datadir)
+    assert again.applied == (1, 1)
+    main.close_state_machine([again], datadir)
+
+
+def test_unsynced_mode_marks_the_boot_and_a_clean_close_clears_it(
+    datadir: DataDir, monkeypatch
+) -> None:
+    monkeypatch.setattr(main, "current_boot_id", lambda: "boot-a")
+    sm = main.open_state_machine(_cfg(datadir), datadir)
+    assert sm.db.env.flags()["sync"] is False
+    assert datadir.state_unsynced_boot() == "boot-a"
+    assert sm.apply([Entry(1, 1, EntryType.NORMAL, CREATE)]) == [None]
+    main.close_state_machine([sm, sm], datadir)  # closing twice is harmless
+    assert datadir.state_unsynced_boot() is None
+    assert not datadir.discard_state_if_crashed("boot-b")
+    again = main.open_state_machine(_cfg(datadir), datadir)
+    assert again.applied == (1, 1)
+    main.close_state_machine([again], datadir)
+
+
+def test_fsync_off_never_marks(datadir: DataDir, monkeypatch) -> None:
+    monkeypatch.setattr(main, "current_boot_id", lambda: "boot-a")
+    sm = main.open_state_machine(_cfg(datadir, fsync=False), datadir)
+    assert sm.db.env.flags()["sync"] is True
+    assert datadir.state_unsynced_boot() is None
+    main.close_state_machine([sm], datadir)
+
+
+def test_a_marker_from_another_boot_discards_the_state(datadir: DataDir, monkeypatch) -> None:
+    monkeypatch.setattr(main, "current_boot_id", lambda: "boot-a")
+    sm = main.open_state_machine(_cfg(datadir), datadir)
+    sm.apply([Entry(1, 1, EntryType.NORMAL, CREATE)])
+    sm.db.sync()
+    sm.close()  # as after a crash: the marker stays
+    assert not datadir.discard_state_if_crashed("boot-a")  # same boot: the page cache held it
+    assert (datadir.state_path / "data.mdb").exists()
+    assert datadir.discard_state_if_crashed("boot-b")  # the machine went down meanwhile
+    assert not (datadir.state_path / "data.mdb").exists()
+    monkeypatch.setattr(main, "current_boot_id", lambda: "boot-b")
+    fresh = main.open_state_machine(_cfg(datadir), datadir)
+    assert fresh.applied == (0, 0)  # the node replays the log from here
+    assert datadir.state_unsynced_boot() == "boot-b"
+    main.close_state_machine([fresh], datadir)
+
+
+def test_unreadable_marker_counts_as_another_boot(datadir: DataDir) -> None:
+    (datadir.path / DataDir.STATE_UNSYNCED).write_bytes(b"\xff\xfe")
+    assert datadir.state_unsynced_boot() == ""
+    assert datadir.discard_state_if_crashed("boot-a")
+    assert datadir.discard_state_if_crashed(None)
+
+
+def test_current_boot_id(tmp_path: Path) -> None:
+    p = tmp_path / "boot_id"
+    assert current_boot_id(p) is None
+    p.write_text("abc\n")
+    assert current_boot_id(p) == "abc"
+    p.write_text("\n")
+    assert current_boot_id(p) is None
 
 
 @pytest.mark.parametrize(("sync", "metasync", "want"), [(True, None, True), (False, None, False)])

@@ -6,6 +6,8 @@ DATA/
   node.json   {"id", "listen", "peers": {id: addr}} written on first start
   log/        the Raft log (LmdbLogStore)
   state/      the bucket state machine (BucketStateMachine)
+  state.unsynced  present while state/ may hold commits not yet on disk: the id of the
+              machine boot it was written in (see ``boltraft.server.main.open_state_machine``)
   snapshots/  snapshot copies of state/
 ```
 
@@ -57,6 +59,26 @@ class NodeInfo:
         return NodeInfo(node_id, listen, dict(peers))
 
 
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def current_boot_id(path: Path = BOOT_ID_PATH) -> str | None:
+    """Returns the id of this machine boot (Linux gives every boot a new random one), or None
+    where the kernel does not tell it."""
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 class DataDir:
     """One node's data directory, locked while open. Use ``DataDir.open(path)``.
 
@@ -65,6 +87,7 @@ class DataDir:
 
     LOCK = "LOCK"
     NODE_JSON = "node.json"
+    STATE_UNSYNCED = "state.unsynced"
 
     def __init__(self, path: Path, lock_fd: int) -> None:
         self.path = path
@@ -110,6 +133,53 @@ class DataDir:
         """Returns the folder of the snapshots."""
         return self.path / "snapshots"
 
+    def state_unsynced_boot(self) -> str | None:
+        """Returns the boot id ``state.unsynced`` holds ("" when unreadable), or None when
+        the state DB was last closed flushed (or never opened unsynced)."""
+        try:
+            return (self.path / self.STATE_UNSYNCED).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return ""
+
+    def mark_state_unsynced(self, boot_id: str) -> None:
+        """Returns None once ``state.unsynced`` durably names ``boot_id`` (written only when it
+        names another boot or is missing): call it BEFORE the first unsynced state commit."""
+        if self.state_unsynced_boot() == boot_id:
+            return
+        p = self.path / self.STATE_UNSYNCED
+        tmp = p.with_suffix(".tmp")
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(boot_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        _fsync_dir(self.path)
+
+    def clear_state_unsynced(self) -> None:
+        """Returns None once ``state.unsynced`` is durably gone: call it only after the state
+        DB was flushed (``db.sync()``) and closed."""
+        p = self.path / self.STATE_UNSYNCED
+        if p.exists():
+            p.unlink()
+            _fsync_dir(self.path)
+
+    def discard_state_if_crashed(self, boot_id: str | None) -> bool:
+        """Returns True after deleting the state DB's files because ``state.unsynced`` names
+        a boot other than ``boot_id``: the machine went down while the state DB had commits
+        that were never flushed, so LMDB's pages may be torn. The caller rebuilds the state
+        from the newest local snapshot and the Raft log (replay is exact). False (nothing
+        done) when the marker is missing or names this boot (a process crash loses nothing:
+        the OS page cache kept every commit)."""
+        marker = self.state_unsynced_boot()
+        if marker is None or (boot_id is not None and marker == boot_id):
+            return False
+        for name in ("data.mdb", "lock.mdb"):
+            (self.state_path / name).unlink(missing_ok=True)
+        _fsync_dir(self.state_path)
+        return True
+
     def read_node_info(self) -> NodeInfo | None:
         """Returns what node.json holds, or None when the node never started here.
 
@@ -135,11 +205,7 @@ class DataDir:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-        dfd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(self.path)
 
     def close(self) -> None:
         """Returns None after releasing the lock; closing twice is harmless."""

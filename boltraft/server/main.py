@@ -18,7 +18,7 @@ from typing import Any
 
 from boltraft.benchmark.stages import DelayedLogStore, FsyncDelay
 from boltraft.server.config import ServerConfig, resolve_config
-from boltraft.server.datadir import DataDir
+from boltraft.server.datadir import DataDir, current_boot_id
 from boltraft.server.membership import bootstrap_for_join, check_removed, request_join
 from boltraft.server.node import Node
 from boltraft.server.snapshots import recover
@@ -47,21 +47,43 @@ class _StopFlag:
 def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachine:
     """Returns the node's state machine on ``DATA/state``.
 
-    Crash safety: every apply commit fsyncs the state DB's data pages but not its meta page
-    (LMDB ``sync=True, metasync=False``), so a machine crash can never corrupt the store; it
-    can undo at most the last apply commit, which the synced Raft log replays on restart
-    (the applied index lives in the same LMDB transaction as the data, replay is exact).
-    Anything that drops log entries at or below the applied index (log compaction) must
-    call ``sm.db.sync()`` first.
+    The synced Raft log is the durable source of truth and replay is exact (the applied index
+    lives in the same LMDB transaction as the data), so the state DB need not be durable at
+    every commit; it must only never be USED torn. Two modes, both crash-safe:
+
+    - Unsynced (Linux, ``fsync`` on): LMDB commits without fsync. Before that,
+      ``DATA/state.unsynced`` durably records this machine boot's id. A process crash loses
+      nothing (the OS page cache holds every commit, and LMDB keeps it consistent). After a
+      machine crash the next start sees a marker from another boot, deletes the state DB
+      (its pages may have reached the disk in any order) and rebuilds it from the newest
+      local snapshot and the log (``serve``). A clean shutdown flushes the DB and removes
+      the marker (``close_state_machine``). Log compaction already flushes the state first.
+    - Synced (no boot id, or ``fsync`` off): every apply commit fsyncs the data pages but
+      not the meta page (LMDB ``sync=True, metasync=False``): a machine crash can undo the
+      last commit, which the log replays, and never corrupts the store.
     """
-    return BucketStateMachine(
-        datadir.state_path, sync=True, metasync=False, dedup_window_ms=cfg.dedup_window_ms
-    )
+    boot = current_boot_id() if cfg.fsync else None
+    if boot is None:
+        return BucketStateMachine(
+            datadir.state_path, sync=True, metasync=False, dedup_window_ms=cfg.dedup_window_ms
+        )
+    datadir.mark_state_unsynced(boot)
+    return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
 
 
-def serve(
-    values: Mapping[str, Any], data: str | os.PathLike[str], join: str | None = None
-) -> int:
+def close_state_machine(sms: list[BucketStateMachine], datadir: DataDir) -> None:
+    """Returns None after flushing and closing every state machine in ``sms`` (closed ones
+    are skipped) and then removing ``DATA/state.unsynced``; when a flush fails the marker
+    stays (the next start after a machine crash rebuilds the state) and the error propagates.
+    """
+    for sm in sms:
+        if not sm.db.closed:
+            sm.db.sync()
+            sm.close()
+    datadir.clear_state_unsynced()
+
+
+def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | None = None) -> int:
     """Returns the process exit status (0 after a clean shutdown by signal, 3 when the node
     was removed from its cluster). ``join``: the address of a member of the cluster a NEW
     node asks to be added to (boltraft.server.membership).
@@ -83,12 +105,19 @@ def serve(
         if cfg.fsync_delay:  # TEST KNOB: a slower disk for the benchmarks
             logstore = DelayedLogStore(logstore, FsyncDelay.parse(cfg.fsync_delay))
         try:
+            if datadir.discard_state_if_crashed(current_boot_id()):
+                log.warning(
+                    "node %s: the machine went down with unflushed state: rebuilding "
+                    "it from the newest snapshot and the log",
+                    cfg.id,
+                )
             recovered = recover(datadir.path, logstore)  # a half-done snapshot install
             if recovered:
                 log.info("node %s: %s", cfg.id, recovered)
             if join and bootstrap_for_join(logstore, join):
                 log.info("node %s: joining the cluster at %s", cfg.id, join)
             sm = open_state_machine(cfg, datadir)
+            node: Node | None = None
             try:
                 net = PeerTransport(cfg.id, cfg.listen)
                 try:
@@ -113,8 +142,8 @@ def serve(
                     log.info("node %s stopping (signal %d)", cfg.id, stop.signal)
                 finally:
                     net.close()
-            finally:
-                sm.close()
+            finally:  # a snapshot install may have replaced node.sm
+                close_state_machine([sm] if node is None else [sm, node.sm], datadir)
         finally:
             logstore.close()
             for s, handler in previous.items():
