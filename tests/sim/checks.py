@@ -50,6 +50,7 @@ class SafetyChecker:
         self.leaders: dict[int, NodeId] = {}  # term -> the one leader of that term
         self.stored: dict[tuple[int, int], tuple[int, int, bytes]] = {}  # (idx, term) -> prev..
         self.committed: dict[int, Entry] = {}  # index -> the entry every node applies there
+        self.commit_term: list[int] = [0]  # index -> upper bound of the term it committed in
         self.digests: dict[int, int] = {0: 0}
         self.max_applied = 0
         self.applied: dict[NodeId, int] = {}
@@ -77,12 +78,16 @@ class SafetyChecker:
     ) -> None:
         """Checks leader completeness for the committed indexes from ``lo`` on: the leader of
         ``term`` (whose log holds ``first..last``, with ``term_at(i)`` the term at i) must hold
-        every committed entry of an earlier term. Compacted indexes (< first) pass: they
-        are in the leader's snapshot, which the state digest covers."""
+        every entry committed in an earlier term (``commit_term`` bounds that term from
+        above; an entry of term 1 committed in term 3 need not be in the log of a stale leader
+        of term 2, and a leader's own entries may still be on their way to its disk).
+        Compacted indexes (< first) pass: they are in the leader's snapshot, which the state
+        digest covers."""
+        bound = self.commit_term
         for i in range(max(lo, first), self.max_applied + 1):
-            e = self.committed[i]
-            if e.term >= term:  # its own term's entries may still be on their way to disk
+            if bound[i] >= term:
                 continue
+            e = self.committed[i]
             if i > last or term_at(i) != e.term:
                 have = term_at(i) if i <= last else None
                 raise Violation(
@@ -138,14 +143,19 @@ class SafetyChecker:
                 "commit past log", f"{node} persisted commit {hs.commit} > last index {last_index}"
             )
         self.durable[node] = hs
-        self.on_commit(node, hs.commit)
+        self.on_commit(node, hs.commit, hs.term)
 
-    def on_commit(self, node: NodeId, commit: int) -> None:
-        """Checks the commit index ``node``'s current incarnation reports."""
+    def on_commit(self, node: NodeId, commit: int, term: int) -> None:
+        """Checks the commit index ``node``'s current incarnation reports at ``term``, and
+        notes ``term`` as the commit term bound of every index it is the first to cover (a
+        node at ``term`` knows only of commits made in terms <= ``term``)."""
         floor = self.commit_floor.get(node, 0)
         if commit < floor:
             raise Violation("commit regressed", f"{node} commit {commit} < {floor}")
         self.commit_floor[node] = commit
+        bound = self.commit_term
+        if commit >= len(bound):
+            bound.extend([term] * (commit + 1 - len(bound)))
 
     def on_restart(self, node: NodeId, applied: int) -> None:
         """Records a new incarnation of ``node`` with its durable state-machine index."""
@@ -167,6 +177,8 @@ class SafetyChecker:
                 )
             have = committed.get(e.index)
             if have is None:
+                if e.index >= len(self.commit_term):
+                    raise Violation("applied uncommitted", f"{node} applied {e.index} uncommitted")
                 committed[e.index] = e
                 self.digests[e.index] = chain_digest(self.digests[e.index - 1], e)
                 self.max_applied = e.index

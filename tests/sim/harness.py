@@ -338,7 +338,7 @@ class Simulation:
         # so read them off the core directly (the fields status() itself reports).
         r = raw.raft
         role, term = r.role, r.term
-        self.checker.on_commit(n.id, r.log.committed)
+        self.checker.on_commit(n.id, r.log.committed, term)
         if role != n.role or term != n.term:
             self.trace.add(self.now, "role", n.id, f"{role.name} t{term} lead={r.lead!r}")
             n.role = role

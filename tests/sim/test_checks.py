@@ -16,6 +16,13 @@ def ents(*spec: tuple[int, int, bytes]) -> list[Entry]:
     return [Entry(term=t, index=i, data=d) for i, t, d in spec]
 
 
+def committed_checker(upto: int = 10, term: int = 1) -> SafetyChecker:
+    """Returns a checker that saw some node commit up to ``upto`` in ``term``."""
+    c = SafetyChecker()
+    c.on_commit("n0", upto, term)
+    return c
+
+
 def digest_of(entries: list[Entry]) -> int:
     d = 0
     for e in entries:
@@ -59,6 +66,7 @@ def test_log_gap_and_falling_term() -> None:
 def test_state_machine_safety_and_applied_order() -> None:
     c = SafetyChecker()
     log = ents((1, 1, b"a"), (2, 1, b"b"))
+    c.on_commit("n1", 2, 1)
     c.on_restart("n1", 0)
     c.on_apply("n1", log, digest_of(log))
     c.on_restart("n2", 0)
@@ -71,13 +79,13 @@ def test_state_machine_safety_and_applied_order() -> None:
 
 
 def test_wrong_state_digest() -> None:
-    c = SafetyChecker()
+    c = committed_checker()
     with pytest.raises(Violation, match="state digest"):
         c.on_apply("n1", ents((1, 1, b"a")), 12345)
 
 
 def test_snapshot_checks() -> None:
-    c = SafetyChecker()
+    c = committed_checker()
     log = ents((1, 1, b"a"), (2, 1, b"b"), (3, 2, b"c"))
     c.on_apply("n1", log, digest_of(log))
     c.on_snapshot("n2", 2, 1, digest_of(log[:2]))
@@ -110,14 +118,15 @@ def test_commit_never_below_durable_after_restart() -> None:
     c = SafetyChecker()
     c.on_hard_state("n1", HardState(1, "n1", 5), last_index=5)
     c.on_restart("n1", 5)
-    c.on_commit("n1", 5)
+    c.on_commit("n1", 5, 1)
     with pytest.raises(Violation, match="commit regressed"):
-        c.on_commit("n1", 4)
+        c.on_commit("n1", 4, 1)
 
 
 def test_leader_completeness() -> None:
     c = SafetyChecker()
     log = ents((1, 1, b"a"), (2, 1, b"b"), (3, 2, b"c"))
+    c.on_commit("n1", 3, 2)
     c.on_apply("n1", log, digest_of(log))
     terms = {1: 1, 2: 1, 3: 2}
     c.on_leader_log("n2", 3, terms.__getitem__, 1, 3)
@@ -130,8 +139,22 @@ def test_leader_completeness() -> None:
     c.on_leader_log("n4", 2, {1: 1, 2: 1}.__getitem__, 1, 2)  # its own-term entry may lag
 
 
-def test_read_index_must_cover_earlier_applies() -> None:
+def test_leader_completeness_counts_from_the_commit_term() -> None:
+    """Entry 2@1 committed only in term 3: a stale leader of term 2 may lack it."""
     c = SafetyChecker()
+    c.on_commit("n1", 1, 1)
+    c.on_commit("n4", 2, 3)
+    log = ents((1, 1, b"a"), (2, 1, b"b"))
+    c.on_apply("n4", log, digest_of(log))
+    c.on_leader_log("n3", 2, {1: 1, 2: 2}.__getitem__, 1, 2)
+    with pytest.raises(Violation, match="leader completeness"):
+        c.on_leader_log("n5", 4, {1: 1, 2: 2}.__getitem__, 1, 2)
+    with pytest.raises(Violation, match="applied uncommitted"):
+        c.on_apply("n4", ents((3, 3, b"c")), 0)
+
+
+def test_read_index_must_cover_earlier_applies() -> None:
+    c = committed_checker()
     log = ents((1, 1, b"a"), (2, 1, b"b"))
     c.on_apply("n1", log, digest_of(log))
     c.on_read_issued("n2", 1, b"r1")
@@ -143,7 +166,7 @@ def test_read_index_must_cover_earlier_applies() -> None:
 
 
 def test_acked_write_must_be_applied_everywhere() -> None:
-    c = SafetyChecker()
+    c = committed_checker()
     log = ents((1, 1, b"a"), (2, 1, b"b"))
     c.on_apply("n1", log, digest_of(log))
     c.on_ack(log[1])
