@@ -14,7 +14,8 @@ from .model import write_command
 from .network import LinkProfile
 
 if TYPE_CHECKING:
-    from .harness import SimNode, Simulation
+    from .harness import Simulation
+    from .state import SimNode
 
 REFUSALS = (RaftError, ClusterError)  # a core may refuse a request; the client retries
 

@@ -19,7 +19,8 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 
-from .harness import SeedResult, SimParams, Simulation
+from .harness import Simulation
+from .state import SeedResult, SimParams
 
 DEFAULT_SEEDS = 2000  # CI: total over the 3- and 5-node configurations
 

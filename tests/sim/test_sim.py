@@ -16,8 +16,9 @@ import pytest
 
 from boltraft.raft.types import Ready
 
-from .harness import Rates, SimNode, SimParams, Simulation
+from .harness import Simulation
 from .run import env_seeds, env_workers, failure_report, run_seeds
+from .state import Rates, SimNode, SimParams
 
 pytestmark = pytest.mark.sim
 
