@@ -151,3 +151,18 @@ def test_the_simulator_catches_a_broken_runtime(
             if len(caught) >= 3:
                 break
     assert set(caught) & kinds, f"no safety violation caught in 200 seeds: {caught}"
+
+
+def test_a_failing_seed_prints_its_replay_command_and_trace() -> None:
+    for seed in range(200):  # the first seed the mutant breaks
+        sim = VoteAmnesiaSim(seed, SimParams(nodes=3, chaos_ticks=150))
+        sim.rates = BRUTAL
+        res = sim.run()
+        if not res.ok:
+            break
+    assert not res.ok
+    text = failure_report([res])
+    assert f"BOLTRAFT_SIM_SEED={seed} pytest -m sim tests/sim -k three_nodes" in text
+    assert res.error in text
+    for word in ("tick", "deliver", "CRASH", "role", "propose"):
+        assert f" {word} " in text, word
