@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(res)
         for k, v in res.stats.items():
             totals[k] = totals.get(k, 0) + v
+        if done % 1000 == 0:
+            print(f"{done}/{len(jobs)} seeds, {len(failures)} failing", file=sys.stderr, flush=True)
     elapsed = time.monotonic() - t0
     if failures:
         print(failure_report(failures, args.show), file=sys.stderr)
