@@ -62,7 +62,7 @@ KIND_RESP = "resp"
 _MESSAGE_FIELDS = 13
 _MSG_TYPES: dict[int, MessageType] = {int(t): t for t in MessageType}
 _ENTRY_TYPES: dict[int, EntryType] = {int(t): t for t in EntryType}
-_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+_PLAIN_SCALARS = frozenset((type(None), bool, int, float, str, bytes))
 
 
 class Frame(NamedTuple):
@@ -174,6 +174,21 @@ def check_plain(obj: Any, what: str = "value") -> None:
     """Returns None when ``obj`` holds only nil/bool/int/float/str/bytes/list/map values.
 
     Raises MalformedFrameError on anything else (msgpack extension types, timestamps)."""
+    t = type(obj)
+    if t is dict:
+        flat = obj.values()
+    elif t is list:
+        flat = obj
+    elif t in _PLAIN_SCALARS:
+        return
+    else:
+        raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
+    scalars = _PLAIN_SCALARS
+    for v in flat:  # the common case, a flat request body or field list: no stack
+        if type(v) not in scalars:
+            break
+    else:
+        return
     stack = [obj]
     pop, push = stack.pop, stack.extend
     while stack:
@@ -183,7 +198,7 @@ def check_plain(obj: Any, what: str = "value") -> None:
             push(o)
         elif t is dict:
             push(o.values())
-        elif t not in _PLAIN_SCALARS:
+        elif t not in scalars:
             raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
 
 
