@@ -14,10 +14,6 @@ following the contract in ``boltraft.raft.types``:
 4. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
    answer read states (a read waits until applied >= its read index);
 5. ``advance()``.
-
-A leader applies and answers right after step 1 when every committed entry is already in its
-log store (none among the Ready's new entries): the previous batch's clients then do not wait
-for the new batch's fsync. A follower keeps the order, so its acknowledgement goes first.
 """
 
 from __future__ import annotations
@@ -232,11 +228,6 @@ class Node:
         if rd.early_messages:
             net.queue(self._outgoing(rd.early_messages))
             net.flush()
-        ents = rd.committed_entries
-        if ents and self.role == Role.LEADER and self._durable(ents[-1].index, rd.entries):
-            # A leader answers the previous batch's writes before its fsync of the new one.
-            self._apply(ents)
-            ents = []
         hs = rd.hard_state
         if rd.snapshot is not None:
             self.ops.on_ready_snapshot(rd.snapshot, hs or self._hard_state)
@@ -257,8 +248,8 @@ class Node:
         if rd.messages:
             net.queue(self._outgoing(rd.messages))
             net.flush()
-        if ents:
-            self._apply(ents)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
         if rd.conf_state is not None:
             self._set_members(rd.conf_state)
         if rd.committed_entries or rd.conf_state is not None:
@@ -266,11 +257,6 @@ class Node:
         if rd.read_states:
             self.service.on_read_states(rd.read_states)
         self.raw.advance(rd)
-
-    def _durable(self, index: int, unstable: list[Entry]) -> bool:
-        """Returns True when the log entries up to ``index`` are already in the log store,
-        none of them among the ``unstable`` entries this Ready is about to write."""
-        return index <= self.logstore.last_index() and (not unstable or unstable[0].index > index)
 
     def _apply(self, ents: list[Entry]) -> None:
         """Returns None after applying committed ``ents`` in ONE state-machine ``apply()`` and
