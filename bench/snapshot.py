@@ -5,14 +5,16 @@ directory with about that much bucket data (64 KiB values, applied through the s
 machine), then measures with real ``boltraft serve`` processes on 127.0.0.1:
 
 - ``create_s_<size>`` / ``create_mb_per_s_<size>``: ``write_snapshot`` (LMDB's compacting
-  copy streamed through a pipe, hashed, fsynced) of the seeded store;
+  copy streamed through a pipe, hashed, flushed in steps; no rate limit) of the seeded store;
+- ``node_snapshot_s_<size>`` / ``node_snapshot_mb_per_s_<size>``: the running leader's
+  snapshot under write load (rate-limited by ``snapshot_write_mb_s``, default 120 MB/s);
 - ``transfer_mb_per_s_<size>``: a new node started with ``serve --join`` receives the
   leader's snapshot (offer to installed: chunks, fsync, sha256 verification, swap);
 - ``restart_s_<size>``: the leader is SIGKILLed and started again; time until it answers
   ``status`` as leader with everything applied (nothing is reinstalled);
 - ``write_p99_ratio_during_snapshot_<size>``: p99 latency of single-key writes while the
-  leader writes a snapshot, divided by the p99 without one (``write_p99_ratio_during_
-  snapshot`` is that of the largest size).
+  leader writes a snapshot, divided by the p99 of BASELINE_S seconds without one
+  (``write_p99_ratio_during_snapshot`` is that of the largest size).
 
 Prints ONE JSON object. Targets (issue 5): creation and transfer >= 100 MB/s, restart of 1 GB
 under 3 s, the p99 ratio <= 3.
@@ -38,7 +40,7 @@ from boltraft.client import Client
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from boltraft.server.datadir import DataDir, NodeInfo
 from boltraft.server.probe import status
-from boltraft.server.snapshots import write_snapshot
+from boltraft.server.snapio import write_snapshot
 from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.logstore import LmdbLogStore
@@ -47,6 +49,7 @@ SERVE = "from boltraft_cli.main import main; main()"
 SIZES = {"100m": 100 << 20, "1g": 1 << 30}
 VALUE = 64 << 10
 PER_ENTRY = 128  # 8 MiB of values per log entry
+BASELINE_S = 3.0  # how long write latency is sampled without a snapshot
 
 
 def _port() -> str:
@@ -142,13 +145,12 @@ def run_size(label: str, size: int, root: Path) -> dict[str, float]:
         _wait(lambda: (status(a1) or {}).get("role") == "leader", 30)
         with Client([a1], timeout=60) as c:
             c.create_bucket("w")
-            c.snapshot(a1, timeout=120)  # the snapshot a joiner receives
-            # write p99 without / during a snapshot
+            # write p99 without / during a snapshot (which the joiner then receives)
             lat_base: list[float] = []
             stop = threading.Event()
             th = threading.Thread(target=_writes, args=(a1, stop, lat_base))
             th.start()
-            time.sleep(1.5)
+            time.sleep(BASELINE_S)
             stop.set()
             th.join()
             lat_snap: list[float] = []
@@ -157,9 +159,11 @@ def run_size(label: str, size: int, root: Path) -> dict[str, float]:
             th.start()
             time.sleep(0.2)
             c.put("w", "force", "new")  # something new for the snapshot to hold
-            c.snapshot(a1, timeout=120)
+            snap = c.snapshot(a1, timeout=120)
             stop.set()
             th.join()
+            out[f"node_snapshot_s_{label}"] = round(snap["seconds"], 3)
+            out[f"node_snapshot_mb_per_s_{label}"] = round(snap["size"] / 1e6 / snap["seconds"], 1)
             out[f"write_p99_ms_{label}"] = round(_p99(lat_base) * 1000, 2)
             out[f"write_p99_ms_during_snapshot_{label}"] = round(_p99(lat_snap) * 1000, 2)
             out[f"write_p99_ratio_during_snapshot_{label}"] = round(

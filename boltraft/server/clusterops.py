@@ -13,7 +13,8 @@ Ops answered here (client ``req`` bodies), besides boltraft.server.membership's:
 - ``{"op": "backup_end", "backup": token}``: releases the snapshot (also done after 60 s of
   silence).
 
-Threads: one small worker pool (2 threads) writes snapshots and verifies received ones;
+Threads: one small worker pool (2 threads) writes snapshots (boltraft.server.snapio adds
+its copy threads), a received snapshot is written by its own thread (snapio.ChunkSink);
 everything else runs on the loop thread.
 """
 
@@ -64,7 +65,7 @@ class ClusterOps:
         self.node = node
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="boltraft-ops")
         self.snapshots = Snapshots(node, self._pool)
-        self.transfers = Transfers(node, self._pool)
+        self.transfers = Transfers(node)
         self.members = Membership(node)
         self._backups: dict[str, _Backup] = {}
         self._initial_sm = node.sm

@@ -26,6 +26,8 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``snapshot_chunk_bytes`` | int | 1048576 | snapshot transfer chunk size (at most 8 MiB) |
 | ``snapshot_window`` | int | 8 | snapshot chunks requested and not yet received |
 | ``snapshot_drop_chunk`` | int | -1 | TEST KNOB: a sender drops the Nth chunk it serves, once |
+| ``snapshot_write_mb_s`` | int | 120 | rate limit of writing a snapshot copy, MB/s (0: none) |
+| ``snapshot_crash_at`` | str | none | TEST KNOB: SIGKILL itself at that install step |
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ _INT_KEYS = {
     "snapshot_chunk_bytes": 4096,
     "snapshot_window": 1,
     "snapshot_drop_chunk": -1,
+    "snapshot_write_mb_s": 0,
 }
+INSTALL_STEPS = ("verified", "marker", "swapped", "log")  # snapshot_crash_at values
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
 _BOOL_KEYS = ("pre_vote", "check_quorum", "fsync")
 
@@ -90,6 +94,8 @@ class ServerConfig:
     snapshot_chunk_bytes: int = 1 << 20  # <= MAX_SNAPSHOT_CHUNK
     snapshot_window: int = 8
     snapshot_drop_chunk: int = -1  # TEST KNOB: drop the Nth chunk served (-1: never)
+    snapshot_write_mb_s: int = 120  # 0: unlimited
+    snapshot_crash_at: str | None = None  # TEST KNOB: one of INSTALL_STEPS
 
     @property
     def members(self) -> dict[str, str]:
@@ -214,6 +220,10 @@ def resolve_config(
     if "fsync_delay" in vals:
         FsyncDelay.parse(vals["fsync_delay"])  # ConfigError when malformed
         changes["fsync_delay"] = str(vals["fsync_delay"])
+    if "snapshot_crash_at" in vals:
+        if vals["snapshot_crash_at"] not in INSTALL_STEPS:
+            raise ConfigError(f"snapshot_crash_at must be one of {INSTALL_STEPS}")
+        changes["snapshot_crash_at"] = vals["snapshot_crash_at"]
     cfg = replace(cfg, **changes)
     if cfg.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK:
         raise ConfigError(f"snapshot_chunk_bytes must be at most {MAX_SNAPSHOT_CHUNK}")

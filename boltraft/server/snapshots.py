@@ -4,13 +4,15 @@ Layout under ``DATA/snapshots/``::
 
   <index:020d>-<term>/     one snapshot: data.mdb + snapshot.json (boltraft.storage.snapshot)
   .new-*/                  a snapshot being written (removed at start-up)
-  .recv-<sid>/             a snapshot being received from another node (snaptransfer)
+  .recv-<sid>/             a snapshot being received from another node (snaptransfer; kept
+                           across restarts when resumable)
   install.json             present only while a received snapshot is being swapped in
 
 Policy (``ServerConfig``): after ``snapshot_entries`` applied entries, or ``snapshot_log_bytes``
 bytes of applied command data, since the last snapshot, a worker thread copies the state
 environment (LMDB's compacting copy from ONE read transaction, so writers go on; the copy is
-streamed through a pipe and hashed while LMDB writes it) into a new snapshot directory. The
+streamed through a pipe, hashed and flushed in steps at low priority: boltraft.server.snapio)
+into a new snapshot directory. The
 loop thread then flushes the state DB, compacts the Raft log up to ``index -
 snapshot_keep_entries`` (a trailing window, so slightly lagging followers still get entries)
 recording the membership in effect at that index, and removes all but the newest
@@ -26,13 +28,11 @@ without reinstalling anything.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from boltraft.errors import BoltraftError, MembershipError, SnapshotError
 from boltraft.raft.confchange import apply_conf_change, decode_conf_change
 from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore, SnapshotMeta
+from boltraft.server.snapio import PROGRESS_FILE, fsync_dir, write_snapshot
 from boltraft.storage.db import DB
 from boltraft.storage.fsm import read_applied
 from boltraft.storage.snapshot import (
@@ -59,17 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("boltraft.server")
 
 INSTALL_MARKER = "install.json"
-_PIPE_SIZE = 1 << 20
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-
-def fsync_dir(path: Path) -> None:
-    """Returns None after fsyncing the directory ``path``."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def conf_to_json(cs: ConfState) -> dict[str, Any]:
@@ -86,81 +76,6 @@ def conf_from_json(data: Any) -> ConfState:
     except (KeyError, TypeError, AttributeError) as exc:
         raise SnapshotError(f"malformed membership {data!r}: {exc}") from None
     return ConfState(voters, learners, addrs)
-
-
-def write_snapshot(db: DB, parent: Path, fsync: bool = True) -> SnapshotInfo:
-    """Returns the description of a new snapshot of ``db`` in ``parent/<index>-<term>``.
-
-    LMDB writes a compacted copy of ONE read transaction into a pipe while this thread hashes
-    and writes it (writers on ``db`` go on meanwhile); the directory is named after the
-    applied index the copy holds and appears complete (data file, then ``snapshot.json``) or
-    not at all; when a snapshot of that index already exists it is returned instead. With
-    ``fsync`` the data is flushed before the metadata is written. I/O errors propagate and
-    leave nothing behind.
-    """
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=parent))
-    r, w = os.pipe()
-    try:
-        try:
-            fcntl.fcntl(w, _F_SETPIPE_SZ, _PIPE_SIZE)
-        except OSError:
-            pass  # a smaller pipe is only slower
-        failure: list[BaseException] = []
-
-        def produce() -> None:
-            try:
-                with db.view() as tx:
-                    db.env.copyfd(w, compact=True, txn=tx._txn)
-            except BaseException as exc:  # reported by the consumer below
-                failure.append(exc)
-            finally:
-                os.close(w)
-
-        producer = threading.Thread(target=produce, name="snapshot-copy", daemon=True)
-        producer.start()
-        h = hashlib.sha256()
-        size = 0
-        data = tmp / DATA_FILE
-        with open(data, "wb", buffering=0) as out:
-            while chunk := os.read(r, _PIPE_SIZE):
-                h.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-            if fsync:
-                os.fsync(out.fileno())
-        producer.join()
-        if failure:
-            raise failure[0]
-        copy = DB.open(tmp, readonly=True)
-        try:
-            index, term, _ = read_applied(copy)
-        finally:
-            copy.close()
-        for extra in tmp.iterdir():
-            if extra != data:
-                extra.unlink()
-        dest = parent / f"{index:020d}-{term}"
-        if dest.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-            return load_snapshot_info(dest)
-        info = SnapshotInfo(index, term, size, h.hexdigest(), dest / DATA_FILE, _now_ms())
-        (tmp / META_FILE).write_text(json.dumps(info.to_json(), indent=1) + "\n")
-        if fsync:
-            fsync_dir(tmp)
-        os.rename(tmp, dest)
-        if fsync:
-            fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        os.close(r)
-    return info
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class SnapshotStore:
@@ -317,9 +232,10 @@ class Snapshots:
         else:
             started = time.monotonic()
             parent = self.store.path
+            rate = node.cfg.snapshot_write_mb_s * 1e6
 
             def job() -> SnapshotInfo:
-                info = write_snapshot(db, parent, fsync=True)
+                info = write_snapshot(db, parent, fsync=True, rate=rate)
                 self.last_create_s = time.monotonic() - started
                 return info
 
@@ -408,9 +324,11 @@ class Snapshots:
             "staged": str(staged),
             "hard_state": list(hard_state),
         }
+        crash_point(node.cfg.snapshot_crash_at, "verified")
         write_marker(data_dir, marker)
+        crash_point(node.cfg.snapshot_crash_at, "marker")
         node.sm.close()
-        _finish_install(data_dir, node.logstore, marker)
+        _finish_install(data_dir, node.logstore, marker, node.cfg.snapshot_crash_at)
         node.sm = reopen()
         node.applied = node.sm.applied[0]
         node.commit = max(node.commit, meta.index, node.applied)
@@ -434,21 +352,33 @@ def write_marker(data_dir: Path, marker: dict[str, Any]) -> None:
     fsync_dir(p.parent)
 
 
-def _finish_install(data_dir: Path, logstore: LogStore, marker: dict[str, Any]) -> None:
+def crash_point(knob: str | None, step: str) -> None:
+    """Returns None, unless ``knob`` (the ``snapshot_crash_at`` TEST KNOB) names ``step``:
+    then the process SIGKILLs itself there (a crash in the middle of an install)."""
+    if knob == step:
+        log.warning("TEST KNOB snapshot_crash_at=%s: killing this process", step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _finish_install(
+    data_dir: Path, logstore: LogStore, marker: dict[str, Any], crash_at: str | None = None
+) -> None:
     """Returns None after completing the install ``marker`` describes (idempotent): staged
     file renamed over the state, log replaced by the meta, marker removed. The state
-    machine must be closed."""
+    machine must be closed. ``crash_at``: the TEST KNOB, see ``crash_point``."""
     staged = Path(marker["staged"])
     state = data_dir / "state"
     if staged.exists():
         os.replace(staged, state / DATA_FILE)
         fsync_dir(state)
+        crash_point(crash_at, "swapped")
         shutil.rmtree(staged.parent, ignore_errors=True)
     m = marker["meta"]
     meta = SnapshotMeta(int(m["index"]), int(m["term"]), conf_from_json(m))
     if logstore.snapshot_meta().index < meta.index:
         term, vote, commit = marker["hard_state"]
         logstore.apply_snapshot(meta, HardState(int(term), str(vote), max(int(commit), meta.index)))
+        crash_point(crash_at, "log")
     (data_dir / "snapshots" / INSTALL_MARKER).unlink(missing_ok=True)
     fsync_dir(data_dir / "snapshots")
 
@@ -473,7 +403,8 @@ def recover(data_dir: str | os.PathLike[str], logstore: LogStore) -> str:
             _finish_install(root, logstore, marker)
             did.append("finished an interrupted snapshot install")
     for p in (root / "snapshots").glob(".recv-*"):
-        shutil.rmtree(p, ignore_errors=True)
+        if not (p / PROGRESS_FILE).exists():  # nothing resumable (snaptransfer)
+            shutil.rmtree(p, ignore_errors=True)
     snap_index = logstore.snapshot_meta().index
     if snap_index > 0:
         state = root / "state"

@@ -21,9 +21,14 @@ lost chunk only costs a retry); a chunk whose crc32 or offset is wrong is droppe
 again. A holder serves any snapshot it still stores, leader or not, so a download survives a
 leader change: the follower keeps pulling from the holder and, once done, steps the new
 leader's snapshot message whenever the data it holds reaches that message's index. The
-received file is written under ``DATA/snapshots/.recv-<sid>/``, then fsynced and verified
-(size and sha256) by a worker thread before the SNAP message is stepped into the core; the
-swap itself is boltraft.server.snapshots' crash-safe install.
+received file is written under ``DATA/snapshots/.recv-<sid>/`` by its own thread
+(boltraft.server.snapio.ChunkSink: sha256 of the contiguous prefix computed as chunks arrive,
+flushed in steps, so the end costs one fdatasync and no re-read), then checked (size and
+sha256) before the SNAP message is stepped into the core; the swap itself is
+boltraft.server.snapshots' crash-safe install. That directory survives a restart with a
+``progress.json`` (bytes received and flushed): when the same snapshot is offered again the
+download resumes after them (the kept prefix is re-hashed; a bad one fails the final sha256
+and the download starts over).
 """
 
 from __future__ import annotations
@@ -33,15 +38,15 @@ import os
 import shutil
 import time
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boltraft.errors import ChecksumMismatchError, MalformedFrameError, SnapshotError
 from boltraft.raft.types import Message, MessageType, SnapshotMeta
+from boltraft.server.snapio import ChunkSink, resumable
 from boltraft.server.snapshots import conf_from_json, conf_to_json
-from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo, file_sha256
+from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import Incoming
 
@@ -98,13 +103,15 @@ class _Outgoing:
 @dataclass(slots=True)
 class _Download:
     """A follower's download. Invariant: ``0 <= next_offset <= size``; every offset in
-    ``outstanding`` is below ``next_offset`` and not yet written."""
+    ``outstanding`` is below ``next_offset`` and not yet received; ``received`` counts the
+    bytes below ``next_offset`` not outstanding (a resumed download starts with the kept
+    prefix)."""
 
     sid: str
     holder: str
     meta: dict[str, Any]
     path: Path
-    fd: int
+    sink: ChunkSink
     size: int
     chunk: int
     started: float
@@ -112,7 +119,7 @@ class _Download:
     next_offset: int = 0
     received: int = 0
     outstanding: dict[int, float] = field(default_factory=dict)
-    verifying: Future[tuple[int, str]] | None = None
+    finishing: bool = False  # every chunk is in; the sink is flushing and hashing the end
     verified: bool = False
     stepped_at: float = 0.0
 
@@ -120,9 +127,8 @@ class _Download:
 class Transfers:
     """Both ends of snapshot transfer for one node; every method runs on the loop thread."""
 
-    def __init__(self, node: Node, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
-        self._pool = pool
         self._out: dict[str, _Outgoing] = {}  # follower id -> transfer
         self._waiting: dict[str, Message] = {}  # follower id -> SNAP waiting for a snapshot
         self._fds: dict[str, tuple[int, SnapshotInfo]] = {}  # sid -> open data file
@@ -135,6 +141,7 @@ class Transfers:
             "chunks_resent": 0,
             "chunks_dropped_knob": 0,
             "bad_chunks": 0,
+            "resumed_bytes": 0,
             "completed": 0,
             "failed": 0,
         }
@@ -279,11 +286,25 @@ class Transfers:
             self._abort("replaced by a newer offer")
         self._ensure_peer(holder, meta["addr"])
         d = Path(node.cfg.data) / "snapshots" / f".recv-{sid}"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        fd = os.open(d / DATA_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._dl = _Download(sid, holder, meta, d / DATA_FILE, fd, size, chunk, now, now)
-        log.info("%s: receiving snapshot %s (%d bytes) from %s", node.id, sid, size, holder)
+        for other in d.parent.glob(".recv-*"):
+            if other != d:
+                shutil.rmtree(other, ignore_errors=True)
+        keep = min(resumable(d, sid, chunk), size)
+        if not keep:
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+        sink = ChunkSink(d / DATA_FILE, sid, size, resume=keep)
+        dl = _Download(sid, holder, meta, d / DATA_FILE, sink, size, chunk, now, now, keep, keep)
+        self._dl = dl
+        self.stats["resumed_bytes"] += keep
+        log.info(
+            "%s: receiving snapshot %s (%d bytes, %d kept) from %s",
+            node.id,
+            sid,
+            size,
+            keep,
+            holder,
+        )
         self._pump(now)
 
     def _ensure_peer(self, holder: str, addr: str) -> None:
@@ -294,12 +315,14 @@ class Transfers:
     def _pump(self, now: float) -> None:
         """Requests chunks up to the window, re-requesting overdue ones first."""
         dl = self._dl
-        if dl is None or dl.verifying is not None or dl.verified:
+        if dl is None or dl.finishing or dl.verified:
             return
         want = [off for off, sent in dl.outstanding.items() if now - sent > RESEND_S]
         self.stats["chunks_resent"] += len(want)
         window = self.node.cfg.snapshot_window
         fresh = len(dl.outstanding)
+        if dl.sink.pending >= window:
+            fresh = window  # the disk is behind: no new chunks until it caught up
         while fresh < window and dl.next_offset < dl.size:
             want.append(dl.next_offset)
             dl.next_offset += dl.chunk
@@ -317,16 +340,15 @@ class Transfers:
         if len(data) != expect or zlib.crc32(data) != crc:
             self.stats["bad_chunks"] += 1
             return  # asked again once overdue
-        os.pwrite(dl.fd, data, off)
+        dl.sink.put(off, data)
         del dl.outstanding[off]
         dl.received += len(data)
         now = time.monotonic()
         dl.last_progress = now
         self.stats["chunks_received"] += 1
         if dl.received >= dl.size and not dl.outstanding:
-            os.close(dl.fd)
-            dl.fd = -1
-            dl.verifying = self._pool.submit(_verify, dl.path)
+            dl.sink.finish()
+            dl.finishing = True
         else:
             self._pump(now)
 
@@ -359,8 +381,7 @@ class Transfers:
         dl, self._dl = self._dl, None
         if dl is None:
             return
-        if dl.fd >= 0:
-            os.close(dl.fd)
+        dl.sink.close()
         shutil.rmtree(dl.path.parent, ignore_errors=True)
         self.stats["failed"] += 1
         log.warning("%s: snapshot %s abandoned: %s", self.node.id, dl.sid, reason)
@@ -396,14 +417,13 @@ class Transfers:
                 node.net.send_frame(peer, t.offer)
         dl = self._dl
         if dl is not None:
-            if dl.verifying is not None and dl.verifying.done():
-                fut, dl.verifying = dl.verifying, None
-                try:
-                    size, digest = fut.result()
-                except OSError as exc:
-                    self._abort(f"cannot verify: {exc}")
+            if dl.finishing and dl.sink.done():
+                dl.finishing = False
+                dl.sink.close()
+                if dl.sink.error is not None:
+                    self._abort(f"cannot write it: {dl.sink.error}")
                     return
-                if size != dl.size or digest != dl.meta["sha256"]:
+                if dl.sink.hashed != dl.size or dl.sink.digest != dl.meta["sha256"]:
                     err = ChecksumMismatchError("received snapshot does not match its sha256")
                     self._abort(err.message)
                     return
@@ -412,7 +432,7 @@ class Transfers:
                 self._step(dl)
             elif dl.verified and dl.stepped_at and now - dl.stepped_at > STEP_WAIT_S:
                 self._abort("the core did not take the snapshot")
-            elif not dl.verified and dl.verifying is None:
+            elif not dl.verified and not dl.finishing:
                 if now - dl.last_progress > IDLE_S:
                     self._abort("no chunk arrived for too long")
                 else:
@@ -438,18 +458,10 @@ class Transfers:
         for fd, _ in self._fds.values():
             os.close(fd)
         self._fds.clear()
-        if self._dl is not None and self._dl.fd >= 0:
-            os.close(self._dl.fd)
-            self._dl.fd = -1
+        if self._dl is not None:
+            self._dl.sink.close()
 
 
 def _raft_part(meta: dict[str, Any]) -> dict[str, Any]:
     keys = ("term", "index", "log_term", "voters", "learners", "addrs")
     return {k: meta[k] for k in keys}
-
-
-def _verify(path: Path) -> tuple[int, str]:
-    """Returns (size, sha256) of ``path`` after fsyncing it (runs in a worker thread)."""
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-    return file_sha256(path)
