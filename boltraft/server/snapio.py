@@ -266,7 +266,8 @@ class ChunkSink:
         return self._done.is_set()
 
     def close(self) -> None:
-        """Returns None after stopping the thread and closing the file (the file stays)."""
+        """Returns None after stopping the thread (once the chunks put are written and
+        flushed) and closing the file (the file stays)."""
         if self._thread.is_alive():
             self._q.put(None)
             self._thread.join()
@@ -288,8 +289,8 @@ class ChunkSink:
                         self._advance(nxt)
                 elif off > self.hashed:
                     self._ahead[off] = data
-            os.fdatasync(self._fd)
-            self._record()
+            self._flusher.finish()
+            self._record(self.hashed)
             self.digest = self._h.hexdigest()
         except BaseException as exc:  # reported through ``error``
             self.error = exc
@@ -309,12 +310,13 @@ class ChunkSink:
         self.hashed += len(data)
         self._flusher.wrote(self.hashed)
         if self._flusher.waited > self._recorded:
-            self._record()
+            self._record(self._flusher.waited)
 
-    def _record(self) -> None:
-        self._recorded = self._flusher.waited
+    def _record(self, durable: int) -> None:
+        """Records that the first ``durable`` bytes are written, flushed and hashed."""
+        self._recorded = durable
         tmp = self.path.parent / (PROGRESS_FILE + ".tmp")
-        tmp.write_text(json.dumps({"sid": self.sid, "hashed": self._recorded}))
+        tmp.write_text(json.dumps({"sid": self.sid, "hashed": durable}))
         os.replace(tmp, self.path.parent / PROGRESS_FILE)
 
 
