@@ -27,6 +27,7 @@ unknown_peer (messages for a node not in the peer table), replies, reply_dropped
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -301,7 +302,9 @@ class PeerTransport:
 
         Never raises for bad input: such frames are counted and dropped."""
         self._live()
-        ready = self._poller.poll(max(0, int(timeout * 1000)))
+        # whole milliseconds, rounded up: rounding down would spin on poll(0) for the last
+        # millisecond before every tick
+        ready = self._poller.poll(max(0, math.ceil(timeout * 1000)))
         out: list[Incoming] = []
         take, by_socket = self._take, self._by_socket
         for sock, _ in ready:
