@@ -196,19 +196,7 @@ class Bucket:
         value = check_value(value, self._max_value)
         if expect is not None:
             expect = as_bytes(expect, "expect")
-        full = self._prefix + key
-        if self._names_bucket(full):
-            raise self._incompatible(key)
-        current = self._tx._txn.get(full)
-        if current != expect:
-            raise ConditionFailedError(
-                f"condition failed for key {key!r} in bucket {show_path(self.path)}",
-                current=current,
-            )
-        try:
-            self._tx._txn.put(full, value)
-        except lmdb.MapFullError:
-            raise self._tx._doom()
+        self._write_if(key, value, expect)
 
     def delete_if(self, key: bytes, expect: bytes) -> None:
         """Returns None after deleting ``key`` if its current value equals ``expect``.
@@ -219,7 +207,16 @@ class Bucket:
         if self._state:
             raise refusal(self._state, show_path(self.path))
         key = self._key(key)
-        expect = as_bytes(expect, "expect")
+        self._write_if(key, None, as_bytes(expect, "expect"))
+
+    def _write_if(self, key: bytes, value: bytes | None, expect: bytes | None) -> None:
+        """Returns None after setting ``key`` to ``value`` (None: delete) if it holds ``expect``.
+
+        ``expect`` None means "``key`` must be absent"; the caller has checked the arguments.
+
+        Raises IncompatibleValueError (``key`` names a nested bucket), ConditionFailedError
+        (``details["current"]``), NoSpaceError(retry=True) (the transaction is then doomed).
+        """
         full = self._prefix + key
         if self._names_bucket(full):
             raise self._incompatible(key)
@@ -230,7 +227,10 @@ class Bucket:
                 current=current,
             )
         try:
-            self._tx._txn.delete(full)
+            if value is None:
+                self._tx._txn.delete(full)
+            else:
+                self._tx._txn.put(full, value)
         except lmdb.MapFullError:
             raise self._tx._doom()
 
