@@ -311,3 +311,22 @@ def test_writes_without_a_leader_are_refused_with_no_leader(tmp_path: Path) -> N
         assert not resp.ok and resp.error.code == "no_leader"
     finally:
         w.close()
+
+
+def test_a_stalled_loop_ticks_once_instead_of_a_burst(world: World) -> None:
+    lead = world.elect()
+    term = world.nodes[lead].raw.status().term
+    before = {i: n.counters["ticks"] for i, n in world.nodes.items()}
+    world.now += 30 * TICK_MS / 1000  # every loop was stuck for 30 ticks (a huge apply)
+    world.step(advance=False)
+    world.settle()
+    # one tick each: a burst of 30 would time out every election timer at once and
+    # depose a leader that is fine
+    assert {i: n.counters["ticks"] - before[i] for i, n in world.nodes.items()} == dict.fromkeys(
+        world.nodes, 1
+    )
+    assert world.leader() == lead
+    assert world.nodes[lead].raw.status().term == term
+    for _ in range(3):  # and the clock goes on from now
+        world.step()
+    assert all(n.counters["ticks"] - before[i] == 4 for i, n in world.nodes.items())
