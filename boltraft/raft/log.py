@@ -23,10 +23,11 @@ def data_size(ents: Sequence[Entry]) -> int:
     return sum(map(len, map(_DATA, ents)))
 
 
-def limit_size(ents: list[Entry], max_bytes: int) -> list[Entry]:
+def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
     """Returns the longest prefix of ``ents`` whose data fits in ``max_bytes``, but at least
-    one entry when ``ents`` is not empty. Returns ``ents`` itself when everything fits."""
-    if len(ents) <= 1 or data_size(ents) <= max_bytes:
+    one entry when ``ents`` is not empty. Returns ``ents`` itself when everything fits or
+    ``max_bytes`` is None."""
+    if max_bytes is None or len(ents) <= 1 or data_size(ents) <= max_bytes:
         return ents
     total = 0
     for i, e in enumerate(ents):
@@ -139,7 +140,7 @@ class RaftLog:
         off = self.offset
         if lo >= off:
             ents = self.ents[lo - off : hi - off]
-            return ents if max_bytes is None else limit_size(ents, max_bytes)
+            return limit_size(ents, max_bytes)
         # Short ranges are read whole and cut here (one C-speed size sum in the common case
         # where everything fits); long ones let the store stop early.
         stored_hi = min(hi, off)
@@ -148,7 +149,7 @@ class RaftLog:
         )
         if hi > off and len(stored) == stored_hi - lo:
             stored += self.ents[: hi - off]
-        return stored if max_bytes is None else limit_size(stored, max_bytes)
+        return limit_size(stored, max_bytes)
 
     def has_pending_snapshot(self) -> bool:
         """Returns True while a received snapshot waits to be handed out and persisted."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from boltraft.errors import InvalidArgumentError, LogCompactedError, LogUnavailableError
+from boltraft.raft.log import limit_size
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 _EMPTY_HS = HardState()
@@ -56,19 +57,6 @@ def check_conf_state(cs: ConfState) -> None:
             voters=list(cs.voters),
             learners=list(cs.learners),
         )
-
-
-def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
-    """Returns the longest prefix of ``ents`` whose total ``len(data)`` is <= ``max_bytes``,
-    but at least one entry (when ``ents`` is not empty); all of ``ents`` when it is None."""
-    if max_bytes is None or len(ents) <= 1:
-        return ents
-    total = 0
-    for i, e in enumerate(ents):
-        total += len(e.data)
-        if total > max_bytes:
-            return ents[: max(i, 1)]
-    return ents
 
 
 class MemoryLogStore:
