@@ -8,7 +8,7 @@ taken at the crash point) and dropping the node that used it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from boltraft.errors import InvalidArgumentError, LogCompactedError, LogUnavailableError
 from boltraft.raft.log import limit_size
@@ -56,6 +56,34 @@ def check_conf_state(cs: ConfState) -> None:
             "a bootstrap membership needs at least one voter, each member once",
             voters=list(cs.voters),
             learners=list(cs.learners),
+        )
+
+
+def check_compact(meta: SnapshotMeta, snap_index: int, term_of: Callable[[int], int]) -> None:
+    """Returns None when a store whose snapshot is at ``snap_index`` may compact to ``meta``.
+
+    ``term_of`` is the store's ``term``. Raises LogCompactedError when ``meta.index`` <=
+    ``snap_index``, LogUnavailableError (from ``term_of``) past the last index,
+    InvalidArgumentError when ``meta.term`` is not the term of entry ``meta.index``."""
+    if meta.index <= snap_index:
+        raise LogCompactedError(f"index {meta.index} is already compacted", index=meta.index)
+    term = term_of(meta.index)
+    if term != meta.term:
+        raise InvalidArgumentError(
+            f"entry {meta.index} has term {term}, not {meta.term}",
+            index=meta.index,
+            term=meta.term,
+        )
+
+
+def check_snapshot(meta: SnapshotMeta, snap_index: int) -> None:
+    """Returns None when a store whose snapshot is at ``snap_index`` may install ``meta``.
+
+    Raises LogCompactedError when ``meta.index`` is below ``snap_index``."""
+    if meta.index < snap_index:
+        raise LogCompactedError(
+            f"snapshot {meta.index} is older than the current {snap_index}",
+            index=meta.index,
         )
 
 
@@ -157,11 +185,7 @@ class MemoryLogStore:
 
         Raises LogCompactedError (changing nothing) when ``meta.index`` is below the current
         snapshot index."""
-        if meta.index < self._snap.index:
-            raise LogCompactedError(
-                f"snapshot {meta.index} is older than the current {self._snap.index}",
-                index=meta.index,
-            )
+        check_snapshot(meta, self._snap.index)
         self._snap = meta
         self._ents = []
         if hard_state is not None:
@@ -174,15 +198,7 @@ class MemoryLogStore:
         LogUnavailableError past the last index, InvalidArgumentError when ``meta.term`` is
         not the term of entry ``meta.index``; nothing changes then."""
         snap = self._snap
-        if meta.index <= snap.index:
-            raise LogCompactedError(f"index {meta.index} is already compacted", index=meta.index)
-        term = self.term(meta.index)
-        if term != meta.term:
-            raise InvalidArgumentError(
-                f"entry {meta.index} has term {term}, not {meta.term}",
-                index=meta.index,
-                term=meta.term,
-            )
+        check_compact(meta, snap.index, self.term)
         del self._ents[: meta.index - snap.index]
         self._snap = meta
 

@@ -39,7 +39,7 @@ from boltraft.errors import (
     LogUnavailableError,
     NoSpaceError,
 )
-from boltraft.raft.memstore import check_conf_state
+from boltraft.raft.memstore import check_compact, check_conf_state, check_snapshot
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 _KEY = struct.Struct(">Q")
@@ -350,15 +350,7 @@ class LmdbLogStore:
         in one transaction. Raises LogCompactedError when ``meta.index`` <= the snapshot
         index, LogUnavailableError past the last index, InvalidArgumentError when
         ``meta.term`` is not the term of entry ``meta.index``; nothing changes then."""
-        if meta.index <= self._snap.index:
-            raise LogCompactedError(f"index {meta.index} is already compacted", index=meta.index)
-        term = self.term(meta.index)
-        if term != meta.term:
-            raise InvalidArgumentError(
-                f"entry {meta.index} has term {term}, not {meta.term}",
-                index=meta.index,
-                term=meta.term,
-            )
+        check_compact(meta, self._snap.index, self.term)
         raw = _encode_snap(meta)
         first = self._first
 
@@ -383,11 +375,7 @@ class LmdbLogStore:
 
         Raises LogCompactedError (changing nothing) when ``meta.index`` is below the current
         snapshot index; NoSpaceError when the map cannot grow."""
-        if meta.index < self._snap.index:
-            raise LogCompactedError(
-                f"snapshot {meta.index} is older than the current {self._snap.index}",
-                index=meta.index,
-            )
+        check_snapshot(meta, self._snap.index)
         raw = _encode_snap(meta)
         hs_raw = None if hard_state is None else _encode_hs(hard_state)
 
