@@ -76,14 +76,22 @@ def store_dir(d: Path) -> Path:
 
 
 @contextmanager
-def opened(ctx: click.Context) -> Iterator[DB]:
-    """Yields the store opened read-only; a BoltraftError ends the command with status 1."""
+def exit_on_error(ctx: click.Context) -> Iterator[None]:
+    """Returns (as a context) a guard: a BoltraftError raised inside it prints
+    ``error: <code>: <message>`` on stderr and ends the command with status 1."""
     try:
-        with DB.open(store_dir(ctx.obj), readonly=True) as db:
-            yield db
+        yield
     except BoltraftError as exc:
         click.echo(f"error: {exc.code}: {exc.message}", err=True)
         ctx.exit(1)
+
+
+@contextmanager
+def opened(ctx: click.Context) -> Iterator[DB]:
+    """Yields the store opened read-only; a BoltraftError, raised by the open or inside the
+    block, ends the command with status 1 (see ``exit_on_error``)."""
+    with exit_on_error(ctx), DB.open(store_dir(ctx.obj), readonly=True) as db:
+        yield db
 
 
 # --- the group -----------------------------------------------------------------------------
@@ -163,13 +171,7 @@ def keys_cmd(
     except ValueError:
         raise click.BadParameter("not a hex paging token", param_hint="--after")
     with opened(ctx) as db, db.view() as tx:
-        try:
-            items, nxt = tx.bucket(path).scan(
-                prefix=prefix, limit=limit, reverse=reverse, after=token
-            )
-        except BoltraftError as exc:
-            click.echo(f"error: {exc.code}: {exc.message}", err=True)
-            ctx.exit(1)
+        items, nxt = tx.bucket(path).scan(prefix=prefix, limit=limit, reverse=reverse, after=token)
     if as_json:
         emit_json(
             {
@@ -206,13 +208,8 @@ def get_cmd(
     except ValueError:
         raise click.BadParameter("not hex", param_hint="KEY")
     with opened(ctx) as db, db.view() as tx:
-        try:
-            b = tx.bucket(path)
-            value = b.get(k)
-            is_bucket = value is None and k in tx.buckets(path)
-        except BoltraftError as exc:
-            click.echo(f"error: {exc.code}: {exc.message}", err=True)
-            ctx.exit(1)
+        value = tx.bucket(path).get(k)
+        is_bucket = value is None and k in tx.buckets(path)
     if value is None:
         what = "a nested bucket, not a value" if is_bucket else "not found"
         click.echo(f"error: key {show(k)} in {bucket}: {what}", err=True)
@@ -311,18 +308,14 @@ def demo_cmd(ctx: click.Context) -> None:
     if target.exists():
         click.echo(f"{target} exists; left unchanged")
         return
-    try:
-        with DB.open(target, initial_map_size=1 << 20, quota=64 << 20) as db:
 
-            def fill(tx: Any) -> None:
-                for path, items in DEMO.items():
-                    b = tx.create_bucket_if_not_exists(list(path))
-                    for k, v in items.items():
-                        b.put(k, v)
-                    b.next_sequence()
+    def fill(tx: Any) -> None:
+        for path, items in DEMO.items():
+            b = tx.create_bucket_if_not_exists(list(path))
+            for k, v in items.items():
+                b.put(k, v)
+            b.next_sequence()
 
-            db.update_fn(fill)
-    except BoltraftError as exc:
-        click.echo(f"error: {exc.code}: {exc.message}", err=True)
-        ctx.exit(1)
+    with exit_on_error(ctx), DB.open(target, initial_map_size=1 << 20, quota=64 << 20) as db:
+        db.update_fn(fill)
     click.echo(f"created a demo store in {target}; try: boltraft inspect {target} buckets")
