@@ -33,7 +33,13 @@ _SCAN_PAGE = 1000
 
 
 def _b(text: str) -> bytes:
+    """Returns the bytes the shell passed as ``text`` (``os.fsencode``)."""
     return os.fsencode(text)
+
+
+def _opt_b(text: str | None) -> bytes | None:
+    """Returns ``_b(text)``, or None when ``text`` is None (an option not given)."""
+    return None if text is None else os.fsencode(text)
 
 
 @click.command("put")
@@ -60,7 +66,7 @@ def put_cmd(
             bucket_path(bucket),
             _b(key),
             _b(value),
-            if_value=None if if_value is None else _b(if_value),
+            if_value=_opt_b(if_value),
             if_absent=if_absent,
         )
     if as_json:
@@ -108,9 +114,7 @@ def delete_cmd(
     """Delete KEY from BUCKET (prints nothing; deleting a missing key is not an error;
     --json prints {"deleted": true|false})."""
     with connect(endpoints, timeout) as c:
-        existed = c.delete(
-            bucket_path(bucket), _b(key), if_value=None if if_value is None else _b(if_value)
-        )
+        existed = c.delete(bucket_path(bucket), _b(key), if_value=_opt_b(if_value))
     if as_json:
         echo_json({"deleted": existed})
 
@@ -147,9 +151,9 @@ def scan_cmd(
     with connect(endpoints, timeout) as c:
         it = c.scan_all(
             bucket_path(bucket),
-            prefix=None if prefix is None else _b(prefix),
-            start=None if start is None else _b(start),
-            end=None if end is None else _b(end),
+            prefix=_opt_b(prefix),
+            start=_opt_b(start),
+            end=_opt_b(end),
             reverse=reverse,
             page_size=page_size,
             read=read,
