@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,16 @@ def state(s: Any) -> tuple[Any, ...]:
         last,
         s.entries(first, last + 1),
     )
+
+
+@contextmanager
+def changes_nothing(h: Harness) -> Iterator[None]:
+    """Returns (as a context) a check that the block leaves ``state`` of the store as it
+    found it, live and after a restart."""
+    before = state(h.store)
+    yield
+    assert state(h.store) == before
+    assert state(h.reopen()) == before
 
 
 # --- empty store -----------------------------------------------------------------------------
@@ -252,11 +263,8 @@ def test_append_overlapping_same_entries_keeps_them(h: Harness) -> None:
 )
 def test_append_rejects_bad_batches_and_changes_nothing(h: Harness, bad: list[Entry]) -> None:
     h.store.append(ents(1, 4), HardState(1, "", 1))
-    before = state(h.store)
-    with pytest.raises(InvalidArgumentError):
+    with changes_nothing(h), pytest.raises(InvalidArgumentError):
         h.store.append(bad, HardState(9, "x", 3))
-    assert state(h.store) == before
-    assert state(h.reopen()) == before
 
 
 def test_append_rejects_term_below_previous_entry(h: Harness) -> None:
@@ -329,17 +337,15 @@ def test_compact_whole_log_then_append(h: Harness) -> None:
 def test_compact_errors_change_nothing(h: Harness) -> None:
     h.store.append(ents(1, 11))
     h.store.compact(SnapshotMeta(4, 1, CONF))
-    before = state(h.store)
-    with pytest.raises(LogCompactedError):
-        h.store.compact(SnapshotMeta(4, 1, CONF))
-    with pytest.raises(LogCompactedError):
-        h.store.compact(SnapshotMeta(2, 1, CONF))
-    with pytest.raises(LogUnavailableError):
-        h.store.compact(SnapshotMeta(11, 1, CONF))
-    with pytest.raises(InvalidArgumentError):
-        h.store.compact(SnapshotMeta(6, 3, CONF))  # wrong term
-    assert state(h.store) == before
-    assert state(h.reopen()) == before
+    with changes_nothing(h):
+        with pytest.raises(LogCompactedError):
+            h.store.compact(SnapshotMeta(4, 1, CONF))
+        with pytest.raises(LogCompactedError):
+            h.store.compact(SnapshotMeta(2, 1, CONF))
+        with pytest.raises(LogUnavailableError):
+            h.store.compact(SnapshotMeta(11, 1, CONF))
+        with pytest.raises(InvalidArgumentError):
+            h.store.compact(SnapshotMeta(6, 3, CONF))  # wrong term
 
 
 def test_append_below_snapshot_skips_compacted_part(h: Harness) -> None:
@@ -408,11 +414,8 @@ def test_apply_snapshot_keeps_hard_state_when_none(h: Harness) -> None:
 def test_apply_stale_snapshot_is_refused(h: Harness) -> None:
     h.store.apply_snapshot(SnapshotMeta(50, 3, CONF))
     h.store.append(ents(51, 53, term=3))
-    before = state(h.store)
-    with pytest.raises(LogCompactedError):
+    with changes_nothing(h), pytest.raises(LogCompactedError):
         h.store.apply_snapshot(SnapshotMeta(40, 3, CONF), HardState(9, "", 0))
-    assert state(h.store) == before
-    assert state(h.reopen()) == before
 
 
 # --- lifecycle -------------------------------------------------------------------------------

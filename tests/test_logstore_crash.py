@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_logstore import state  # tests/ is on sys.path under pytest and as a script
 
 from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
@@ -68,18 +69,6 @@ def apply(store: Any, op: tuple[str, Any, Any]) -> None:
         store.compact(arg)
 
 
-def snapshot_of(store: Any) -> tuple[Any, ...]:
-    """Returns everything observable about ``store``."""
-    first, last = store.first_index(), store.last_index()
-    return (
-        store.initial_state(),
-        store.snapshot_meta(),
-        first,
-        last,
-        store.entries(first, last + 1),
-    )
-
-
 def child(path: str, seed: int) -> None:
     from boltraft.storage.logstore import LmdbLogStore
 
@@ -98,7 +87,7 @@ def matching_op(recovered: tuple[Any, ...], seed: int, reported: int) -> int:
     model.bootstrap(CONF)
     for j, op in enumerate(operations(seed)):
         apply(model, op)
-        if j >= reported and model.last_index() == recovered[3] and snapshot_of(model) == recovered:
+        if j >= reported and model.last_index() == recovered[3] and state(model) == recovered:
             return j
         if j > reported + 10_000:
             break
@@ -132,7 +121,7 @@ def test_sigkill_in_the_middle_of_appends(tmp_path: Path, seed: int) -> None:
     assert proc.returncode == -signal.SIGKILL
     store = LmdbLogStore(path)
     try:
-        recovered = snapshot_of(store)
+        recovered = state(store)
         first, last = recovered[2], recovered[3]
         assert [e.index for e in recovered[4]] == list(range(first, last + 1))
         assert [store.term(i) for i in range(first, last + 1)] == [e.term for e in recovered[4]]
