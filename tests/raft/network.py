@@ -188,6 +188,12 @@ class Network:
         return [e.data for e in self.applied[nid] if e.type == EntryType.NORMAL and e.data]
 
 
-def seed_log(store: MemoryLogStore, terms: Sequence[int], hard: HardState) -> None:
-    """Returns None after writing entries with ``terms`` (index 1..n) and ``hard``."""
+def seeded_store(
+    founding: Sequence[NodeId], terms: Sequence[int] = (), hard: HardState | None = None
+) -> MemoryLogStore:
+    """Returns a store bootstrapped with the voters ``founding`` that holds entries with
+    ``terms`` (index 1..n) and the hard state ``hard`` (None: none written)."""
+    store = MemoryLogStore()
+    store.bootstrap(ConfState(tuple(founding)))
     store.append([Entry(t, i, 0, f"{i}@{t}".encode()) for i, t in enumerate(terms, 1)], hard)
+    return store

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from boltraft.errors import BadRequestError, ConfigError
-from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
     ConfState,
@@ -17,7 +16,7 @@ from boltraft.raft.types import (
     SnapshotMeta,
 )
 
-from .network import Network, make_config, seed_log
+from .network import Network, make_config, seeded_store
 
 MT = MessageType
 
@@ -35,17 +34,14 @@ def test_restart_recovers_term_vote_commit_and_skips_applied_entries() -> None:
 
 
 def test_restart_with_applied_past_the_log_is_a_config_error() -> None:
-    store = MemoryLogStore()
-    store.bootstrap(ConfState(("a",)))
+    store = seeded_store(["a"])
     with pytest.raises(ConfigError):
         RawNode(make_config("a", applied=5), store)
 
 
 def test_restart_with_applied_past_a_lost_commit_recovers_the_commit() -> None:
     """A commit-only hard state may be lost in a crash; the applied index proves commit."""
-    store = MemoryLogStore()
-    store.bootstrap(ConfState(("a",)))
-    seed_log(store, [1, 1, 1, 1], HardState(1, "a", 1))
+    store = seeded_store(["a"], [1, 1, 1, 1], HardState(1, "a", 1))
     node = RawNode(make_config("a", applied=3), store)
     assert node.status().commit == 3 and node.status().applied == 3
     node.check_invariants()
@@ -53,9 +49,7 @@ def test_restart_with_applied_past_a_lost_commit_recovers_the_commit() -> None:
 
 
 def test_stored_commit_past_the_log_is_a_config_error() -> None:
-    store = MemoryLogStore()
-    store.bootstrap(ConfState(("a",)))
-    seed_log(store, [1], HardState(1, "", 4))
+    store = seeded_store(["a"], [1], HardState(1, "", 4))
     with pytest.raises(ConfigError):
         RawNode(make_config("a"), store)
 

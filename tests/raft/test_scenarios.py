@@ -4,13 +4,9 @@ Each test names the section or figure it checks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
-from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.types import (
-    ConfState,
     HardState,
     Message,
     MessageType,
@@ -19,7 +15,7 @@ from boltraft.raft.types import (
     SnapshotMeta,
 )
 
-from .network import Network, seed_log
+from .network import Network, seeded_store
 
 MT = MessageType
 
@@ -34,13 +30,6 @@ FIG7_FOLLOWERS = {
 }
 
 
-def store_with(terms: Sequence[int], term: int, founding: Sequence[str]) -> MemoryLogStore:
-    store = MemoryLogStore()
-    store.bootstrap(ConfState(tuple(founding)))
-    seed_log(store, terms, HardState(term, "", 0))
-    return store
-
-
 @pytest.mark.parametrize("variant", sorted(FIG7_FOLLOWERS))
 def test_figure_7_divergent_followers_converge_to_the_leaders_log(variant: str) -> None:
     """Paper 5.3, figure 7: a new leader (term 8) forces each possible follower log to
@@ -48,9 +37,9 @@ def test_figure_7_divergent_followers_converge_to_the_leaders_log(variant: str) 
     ids = ["L", "F", "X"]
     follower = FIG7_FOLLOWERS[variant]
     stores = {
-        "L": store_with(FIG7_LEADER, 7, ids),
-        "F": store_with(follower, max(follower), ids),
-        "X": store_with(FIG7_LEADER, 7, ids),
+        "L": seeded_store(ids, FIG7_LEADER, HardState(7, "", 0)),
+        "F": seeded_store(ids, follower, HardState(max(follower), "", 0)),
+        "X": seeded_store(ids, FIG7_LEADER, HardState(7, "", 0)),
     }
     net = Network(ids, stores=stores, pre_vote=False, check_quorum=False)
     net.elect("L")
