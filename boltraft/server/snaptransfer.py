@@ -20,7 +20,8 @@ chunks per iteration). A chunk that does not arrive within a second is requested
 lost chunk only costs a retry); a chunk whose crc32 or offset is wrong is dropped and asked
 again. A holder serves any snapshot it still stores, leader or not, so a download survives a
 leader change: the follower keeps pulling from the holder and, once done, steps the new
-leader's snapshot message whenever the data it holds reaches that message's index. The
+leader's snapshot message (from the new leader) whenever the data it holds reaches that
+message's index, and sends ``done`` to both. The
 received file is written under ``DATA/snapshots/.recv-<sid>/`` by its own thread
 (boltraft.server.snapio.ChunkSink: sha256 of the contiguous prefix computed as chunks arrive,
 flushed in steps, so the end costs one fdatasync and no re-read), then checked (size and
@@ -67,6 +68,7 @@ RESEND_S = 1.0  # a requested chunk not received by then is asked again
 OFFER_EVERY_S = 1.0  # an offer not answered by a get is repeated this often
 IDLE_S = 15.0  # a transfer without progress for this long is abandoned
 STEP_WAIT_S = 3.0  # a verified download the core did not take by then is dropped
+SINK_BACKLOG = 32 << 20  # bytes received and not yet written before chunks are not asked for
 
 
 def _decode(fields: list[Any]) -> list[Any]:
@@ -122,6 +124,8 @@ class _Download:
     finishing: bool = False  # every chunk is in; the sink is flushing and hashing the end
     verified: bool = False
     stepped_at: float = 0.0
+    offered: tuple[str, str] = ("", "")  # (sender, sid) of the latest offer; the SNAP
+    # stepped comes from that sender (the current leader), told of the outcome too
 
 
 class Transfers:
@@ -267,19 +271,26 @@ class Transfers:
             node.count("bad_snap_offer")
             return
         if index <= node.commit:
-            self._send(holder, "done", sid, False, "already past that index")
+            # e.g. an install finished by start-up recovery after a crash: the core answers
+            # with its commit index, and the leader resumes appending after the snapshot
+            snap = SnapshotMeta(index, int(meta["log_term"]), conf_from_json(meta))
+            term = int(meta["term"])
+            node.raw.step(Message(MessageType.SNAP, node.id, holder, term=term, snapshot=snap))
+            self._send(holder, "done", sid, True, "already past that index")
             return
         dl = self._dl
         now = time.monotonic()
         if dl is not None:
             if dl.sid == sid:
                 dl.meta, dl.holder = meta, holder  # the same file: resume where we are
+                dl.offered = (holder, sid)
                 self._ensure_peer(holder, meta["addr"])
                 self._pump(now)
                 return
             alive = now - dl.last_progress < 2 * RESEND_S
             if int(dl.meta["data_index"]) >= index and (dl.verified or alive):
                 dl.meta = {**dl.meta, **_raft_part(meta)}  # finish it, step the new meta
+                dl.offered = (holder, sid)
                 if dl.verified:
                     self._step(dl)
                 return
@@ -289,12 +300,13 @@ class Transfers:
         for other in d.parent.glob(".recv-*"):
             if other != d:
                 shutil.rmtree(other, ignore_errors=True)
-        keep = min(resumable(d, sid, chunk), size)
+        keep = min(resumable(d, sid, chunk), (size - 1) // chunk * chunk)  # >= 1 chunk to go
         if not keep:
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
         sink = ChunkSink(d / DATA_FILE, sid, size, resume=keep)
         dl = _Download(sid, holder, meta, d / DATA_FILE, sink, size, chunk, now, now, keep, keep)
+        dl.offered = (holder, sid)
         self._dl = dl
         self.stats["resumed_bytes"] += keep
         log.info(
@@ -321,8 +333,8 @@ class Transfers:
         self.stats["chunks_resent"] += len(want)
         window = self.node.cfg.snapshot_window
         fresh = len(dl.outstanding)
-        if dl.sink.pending >= window:
-            fresh = window  # the disk is behind: no new chunks until it caught up
+        if dl.sink.pending >= max(window, SINK_BACKLOG // dl.chunk):
+            fresh = window  # the disk is far behind: no new chunks until it caught up
         while fresh < window and dl.next_offset < dl.size:
             want.append(dl.next_offset)
             dl.next_offset += dl.chunk
@@ -356,7 +368,8 @@ class Transfers:
         """Steps the SNAP message of the latest offer into the core (the data is local)."""
         m = dl.meta
         meta = SnapshotMeta(int(m["index"]), int(m["log_term"]), conf_from_json(m))
-        msg = Message(MessageType.SNAP, self.node.id, dl.holder, term=int(m["term"]), snapshot=meta)
+        leader = dl.offered[0]
+        msg = Message(MessageType.SNAP, self.node.id, leader, term=int(m["term"]), snapshot=meta)
         dl.stepped_at = time.monotonic()
         self.node.raw.step(msg)
 
@@ -375,7 +388,7 @@ class Transfers:
             secs = time.monotonic() - dl.started
             self.last_transfer = {"bytes": dl.size, "seconds": secs}
             log.info("%s: snapshot %s installed after %.2fs", self.node.id, dl.sid, secs)
-            self._send(dl.holder, "done", dl.sid, True, "installed")
+            self._done(dl, True, "installed")
 
     def _abort(self, reason: str) -> None:
         dl, self._dl = self._dl, None
@@ -385,7 +398,14 @@ class Transfers:
         shutil.rmtree(dl.path.parent, ignore_errors=True)
         self.stats["failed"] += 1
         log.warning("%s: snapshot %s abandoned: %s", self.node.id, dl.sid, reason)
-        self._send(dl.holder, "done", dl.sid, False, reason)
+        self._done(dl, False, reason)
+
+    def _done(self, dl: _Download, ok: bool, reason: str) -> None:
+        """Tells the holder, and the leader whose offer came last when that is another
+        offer, how the download ended."""
+        self._send(dl.holder, "done", dl.sid, ok, reason)
+        if dl.offered != (dl.holder, dl.sid):
+            self._send(dl.offered[0], "done", dl.offered[1], ok, reason)
 
     def _send(self, peer: str, *fields: Any) -> None:
         self.node.net.send_frame(peer, codec.encode_frame(SNAP, *fields))
