@@ -27,7 +27,6 @@ is open in this process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import threading
 from collections import Counter
@@ -39,9 +38,6 @@ from typing import Any, TypeVar
 import lmdb
 
 from boltraft.errors import (
-    CorruptionError,
-    DataDirLockedError,
-    DataDirNotFoundError,
     InvalidArgumentError,
     NoSpaceError,
     ReadOnlyTxError,
@@ -55,26 +51,16 @@ from boltraft.storage.bucket import (
     refusal,
 )
 from boltraft.storage.layout import (
-    MAX_DBS,
     SubDbs,
     check_store,
     keys_per_bucket,
-    open_store,
     store_stats,
     walk_buckets,
 )
+from boltraft.storage.opening import open_readonly, open_writable, round_map
 from boltraft.storage.tx import Tx
 
 T = TypeVar("T")
-
-LOCK_FILE = "boltraft.lock"
-"""Held (flock, exclusive) by the one process that has the directory open writable."""
-
-_MAP_STEP = 1 << 16  # map sizes are rounded up to a multiple of this
-
-
-def _round_map(size: int) -> int:
-    return -(-size // _MAP_STEP) * _MAP_STEP
 
 
 class _Gate:
@@ -201,80 +187,16 @@ class DB:
             )
         p = Path(path)
         if readonly:
-            return cls._open_readonly(p, sync, max_value_size, quota)
-        p.mkdir(parents=True, exist_ok=True)
-        fd = _lock_writer(p)
-        try:
-            env = lmdb.open(
-                str(p),
-                map_size=_round_map(initial_map_size),
-                subdir=True,
-                max_dbs=MAX_DBS,
-                sync=sync,
-                metasync=sync if metasync is None else metasync,
-                writemap=False,
-                meminit=False,
-            )
-            try:
-                dbs = open_store(env, p)
-            except BaseException:
-                env.close()
-                raise
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(
-            p,
-            env,
-            dbs,
-            readonly=False,
-            sync=sync,
-            max_value_size=max_value_size,
-            quota=quota,
-            lock_fd=fd,
-        )
-
-    @classmethod
-    def _open_readonly(cls, p: Path, sync: bool, max_value_size: int, quota: int) -> DB:
-        if not (p / "data.mdb").is_file():
-            raise DataDirNotFoundError(f"no bucket store in {p}", path=str(p))
-        fd: int | None = None
-        use_lock = True
-        with contextlib.suppress(FileNotFoundError):
-            fd = os.open(p / LOCK_FILE, os.O_RDONLY)
-        if fd is None:
-            use_lock = (p / "lock.mdb").exists()
+            env, dbs, fd = open_readonly(p)
         else:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                use_lock = False  # no writer; our shared lock keeps one from starting
-            except BlockingIOError:
-                os.close(fd)
-                fd = None
-        try:
-            env = lmdb.open(
-                str(p), subdir=True, readonly=True, lock=use_lock, max_dbs=MAX_DBS, map_size=0
+            env, dbs, fd = open_writable(
+                p, round_map(initial_map_size), sync, sync if metasync is None else metasync
             )
-        except lmdb.Error as exc:
-            if fd is not None:
-                os.close(fd)
-            if "already open" in str(exc):
-                raise DataDirLockedError(
-                    f"data directory {p} is already open in this process", path=str(p)
-                )
-            raise CorruptionError(f"cannot open the store in {p}: {exc}", path=str(p))
-        try:
-            dbs = open_store(env, p)
-        except BaseException:
-            env.close()
-            if fd is not None:
-                os.close(fd)
-            raise
         return cls(
             p,
             env,
             dbs,
-            readonly=True,
+            readonly=readonly,
             sync=sync,
             max_value_size=max_value_size,
             quota=quota,
@@ -391,7 +313,7 @@ class DB:
                     quota=self.quota,
                     map_size=current,
                 )
-            self._map_size = min(self.quota, _round_map(current * 2))
+            self._map_size = min(self.quota, round_map(current * 2))
             self.env.set_mapsize(self._map_size)
 
     # --- whole-store operations ----------------------------------------------------------
@@ -489,21 +411,3 @@ class DB:
     def __repr__(self) -> str:
         mode = "ro" if self.readonly else "rw"
         return f"<DB {self.path} {mode}{' closed' if self._closed else ''}>"
-
-
-def _lock_writer(p: Path) -> int:
-    """Returns the fd of ``p/boltraft.lock`` locked exclusively; DataDirLockedError if taken."""
-    fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        raise DataDirLockedError(
-            f"data directory {p} is in use by another process"
-            + (f" (last writer pid {holder})" if holder else ""),
-            path=str(p),
-        )
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
