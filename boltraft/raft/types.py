@@ -214,8 +214,8 @@ class LogStore(Protocol):
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:
-        """Appends ``entries`` (dropping any existing suffix from ``entries[0].index``) and
-        stores ``hard_state``, in one write transaction, synced when ``sync``.
+        """Returns None after appending ``entries`` (dropping any existing suffix from
+        ``entries[0].index``) and storing ``hard_state``, in one write, synced when ``sync``.
 
         Entries at or below the snapshot index are skipped. Raises InvalidArgumentError,
         writing nothing, when ``entries[0].index > last_index() + 1``, indexes are not
@@ -225,15 +225,17 @@ class LogStore(Protocol):
         ...
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Replaces the whole log by ``meta``: afterwards the log is empty at ``meta.index``.
+        """Returns None after replacing the whole log by ``meta`` (the log is then empty at
+        ``meta.index``) and storing ``hard_state`` when given.
 
         Raises LogCompactedError, changing nothing, when ``meta.index`` is below the current
         snapshot index."""
         ...
 
     def compact(self, meta: SnapshotMeta) -> None:
-        """Drops entries up to and including ``meta.index`` (which must be <= last index) and
-        records ``meta`` as the snapshot. Raises LogCompactedError if already compacted.
+        """Returns None after dropping entries up to and including ``meta.index`` (which must
+        be <= last index) and recording ``meta`` as the snapshot. Raises LogCompactedError
+        if already compacted.
 
         Also raises LogUnavailableError past the last index and InvalidArgumentError when
         ``meta.term != term(meta.index)``; nothing changes then."""
@@ -247,7 +249,10 @@ class LogStore(Protocol):
         twice."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Returns None after writing what the store held only in memory (such as a hard
+        state appended with ``sync=False``) and releasing its files and locks, if any."""
+        ...
 
 
 class ProgressState(IntEnum):
