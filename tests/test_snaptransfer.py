@@ -395,3 +395,16 @@ def test_step_flusher_and_rate_limit(tmp_path: Path) -> None:
         assert f.waited == f.started
     finally:
         os.close(fd)
+
+
+def test_offer_below_the_commit_index_is_answered_by_the_core(
+    tmp_path: Path, snap: SnapshotInfo
+) -> None:
+    net, leader, follower = start(tmp_path, snap)
+    follower.commit = snap.index  # e.g. start-up recovery finished an install
+    leader.transfers.on_snap_message(snap_msg("n2", "n1", snap))
+    net.deliver()
+    assert net.kinds["get"] == 0 and follower.transfers.status().get("receiving") is None
+    (m,) = follower.raw.stepped  # the core answers it with its commit index
+    assert (m.type, m.frm, m.snapshot.index) == (MessageType.SNAP, "n1", snap.index)
+    assert leader.raw.reports == [("n2", True)]  # the leader appends after the snapshot

@@ -282,7 +282,8 @@ class Snapshots:
                 self.last_create_s,
             )
             self.compact(info.index)
-            self.store.prune(self.node.cfg.snapshot_retain)
+            # deleting a large file can take a while (and stall fsyncs): not on this thread
+            self._pool.submit(self.store.prune, self.node.cfg.snapshot_retain)
         for w in waiters:
             w(info, err)
 

@@ -11,7 +11,8 @@ One frame kind, ``snap``, whose first field names the message (``sid`` = ``"<ind
 - ``[1, "snap", "chunk", sid, offset, data, crc32]`` holder -> follower, as a REPLY through
   the holder's ROUTER: chunks travel on the follower's own connection, never in the queue
   of the holder's DEALER that carries appends and heartbeats, so no other peer waits.
-- ``[1, "snap", "done", sid, ok, reason]`` follower -> holder: installed (or refused).
+- ``[1, "snap", "done", sid, ok, reason]`` follower -> holder (and the sender of the latest
+  offer, when another): installed, or already past that index (ok), or refused.
 - ``[1, "snap", "gone", sid]`` holder -> follower: that snapshot is not served any more.
 
 Flow control is the follower's: at most ``snapshot_window`` chunks requested and not yet
@@ -65,7 +66,7 @@ _SHAPES: dict[str, tuple[type, ...]] = {
     "gone": (str,),
 }
 RESEND_S = 1.0  # a requested chunk not received by then is asked again
-OFFER_EVERY_S = 1.0  # an offer not answered by a get is repeated this often
+OFFER_EVERY_S = 1.0  # an offer is repeated after this long without a get
 IDLE_S = 15.0  # a transfer without progress for this long is abandoned
 STEP_WAIT_S = 3.0  # a verified download the core did not take by then is dropped
 SINK_BACKLOG = 32 << 20  # bytes received and not yet written before chunks are not asked for
@@ -99,7 +100,6 @@ class _Outgoing:
     offer: bytes  # the encoded offer frame
     last_offer: float
     last_activity: float
-    pulled: bool = False
 
 
 @dataclass(slots=True)
@@ -211,7 +211,6 @@ class Transfers:
         fd, info = opened
         t = self._out.get(peer)
         if t is not None and t.sid == sid:
-            t.pulled = True
             t.last_activity = time.monotonic()
         chunk = node.cfg.snapshot_chunk_bytes
         for off in offsets[: node.cfg.snapshot_window]:
@@ -432,7 +431,8 @@ class Transfers:
         for peer, t in list(self._out.items()):
             if not node.is_leader or now - t.last_activity > IDLE_S:
                 self._finish_out(peer, t.sid, False, "stalled or no longer leader")
-            elif not t.pulled and now - t.last_offer >= OFFER_EVERY_S:
+            elif now - max(t.last_offer, t.last_activity) >= OFFER_EVERY_S:
+                # unanswered, or the follower went quiet (e.g. it restarted): offer again
                 t.last_offer = now
                 node.net.send_frame(peer, t.offer)
         dl = self._dl
