@@ -228,7 +228,8 @@ class ChunkSink:
     a machine crash a resumed download may hold bad bytes, which the final sha256 catches).
 
     Invariants: ``hashed`` bytes from offset 0 are written and hashed; every key of
-    ``_ahead`` is above ``hashed``; ``pending`` counts chunks put and not yet written.
+    ``_ahead`` is above ``hashed``; ``_put`` (only the loop thread writes it) minus ``_written``
+    (only the sink's thread writes it) is the number of chunks queued and not yet written.
     """
 
     def __init__(self, path: Path, sid: str, size: int, resume: int = 0) -> None:
@@ -238,7 +239,8 @@ class ChunkSink:
         self.sid = sid
         self.size = size
         self.hashed = 0
-        self.pending = 0
+        self._put = 0
+        self._written = 0
         self.error: BaseException | None = None
         self._resume = resume
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC), 0o644)
@@ -254,8 +256,13 @@ class ChunkSink:
 
     def put(self, off: int, data: bytes) -> None:
         """Returns None after queueing ``data`` to be written at ``off``."""
-        self.pending += 1
+        self._put += 1
         self._q.put((off, data))
+
+    @property
+    def pending(self) -> int:
+        """Returns how many chunks were put and are not written yet."""
+        return self._put - self._written
 
     def finish(self) -> None:
         """Returns None; the sink flushes the file and sets ``digest`` (see ``done``)."""
@@ -282,7 +289,7 @@ class ChunkSink:
             while (item := self._q.get()) is not None:
                 off, data = item
                 os.pwrite(self._fd, data, off)
-                self.pending -= 1
+                self._written += 1
                 if off == self.hashed:
                     self._advance(data)
                     while (nxt := self._ahead.pop(self.hashed, None)) is not None:
