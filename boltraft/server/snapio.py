@@ -36,7 +36,8 @@ from boltraft.storage.db import DB
 from boltraft.storage.fsm import read_applied
 from boltraft.storage.snapshot import DATA_FILE, META_FILE, SnapshotInfo, load_snapshot_info
 
-FLUSH_STEP = 8 << 20  # bytes written between two writeback steps
+FLUSH_STEP = 2 << 20  # bytes written between two writeback steps of a snapshot copy
+RECV_STEP = 16 << 20  # the same for a received snapshot (nothing else waits on that disk)
 _PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
@@ -247,7 +248,7 @@ class ChunkSink:
         self._h = hashlib.sha256()
         self._ahead: dict[int, bytes] = {}
         self._q: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
-        self._flusher = StepFlusher(self._fd)
+        self._flusher = StepFlusher(self._fd, RECV_STEP)
         self._recorded = 0
         self._done = threading.Event()
         self.digest = ""
