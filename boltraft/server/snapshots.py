@@ -11,8 +11,8 @@ Layout under ``DATA/snapshots/``::
 Policy (``ServerConfig``): after ``snapshot_entries`` applied entries, or ``snapshot_log_bytes``
 bytes of applied command data, since the last snapshot, a worker thread copies the state
 environment (LMDB's compacting copy from ONE read transaction, so writers go on; the copy is
-streamed through a pipe, hashed and flushed in steps at low priority: boltraft.server.snapio)
-into a new snapshot directory. The
+streamed through a pipe, hashed and flushed in steps at low priority, at most
+``snapshot_write_mb_s``: boltraft.server.snapio) into a new snapshot directory. The
 loop thread then flushes the state DB, compacts the Raft log up to ``index -
 snapshot_keep_entries`` (a trailing window, so slightly lagging followers still get entries)
 recording the membership in effect at that index, and removes all but the newest
