@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from .cluster import Cluster
+from .opscluster import OpsCluster
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -28,6 +29,28 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         c.wait_for_leader()
         yield c
     finally:
+        c.close()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            print(c.dump_logs())
+
+
+@pytest.fixture
+def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
+    """Yields ``make(config, n=3)``, which starts an OpsCluster with those server settings
+    and waits for a leader; every cluster made is stopped afterwards (logs printed on a
+    failure)."""
+    made: list[OpsCluster] = []
+
+    def make(config: dict, n: int = 3) -> OpsCluster:
+        c = OpsCluster(tmp_path, n, config)
+        made.append(c)
+        c.start()
+        c.wait_for_leader()
+        return c
+
+    yield make
+    for c in made:
         c.close()
         rep = getattr(request.node, "rep_call", None)
         if rep is None or rep.failed:

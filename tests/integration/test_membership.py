@@ -4,8 +4,7 @@ that comes back at a new address replaces its entry; membership survives restart
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -18,17 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def ops_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpsCluster]:
-    c = OpsCluster(tmp_path, 3, {"snapshot_entries": 500, "snapshot_keep_entries": 50})
-    try:
-        c.start()
-        c.wait_for_leader()
-        yield c
-    finally:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
+def ops_cluster(make_cluster: Callable[..., OpsCluster]) -> OpsCluster:
+    """Returns a started 3-node cluster that snapshots every 500 entries."""
+    return make_cluster({"snapshot_entries": 500, "snapshot_keep_entries": 50})
 
 
 def _exit_code(c: OpsCluster, node_id: str, timeout: float = 20.0) -> int:

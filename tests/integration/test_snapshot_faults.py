@@ -6,8 +6,6 @@ never a mix."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,25 +18,6 @@ pytestmark = pytest.mark.integration
 
 SMALL = {"snapshot_entries": 50, "snapshot_keep_entries": 5, "snapshot_chunk_bytes": 65536}
 KEYS = 40 + 100 * 40
-
-
-@pytest.fixture
-def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
-    made: list[OpsCluster] = []
-
-    def make(config: dict, n: int = 3) -> OpsCluster:
-        c = OpsCluster(tmp_path, n, config)
-        made.append(c)
-        c.start()
-        c.wait_for_leader()
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
 
 
 def _status(c: OpsCluster, node_id: str) -> dict:

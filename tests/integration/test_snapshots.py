@@ -5,9 +5,6 @@ restarts that reinstall nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from boltraft.client import Client
@@ -18,25 +15,6 @@ from .opscluster import OpsCluster, Writer
 pytestmark = pytest.mark.integration
 
 SMALL = {"snapshot_entries": 50, "snapshot_keep_entries": 5, "snapshot_chunk_bytes": 65536}
-
-
-@pytest.fixture
-def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
-    made: list[OpsCluster] = []
-
-    def make(config: dict, n: int = 3) -> OpsCluster:
-        c = OpsCluster(tmp_path, n, config)
-        made.append(c)
-        c.start()
-        c.wait_for_leader()
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
 
 
 def _fill(c: Client, batches: int, per: int, prefix: str, value: bytes = b"x" * 200) -> None:
