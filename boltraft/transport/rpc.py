@@ -22,6 +22,7 @@ from boltraft.errors import (
     UnavailableError,
 )
 from boltraft.transport import codec
+from boltraft.transport.zmq_transport import connect_dealer
 
 RETRYABLE = frozenset(
     {
@@ -111,16 +112,9 @@ class Channel:
     def _socket(self, ep: str) -> zmq.Socket:
         sock = self._sockets.get(ep)
         if sock is None:
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IMMEDIATE, 1)  # a send waits for a live connection, no queue
-            sock.setsockopt(zmq.RECONNECT_IVL, 100)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-            sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_frame_size + 1024)
             try:
-                sock.connect(ep)
+                sock = connect_dealer(self._ctx, ep, self.max_frame_size)
             except zmq.ZMQError as exc:
-                sock.close(0)
                 raise BadRequestError(f"invalid endpoint {ep!r}: {exc}", endpoint=ep) from None
             self._sockets[ep] = sock
             self._poller.register(sock, zmq.POLLIN)

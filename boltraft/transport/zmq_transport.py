@@ -91,6 +91,29 @@ def _check_addr(addr: Any) -> str:
     return addr
 
 
+def connect_dealer(
+    ctx: zmq.Context, addr: str, max_frame_size: int, options: Mapping[int, Any] = {}
+) -> zmq.Socket:
+    """Returns a DEALER connected to ``addr`` with the options every boltraft DEALER shares
+    (linger 0, IMMEDIATE, reconnect 100 ms..1 s, a receive limit of two frames), then
+    ``options`` (set before connect, so an IDENTITY applies). Raises zmq.ZMQError for a bad
+    address, after closing the socket."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IMMEDIATE, 1)  # a send waits for a live connection, no queue
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    sock.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_size + 1024)
+    for opt, value in options.items():
+        sock.setsockopt(opt, value)
+    try:
+        sock.connect(addr)
+    except zmq.ZMQError:
+        sock.close(0)
+        raise
+    return sock
+
+
 class PeerTransport:
     """Returns a transport bound at ``listen`` with DEALERs to ``peers`` (id -> address).
 
@@ -178,20 +201,15 @@ class PeerTransport:
             if old[0] == addr:
                 return
             self._close_dealer(old[1])
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, self._id_bytes)  # before connect: peers route by it
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.SNDHWM, self._sndhwm)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_frame_size + 1024)
+        options = {
+            zmq.IDENTITY: self._id_bytes,  # before connect: peers route by it
+            zmq.SNDHWM: self._sndhwm,
+            zmq.HEARTBEAT_IVL: 1000,
+            zmq.HEARTBEAT_TIMEOUT: 3000,
+        }
         try:
-            sock.connect(addr)
+            sock = connect_dealer(self._ctx, addr, self.max_frame_size, options)
         except zmq.ZMQError as exc:
-            sock.close(0)
             raise BadRequestError(f"cannot connect to {addr}: {exc}", addr=addr) from None
         self._peers[peer_id] = (addr, sock)
         self._by_socket[sock] = peer_id
