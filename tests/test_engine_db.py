@@ -402,3 +402,83 @@ def test_check_finds_corruption(
         corrupt(db, sub, key, value)
         problems = db.check()
         assert any(problem in p for p in problems), problems
+
+
+# --- the bucket directory of write transactions (DB._known) -----------------------------------
+def test_bucket_directory_never_resolves_a_deleted_and_recreated_bucket(tmp_path: Path) -> None:
+    with DB.open(tmp_path) as db:
+        with db.update() as tx:
+            tx.create_bucket((b"a",)).put(b"k", b"old")
+        with db.update() as tx:
+            tx.bucket((b"a",)).put(b"k2", b"v")  # learned by the directory at this commit
+        assert (b"a",) in db._known
+        old_id = db._known[(b"a",)][1]
+        with db.update() as tx:
+            tx.delete_bucket((b"a",))
+            tx.create_bucket((b"a",))
+        with db.update() as tx:
+            b = tx.bucket((b"a",))
+            assert b.id != old_id
+            assert b.get(b"k") is None
+            b.put(b"k3", b"new")
+        with db.view() as tx:
+            assert [tuple(i) for i in tx.bucket("a").scan()[0]] == [(b"k3", b"new")]
+
+
+def test_bucket_directory_learns_new_nested_buckets(tmp_path: Path) -> None:
+    with DB.open(tmp_path) as db:
+        with db.update() as tx:
+            tx.create_bucket("a")
+        for _ in range(2):  # the second round resolves "a" through the directory
+            with db.update() as tx:
+                tx.bucket((b"a",)).put(b"k", b"v")
+        assert db._known[(b"a",)][3] is False  # no nested bucket: puts skip the check
+        with db.update() as tx:
+            tx.create_bucket((b"a", b"sub"))
+        with db.update() as tx, pytest.raises(errors.IncompatibleValueError):
+            tx.bucket((b"a",)).put(b"sub", b"v")
+
+
+def test_bucket_directory_forgets_rolled_back_and_failed_transactions(tmp_path: Path) -> None:
+    with DB.open(tmp_path) as db:
+        with db.update() as tx, pytest.raises(errors.BucketExistsError), tx.savepoint():
+            tx.create_bucket("gone").put(b"k", b"v")
+            tx.bucket((b"gone",)).put(b"k2", b"v")
+            tx.create_bucket("gone")
+        assert db._known == {}
+        with db.update() as tx, pytest.raises(errors.BucketNotFoundError):
+            tx.bucket((b"gone",))
+        with pytest.raises(RuntimeError), db.update() as tx:
+            tx.create_bucket("never")
+            tx.bucket((b"never",)).put(b"k", b"v")
+            raise RuntimeError("roll back")
+        with db.update() as tx, pytest.raises(errors.BucketNotFoundError):
+            tx.bucket((b"never",))
+
+
+def test_readers_do_not_use_the_bucket_directory(tmp_path: Path) -> None:
+    with DB.open(tmp_path) as db:
+        with db.update() as tx:
+            tx.create_bucket("a").put(b"k", b"v1")
+        with db.update() as tx:
+            tx.bucket((b"a",)).put(b"k", b"v2")
+        db._known[(b"a",)] = ((b"a",), 999, b"bogus", False)  # a reader must not look
+        with db.view() as tx:
+            assert tx.bucket((b"a",)).get(b"k") == b"v2"
+
+
+def test_bucket_directory_within_a_reshaping_transaction(tmp_path: Path) -> None:
+    with DB.open(tmp_path) as db:
+        with db.update() as tx:
+            tx.create_bucket("a").put(b"k", b"v")
+        with db.update() as tx:
+            tx.bucket((b"a",)).put(b"k2", b"v")
+        assert (b"a",) in db._known
+        with db.update() as tx:
+            tx.delete_bucket("a")
+            with pytest.raises(errors.BucketNotFoundError):
+                tx.bucket((b"a",))
+            tx.create_bucket("a")
+            tx.bucket((b"a",)).put(b"k3", b"v")
+        with db.view() as tx:
+            assert [item[0] for item in tx.bucket("a").scan()[0]] == [b"k3"]

@@ -78,12 +78,20 @@ class Bucket:
         "path",
     )
 
-    def __init__(self, tx: Tx, path: tuple[bytes, ...], bucket_id: int, rkey: bytes) -> None:
+    def __init__(
+        self,
+        tx: Tx,
+        path: tuple[bytes, ...],
+        bucket_id: int,
+        rkey: bytes,
+        prefix: bytes | None = None,
+    ) -> None:
         self._tx = tx
         self.path = path  # the names from the root down to this bucket (never empty)
         self.id = bucket_id  # > the parent's id; never reused while the store lives
         self._rkey = rkey  # this bucket's entry key in the ``buckets`` sub-db
-        self._prefix = bucket_prefix(bucket_id)  # this bucket's keys all start with it
+        # this bucket's keys all start with it (``prefix``, when given, must be it)
+        self._prefix = bucket_prefix(bucket_id) if prefix is None else prefix
         self._state = tx._state  # WRITE/READ; any other state refuses everything
         # None = unknown, False = no nested bucket (puts skip the bucket-name check), True =
         # may have some. Only ever goes from False to True inside one transaction.

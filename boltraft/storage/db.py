@@ -58,7 +58,7 @@ from boltraft.storage.layout import (
     walk_buckets,
 )
 from boltraft.storage.opening import open_readonly, open_writable, round_map
-from boltraft.storage.tx import Tx
+from boltraft.storage.tx import Known, Tx
 
 T = TypeVar("T")
 
@@ -148,6 +148,7 @@ class DB:
         self._lock_fd = lock_fd  # flock'ed: LOCK_EX when writable, LOCK_SH for a lock-free read
         self._closed = False
         self._map_size: int = env.info()["map_size"]  # changed only by _grow, under the gate
+        self._known: Known = {}  # the bucket directory of write transactions (see tx.Known)
 
     # --- opening -------------------------------------------------------------------------
     @classmethod
@@ -227,9 +228,13 @@ class DB:
         """Commits (if ``commit`` and not doomed) or aborts, then closes ``tx``."""
         try:
             if commit and tx._state == WRITE:
+                tx.offer_known()  # still under LMDB's write lock
                 try:
                     tx._txn.commit()
-                except lmdb.MapFullError:
+                except BaseException as exc:
+                    self._known.clear()
+                    if not isinstance(exc, lmdb.MapFullError):
+                        raise
                     tx._doom()  # LMDB already freed the failed txn
                 else:
                     tx._state = CLOSED

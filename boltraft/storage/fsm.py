@@ -2,9 +2,10 @@
 
 ``BucketStateMachine.apply(entries)`` applies a run of entries in ONE LMDB write transaction
 (``DB.update_fn``, so a full map grows up to the quota) and stores the last applied index and
-term, and the clock, in that same transaction (meta key ``APPLIED_KEY``). The data and the
-applied index therefore move together: after a crash, the entries at or below the stored index
-are exactly the ones applied, and the caller replays the rest (replay skips what is applied).
+term, and the clock, in that same transaction (the engine's state record,
+``Tx.state_record``). The data and the applied index therefore move together: after a crash,
+the entries at or below the stored index are exactly the ones applied, and the caller replays
+the rest (replay skips what is applied).
 
 Results, aligned with the entries: None for a no-op (empty data), a CONF_CHANGE entry (the
 consensus core handles those) or an entry already applied; otherwise the command's result
@@ -68,7 +69,6 @@ from boltraft.storage.db import DB
 from boltraft.storage.dedup import DEFAULT_WINDOW_MS, MISSING, DedupRun
 from boltraft.storage.tx import Tx
 
-APPLIED_KEY = b"sm.applied"
 _APPLIED = struct.Struct(">QQQ")  # (index, term, clock_ms); index and clock never decrease
 _NORMAL = int(EntryType.NORMAL)
 
@@ -80,7 +80,7 @@ BucketCache = dict[tuple[bytes, ...], Bucket]  # per transaction; cleared when b
 def read_applied(db: DB) -> tuple[int, int, int]:
     """Returns ``(index, term, clock_ms)`` stored in ``db`` ((0, 0, 0) for a new store)."""
     with db.view() as tx:
-        raw = tx.meta_get(APPLIED_KEY)
+        raw = tx.state_record()
     return _APPLIED.unpack(raw) if raw else (0, 0, 0)
 
 
@@ -196,7 +196,7 @@ class BucketStateMachine:
                 ts = None if parsed is None else parsed[3]
                 clock = self._clock if ts is None else max(self._clock, ts)
                 record = _APPLIED.pack(e.index, e.term, clock)
-                self.db.update_fn(lambda tx, record=record: tx.meta_put(APPLIED_KEY, record))
+                self.db.update_fn(lambda tx, record=record: tx.put_state_record(record))
                 self._index, self._term, self._clock = e.index, e.term, clock
 
     def _run(
@@ -212,13 +212,15 @@ class BucketStateMachine:
         ``update_fn`` handles by growing the map and running this again)."""
         clock = self._clock
         cache: BucketCache = {}
-        dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
+        dedup: DedupRun | None = None  # made by the run's first command with a (cid, seq)
         path: tuple[bytes, ...] | None = None  # the previous plain put's bucket path ...
         b: Any = None  # ... and its Bucket
         for pos, (_, cid, seq, ts, body) in work:
             if ts is not None and ts > clock:
                 clock = ts
             if cid is not None:
+                if dedup is None:
+                    dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
                 original = dedup.lookup(cid, seq, clock)  # type: ignore[arg-type]
                 if original is not MISSING:
                     results[pos] = original
@@ -239,10 +241,12 @@ class BucketStateMachine:
                 path = None  # the command may delete or roll back buckets
                 res = _execute(tx, body, cache)
             if cid is not None:
-                dedup.record(cid, seq, clock, res)  # type: ignore[arg-type]
+                dedup.record(cid, seq, clock, res)  # type: ignore[arg-type, union-attr]
             results[pos] = res
+        tx.put_state_record(_APPLIED.pack(last.index, last.term, clock))
+        if dedup is None:  # no new records: the clean-up waits for a run that adds some
+            return clock, self._oldest_group
         dedup.finish(first_index, clock)
-        tx.meta_put(APPLIED_KEY, _APPLIED.pack(last.index, last.term, clock))
         return clock, dedup.oldest_group_ts
 
 

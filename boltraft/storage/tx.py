@@ -41,12 +41,20 @@ from boltraft.storage.keys import (
     normalize_path,
     show_path,
 )
-from boltraft.storage.layout import NEXT_ID_KEY, RECORD, U64
+from boltraft.storage.layout import NEXT_ID_KEY, RECORD, STATE_KEY, U64
 
 if TYPE_CHECKING:
     from boltraft.storage.db import DB
 
 ROOT_PREFIX = bucket_prefix(ROOT_ID)
+KNOWN_MAX = 4096  # the DB's bucket directory starts over past this many paths
+
+Known = dict[object, tuple[tuple[bytes, ...], int, bytes, "bool | None", bytes]]
+"""The DB's bucket directory: path (as a write txn was given it) -> (names, id, entry key,
+has-children flag, key prefix) of a bucket that exists in the latest committed state. Write
+transactions resolve paths through it instead of walking the ``buckets`` sub-db; any bucket
+creation or deletion clears it (so an entry is never stale); a commit that reshaped nothing
+adds the buckets it used. Only write transactions read it: a reader's snapshot may be older."""
 
 
 class Tx:
@@ -55,7 +63,7 @@ class Tx:
     Valid until its ``with`` block ends; afterwards every call raises TxClosedError.
     """
 
-    __slots__ = ("_cache", "_db", "_dbs", "_state", "_txn")
+    __slots__ = ("_cache", "_db", "_dbs", "_reshaped", "_state", "_txn")
 
     def __init__(self, db: DB, txn: lmdb.Transaction, state: int) -> None:
         self._db = db
@@ -64,6 +72,9 @@ class Tx:
         self._state = state  # WRITE, READ, CLOSED or DOOMED
         # path (as given, or normalized) -> live Bucket; one Bucket object per bucket id
         self._cache: dict[object, Bucket] = {}
+        # True once this write txn created or deleted a bucket: the DB's bucket directory was
+        # cleared then, and this txn's lookups are not offered to it at commit
+        self._reshaped = False
 
     @property
     def writable(self) -> bool:
@@ -145,10 +156,17 @@ class Tx:
         key rather than a bucket), InvalidBucketNameError (empty path, bad name),
         TxClosedError.
         """
-        b = self._cache.get(path) if type(path) is not list else None
+        hashable = type(path) is not list
+        b = self._cache.get(path) if hashable else None
         if b is None:
             self._check(False)
-            if type(path) is bytes and path and PATH_SEP not in path:
+            hit = self._db._known.get(path) if hashable and self._state == WRITE else None
+            if hit is not None:
+                b = self._cache.get(hit[0])
+                if b is None:
+                    b = self._cache[hit[0]] = Bucket(self, hit[0], hit[1], hit[2], hit[4])
+                    b._has_children = hit[3]
+            elif type(path) is bytes and path and PATH_SEP not in path:
                 b = self._child(None, (path,))  # type: ignore[assignment]
                 if b is None:
                     raise BucketNotFoundError(f"bucket {show_path((path,))} not found")
@@ -160,7 +178,26 @@ class Tx:
             raise refusal(b._state, show_path(b.path))
         return b
 
+    def _reshape(self) -> None:
+        """Returns None after forgetting the DB's bucket directory (a bucket is about to be
+        created or deleted: paths, ids and has-children flags may all change)."""
+        self._reshaped = True
+        self._db._known.clear()
+
+    def offer_known(self) -> None:
+        """Returns None after telling the DB's bucket directory the buckets this write txn
+        resolved (called by the DB just before the commit, under LMDB's write lock, and only
+        when the txn reshaped nothing: then they are exactly the committed buckets)."""
+        known = self._db._known
+        if self._reshaped or len(known) > KNOWN_MAX:
+            known.clear()
+            return
+        for path, b in self._cache.items():
+            if b._state == WRITE:
+                known[path] = (b.path, b.id, b._rkey, b._has_children, b._prefix)
+
     def _create(self, parent: Bucket | None, names: tuple[bytes, ...]) -> Bucket:
+        self._reshape()
         prefix = ROOT_PREFIX if parent is None else parent._prefix
         name = names[-1]
         full = prefix + name
@@ -229,6 +266,7 @@ class Tx:
         self._check(True)
         names = self._names(path)
         parent = self._walk(names[:-1])
+        self._reshape()
         full = (ROOT_PREFIX if parent is None else parent._prefix) + names[-1]
         txn = self._txn
         rec = txn.get(full, db=self._dbs.buckets) if len(full) <= self._db._max_key_size else None
@@ -311,6 +349,26 @@ class Tx:
             raise refusal(DOOMED, "")
         try:
             child.commit()
+        except lmdb.MapFullError:
+            raise self._doom()
+
+    # --- the state record (one value in the main db; see boltraft.storage.layout) ---------
+    def state_record(self) -> bytes | None:
+        """Returns the state record (None until one was written). Raises TxClosedError."""
+        self._check(False)
+        return self._txn.get(STATE_KEY, db=self._dbs.main)
+
+    def put_state_record(self, value: bytes) -> None:
+        """Returns None after replacing the state record by ``value`` (a small bytes value
+        its one owner, the state machine, rewrites at every commit: keep it well under a
+        page). Raises InvalidArgumentError (not bytes), ReadOnlyTxError, TxClosedError,
+        NoSpaceError(retry=True)."""
+        if self._state:
+            raise refusal(self._state, "")
+        if type(value) is not bytes:
+            value = as_bytes(value, "value")
+        try:
+            self._txn.put(STATE_KEY, value, db=self._dbs.main)
         except lmdb.MapFullError:
             raise self._doom()
 
