@@ -1,8 +1,9 @@
-"""One conformance suite for every ``LogStore``: the in-memory store and the LMDB store.
+"""One conformance suite for every ``LogStore``: the in-memory store, the LMDB store and the
+WAL store (also with tiny segments, so that every record opens a new segment).
 
 Each test gets a ``Harness`` whose ``store`` is fresh and whose ``reopen()`` returns the store
-as it comes back after a restart (a new LMDB environment on the same directory; for the
-in-memory store, its ``clone()``), so every edge is also checked after recovery.
+as it comes back after a restart (a new store on the same directory; for the in-memory store,
+its ``clone()``), so every edge is also checked after recovery.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 from boltraft.errors import InvalidArgumentError, LogCompactedError, LogUnavailableError
 from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.types import ConfState, Entry, EntryType, HardState, SnapshotMeta
+from boltraft.storage.logstore import LmdbLogStore
+from boltraft.storage.wal import WalLogStore
 
 CONF = ConfState(voters=("n1", "n2", "n3"), learners=("n4",), addrs={"n1": "tcp://a:1"})
 
@@ -38,8 +41,10 @@ class Harness:
     def _open(self) -> Any:
         if self.kind == "memory":
             return MemoryLogStore()
-        from boltraft.storage.logstore import LmdbLogStore
-
+        if self.kind == "wal":
+            return WalLogStore(self.path)
+        if self.kind == "wal-tiny":  # every record past the first rotates to a new segment
+            return WalLogStore(self.path, segment_bytes=1, cache_bytes=64)
         return LmdbLogStore(self.path)
 
     def reopen(self) -> Any:
@@ -52,13 +57,11 @@ class Harness:
         return self.store
 
 
-KINDS = ["memory", "lmdb"]
+KINDS = ["memory", "lmdb", "wal", "wal-tiny"]
 
 
 @pytest.fixture(params=KINDS)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    if request.param == "lmdb":
-        pytest.importorskip("boltraft.storage.logstore")
     harness = Harness(request.param, tmp_path / "raftlog")
     yield harness
     harness.store.close()
