@@ -34,7 +34,6 @@ from boltraft.raft.types import ConfState, HardState, SnapshotMeta
 from boltraft.server.config import check_address
 from boltraft.server.datadir import DataDir, NodeInfo
 from boltraft.storage.db import DB
-from boltraft.storage.logstore import LmdbLogStore
 from boltraft.storage.snapshot import DATA_FILE
 
 MAGIC = b"BOLTRAFT-BACKUP\n"
@@ -183,7 +182,7 @@ def restore(
             raise
         index, term = int(header["index"]), int(header["term"])
         meta = SnapshotMeta(index, term, ConfState((node_id,), (), {node_id: listen}))
-        logstore = LmdbLogStore(dd.log_path)
+        logstore = dd.open_log_store()
         try:
             logstore.apply_snapshot(meta, HardState(term, "", index))
         finally:

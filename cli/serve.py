@@ -30,6 +30,11 @@ from boltraft.errors import BoltraftError
 @click.option("--heartbeat-tick", type=int, help="Heartbeat interval in ticks [1].")
 @click.option("--no-fsync", is_flag=True, default=None, help="Do not fsync the log (tests).")
 @click.option(
+    "--log-store",
+    type=click.Choice(["wal", "lmdb"]),
+    help="The Raft log's kind for a new node [wal]; an existing log keeps its kind.",
+)
+@click.option(
     "--fsync-delay",
     help="TEST KNOB: sleep after every log fsync, fixed:MS or uniform:LO-HI (benchmarks).",
 )
@@ -52,6 +57,7 @@ def serve_cmd(
     election_tick: int | None,
     heartbeat_tick: int | None,
     no_fsync: bool | None,
+    log_store: str | None,
     fsync_delay: str | None,
     join: str | None,
     snapshot_entries: int | None,
@@ -73,6 +79,7 @@ def serve_cmd(
             "election_tick": election_tick,
             "heartbeat_tick": heartbeat_tick,
             "fsync": False if no_fsync else None,
+            "log_store": log_store,
             "fsync_delay": fsync_delay,
             "snapshot_entries": snapshot_entries,
         }

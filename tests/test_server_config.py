@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from boltraft_cli.main import main
+from click.testing import CliRunner
 
 from boltraft.errors import ConfigError, DataDirLockedError
+from boltraft.raft.types import Entry
 from boltraft.server.config import load_config_file, parse_peer, resolve_config
 from boltraft.server.datadir import DataDir, NodeInfo
+from boltraft.storage.logstore import LmdbLogStore
+from boltraft.storage.wal import WalLogStore
 
 
 def test_open_creates_layout_and_node_info_round_trips(tmp_path: Path) -> None:
     with DataDir.open(tmp_path / "d") as dd:
-        assert {p.name for p in dd.path.iterdir()} == {"LOCK", "log", "state", "snapshots"}
+        assert {p.name for p in dd.path.iterdir()} == {"LOCK", "state", "snapshots"}
         assert dd.read_node_info() is None
         info = NodeInfo("n1", "tcp://127.0.0.1:1", {"n2": "tcp://127.0.0.1:2"})
         dd.write_node_info(info)
@@ -106,6 +112,8 @@ def test_restart_with_only_data_uses_node_json(tmp_path: Path) -> None:
         {"peers": ["n2=tcp://a:1", "n2=tcp://a:2"]},
         {"peers": {"n2": 5}},
         {"peers": ["n1=tcp://127.0.0.1:9"]},
+        {"log_store": "sqlite"},
+        {"log_store": 1},
     ],
 )
 def test_bad_values_are_config_errors(tmp_path: Path, values: dict[str, object]) -> None:
@@ -134,3 +142,65 @@ def test_parse_peer() -> None:
     assert parse_peer(" n2 = tcp://h:2") == ("n2", "tcp://h:2")
     with pytest.raises(ConfigError):
         parse_peer("=tcp://h:2")
+
+
+def test_log_store_setting_resolves(tmp_path: Path) -> None:
+    base = {"id": "n1", "listen": "tcp://127.0.0.1:1"}
+    assert resolve_config(base, None, tmp_path).log_store is None
+    assert resolve_config({**base, "log_store": "lmdb"}, None, tmp_path).log_store == "lmdb"
+    (tmp_path / "c.toml").write_text('log_store = "wal"\n')
+    assert load_config_file(tmp_path / "c.toml") == {"log_store": "wal"}
+
+
+def test_new_data_dir_gets_a_wal_and_the_kind_is_remembered(tmp_path: Path) -> None:
+    with DataDir.open(tmp_path) as dd:
+        assert dd.log_kind() is None
+        store = dd.open_log_store(None, sync=False)
+        assert isinstance(store, WalLogStore) and store.path == dd.wal_path
+        store.append([Entry(1, 1)])
+        store.close()
+        assert dd.log_kind() == "wal"
+        store = dd.open_log_store(None)  # restart without the setting: still the WAL
+        assert isinstance(store, WalLogStore) and store.last_index() == 1
+        store.close()
+        store = dd.open_log_store("wal")
+        store.close()
+        with pytest.raises(ConfigError, match="holds a wal log"):
+            dd.open_log_store("lmdb")
+        assert not dd.log_path.exists()  # the refused open created nothing
+
+
+def test_lmdb_data_dir_keeps_lmdb(tmp_path: Path) -> None:
+    with DataDir.open(tmp_path) as dd:
+        store = dd.open_log_store("lmdb")
+        assert isinstance(store, LmdbLogStore) and store.path == dd.log_path
+        store.append([Entry(1, 1)])
+        store.close()
+        assert dd.log_kind() == "lmdb"
+        store = dd.open_log_store(None)
+        assert isinstance(store, LmdbLogStore) and store.last_index() == 1
+        store.close()
+        with pytest.raises(ConfigError, match="holds a lmdb log"):
+            dd.open_log_store("wal")
+        assert not dd.wal_path.exists()
+        WalLogStore(dd.wal_path).close()  # now both: which one is the log is unclear
+        with pytest.raises(ConfigError, match="both"):
+            dd.open_log_store(None)
+
+
+def test_unknown_log_store_kind_is_refused(tmp_path: Path) -> None:
+    with DataDir.open(tmp_path) as dd, pytest.raises(ConfigError, match="unknown log store"):
+        dd.open_log_store("sqlite")
+
+
+def test_serve_refuses_a_log_store_flag_that_contradicts_the_data_dir(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with DataDir.open(tmp_path) as dd:
+        dd.open_log_store("lmdb").close()
+    args = ["serve", "--data", str(tmp_path), "--id", "n1", "--listen", "tcp://127.0.0.1:1"]
+    result = CliRunner().invoke(main, [*args, "--log-store", "wal"])
+    assert result.exit_code == 1
+    assert "error: config_error" in result.output and "holds a lmdb log" in result.output
+    assert signal.getsignal(signal.SIGINT) is before  # refused before taking the signals
+    bad = CliRunner().invoke(main, ["serve", "--data", str(tmp_path), "--log-store", "x"])
+    assert bad.exit_code == 2 and "--log-store" in bad.output

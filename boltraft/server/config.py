@@ -15,6 +15,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``heartbeat_tick`` | int | 1 | heartbeat interval, in ticks |
 | ``pre_vote`` / ``check_quorum`` | bool | true | Raft options |
 | ``fsync`` | bool | true | fsync the Raft log before acknowledging (off only for tests) |
+| ``log_store`` | str | wal | the Raft log: ``wal`` or ``lmdb``; an existing log keeps its kind |
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
 | ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
 | ``request_timeout_ms`` | int | 10000 | a forwarded write or pending read is failed after this |
@@ -63,6 +64,7 @@ _INT_KEYS = {
 INSTALL_STEPS = ("verified", "marker", "swapped", "log")  # snapshot_crash_at values
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
 _BOOL_KEYS = ("pre_vote", "check_quorum", "fsync")
+LOG_STORES = ("wal", "lmdb")  # log_store values; the first is the default for a new node
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class ServerConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     fsync: bool = True
+    log_store: str | None = None  # one of LOG_STORES; None: the data dir's kind, else "wal"
     max_batch: int = 4096
     dedup_window_ms: int = 600_000
     request_timeout_ms: int = 10_000
@@ -220,6 +223,10 @@ def resolve_config(
     if "fsync_delay" in vals:
         FsyncDelay.parse(vals["fsync_delay"])  # ConfigError when malformed
         changes["fsync_delay"] = str(vals["fsync_delay"])
+    if "log_store" in vals:
+        if vals["log_store"] not in LOG_STORES:
+            raise ConfigError(f"log_store must be one of {LOG_STORES}", key="log_store")
+        changes["log_store"] = vals["log_store"]
     if "snapshot_crash_at" in vals:
         if vals["snapshot_crash_at"] not in INSTALL_STEPS:
             raise ConfigError(f"snapshot_crash_at must be one of {INSTALL_STEPS}")

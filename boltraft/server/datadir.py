@@ -4,12 +4,17 @@
 DATA/
   LOCK        an exclusive flock(2) held by the one process that serves DATA
   node.json   {"id", "listen", "peers": {id: addr}} written on first start
-  log/        the Raft log (LmdbLogStore)
+  wal/        the Raft log as a segmented write-ahead log (WalLogStore: LOCK, NNN.wal), or
+  log/        the Raft log in LMDB (LmdbLogStore: LOCK, data.mdb, lock.mdb)
   state/      the bucket state machine (BucketStateMachine)
   state.unsynced  present while state/ may hold commits not yet on disk: the id of the
               machine boot it was written in (see ``boltraft.server.main.open_state_machine``)
   snapshots/  snapshot copies of state/
 ```
+
+Exactly one of ``wal/`` and ``log/`` holds the log: the kind is chosen when the node first
+opens it (``log_store``, WAL by default) and remembered by which folder holds it
+(``open_log_store``).
 
 The lock is advisory, held for the life of the process and released by the kernel when the
 process dies (even by SIGKILL), so a crashed node restarts without manual cleanup.
@@ -25,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from boltraft.errors import ConfigError, DataDirLockedError
+from boltraft.raft.types import LogStore
+from boltraft.storage.logstore import LmdbLogStore
+from boltraft.storage.wal import WalLogStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +122,52 @@ class DataDir:
             )
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        for sub in ("log", "state", "snapshots"):
+        for sub in ("state", "snapshots"):
             (root / sub).mkdir(exist_ok=True)
         return cls(root, fd)
 
     @property
     def log_path(self) -> Path:
-        """Returns the folder of the Raft log store."""
+        """Returns the folder of the Raft log when it is an LMDB log store."""
         return self.path / "log"
+
+    @property
+    def wal_path(self) -> Path:
+        """Returns the folder of the Raft log when it is a WAL log store."""
+        return self.path / "wal"
+
+    def log_kind(self) -> str | None:
+        """Returns the kind of the Raft log this directory holds, ``"wal"`` or ``"lmdb"``, or
+        None when it holds none yet. Raises ConfigError when it holds both."""
+        wal = self.wal_path.is_dir() and any(self.wal_path.glob("*.wal"))
+        lmdb = (self.log_path / "data.mdb").exists()
+        if wal and lmdb:
+            raise ConfigError(
+                f"data directory {self.path} holds both a WAL (wal/) and an LMDB log (log/)",
+                path=str(self.path),
+            )
+        return "wal" if wal else "lmdb" if lmdb else None
+
+    def open_log_store(self, kind: str | None = None, sync: bool = True) -> LogStore:
+        """Returns the Raft log store of this directory, opened with ``sync``: of the kind
+        it already holds, else of ``kind`` (``"wal"`` when None).
+
+        Raises ConfigError when ``kind`` contradicts the log already there or is unknown,
+        and what the store raises on open (CorruptionError, DataDirLockedError)."""
+        held = self.log_kind()
+        if kind is not None and held is not None and kind != held:
+            raise ConfigError(
+                f"data directory {self.path} holds a {held} log; it cannot be opened as {kind}",
+                path=str(self.path),
+                held=held,
+                given=kind,
+            )
+        kind = held or kind or "wal"
+        if kind == "wal":
+            return WalLogStore(self.wal_path, sync=sync)
+        if kind == "lmdb":
+            return LmdbLogStore(self.log_path, sync=sync)
+        raise ConfigError(f"unknown log store {kind!r}: expected wal or lmdb", given=kind)
 
     @property
     def state_path(self) -> Path:

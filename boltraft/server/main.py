@@ -23,7 +23,6 @@ from boltraft.server.membership import bootstrap_for_join, check_removed, reques
 from boltraft.server.node import Node
 from boltraft.server.snapshots import recover
 from boltraft.storage.fsm import BucketStateMachine
-from boltraft.storage.logstore import LmdbLogStore
 from boltraft.transport.zmq_transport import PeerTransport
 
 log = logging.getLogger("boltraft.server")
@@ -99,9 +98,9 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
         cfg = resolve_config(values, datadir.read_node_info(), data)
         if datadir.read_node_info() != cfg.node_info():
             datadir.write_node_info(cfg.node_info())
+        logstore = datadir.open_log_store(cfg.log_store, sync=cfg.fsync)  # may refuse the kind
         stop = _StopFlag()
         previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        logstore = LmdbLogStore(datadir.log_path, sync=cfg.fsync)
         if cfg.fsync_delay:  # TEST KNOB: a slower disk for the benchmarks
             logstore = DelayedLogStore(logstore, FsyncDelay.parse(cfg.fsync_delay))
         try:
