@@ -1,8 +1,9 @@
-"""The LMDB log store survives SIGKILL in the middle of appends.
+"""The durable log stores (LMDB and WAL) survive SIGKILL in the middle of appends.
 
 A child process (this file run as a script) applies a seeded stream of operations (appends of
 1-40 entries with the hard state, some truncating a few entries back with a new term, and now
-and then a compaction) to an LmdbLogStore, printing the number of each operation once it has
+and then a compaction) to a store (the WAL with small segments, so that the kill also lands in
+rotations and segment deletions), printing the number of each operation once it has
 returned. The parent kills it with SIGKILL after a seeded number of reports, reopens the
 store and replays the same stream on a MemoryLogStore: the recovered store must equal the
 state after some operation j >= the last reported one (nothing reported is lost, and no
@@ -25,6 +26,8 @@ from test_logstore import state  # tests/ is on sys.path under pytest and as a s
 
 from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
+from boltraft.storage.logstore import LmdbLogStore
+from boltraft.storage.wal import WalLogStore
 
 CONF = ConfState(voters=("n1", "n2", "n3"))
 MAX_OPS = 1_000_000
@@ -69,10 +72,15 @@ def apply(store: Any, op: tuple[str, Any, Any]) -> None:
         store.compact(arg)
 
 
-def child(path: str, seed: int) -> None:
-    from boltraft.storage.logstore import LmdbLogStore
+def open_store(kind: str, path: str | Path) -> Any:
+    """Returns the store of ``kind`` ("lmdb" or "wal") on ``path``."""
+    if kind == "wal":
+        return WalLogStore(path, segment_bytes=64 << 10)
+    return LmdbLogStore(path, map_size=1 << 20)
 
-    store = LmdbLogStore(path, map_size=1 << 20)
+
+def child(kind: str, path: str, seed: int) -> None:
+    store = open_store(kind, path)
     store.bootstrap(CONF)
     print("ready", flush=True)
     for k, op in enumerate(operations(seed)):
@@ -94,14 +102,13 @@ def matching_op(recovered: tuple[Any, ...], seed: int, reported: int) -> int:
     pytest.fail(f"seed {seed}: recovered state matches no operation >= {reported}")
 
 
+@pytest.mark.parametrize("kind", ["lmdb", "wal"])
 @pytest.mark.parametrize("seed", range(4))
-def test_sigkill_in_the_middle_of_appends(tmp_path: Path, seed: int) -> None:
-    from boltraft.storage.logstore import LmdbLogStore
-
+def test_sigkill_in_the_middle_of_appends(tmp_path: Path, seed: int, kind: str) -> None:
     path = tmp_path / "raftlog"
     target = random.Random(seed).randint(30, 250)
     proc = subprocess.Popen(
-        [sys.executable, __file__, "child", str(path), str(seed)],
+        [sys.executable, __file__, "child", kind, str(path), str(seed)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -119,7 +126,7 @@ def test_sigkill_in_the_middle_of_appends(tmp_path: Path, seed: int) -> None:
         proc.wait(timeout=30)
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    store = LmdbLogStore(path)
+    store = open_store(kind, path)
     try:
         recovered = state(store)
         first, last = recovered[2], recovered[3]
@@ -131,4 +138,4 @@ def test_sigkill_in_the_middle_of_appends(tmp_path: Path, seed: int) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
-    child(sys.argv[2], int(sys.argv[3]))
+    child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
