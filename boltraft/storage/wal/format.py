@@ -12,6 +12,9 @@ Payloads (``FORMAT_VERSION`` 1):
   ``apply_snapshot`` (the log is empty at ``snap_index`` and older segments are obsolete).
 - ``ENTRIES``: msgpack of the appended batch, one array ``[term, index, type, data]`` per
   entry (``Entry`` tuples pack as they are: one C call for the whole batch).
+  ``ENTRIES_HS`` is the same when the append also stored a hard state: its ``HARD_STATE``
+  record follows at once, and the two stand or fall together (a torn ``HARD_STATE`` after
+  it drops the entries too, so no append is ever half applied).
 - ``HARD_STATE``: u64 term, u64 commit (little-endian), then the vote in UTF-8.
 - ``SNAPSHOT`` (written by ``compact``): msgpack ``[index, term, voters, learners, addrs]``.
 - ``BOOTSTRAP``: msgpack ``[voters, learners, addrs]``, the initial membership.
@@ -42,6 +45,7 @@ class RecordType(IntEnum):
     HARD_STATE = 3
     SNAPSHOT = 4
     BOOTSTRAP = 5
+    ENTRIES_HS = 6  # ENTRIES followed by the HARD_STATE record of the same append
 
 
 _TYPE_CRC = {int(t): zlib.crc32(bytes([t])) for t in RecordType}

@@ -150,6 +150,15 @@ def _replay_segment(rp: _Replay, file: Path, seg: int, last: bool, first: bool) 
                 rp.state(payload, seg, first)
             elif rtype == fmt.RecordType.ENTRIES:
                 rp.entries(payload, seg, off, nxt - off)
+            elif rtype == fmt.RecordType.ENTRIES_HS:  # its HARD_STATE must follow
+                hs_rec = fmt.read_record(data, nxt)
+                if hs_rec is None and last:
+                    return off  # torn inside the append: drop it whole
+                if hs_rec is None or hs_rec[0] != fmt.RecordType.HARD_STATE:
+                    raise ValueError("ENTRIES_HS is not followed by its HARD_STATE record")
+                rp.entries(payload, seg, off, nxt - off)
+                rp.out.hs = fmt.decode_hs(hs_rec[1])
+                nxt = hs_rec[2]
             elif rtype == fmt.RecordType.HARD_STATE:
                 rp.out.hs = fmt.decode_hs(payload)
             elif rtype == fmt.RecordType.SNAPSHOT:

@@ -3,7 +3,8 @@
 Why: a synced LMDB commit costs two fsyncs (data pages, then the meta page) and grows its
 file; appending one record to a file and ``fdatasync``-ing it costs one. Each ``append`` is
 ONE ``os.write`` of its ``ENTRIES`` record and its ``HARD_STATE`` record and ONE
-``fdatasync``. Format and recovery: ``boltraft.storage.wal.format`` and ``.recovery``.
+``fdatasync`` (the two records count as one: recovery keeps both or neither). Format and
+recovery: ``boltraft.storage.wal.format`` and ``.recovery``.
 
 Files in ``path``: ``LOCK`` (an exclusive flock while a store is open) and the segments
 ``<seq, 20 digits>.wal``, each opened by a ``STATE`` record so that older segments can be
@@ -200,7 +201,7 @@ class WalLogStore:
             fd = self._fds[seg] = _open_segment(self.path / segment_name(seg), create=False)
         raw = os.pread(fd, idx.rec_size[k], off)
         rec = fmt.read_record(memoryview(raw), 0)
-        if rec is None or rec[0] != _RT.ENTRIES:
+        if rec is None or rec[0] not in (_RT.ENTRIES, _RT.ENTRIES_HS):
             self._corrupt(k, "is unreadable")
         try:
             ents = fmt.decode_entries(rec[1])
@@ -267,10 +268,11 @@ class WalLogStore:
                 self.append((), hard_state, sync)
                 return
         payload = fmt.encode_entries(entries)  # type: ignore[arg-type]
-        head = fmt.header(_RT.ENTRIES, payload)
         if hard_state is None:
+            head = fmt.header(_RT.ENTRIES, payload)
             buf = head + payload
         else:
+            head = fmt.header(_RT.ENTRIES_HS, payload)
             hs_payload = fmt.encode_hs(hard_state)
             buf = b"".join((head, payload, fmt.header(_RT.HARD_STATE, hs_payload), hs_payload))
         off = self._write(buf, sync)

@@ -1,0 +1,328 @@
+"""What only the WAL log store has: its segment files, torn-tail recovery, corruption detection,
+rotation and segment deletion, the directory lock, and the entry cache against the disk path.
+(The behaviour shared with the other stores is in test_logstore.py.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from boltraft.errors import CorruptionError, DataDirLockedError, InvalidArgumentError
+from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
+from boltraft.storage.wal import WalLogStore
+from boltraft.storage.wal import format as fmt
+
+CONF = ConfState(voters=("n1",), addrs={"n1": "tcp://127.0.0.1:1"})
+
+
+def batch(lo: int, hi: int, term: int = 1, size: int = 20) -> list[Entry]:
+    """Returns entries [lo, hi) of ``term`` whose data names their index."""
+    return [Entry(term, i, 0, (b"%d" % i).ljust(size, b"-")) for i in range(lo, hi)]
+
+
+def segments(path: Path) -> list[Path]:
+    """Returns the segment files in ``path``, oldest first."""
+    return sorted(path.glob("*.wal"))
+
+
+def record_offsets(file: Path) -> list[int]:
+    """Returns the offset of every record in ``file`` and, last, the end of the last one."""
+    data = memoryview(file.read_bytes())
+    offs = [0]
+    while (rec := fmt.read_record(data, offs[-1])) is not None:
+        offs.append(rec[2])
+    assert offs[-1] == len(data)
+    return offs
+
+
+def contents(s: WalLogStore) -> tuple[object, ...]:
+    """Returns everything observable about ``s``."""
+    first, last = s.first_index(), s.last_index()
+    return s.initial_state(), s.snapshot_meta(), first, last, s.entries(first, last + 1)
+
+
+def test_layout_one_segment_opened_by_a_state_record(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path)
+    s.bootstrap(CONF)
+    s.append(batch(1, 4), HardState(1, "n1", 0))
+    s.append(batch(4, 5))
+    s.append([], HardState(1, "n1", 2), sync=False)
+    s.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000000000000000001.wal", "LOCK"]
+    data = memoryview((tmp_path / "00000000000000000001.wal").read_bytes())
+    types, off = [], 0
+    while (rec := fmt.read_record(data, off)) is not None:
+        types.append(rec[0])
+        off = rec[2]
+    T = fmt.RecordType
+    assert types == [T.STATE, T.BOOTSTRAP, T.ENTRIES_HS, T.HARD_STATE, T.ENTRIES, T.HARD_STATE]
+
+
+def test_unsynced_hard_state_is_written_at_once(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path)
+    s.append(batch(1, 3), HardState(1, "n1", 0))
+    s.append([], HardState(1, "n1", 2), sync=False)
+    shutil.copytree(tmp_path, tmp_path / "copy", ignore=shutil.ignore_patterns("copy"))
+    s.close()  # the copy is what a killed process leaves: no close() ran
+    assert WalLogStore(tmp_path / "copy").initial_state()[0] == HardState(1, "n1", 2)
+
+
+@pytest.mark.parametrize("hs", [None, HardState(2, "n1", 3)])
+def test_torn_last_record_is_cut_at_every_offset(tmp_path: Path, hs: HardState | None) -> None:
+    src = tmp_path / "src"
+    s = WalLogStore(src)
+    s.append(batch(1, 6), HardState(1, "n1", 1))
+    s.append(batch(6, 9, term=2), hs)  # the record(s) the crash tears
+    s.close()
+    file = segments(src)[0]
+    offs = record_offsets(file)
+    keep = offs[3]  # STATE, ENTRIES, HARD_STATE: what the first append wrote
+    raw = file.read_bytes()
+    want = ((HardState(1, "n1", 1), ConfState()), SnapshotMeta(), 1, 5, batch(1, 6))
+    for cut in range(keep, len(raw)):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        (d / file.name).write_bytes(raw[:cut])
+        s = WalLogStore(d)
+        got = (s.initial_state(), s.snapshot_meta(), s.first_index(), s.last_index())
+        got_entries = s.entries(1, s.last_index() + 1)
+        s.append(batch(6, 7, term=3))  # the repaired file takes appends again
+        s.close()
+        assert (*got, got_entries) == want, cut
+        assert (d / file.name).stat().st_size > keep
+        s = WalLogStore(d)
+        assert s.entries(1, 7) == batch(1, 6) + batch(6, 7, term=3)
+        s.close()
+        shutil.rmtree(d)
+
+
+def test_garbage_after_the_last_record_is_cut(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path)
+    s.append(batch(1, 4), HardState(1, "", 2))
+    s.close()
+    file = segments(tmp_path)[0]
+    size = file.stat().st_size
+    for junk in (b"\x00" * 4096, os.urandom(3000), fmt.HEADER.pack(1 << 30, 0, 2)):
+        with open(file, "ab") as f:
+            f.write(junk)
+        s = WalLogStore(tmp_path)
+        assert (s.last_index(), s.initial_state()[0]) == (3, HardState(1, "", 2))
+        s.close()
+        assert file.stat().st_size == size
+
+
+def test_a_flipped_byte_in_an_older_segment_is_corruption(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path, segment_bytes=200)
+    for lo in range(1, 40, 5):
+        s.append(batch(lo, lo + 5))
+    s.close()
+    files = segments(tmp_path)
+    assert len(files) > 2
+    victim = files[1]
+    offs = record_offsets(victim)
+    raw = bytearray(victim.read_bytes())
+    pos = offs[1] + fmt.HEADER_SIZE + 3  # inside the payload of its second record
+    raw[pos] ^= 0x40
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError) as err:
+        WalLogStore(tmp_path)
+    assert err.value.details == {"path": str(victim), "offset": offs[1]}
+    assert victim.name in err.value.message
+    raw[pos] ^= 0x40  # repaired: opens again (the failed open left no lock behind)
+    victim.write_bytes(bytes(raw))
+    s = WalLogStore(tmp_path)
+    assert s.entries(1, 41) == batch(1, 41)
+    s.close()
+
+
+def test_a_missing_segment_is_corruption(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path, segment_bytes=1)
+    for lo in range(1, 30, 3):
+        s.append(batch(lo, lo + 3))
+    s.close()
+    files = segments(tmp_path)
+    files[4].rename(tmp_path / "aside")  # one in the middle
+    with pytest.raises(CorruptionError, match="not contiguous"):
+        WalLogStore(tmp_path)
+    (tmp_path / "aside").rename(files[4])
+    for f in files[:3]:  # the oldest ones, without a compaction that allowed it
+        f.unlink()
+    with pytest.raises(CorruptionError, match="segments are missing"):
+        WalLogStore(tmp_path)
+
+
+def test_rotation_many_segments_reopen_and_compaction_deletes_files(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path, segment_bytes=300, cache_bytes=100)
+    want: list[Entry] = []
+    for r in range(30):
+        b = batch(len(want) + 1, len(want) + 8, term=1 + r // 10)
+        s.append(b, HardState(1 + r // 10, "n1", len(want)))
+        want += b
+    s.close()
+    n_files = len(segments(tmp_path))
+    assert n_files >= 10
+    s = WalLogStore(tmp_path, segment_bytes=300, cache_bytes=100)
+    assert s.entries(1, len(want) + 1) == want
+    assert [s.term(i) for i in range(1, len(want) + 1)] == [e.term for e in want]
+    s.compact(SnapshotMeta(150, s.term(150), CONF))
+    remaining = segments(tmp_path)
+    assert 1 < len(remaining) < n_files / 2
+    assert s.entries(151, len(want) + 1) == want[150:]
+    s.close()
+    s = WalLogStore(tmp_path)
+    assert (s.first_index(), s.last_index()) == (151, len(want))
+    assert s.entries(151, len(want) + 1) == want[150:]
+    assert s.initial_state() == (HardState(3, "n1", len(want) - 7), CONF)
+    s.compact(SnapshotMeta(len(want), s.term(len(want)), CONF))  # everything: one file left
+    assert len(segments(tmp_path)) == 1
+    s.close()
+    s = WalLogStore(tmp_path)
+    assert (s.first_index(), s.last_index(), s.term(len(want))) == (211, 210, 3)
+    s.close()
+
+
+def test_apply_snapshot_leaves_one_segment(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path, segment_bytes=200)
+    for lo in range(1, 60, 6):
+        s.append(batch(lo, lo + 6), HardState(1, "n1", lo))
+    assert len(segments(tmp_path)) > 3
+    meta = SnapshotMeta(500, 4, CONF)
+    s.apply_snapshot(meta, HardState(4, "", 500))
+    files = segments(tmp_path)
+    assert len(files) == 1
+    assert record_offsets(files[0])[1:] == [files[0].stat().st_size]  # its STATE only
+    s.close()
+    s = WalLogStore(tmp_path)
+    assert contents(s) == ((HardState(4, "", 500), CONF), meta, 501, 500, [])
+    s.close()
+
+
+def test_an_interrupted_apply_snapshot_is_finished_on_open(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path, segment_bytes=200)
+    for lo in range(1, 40, 6):
+        s.append(batch(lo, lo + 6))
+    s.close()
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in segments(tmp_path):
+        shutil.copy(f, old / f.name)
+    s = WalLogStore(tmp_path)
+    meta = SnapshotMeta(300, 2, CONF)
+    s.apply_snapshot(meta)
+    s.close()
+    for f in old.iterdir():  # as if the crash came before the old segments were deleted
+        shutil.copy(f, tmp_path / f.name)
+    s = WalLogStore(tmp_path)
+    assert (s.snapshot_meta(), s.first_index(), s.last_index()) == (meta, 301, 300)
+    assert len(segments(tmp_path)) == 1
+    s.close()
+
+
+def test_a_rotation_that_crashed_before_its_state_record_is_undone(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path, segment_bytes=1)
+    s.append(batch(1, 5), HardState(1, "n1", 2))
+    s.append(batch(5, 9))
+    s.close()
+    files = segments(tmp_path)
+    nxt = int(files[-1].stem) + 1
+    for torn in (b"", fmt.frame(fmt.RecordType.STATE, b"\x90" * 40)[:20]):
+        (tmp_path / f"{nxt:020d}.wal").write_bytes(torn)
+        s = WalLogStore(tmp_path, segment_bytes=1)
+        assert s.entries(1, 9) == batch(1, 9)
+        assert segments(tmp_path) == files
+        s.append(batch(9, 10))  # the next rotation takes the number again
+        s.close()
+        s = WalLogStore(tmp_path)
+        assert s.entries(1, 10) == batch(1, 10)
+        s.close()
+        segments(tmp_path)[-1].unlink()  # back to `files` for the next round
+        files = segments(tmp_path)
+
+
+def test_recent_entries_come_from_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = WalLogStore(tmp_path, cache_bytes=1000)
+    for lo in range(1, 200, 10):
+        s.append(batch(lo, lo + 10))
+    last = s.last_index()
+
+    def no_disk(*_args: object) -> bytes:
+        raise AssertionError("read the disk")
+
+    monkeypatch.setattr(os, "pread", no_disk)
+    assert s.entries(last - 9, last + 1) == batch(last - 9, last + 1)  # the newest batch
+    with pytest.raises(AssertionError, match="read the disk"):
+        s.entries(1, 5)  # evicted long ago
+    monkeypatch.undo()
+    s.close()
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 700, 1 << 20])
+def test_cache_and_disk_reads_agree(tmp_path: Path, cache_bytes: int) -> None:
+    s = WalLogStore(tmp_path, segment_bytes=900, cache_bytes=cache_bytes)
+    for lo, term in ((1, 1), (13, 2), (10, 3), (22, 3), (34, 4), (30, 5), (31, 5)):
+        s.append(batch(lo, lo + 12, term=term, size=5 + lo % 17))
+    s.compact(SnapshotMeta(10, 3, CONF))
+    last = s.last_index()
+    ranges = [(lo, hi) for lo in range(11, last + 1, 3) for hi in range(lo, last + 2, 4)]
+    limits = (None, 0, 7, 50, 300)
+    live = {(lo, hi, m): s.entries(lo, hi, m) for lo, hi in ranges for m in limits}
+    s.close()
+    s = WalLogStore(tmp_path, segment_bytes=900, cache_bytes=cache_bytes)  # cold: disk only
+    cold = {(lo, hi, m): s.entries(lo, hi, m) for lo, hi in ranges for m in limits}
+    s.close()
+    assert cold == live
+    assert last == 42
+    assert live[(11, 43, None)][-12:] == batch(31, 43, term=5, size=5 + 31 % 17)
+
+
+def test_a_record_damaged_while_open_is_reported_on_read(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path, cache_bytes=1)
+    s.append(batch(1, 5))
+    s.append(batch(5, 9))
+    file = segments(tmp_path)[0]
+    off = record_offsets(file)[1] + fmt.HEADER_SIZE + 2
+    with open(file, "r+b") as f:
+        f.seek(off)
+        byte = f.read(1)
+        f.seek(off)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(CorruptionError, match="offset"):
+        s.entries(1, 3)
+    assert s.entries(8, 9) == batch(8, 9)  # the newest batch is still in the cache
+    s.close()
+
+
+def test_second_open_is_refused_in_this_process_and_another(tmp_path: Path) -> None:
+    s = WalLogStore(tmp_path)
+    with pytest.raises(DataDirLockedError):
+        WalLogStore(tmp_path)
+    code = (
+        "import sys\n"
+        "from boltraft.errors import DataDirLockedError\n"
+        "from boltraft.storage.wal import WalLogStore\n"
+        "try:\n"
+        f"    WalLogStore({str(tmp_path)!r})\n"
+        "except DataDirLockedError:\n"
+        "    sys.exit(3)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 3
+    s.append(batch(1, 2))
+    s.close()
+    s.close()
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    again = WalLogStore(tmp_path)
+    assert again.last_index() == 1
+    again.close()
+
+
+def test_bad_sizes_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError):
+        WalLogStore(tmp_path, segment_bytes=0)
+    with pytest.raises(InvalidArgumentError):
+        WalLogStore(tmp_path, cache_bytes=0)
+    WalLogStore(tmp_path).close()
