@@ -30,24 +30,11 @@ import msgpack
 from boltraft.errors import CorruptionError
 from boltraft.raft.types import HardState, SnapshotMeta
 from boltraft.storage.wal import format as fmt
+from boltraft.storage.wal.files import fsync_dir, segment_name
 from boltraft.storage.wal.index import LogIndex
 
 SEGMENT_RE = re.compile(r"^(\d{20})\.wal$")
 _DECODE_ERRORS = (ValueError, TypeError, IndexError, struct.error, msgpack.UnpackException)
-
-
-def segment_name(seq: int) -> str:
-    """Returns the file name of segment number ``seq``."""
-    return f"{seq:020d}.wal"
-
-
-def fsync_dir(path: Path) -> None:
-    """Returns None once the directory entries of ``path`` are durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -15,10 +15,7 @@ Not thread-safe: one thread (or a lock held by the caller) uses a store at a tim
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
-from collections import deque
 from collections.abc import Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -26,17 +23,17 @@ from typing import BinaryIO
 
 from boltraft.errors import (
     CorruptionError,
-    DataDirLockedError,
     InvalidArgumentError,
     LogCompactedError,
     LogUnavailableError,
-    NoSpaceError,
 )
 from boltraft.raft.log import limit_size
 from boltraft.raft.memstore import check_compact, check_conf_state, check_snapshot
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from boltraft.storage.wal import format as fmt
-from boltraft.storage.wal.recovery import fsync_dir, recover, segment_name
+from boltraft.storage.wal.cache import EntryCache
+from boltraft.storage.wal.files import fsync_dir, lock_dir, open_segment, segment_name, write_all
+from boltraft.storage.wal.recovery import recover
 
 _EMPTY_HS = HardState()
 _EMPTY_CS = ConfState()
@@ -77,8 +74,7 @@ class WalLogStore:
         self.path.mkdir(parents=True, exist_ok=True)
         self._sync = sync
         self._segment_bytes = segment_bytes
-        self._cache_cap = cache_bytes
-        self._lock: BinaryIO | None = _lock_dir(self.path)
+        self._lock: BinaryIO | None = lock_dir(self.path)
         self._fds: dict[int, int] = {}  # segment -> open descriptor (the last one appends)
         try:
             rec = recover(self.path, sync)
@@ -88,20 +84,15 @@ class WalLogStore:
             self._segs: list[int] = rec.segments  # ascending, contiguous; last = current
             self._size = rec.tail_size  # bytes in the current segment
             self._dirty = False  # the current segment holds writes not yet fdatasynced
-            # Invariant: _cache holds the entries [_cache_first, _idx.last] (a suffix of
-            # the log, possibly reaching below _idx.first after a compaction); _batches
-            # holds (first index, bytes) of each appended batch in it, _cache_bytes their sum.
-            self._cache: list[Entry] = []
-            self._cache_first = self._idx.last + 1
-            self._batches: deque[tuple[int, int]] = deque()
-            self._cache_bytes = 0
+            # A suffix of the log (reaching below _idx.first after a compaction).
+            self._cache = EntryCache(cache_bytes, self._idx.last + 1)
             # The last ENTRIES record decoded from disk: a follower catching up reads one
             # record in several max_bytes-limited pieces.
             self._dec_key: tuple[int, int] = (0, -1)
             self._dec_ents: list[Entry] = []
             if self._segs:
                 seq = self._segs[-1]
-                self._fds[seq] = _open_segment(self.path / segment_name(seq), create=False)
+                self._fds[seq] = open_segment(self.path / segment_name(seq), create=False)
             else:
                 self._open_segment(fmt.encode_state(self._snap, self._hs, False))
         except BaseException:
@@ -159,12 +150,13 @@ class WalLogStore:
             if lo > hi:
                 raise InvalidArgumentError(f"invalid range [{lo}, {hi})", lo=lo, hi=hi)
             return []
-        cf = self._cache_first
+        cache = self._cache
+        cf = cache.first
         if lo >= cf:
-            return limit_size(self._cache[lo - cf : hi - cf], max_bytes)
+            return limit_size(cache.entries[lo - cf : hi - cf], max_bytes)
         out = self._read_disk(lo, min(hi, cf), max_bytes)
         if hi > cf and lo + len(out) == cf:
-            out += self._cache[: hi - cf]
+            out += cache.entries[: hi - cf]
         return limit_size(out, max_bytes)
 
     def _read_disk(self, lo: int, hi: int, max_bytes: int | None) -> list[Entry]:
@@ -198,7 +190,7 @@ class WalLogStore:
             return self._dec_ents
         fd = self._fds.get(seg)
         if fd is None:
-            fd = self._fds[seg] = _open_segment(self.path / segment_name(seg), create=False)
+            fd = self._fds[seg] = open_segment(self.path / segment_name(seg), create=False)
         raw = os.pread(fd, idx.rec_size[k], off)
         rec = fmt.read_record(memoryview(raw), 0)
         if rec is None or rec[0] not in (_RT.ENTRIES, _RT.ENTRIES_HS):
@@ -279,31 +271,7 @@ class WalLogStore:
         idx.add(start, terms, self._segs[-1], off, len(head) + len(payload))
         if hard_state is not None:
             self._hs = hard_state
-        self._cache_add(start, entries, len(payload))
-
-    def _cache_add(self, start: int, entries: Sequence[Entry], nbytes: int) -> None:
-        """Returns None after putting the batch just appended from ``start`` in the cache,
-        then evicting the oldest batches down to 3/4 of the cap once it is passed."""
-        cache, batches = self._cache, self._batches
-        cf = self._cache_first
-        if start < cf:
-            cache.clear()
-            batches.clear()
-            self._cache_bytes = 0
-            self._cache_first = cf = start
-        else:
-            del cache[start - cf :]
-            while batches and batches[-1][0] >= start:
-                self._cache_bytes -= batches.pop()[1]
-        cache.extend(entries)
-        batches.append((start, nbytes))
-        self._cache_bytes += nbytes
-        if self._cache_bytes > self._cache_cap and len(batches) > 1:
-            keep = self._cache_cap * 3 // 4
-            while self._cache_bytes > keep and len(batches) > 1:
-                self._cache_bytes -= batches.popleft()[1]
-            self._cache_first = batches[0][0]
-            del cache[: self._cache_first - cf]
+        self._cache.add(start, entries, len(payload))
 
     def compact(self, meta: SnapshotMeta) -> None:
         """Returns None after durably recording ``meta`` (a ``SNAPSHOT`` record), dropping the
@@ -331,10 +299,7 @@ class WalLogStore:
         self._open_segment(fmt.encode_state(meta, hs, True))
         self._snap, self._hs = meta, hs
         self._idx.reset(meta.index)
-        self._cache.clear()
-        self._batches.clear()
-        self._cache_bytes = 0
-        self._cache_first = meta.index + 1
+        self._cache.reset(meta.index + 1)
         self._delete_segments_before(self._segs[-1])
 
     def bootstrap(self, conf_state: ConfState) -> bool:
@@ -369,15 +334,7 @@ class WalLogStore:
             self._rotate()
         fd = self._fds[self._segs[-1]]
         off = self._size
-        try:
-            done = os.write(fd, buf)
-            while done < len(buf):
-                done += os.write(fd, memoryview(buf)[done:])
-        except OSError as exc:
-            os.ftruncate(fd, off)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpaceError(f"raft log {self.path}: the disk is full") from None
-            raise
+        write_all(fd, buf, off, self.path)
         self._size = off + len(buf)
         if sync and self._sync:
             os.fdatasync(fd)
@@ -399,20 +356,16 @@ class WalLogStore:
         (the new file removed) when the disk is full."""
         seq = self._segs[-1] + 1 if self._segs else 1
         file = self.path / segment_name(seq)
-        fd = _open_segment(file, create=True)
+        fd = open_segment(file, create=True)
         buf = fmt.frame(_RT.STATE, state)
         try:
-            done = os.write(fd, buf)
-            while done < len(buf):
-                done += os.write(fd, memoryview(buf)[done:])
+            write_all(fd, buf, 0, self.path)
             if self._sync:
                 os.fdatasync(fd)
                 fsync_dir(self.path)
-        except OSError as exc:
+        except BaseException:
             os.close(fd)
             file.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpaceError(f"raft log {self.path}: the disk is full") from None
             raise
         self._fds[seq] = fd
         self._segs.append(seq)
@@ -443,24 +396,3 @@ class WalLogStore:
         if self._lock is not None:
             self._lock.close()  # closing the descriptor drops the flock
             self._lock = None
-
-
-def _open_segment(file: Path, create: bool) -> int:
-    """Returns a descriptor of segment ``file`` for appending and ``pread`` (``create``: a new
-    empty file, replacing any leftover of that name)."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
-    if create:
-        flags |= os.O_CREAT | os.O_TRUNC
-    return os.open(file, flags, 0o644)
-
-
-def _lock_dir(path: Path) -> BinaryIO:
-    """Returns the open lock file of ``path`` holding an exclusive flock. Raises
-    DataDirLockedError when another open store (this process or another) holds it."""
-    f = open(path / "LOCK", "ab")  # noqa: SIM115 (held open for the store's lifetime)
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise DataDirLockedError(f"raft log {path} is in use by another store", path=str(path))
-    return f

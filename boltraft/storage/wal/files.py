@@ -1,0 +1,62 @@
+"""Returns nothing; the WAL's file operations: segment names, opening, writing, the lock."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from boltraft.errors import DataDirLockedError, NoSpaceError
+
+
+def segment_name(seq: int) -> str:
+    """Returns the file name of segment number ``seq``."""
+    return f"{seq:020d}.wal"
+
+
+def fsync_dir(path: Path) -> None:
+    """Returns None once the directory entries of ``path`` are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_segment(file: Path, create: bool) -> int:
+    """Returns a descriptor of segment ``file`` for appending and ``pread`` (``create``: a new
+    empty file, replacing any leftover of that name)."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+    if create:
+        flags |= os.O_CREAT | os.O_TRUNC
+    return os.open(file, flags, 0o644)
+
+
+def write_all(fd: int, buf: bytes, end: int, path: Path) -> None:
+    """Returns None once all of ``buf`` is appended to ``fd``, a file ``end`` bytes long.
+
+    On failure cuts the file back to ``end`` and raises NoSpaceError when the disk (or the
+    quota) is full, the OSError otherwise."""
+    try:
+        done = os.write(fd, buf)
+        while done < len(buf):
+            done += os.write(fd, memoryview(buf)[done:])
+    except OSError as exc:
+        os.ftruncate(fd, end)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(f"raft log {path}: the disk is full", path=str(path)) from None
+        raise
+
+
+def lock_dir(path: Path) -> BinaryIO:
+    """Returns the open lock file of ``path`` holding an exclusive flock. Raises
+    DataDirLockedError when another open store (this process or another) holds it."""
+    f = open(path / "LOCK", "ab")  # noqa: SIM115 (held open for the store's lifetime)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise DataDirLockedError(f"raft log {path} is in use by another store", path=str(path))
+    return f
