@@ -17,7 +17,8 @@
     │   ├── DataDirLockedError            data_dir_locked
     │   ├── DataDirNotFoundError          data_dir_not_found
     │   ├── InvalidArgumentError          invalid_argument
-    │   └── CorruptionError               corruption
+    │   ├── CorruptionError               corruption
+    │   └── CopyFailedError               copy_failed
     ├── CommandError                      (state-machine commands)
     │   ├── MalformedCommandError         malformed_command
     │   ├── UnknownCommandError           unknown_command
@@ -186,6 +187,12 @@ class InvalidArgumentError(StoreError):
 
 class CorruptionError(StoreError):
     code = "corruption"
+
+
+class CopyFailedError(StoreError):
+    """The child process copying a store failed (see boltraft.storage.copier)."""
+
+    code = "copy_failed"
 
 
 # --- state-machine commands ------------------------------------------------------------------

@@ -16,6 +16,7 @@ import lmdb
 import pytest
 
 from boltraft import errors
+from boltraft.storage.copier import copy_store
 from boltraft.storage.db import DB, Tx
 
 SMALL = 1 << 20
@@ -293,27 +294,33 @@ def test_readers_in_threads_survive_map_growth(tmp_path: Path) -> None:
             except BaseException as exc:
                 failures.append(exc)
 
-        # One spinning reader thread. With two that never pause, the writer's abort after a
-        # full map hung in every run on a quiet 2-core machine (py-lmdb 3.0); the cause
-        # (GIL hand-off starvation or LMDB) is not established yet: an open item.
-        threads = [threading.Thread(target=reader) for _ in range(1)]
+        # Three spinning readers: py-lmdb's write-txn abort (after the full map) waits until
+        # no call is in flight in the process, which two such readers alone never allow;
+        # the DB holds readers back while it aborts (db._Gate.quiesce), so this returns.
+        threads = [threading.Thread(target=reader, daemon=True) for _ in range(3)]
         for t in threads:
             t.start()
-        total = 0
-        for _ in range(6):
-            start = total
+        wrote = threading.Event()
 
-            def more(tx: Tx, start: int = start) -> None:
-                b = tx.bucket("b")
-                for i in range(start, start + 5000):
-                    b.put(b"k%08d" % i, b"x" * 200)
-                b.put(b"n", b"%d" % (start + 5000))
+        def write() -> None:
+            for start in range(0, 30000, 5000):
 
-            db.update_fn(more)
-            total += 5000
+                def more(tx: Tx, start: int = start) -> None:
+                    b = tx.bucket("b")
+                    for i in range(start, start + 5000):
+                        b.put(b"k%08d" % i, b"x" * 200)
+                    b.put(b"n", b"%d" % (start + 5000))
+
+                db.update_fn(more)
+            wrote.set()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        finished = wrote.wait(120)  # starved, it would finish only once the readers stop
         stop.set()
-        for t in threads:
+        for t in [*threads, writer]:
             t.join(timeout=30)
+        assert finished, "the writer was starved by the readers"
         assert not failures, failures
         assert reads[0] > 0
         assert db.stats()["map_size"] > 4 * SMALL
@@ -482,3 +489,51 @@ def test_bucket_directory_within_a_reshaping_transaction(tmp_path: Path) -> None
             tx.bucket((b"a",)).put(b"k3", b"v")
         with db.view() as tx:
             assert [item[0] for item in tx.bucket("a").scan()[0]] == [b"k3"]
+
+
+def test_rollbacks_do_not_wait_for_a_copy_in_progress(tmp_path: Path) -> None:
+    """A copy blocked half-way (its pipe is full and unread) must not hold up the writer's
+    rollbacks: an in-process copy would (py-lmdb's abort waits for it), the child's does not.
+    """
+    with DB.open(tmp_path / "db", initial_map_size=16 * SMALL) as db:
+        db.update_fn(fill("b", 4000, 500))  # ~2 MiB: far more than the pipe holds
+        r, w = os.pipe()
+        copier = threading.Thread(target=copy_store, args=(db.path,), kwargs={"fd": w})
+        copier.start()
+        try:
+            # the copy has started once the pipe holds something (it then blocks when full)
+            deadline = time.monotonic() + 30
+            while not select.select([r], [], [], 0.05)[0]:
+                assert time.monotonic() < deadline, "the copy never started"
+            done = threading.Event()
+
+            def roll_back() -> None:
+                with (
+                    db.update() as tx,
+                    pytest.raises(errors.ConditionFailedError),
+                    tx.savepoint(),
+                ):
+                    tx.bucket("b").put(b"k", b"v")
+                    raise errors.ConditionFailedError("undo the savepoint")
+                with pytest.raises(RuntimeError), db.update() as tx:
+                    tx.bucket("b").put(b"k2", b"v")
+                    raise RuntimeError("abort the transaction")
+                done.set()
+
+            t = threading.Thread(target=roll_back, daemon=True)
+            t.start()
+            assert done.wait(30), "a rollback waited for the copy"
+        finally:
+            chunks = []
+            with os.fdopen(r, "rb") as pipe:
+                reading = threading.Thread(target=lambda: chunks.append(pipe.read()))
+                reading.start()
+                copier.join(60)
+                os.close(w)
+                reading.join(60)
+        image = tmp_path / "copy"
+        image.mkdir()
+        (image / "data.mdb").write_bytes(chunks[0])
+        with DB.open(image, readonly=True) as copy, copy.view() as tx:
+            assert tx.bucket("b").count() == 4000
+            assert tx.bucket("b").get(b"k") is None

@@ -6,9 +6,10 @@ that the final fsync (or the kernel's flusher) pushes out in one burst, during w
 log fsync waits behind it. Here a file is flushed in steps instead (``StepFlusher``): after
 every ``FLUSH_STEP`` bytes, writeback of that step is started (``sync_file_range``, which
 touches no metadata and so never forces a journal commit that log fsyncs would wait on) and
-the step before it is waited for, so at most two steps are ever dirty. The threads that
-copy run at low CPU and I/O priority (``low_priority``), so the node loop and its fsyncs go
-first. The final ``fdatasync`` then has almost nothing left to write.
+the step before it is waited for, so at most two steps are ever dirty. The copy is made by
+a child process (``boltraft.storage.copier``) and it and the thread that writes run at low
+CPU and I/O priority (``low_priority``), so the node loop and its fsyncs go first. The final
+``fdatasync`` then has almost nothing left to write.
 
 ``ChunkSink`` receives a snapshot's chunks (in any order) on its own thread: it writes each
 one, hashes the contiguous prefix as it grows (chunks that arrive ahead wait in memory; at
@@ -23,7 +24,6 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import queue
 import shutil
 import tempfile
@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from boltraft.storage.copier import copy_store, low_priority
 from boltraft.storage.db import DB
 from boltraft.storage.fsm import read_applied
 from boltraft.storage.snapshot import DATA_FILE, META_FILE, SnapshotInfo, load_snapshot_info
@@ -41,16 +42,11 @@ RECV_STEP = 16 << 20  # the same for a received snapshot (nothing else waits on 
 _PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
-_IOPRIO_SET = {"x86_64": 251, "aarch64": 30}.get(platform.machine())
-_IOPRIO_CLASS_IDLE = 3
-_LOW_NICE = 10
 
 try:
-    _libc: Any = ctypes.CDLL(None, use_errno=True)
-    _sync_file_range: Any = _libc.sync_file_range
+    _sync_file_range: Any = ctypes.CDLL(None, use_errno=True).sync_file_range
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 except (OSError, AttributeError):
-    _libc = None
     _sync_file_range = None
 
 
@@ -61,19 +57,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def low_priority() -> None:
-    """Returns None after lowering the calling THREAD's CPU priority (nice +10) and putting
-    its I/O in the idle class where the platform allows; failures are ignored (the copy is
-    then only less polite)."""
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), _LOW_NICE))
-    except OSError:
-        pass
-    if _libc is not None and _IOPRIO_SET is not None:
-        _libc.syscall(_IOPRIO_SET, 1, tid, _IOPRIO_CLASS_IDLE << 13)  # IOPRIO_WHO_PROCESS
 
 
 class StepFlusher:
@@ -120,13 +103,13 @@ class StepFlusher:
 def write_snapshot(db: DB, parent: Path, fsync: bool = True, rate: float = 0.0) -> SnapshotInfo:
     """Returns the description of a new snapshot of ``db`` in ``parent/<index>-<term>``.
 
-    LMDB writes a compacted copy of ONE read transaction into a pipe (writers on ``db`` go
-    on meanwhile) while a second thread hashes it and writes it, flushing in steps; both run
-    at low priority, at most ``rate`` bytes/s when ``rate`` > 0. The directory is named
-    after the applied index the copy holds and appears complete (data file, then
-    ``snapshot.json``) or not at all; when a snapshot of that index already exists it is
-    returned instead. With ``fsync`` the data is durable before the metadata is written.
-    I/O errors propagate and leave nothing behind.
+    A child process writes LMDB's compacted copy of ONE read transaction into a pipe
+    (writers on ``db`` go on meanwhile) while a thread here hashes it and writes it,
+    flushing in steps; both run at low priority, at most ``rate`` bytes/s when ``rate`` > 0.
+    The directory is named after the applied index the copy holds and appears complete
+    (data file, then ``snapshot.json``) or not at all; when a snapshot of that index
+    already exists it is returned instead. With ``fsync`` the data is durable before the
+    metadata is written. I/O errors propagate and leave nothing behind.
     """
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=parent))
@@ -138,9 +121,7 @@ def write_snapshot(db: DB, parent: Path, fsync: bool = True, rate: float = 0.0) 
 
     def produce() -> None:
         try:
-            low_priority()
-            with db.view() as tx:
-                db.env.copyfd(w, compact=True, txn=tx._txn)
+            copy_store(db.path, fd=w, low=True)  # a child: see boltraft.storage.copier
         except BaseException as exc:  # reported below
             failure.append(exc)
         finally:

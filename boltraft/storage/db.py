@@ -50,6 +50,7 @@ from boltraft.storage.bucket import (
     WRITE,
     refusal,
 )
+from boltraft.storage.copier import copy_store
 from boltraft.storage.layout import (
     SubDbs,
     check_store,
@@ -64,11 +65,18 @@ T = TypeVar("T")
 
 
 class _Gate:
-    """Tracks open transactions so that the map is resized only when none is open.
+    """Tracks open transactions so that the map is resized only when none is open, and a
+    write transaction is aborted only when no other thread has one open.
+
+    Why the second: py-lmdb (3.0) makes a write transaction's abort wait until no operation
+    of the environment is in flight in the whole process; reader threads that keep calls in
+    flight (two spinning readers suffice) would starve it for ever. With the other threads'
+    transactions closed and held back, nothing is in flight and the abort returns at once.
 
     Invariant: ``_owners`` maps each thread with open transactions to their number (> 0);
-    ``_resizing`` is True only while one thread waits for or does a resize. New transactions
-    wait for a resize, except in a thread that already has one open (no deadlock).
+    ``_resizing`` is True only while one thread waits for or does a resize; ``_quiescer`` is
+    the thread aborting a write transaction (0: none). New transactions wait for both,
+    except in a thread that already has one open (no deadlock).
     """
 
     def __init__(self) -> None:
@@ -76,6 +84,7 @@ class _Gate:
         self._cond = threading.Condition(self._lock)
         self._owners: dict[int, int] = {}
         self._resizing = False
+        self._quiescer = 0
 
     def enter(self) -> None:
         me = get_ident()
@@ -84,7 +93,7 @@ class _Gate:
             if mine:
                 self._owners[me] = mine + 1
                 return
-            while self._resizing:
+            while self._resizing or self._quiescer:
                 self._cond.wait()
             self._owners[me] = 1
 
@@ -96,7 +105,24 @@ class _Gate:
                 self._owners[me] = mine - 1
                 return
             del self._owners[me]
-            if self._resizing and not self._owners:
+            if self._resizing or self._quiescer:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def quiesce(self) -> Iterator[None]:
+        """Yields once no OTHER thread has a transaction open; none opens one until the block
+        ends. For the one writer thread (LMDB has one write transaction at a time), which
+        keeps its own transactions; a waiting resizer holds none, so it never blocks this."""
+        me = get_ident()
+        with self._lock:
+            self._quiescer = me
+            while any(t != me for t in self._owners):
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._quiescer = 0
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -238,13 +264,22 @@ class DB:
                     tx._doom()  # LMDB already freed the failed txn
                 else:
                     tx._state = CLOSED
-            else:
+            elif tx._state == READ:
                 tx._txn.abort()
+                tx._state = CLOSED
+            else:
+                self.abort_write(tx._txn)
                 if tx._state != DOOMED:
                     tx._state = CLOSED
         finally:
             tx._close()
             self._gate.leave()
+
+    def abort_write(self, txn: lmdb.Transaction) -> None:
+        """Returns None after aborting the write transaction (or savepoint) ``txn`` of this
+        thread, with the other threads' transactions closed meanwhile (see ``_Gate``)."""
+        with self._gate.quiesce():
+            txn.abort()
 
     @contextlib.contextmanager
     def view(self) -> Iterator[Tx]:
@@ -325,19 +360,18 @@ class DB:
     def copy(self, dest: str | os.PathLike[str], compact: bool = True) -> Path:
         """Returns the directory now holding a consistent copy of the store (``data.mdb``).
 
-        Writers may go on meanwhile: the copy is one read snapshot. ``dest`` must not exist
-        or be an empty directory. Raises InvalidArgumentError (``dest`` not empty),
-        TxClosedError.
+        Writers may go on meanwhile: the copy is one read snapshot, taken by a child process
+        (``boltraft.storage.copier`` says why: an in-process copy would stall this process's
+        aborting writers). ``dest`` must not exist or be an empty directory. Raises
+        InvalidArgumentError (``dest`` not empty), TxClosedError, CopyFailedError.
         """
+        if self._closed:
+            raise TxClosedError("the database is closed")
         d = Path(dest)
         if d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise InvalidArgumentError(f"copy destination {d} is not an empty directory")
-        tx = self._begin(False)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            self.env.copy(str(d), compact=compact, txn=tx._txn)
-        finally:
-            self._end(tx, False)
+        d.mkdir(parents=True, exist_ok=True)
+        copy_store(self.path, dest=d, compact=compact)
         return d
 
     def stats(self) -> dict[str, Any]:

@@ -334,7 +334,7 @@ class Tx:
             yield self
         except BaseException:
             self._txn = parent
-            child.abort()
+            self._db.abort_write(child)
             if self._state != DOOMED:
                 for b in self._cache.values():
                     if id(b) not in saved_states:
@@ -345,7 +345,7 @@ class Tx:
             raise
         self._txn = parent
         if self._state == DOOMED:
-            child.abort()
+            self._db.abort_write(child)
             raise refusal(DOOMED, "")
         try:
             child.commit()
