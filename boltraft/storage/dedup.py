@@ -34,6 +34,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import lmdb
 import msgpack
 
 from boltraft.errors import BoltraftError
@@ -97,13 +98,15 @@ class DedupRun:
     group entry, and bounded clean-up. Build a fresh one for every attempt of a transaction.
     """
 
-    __slots__ = ("_max_ts", "_pairs", "_tx", "oldest_group_ts", "window_ms")
+    __slots__ = ("_key", "_max_ts", "_meta", "_pairs", "_tx", "oldest_group_ts", "window_ms")
 
     def __init__(self, tx: Any, window_ms: int, oldest_group_ts: int | None) -> None:
         self._tx = tx
+        self._meta = tx._dbs.meta  # the records are ours: built here, never user input
         self.window_ms = window_ms
         self._pairs: list[tuple[bytes, int]] = []
         self._max_ts = -1
+        self._key: tuple[bytes, int, bytes] | None = None  # (cid, seq, key) of the last lookup
         # A lower bound of the oldest group's max ts (None = unknown: clean-up looks;
         # NO_GROUPS = none). After ``finish`` it is the value to keep if the transaction
         # commits. Invariant: never above the true value, so clean-up is never skipped.
@@ -112,14 +115,25 @@ class DedupRun:
     def lookup(self, cid: bytes, seq: int, clock: int) -> Any:
         """Returns the original result of ``(cid, seq)`` if its record is live at ``clock``,
         else MISSING."""
-        raw = self._tx.meta_get(record_key(cid, seq))
+        key = record_key(cid, seq)
+        self._key = (cid, seq, key)
+        raw = self._tx._txn.get(key, db=self._meta)  # the txn of the moment (savepoints)
         if raw is None or clock > _U64.unpack_from(raw)[0] + self.window_ms:
             return MISSING
         return decode_result(raw[8:])
 
     def record(self, cid: bytes, seq: int, ts: int, result: Any) -> None:
         """Returns None after storing ``result`` as the outcome of ``(cid, seq)`` at ``ts``."""
-        self._tx.meta_put(record_key(cid, seq), _U64.pack(ts) + encode_result(result))
+        last = self._key
+        key = last[2] if last is not None and last[0] == cid and last[1] == seq else None
+        tx = self._tx
+        if key is None or tx._state:  # a doomed txn: let meta_put raise its refusal
+            tx.meta_put(record_key(cid, seq), _U64.pack(ts) + encode_result(result))
+        else:
+            try:
+                tx._txn.put(key, _U64.pack(ts) + encode_result(result), db=self._meta)
+            except lmdb.MapFullError:
+                raise tx._doom() from None
         self._pairs.append((cid, seq))
         if ts > self._max_ts:
             self._max_ts = ts
