@@ -20,7 +20,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
 | ``request_timeout_ms`` | int | 10000 | a forwarded write or pending read is failed after this |
 | ``fsync_delay`` | str | none | TEST KNOB: sleep after log fsyncs, ``fixed:MS``, ``uniform:A-B`` |
-| ``snapshot_entries`` | int | 10000 | snapshot after this many applied entries since the last |
+| ``snapshot_entries`` | int | 100000 | snapshot after this many applied entries since the last |
 | ``snapshot_log_bytes`` | int | 67108864 | ... or after this many bytes of applied command data |
 | ``snapshot_keep_entries`` | int | 5000 | log entries kept below a snapshot when compacting |
 | ``snapshot_retain`` | int | 2 | snapshots kept in DATA/snapshots |
@@ -90,7 +90,7 @@ class ServerConfig:
     dedup_window_ms: int = 600_000
     request_timeout_ms: int = 10_000
     fsync_delay: str | None = None  # TEST KNOB (boltraft.benchmark.stages.FsyncDelay spec)
-    snapshot_entries: int = 10_000  # boltraft.server.snapshots: the snapshot policy
+    snapshot_entries: int = 100_000  # the snapshot policy (etcd 3.4 also: 100,000)
     snapshot_log_bytes: int = 64 << 20
     snapshot_keep_entries: int = 5_000
     snapshot_retain: int = 2
