@@ -4,14 +4,15 @@ LMDB in tmp_path, joined by an in-memory network and driven by a fake clock."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from boltraft.raft.memstore import MemoryLogStore
-from boltraft.raft.types import Message
+from boltraft.raft.types import Entry, HardState, Message, MessageType
 from boltraft.server.config import ServerConfig
 from boltraft.server.node import Node
 from boltraft.storage.fsm import BucketStateMachine
@@ -72,7 +73,9 @@ class MemNet:
 class World:
     """Three nodes on a fake clock; ``run()`` steps every node once per tick."""
 
-    def __init__(self, root: Path, n: int = 3) -> None:
+    def __init__(
+        self, root: Path, n: int = 3, store: Callable[[], MemoryLogStore] = MemoryLogStore
+    ) -> None:
         self.now = 1000.0
         self.cut: set[frozenset[str]] = set()
         ids = [f"n{i}" for i in range(1, n + 1)]
@@ -95,7 +98,7 @@ class World:
             self.nodes[i] = Node(
                 cfg,
                 net=net,
-                logstore=MemoryLogStore(),
+                logstore=store(),
                 sm=sm,
                 rng=random.Random(k),
                 clock=lambda: self.now,
@@ -147,6 +150,8 @@ class World:
         return {r.request_id: r for r in self.nets[node_id].replies.get(client, [])}
 
     def close(self) -> None:
+        for node in self.nodes.values():
+            node.close()
         for sm in self.sms:
             sm.close()
 
@@ -330,3 +335,64 @@ def test_a_stalled_loop_ticks_once_instead_of_a_burst(world: World) -> None:
     for _ in range(3):  # and the clock goes on from now
         world.step()
     assert all(n.counters["ticks"] - before[i] == 4 for i, n in world.nodes.items())
+
+
+class FlushTracking(MemoryLogStore):
+    """A MemoryLogStore that tells written from flushed, as a disk would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durable_index = 0
+        self.durable_hs = HardState()
+        self.syncs_off_loop = 0
+
+    def append(
+        self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
+    ) -> None:
+        super().append(entries, hard_state, sync)
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        self.durable_index = self.last_index()
+        self.durable_hs = self.initial_state()[0]
+        self.syncs_off_loop += threading.current_thread() is not threading.main_thread()
+
+
+def test_messages_leave_only_after_the_log_flush(tmp_path: Path) -> None:
+    """Raft's persist-before-send rule with the flush on the sync thread: every append
+    acknowledgement and every granted vote leaves after what it vouches for was flushed."""
+    w = World(tmp_path, store=FlushTracking)
+    checked: list[str] = []
+    violations: list[str] = []
+
+    def checking_flush(net: MemNet, flush: Callable[[], int]) -> Callable[[], int]:
+        def run() -> int:
+            store = w.nodes[net.id].logstore
+            for m in net.queued:
+                if m.type == MessageType.APP_RESP and not m.reject:
+                    checked.append("app")
+                    if m.index > store.durable_index:
+                        violations.append(f"{net.id} acked {m.index} > {store.durable_index}")
+                elif m.type == MessageType.VOTE_RESP and not m.reject:
+                    checked.append("vote")
+                    if store.durable_hs.vote != m.to or store.durable_hs.term < m.term:
+                        violations.append(f"{net.id} granted {m.to} before flushing its vote")
+            return flush()
+
+        return run
+
+    for net in w.nets.values():
+        net.flush = checking_flush(net, net.flush)  # type: ignore[method-assign]
+    try:
+        lead = w.elect()
+        for rid in range(1, 31):
+            body = {"op": "put", "bucket": "b", "key": b"k%d" % rid, "value": b"v"}
+            w.request(lead, rid, {"op": "create_bucket", "bucket": "b"} if rid == 1 else body)
+            w.settle(3)
+        assert all(r.ok for r in w.responses(lead).values()) and len(w.responses(lead)) == 30
+        assert not violations, violations
+        assert checked.count("app") >= 30 and "vote" in checked
+        assert all(n.logstore.syncs_off_loop > 0 for n in w.nodes.values())
+    finally:
+        w.close()

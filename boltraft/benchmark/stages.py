@@ -276,6 +276,7 @@ class DelayedLogStore:
     def __init__(self, inner: LogStore, delay: FsyncDelay) -> None:
         self.inner = inner
         self.delay = delay
+        self._unsynced = False  # appended with sync=False since the last sync()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -304,6 +305,16 @@ class DelayedLogStore:
         """Returns nothing; appends through the wrapped store, then sleeps when ``sync``."""
         self.inner.append(entries, hard_state, sync)
         if sync:
+            self.delay.sleep()
+        elif entries or hard_state is not None:
+            self._unsynced = True
+
+    def sync(self) -> None:
+        """Returns nothing; syncs the wrapped store, then sleeps if anything was unsynced
+        (this runs on the node's sync thread, as a slow disk's flush would)."""
+        self.inner.sync()
+        if self._unsynced:
+            self._unsynced = False
             self.delay.sleep()
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:

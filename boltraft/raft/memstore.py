@@ -154,6 +154,9 @@ class MemoryLogStore:
         """Returns the latest snapshot's metadata (index 0 when there is none)."""
         return self._snap
 
+    def sync(self) -> None:
+        """Returns None: everything here counts as persisted already."""
+
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:

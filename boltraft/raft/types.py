@@ -224,6 +224,15 @@ class LogStore(Protocol):
         may lose it); entries may still be synced."""
         ...
 
+    def sync(self) -> None:
+        """Returns None once everything appended so far is durable, a hard state appended
+        with ``sync=False`` included (nothing to do for a store whose appends always sync).
+
+        The one method another thread may run, while the owner makes no other call until it
+        returns: the node loop flushes the log this way while it applies (see
+        ``boltraft.server.syncer``). Raises NoSpaceError or an OSError when the flush fails."""
+        ...
+
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
         """Returns None after replacing the whole log by ``meta`` (the log is then empty at
         ``meta.index``) and storing ``hard_state`` when given.

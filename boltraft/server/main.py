@@ -134,7 +134,7 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
                     try:
                         node.run(lambda: stop() or node.ops.halted is not None)
                     finally:
-                        node.ops.close()
+                        node.close()
                     if node.ops.halted is not None:
                         print(f"error: node_removed: {node.ops.halted}", file=sys.stderr)
                         status = 3

@@ -42,6 +42,7 @@ from boltraft.server.clusterops import FRAME_KINDS, ClusterOps
 from boltraft.server.config import ServerConfig
 from boltraft.server.net import FWD, FWD_RESP, Net, set_peers
 from boltraft.server.service import Service, Target
+from boltraft.server.syncer import Syncer
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.transport.zmq_transport import Incoming
 
@@ -107,6 +108,7 @@ class Node:
         self.ops = ClusterOps(self)  # snapshots, snapshot transfer, membership, backups
         self.stages = StageRecorder()  # per-batch commit stage timings (the stats op)
         self.counters: dict[str, int] = {"ticks": 0, "readys": 0, "fsyncs": 0, "step_errors": 0}
+        self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
 
     # --- small helpers used by the service ----------------------------------------------------
     @property
@@ -155,6 +157,14 @@ class Node:
             "transport": self.net.counters(),
             "cluster": self.ops.status(),
         }
+
+    def close(self) -> None:
+        """Returns None after stopping the cluster operations' background work and the log
+        sync thread (the stores stay open: their opener closes them)."""
+        try:
+            self.ops.close()
+        finally:
+            self._syncer.close()
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
@@ -236,25 +246,38 @@ class Node:
         hs = rd.hard_state
         if rd.snapshot is not None:
             self.ops.on_ready_snapshot(rd.snapshot, hs or self._hard_state)
+        syncing = False
         if rd.entries or hs is not None:
             old = self._hard_state
-            sync = self.cfg.fsync and (
+            syncing = self.cfg.fsync and (
                 bool(rd.entries) or hs is None or hs.term != old.term or hs.vote != old.vote
             )
-            self.logstore.append(rd.entries, hs, sync=sync)
-            if rd.entries:
-                self.stages.persisted(rd.entries[-1].index)
-            if sync:
+            # written now (into the page cache), flushed on the sync thread while we apply
+            self.logstore.append(rd.entries, hs, sync=False)
+            if syncing:
+                self._syncer.start(self.logstore.sync)
                 self.counters["fsyncs"] += 1
             if hs is not None:
                 self._hard_state = hs
                 if hs.commit > self.commit:
                     self.commit = hs.commit
-        if rd.messages:
-            net.queue(self._outgoing(rd.messages))
-            net.flush()
-        if rd.committed_entries:
-            self._apply(rd.committed_entries)
+        if syncing:
+            if rd.committed_entries:
+                self._apply(rd.committed_entries)
+            self._syncer.wait()  # persist before sending what depends on it
+            if rd.entries:
+                self.stages.persisted(rd.entries[-1].index)
+            if rd.messages:
+                net.queue(self._outgoing(rd.messages))
+                net.flush()
+        else:
+            if rd.entries:
+                self.stages.persisted(rd.entries[-1].index)
+            if rd.messages:
+                net.queue(self._outgoing(rd.messages))
+                net.flush()
+            if rd.committed_entries:
+                self._apply(rd.committed_entries)
         if rd.conf_state is not None:
             self._set_members(rd.conf_state)
         if rd.committed_entries or rd.conf_state is not None:

@@ -410,6 +410,13 @@ class LmdbLogStore:
         self._snap = meta
         return True
 
+    def sync(self) -> None:
+        """Returns None once a hard state pending from ``append((), hs, sync=False)`` is
+        written, synced when the store syncs (entries always are already). Raises
+        NoSpaceError when the map cannot grow."""
+        if self._pending_hs is not None:
+            self._write(lambda txn: None)
+
     def close(self) -> None:
         """Returns None after closing the environment and releasing the directory lock;
         closing twice is harmless. The store must not be used afterwards. Writes a hard state

@@ -315,6 +315,14 @@ class WalLogStore:
         self._snap = SnapshotMeta(0, 0, conf_state)
         return True
 
+    def sync(self) -> None:
+        """Returns None once every record written so far is durable: one ``fdatasync`` of
+        the current segment when something was written unsynced (rotation already synced
+        the older ones). May run on another thread while the owner makes no other call."""
+        if self._dirty and self._sync and self._segs:
+            os.fdatasync(self._fds[self._segs[-1]])
+            self._dirty = False
+
     def close(self) -> None:
         """Returns None after closing the segments and releasing the directory lock (a hard
         state written with ``sync=False`` is fdatasynced first); closing twice is harmless.
