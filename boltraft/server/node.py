@@ -255,8 +255,11 @@ class Node:
             # written now (into the page cache), flushed on the sync thread while we apply
             self.logstore.append(rd.entries, hs, sync=False)
             if syncing:
-                self._syncer.start(self.logstore.sync)
                 self.counters["fsyncs"] += 1
+                if rd.committed_entries:
+                    self._syncer.start(self.logstore.sync)
+                else:  # nothing to overlap: a thread hand-off would only add its latency
+                    self.logstore.sync()
             if hs is not None:
                 self._hard_state = hs
                 if hs.commit > self.commit:
