@@ -386,10 +386,12 @@ def test_messages_leave_only_after_the_log_flush(tmp_path: Path) -> None:
         net.flush = checking_flush(net, net.flush)  # type: ignore[method-assign]
     try:
         lead = w.elect()
-        for rid in range(1, 31):
-            body = {"op": "put", "bucket": "b", "key": b"k%d" % rid, "value": b"v"}
-            w.request(lead, rid, {"op": "create_bucket", "bucket": "b"} if rid == 1 else body)
-            w.settle(3)
+        w.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+        w.settle(3)
+        for rid in range(2, 31):  # one write per step: appends and commits travel together
+            w.request(lead, rid, {"op": "put", "bucket": "b", "key": b"k%d" % rid, "value": b"v"})
+            w.step(advance=False)
+        w.settle(3)
         assert all(r.ok for r in w.responses(lead).values()) and len(w.responses(lead)) == 30
         assert not violations, violations
         assert checked.count("app") >= 30 and "vote" in checked
