@@ -345,6 +345,9 @@ class FlushTracking(MemoryLogStore):
         self.durable_index = 0
         self.durable_hs = HardState()
         self.syncs_off_loop = 0
+        # set when the loop waits for the flush: an off-loop flush finishes only then, so a
+        # message sent before that wait would find the data unflushed, whatever the timing
+        self.loop_waiting = threading.Event()
 
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
@@ -354,9 +357,12 @@ class FlushTracking(MemoryLogStore):
             self.sync()
 
     def sync(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            self.syncs_off_loop += 1
+            assert self.loop_waiting.wait(30), "the loop never waited for the flush"
+            self.loop_waiting.clear()
         self.durable_index = self.last_index()
         self.durable_hs = self.initial_state()[0]
-        self.syncs_off_loop += threading.current_thread() is not threading.main_thread()
 
 
 def test_messages_leave_only_after_the_log_flush(tmp_path: Path) -> None:
@@ -382,8 +388,20 @@ def test_messages_leave_only_after_the_log_flush(tmp_path: Path) -> None:
 
         return run
 
+    def announcing_wait(node: Node) -> Callable[[], None]:
+        real = node._syncer.wait
+
+        def wait() -> None:
+            if node._syncer.busy:
+                node.logstore.loop_waiting.set()  # type: ignore[attr-defined]
+            real()
+
+        return wait
+
     for net in w.nets.values():
         net.flush = checking_flush(net, net.flush)  # type: ignore[method-assign]
+    for node in w.nodes.values():
+        node._syncer.wait = announcing_wait(node)  # type: ignore[method-assign]
     try:
         lead = w.elect()
         w.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
