@@ -15,7 +15,9 @@ The ``Ready`` contract (written here, enforced by every harness):
 3. Only then send ``ready.messages``: votes, vote requests, append responses and everything
    else that depends on what step 2 persisted.
 4. Apply ``ready.committed_entries`` in order; answer ``ready.read_states`` once the applied
-   index reaches each ``ReadState.index``.
+   index reaches each ``ReadState.index``. Committed entries are durable on a quorum, so
+   this step may run before or during step 2's flush (the node loop overlaps them), as long
+   as the runtime never relies on its own unflushed log to recover what it applied.
 5. Call ``advance(ready)``. At most one ``Ready`` is outstanding at a time.
 """
 

@@ -1,5 +1,6 @@
 """Returns nothing; the node loop: ONE thread owns the RawNode, the network, the log store and
-the state machine, so none of them needs a lock.
+the state machine, so none of them needs a lock (the one exception: the log's flush runs on
+the sync thread while the loop leaves the log store alone).
 
 Each iteration (``process``): take every frame that is ready (waiting at most until the next
 tick), step Raft messages into the core and queue client requests, tick the core on the
@@ -8,11 +9,14 @@ writes, one ReadIndex context for all linearizable reads), then drain the core's
 following the contract in ``boltraft.raft.types``:
 
 1. send ``early_messages`` (the leader's appends: it writes its own log while they travel);
-2. persist entries + hard state in ONE synced append (a commit-only hard state change is
-   written unsynced: a lost commit index is learned again from the leader);
-3. send ``messages``;
-4. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
+2. write entries + hard state in ONE log append; when anything in it must be durable
+   (entries, a new term or vote; a commit-only hard state need not), flush it: on the sync
+   thread while step 3 applies (``boltraft.server.syncer``), inline when nothing is to apply;
+3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
    answer read states (a read waits until applied >= its read index);
+4. send ``messages``, after the flush (persist before send). Without a flush a follower
+   sends them before applying (heartbeat responses confirm reads), a leader after (it
+   answers its clients first);
 5. ``advance()``.
 """
 
@@ -276,10 +280,16 @@ class Node:
         else:
             if rd.entries:
                 self.stages.persisted(rd.entries[-1].index)
+            # A leader answers its clients first: its messages here (no new entries: those
+            # left as early_messages) are commit notices and heartbeats, which can wait for
+            # the apply. A follower's heartbeat responses confirm reads: they go first.
+            apply_first = self.role == Role.LEADER
+            if rd.committed_entries and apply_first:
+                self._apply(rd.committed_entries)
             if rd.messages:
                 net.queue(self._outgoing(rd.messages))
                 net.flush()
-            if rd.committed_entries:
+            if rd.committed_entries and not apply_first:
                 self._apply(rd.committed_entries)
         if rd.conf_state is not None:
             self._set_members(rd.conf_state)
