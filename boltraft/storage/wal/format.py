@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from enum import IntEnum
 from operator import itemgetter
 from typing import Any
@@ -151,9 +152,9 @@ def decode_state(payload: memoryview | bytes) -> tuple[bool, SnapshotMeta, HardS
     return bool(reset), snap, HardState(int(hs_term), str(vote), int(commit))
 
 
-def encode_entries(entries: list[Entry] | tuple[Entry, ...]) -> bytes:
-    """Returns the ``ENTRIES`` payload of a batch."""
-    return msgpack.packb(entries)
+def encode_entries(entries: Sequence[Entry]) -> bytes:
+    """Returns the ``ENTRIES`` payload of a batch (a list or tuple packs without a copy)."""
+    return msgpack.packb(entries if isinstance(entries, (list, tuple)) else list(entries))
 
 
 def decode_entries(payload: memoryview | bytes) -> list[Entry]:

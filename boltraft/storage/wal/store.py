@@ -259,7 +259,7 @@ class WalLogStore:
             if not entries:
                 self.append((), hard_state, sync)
                 return
-        payload = fmt.encode_entries(entries)  # type: ignore[arg-type]
+        payload = fmt.encode_entries(entries)
         if hard_state is None:
             head = fmt.header(_RT.ENTRIES, payload)
             buf = head + payload
