@@ -37,7 +37,7 @@ from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
 
 VALUE = b"x" * 100
-BATCHES = {1: 400, 10: 300, 100: 150, 1000: 20}  # batch size -> batches per side
+BATCHES = {1: 1000, 10: 300, 100: 200, 1000: 20}  # batch size -> batches per side
 
 
 class Raw:
