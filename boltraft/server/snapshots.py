@@ -9,9 +9,10 @@ Layout under ``DATA/snapshots/``::
   install.json             present only while a received snapshot is being swapped in
 
 Policy (``ServerConfig``): after ``snapshot_entries`` applied entries, or ``snapshot_log_bytes``
-bytes of applied command data, since the last snapshot, a worker thread copies the state
-environment (LMDB's compacting copy from ONE read transaction, so writers go on; the copy is
-streamed through a pipe, hashed and flushed in steps at low priority, at most
+bytes of applied command data, since the last snapshot began (checked as entries are
+applied and again when a snapshot finishes), a worker thread copies the state
+environment (LMDB's compacting copy from ONE read transaction by a child process, so writers
+go on; the copy is streamed through a pipe, hashed and flushed in steps at low priority, at most
 ``snapshot_write_mb_s``: boltraft.server.snapio) into a new snapshot directory. The
 loop thread then flushes the state DB, compacts the Raft log up to ``index -
 snapshot_keep_entries`` (a trailing window, so slightly lagging followers still get entries)
@@ -176,12 +177,16 @@ class Snapshots:
         self._since_bytes += sum(map(len, [e.data for e in entries]))
         if conf_changed is not None:
             self._record_conf(entries, conf_changed)
+        if self._creating is None and self._due():
+            self.create(None)
+
+    def _due(self) -> bool:
+        """Returns True when the policy asks for a snapshot (counted since the last began)."""
         cfg = self.node.cfg
-        if self._creating is None and (
+        return (
             self._since_entries >= cfg.snapshot_entries
             or self._since_bytes >= cfg.snapshot_log_bytes
-        ):
-            self.create(None)
+        )
 
     def _record_conf(self, entries: list[Entry], final: ConfState) -> None:
         cs = self._conf_history[-1][1]
@@ -286,6 +291,10 @@ class Snapshots:
             self._pool.submit(self.store.prune, self.node.cfg.snapshot_retain)
         for w in waiters:
             w(info, err)
+        if err is None and self._creating is None and self._due():
+            # what was applied while this one was written already calls for the next: start
+            # it now, not at the next apply (which may not come before the node is idle)
+            self.create(None)
 
     def compact(self, snap_index: int) -> None:
         """Returns None after compacting the log up to ``snap_index`` minus the trailing

@@ -46,6 +46,19 @@ def _left_behind(c: OpsCluster, cl: Client, value: bytes) -> tuple[str, str]:
     c.kill(victim)
     _fill(cl, 100, "k", value)
     wait_until(lambda: _status(c, lead)["cluster"]["log_first"] > 50, 20, "compaction")
+
+    def settled(node_id: str) -> bool:  # no snapshot being made, none due
+        st = _status(c, node_id)
+        snap = st["cluster"]["snapshot"]
+        return (
+            not st["cluster"]["creating"]
+            and snap is not None
+            and st["applied"] - snap["index"] < SMALL["snapshot_entries"]
+        )
+
+    # A holder that finished a newer snapshot would offer it, and the victim would rightly
+    # switch to it: these tests are about one download, so let the snapshots settle first.
+    wait_until(lambda: all(settled(i) for i in c.ids if i != victim), 30, "snapshots")
     return lead, victim
 
 

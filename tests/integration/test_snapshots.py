@@ -111,3 +111,25 @@ def test_node_joins_200k_key_cluster_by_snapshot_while_writes_go_on(make_cluster
                 assert n4.get("b", key, read="stale") == key
         st = _cluster_status(c, "n4")["cluster"]
         assert st["snapshots"]["installed"] == 1
+
+
+def test_an_overdue_snapshot_starts_without_more_writes(make_cluster) -> None:
+    """Entries applied while a (rate-limited, so slow) snapshot is written call for the next
+    one: it starts when the first finishes, not at some later write that may never come."""
+    c = make_cluster({**SMALL, "snapshot_write_mb_s": 1})
+    lead = c.wait_for_leader()
+    with Client(c.endpoints, timeout=10) as cl:
+        cl.create_bucket("b")
+        _fill(cl, 50, 30, "k", b"x" * 4000)  # ~6 MB: the first copy takes seconds ...
+        _fill(cl, 60, 1, "t")  # ... while the entries that make the next one due come in
+        applied = _cluster_status(c, lead)["applied"]
+        first = _cluster_status(c, lead)["cluster"]
+        assert first["snapshots"]["created"] == 0 and first["creating"]  # still copying
+
+        def second() -> dict | None:
+            st = _cluster_status(c, lead)["cluster"]
+            return st if st["snapshots"]["created"] >= 2 else None
+
+        st = wait_until(second, 60, "the overdue second snapshot")
+        assert st["snapshot"]["index"] >= applied - 1  # it covers the whole fill
+        assert _cluster_status(c, lead)["applied"] <= applied + 1  # with no writes since
