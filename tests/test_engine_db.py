@@ -87,6 +87,19 @@ def test_other_format_version_is_refused(tmp_path: Path) -> None:
     assert "boltraft-99" in info.value.message
 
 
+def test_a_store_of_an_older_format_is_refused_by_name(tmp_path: Path) -> None:
+    env = lmdb.open(str(tmp_path / "old"), map_size=SMALL, max_dbs=8)
+    handles = {n: env.open_db(n) for n in (b"data", b"buckets", b"meta", b"sys")}
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"boltraft-2", db=handles[b"sys"])
+        txn.put(b"\x01\x01k", b"v", db=handles[b"data"])
+    env.close()
+    for readonly in (False, True):
+        with pytest.raises(errors.CorruptionError) as info:
+            DB.open(tmp_path / "old", readonly=readonly)
+        assert "boltraft-2" in info.value.message
+
+
 def test_readonly_open_of_missing_store(tmp_path: Path) -> None:
     with pytest.raises(errors.DataDirNotFoundError):
         DB.open(tmp_path / "nothing", readonly=True)
@@ -378,7 +391,8 @@ def test_stats_counts(tmp_path: Path) -> None:
 
 
 def corrupt(db: DB, sub: bytes, key: bytes, value: bytes) -> None:
-    handle = db.env.open_db(sub, create=False)
+    """Writes behind the engine's back; ``sub`` b"data" is the main db (the user data)."""
+    handle = db.env.open_db(None if sub == b"data" else sub, create=False)
     with db.env.begin(write=True) as txn:
         txn.put(key, value, db=handle)
 
@@ -389,6 +403,7 @@ def corrupt(db: DB, sub: bytes, key: bytes, value: bytes) -> None:
         (b"data", b"\x01\x63orphan", b"v", "orphan key(s) under unknown bucket id 99"),
         (b"data", b"\x01\x00rootkey", b"v", "orphan key(s) under the root"),
         (b"data", b"\x05\x01", b"v", "malformed data key"),
+        (b"data", b"\x00zero", b"v", "malformed data key"),
         (b"data", b"\x01\x01n", b"v", "both a value and a bucket"),
         (b"buckets", b"\x01\x50lost", b"\x00" * 7 + b"\x51" + b"\x00" * 8, "missing parent"),
         (b"buckets", b"\x01\x00dup", b"\x00" * 7 + b"\x01" + b"\x00" * 8, "used twice"),

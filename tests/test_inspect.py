@@ -119,7 +119,7 @@ def test_stats_and_check(demo: Path) -> None:
 
 def test_check_fails_on_a_corrupt_store(demo: Path) -> None:
     with DB.open(demo) as db:
-        data = db.env.open_db(b"data", create=False)
+        data = db.env.open_db(None)  # the user data live in the main db
         with db.env.begin(write=True) as txn:
             txn.put(b"\x01\x63orphan", b"v", db=data)
     out = run(str(demo), "check", code=1)

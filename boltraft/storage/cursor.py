@@ -1,6 +1,6 @@
 """Ordered iteration over one bucket: the Cursor, and the range walks that scans use.
 
-A bucket's entries are its keys (in the ``data`` sub-db) and its nested buckets (in the
+A bucket's entries are its keys (in the main db) and its nested buckets (in the
 ``buckets`` sub-db), both under the bucket's prefix. A key and a bucket never share a name,
 so the bucket's ordered view is the merge of two sorted runs; a nested bucket's entry
 carries the value None, as in bbolt.

@@ -1,17 +1,23 @@
 """On-disk layout of the bucket engine, and the whole-store walks (tree, stats, check).
 
-One LMDB environment per data directory, four named sub-dbs and one record in the main db:
+One LMDB environment per data directory: the user data in the main (unnamed) db, next to
+three named sub-dbs and the state record:
 
-- ``data``:    ``bucket_prefix(id) + key -> value``: every user key of every bucket.
+- main db, below ``DATA_END``: ``bucket_prefix(id) + key -> value``, every user key of
+  every bucket (a prefix starts with its length byte, 1..8, so all of them sort below
+  ``DATA_END``);
+- main db, at or above ``DATA_END``: the records of the sub-dbs ``buckets``, ``meta`` and
+  ``sys``, and ``STATE_KEY -> the state record`` (``Tx.state_record``: the state machine's
+  applied index).
 - ``buckets``: ``bucket_prefix(parent_id) + name -> RECORD(id, sequence)``: one entry per
   bucket, under its parent (the root has id 0 and no record).
-- ``meta``:    the internal keyspace of ``Tx.meta_*`` (applied index, dedup table...).
+- ``meta``:    the internal keyspace of ``Tx.meta_*`` (the dedup table...).
 - ``sys``:     ``FORMAT_KEY -> FORMAT`` and ``NEXT_ID_KEY -> u64`` (the next bucket id).
-- the main (unnamed) db holds the four sub-db records and ``STATE_KEY -> the state record``
-  (``Tx.state_record``: the state machine's applied index). Every commit that writes a
-  sub-db rewrites the main db's page anyway (a sub-db's root moved), so a record there
-  costs no extra page per commit: one fewer page written per durable apply than in
-  ``meta`` (format 2; format 1 kept it in ``meta``).
+
+Why the main db: a durable apply then writes the same pages as a raw LMDB put of the same
+key (the data leaf and, on its path, the state record), and no sub-db root record besides
+(format 3; format 2 kept the data in a ``data`` sub-db, one more page per commit; format 1
+the applied index in ``meta``, one more again).
 
 Invariants (``check_store`` verifies them): a child's id is greater than its parent's and
 less than the next id, ids are unique, every bucket entry's parent exists, every data key
@@ -31,15 +37,16 @@ import lmdb
 from boltraft.errors import CorruptionError, DataDirNotFoundError
 from boltraft.storage.keys import PATH_SEP, ROOT_ID, bucket_prefix, split_prefix
 
-DATA_DB = b"data"
+LEGACY_DATA_DB = b"data"  # formats 1 and 2 kept the user data in this sub-db
 BUCKETS_DB = b"buckets"
 META_DB = b"meta"
 SYS_DB = b"sys"
 MAX_DBS = 8
 
 FORMAT_KEY = b"format"
-FORMAT = b"boltraft-2"
+FORMAT = b"boltraft-3"
 STATE_KEY = b"state"
+DATA_END = b"\x09"  # data keys sort below it, the main db's internal records at or above
 NEXT_ID_KEY = b"next_id"
 
 RECORD = struct.Struct(">QQ")
@@ -48,7 +55,7 @@ U64 = struct.Struct(">Q")
 
 
 class SubDbs(NamedTuple):
-    """The four sub-db handles of one environment, and the main db's."""
+    """The db handles of one environment (``data`` and ``main`` are both the main db)."""
 
     data: Any
     buckets: Any
@@ -91,6 +98,8 @@ def keys_per_bucket(txn: lmdb.Transaction, dbs: SubDbs) -> Counter[int]:
     """Returns the number of data keys stored under each bucket id (one pass, keys only)."""
     counts: Counter[int] = Counter()
     for k in txn.cursor(db=dbs.data).iternext(keys=True, values=False):
+        if k >= DATA_END:
+            break
         split = split_prefix(k)
         counts[split[0] if split else -1] += 1
     return counts
@@ -101,13 +110,13 @@ def store_stats(txn: lmdb.Transaction, dbs: SubDbs) -> dict[str, Any]:
     buckets = walk_buckets(txn, dbs)
     data = txn.stat(dbs.data)
     pages = 0
-    for db in dbs:
+    for db in (dbs.main, dbs.buckets, dbs.meta, dbs.sys):
         st = txn.stat(db)
         pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
     return {
         "buckets": len(buckets),
         "max_depth": max((len(p) for p, _, _ in buckets), default=0),
-        "keys": data["entries"],
+        "keys": data["entries"] - len(internal_records(txn, dbs)),
         "meta_keys": txn.stat(dbs.meta)["entries"],
         "btree_depth": data["depth"],
         "tree_pages": pages,
@@ -174,6 +183,8 @@ def _check(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
     orphans: Counter[int] = Counter()
     data_entries = 0
     for k in txn.cursor(db=dbs.data).iternext(keys=True, values=False):
+        if k >= DATA_END:
+            break
         data_entries += 1
         split = split_prefix(k)
         if split is None or split[1] == len(k):
@@ -188,8 +199,9 @@ def _check(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
         problems.append(f"{n} orphan key(s) under {where}")
 
     # Counts: what a full walk sees must agree with LMDB's own entry counts.
+    internal = len(internal_records(txn, dbs))
     for label, db, seen in (
-        ("data", dbs.data, data_entries),
+        ("data", dbs.data, data_entries + internal),
         ("buckets", dbs.buckets, bucket_entries),
     ):
         recorded = txn.stat(db)["entries"]
@@ -201,25 +213,36 @@ def _check(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
     return problems
 
 
-def open_store(env: lmdb.Environment, p: Path) -> SubDbs:
-    """Returns the sub-db handles, creating an empty store in a fresh writable environment.
+def internal_records(txn: lmdb.Transaction, dbs: SubDbs | None = None) -> list[bytes]:
+    """Returns the keys of the main db at or above ``DATA_END``: sub-db records and the state
+    record (a handful; anything else there means the environment is not a bucket store)."""
+    cur = txn.cursor(db=None if dbs is None else dbs.main)
+    if not cur.set_range(DATA_END):
+        return []
+    return list(cur.iternext(keys=True, values=False))
 
-    Raises CorruptionError when the environment holds something else or another format, and
-    DataDirNotFoundError for a read-only open of an environment that has no store yet.
+
+def open_store(env: lmdb.Environment, p: Path) -> SubDbs:
+    """Returns the db handles, creating an empty store in a fresh writable environment.
+
+    Raises CorruptionError when the environment holds something else or another format
+    (also an older one of ours), and DataDirNotFoundError for a read-only open of an
+    environment that has no store yet.
     """
-    subs = {DATA_DB, BUCKETS_DB, META_DB, SYS_DB}
+    subs = {BUCKETS_DB, META_DB, SYS_DB}
     readonly = env.flags()["readonly"]
     with env.begin() as txn:
-        names = set(txn.cursor().iternext(keys=True, values=False))
-    if names - subs - {STATE_KEY}:
+        names = set(internal_records(txn))
+        has_data = txn.cursor().first()
+    if names - subs - {STATE_KEY, LEGACY_DATA_DB} or (has_data and SYS_DB not in names):
         raise CorruptionError(f"{p} holds an LMDB environment that is not a bucket store")
     if readonly and not subs <= names:
         raise DataDirNotFoundError(f"no bucket store in {p}", path=str(p))
     # Handles opened inside a transaction are private to it until it commits, so open them
     # with py-lmdb's own short transaction.
+    main = env.open_db(None)
     dbs = SubDbs(
-        *(env.open_db(n, create=not readonly) for n in (DATA_DB, BUCKETS_DB, META_DB, SYS_DB)),
-        env.open_db(None),
+        main, *(env.open_db(n, create=not readonly) for n in (BUCKETS_DB, META_DB, SYS_DB)), main
     )
     with env.begin(write=not readonly) as txn:
         fmt = txn.get(FORMAT_KEY, db=dbs.sys)
