@@ -94,7 +94,11 @@ class StageRecorder:
     answers are out. The commit time of a batch is derived: the moment both the leader's own
     append and the quorum's fastest followers' acknowledgements were in.
 
-    Invariant: ``_pending`` holds batches in increasing ``last`` index order.
+    Invariant: ``_pending`` holds batches in increasing ``last`` index order, and for each
+    stage the batches that have it form a prefix of ``_pending`` (marks go to every batch up
+    to an index). So every mark walks back from the newest batch it covers and stops at the
+    first one already marked: O(new marks), however many batches wait (a dead follower keeps
+    a second of them waiting for its acks).
     """
 
     def __init__(self, ring_size: int = RING_SIZE) -> None:
@@ -125,21 +129,23 @@ class StageRecorder:
     def persisted(self, index: int) -> None:
         """Returns nothing; the leader's own log is durable up to ``index``."""
         now = self._clock()
-        for b in self._pending:
+        for b in reversed(self._pending):
             if b.last > index:
+                continue
+            if b.persisted:
                 break
-            if not b.persisted:
-                b.persisted = now
+            b.persisted = now
 
     def acked(self, follower: str, index: int) -> None:
         """Returns nothing; ``follower`` acknowledged (an accepted append response) ``index``."""
         self._followers.add(follower)
         now = self._clock()
-        for b in self._pending:
+        for b in reversed(self._pending):
             if b.last > index:
+                continue
+            if follower in b.acks:
                 break
-            if follower not in b.acks:
-                b.acks[follower] = now
+            b.acks[follower] = now
 
     def observe_messages(self, messages: Sequence[Any]) -> None:
         """Returns nothing; feeds every accepted APP_RESP in ``messages`` to ``acked``."""
@@ -152,29 +158,34 @@ class StageRecorder:
     def applying(self, index: int) -> None:
         """Returns nothing; the apply of entries up to ``index`` starts now."""
         now = self._clock()
-        for b in self._pending:
+        for b in reversed(self._pending):
             if b.last > index:
+                continue
+            if b.apply_start:
                 break
-            if not b.apply_start:
-                b.apply_start = now
+            b.apply_start = now
 
     def applied(self, index: int) -> None:
         """Returns nothing; the apply of entries up to ``index`` is done."""
         now = self._clock()
-        for b in self._pending:
+        for b in reversed(self._pending):
             if b.last > index:
+                continue
+            if b.applied:
                 break
-            if b.apply_start and not b.applied:
+            if b.apply_start:
                 b.applied = now
 
     def replied(self, index: int) -> None:
         """Returns nothing; the answers of every applied batch up to ``index`` were sent.
         Moves the batches that are complete into the ring."""
         now = self._clock()
-        for b in self._pending:
+        for b in reversed(self._pending):
             if b.last > index:
+                continue
+            if b.replied:
                 break
-            if b.applied and not b.replied:
+            if b.applied:
                 b.replied = now
         self._retire(now)
 
