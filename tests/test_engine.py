@@ -235,6 +235,41 @@ def test_default_max_value_is_one_mib(db: DB) -> None:
 
 
 # --- conditions --------------------------------------------------------------------------
+def test_put_many_answers_each_pair_like_put_and_writes_the_valid_ones(db: DB) -> None:
+    with db.update() as tx:
+        b = tx.create_bucket("b")
+        b.create_bucket("nested")
+        big_key = b"k" * (b.max_key_size + 1)
+        big_value = b"v" * (db.max_value_size + 1)
+        res = b.put_many(
+            [
+                (b"a", b"1"),
+                (big_key, b"x"),
+                (b"b", big_value),
+                (b"nested", b"x"),
+                (b"", b"x"),
+                (b"a", b"2"),  # a later pair for the same key wins, as with put
+                ("c", b"3"),
+            ]
+        )
+        kinds = [type(r) for r in res]
+        assert kinds == [
+            type(None),
+            errors.KeyTooLargeError,
+            errors.ValueTooLargeError,
+            errors.IncompatibleValueError,
+            errors.KeyRequiredError,
+            type(None),
+            type(None),
+        ]
+        assert b.put_many([]) == []
+    with db.view() as tx:
+        b = tx.bucket("b")
+        assert [(k, v) for k, v in b.scan()[0]] == [(b"a", b"2"), (b"c", b"3"), (b"nested", None)]
+        with pytest.raises(errors.ReadOnlyTxError):
+            b.put_many([(b"a", b"1")])
+
+
 def test_put_if_and_delete_if(db: DB) -> None:
     with db.update() as tx:
         b = tx.create_bucket("b")

@@ -262,3 +262,35 @@ def test_no_space_yields_errors_and_advances(tmp_path: Path) -> None:
         assert get(sm, "a", b"small") == b"s"
     finally:
         sm.close()
+
+
+def test_a_run_of_plain_puts_answers_each_entry_like_one_put(sm: BucketStateMachine) -> None:
+    """Consecutive plain puts to one bucket are written with one put_many: each entry still
+    gets its own result, in order, and the runs break where the bucket or the kind changes."""
+    sm.apply([ent(1, mk("a")), ent(2, mk("b"))])
+    long_key = b"k" * 600
+    cmds = [
+        put("a", b"k1", b"1"),
+        put("a", long_key, b"x"),
+        put("a", b"k2", b"2"),
+        put("missing", b"k", b"x"),
+        put("missing", b"k2", b"x"),
+        put("b", b"k1", b"b1"),
+        put("a", b"k1", b"again", cid=b"c", seq=1),  # with (cid, seq): applied on its own
+        put("a", b"k3", b"3"),
+    ]
+    results = sm.apply([ent(i, c) for i, c in enumerate(cmds, 3)])
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == [
+        "NoneType",
+        "KeyTooLargeError",
+        "NoneType",
+        "BucketNotFoundError",
+        "BucketNotFoundError",
+        "NoneType",
+        "NoneType",
+        "NoneType",
+    ]
+    assert sm.applied[0] == 10
+    assert get(sm, "a", b"k1") == b"again" and get(sm, "a", b"k2") == b"2"
+    assert get(sm, "a", b"k3") == b"3" and get(sm, "b", b"k1") == b"b1"

@@ -215,9 +215,36 @@ class BucketStateMachine:
         dedup: DedupRun | None = None  # made by the run's first command with a (cid, seq)
         path: tuple[bytes, ...] | None = None  # the previous plain put's bucket path ...
         b: Any = None  # ... and its Bucket
-        for pos, (_, cid, seq, ts, body) in work:
+        n = len(work)
+        k = 0
+        while k < n:
+            pos, (_, cid, seq, ts, body) = work[k]
+            k += 1
             if ts is not None and ts > clock:
                 clock = ts
+            if cid is None and body[0] == PUT:
+                # a run of plain puts to one bucket without (cid, seq): ONE put_many
+                end = k
+                while end < n and work[end][1][1] is None and work[end][1][4][0] == PUT:
+                    if work[end][1][4][1] != body[1]:
+                        break
+                    end += 1
+                run = work[k - 1 : end]
+                k = end
+                for _, (_, _, _, t, _) in run:
+                    if t is not None and t > clock:
+                        clock = t
+                path = None
+                try:
+                    b = _get_bucket(tx, body[1], cache)
+                    put = b.put_many([(item[4][2], item[4][3]) for _, item in run])
+                except NoSpaceError:
+                    raise
+                except BoltraftError as err:
+                    put = [err] * len(run)
+                for (p, _), r in zip(run, put, strict=True):
+                    results[p] = r
+                continue
             if cid is not None:
                 if dedup is None:
                     dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
