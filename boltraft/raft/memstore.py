@@ -47,6 +47,20 @@ def check_batch(entries: Sequence[Entry], first: int, last: int, prev_term: int)
     return max(0, first - start)
 
 
+def check_range(lo: int, hi: int, first: int, last: int) -> bool:
+    """Returns True when ``[lo, hi)`` is a readable, non-empty range of a log holding
+    ``first..last``; False when it is empty (``lo == hi``). Raises LogCompactedError when
+    ``lo < first``, LogUnavailableError when ``hi > last + 1``, InvalidArgumentError when
+    ``lo > hi`` (the order ``LogStore.entries`` documents)."""
+    if lo < first:
+        raise LogCompactedError(f"index {lo} is compacted", index=lo)
+    if hi > last + 1:
+        raise LogUnavailableError(f"index {hi - 1} is past the last index {last}", index=hi - 1)
+    if lo > hi:
+        raise InvalidArgumentError(f"invalid range [{lo}, {hi})", lo=lo, hi=hi)
+    return lo < hi
+
+
 def check_conf_state(cs: ConfState) -> None:
     """Returns None when ``cs`` can be a bootstrap membership: at least one voter, and
     voters and learners disjoint and without duplicates. Raises InvalidArgumentError."""
@@ -140,14 +154,7 @@ class MemoryLogStore:
         ``limit_size``. Raises LogCompactedError when ``lo`` <= the snapshot index,
         LogUnavailableError when ``hi`` > last index + 1, InvalidArgumentError when lo > hi."""
         off = self._snap.index + 1
-        if lo < off:
-            raise LogCompactedError(f"index {lo} is compacted", index=lo)
-        if hi > off + len(self._ents):
-            raise LogUnavailableError(
-                f"index {hi - 1} is past the last index {self.last_index()}", index=hi - 1
-            )
-        if lo > hi:
-            raise InvalidArgumentError(f"invalid range [{lo}, {hi})", lo=lo, hi=hi)
+        check_range(lo, hi, off, off + len(self._ents) - 1)
         return limit_size(self._ents[lo - off : hi - off], max_bytes)
 
     def snapshot_meta(self) -> SnapshotMeta:

@@ -31,6 +31,7 @@ from typing import Any
 
 from boltraft.errors import ConfigError, DataDirLockedError
 from boltraft.raft.types import LogStore
+from boltraft.storage.fsutil import fsync_dir
 from boltraft.storage.logstore import LmdbLogStore
 from boltraft.storage.wal import WalLogStore
 
@@ -77,14 +78,6 @@ def current_boot_id(path: Path = BOOT_ID_PATH) -> str | None:
         return path.read_text(encoding="ascii").strip() or None
     except (OSError, ValueError):
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class DataDir:
@@ -201,7 +194,7 @@ class DataDir:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def clear_state_unsynced(self) -> None:
         """Returns None once ``state.unsynced`` is durably gone: call it only after the state
@@ -209,7 +202,7 @@ class DataDir:
         p = self.path / self.STATE_UNSYNCED
         if p.exists():
             p.unlink()
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
     def discard_state_if_crashed(self, boot_id: str | None) -> bool:
         """Returns True after deleting the state DB's files because ``state.unsynced`` names
@@ -223,7 +216,7 @@ class DataDir:
             return False
         for name in ("data.mdb", "lock.mdb"):
             (self.state_path / name).unlink(missing_ok=True)
-        _fsync_dir(self.state_path)
+        fsync_dir(self.state_path)
         return True
 
     def read_node_info(self) -> NodeInfo | None:
@@ -251,7 +244,7 @@ class DataDir:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def close(self) -> None:
         """Returns None after releasing the lock; closing twice is harmless."""

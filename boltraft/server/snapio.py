@@ -35,6 +35,7 @@ from typing import Any
 from boltraft.storage.copier import copy_store, low_priority
 from boltraft.storage.db import DB
 from boltraft.storage.fsm import read_applied
+from boltraft.storage.fsutil import fsync_dir
 from boltraft.storage.snapshot import DATA_FILE, META_FILE, SnapshotInfo, load_snapshot_info
 
 FLUSH_STEP = 2 << 20  # bytes written between two writeback steps of a snapshot copy
@@ -48,15 +49,6 @@ try:
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 except (OSError, AttributeError):
     _sync_file_range = None
-
-
-def fsync_dir(path: Path) -> None:
-    """Returns None after fsyncing the directory ``path``."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StepFlusher:

@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Any
 from boltraft.errors import BoltraftError, MembershipError, SnapshotError
 from boltraft.raft.confchange import apply_conf_change, decode_conf_change
 from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore, SnapshotMeta
-from boltraft.server.snapio import PROGRESS_FILE, fsync_dir, write_snapshot
+from boltraft.server.snapio import PROGRESS_FILE, write_snapshot
 from boltraft.storage.db import DB
 from boltraft.storage.fsm import read_applied
+from boltraft.storage.fsutil import fsync_dir
 from boltraft.storage.snapshot import (
     DATA_FILE,
     META_FILE,

@@ -22,7 +22,6 @@ Not thread-safe: one thread (or a lock held by the caller) uses a store at a tim
 
 from __future__ import annotations
 
-import fcntl
 import os
 import struct
 from bisect import bisect_left, bisect_right
@@ -36,14 +35,19 @@ import msgpack
 
 from boltraft.errors import (
     CorruptionError,
-    DataDirLockedError,
     InvalidArgumentError,
     LogCompactedError,
     LogUnavailableError,
     NoSpaceError,
 )
-from boltraft.raft.memstore import check_compact, check_conf_state, check_snapshot
+from boltraft.raft.memstore import (
+    check_compact,
+    check_conf_state,
+    check_range,
+    check_snapshot,
+)
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
+from boltraft.storage.fsutil import lock_dir
 
 _KEY = struct.Struct(">Q")
 _HDR = struct.Struct(">QB")
@@ -111,7 +115,7 @@ class LmdbLogStore:
         self.path = Path(path)
         self.max_map_size = max_map_size
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock: BinaryIO | None = _lock_dir(self.path)
+        self._lock: BinaryIO | None = lock_dir(self.path)
         # A hard state appended with sync=False and no entries: kept here (self._hs already
         # holds it) and written by the next write transaction or close().
         self._pending_hs: bytes | None = None
@@ -224,15 +228,7 @@ class LmdbLogStore:
 
         Raises LogCompactedError when ``lo`` <= the snapshot index, LogUnavailableError when
         ``hi`` > last index + 1, InvalidArgumentError when ``lo > hi``."""
-        if lo < self._first:
-            raise LogCompactedError(f"index {lo} is compacted", index=lo)
-        if hi > self._last + 1:
-            raise LogUnavailableError(
-                f"index {hi - 1} is past the last index {self._last}", index=hi - 1
-            )
-        if lo >= hi:
-            if lo > hi:
-                raise InvalidArgumentError(f"invalid range [{lo}, {hi})", lo=lo, hi=hi)
+        if not check_range(lo, hi, self._first, self._last):
             return []
         n = hi - lo
         with self._env.begin(db=self._db_entries) as txn:
@@ -469,15 +465,3 @@ def _delete_range(cur: lmdb.Cursor, lo: int, hi: int) -> None:
     for _ in range(hi - lo + 1):
         if not cur.delete():
             raise CorruptionError(f"raft log range [{lo}, {hi}] is not contiguous")
-
-
-def _lock_dir(path: Path) -> BinaryIO:
-    """Returns the open lock file of ``path`` holding an exclusive flock. Raises
-    DataDirLockedError when another open store (this process or another) holds it."""
-    f = open(path / "LOCK", "ab")  # noqa: SIM115 (held open for the store's lifetime)
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise DataDirLockedError(f"raft log {path} is in use by another store", path=str(path))
-    return f

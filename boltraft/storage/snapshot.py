@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from boltraft.errors import ChecksumMismatchError, SnapshotError
 from boltraft.storage.db import DB
 from boltraft.storage.fsm import BucketStateMachine, read_applied
+from boltraft.storage.fsutil import fsync_dir
 
 DATA_FILE = "data.mdb"
 META_FILE = "snapshot.json"
@@ -60,14 +61,6 @@ class SnapshotInfo(NamedTuple):
             "sha256": self.sha256,
             "created_ms": self.created_ms,
         }
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -116,9 +109,9 @@ def create_snapshot(source: BucketStateMachine | DB, dest_dir: str | Path) -> Sn
         meta = tmp / META_FILE
         meta.write_text(json.dumps(info.to_json(), indent=1) + "\n")
         _fsync_file(meta)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -184,6 +177,6 @@ def restore_snapshot(data_dir: str | Path, snapshot_path: str | Path, info: Snap
                 actual_size=size,
             )
         os.replace(staged, target / DATA_FILE)
-        _fsync_dir(target)
+        fsync_dir(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,28 +1,18 @@
-"""Returns nothing; the WAL's file operations: segment names, opening, writing, the lock."""
+"""Returns nothing; the WAL's segment files: names, opening, writing (the directory lock and
+fsync are in ``boltraft.storage.fsutil``)."""
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 from pathlib import Path
-from typing import BinaryIO
 
-from boltraft.errors import DataDirLockedError, NoSpaceError
+from boltraft.errors import NoSpaceError
 
 
 def segment_name(seq: int) -> str:
     """Returns the file name of segment number ``seq``."""
     return f"{seq:020d}.wal"
-
-
-def fsync_dir(path: Path) -> None:
-    """Returns None once the directory entries of ``path`` are durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_segment(file: Path, create: bool) -> int:
@@ -48,15 +38,3 @@ def write_all(fd: int, buf: bytes, end: int, path: Path) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise NoSpaceError(f"raft log {path}: the disk is full", path=str(path)) from None
         raise
-
-
-def lock_dir(path: Path) -> BinaryIO:
-    """Returns the open lock file of ``path`` holding an exclusive flock. Raises
-    DataDirLockedError when another open store (this process or another) holds it."""
-    f = open(path / "LOCK", "ab")  # noqa: SIM115 (held open for the store's lifetime)
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise DataDirLockedError(f"raft log {path} is in use by another store", path=str(path))
-    return f

@@ -29,8 +29,9 @@ import msgpack
 
 from boltraft.errors import CorruptionError
 from boltraft.raft.types import HardState, SnapshotMeta
+from boltraft.storage.fsutil import fsync_dir
 from boltraft.storage.wal import format as fmt
-from boltraft.storage.wal.files import fsync_dir, segment_name
+from boltraft.storage.wal.files import segment_name
 from boltraft.storage.wal.index import LogIndex
 
 SEGMENT_RE = re.compile(r"^(\d{20})\.wal$")

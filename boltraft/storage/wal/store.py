@@ -28,11 +28,17 @@ from boltraft.errors import (
     LogUnavailableError,
 )
 from boltraft.raft.log import limit_size
-from boltraft.raft.memstore import check_compact, check_conf_state, check_snapshot
+from boltraft.raft.memstore import (
+    check_compact,
+    check_conf_state,
+    check_range,
+    check_snapshot,
+)
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
+from boltraft.storage.fsutil import fsync_dir, lock_dir
 from boltraft.storage.wal import format as fmt
 from boltraft.storage.wal.cache import EntryCache
-from boltraft.storage.wal.files import fsync_dir, lock_dir, open_segment, segment_name, write_all
+from boltraft.storage.wal.files import open_segment, segment_name, write_all
 from boltraft.storage.wal.recovery import recover
 
 _EMPTY_HS = HardState()
@@ -140,15 +146,7 @@ class WalLogStore:
         ``hi`` > last index + 1, InvalidArgumentError when ``lo > hi``, CorruptionError when
         a record read back is damaged."""
         idx = self._idx
-        if lo < idx.first:
-            raise LogCompactedError(f"index {lo} is compacted", index=lo)
-        if hi > idx.last + 1:
-            raise LogUnavailableError(
-                f"index {hi - 1} is past the last index {idx.last}", index=hi - 1
-            )
-        if lo >= hi:
-            if lo > hi:
-                raise InvalidArgumentError(f"invalid range [{lo}, {hi})", lo=lo, hi=hi)
+        if not check_range(lo, hi, idx.first, idx.last):
             return []
         cache = self._cache
         cf = cache.first
