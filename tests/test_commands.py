@@ -204,7 +204,29 @@ BAD_LOG = [
     ),
     (_raw(1, None, None, None, [commands.BATCH, BODY]), MalformedCommandError),
     (_raw(1, None, None, None, [commands.BATCH, b"x"]), MalformedCommandError),
+    # near misses of the plain-put fast path: each must take the full check and fail it
+    (_raw(True, None, None, None, [commands.PUT, [b"a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, None, [False, [b"a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, -1, [commands.PUT, [b"a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, b"c" * 129, 1, None, [commands.PUT, [b"a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, b"", 1, None, [commands.PUT, [b"a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, b"c", True, None, [commands.PUT, [b"a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, 1.5, [commands.PUT, [b"a"], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.PUT, [1], b"k", b"v"]), MalformedCommandError),
+    (_raw(1, None, None, None, [commands.PUT, [b"a"], "k", b"v"]), MalformedCommandError),
+    (
+        msgpack.packb({1: 0, b"c": 0, 5: 0, None: 0, "x": 0}, use_bin_type=True),
+        MalformedCommandError,
+    ),
 ]
+
+
+def test_fast_path_accepts_exactly_the_plain_puts_the_full_check_accepts() -> None:
+    for cid, seq, ts in ((None, None, None), (b"c", 0, 7), (b"c" * 128, 2**64 - 1, 0)):
+        data = _raw(1, cid, seq, ts, [commands.PUT, [b"a"], b"k", b""])
+        assert commands.parse(data) == (1, cid, seq, ts, (commands.PUT, (b"a",), b"k", b""))
+    two_names = _raw(1, None, None, None, [commands.PUT, [b"a", b"b"], b"k", b"v"])
+    assert commands.parse(two_names)[4][1] == (b"a", b"b")  # the full check's path
 
 
 @pytest.mark.parametrize(("data", "error"), BAD_LOG, ids=range(len(BAD_LOG)))

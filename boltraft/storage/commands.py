@@ -332,6 +332,34 @@ def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]
         t = msgpack.unpackb(data, use_list=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise _malformed(f"undecodable command: {exc}") from None
+    # The fast path: a plain put on a one-name path, the overwhelmingly common command, its
+    # shape checked by one unpacking and its fields by type (bool is not int here).
+    if type(t) is tuple:
+        try:
+            v, cid, seq, ts, (op, (name,), key, value) = t
+        except (TypeError, ValueError):
+            pass
+        else:
+            if (
+                op == PUT
+                and v == VERSION
+                and type(op) is int
+                and type(v) is int
+                and type(key) is bytes
+                and type(value) is bytes
+                and type(name) is bytes
+                and (ts is None or (type(ts) is int and ts >= 0))
+                and (
+                    (cid is None and seq is None)
+                    or (
+                        type(cid) is bytes
+                        and 0 < len(cid) <= MAX_CID_BYTES
+                        and type(seq) is int
+                        and seq >= 0
+                    )
+                )
+            ):
+                return t
     if type(t) is not tuple or len(t) != 5 or t[0] != VERSION or type(t[0]) is not int:
         if type(t) is not tuple or not t:
             raise _malformed("a log command must be a non-empty array")
@@ -346,19 +374,6 @@ def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]
             _as_uint(seq, "seq")
     if ts is not None and (type(ts) is not int or ts < 0):
         _as_uint(ts, "ts")
-    # The fast path: a plain put on a one-name path, the overwhelmingly common command.
-    if (
-        type(body) is tuple
-        and len(body) == 4
-        and body[0] == PUT
-        and type(body[2]) is bytes
-        and type(body[3]) is bytes
-        and type(body[1]) is tuple
-        and len(body[1]) == 1
-        and type(body[1][0]) is bytes
-        and type(body[0]) is int
-    ):
-        return t
     _check_body(body, True)
     return t
 
