@@ -224,26 +224,28 @@ class BucketStateMachine:
                 clock = ts
             if cid is None and body[0] == PUT:
                 # a run of plain puts to one bucket without (cid, seq): ONE put_many
-                end = k
-                while end < n and work[end][1][1] is None and work[end][1][4][0] == PUT:
-                    if work[end][1][4][1] != body[1]:
+                where = body[1]
+                positions = [pos]
+                pairs = [(body[2], body[3])]
+                while k < n:
+                    p2, (_, c2, _, t2, b2) = work[k]
+                    if c2 is not None or b2[0] != PUT or b2[1] != where:
                         break
-                    end += 1
-                run = work[k - 1 : end]
-                k = end
-                for _, (_, _, _, t, _) in run:
-                    if t is not None and t > clock:
-                        clock = t
+                    if t2 is not None and t2 > clock:
+                        clock = t2
+                    positions.append(p2)
+                    pairs.append((b2[2], b2[3]))
+                    k += 1
                 path = None
                 try:
-                    b = _get_bucket(tx, body[1], cache)
-                    put = b.put_many([(item[4][2], item[4][3]) for _, item in run])
+                    b = _get_bucket(tx, where, cache)
+                    put = b.put_many(pairs)
                 except NoSpaceError:
                     raise
                 except BoltraftError as err:
-                    put = [err] * len(run)
-                for (p, _), r in zip(run, put, strict=True):
-                    results[p] = r
+                    put = [err] * len(pairs)
+                for p2, r in zip(positions, put, strict=True):
+                    results[p2] = r
                 continue
             if cid is not None:
                 if dedup is None:
