@@ -263,6 +263,14 @@ def test_put_many_answers_each_pair_like_put_and_writes_the_valid_ones(db: DB) -
             type(None),
         ]
         assert b.put_many([]) == []
+        flat = tx.create_bucket("flat")  # no nested bucket: the all-valid fast path
+        assert flat.put_many([(b"x", b"1"), (b"y", b"2"), (b"x", b"3")]) == [None] * 3
+        assert flat.get(b"x") == b"3" and flat.get(b"y") == b"2"
+        assert [type(r) for r in flat.put_many([(b"z", b"1"), (b"", b"2")])] == [
+            type(None),
+            errors.KeyRequiredError,
+        ]
+        assert flat.get(b"z") == b"1"
     with db.view() as tx:
         b = tx.bucket("b")
         assert [(k, v) for k, v in b.scan()[0]] == [(b"a", b"2"), (b"c", b"3"), (b"nested", None)]

@@ -189,8 +189,22 @@ class Bucket:
             raise refusal(self._state, show_path(self.path))
         prefix, max_key, max_value = self._prefix, self._max_key, self._max_value
         check_children = self._has_children is not False
+        if not check_children:  # the common case first: every pair valid, in one comprehension
+            items = [
+                (prefix + k, v)
+                for k, v in pairs
+                if type(k) is bytes and 0 < len(k) <= max_key
+                if type(v) is bytes and len(v) <= max_value
+            ]
+            if len(items) == len(pairs):
+                if items:
+                    try:
+                        self._tx._txn.cursor().putmulti(items)
+                    except lmdb.MapFullError:
+                        raise self._tx._doom()
+                return [None] * len(items)
         out: list[BoltraftError | None] = []
-        items: list[tuple[bytes, bytes]] = []
+        items = []
         for key, value in pairs:
             try:
                 if type(key) is not bytes or not key or len(key) > max_key:
