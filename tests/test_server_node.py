@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from boltraft.raft.types import Entry, HardState, Message, MessageType
 from boltraft.server.config import ServerConfig
 from boltraft.server.node import Node
 from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.queries import execute_read
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import Incoming
 
@@ -415,5 +417,52 @@ def test_messages_leave_only_after_the_log_flush(tmp_path: Path) -> None:
         assert checked.count("app") >= 30 and "vote" in checked
         # followers get new entries and a commit index in one message: flushed off the loop
         assert sum(n.logstore.syncs_off_loop for n in w.nodes.values()) > 0
+    finally:
+        w.close()
+
+
+class InjectingStore(MemoryLogStore):
+    """Calls ``hook()`` when entries are appended: frames that arrive while the log is
+    being written, as a busy leader sees them."""
+
+    hook: Callable[[], None] | None = None
+
+    def append(
+        self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
+    ) -> None:
+        super().append(entries, hard_state, sync)
+        if entries and self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+
+
+def test_frames_that_arrive_during_a_flush_are_stepped_meanwhile(tmp_path: Path) -> None:
+    w = World(tmp_path, store=InjectingStore)
+    try:
+        lead = w.elect()
+        node = w.nodes[lead]
+        w.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+        w.settle(3)
+        put = {"op": "put", "bucket": "b", "value": b"v"}
+
+        def arrive() -> None:  # a write and a cluster operation land in the inbox
+            w.request(lead, 3, {**put, "key": b"during"})
+            w.request(lead, 4, {"op": "snapshot"})
+
+        node.logstore.hook = arrive  # type: ignore[attr-defined]
+        w.request(lead, 2, {**put, "key": b"first"})
+        node.process(w.nets[lead].recv())
+        assert node.counters["stepped_during_flush"] == 1  # the write, not the cluster op
+        assert [f.payload[0] for f in node._deferred] == [4]
+        w.settle(5)
+        assert node._deferred == []  # handled at the next turn
+        deadline = time.monotonic() + 30  # the snapshot is written by a worker: wait for it
+        while 4 not in w.responses(lead):
+            assert time.monotonic() < deadline, "the deferred snapshot request was not answered"
+            w.step()
+        answers = w.responses(lead)
+        assert answers[2].ok and answers[3].ok and answers[4].ok
+        st = execute_read(node.sm.db, {"op": "get", "bucket": "b", "key": b"during"})
+        assert st == b"v"
     finally:
         w.close()

@@ -113,6 +113,8 @@ class Node:
         self.stages = StageRecorder()  # per-batch commit stage timings (the stats op)
         self.counters: dict[str, int] = {"ticks": 0, "readys": 0, "fsyncs": 0, "step_errors": 0}
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
+        self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
+        self.counters["stepped_during_flush"] = 0
 
     # --- small helpers used by the service ----------------------------------------------------
     @property
@@ -182,6 +184,9 @@ class Node:
         """Returns None after handling one iteration's frames, ticks, batches and Readys."""
         now = self._clock()
         self.stages.iteration(now)
+        if self._deferred:  # left by the last flush (_flush_stepping): they came first
+            frames = [*self._deferred, *frames]
+            self._deferred = []
         for frame in frames:
             self._dispatch(frame, now)
         if now >= self._next_tick:
@@ -262,8 +267,8 @@ class Node:
                 self.counters["fsyncs"] += 1
                 if rd.committed_entries:
                     self._syncer.start(self.logstore.sync)
-                else:  # nothing to overlap: a thread hand-off would only add its latency
-                    self.logstore.sync()
+                else:
+                    self._flush_stepping()
             if hs is not None:
                 self._hard_state = hs
                 if hs.commit > self.commit:
@@ -298,6 +303,33 @@ class Node:
         if rd.read_states:
             self.service.on_read_states(rd.read_states)
         self.raw.advance(rd)
+
+    def _flush_stepping(self) -> None:
+        """Returns None once the log is flushed; meanwhile (the flush on the sync thread)
+        steps the Raft messages and data requests that have already arrived, which would
+        otherwise wait for the flush. Frames that may touch the log store (snapshot
+        transfers, cluster operations, traffic from non-members) wait for the next
+        iteration. With nothing waiting, the flush runs here: a thread hand-off would only
+        add its latency."""
+        frames = self.net.recv(0.0)
+        if not frames:
+            self.logstore.sync()
+            return
+        self._syncer.start(self.logstore.sync)
+        now = self._clock()
+        members = self.member_ids
+        stepped = 0
+        for frame in frames:
+            kind = frame.kind
+            if (kind == "raft" and all(m.frm in members for m in frame.payload)) or (
+                kind == "req" and not self.service.is_cluster_op(frame.payload[1])
+            ):
+                self._dispatch(frame, now)
+                stepped += 1
+            else:
+                self._deferred.append(frame)
+        self.counters["stepped_during_flush"] += stepped
+        self._syncer.wait()
 
     def _apply(self, ents: list[Entry]) -> None:
         """Returns None after applying committed ``ents`` in ONE state-machine ``apply()`` and

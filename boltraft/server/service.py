@@ -113,6 +113,12 @@ class Service:
         else:
             self._bad(target, f"unknown op {op!r}" if op is not None else "body needs an 'op'")
 
+    @staticmethod
+    def is_cluster_op(body: Any) -> bool:
+        """Returns True when the request ``body`` is a cluster operation (snapshots,
+        membership, backups: boltraft.server.clusterops), which may use the log store."""
+        return isinstance(body, dict) and body.get("op") in CLUSTER_OPS
+
     def on_forward(self, peer: str, items: Any) -> None:
         """Returns None; queues writes a follower forwarded (``fwd`` frame) as if local."""
         if not isinstance(items, list):
