@@ -11,7 +11,9 @@ following the contract in ``boltraft.raft.types``:
 1. send ``early_messages`` (the leader's appends: it writes its own log while they travel);
 2. write entries + hard state in ONE log append; when anything in it must be durable
    (entries, a new term or vote; a commit-only hard state need not), flush it: on the sync
-   thread while step 3 applies (``boltraft.server.syncer``), inline when nothing is to apply;
+   thread while step 3 applies (``boltraft.server.syncer``); with nothing to apply, while
+   the loop steps the Raft messages and requests already waiting (``_flush_stepping``),
+   or inline when there are none;
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
    answer read states (a read waits until applied >= its read index);
 4. send ``messages``, after the flush (persist before send). Without a flush a follower
