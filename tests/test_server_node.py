@@ -466,3 +466,21 @@ def test_frames_that_arrive_during_a_flush_are_stepped_meanwhile(tmp_path: Path)
         assert st == b"v"
     finally:
         w.close()
+
+
+def test_frames_left_by_a_flush_are_handled_without_waiting_for_a_tick(world: World) -> None:
+    lead = world.elect()
+    node, net = world.nodes[lead], world.nets[lead]
+    timeouts: list[float] = []
+    real = net.recv
+
+    def recv(timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
+        timeouts.append(timeout)
+        return real()
+
+    net.recv = recv  # type: ignore[method-assign]
+    node._deferred.append(Incoming("req", codec.Request(7, {"op": "status"}), b"c", None))
+    stops = iter([False, True])
+    node.run(lambda: next(stops))
+    assert timeouts == [0.0]
+    assert world.responses(lead)[7].ok and node._deferred == []

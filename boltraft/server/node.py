@@ -54,6 +54,7 @@ from boltraft.transport.zmq_transport import Incoming
 
 log = logging.getLogger("boltraft.server")
 
+_FORWARDING = frozenset((FWD, FWD_RESP))  # writes a follower forwards, and their answers
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
 
@@ -179,7 +180,8 @@ class Node:
         """Returns None once ``should_stop()`` is true (checked at least once per tick)."""
         net, clock = self.net, self._clock
         while not should_stop():
-            timeout = self._next_tick - clock()
+            # frames left by the last flush (_flush_stepping) are handled without waiting
+            timeout = 0.0 if self._deferred else self._next_tick - clock()
             self.process(net.recv(timeout if timeout > 0 else 0.0))
 
     def process(self, frames: Sequence[Incoming]) -> None:
@@ -308,11 +310,11 @@ class Node:
 
     def _flush_stepping(self) -> None:
         """Returns None once the log is flushed; meanwhile (the flush on the sync thread)
-        steps the Raft messages and data requests that have already arrived, which would
-        otherwise wait for the flush. Frames that may touch the log store (snapshot
-        transfers, cluster operations, traffic from non-members) wait for the next
-        iteration. With nothing waiting, the flush runs here: a thread hand-off would only
-        add its latency."""
+        steps the Raft messages, data requests and forwarded writes that have already
+        arrived, which would otherwise wait for the flush. Frames that may touch the log
+        store (snapshot transfers, cluster operations, traffic from non-members) wait for
+        the next iteration, which then starts without waiting. With nothing waiting, the
+        flush runs here: a thread hand-off would only add its latency."""
         frames = self.net.recv(0.0)
         if not frames:
             self.logstore.sync()
@@ -323,8 +325,10 @@ class Node:
         stepped = 0
         for frame in frames:
             kind = frame.kind
-            if (kind == "raft" and all(m.frm in members for m in frame.payload)) or (
-                kind == "req" and not self.service.is_cluster_op(frame.payload[1])
+            if (
+                (kind == "raft" and all(m.frm in members for m in frame.payload))
+                or (kind == "req" and not self.service.is_cluster_op(frame.payload[1]))
+                or kind in _FORWARDING
             ):
                 self._dispatch(frame, now)
                 stepped += 1
