@@ -34,9 +34,14 @@ from typing import Any
 
 from boltraft.storage.copier import copy_store, low_priority
 from boltraft.storage.db import DB
-from boltraft.storage.fsm import read_applied
 from boltraft.storage.fsutil import fsync_dir
-from boltraft.storage.snapshot import DATA_FILE, META_FILE, SnapshotInfo, load_snapshot_info
+from boltraft.storage.snapshot import (
+    DATA_FILE,
+    META_FILE,
+    SnapshotInfo,
+    copied_applied,
+    load_snapshot_info,
+)
 
 FLUSH_STEP = 2 << 20  # bytes written between two writeback steps of a snapshot copy
 RECV_STEP = 16 << 20  # the same for a received snapshot (nothing else waits on that disk)
@@ -167,15 +172,7 @@ def write_snapshot(db: DB, parent: Path, fsync: bool = True, rate: float = 0.0) 
 
 def _seal(tmp: Path, parent: Path, size: int, digest: str, fsync: bool) -> SnapshotInfo:
     """Returns the info of the snapshot in ``tmp`` after renaming it to its final name."""
-    data = tmp / DATA_FILE
-    copy = DB.open(tmp, readonly=True)
-    try:
-        index, term, _ = read_applied(copy)
-    finally:
-        copy.close()
-    for extra in tmp.iterdir():
-        if extra != data:
-            extra.unlink()
+    index, term = copied_applied(tmp)
     dest = parent / f"{index:020d}-{term}"
     if dest.exists():
         shutil.rmtree(tmp, ignore_errors=True)

@@ -163,17 +163,22 @@ class Bucket:
         """
         if self._state:
             raise refusal(self._state, show_path(self.path))
-        if type(key) is not bytes or not key or len(key) > self._max_key:
-            key = self._key(key)
-        if type(value) is not bytes or len(value) > self._max_value:
-            value = check_value(value, self._max_value)
-        full = self._prefix + key
-        if self._has_children is not False and self._names_bucket(full):
-            raise self._incompatible(key)
+        full, value = self._stored(key, value)
         try:
             self._tx._txn.put(full, value)
         except lmdb.MapFullError:
             raise self._tx._doom()
+
+    def _stored(self, key: object, value: object) -> tuple[bytes, bytes]:
+        """Returns the stored key and the value ``put(key, value)`` writes; raises what put
+        raises for them (nothing is written)."""
+        k = key if type(key) is bytes and 0 < len(key) <= self._max_key else self._key(key)
+        if type(value) is not bytes or len(value) > self._max_value:
+            value = check_value(value, self._max_value)
+        full = self._prefix + k
+        if self._has_children is not False and self._names_bucket(full):
+            raise self._incompatible(k)
+        return full, value
 
     def put_many(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[BoltraftError | None]:
         """Returns one result per ``(key, value)`` pair, in order: None once it is set, or
@@ -207,17 +212,10 @@ class Bucket:
         items = []
         for key, value in pairs:
             try:
-                if type(key) is not bytes or not key or len(key) > max_key:
-                    key = self._key(key)
-                if type(value) is not bytes or len(value) > max_value:
-                    value = check_value(value, max_value)
-                full = prefix + key
-                if check_children and self._names_bucket(full):
-                    raise self._incompatible(key)
+                items.append(self._stored(key, value))
             except BoltraftError as err:
                 out.append(err)
                 continue
-            items.append((full, value))
             out.append(None)
         if items:
             try:

@@ -68,6 +68,21 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def copied_applied(copy_dir: Path) -> tuple[int, int]:
+    """Returns ``(index, term)`` applied in the store copy in ``copy_dir``, after removing
+    every file there but its data file (LMDB's lock file, the copy's own lock)."""
+    data = copy_dir / DATA_FILE
+    copy = DB.open(copy_dir, readonly=True)
+    try:
+        index, term, _ = read_applied(copy)
+    finally:
+        copy.close()
+    for extra in copy_dir.iterdir():
+        if extra != data:
+            extra.unlink()
+    return index, term
+
+
 def file_sha256(path: Path) -> tuple[int, str]:
     """Returns ``(size, sha256 hex digest)`` of the file at ``path``."""
     h = hashlib.sha256()
@@ -94,15 +109,8 @@ def create_snapshot(source: BucketStateMachine | DB, dest_dir: str | Path) -> Sn
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         db.copy(tmp, compact=True)
+        index, term = copied_applied(tmp)
         data = tmp / DATA_FILE
-        copy = DB.open(tmp, readonly=True)
-        try:
-            index, term, _ = read_applied(copy)
-        finally:
-            copy.close()
-        for extra in tmp.iterdir():  # keep only the data file (no lock files)
-            if extra != data:
-                extra.unlink()
         size, digest = file_sha256(data)
         _fsync_file(data)
         info = SnapshotInfo(index, term, size, digest, dest / DATA_FILE, int(time.time() * 1000))
