@@ -11,6 +11,12 @@ speaking the wire protocol directly (``docs/protocol.md``); writes carry (cid, s
 Python client's. Requests go to the leader, as a leader-following client ends up doing.
 Every node fsyncs its Raft log on every append (the default); values are 100 bytes.
 
+A worker pipelines its streams over its one socket, as etcd's benchmark multiplexes its
+clients over shared gRPC connections: the requests its streams issue after one receive go
+out together in one ``reqs`` frame, and answers come back in ``resps`` frames (each request
+still waits for its own answer). ``--single-frames`` sends every request in its own ``req``
+frame instead (``"frames"`` in the output says which).
+
     python bench/cluster.py                       # starts a temporary local cluster
     python bench/cluster.py --endpoints tcp://127.0.0.1:7301,tcp://127.0.0.1:7302,...
 """
@@ -70,6 +76,7 @@ def _worker(
     warmup: float,
     duration: float,
     value_size: int,
+    single: bool,
     conn: Connection,
 ) -> None:
     """Runs ``streams`` closed-loop request streams against ``addr``; sends back
@@ -90,6 +97,8 @@ def _worker(
     errors = 0
     next_rid = 1
 
+    out: list[list[Any]] = []  # [rid, body] of the requests to send after this receive
+
     def send(i: int) -> None:
         nonlocal next_rid
         rid = next_rid
@@ -104,7 +113,26 @@ def _worker(
             seqs[i] += 1
             body = {"op": "get", "bucket": BUCKET, "key": key}
         pending[rid] = (i, now())
-        raw_send(sock, packb([1, "req", rid, body]), 0)
+        if single:
+            raw_send(sock, packb([1, "req", rid, body]), 0)
+        else:
+            out.append([rid, body])
+
+    def flush() -> None:
+        if out:
+            raw_send(sock, packb([1, "reqs", out]), 0)
+            out.clear()
+
+    def answered(rid: int, resp: dict[str, Any]) -> None:
+        nonlocal errors
+        i, t0 = pending.pop(rid)
+        t1 = now()
+        if not resp.get("ok"):
+            errors += 1
+        elif t0 >= t_measure and t1 <= t_end:
+            lat.append(t1 - t0)
+        if t1 < t_end:
+            send(i)
 
     while time.monotonic() < start_at:
         time.sleep(0.001)
@@ -113,6 +141,7 @@ def _worker(
     t_end = t_measure + duration
     for i in range(streams):
         send(i)
+    flush()
     while True:
         t = now()
         if t >= t_end:
@@ -121,18 +150,15 @@ def _worker(
             continue
         while True:
             try:
-                frame = raw_recv(sock, nb)
+                frame = unpackb(raw_recv(sock, nb))
             except zmq.Again:
                 break
-            _, _, rid, resp = unpackb(frame)
-            i, t0 = pending.pop(rid)
-            t1 = now()
-            if not resp.get("ok"):
-                errors += 1
-            elif t0 >= t_measure and t1 <= t_end:
-                lat.append(t1 - t0)
-            if t1 < t_end:
-                send(i)
+            if frame[1] == "resps":
+                for rid, resp in frame[2]:
+                    answered(rid, resp)
+            else:
+                answered(frame[2], frame[3])
+        flush()
     sock.close(0)
     ctx.term()
     conn.send((lat, errors))
@@ -146,7 +172,14 @@ def _pct(sorted_lat: list[float], q: float) -> float:
 
 
 def run_phase(
-    addr: str, kind: str, clients: int, procs: int, warmup: float, duration: float, size: int
+    addr: str,
+    kind: str,
+    clients: int,
+    procs: int,
+    warmup: float,
+    duration: float,
+    size: int,
+    single: bool = False,
 ) -> dict[str, float]:
     """Returns ops/s, p50/p90/p99 (ms) and errors of one workload at one concurrency."""
     nprocs = max(1, min(procs, clients))
@@ -158,7 +191,7 @@ def run_phase(
         parent, child = spawn.Pipe(duplex=False)
         p = spawn.Process(
             target=_worker,
-            args=(addr, kind, streams, w, start_at, warmup, duration, size, child),
+            args=(addr, kind, streams, w, start_at, warmup, duration, size, single, child),
         )
         p.start()
         workers.append((p, parent))
@@ -189,6 +222,9 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="driver processes per phase")
     ap.add_argument("--value-size", type=int, default=100)
     ap.add_argument("--workloads", default="write,read")
+    ap.add_argument(
+        "--single-frames", action="store_true", help="one req frame per request (no reqs)"
+    )
     args = ap.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
@@ -217,11 +253,19 @@ def main() -> None:
             "value_size": args.value_size,
             "duration_s": args.duration,
             "fsync": True,
+            "frames": "req" if args.single_frames else "reqs",
         }
         for kind in args.workloads.split(","):
             for c in (int(x) for x in args.clients.split(",")):
                 r = run_phase(
-                    addr, kind, c, args.procs, args.warmup, args.duration, args.value_size
+                    addr,
+                    kind,
+                    c,
+                    args.procs,
+                    args.warmup,
+                    args.duration,
+                    args.value_size,
+                    args.single_frames,
                 )
                 for k, v in r.items():
                     result[f"{kind}_c{c}_{k}"] = v

@@ -1,16 +1,18 @@
-"""The loop's fast paths on the wire: pre-assembled ``resp`` frames, and the transport's
-direct socket calls (multi-part garbage is dropped whole, the next frame still arrives)."""
+"""The loop's fast paths on the wire: pre-assembled ``resp`` frames, pipelined ``reqs`` /
+``resps`` frames, and the transport's direct socket calls (multi-part garbage is dropped
+whole, the next frame still arrives)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import msgpack
 import pytest
 import zmq
 
-from boltraft.errors import MalformedFrameError
-from boltraft.server.net import encode_ok, encode_response
+from boltraft.errors import BadRequestError, MalformedFrameError
+from boltraft.server.net import REQS, RESPS, encode_ok, encode_response, encode_resps
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import PeerTransport
 
@@ -40,6 +42,46 @@ def test_encode_ok_is_byte_identical(rid: int, result: Any) -> None:
 def test_encode_ok_refuses_unencodable_result() -> None:
     with pytest.raises(MalformedFrameError):
         encode_ok(1, object())
+
+
+def test_reqs_frame_decodes_to_its_pairs_whatever_the_bodies() -> None:
+    items = [[0, {"op": "get", "bucket": "b", "key": b"k"}], [2**64 - 1, "not a map"], [7, None]]
+    frame = codec.decode_frame(msgpack.packb([1, REQS, items]))
+    assert frame.kind == REQS
+    assert frame.payload == items  # bodies are judged one by one by the service
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [],
+        ["x"],
+        [[[1, {}]], "extra"],
+        [[[1]]],
+        [[[1, {}, 2]]],
+        [[{"rid": 1}]],
+        [[[-1, {}]]],
+        [[[1.5, {}]]],
+        [[["1", {}]]],
+        [[[True, {}]]],
+    ],
+)
+def test_malformed_reqs_frames_are_refused_whole(fields: list[Any]) -> None:
+    with pytest.raises(MalformedFrameError):
+        codec.decode_frame(msgpack.packb([1, REQS, *fields]))
+
+
+def test_resps_frame_round_trips_and_sanitizes_unencodable_error_details() -> None:
+    err = BadRequestError("bad", thing=object())
+    pairs = [[1, {"ok": True, "result": b"v"}], [2, {"ok": False, "error": err.to_wire()}]]
+    frame = codec.decode_frame(encode_resps(pairs))
+    assert frame.kind == RESPS
+    assert frame.payload[0] == [1, {"ok": True, "result": b"v"}]
+    rid, resp = frame.payload[1]
+    assert rid == 2 and resp["error"]["code"] == "bad_request"
+    assert resp["error"]["details"]["thing"].startswith("<object object")
+    with pytest.raises(MalformedFrameError):
+        encode_resps([[3, {"ok": True, "result": object()}]])
 
 
 def _recv_until(t: PeerTransport, n: int) -> list[Any]:

@@ -33,6 +33,7 @@ class MemNet:
         self.inbox: list[Incoming] = []
         self.queued: list[Message] = []
         self.replies: dict[bytes, list[codec.Response]] = {}
+        self.resps: dict[bytes, list[list[list[Any]]]] = {}  # sender -> resps frames' pairs
         self._peers: dict[str, str] = {}
 
     def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
@@ -52,8 +53,11 @@ class MemNet:
         return self.world.deliver(self.id, peer_id, frame)
 
     def reply(self, sender: bytes, frame: bytes) -> bool:
-        resp = codec.decode_frame(frame).payload
-        self.replies.setdefault(sender, []).append(resp)
+        f = codec.decode_frame(frame)
+        if f.kind == "resps":
+            self.resps.setdefault(sender, []).append(f.payload)
+        else:
+            self.replies.setdefault(sender, []).append(f.payload)
         return True
 
     def peers(self) -> dict[str, str]:
@@ -148,6 +152,19 @@ class World:
         req = codec.Request(rid, body)
         self.nets[node_id].inbox.append(Incoming("req", req, client, None))
 
+    def pipeline(self, node_id: str, items: list[list[Any]], client: bytes = b"p") -> None:
+        """Delivers one ``reqs`` frame of ``[rid, body]`` items to ``node_id``."""
+        self.nets[node_id].inbox.append(Incoming("reqs", items, client, None))
+
+    def pipelined(self, node_id: str, client: bytes = b"p") -> dict[int, dict[str, Any]]:
+        """Returns rid -> response of every ``resps`` answer (asserting one per rid)."""
+        out: dict[int, dict[str, Any]] = {}
+        for pairs in self.nets[node_id].resps.get(client, []):
+            for rid, resp in pairs:
+                assert rid not in out, f"request {rid} answered twice"
+                out[rid] = resp
+        return out
+
     def responses(self, node_id: str, client: bytes = b"c") -> dict[int, codec.Response]:
         return {r.request_id: r for r in self.nets[node_id].replies.get(client, [])}
 
@@ -197,6 +214,42 @@ def test_follower_forwards_writes_and_answers_its_client(world: World) -> None:
     resps = world.responses(follower)
     assert resps[1].ok and resps[2].ok
     assert world.nodes[lead].service.stats["forwarded"] == 2
+
+
+@pytest.mark.parametrize("via_follower", [False, True])
+def test_a_reqs_frame_is_answered_per_request_in_resps_frames(
+    world: World, via_follower: bool
+) -> None:
+    lead = world.elect()
+    node_id = next(i for i in world.nodes if i != lead) if via_follower else lead
+    world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+    world.settle()
+    fsyncs = world.nodes[lead].counters["fsyncs"]
+    seq = {"op": "next_sequence", "bucket": "b", "cid": b"pipe", "seq": 1}
+    items: list[list[Any]] = [[i, _put(f"k{i}", f"v{i}")] for i in range(10)]
+    items += [
+        [10, seq],
+        [11, seq],  # the same (cid, seq): a retry, applied once
+        [12, "not a map"],
+        [13, {"op": "snapshot"}],  # cluster operations go in req frames
+        [14, {"op": "nope"}],
+    ]
+    world.pipeline(node_id, items)
+    world.settle(8)
+    got = world.pipelined(node_id)
+    assert sorted(got) == list(range(15))
+    assert all(got[i] == {"ok": True, "result": None} for i in range(10))
+    assert got[10] == got[11] == {"ok": True, "result": 1}
+    assert {got[i]["error"]["code"] for i in (12, 13, 14)} == {"bad_request"}
+    # the frame's writes were ONE proposal: one append and one fsync on the leader
+    assert world.nodes[lead].counters["fsyncs"] == fsyncs + 1
+    get = {"op": "get", "bucket": "b", "key": "k9"}
+    world.pipeline(node_id, [[20, {**seq, "seq": 2}], [21, get]])
+    world.settle(8)
+    got = world.pipelined(node_id)
+    assert got[20] == {"ok": True, "result": 2}  # the retry did not advance the sequence
+    assert got[21] == {"ok": True, "result": b"v9"}
+    assert world.nets[node_id].replies.get(b"p") is None  # never a plain resp
 
 
 def test_linearizable_reads_of_one_iteration_share_one_read_index(world: World) -> None:

@@ -9,6 +9,10 @@ in ``Net`` (unit tests pass an in-memory twin). Every frame is the codec's msgpa
   follower's own id for the write, ``body`` the client's request body untouched.
 - ``[1, "fwdresp", [[fid, response], ...]]`` leader -> follower over the peer DEALER: the
   response map (``{"ok": ...}``) the follower relays to its client as ``resp``.
+- ``[1, "reqs", [[request_id, body], ...]]`` client -> node: several data requests in one
+  frame (a client pipelining many calls over one socket), each handled as if it came in its
+  own ``req`` frame; the node answers them in ``[1, "resps", [[request_id, response], ...]]``
+  frames, one per loop iteration and client with the answers that iteration produced.
 """
 
 from __future__ import annotations
@@ -46,6 +50,29 @@ def _decode_pairs(fields: list[Any]) -> list[list[Any]]:
 codec.register_kind(FWD, _decode_pairs)
 codec.register_kind(FWD_RESP, _decode_pairs)
 
+REQS = "reqs"
+RESPS = "resps"
+
+
+def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
+    """Returns the ``[[request_id, body], ...]`` list of a reqs frame (a body may be anything:
+    the service answers a body that is not a request with bad_request); raises
+    MalformedFrameError when the frame or an item has another shape or a request id is not
+    a uint64."""
+    if len(fields) != 1 or type(fields[0]) is not list:
+        raise MalformedFrameError("a reqs frame carries one array of [request_id, body] pairs")
+    for item in fields[0]:
+        if type(item) is not list or len(item) != 2:
+            raise MalformedFrameError("each item of a reqs frame is [request_id, body]")
+        rid = item[0]
+        if type(rid) is not int or not 0 <= rid <= codec.MAX_UINT:
+            raise MalformedFrameError("a request id is an unsigned 64-bit integer")
+    return fields[0]
+
+
+codec.register_kind(REQS, _decode_reqs)
+codec.register_kind(RESPS, _decode_pairs)
+
 
 # ``[1, "resp", rid, {"ok": true, "result": r}]`` assembled from constant pieces: the array
 # header with version and kind, then the packed rid, then the map up to the result's value.
@@ -66,6 +93,26 @@ def encode_ok(rid: int, result: Any) -> bytes:
         raise MalformedFrameError(f"cannot encode a 'resp' frame: {exc}", kind="resp") from None
 
 
+def _sanitized(response: dict[str, Any]) -> dict[str, Any]:
+    """Returns ``response`` with its error details msgpack cannot encode replaced by their
+    ``repr`` (a success is returned unchanged)."""
+    if response.get("ok"):
+        return response
+    err = dict(response["error"])
+    err["details"] = {str(k): repr(v) for k, v in err.get("details", {}).items()}
+    return {"ok": False, "error": err}
+
+
+def encode_resps(pairs: list[list[Any]]) -> bytes:
+    """Returns the ``resps`` frame carrying the ``[request_id, response]`` ``pairs``; error
+    details msgpack cannot encode are replaced by their ``repr`` (a result that cannot be
+    encoded is a programming error and raises MalformedFrameError)."""
+    try:
+        return codec.encode_frame(RESPS, pairs)
+    except MalformedFrameError:
+        return codec.encode_frame(RESPS, [[rid, _sanitized(resp)] for rid, resp in pairs])
+
+
 def encode_response(rid: int, response: dict[str, Any]) -> bytes:
     """Returns the ``resp`` frame for ``response``; error details msgpack cannot encode are
     replaced by their ``repr`` (a result that cannot be encoded is a programming error and
@@ -75,9 +122,7 @@ def encode_response(rid: int, response: dict[str, Any]) -> bytes:
     except MalformedFrameError:
         if response.get("ok"):
             raise
-        err = dict(response["error"])
-        err["details"] = {str(k): repr(v) for k, v in err.get("details", {}).items()}
-        return codec.encode_frame(codec.KIND_RESP, rid, {"ok": False, "error": err})
+        return codec.encode_frame(codec.KIND_RESP, rid, _sanitized(response))
 
 
 class Net(Protocol):

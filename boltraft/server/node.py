@@ -46,7 +46,7 @@ from boltraft.raft.types import (
 )
 from boltraft.server.clusterops import FRAME_KINDS, ClusterOps
 from boltraft.server.config import ServerConfig
-from boltraft.server.net import FWD, FWD_RESP, Net, set_peers
+from boltraft.server.net import FWD, FWD_RESP, REQS, Net, set_peers
 from boltraft.server.service import Service, Target
 from boltraft.server.syncer import Syncer
 from boltraft.storage.fsm import BucketStateMachine
@@ -54,7 +54,8 @@ from boltraft.transport.zmq_transport import Incoming
 
 log = logging.getLogger("boltraft.server")
 
-_FORWARDING = frozenset((FWD, FWD_RESP))  # writes a follower forwards, and their answers
+# pipelined data requests, writes a follower forwards and their answers: never cluster ops
+_DATA_FRAMES = frozenset((REQS, FWD, FWD_RESP))
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
 
@@ -239,6 +240,8 @@ class Node:
         elif kind == "req":
             rid, body = frame.payload
             self.service.on_request(Target(frame.sender, rid), body, now)
+        elif kind == REQS:
+            self.service.on_requests(frame.sender, frame.payload, now)
         elif kind == FWD:
             self.service.on_forward(frame.sender.decode(errors="replace"), frame.payload)
         elif kind == FWD_RESP:
@@ -328,7 +331,7 @@ class Node:
             if (
                 (kind == "raft" and all(m.frm in members for m in frame.payload))
                 or (kind == "req" and not self.service.is_cluster_op(frame.payload[1]))
-                or kind in _FORWARDING
+                or kind in _DATA_FRAMES
             ):
                 self._dispatch(frame, now)
                 stepped += 1

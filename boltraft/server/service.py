@@ -33,7 +33,7 @@ from boltraft.errors import (
 )
 from boltraft.raft.types import Entry, ReadState
 from boltraft.server.clusterops import OPS as CLUSTER_OPS
-from boltraft.server.net import FWD, FWD_RESP, encode_ok, encode_response
+from boltraft.server.net import FWD, FWD_RESP, encode_ok, encode_response, encode_resps
 from boltraft.storage import commands
 from boltraft.storage.queries import execute_read, execute_reads
 from boltraft.transport.codec import encode_frame
@@ -46,12 +46,14 @@ READ_OPS = frozenset(("get", "scan", "buckets", "count"))
 
 
 class Target(NamedTuple):
-    """Where a response goes: ``via`` None means the client ``ident`` on our ROUTER; else the
-    peer id whose forwarded write ``rid`` this is."""
+    """Where a response goes: ``via`` None means the client ``ident`` on our ROUTER (in a
+    ``resps`` frame with others when ``many``: the request came in a ``reqs`` frame); else
+    the peer id whose forwarded write ``rid`` this is."""
 
     ident: bytes
     rid: int
     via: str | None = None
+    many: bool = False
 
 
 def ok(result: Any) -> dict[str, Any]:
@@ -81,6 +83,7 @@ class Service:
         self._forwarded: dict[int, tuple[float, Target]] = {}  # our fid -> (deadline, client)
         self._fwd_out: dict[str, list[list[Any]]] = {}  # leader id -> [[fid, body], ...]
         self._fwd_replies: dict[str, list[list[Any]]] = {}  # peer id -> [[fid, resp], ...]
+        self._resps: dict[bytes, list[list[Any]]] = {}  # client ident -> [[rid, resp], ...]
         self._ids = itertools.count(1)
         self.stats = {"writes": 0, "reads": 0, "forwarded": 0, "bad_requests": 0}
 
@@ -112,6 +115,19 @@ class Service:
                 self.reply(target, ok(self.node.stages.snapshot(float(since))))
         else:
             self._bad(target, f"unknown op {op!r}" if op is not None else "body needs an 'op'")
+
+    def on_requests(self, sender: bytes, items: list[list[Any]], now: float) -> None:
+        """Returns None; handles each ``[request_id, body]`` of a ``reqs`` frame like a
+        ``req`` whose answer goes into a ``resps`` frame. Cluster operations are refused
+        there (they go in ``req`` frames, one at a time)."""
+        for rid, body in items:
+            target = Target(sender, rid, None, True)
+            if type(body) is not dict or type(body.get("op")) is not str:
+                self._bad(target, "a request body must be a map with a string 'op'")
+            elif body["op"] in CLUSTER_OPS:
+                self._bad(target, f"send {body['op']!r} in a 'req' frame, not in 'reqs'")
+            else:
+                self.on_request(target, body, now)
 
     @staticmethod
     def is_cluster_op(body: Any) -> bool:
@@ -162,8 +178,13 @@ class Service:
             self._read_index(reads, now)
 
     def send_queued(self) -> None:
-        """Returns None; sends the batched ``fwd`` and ``fwdresp`` frames of this iteration."""
+        """Returns None; sends the batched ``fwd``, ``fwdresp`` and ``resps`` frames of this
+        iteration."""
         net = self.node.net
+        if self._resps:
+            resps, self._resps = self._resps, {}
+            for ident, pairs in resps.items():
+                net.reply(ident, encode_resps(pairs))
         if self._fwd_out:
             out, self._fwd_out = self._fwd_out, {}
             for peer, items in out.items():
@@ -350,14 +371,18 @@ class Service:
     def reply_ok(self, target: Target, result: Any) -> None:
         """Returns None; ``reply(target, ok(result))`` without building the map for a client
         on our ROUTER (the hot path of every write and read)."""
-        if target.via is None:
+        if target.many:
+            self._resps.setdefault(target.ident, []).append([target.rid, ok(result)])
+        elif target.via is None:
             self.node.net.reply(target.ident, encode_ok(target.rid, result))
         else:
             self._fwd_replies.setdefault(target.via, []).append([target.rid, ok(result)])
 
     def reply(self, target: Target, response: dict[str, Any]) -> None:
         """Returns None; sends ``response`` to ``target`` (batched when it is a peer's)."""
-        if target.via is None:
+        if target.many:
+            self._resps.setdefault(target.ident, []).append([target.rid, response])
+        elif target.via is None:
             self.node.net.reply(target.ident, encode_response(target.rid, response))
         else:
             self._fwd_replies.setdefault(target.via, []).append([target.rid, response])

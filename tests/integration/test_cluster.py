@@ -16,6 +16,7 @@ import zmq
 
 from boltraft.client import Client
 from boltraft.server.datadir import DataDir
+from boltraft.server.net import REQS, RESPS  # also teaches decode_frame these kinds
 from boltraft.transport.codec import decode_frame, encode_request
 
 from .cluster import SERVE, Cluster, free_ports
@@ -110,7 +111,7 @@ def _raw_request(sock: zmq.Socket, rid: int, body: dict[str, object]) -> dict[st
     while True:
         assert sock.poll(10_000), "no answer from the node"
         frame = decode_frame(sock.recv())
-        if frame.payload.request_id == rid:
+        if frame.kind == "resp" and frame.payload.request_id == rid:
             p = frame.payload
             return {"ok": p.ok, "result": p.result, "error": p.error}
 
@@ -133,6 +134,57 @@ def test_a_retried_write_is_applied_exactly_once(cluster: Cluster) -> None:
         assert fresh["result"] == 2  # the retry did not advance the sequence
     finally:
         sock.close(0)
+
+
+def _pipelined(sock: zmq.Socket, items: list[list[object]]) -> dict[int, dict[str, object]]:
+    """Returns rid -> response for the ``[rid, body]`` items sent in ONE reqs frame on
+    ``sock``, asserting that each is answered exactly once, in resps frames."""
+    sock.send(msgpack.packb([1, REQS, items]))
+    want = {rid for rid, _ in items}
+    got: dict[int, dict[str, object]] = {}
+    while want - got.keys():
+        assert sock.poll(10_000), f"no answer to {sorted(want - got.keys())}"
+        frame = decode_frame(sock.recv())
+        assert frame.kind == RESPS
+        for rid, resp in frame.payload:
+            assert rid in want and rid not in got, f"unexpected or repeated answer {rid}"
+            got[rid] = resp
+    return got
+
+
+def test_requests_pipelined_in_a_reqs_frame_are_each_answered_once(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != lead)
+    with _client(cluster) as c:
+        c.create_bucket("pipe")
+    ctx = zmq.Context.instance()
+    for node in (lead, follower):  # a follower forwards the writes and relays the answers
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(cluster.addrs[node])
+        cid = f"pipe-{node}".encode()
+        try:
+            puts = [
+                [i, {"op": "put", "bucket": "pipe", "key": f"{node}-{i}", "value": f"v{i}"}]
+                for i in range(1, 31)
+            ]
+            seq = {"op": "next_sequence", "bucket": "pipe", "cid": cid, "seq": 1}
+            got = _pipelined(sock, [*puts, [31, seq], [32, seq], [33, [1, 2]]])
+            assert all(got[i] == {"ok": True, "result": None} for i in range(1, 31))
+            assert got[31]["ok"] and got[31] == got[32]  # the retry answers the same
+            assert got[33]["error"]["code"] == "bad_request"  # type: ignore[index]
+            first = got[31]["result"]
+            gets = [
+                [100 + i, {"op": "get", "bucket": "pipe", "key": f"{node}-{i}"}]
+                for i in range(1, 31)
+            ]
+            got = _pipelined(sock, [*gets, [200, {**seq, "seq": 2}]])
+            assert [got[100 + i]["result"] for i in range(1, 31)] == [
+                f"v{i}".encode() for i in range(1, 31)
+            ]
+            assert got[200]["result"] == first + 1  # type: ignore[operator]
+        finally:
+            sock.close(0)
 
 
 def test_linearizable_read_sees_a_write_acknowledged_to_another_client(cluster: Cluster) -> None:
@@ -159,6 +211,9 @@ def test_garbage_frames_leave_the_node_serving(cluster: Cluster) -> None:
         msgpack.packb([1, "fwd", "x"]),
         msgpack.packb([1, "req", 5, "not a map"]),
         msgpack.packb({"v": 1}),
+        msgpack.packb([1, "reqs", "x"]),
+        msgpack.packb([1, "reqs", [[-1, {"op": "status"}]]]),
+        msgpack.packb([1, "reqs", [[1]]]),
     ]
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
