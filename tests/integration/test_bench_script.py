@@ -1,0 +1,36 @@
+"""``python bench/cluster.py`` against a real cluster, briefly: both frame modes print the
+documented keys, and every request of every phase is answered without an error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "cluster.py"
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_bench_cluster_script_prints_every_key_without_errors(
+    cluster: Cluster, single: bool
+) -> None:
+    argv = [sys.executable, str(SCRIPT), "--endpoints", ",".join(cluster.endpoints)]
+    argv += ["--clients", "1,4", "--duration", "0.5", "--warmup", "0.1"]
+    if single:
+        argv.append("--single-frames")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout)
+    assert result["frames"] == ("req" if single else "reqs")
+    for kind in ("write", "read"):
+        for c in (1, 4):
+            assert result[f"{kind}_c{c}_errors"] == 0
+            assert result[f"{kind}_c{c}_ops_per_s"] > 0
+            for q in ("p50", "p90", "p99"):
+                assert result[f"{kind}_c{c}_{q}_ms"] > 0
