@@ -6,7 +6,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from boltraft.errors import MalformedCommandError, UnknownCommandError, UnsupportedVersionError
@@ -290,3 +290,71 @@ def test_garbage_never_raises_anything_but_command_errors(data: bytes) -> None:
         commands.decode(data)
     except (MalformedCommandError, UnknownCommandError, UnsupportedVersionError):
         pass
+
+
+def _encode_validated(cmd: Any) -> bytes:
+    """The validating encoder alone (what ``encode`` does when its fast path declines)."""
+    c = commands.validate(cmd)
+    return msgpack.packb(
+        (1, c.get("cid"), c.get("seq"), c.get("ts"), commands._to_body(c)), use_bin_type=True
+    )
+
+
+_odd = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-2, max_value=2**64),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+    st.binary(max_size=3),
+    st.lists(st.binary(max_size=2), max_size=2),
+)
+put_maps = st.fixed_dictionaries(
+    {
+        "op": st.sampled_from(["put", "put", "put", "delete", 1]),
+        "bucket": st.one_of(st.text(min_size=1, max_size=4), st.binary(max_size=4), _odd),
+        "key": st.one_of(st.text(max_size=4), st.binary(max_size=4), _odd),
+        "value": st.one_of(st.text(max_size=4), st.binary(max_size=4), _odd),
+    },
+    optional={
+        "cid": st.one_of(st.text(max_size=3), st.binary(min_size=1, max_size=130), _odd),
+        "seq": st.one_of(st.integers(min_value=0, max_value=2**64 - 1), _odd),
+        "ts": st.one_of(st.integers(min_value=0, max_value=2**64 - 1), _odd),
+        "v": st.one_of(st.just(1), _odd),
+        "if_absent": st.booleans(),
+        "extra": _odd,
+    },
+)
+
+
+_PUT = {"op": "put", "bucket": "b", "key": "k", "value": "v"}
+
+
+@given(put_maps)
+@example({**_PUT, "cid": b"c" * 128, "seq": 2**64 - 1, "ts": 0})
+@example({**_PUT, "cid": "c" * 129, "seq": 1})
+@example({**_PUT, "cid": b"c" * 129, "seq": 1})
+@example({**_PUT, "cid": b"", "seq": 1})
+@example({**_PUT, "cid": b"c"})
+@example({**_PUT, "seq": 1})
+@example({**_PUT, "cid": b"c", "seq": True})
+@example({**_PUT, "cid": b"c", "seq": -1})
+@example({**_PUT, "ts": -1})
+@example({**_PUT, "ts": 1.0})
+@example({**_PUT, "v": True})
+@example({**_PUT, "v": 2})
+@example({**_PUT, "bucket": ["b"]})
+@example({**_PUT, "bucket": b""})
+@example({**_PUT, "key": bytearray(b"k")})
+@example({**_PUT, "if_absent": False})
+@example({**_PUT, "if_value": b"x"})
+def test_encode_fast_path_is_the_validating_encoder_exactly(cmd: dict[str, Any]) -> None:
+    try:
+        want: bytes | type[Exception] = _encode_validated(cmd)
+    except (MalformedCommandError, UnknownCommandError, UnsupportedVersionError) as err:
+        want = type(err)
+    if isinstance(want, bytes):
+        assert commands.encode(cmd) == want
+    else:
+        with pytest.raises(want):
+            commands.encode(cmd)
