@@ -77,14 +77,16 @@ def test_foreign_lmdb_environment_is_refused(tmp_path: Path) -> None:
         DB.open(tmp_path / "foreign", readonly=True)
 
 
-def test_other_format_version_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("marker", [b"boltraft-3", b"boltraft-99"])
+def test_other_format_version_is_refused(tmp_path: Path, marker: bytes) -> None:
+    # boltraft-3 had the same sub-dbs; only its dedup record keys differ (cid first)
     with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
         sysdb = db.env.open_db(b"sys", create=False)
         with db.env.begin(write=True) as txn:
-            txn.put(b"format", b"boltraft-99", db=sysdb)
+            txn.put(b"format", marker, db=sysdb)
     with pytest.raises(errors.CorruptionError) as info:
         DB.open(tmp_path / "db")
-    assert "boltraft-99" in info.value.message
+    assert marker.decode() in info.value.message
 
 
 def test_a_store_of_an_older_format_is_refused_by_name(tmp_path: Path) -> None:

@@ -181,3 +181,11 @@ def test_results_round_trip_through_the_table() -> None:
     odd = BucketNotFoundError("odd", where={1, 2}, ok="fine")
     back = dedup.decode_result(dedup.encode_result(odd))
     assert back.details == {"where": "{1, 2}", "ok": "fine"}
+
+
+def test_record_keys_sort_by_seq_first_and_never_collide() -> None:
+    # clients at similar seqs write neighbouring records (few pages per apply run)
+    keys = [dedup.record_key(cid, seq) for seq in (1, 2, 256) for cid in (b"a", b"ab", b"zz")]
+    assert sorted(keys) == keys
+    pairs = [(cid, seq) for cid in (b"a", b"ab", b"a\x00", b"\x01") for seq in (0, 1, 2**64 - 1)]
+    assert len({dedup.record_key(c, s) for c, s in pairs}) == len(pairs)

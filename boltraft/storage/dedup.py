@@ -6,8 +6,12 @@ snapshot.
 
 Keys (``cid`` is at most 128 bytes, so every key stays far below LMDB's 511-byte limit)::
 
-    RECORD_PREFIX + len(cid) + cid + seq(u64 BE)  ->  ts(u64 BE) + msgpack([ok, payload])
+    RECORD_PREFIX + seq(u64 BE) + cid  ->  ts(u64 BE) + msgpack([ok, payload])
     GROUP_PREFIX + max_ts(u64 BE) + first_index(u64 BE)  ->  msgpack([[cid, seq], ...])
+
+Records sort by seq first: clients that write at similar rates have similar seqs, so the
+records one apply run writes land on a few B-tree pages instead of one page per client
+(fewer pages copied and written per commit; store format ``boltraft-4``).
 
 A record holds the result of the command's first application (``[0, result]`` or
 ``[1, error.to_wire()]``) and the time ``ts`` it was applied at: the state machine's clock at
@@ -53,8 +57,9 @@ MISSING = object()
 
 
 def record_key(cid: bytes, seq: int) -> bytes:
-    """Returns the meta key of the record for ``(cid, seq)`` (cid: 1..255 bytes)."""
-    return RECORD_PREFIX + bytes((len(cid),)) + cid + _U64.pack(seq)
+    """Returns the meta key of the record for ``(cid, seq)`` (cid: 1..128 bytes; the seq
+    has a fixed width, so the key is unique)."""
+    return RECORD_PREFIX + _U64.pack(seq) + cid
 
 
 _OK_NONE = msgpack.packb((0, None))

@@ -16,8 +16,9 @@ three named sub-dbs and the state record:
 
 Why the main db: a durable apply then writes the same pages as a raw LMDB put of the same
 key (the data leaf and, on its path, the state record), and no sub-db root record besides
-(format 3; format 2 kept the data in a ``data`` sub-db, one more page per commit; format 1
-the applied index in ``meta``, one more again).
+(since format 3; format 2 kept the data in a ``data`` sub-db, one more page per commit;
+format 1 the applied index in ``meta``, one more again). Format 4 keys the dedup records
+seq first (``boltraft.storage.dedup``). An older store is refused by its format marker.
 
 Invariants (``check_store`` verifies them): a child's id is greater than its parent's and
 less than the next id, ids are unique, every bucket entry's parent exists, every data key
@@ -44,7 +45,7 @@ SYS_DB = b"sys"
 MAX_DBS = 8
 
 FORMAT_KEY = b"format"
-FORMAT = b"boltraft-3"
+FORMAT = b"boltraft-4"  # 4: dedup records keyed seq first (boltraft.storage.dedup)
 STATE_KEY = b"state"
 DATA_END = b"\x09"  # data keys sort below it, the main db's internal records at or above
 NEXT_ID_KEY = b"next_id"
