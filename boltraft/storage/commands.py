@@ -290,14 +290,14 @@ def _plain_put(cmd: Any) -> bytes | None:
     v, cid, seq, ts = cmd.get("v", VERSION), cmd.get("cid"), cmd.get("seq"), cmd.get("ts")
     if type(v) is not int or v != VERSION:
         return None
-    if cid is not None or seq is not None:
+    if "cid" in cmd or "seq" in cmd:  # present means valid: an explicit nil is refused
         if type(cid) is str:
             cid = cid.encode()
         if type(cid) is not bytes or not 0 < len(cid) <= MAX_CID_BYTES:
             return None
         if type(seq) is not int or not 0 <= seq <= MAX_UINT:
             return None
-    if ts is not None and (type(ts) is not int or not 0 <= ts <= MAX_UINT):
+    if "ts" in cmd and (type(ts) is not int or not 0 <= ts <= MAX_UINT):
         return None
     if type(bucket) is str:
         bucket = bucket.encode()
