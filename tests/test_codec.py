@@ -187,6 +187,24 @@ def test_register_kind_decodes_and_wraps_decoder_bugs() -> None:
         codec.register_kind("t_count", lambda f: f)
     with pytest.raises(errors.BadRequestError):
         codec.register_kind("req", decoder)
+    with pytest.raises(errors.BadRequestError):  # same decoder, other plainness contract
+        codec.register_kind("t_count", decoder, checks_plain=True)
+
+
+def test_a_kind_that_checks_plainness_itself_skips_the_generic_walk() -> None:
+    seen: list[Any] = []
+
+    def decoder(fields: list[Any]) -> Any:
+        seen.append(fields[0])
+        return fields[0]
+
+    codec.register_kind("t_own", decoder, checks_plain=True)
+    stamp = msgpack.packb([1, "t_own", msgpack.Timestamp(1, 0)], datetime=False)
+    assert codec.decode_frame(stamp).kind == "t_own"  # the decoder alone judges its fields
+    assert isinstance(seen[-1], msgpack.Timestamp)
+    codec.register_kind("t_generic", decoder)
+    with pytest.raises(errors.MalformedFrameError):
+        codec.decode_frame(msgpack.packb([1, "t_generic", msgpack.Timestamp(1, 0)]))
 
 
 def test_unencodable_field_raises_malformed() -> None:

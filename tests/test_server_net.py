@@ -64,6 +64,8 @@ def test_reqs_frame_decodes_to_its_pairs_whatever_the_bodies() -> None:
         [[[1.5, {}]]],
         [[["1", {}]]],
         [[[True, {}]]],
+        [[[1, {"op": "put", "value": msgpack.Timestamp(1, 0)}]]],
+        [[[1, [msgpack.ExtType(5, b"x")]]]],
     ],
 )
 def test_malformed_reqs_frames_are_refused_whole(fields: list[Any]) -> None:

@@ -55,10 +55,10 @@ RESPS = "resps"
 
 
 def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
-    """Returns the ``[[request_id, body], ...]`` list of a reqs frame (a body may be anything:
-    the service answers a body that is not a request with bad_request); raises
-    MalformedFrameError when the frame or an item has another shape or a request id is not
-    a uint64."""
+    """Returns the ``[[request_id, body], ...]`` list of a reqs frame (a body may be anything
+    plain: the service answers a body that is not a request with bad_request); raises
+    MalformedFrameError when the frame or an item has another shape, a request id is not a
+    uint64, or a body holds a msgpack extension type."""
     if len(fields) != 1 or type(fields[0]) is not list:
         raise MalformedFrameError("a reqs frame carries one array of [request_id, body] pairs")
     for item in fields[0]:
@@ -67,10 +67,11 @@ def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
         rid = item[0]
         if type(rid) is not int or not 0 <= rid <= codec.MAX_UINT:
             raise MalformedFrameError("a request id is an unsigned 64-bit integer")
+        codec.check_plain(item[1], "a request body")  # a flat map: one pass over its values
     return fields[0]
 
 
-codec.register_kind(REQS, _decode_reqs)
+codec.register_kind(REQS, _decode_reqs, checks_plain=True)
 codec.register_kind(RESPS, _decode_pairs)
 
 

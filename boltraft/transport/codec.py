@@ -91,7 +91,7 @@ class Response(NamedTuple):
 
 
 FieldsDecoder = Callable[[list[Any]], Any]
-_KINDS: dict[str, FieldsDecoder] = {}
+_KINDS: dict[str, tuple[FieldsDecoder, bool]] = {}  # kind -> (decoder, checks plainness)
 
 
 # --- encoding --------------------------------------------------------------------------------
@@ -327,16 +327,22 @@ def _decode_resp(fields: list[Any]) -> Response:
     return Response(rid, False, None, BoltraftError.from_wire(err))
 
 
-def register_kind(kind: str, decoder: FieldsDecoder) -> None:
+def register_kind(kind: str, decoder: FieldsDecoder, *, checks_plain: bool = False) -> None:
     """Returns None after teaching ``decode_frame`` the frame kind ``kind``.
 
-    ``decoder(fields)`` gets the elements after the kind (already checked by ``check_plain``)
-    and returns the payload; it should raise ProtocolError subclasses, and any other exception
-    it raises is turned into MalformedFrameError. Registering a built-in kind, or the same kind
-    twice with a different decoder, raises BadRequestError."""
-    if kind in (KIND_RAFT, KIND_REQ, KIND_RESP) or _KINDS.get(kind, decoder) is not decoder:
+    ``decoder(fields)`` gets the elements after the kind and returns the payload; it should
+    raise ProtocolError subclasses, and any other exception it raises is turned into
+    MalformedFrameError. The fields are first checked by ``check_plain``, unless
+    ``checks_plain``: then the decoder promises to call it on every part it keeps (cheaper
+    for a frame of many flat maps, which the generic walk visits value by value).
+    Registering a built-in kind, or the same kind twice with another decoder, raises
+    BadRequestError."""
+    known = _KINDS.get(kind)
+    if kind in (KIND_RAFT, KIND_REQ, KIND_RESP) or (
+        known is not None and known != (decoder, checks_plain)
+    ):
         raise BadRequestError(f"frame kind {kind!r} is already registered", kind=kind)
-    _KINDS[kind] = decoder
+    _KINDS[kind] = (decoder, checks_plain)
 
 
 def unpack_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> list[Any]:
@@ -385,10 +391,12 @@ def decode_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> F
         return Frame(kind, _decode_req(fields))
     if kind == KIND_RESP:
         return Frame(kind, _decode_resp(fields))
-    decoder = _KINDS.get(kind)
-    if decoder is None:
+    known = _KINDS.get(kind)
+    if known is None:
         raise UnsupportedProtocolError(f"unknown frame kind {kind!r}", kind=kind)
-    check_plain(fields, f"a {kind!r} frame")
+    decoder, checks_plain = known
+    if not checks_plain:
+        check_plain(fields, f"a {kind!r} frame")
     try:
         return Frame(kind, decoder(fields))
     except ProtocolError:
