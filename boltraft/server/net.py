@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import msgpack
 
 from boltraft.errors import MalformedFrameError
+from boltraft.packing import pack
 from boltraft.raft.types import Message
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import Incoming
@@ -88,8 +89,8 @@ def encode_ok(rid: int, result: Any) -> bytes:
     without packing the constant parts again. Raises MalformedFrameError when ``result``
     (or ``rid``) cannot be encoded (a programming error)."""
     try:
-        packed = _NIL if result is None else msgpack.packb(result, use_bin_type=True)
-        return _RESP_HEAD + msgpack.packb(rid) + _OK_HEAD + packed
+        packed = _NIL if result is None else pack(result)
+        return _RESP_HEAD + pack(rid) + _OK_HEAD + packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise MalformedFrameError(f"cannot encode a 'resp' frame: {exc}", kind="resp") from None
 

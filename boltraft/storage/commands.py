@@ -56,6 +56,7 @@ from typing import Any
 import msgpack
 
 from boltraft.errors import MalformedCommandError, UnknownCommandError, UnsupportedVersionError
+from boltraft.packing import pack
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -305,7 +306,7 @@ def _plain_put(cmd: Any) -> bytes | None:
         key = key.encode()
     if type(value) is str:
         value = value.encode()
-    return msgpack.packb((VERSION, cid, seq, ts, (PUT, (bucket,), key, value)), use_bin_type=True)
+    return pack((VERSION, cid, seq, ts, (PUT, (bucket,), key, value)))
 
 
 def encode(cmd: Command) -> bytes:
@@ -314,9 +315,7 @@ def encode(cmd: Command) -> bytes:
     if fast is not None:
         return fast
     c = validate(cmd)
-    return msgpack.packb(
-        (VERSION, c.get("cid"), c.get("seq"), c.get("ts"), _to_body(c)), use_bin_type=True
-    )
+    return pack((VERSION, c.get("cid"), c.get("seq"), c.get("ts"), _to_body(c)))
 
 
 # --- the log form ----------------------------------------------------------------------------

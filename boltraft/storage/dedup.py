@@ -42,6 +42,7 @@ import lmdb
 import msgpack
 
 from boltraft.errors import BoltraftError
+from boltraft.packing import pack
 
 DEFAULT_WINDOW_MS = 10 * 60 * 1000
 RECORD_PREFIX = b"sm.d"
@@ -76,17 +77,17 @@ def encode_result(result: Any) -> bytes:
     if isinstance(result, BoltraftError):
         wire = result.to_wire()
         try:
-            return msgpack.packb((1, wire), use_bin_type=True)
+            return pack((1, wire))
         except (TypeError, ValueError, OverflowError):
             details = {}
             for k, v in wire["details"].items():
                 try:
-                    msgpack.packb(v, use_bin_type=True)
+                    pack(v)
                     details[k] = v
                 except (TypeError, ValueError, OverflowError):
                     details[k] = repr(v)
-            return msgpack.packb((1, {**wire, "details": details}), use_bin_type=True)
-    return msgpack.packb((0, result), use_bin_type=True)
+            return pack((1, {**wire, "details": details}))
+    return pack((0, result))
 
 
 def decode_result(data: bytes) -> Any:
@@ -151,7 +152,7 @@ class DedupRun:
         """
         if self._pairs:
             key = GROUP_PREFIX + _GROUP_KEY.pack(self._max_ts, first_index)
-            self._tx.meta_put(key, msgpack.packb(self._pairs, use_bin_type=True))
+            self._tx.meta_put(key, pack(self._pairs))
         expired_before = clock - self.window_ms  # a record with ts < this is expired
         oldest = self.oldest_group_ts
         if oldest is None or oldest < expired_before:

@@ -42,6 +42,7 @@ from boltraft.errors import (
     ProtocolError,
     UnsupportedProtocolError,
 )
+from boltraft.packing import pack
 from boltraft.raft.types import (
     ConfState,
     Entry,
@@ -133,7 +134,7 @@ def encode_frame(kind: str, *fields: Any) -> bytes:
 
     Raises MalformedFrameError when a field is not msgpack-encodable (a programming error)."""
     try:
-        return msgpack.packb([PROTOCOL_VERSION, kind, *fields], use_bin_type=True)
+        return pack([PROTOCOL_VERSION, kind, *fields])
     except (TypeError, ValueError, OverflowError) as exc:
         raise MalformedFrameError(f"cannot encode a {kind!r} frame: {exc}", kind=kind) from None
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import msgpack
 
+from boltraft.packing import pack
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 FORMAT_VERSION = 1
@@ -154,7 +155,7 @@ def decode_state(payload: memoryview | bytes) -> tuple[bool, SnapshotMeta, HardS
 
 def encode_entries(entries: Sequence[Entry]) -> bytes:
     """Returns the ``ENTRIES`` payload of a batch (a list or tuple packs without a copy)."""
-    return msgpack.packb(entries if isinstance(entries, (list, tuple)) else list(entries))
+    return pack(entries if isinstance(entries, (list, tuple)) else list(entries))
 
 
 def decode_entries(payload: memoryview | bytes) -> list[Entry]:
