@@ -180,15 +180,20 @@ class Service:
     def send_queued(self) -> None:
         """Returns None; sends the batched ``fwd``, ``fwdresp`` and ``resps`` frames of this
         iteration."""
+        self._send_answers()
+        if self._fwd_out:
+            out, self._fwd_out = self._fwd_out, {}
+            net = self.node.net
+            for peer, items in out.items():
+                net.send_frame(peer, encode_frame(FWD, items))
+
+    def _send_answers(self) -> None:
+        """Returns None; sends the batched ``resps`` and ``fwdresp`` frames queued so far."""
         net = self.node.net
         if self._resps:
             resps, self._resps = self._resps, {}
             for ident, pairs in resps.items():
                 net.reply(ident, encode_resps(pairs))
-        if self._fwd_out:
-            out, self._fwd_out = self._fwd_out, {}
-            for peer, items in out.items():
-                net.send_frame(peer, encode_frame(FWD, items))
         if self._fwd_replies:
             out, self._fwd_replies = self._fwd_replies, {}
             for peer, items in out.items():
@@ -261,7 +266,9 @@ class Service:
     # --- completion ---------------------------------------------------------------------------
     def on_applied(self, entries: Sequence[Entry], results: Sequence[Any]) -> None:
         """Returns None; answers the writes whose entries were just applied, then the reads
-        whose read index the applied index now reaches."""
+        whose read index the applied index now reaches, and sends the answers batched for
+        ``resps``/``fwdresp`` frames right away (the clients need not wait for the rest of
+        the loop iteration)."""
         pending = self._pending
         if pending:
             pop = pending.pop
@@ -277,6 +284,7 @@ class Service:
                     self.reply_ok(p[1], result)
         if self._waiting:
             self._serve_waiting()
+        self._send_answers()  # now, not at the end of the iteration: see send_queued
 
     def on_read_states(self, states: Sequence[ReadState]) -> None:
         """Returns None; serves (or parks until applied) the reads each state confirms."""
