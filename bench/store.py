@@ -11,7 +11,9 @@ Prints ONE JSON object:
 - ``throughput_ratio_b100`` (apply / raw at B=100, target >= 0.7) and ``latency_ratio_p50``
   (apply / raw, single op, target <= 1.2);
 - ``apply_dedup_b100_ops_per_s``: B=100 again with every command carrying (cid, seq, ts), so
-  each also writes its exactly-once record (information; not part of the targets).
+  each also writes its exactly-once record (information; not part of the targets);
+- ``apply_dedup_c64_b25_ops_per_s``: the same with 64 clients taking turns, in batches of 25
+  (what a replica applies under ``bench/cluster.py`` at 64 clients; information).
 
 The two sides alternate batch by batch, so both see the same disk and the same neighbours.
 Commands are encoded before timing (the leader encodes them once; every replica applies).
@@ -55,27 +57,31 @@ class Raw:
         self.env.close()
 
 
-def _entries(start: int, keys: list[bytes], dedup: bool) -> list[Entry]:
+def _entries(start: int, keys: list[bytes], clients: int) -> list[Entry]:
+    """Returns put entries for ``keys`` from index ``start``; with ``clients`` > 0 each
+    carries (cid, seq, ts), the clients taking turns and each counting its own seq."""
     out = []
     for i, key in enumerate(keys):
         cmd: dict[str, Any] = {"op": "put", "bucket": "bench", "key": key, "value": VALUE}
-        if dedup:
-            cmd.update(cid=b"bench-client", seq=start + i, ts=start + i)
+        if clients:
+            n = start + i
+            cmd.update(cid=b"bench-client-%d" % (n % clients), seq=n // clients, ts=n)
         out.append(Entry(1, start + i, 0, commands.encode(cmd)))
     return out
 
 
 def measure(
-    sm: BucketStateMachine, raw: Raw, size: int, batches: int, dedup: bool = False
+    sm: BucketStateMachine, raw: Raw, size: int, batches: int, clients: int = 0
 ) -> tuple[list[float], list[float]]:
-    """Returns the per-batch seconds of apply and of raw, alternating batch by batch."""
+    """Returns the per-batch seconds of apply and of raw, alternating batch by batch
+    (``clients`` > 0: commands with (cid, seq), see ``_entries``)."""
     t_apply: list[float] = []
     t_raw: list[float] = []
     clock = time.perf_counter
     for n in range(batches):
         index = sm.applied[0] + 1
         keys = [b"key-%010d" % (index + i) for i in range(size)]
-        run = _entries(index, keys, dedup)
+        run = _entries(index, keys, clients)
         items = [(k, VALUE) for k in keys]
         if n % 2:
             t0 = clock()
@@ -121,8 +127,11 @@ def run(base: Path, scale: float) -> dict[str, Any]:
                 out["raw_commit_p50_ms"] = round(statistics.median(t_raw) * 1e3, 4)
                 out["raw_commit_p99_ms"] = round(_pct(t_raw, 0.99) * 1e3, 4)
         n = max(4, int(BATCHES[100] * scale))
-        t_apply, _ = measure(sm, raw, 100, n, dedup=True)
+        t_apply, _ = measure(sm, raw, 100, n, clients=1)
         out["apply_dedup_b100_ops_per_s"] = round(100 * n / sum(t_apply))
+        n = max(4, int(800 * scale))
+        t_apply, _ = measure(sm, raw, 25, n, clients=64)
+        out["apply_dedup_c64_b25_ops_per_s"] = round(25 * n / sum(t_apply))
     finally:
         sm.close()
         raw.close()
