@@ -76,7 +76,8 @@ def test_malformed_reqs_frames_are_refused_whole(fields: list[Any]) -> None:
 def test_resps_frame_round_trips_and_sanitizes_unencodable_error_details() -> None:
     err = BadRequestError("bad", thing=object())
     pairs = [[1, {"ok": True, "result": b"v"}], [2, {"ok": False, "error": err.to_wire()}]]
-    frame = codec.decode_frame(encode_resps(pairs))
+    (packed,) = encode_resps(pairs)
+    frame = codec.decode_frame(packed)
     assert frame.kind == RESPS
     assert frame.payload[0] == [1, {"ok": True, "result": b"v"}]
     rid, resp = frame.payload[1]
@@ -84,6 +85,17 @@ def test_resps_frame_round_trips_and_sanitizes_unencodable_error_details() -> No
     assert resp["error"]["details"]["thing"].startswith("<object object")
     with pytest.raises(MalformedFrameError):
         encode_resps([[3, {"ok": True, "result": object()}]])
+
+
+def test_resps_frames_stay_within_the_limit_and_keep_the_order() -> None:
+    pairs = [[i, {"ok": True, "result": b"v" * 1000}] for i in range(40)]
+    big = [[99, {"ok": True, "result": b"x" * 5000}]]
+    frames = encode_resps(pairs + big + pairs[:3], limit=4096)
+    decoded = [codec.decode_frame(f).payload for f in frames]
+    assert [p for part in decoded for p in part] == pairs + big + pairs[:3]
+    assert len(frames) > 1
+    for f, part in zip(frames, decoded, strict=True):
+        assert len(f) <= 4096 or part == big  # only the answer too big on its own exceeds
 
 
 def _recv_until(t: PeerTransport, n: int) -> list[Any]:

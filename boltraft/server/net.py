@@ -105,14 +105,20 @@ def _sanitized(response: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "error": err}
 
 
-def encode_resps(pairs: list[list[Any]]) -> bytes:
-    """Returns the ``resps`` frame carrying the ``[request_id, response]`` ``pairs``; error
-    details msgpack cannot encode are replaced by their ``repr`` (a result that cannot be
-    encoded is a programming error and raises MalformedFrameError)."""
+def encode_resps(pairs: list[list[Any]], limit: int = codec.DEFAULT_MAX_FRAME_SIZE) -> list[bytes]:
+    """Returns the ``resps`` frames carrying the ``[request_id, response]`` ``pairs`` in
+    order: one frame when it fits in ``limit`` bytes, else the pairs halved until each part
+    fits (an answer too large on its own travels alone). Error details msgpack cannot encode
+    are replaced by their ``repr``; a result that cannot be encoded is a programming error
+    and raises MalformedFrameError."""
     try:
-        return codec.encode_frame(RESPS, pairs)
+        frame = codec.encode_frame(RESPS, pairs)
     except MalformedFrameError:
-        return codec.encode_frame(RESPS, [[rid, _sanitized(resp)] for rid, resp in pairs])
+        frame = codec.encode_frame(RESPS, [[rid, _sanitized(resp)] for rid, resp in pairs])
+    if len(frame) <= limit or len(pairs) == 1:
+        return [frame]
+    mid = len(pairs) // 2
+    return encode_resps(pairs[:mid], limit) + encode_resps(pairs[mid:], limit)
 
 
 def encode_response(rid: int, response: dict[str, Any]) -> bytes:

@@ -193,7 +193,8 @@ class Service:
         if self._resps:
             resps, self._resps = self._resps, {}
             for ident, pairs in resps.items():
-                net.reply(ident, encode_resps(pairs))
+                for frame in encode_resps(pairs):
+                    net.reply(ident, frame)
         if self._fwd_replies:
             out, self._fwd_replies = self._fwd_replies, {}
             for peer, items in out.items():
