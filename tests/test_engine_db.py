@@ -77,9 +77,8 @@ def test_foreign_lmdb_environment_is_refused(tmp_path: Path) -> None:
         DB.open(tmp_path / "foreign", readonly=True)
 
 
-@pytest.mark.parametrize("marker", [b"boltraft-3", b"boltraft-99"])
+@pytest.mark.parametrize("marker", [b"boltraft-2", b"boltraft-99"])
 def test_other_format_version_is_refused(tmp_path: Path, marker: bytes) -> None:
-    # boltraft-3 had the same sub-dbs; only its dedup record keys differ (cid first)
     with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
         sysdb = db.env.open_db(b"sys", create=False)
         with db.env.begin(write=True) as txn:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -181,6 +182,46 @@ def test_results_round_trip_through_the_table() -> None:
     odd = BucketNotFoundError("odd", where={1, 2}, ok="fine")
     back = dedup.decode_result(dedup.encode_result(odd))
     assert back.details == {"where": "{1, 2}", "ok": "fine"}
+
+
+def _as_format_3(path: Path) -> None:
+    """Marks the store at ``path`` as format 3 (same sub-dbs; cid-first record keys)."""
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"boltraft-3", db=env.open_db(b"sys", txn=txn))
+    env.close()
+
+
+def test_a_format_3_store_keeps_its_cid_first_records(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    with BucketStateMachine(path, dedup_window_ms=WINDOW) as machine:
+        machine.apply([ent(1, {"op": "create_bucket", "bucket": "a"})])
+    _as_format_3(path)
+    # a record the format-3 code wrote before the upgrade: (c, 1) answered 41
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin(write=True) as txn:
+        meta = env.open_db(b"meta", txn=txn)
+        txn.put(
+            dedup.record_key_cid_first(b"c", 1),
+            (0).to_bytes(8, "big") + dedup.encode_result(41),
+            db=meta,
+        )
+    env.close()
+    with BucketStateMachine(path, dedup_window_ms=WINDOW) as machine:
+        assert machine.db._dbs.format == b"boltraft-3"
+        assert machine.apply([ent(2, seq_cmd("c", 1, 0))]) == [41]  # found: not applied again
+        assert machine.apply([ent(3, seq_cmd("c", 2, 0)), ent(4, seq_cmd("c", 2, 0))]) == [1, 1]
+        keys = meta_keys(machine, dedup.RECORD_PREFIX)
+        assert keys == sorted([dedup.record_key_cid_first(b"c", s) for s in (1, 2)])
+        # clean-up finds them in their layout too
+        machine.apply([ent(5, seq_cmd("z", 1, 10 * WINDOW)), ent(6, seq_cmd("z", 2, 20 * WINDOW))])
+        assert dedup.record_key_cid_first(b"c", 2) not in meta_keys(machine, dedup.RECORD_PREFIX)
+
+
+def test_a_new_store_is_format_4(sm: BucketStateMachine) -> None:
+    assert sm.db._dbs.format == b"boltraft-4"
+    sm.apply([ent(2, seq_cmd("c", 7, 0))])
+    assert meta_keys(sm, dedup.RECORD_PREFIX) == [dedup.record_key(b"c", 7)]
 
 
 def test_record_keys_sort_by_seq_first_and_never_collide() -> None:

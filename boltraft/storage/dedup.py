@@ -11,7 +11,9 @@ Keys (``cid`` is at most 128 bytes, so every key stays far below LMDB's 511-byte
 
 Records sort by seq first: clients that write at similar rates have similar seqs, so the
 records one apply run writes land on a few B-tree pages instead of one page per client
-(fewer pages copied and written per commit; store format ``boltraft-4``).
+(fewer pages copied and written per commit). That is store format ``boltraft-4``; a store
+created as ``boltraft-3`` keeps its records keyed ``len(cid) + cid + seq`` (client first),
+and is served in that layout (``record_key_cid_first``).
 
 A record holds the result of the command's first application (``[0, result]`` or
 ``[1, error.to_wire()]``) and the time ``ts`` it was applied at: the state machine's clock at
@@ -43,6 +45,7 @@ import msgpack
 
 from boltraft.errors import BoltraftError
 from boltraft.packing import pack
+from boltraft.storage.layout import FORMAT_CID_FIRST
 
 DEFAULT_WINDOW_MS = 10 * 60 * 1000
 RECORD_PREFIX = b"sm.d"
@@ -61,6 +64,12 @@ def record_key(cid: bytes, seq: int) -> bytes:
     """Returns the meta key of the record for ``(cid, seq)`` (cid: 1..128 bytes; the seq
     has a fixed width, so the key is unique)."""
     return RECORD_PREFIX + _U64.pack(seq) + cid
+
+
+def record_key_cid_first(cid: bytes, seq: int) -> bytes:
+    """Returns the record key of ``(cid, seq)`` in a ``boltraft-3`` store (cid: 1..255
+    bytes)."""
+    return RECORD_PREFIX + bytes((len(cid),)) + cid + _U64.pack(seq)
 
 
 _OK_NONE = msgpack.packb((0, None))
@@ -104,11 +113,22 @@ class DedupRun:
     group entry, and bounded clean-up. Build a fresh one for every attempt of a transaction.
     """
 
-    __slots__ = ("_key", "_max_ts", "_meta", "_pairs", "_tx", "oldest_group_ts", "window_ms")
+    __slots__ = (
+        "_key",
+        "_key_of",
+        "_max_ts",
+        "_meta",
+        "_pairs",
+        "_tx",
+        "oldest_group_ts",
+        "window_ms",
+    )
 
     def __init__(self, tx: Any, window_ms: int, oldest_group_ts: int | None) -> None:
         self._tx = tx
         self._meta = tx._dbs.meta  # the records are ours: built here, never user input
+        cid_first = tx._dbs.format == FORMAT_CID_FIRST
+        self._key_of = record_key_cid_first if cid_first else record_key
         self.window_ms = window_ms
         self._pairs: list[tuple[bytes, int]] = []
         self._max_ts = -1
@@ -121,7 +141,7 @@ class DedupRun:
     def lookup(self, cid: bytes, seq: int, clock: int) -> Any:
         """Returns the original result of ``(cid, seq)`` if its record is live at ``clock``,
         else MISSING."""
-        key = record_key(cid, seq)
+        key = self._key_of(cid, seq)
         self._key = (cid, seq, key)
         raw = self._tx._txn.get(key, db=self._meta)  # the txn of the moment (savepoints)
         if raw is None or clock > _U64.unpack_from(raw)[0] + self.window_ms:
@@ -134,7 +154,7 @@ class DedupRun:
         key = last[2] if last is not None and last[0] == cid and last[1] == seq else None
         tx = self._tx
         if key is None or tx._state:  # a doomed txn: let meta_put raise its refusal
-            tx.meta_put(record_key(cid, seq), _U64.pack(ts) + encode_result(result))
+            tx.meta_put(self._key_of(cid, seq), _U64.pack(ts) + encode_result(result))
         else:
             try:
                 tx._txn.put(key, _U64.pack(ts) + encode_result(result), db=self._meta)
@@ -175,7 +195,7 @@ class DedupRun:
             due.append((key, value))
         for key, value in due:
             for cid, seq in msgpack.unpackb(value, raw=False):
-                rkey = record_key(cid, seq)
+                rkey = self._key_of(cid, seq)
                 raw = tx.meta_get(rkey)
                 if raw is not None and _U64.unpack_from(raw)[0] < expired_before:
                     tx.meta_delete(rkey)

@@ -18,7 +18,8 @@ Why the main db: a durable apply then writes the same pages as a raw LMDB put of
 key (the data leaf and, on its path, the state record), and no sub-db root record besides
 (since format 3; format 2 kept the data in a ``data`` sub-db, one more page per commit;
 format 1 the applied index in ``meta``, one more again). Format 4 keys the dedup records
-seq first (``boltraft.storage.dedup``). An older store is refused by its format marker.
+seq first, format 3 client id first (``boltraft.storage.dedup``); both are served as they
+are, older formats are refused by their marker.
 
 Invariants (``check_store`` verifies them): a child's id is greater than its parent's and
 less than the next id, ids are unique, every bucket entry's parent exists, every data key
@@ -45,7 +46,9 @@ SYS_DB = b"sys"
 MAX_DBS = 8
 
 FORMAT_KEY = b"format"
-FORMAT = b"boltraft-4"  # 4: dedup records keyed seq first (boltraft.storage.dedup)
+FORMAT = b"boltraft-4"  # what a new store is created as
+FORMAT_CID_FIRST = b"boltraft-3"  # the same but for its dedup records' key layout
+FORMATS = (FORMAT, FORMAT_CID_FIRST)  # every format this code reads and writes
 STATE_KEY = b"state"
 DATA_END = b"\x09"  # data keys sort below it, the main db's internal records at or above
 NEXT_ID_KEY = b"next_id"
@@ -56,13 +59,15 @@ U64 = struct.Struct(">Q")
 
 
 class SubDbs(NamedTuple):
-    """The db handles of one environment (``data`` and ``main`` are both the main db)."""
+    """The db handles of one environment (``data`` and ``main`` are both the main db) and
+    its format marker (one of ``FORMATS``)."""
 
     data: Any
     buckets: Any
     meta: Any
     sys: Any
     main: Any
+    format: bytes = FORMAT
 
 
 def walk_buckets(txn: lmdb.Transaction, dbs: SubDbs) -> list[tuple[tuple[bytes, ...], int, int]]:
@@ -138,8 +143,8 @@ def check_store(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
 def _check(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
     problems: list[str] = []
     fmt = txn.get(FORMAT_KEY, db=dbs.sys)
-    if fmt != FORMAT:
-        problems.append(f"format marker is {fmt!r}, expected {FORMAT!r}")
+    if fmt not in FORMATS:
+        problems.append(f"format marker is {fmt!r}, expected one of {FORMATS!r}")
     raw_next = txn.get(NEXT_ID_KEY, db=dbs.sys)
     next_id = U64.unpack(raw_next)[0] if raw_next and len(raw_next) == U64.size else None
     if next_id is None:
@@ -248,8 +253,9 @@ def open_store(env: lmdb.Environment, p: Path) -> SubDbs:
     with env.begin(write=not readonly) as txn:
         fmt = txn.get(FORMAT_KEY, db=dbs.sys)
         if fmt is None and not readonly:
+            fmt = FORMAT
             txn.put(FORMAT_KEY, FORMAT, db=dbs.sys)
             txn.put(NEXT_ID_KEY, U64.pack(ROOT_ID + 1), db=dbs.sys)
-        elif fmt != FORMAT:
-            raise CorruptionError(f"{p} has store format {fmt!r}, expected {FORMAT!r}")
-    return dbs
+        elif fmt not in FORMATS:
+            raise CorruptionError(f"{p} has store format {fmt!r}, expected one of {FORMATS!r}")
+    return dbs._replace(format=bytes(fmt))
