@@ -12,7 +12,8 @@ in ``Net`` (unit tests pass an in-memory twin). Every frame is the codec's msgpa
 - ``[1, "reqs", [[request_id, body], ...]]`` client -> node: several data requests in one
   frame (a client pipelining many calls over one socket), each handled as if it came in its
   own ``req`` frame; the node answers them in ``[1, "resps", [[request_id, response], ...]]``
-  frames, one per loop iteration and client with the answers that iteration produced.
+  frames, each carrying the answers for one client that were ready at the same point of
+  the loop (all the writes of one apply, say).
 """
 
 from __future__ import annotations
