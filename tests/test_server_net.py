@@ -12,7 +12,14 @@ import pytest
 import zmq
 
 from boltraft.errors import BadRequestError, MalformedFrameError
-from boltraft.server.net import REQS, RESPS, encode_ok, encode_response, encode_resps
+from boltraft.server.net import (
+    MAX_REQS,
+    REQS,
+    RESPS,
+    encode_ok,
+    encode_response,
+    encode_resps,
+)
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import PeerTransport
 
@@ -49,6 +56,8 @@ def test_reqs_frame_decodes_to_its_pairs_whatever_the_bodies() -> None:
     frame = codec.decode_frame(msgpack.packb([1, REQS, items]))
     assert frame.kind == REQS
     assert frame.payload == items  # bodies are judged one by one by the service
+    full = [[i, {"op": "status"}] for i in range(MAX_REQS)]
+    assert len(codec.decode_frame(msgpack.packb([1, REQS, full])).payload) == MAX_REQS
 
 
 @pytest.mark.parametrize(
@@ -65,6 +74,7 @@ def test_reqs_frame_decodes_to_its_pairs_whatever_the_bodies() -> None:
         [[["1", {}]]],
         [[[True, {}]]],
         [[[1, {"op": "put", "value": msgpack.Timestamp(1, 0)}]]],
+        [[[i, {"op": "status"}] for i in range(MAX_REQS + 1)]],
         [[[1, [msgpack.ExtType(5, b"x")]]]],
     ],
 )

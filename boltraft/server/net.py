@@ -54,15 +54,19 @@ codec.register_kind(FWD_RESP, _decode_pairs)
 
 REQS = "reqs"
 RESPS = "resps"
+MAX_REQS = 4096  # requests in one reqs frame: as many as one loop iteration takes in frames
 
 
 def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
     """Returns the ``[[request_id, body], ...]`` list of a reqs frame (a body may be anything
     plain: the service answers a body that is not a request with bad_request); raises
-    MalformedFrameError when the frame or an item has another shape, a request id is not a
-    uint64, or a body holds a msgpack extension type."""
+    MalformedFrameError when the frame or an item has another shape, there are more than
+    MAX_REQS items, a request id is not a uint64, or a body holds a msgpack extension
+    type."""
     if len(fields) != 1 or type(fields[0]) is not list:
         raise MalformedFrameError("a reqs frame carries one array of [request_id, body] pairs")
+    if len(fields[0]) > MAX_REQS:  # one frame must not hold the loop longer than a recv does
+        raise MalformedFrameError(f"a reqs frame carries at most {MAX_REQS} requests")
     for item in fields[0]:
         if type(item) is not list or len(item) != 2:
             raise MalformedFrameError("each item of a reqs frame is [request_id, body]")
