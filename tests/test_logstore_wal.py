@@ -40,6 +40,16 @@ def record_offsets(file: Path) -> list[int]:
     return offs
 
 
+def written(path: Path, segment_bytes: int, last: int, step: int) -> list[Path]:
+    """Returns the segment files of a closed log at ``path`` holding entries 1..``last``
+    (rounded up to whole batches of ``step``), appended one batch at a time."""
+    s = WalLogStore(path, segment_bytes=segment_bytes)
+    for lo in range(1, last, step):
+        s.append(batch(lo, lo + step))
+    s.close()
+    return segments(path)
+
+
 def contents(s: WalLogStore) -> tuple[object, ...]:
     """Returns everything observable about ``s``."""
     first, last = s.first_index(), s.last_index()
@@ -117,11 +127,7 @@ def test_garbage_after_the_last_record_is_cut(tmp_path: Path) -> None:
 
 
 def test_a_flipped_byte_in_an_older_segment_is_corruption(tmp_path: Path) -> None:
-    s = WalLogStore(tmp_path, segment_bytes=200)
-    for lo in range(1, 40, 5):
-        s.append(batch(lo, lo + 5))
-    s.close()
-    files = segments(tmp_path)
+    files = written(tmp_path, 200, 40, 5)
     assert len(files) > 2
     victim = files[1]
     offs = record_offsets(victim)
@@ -141,11 +147,7 @@ def test_a_flipped_byte_in_an_older_segment_is_corruption(tmp_path: Path) -> Non
 
 
 def test_a_missing_segment_is_corruption(tmp_path: Path) -> None:
-    s = WalLogStore(tmp_path, segment_bytes=1)
-    for lo in range(1, 30, 3):
-        s.append(batch(lo, lo + 3))
-    s.close()
-    files = segments(tmp_path)
+    files = written(tmp_path, 1, 30, 3)
     files[4].rename(tmp_path / "aside")  # one in the middle
     with pytest.raises(CorruptionError, match="not contiguous"):
         WalLogStore(tmp_path)
@@ -203,13 +205,10 @@ def test_apply_snapshot_leaves_one_segment(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_apply_snapshot_is_finished_on_open(tmp_path: Path) -> None:
-    s = WalLogStore(tmp_path, segment_bytes=200)
-    for lo in range(1, 40, 6):
-        s.append(batch(lo, lo + 6))
-    s.close()
+    files = written(tmp_path, 200, 40, 6)
     old = tmp_path / "old"
     old.mkdir()
-    for f in segments(tmp_path):
+    for f in files:
         shutil.copy(f, old / f.name)
     s = WalLogStore(tmp_path)
     meta = SnapshotMeta(300, 2, CONF)
