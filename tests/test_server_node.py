@@ -200,6 +200,8 @@ def test_writes_of_one_iteration_share_one_append_and_one_fsync(world: World) ->
     world.settle()
     resps = world.responses(lead)
     assert all(resps[100 + i].ok for i in range(20))
+    world.step()  # lazy_commit: the followers learn the commit with the next heartbeat
+    world.settle()
     for n in world.nodes.values():
         with n.sm.db.view() as tx:
             assert tx.bucket("b").get(b"k19") == b"v19"
@@ -297,6 +299,8 @@ def test_stale_reads_and_max_lag(world: World) -> None:
     follower = next(i for i in world.nodes if i != lead)
     world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
     world.request(lead, 2, _put("k", "v"))
+    world.settle()
+    world.step()  # lazy_commit: the follower learns the commit with the next heartbeat
     world.settle()
     world.request(follower, 3, {"op": "get", "bucket": "b", "key": "k", "read": "stale"})
     world.request(

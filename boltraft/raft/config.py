@@ -31,6 +31,11 @@ class Config:
     rng: random.Random = field(default=None)  # type: ignore[assignment]
     max_inflight_bytes: int = 32 << 20  # bytes of unacknowledged entry data per follower
     max_uncommitted_size: int = 1 << 30  # bytes of uncommitted proposals a leader accepts
+    # A leader tells its followers a raised commit index with the next APP or heartbeat
+    # (within heartbeat_tick ticks), not with an APP of its own (hashicorp/raft's
+    # CommitTimeout): when writes are sparse this saves every follower a message and a
+    # Ready per commit. Membership changes and a new term's first commit go out at once.
+    lazy_commit: bool = False
 
     def __post_init__(self) -> None:
         if self.rng is None:

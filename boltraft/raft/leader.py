@@ -154,7 +154,8 @@ class LeaderMixin:
         elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
             pr.become_probe()
             pr.become_replicate()
-        if self._maybe_commit():
+        old_commit = self.log.committed
+        if self._maybe_commit() and self._tell_commit_now(old_commit):
             self.broadcast_append()
         else:
             self._send_all(m.frm)
@@ -221,8 +222,27 @@ class LeaderMixin:
         if self.role != Role.LEADER:
             return
         me = self.progress.get(self.id)
-        if me is not None and me.maybe_update(self.log.durable_index()) and self._maybe_commit():
+        old_commit = self.log.committed
+        if (
+            me is not None
+            and me.maybe_update(self.log.durable_index())
+            and self._maybe_commit()
+            and self._tell_commit_now(old_commit)
+        ):
             self.broadcast_append()
+
+    def _tell_commit_now(self: Raft, old_commit: int) -> bool:
+        """Returns True when the followers must hear at once that the commit index rose
+        from ``old_commit``: always, unless ``cfg.lazy_commit``. With it, only when the
+        newly committed entries hold the first entry of this term or the latest
+        membership change (so every member, and a removed one, learns those promptly);
+        any other commit reaches a follower with its next APP or heartbeat instead."""
+        if not self.cfg.lazy_commit:
+            return True
+        return (
+            old_commit < self.pending_conf_index <= self.log.committed
+            or self.log.term_or_zero(old_commit) != self.term
+        )
 
     # --- proposals ---------------------------------------------------------------------------
     def _check_can_propose(self: Raft) -> None:

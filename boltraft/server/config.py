@@ -14,6 +14,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``election_tick`` | int | 10 | election timeout, in ticks |
 | ``heartbeat_tick`` | int | 1 | heartbeat interval, in ticks |
 | ``pre_vote`` / ``check_quorum`` | bool | true | Raft options |
+| ``lazy_commit`` | bool | true | followers learn a commit with the next append or heartbeat |
 | ``fsync`` | bool | true | fsync the Raft log before acknowledging (off only for tests) |
 | ``log_store`` | str | wal | the Raft log: ``wal`` or ``lmdb``; an existing log keeps its kind |
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
@@ -63,7 +64,7 @@ _INT_KEYS = {
 }
 INSTALL_STEPS = ("verified", "marker", "swapped", "log")  # snapshot_crash_at values
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
-_BOOL_KEYS = ("pre_vote", "check_quorum", "fsync")
+_BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "fsync")
 LOG_STORES = ("wal", "lmdb")  # log_store values; the first is the default for a new node
 
 
@@ -84,6 +85,7 @@ class ServerConfig:
     heartbeat_tick: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
+    lazy_commit: bool = True  # boltraft.raft.config.Config.lazy_commit
     fsync: bool = True
     log_store: str | None = None  # one of LOG_STORES; None: the data dir's kind, else "wal"
     max_batch: int = 4096

@@ -97,6 +97,7 @@ class Node:
             heartbeat_tick=cfg.heartbeat_tick,
             pre_vote=cfg.pre_vote,
             check_quorum=cfg.check_quorum,
+            lazy_commit=cfg.lazy_commit,
             applied=min(self.applied, hard_state.commit),  # a snapshot install may be ahead
             rng=rng or random.Random(),
         )

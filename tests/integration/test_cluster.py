@@ -44,8 +44,10 @@ def test_writes_through_any_node_reach_every_node(cluster: Cluster) -> None:
     for node_id in cluster.ids:  # one client per node: followers forward to the leader
         with _client(cluster, node_id) as c:
             c.put("b", f"from-{node_id}", node_id)
-    with _client(cluster) as c:
-        commit = c.status()["commit"]
+    # the leader's commit covers every acknowledged write (a follower learns it later)
+    st = cluster.status(cluster.wait_for_leader())
+    assert st is not None
+    commit = st["commit"]
     for node_id in cluster.ids:
         cluster.wait_applied(node_id, commit)
         with _client(cluster, node_id) as c:

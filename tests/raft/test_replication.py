@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from boltraft.errors import ProposalDroppedError
-from boltraft.raft.types import Message, MessageType, ProgressState
+from boltraft.raft.types import ConfChange, ConfChangeType, Message, MessageType, ProgressState
 
 from .network import Network
 
 MT = MessageType
+CT = ConfChangeType
 
 
 def test_proposals_replicate_and_apply_everywhere_in_order() -> None:
@@ -164,3 +165,85 @@ def test_heartbeat_response_reopens_a_window_full_of_lost_appends() -> None:
     net.drop_filter = None
     net.tick("a")  # heartbeat response frees a slot; the next APP's rejection re-probes
     assert net.data_applied("b") == [b"0", b"1", b"2", b"3"]
+
+
+# --- lazy_commit: followers learn the commit with the next APP or heartbeat -------------------
+def _commits(net: Network) -> dict[str, int]:
+    return {nid: n.status().commit for nid, n in net.nodes.items()}
+
+
+def _apps_from(net: Network, nid: str, since: int) -> list[Message]:
+    return [m for m in net.delivered[since:] if m.frm == nid and m.type == MT.APP]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_raised_commit_goes_out_at_once_only_without_lazy_commit(lazy: bool) -> None:
+    net = Network(["a", "b", "c"], lazy_commit=lazy)
+    net.elect("a")
+    net.tick("a")
+    assert _commits(net) == {"a": 1, "b": 1, "c": 1}
+    since = len(net.delivered)
+    net.propose("a", b"x")
+    assert net.nodes["a"].status().commit == 2
+    apps = _apps_from(net, "a", since)
+    if lazy:
+        assert [len(m.entries) for m in apps] == [1, 1]  # the entry, and no commit notice
+        assert _commits(net) == {"a": 2, "b": 1, "c": 1}
+        assert net.data_applied("b") == []
+    else:
+        assert sorted(len(m.entries) for m in apps) == [0, 0, 1, 1]
+        assert _commits(net) == {"a": 2, "b": 2, "c": 2}
+        assert net.data_applied("b") == [b"x"]
+
+
+def test_lazy_commit_rides_on_the_next_append() -> None:
+    net = Network(["a", "b", "c"], lazy_commit=True)
+    net.elect("a")
+    net.propose("a", b"x")
+    since = len(net.delivered)
+    net.propose("a", b"y")
+    apps = _apps_from(net, "a", since)
+    assert [(len(m.entries), m.commit) for m in apps] == [(1, 2), (1, 2)]
+    assert _commits(net) == {"a": 3, "b": 2, "c": 2}
+    assert net.data_applied("b") == [b"x"]
+
+
+def test_lazy_commit_reaches_idle_followers_with_the_next_heartbeat() -> None:
+    net = Network(["a", "b", "c"], lazy_commit=True, heartbeat_tick=2)
+    net.elect("a")
+    net.propose("a", b"x")
+    net.tick("a")  # half a heartbeat interval: nothing goes out
+    assert _commits(net) == {"a": 2, "b": 1, "c": 1}
+    net.tick("a")
+    assert _commits(net) == {"a": 2, "b": 2, "c": 2}
+    assert net.data_applied("c") == [b"x"]
+
+
+def test_lazy_commit_tells_a_committed_membership_change_at_once() -> None:
+    net = Network(["a", "b", "c"], lazy_commit=True)
+    net.elect("a")
+    net.propose("a", b"x")
+    _, index = net.nodes["a"].propose_conf_change(ConfChange(CT.REMOVE_NODE, "c"))
+    net.settle()  # no tick: the commit of the change went out by itself
+    assert net.nodes["b"].status().commit == index
+    assert net.conf_states["b"].voters == ("a", "b")
+    assert net.data_applied("b") == [b"x"]
+
+
+def test_lazy_commit_still_confirms_a_follower_read_with_the_commit() -> None:
+    net = Network(["a", "b", "c"], lazy_commit=True)
+    net.elect("a")
+    net.propose("a", b"x")
+    assert net.nodes["b"].status().commit == 1
+    net.nodes["b"].read_index(b"r1")
+    net.settle()
+    [rs] = net.read_states["b"]
+    assert rs == (2, b"r1")
+    assert net.nodes["b"].status().commit == 2  # the read's heartbeat carried the commit
+    assert net.data_applied("b") == [b"x"]
+
+
+def test_lazy_commit_tells_a_new_terms_first_commit_at_once() -> None:
+    net = Network(["a", "b", "c"], lazy_commit=True)
+    net.elect("a")  # no tick: the no-op's commit went out by itself
+    assert net.nodes["b"].status().commit == 1

@@ -58,8 +58,9 @@ class Simulation:
             )
         )
         self.rates = Rates.random(rng)
-        # Safety must hold without pre-vote and check-quorum too; liveness is only promised
-        # with both on, so the liveness phase restarts every node with the defaults.
+        # Safety must hold without pre-vote and check-quorum too, and with lazy commit
+        # notices; liveness is only promised with both on, so the liveness phase restarts
+        # every node with the defaults.
         self.flags: dict[str, bool] = rng.choice(
             (
                 {},
@@ -68,6 +69,8 @@ class Simulation:
                 {"pre_vote": False},
                 {"check_quorum": False},
                 {"pre_vote": False, "check_quorum": False},
+                {"lazy_commit": True},
+                {"lazy_commit": True, "check_quorum": False},
             )
         )
         self.net = SimNetwork(random.Random(rng.getrandbits(64)), LinkProfile.random(rng))
@@ -354,6 +357,12 @@ class Simulation:
     def _ship_snapshot(self, n: SimNode, m: Message) -> None:
         meta = m.snapshot
         data = n.snap
+        if meta is not None and data is not None and data.applied > meta.index:
+            # Compacted again between the core's SNAP and this Ready: that snapshot is gone.
+            # The transfer fails and the core retries with the newer one.
+            self.trace.add(self.now, "snapgone", n.id, f"to={m.to} {meta.index}<{data.applied}")
+            n.raw.report_snapshot(m.to, False)
+            return
         if (
             meta is None
             or data is None
