@@ -96,10 +96,15 @@ def test_replay_skips_applied_entries(sm: BucketStateMachine) -> None:
     assert sm.apply([ent(6, seq)]) == [5]
 
 
-@pytest.mark.parametrize("indexes", [[2], [1, 3], [2, 1]])
-def test_gaps_and_disorder_are_refused(sm: BucketStateMachine, indexes: list[int]) -> None:
-    with pytest.raises(InvalidArgumentError):
+@pytest.mark.parametrize(
+    ("indexes", "bad"), [([2], (2, 1)), ([1, 3], (3, 2)), ([2, 1], (2, 1)), ([1, 2, 2], (2, 3))]
+)
+def test_gaps_and_disorder_are_refused(
+    sm: BucketStateMachine, indexes: list[int], bad: tuple[int, int]
+) -> None:
+    with pytest.raises(InvalidArgumentError) as exc:
         sm.apply([ent(i, mk(f"b{i}")) for i in indexes])
+    assert (exc.value.details["index"], exc.value.details["expected"]) == bad
     assert sm.applied == (0, 0)
     assert execute_read(sm.db, {"op": "buckets"}) == []
 

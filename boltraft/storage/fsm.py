@@ -148,24 +148,33 @@ class BucketStateMachine:
             start += 1
         if start == n:
             return results
-        work: Work = []
         expect = self._index + 1
+        if [e[1] for e in entries[start:]] != list(range(expect, expect + n - start)):
+            for pos in range(start, n):  # name the first entry out of place
+                index = entries[pos][1]
+                if index != expect:
+                    raise InvalidArgumentError(
+                        f"entry index {index} does not follow {expect - 1}",
+                        index=index,
+                        expected=expect,
+                    )
+                expect += 1
         parse = commands.parse
-        append = work.append
-        for pos in range(start, n):
-            _, index, etype, data = entries[pos]
-            if index != expect:
-                raise InvalidArgumentError(
-                    f"entry index {index} does not follow {expect - 1}",
-                    index=index,
-                    expected=expect,
-                )
-            expect += 1
-            if data and etype == _NORMAL:
-                try:
-                    append((pos, parse(data)))
-                except CommandError as err:
-                    results[pos] = err
+        try:  # one comprehension: no per-entry Python statements when every command parses
+            work: Work = [
+                (pos, parse(e[3]))
+                for pos, e in enumerate(entries[start:], start)
+                if e[3] and e[2] == _NORMAL
+            ]
+        except CommandError:
+            work = []
+            for pos in range(start, n):
+                _, _, etype, data = entries[pos]
+                if data and etype == _NORMAL:
+                    try:
+                        work.append((pos, parse(data)))
+                    except CommandError as err:
+                        results[pos] = err
         try:
             self._commit(work, entries[start].index, entries[-1], results)
         except NoSpaceError:
