@@ -176,6 +176,15 @@ def _apps_from(net: Network, nid: str, since: int) -> list[Message]:
     return [m for m in net.delivered[since:] if m.frm == nid and m.type == MT.APP]
 
 
+def _lazy_with_x(**config: object) -> Network:
+    """Returns a lazy-commit network of a, b, c led by a, which has committed b"x" (index 2)
+    without telling the followers yet."""
+    net = Network(["a", "b", "c"], lazy_commit=True, **config)
+    net.elect("a")
+    net.propose("a", b"x")
+    return net
+
+
 @pytest.mark.parametrize("lazy", [False, True])
 def test_a_raised_commit_goes_out_at_once_only_without_lazy_commit(lazy: bool) -> None:
     net = Network(["a", "b", "c"], lazy_commit=lazy)
@@ -197,9 +206,7 @@ def test_a_raised_commit_goes_out_at_once_only_without_lazy_commit(lazy: bool) -
 
 
 def test_lazy_commit_rides_on_the_next_append() -> None:
-    net = Network(["a", "b", "c"], lazy_commit=True)
-    net.elect("a")
-    net.propose("a", b"x")
+    net = _lazy_with_x()
     since = len(net.delivered)
     net.propose("a", b"y")
     apps = _apps_from(net, "a", since)
@@ -209,9 +216,7 @@ def test_lazy_commit_rides_on_the_next_append() -> None:
 
 
 def test_lazy_commit_reaches_idle_followers_with_the_next_heartbeat() -> None:
-    net = Network(["a", "b", "c"], lazy_commit=True, heartbeat_tick=2)
-    net.elect("a")
-    net.propose("a", b"x")
+    net = _lazy_with_x(heartbeat_tick=2)
     net.tick("a")  # half a heartbeat interval: nothing goes out
     assert _commits(net) == {"a": 2, "b": 1, "c": 1}
     net.tick("a")
@@ -220,9 +225,7 @@ def test_lazy_commit_reaches_idle_followers_with_the_next_heartbeat() -> None:
 
 
 def test_lazy_commit_tells_a_committed_membership_change_at_once() -> None:
-    net = Network(["a", "b", "c"], lazy_commit=True)
-    net.elect("a")
-    net.propose("a", b"x")
+    net = _lazy_with_x()
     _, index = net.nodes["a"].propose_conf_change(ConfChange(CT.REMOVE_NODE, "c"))
     net.settle()  # no tick: the commit of the change went out by itself
     assert net.nodes["b"].status().commit == index
@@ -231,9 +234,7 @@ def test_lazy_commit_tells_a_committed_membership_change_at_once() -> None:
 
 
 def test_lazy_commit_still_confirms_a_follower_read_with_the_commit() -> None:
-    net = Network(["a", "b", "c"], lazy_commit=True)
-    net.elect("a")
-    net.propose("a", b"x")
+    net = _lazy_with_x()
     assert net.nodes["b"].status().commit == 1
     net.nodes["b"].read_index(b"r1")
     net.settle()
