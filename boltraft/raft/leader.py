@@ -154,10 +154,7 @@ class LeaderMixin:
         elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
             pr.become_probe()
             pr.become_replicate()
-        old_commit = self.log.committed
-        if self._maybe_commit() and self._tell_commit_now(old_commit):
-            self.broadcast_append()
-        else:
+        if not self._commit_and_tell():
             self._send_all(m.frm)
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
             self.send(Message(MT.TIMEOUT_NOW, m.frm, self.id))
@@ -222,27 +219,25 @@ class LeaderMixin:
         if self.role != Role.LEADER:
             return
         me = self.progress.get(self.id)
-        old_commit = self.log.committed
-        if (
-            me is not None
-            and me.maybe_update(self.log.durable_index())
-            and self._maybe_commit()
-            and self._tell_commit_now(old_commit)
-        ):
-            self.broadcast_append()
+        if me is not None and me.maybe_update(self.log.durable_index()):
+            self._commit_and_tell()
 
-    def _tell_commit_now(self: Raft, old_commit: int) -> bool:
-        """Returns True when the followers must hear at once that the commit index rose
-        from ``old_commit``: always, unless ``cfg.lazy_commit``. With it, only when the
-        newly committed entries hold the first entry of this term or the latest
-        membership change (so every member, and a removed one, learns those promptly);
-        any other commit reaches a follower with its next APP or heartbeat instead."""
-        if not self.cfg.lazy_commit:
-            return True
-        return (
+    def _commit_and_tell(self: Raft) -> bool:
+        """Returns True when the match indexes raised the commit index and the followers
+        were told at once (``broadcast_append``): always, unless ``cfg.lazy_commit``. With
+        it, only when the newly committed entries hold the first entry of this term or the
+        latest membership change (so every member, and a removed one, learns those
+        promptly); any other commit reaches a follower with its next APP or heartbeat."""
+        old_commit = self.log.committed
+        if not self._maybe_commit():
+            return False
+        if self.cfg.lazy_commit and not (
             old_commit < self.pending_conf_index <= self.log.committed
             or self.log.term_or_zero(old_commit) != self.term
-        )
+        ):
+            return False
+        self.broadcast_append()
+        return True
 
     # --- proposals ---------------------------------------------------------------------------
     def _check_can_propose(self: Raft) -> None:

@@ -124,7 +124,7 @@ class Service:
             target = Target(sender, rid, None, True)
             if type(body) is not dict or type(body.get("op")) is not str:
                 self._bad(target, "a request body must be a map with a string 'op'")
-            elif body["op"] in CLUSTER_OPS:
+            elif self.is_cluster_op(body):
                 self._bad(target, f"send {body['op']!r} in a 'req' frame, not in 'reqs'")
             else:
                 self.on_request(target, body, now)
@@ -380,18 +380,22 @@ class Service:
     def reply_ok(self, target: Target, result: Any) -> None:
         """Returns None; ``reply(target, ok(result))`` without building the map for a client
         on our ROUTER (the hot path of every write and read)."""
-        if target.many:
-            self._resps.setdefault(target.ident, []).append([target.rid, ok(result)])
-        elif target.via is None:
-            self.node.net.reply(target.ident, encode_ok(target.rid, result))
+        if target.many or target.via is not None:
+            self._batch_answer(target, ok(result))
         else:
-            self._fwd_replies.setdefault(target.via, []).append([target.rid, ok(result)])
+            self.node.net.reply(target.ident, encode_ok(target.rid, result))
 
     def reply(self, target: Target, response: dict[str, Any]) -> None:
         """Returns None; sends ``response`` to ``target`` (batched when it is a peer's)."""
+        if target.many or target.via is not None:
+            self._batch_answer(target, response)
+        else:
+            self.node.net.reply(target.ident, encode_response(target.rid, response))
+
+    def _batch_answer(self, target: Target, response: dict[str, Any]) -> None:
+        """Returns None; queues ``response`` for the next ``resps`` frame to the client
+        (``many``) or ``fwdresp`` frame to the peer (``via``)."""
         if target.many:
             self._resps.setdefault(target.ident, []).append([target.rid, response])
-        elif target.via is None:
-            self.node.net.reply(target.ident, encode_response(target.rid, response))
         else:
             self._fwd_replies.setdefault(target.via, []).append([target.rid, response])

@@ -193,8 +193,8 @@ class Bucket:
         if self._state:
             raise refusal(self._state, show_path(self.path))
         prefix, max_key, max_value = self._prefix, self._max_key, self._max_value
-        check_children = self._has_children is not False
-        if not check_children:  # the common case first: every pair valid, in one comprehension
+        out: list[BoltraftError | None] | None = None
+        if self._has_children is False:  # the common case: every pair valid, one comprehension
             items = [
                 (prefix + k, v)
                 for k, v in pairs
@@ -202,21 +202,16 @@ class Bucket:
                 if type(v) is bytes and len(v) <= max_value
             ]
             if len(items) == len(pairs):
-                if items:
-                    try:
-                        self._tx._txn.cursor().putmulti(items)
-                    except lmdb.MapFullError:
-                        raise self._tx._doom()
-                return [None] * len(items)
-        out: list[BoltraftError | None] = []
-        items = []
-        for key, value in pairs:
-            try:
-                items.append(self._stored(key, value))
-            except BoltraftError as err:
-                out.append(err)
-                continue
-            out.append(None)
+                out = [None] * len(items)
+        if out is None:
+            out, items = [], []
+            for key, value in pairs:
+                try:
+                    items.append(self._stored(key, value))
+                except BoltraftError as err:
+                    out.append(err)
+                    continue
+                out.append(None)
         if items:
             try:
                 self._tx._txn.cursor().putmulti(items)
