@@ -218,6 +218,8 @@ BAD_LOG = [
         msgpack.packb({1: 0, b"c": 0, 5: 0, None: 0, "x": 0}, use_bin_type=True),
         MalformedCommandError,
     ),
+    # a one-key map unpacks like a one-name path
+    (_raw(1, None, None, None, [commands.PUT, {b"a": 1}, b"k", b"v"]), MalformedCommandError),
 ]
 
 
@@ -362,3 +364,76 @@ def test_encode_fast_path_is_the_validating_encoder_exactly(cmd: dict[str, Any])
     else:
         with pytest.raises(want):
             commands.encode(cmd)
+
+
+def _plain(key: bytes, ts: int | None = None, bucket: bytes = b"a") -> bytes:
+    return _raw(1, None, None, ts, [commands.PUT, [bucket], key, b"v" + key])
+
+
+def test_plain_puts_reads_a_run_of_plain_puts_to_one_bucket() -> None:
+    run = [_plain(b"k1", 5), _plain(b"k2"), _plain(b"k3", 9), _plain(b"k4", 7)]
+    assert commands.plain_puts(run) == (
+        (b"a",),
+        [(b"k1", b"vk1"), (b"k2", b"vk2"), (b"k3", b"vk3"), (b"k4", b"vk4")],
+        9,
+    )
+    assert commands.plain_puts([_plain(b"k")]) == ((b"a",), [(b"k", b"vk")], None)
+    # the engine, not the decoder, judges keys and bucket names
+    assert commands.plain_puts([_plain(b"", bucket=b"")]) == ((b"",), [(b"", b"v")], None)
+    assert commands.plain_puts([_plain(b"k1"), _plain(b"k2", bucket=b"b")]) is None
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        _raw(1, b"c", 1, None, [commands.PUT, [b"a"], b"k", b"v"]),  # exactly-once
+        _raw(1, b"c", None, None, [commands.PUT, [b"a"], b"k", b"v"]),  # half a pair
+        _raw(1, None, 1, None, [commands.PUT, [b"a"], b"k", b"v"]),
+        _raw(1, None, None, None, [commands.PUT, [b"a", b"b"], b"k", b"v"]),  # nested path
+        _raw(1, None, None, None, [commands.PUT_IF, [b"a"], b"k", b"v", None]),
+        _raw(1, None, None, None, [commands.DELETE, [b"a"], b"k"]),
+        b"",
+        b"\xc1",
+        _plain(b"k") + b"\x00",  # trailing bytes
+        _plain(b"k")[:-1],  # truncated
+        *(data for data, _ in BAD_LOG),
+    ],
+)
+def test_plain_puts_declines_a_run_with_anything_else(odd: bytes) -> None:
+    for run in ([odd], [_plain(b"k1"), odd], [odd, _plain(b"k1")]):
+        assert commands.plain_puts(run) is None
+    assert commands.plain_puts([]) is None
+
+
+_log_datas = st.one_of(
+    st.builds(_plain, names, st.none() | st.integers(0, 2**64 - 1), st.sampled_from([b"a", b"b"])),
+    st.sampled_from([data for data, _ in BAD_LOG]),
+    st.builds(commands.encode, commands_st),
+)
+
+
+@given(st.lists(_log_datas, min_size=1, max_size=6))
+def test_plain_puts_agrees_with_parse(datas: list[bytes]) -> None:
+    """plain_puts answers exactly when parse reads every one as a plain put, without
+    (cid, seq), to the same one-name path, and then with what parse read."""
+    parsed: list[Any] = []
+    for data in datas:
+        try:
+            parsed.append(commands.parse(data))
+        except (MalformedCommandError, UnknownCommandError, UnsupportedVersionError):
+            parsed.append(None)
+    plain = [
+        t
+        for t in parsed
+        if t is not None and t[1] is None and t[4][0] == commands.PUT and len(t[4][1]) == 1
+    ]
+    paths = {t[4][1] for t in plain}
+    if len(plain) == len(datas) and len(paths) == 1:
+        stamps = [t[3] for t in plain if t[3] is not None]
+        assert commands.plain_puts(datas) == (
+            paths.pop(),
+            [(t[4][2], t[4][3]) for t in plain],
+            max(stamps) if stamps else None,
+        )
+    else:
+        assert commands.plain_puts(datas) is None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from boltraft.errors import (
     BucketExistsError,
@@ -246,7 +249,10 @@ def test_empty_batch(sm: BucketStateMachine) -> None:
     assert sm.apply([ent(1, {"op": "batch", "ops": []})]) == [[]]
 
 
-def test_no_space_yields_errors_and_advances(tmp_path: Path) -> None:
+@pytest.mark.parametrize("only_puts", [False, True], ids=["mixed", "only_puts"])
+def test_no_space_yields_errors_and_advances(tmp_path: Path, only_puts: bool) -> None:
+    """only_puts: the run is all plain puts to one bucket (the batch path), which falls
+    back to the general path's entry-by-entry application."""
     quota = 1 << 20
     sm = BucketStateMachine(
         tmp_path / "s", quota=quota, initial_map_size=quota, max_value_size=quota
@@ -256,7 +262,12 @@ def test_no_space_yields_errors_and_advances(tmp_path: Path) -> None:
         log = [ent(1, mk("a"))]
         log += [ent(i, put("a", b"k%d" % i, big)) for i in range(2, 8)]
         log.append(ent(8, put("a", b"small", b"s")))
-        results = sm.apply(log)
+        if only_puts:
+            sm.apply(log[:1])
+            assert commands.plain_puts([e.data for e in log[1:]]) is not None
+            results = [None, *sm.apply(log[1:])]
+        else:
+            results = sm.apply(log)
         assert sm.applied == (8, 1)
         assert results[0] is None and results[-1] is None
         fits = [r is None for r in results[1:-1]]
@@ -299,3 +310,49 @@ def test_a_run_of_plain_puts_answers_each_entry_like_one_put(sm: BucketStateMach
     assert sm.applied[0] == 10
     assert get(sm, "a", b"k1") == b"again" and get(sm, "a", b"k2") == b"2"
     assert get(sm, "a", b"k3") == b"3" and get(sm, "b", b"k1") == b"b1"
+
+
+def _outcome(result: Any) -> Any:
+    return (type(result).__name__, str(result), result.details) if result else result
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    bucket=st.sampled_from(["a", "missing"]),
+    puts=st.lists(
+        st.tuples(
+            st.sampled_from([b"k1", b"k2", b"k3", b"", b"k" * 600]),
+            st.sampled_from([b"v", b"w" * 101]),
+            st.none() | st.integers(0, 50),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_a_run_of_only_plain_puts_ends_like_the_general_path(
+    bucket: str, puts: list[tuple[bytes, bytes, int | None]]
+) -> None:
+    """A run of nothing but plain puts to one bucket takes the batch path
+    (``commands.plain_puts``); the same run behind a no-op takes the general one. Both
+    give the same results, data, applied index and clock."""
+    run = [
+        ent(i, put(bucket, k, v) if ts is None else put(bucket, k, v, ts=ts))
+        for i, (k, v, ts) in enumerate(puts, 3)
+    ]
+    assert commands.plain_puts([e.data for e in run]) is not None
+    with tempfile.TemporaryDirectory() as d:
+        fast = BucketStateMachine(Path(d) / "fast", max_value_size=100)
+        general = BucketStateMachine(Path(d) / "general", max_value_size=100)
+        try:
+            for sm in (fast, general):
+                sm.apply([ent(1, mk("a", ts=20))])
+            fast.apply([ent(2, None)])
+            got = fast.apply(run)
+            want = general.apply([ent(2, None), *run])[1:]
+            assert [_outcome(r) for r in got] == [_outcome(r) for r in want]
+            assert fast.applied == general.applied == (2 + len(run), 1)
+            assert fast.clock_ms == general.clock_ms
+            assert _snapshot(fast) == _snapshot(general)
+        finally:
+            fast.close()
+            general.close()

@@ -376,7 +376,8 @@ def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]
     # shape checked by one unpacking and its fields by type (bool is not int here).
     if type(t) is tuple:
         try:
-            v, cid, seq, ts, (op, (name,), key, value) = t
+            v, cid, seq, ts, (op, path, key, value) = t
+            (name,) = path
         except (TypeError, ValueError):
             pass
         else:
@@ -387,6 +388,7 @@ def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]
                 and type(v) is int
                 and type(key) is bytes
                 and type(value) is bytes
+                and type(path) is tuple  # a one-key map unpacks like a one-name path
                 and type(name) is bytes
                 and (ts is None or (type(ts) is int and ts >= 0))
                 and (
@@ -416,6 +418,51 @@ def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]
         _as_uint(ts, "ts")
     _check_body(body, True)
     return t
+
+
+def plain_puts(
+    datas: list[bytes],
+) -> tuple[tuple[bytes], list[tuple[bytes, bytes]], int | None] | None:
+    """Returns ``(path, [(key, value), ...], largest ts or None)`` when every one of
+    ``datas`` (at least one) decodes to a plain put, without (cid, seq), to one and the
+    same one-name bucket path, exactly as ``parse`` would accept it; None otherwise (then
+    ``parse`` judges each one). Raises nothing.
+
+    The applier's batch path: one decoding comprehension and one checking comprehension
+    for the whole run, no per-entry call.
+    """
+    unpackb = msgpack.unpackb
+    try:
+        rows = [unpackb(d, use_list=False) for d in datas]
+        path = rows[0][4][1]
+    except Exception:  # undecodable, or not shaped like a put: parse() names the problem
+        return None
+    if type(path) is not tuple or len(path) != 1 or type(path[0]) is not bytes:
+        return None
+    # ``b[1] == path`` also checks b[1]'s type: only a tuple equals a tuple.
+    pairs = [
+        (b[2], b[3])
+        for t in rows
+        if type(t) is tuple
+        and len(t) == 5
+        and t[0] == VERSION
+        and type(t[0]) is int
+        and t[1] is None
+        and t[2] is None
+        and (t[3] is None or (type(t[3]) is int and t[3] >= 0))
+        for b in (t[4],)
+        if type(b) is tuple
+        and len(b) == 4
+        and b[0] == PUT
+        and type(b[0]) is int
+        and b[1] == path
+        and type(b[2]) is bytes
+        and type(b[3]) is bytes
+    ]
+    if len(pairs) != len(rows):
+        return None
+    stamps = [t[3] for t in rows if t[3] is not None]
+    return path, pairs, max(stamps) if stamps else None
 
 
 def decode(data: bytes) -> Command:
