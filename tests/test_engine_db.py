@@ -11,9 +11,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
+from storeformats import create_store  # tests/ is on sys.path under pytest
 
 from boltraft import errors
 from boltraft.storage.copier import copy_store
@@ -398,30 +400,47 @@ def corrupt(db: DB, sub: bytes, key: bytes, value: bytes) -> None:
         txn.put(key, value, db=handle)
 
 
+def _tagged(tag: int, length: int, rest: bytes) -> bytes:
+    """Returns a stored key whose length byte is ``tag + length`` followed by ``rest``."""
+    return bytes((tag + length,)) + rest
+
+
+R = b"\x00" * 7  # a bucket record's id, less its last byte
+
+
+@pytest.mark.parametrize("marker", [b"boltraft-5", b"boltraft-4"])
 @pytest.mark.parametrize(
     ("sub", "key", "value", "problem"),
     [
-        (b"data", b"\x01\x63orphan", b"v", "orphan key(s) under unknown bucket id 99"),
-        (b"data", b"\x01\x00rootkey", b"v", "orphan key(s) under the root"),
-        (b"data", b"\x05\x01", b"v", "malformed data key"),
-        (b"data", b"\x00zero", b"v", "malformed data key"),
-        (b"data", b"\x01\x01n", b"v", "both a value and a bucket"),
-        (b"buckets", b"\x01\x50lost", b"\x00" * 7 + b"\x51" + b"\x00" * 8, "missing parent"),
-        (b"buckets", b"\x01\x00dup", b"\x00" * 7 + b"\x01" + b"\x00" * 8, "used twice"),
-        (b"buckets", b"\x01\x00short", b"\x01", "malformed bucket record"),
-        (b"buckets", b"\x01\x00bad/name", b"\x00" * 7 + b"\x02" + b"\x00" * 8, "invalid"),
+        (b"data", (1, b"\x63orphan"), b"v", "orphan key(s) under unknown bucket id 99"),
+        (b"data", (1, b"\x00rootkey"), b"v", "orphan key(s) under the root"),
+        (b"data", (5, b"\x01"), b"v", "malformed data key"),
+        (b"data", (8, b"\x01"), b"v", "malformed data key"),
+        (b"data", (1, b"\x01n"), b"v", "both a value and a bucket"),
+        (b"data", b"stray", b"v", "unexpected key b'stray' in the main db"),
+        (b"buckets", (1, b"\x50lost"), R + b"\x51" + R + b"\x00", "missing parent"),
+        (b"buckets", (1, b"\x00dup"), R + b"\x01" + R + b"\x00", "used twice"),
+        (b"buckets", (1, b"\x00short"), b"\x01", "malformed bucket record"),
+        (b"buckets", (1, b"\x00bad/name"), R + b"\x02" + R + b"\x00", "invalid"),
+        (b"buckets", (9, b"\x00x"), R + b"\x03" + R + b"\x00", "malformed bucket entry key"),
         (b"sys", b"next_id", b"\x00" * 8, "not below the next id"),
         (b"sys", b"format", b"other", "format marker"),
     ],
 )
 def test_check_finds_corruption(
-    tmp_path: Path, sub: bytes, key: bytes, value: bytes, problem: str
+    tmp_path: Path, marker: bytes, sub: bytes, key: Any, value: bytes, problem: str
 ) -> None:
+    """Keys given as (length, rest) get the store's prefix tag (HIGH_TAG in format 5)."""
+    if marker != b"boltraft-5":
+        create_store(tmp_path / "db", marker)
     with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
+        assert db._dbs.format == marker
         with db.update() as tx:
             tx.create_bucket("b").put(b"k", b"v")
             tx.create_bucket(["b", "n"])
         assert db.check() == []
+        if type(key) is tuple:
+            key = _tagged(db._dbs.tag, *key)
         corrupt(db, sub, key, value)
         problems = db.check()
         assert any(problem in p for p in problems), problems

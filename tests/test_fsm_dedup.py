@@ -10,6 +10,7 @@ import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from storeformats import create_store  # tests/ is on sys.path under pytest
 
 from boltraft.errors import BucketNotFoundError, ConditionFailedError, InvalidArgumentError
 from boltraft.raft.types import Entry
@@ -184,19 +185,11 @@ def test_results_round_trip_through_the_table() -> None:
     assert back.details == {"where": "{1, 2}", "ok": "fine"}
 
 
-def _as_format_3(path: Path) -> None:
-    """Marks the store at ``path`` as format 3 (same sub-dbs; cid-first record keys)."""
-    env = lmdb.open(str(path), max_dbs=8)
-    with env.begin(write=True) as txn:
-        txn.put(b"format", b"boltraft-3", db=env.open_db(b"sys", txn=txn))
-    env.close()
-
-
 def test_a_format_3_store_keeps_its_cid_first_records(tmp_path: Path) -> None:
     path = tmp_path / "state"
+    create_store(path, b"boltraft-3")
     with BucketStateMachine(path, dedup_window_ms=WINDOW) as machine:
         machine.apply([ent(1, {"op": "create_bucket", "bucket": "a"})])
-    _as_format_3(path)
     # a record the format-3 code wrote before the upgrade: (c, 1) answered 41
     env = lmdb.open(str(path), max_dbs=8)
     with env.begin(write=True) as txn:
@@ -218,10 +211,18 @@ def test_a_format_3_store_keeps_its_cid_first_records(tmp_path: Path) -> None:
         assert dedup.record_key_cid_first(b"c", 2) not in meta_keys(machine, dedup.RECORD_PREFIX)
 
 
-def test_a_new_store_is_format_4(sm: BucketStateMachine) -> None:
-    assert sm.db._dbs.format == b"boltraft-4"
+def test_a_new_store_keys_its_records_seq_first(sm: BucketStateMachine) -> None:
+    assert sm.db._dbs.format == b"boltraft-5"
     sm.apply([ent(2, seq_cmd("c", 7, 0))])
     assert meta_keys(sm, dedup.RECORD_PREFIX) == [dedup.record_key(b"c", 7)]
+
+
+def test_a_format_4_store_keys_its_records_seq_first(tmp_path: Path) -> None:
+    create_store(tmp_path / "state", b"boltraft-4")
+    with BucketStateMachine(tmp_path / "state", dedup_window_ms=WINDOW) as machine:
+        assert machine.db._dbs.format == b"boltraft-4"
+        machine.apply([ent(1, {"op": "create_bucket", "bucket": "a"}), ent(2, seq_cmd("c", 7, 0))])
+        assert meta_keys(machine, dedup.RECORD_PREFIX) == [dedup.record_key(b"c", 7)]
 
 
 def test_record_keys_sort_by_seq_first_and_never_collide() -> None:

@@ -93,7 +93,7 @@ class Bucket:
         self.id = bucket_id  # > the parent's id; never reused while the store lives
         self._rkey = rkey  # this bucket's entry key in the ``buckets`` sub-db
         # this bucket's keys all start with it (``prefix``, when given, must be it)
-        self._prefix = bucket_prefix(bucket_id) if prefix is None else prefix
+        self._prefix = bucket_prefix(bucket_id, tx._dbs.tag) if prefix is None else prefix
         self._state = tx._state  # WRITE/READ; any other state refuses everything
         # None = unknown, False = no nested bucket (puts skip the bucket-name check), True =
         # may have some. Only ever goes from False to True inside one transaction.

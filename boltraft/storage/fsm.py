@@ -3,9 +3,11 @@
 ``BucketStateMachine.apply(entries)`` applies a run of entries in ONE LMDB write transaction
 (``DB.update_fn``, so a full map grows up to the quota) and stores the last applied index and
 term, and the clock, in that same transaction (the engine's state record,
-``Tx.state_record``). The data and the applied index therefore move together: after a crash,
-the entries at or below the stored index are exactly the ones applied, and the caller replays
-the rest (replay skips what is applied).
+``Tx.state_record``; lifted at the start of the transaction and written back at its end, so
+in store format 5 appended data fills whole pages: ``boltraft.storage.layout``). The data and
+the applied index therefore move together: after a crash, the entries at or below the stored
+index are exactly the ones applied, and the caller replays the rest (replay skips what is
+applied).
 
 Results, aligned with the entries: None for a no-op (empty data), a CONF_CHANGE entry (the
 consensus core handles those) or an entry already applied; otherwise the command's result
@@ -216,6 +218,7 @@ class BucketStateMachine:
         record = _APPLIED.pack(last.index, last.term, clock)
 
         def run(tx: Tx) -> list[Any]:
+            tx.lift_state_record()
             try:
                 put: list[Any] = tx.bucket(path).put_many(pairs)
             except NoSpaceError:
@@ -260,6 +263,7 @@ class BucketStateMachine:
         """Returns ``(clock, oldest dedup group ts)`` after applying ``work`` in ``tx`` and
         writing the applied record; fills ``results``. Raises NoSpaceError (which
         ``update_fn`` handles by growing the map and running this again)."""
+        tx.lift_state_record()
         clock = self._clock
         cache: BucketCache = {}
         dedup: DedupRun | None = None  # made by the run's first command with a (cid, seq)

@@ -1,9 +1,12 @@
 """Key encoding of the bucket engine: bucket-id prefixes, argument coercion, paging tokens.
 
 Every bucket has an integer id (the root is 0). Its keys live in ONE LMDB sub-db under the
-prefix ``bucket_prefix(id)``: a length byte ``n`` followed by the id in ``n`` big-endian
-bytes. The length byte makes the prefixes prefix-free (no bucket's prefix starts another's),
-so a bucket's keys form one contiguous, ordered run, and small ids cost only two bytes.
+prefix ``bucket_prefix(id, tag)``: a length byte ``tag + n`` followed by the id in ``n``
+big-endian bytes (1 <= n <= 8). The length byte makes the prefixes prefix-free (no bucket's
+prefix starts another's), so a bucket's keys form one contiguous, ordered run, and small ids
+cost only two bytes. The tag is 0 in stores of formats 3 and 4 (prefixes start with 0x01 to
+0x08) and ``HIGH_TAG`` in format 5 (0xf1 to 0xf8: the user data sorts after the sub-db
+records of the main db; ``boltraft.storage.layout`` says why).
 """
 
 from __future__ import annotations
@@ -26,22 +29,29 @@ TOKEN_VERSION = b"\x01"
 """First byte of every paging token; tokens with another first byte are refused."""
 
 
-def bucket_prefix(bucket_id: int) -> bytes:
-    """Returns the key prefix of bucket ``bucket_id`` (>= 0): length byte + big-endian id."""
+HIGH_TAG = 0xF0
+"""The prefix tag of format 5 stores (see the module docstring)."""
+
+
+def bucket_prefix(bucket_id: int, tag: int = 0) -> bytes:
+    """Returns the key prefix of bucket ``bucket_id`` (0 <= id < 2**64) in a store whose
+    prefixes carry ``tag`` (0 or HIGH_TAG): length byte ``tag + n``, then the id in ``n``
+    big-endian bytes."""
     n = (bucket_id.bit_length() + 7) // 8 or 1
-    return bytes((n,)) + bucket_id.to_bytes(n, "big")
+    return bytes((tag + n,)) + bucket_id.to_bytes(n, "big")
 
 
-def split_prefix(full_key: bytes) -> tuple[int, int] | None:
-    """Returns ``(bucket_id, prefix_length)`` of a stored key, or None if it is malformed.
+def split_prefix(full_key: bytes, tag: int = 0) -> tuple[int, int] | None:
+    """Returns ``(bucket_id, prefix_length)`` of a stored key of a store whose prefixes carry
+    ``tag``, or None if it is malformed.
 
-    Malformed means the key is shorter than its length byte announces or the length byte is 0
-    (``check()`` reports those).
+    Malformed means the length byte is not ``tag + n`` with 1 <= n <= 8, or the key is
+    shorter than it announces (``check()`` reports those).
     """
     if not full_key:
         return None
-    n = full_key[0]
-    if n == 0 or len(full_key) < 1 + n:
+    n = full_key[0] - tag
+    if not 0 < n <= 8 or len(full_key) < 1 + n:
         return None
     return int.from_bytes(full_key[1 : 1 + n], "big"), 1 + n
 

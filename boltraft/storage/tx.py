@@ -33,7 +33,6 @@ from boltraft.storage.bucket import (
 )
 from boltraft.storage.keys import (
     PATH_SEP,
-    ROOT_ID,
     as_bytes,
     bucket_prefix,
     check_key,
@@ -41,12 +40,11 @@ from boltraft.storage.keys import (
     normalize_path,
     show_path,
 )
-from boltraft.storage.layout import NEXT_ID_KEY, RECORD, STATE_KEY, U64
+from boltraft.storage.layout import NEXT_ID_KEY, RECORD, U64
 
 if TYPE_CHECKING:
     from boltraft.storage.db import DB
 
-ROOT_PREFIX = bucket_prefix(ROOT_ID)
 KNOWN_MAX = 4096  # the DB's bucket directory starts over past this many paths
 
 Known = dict[object, tuple[tuple[bytes, ...], int, bytes, "bool | None", bytes]]
@@ -102,7 +100,7 @@ class Tx:
     # --- buckets -------------------------------------------------------------------------
     def _names(self, path: object) -> tuple[bytes, ...]:
         """Returns ``path`` as a tuple of valid names; raises InvalidBucketNameError."""
-        limit = self._db._max_key_size - len(ROOT_PREFIX)
+        limit = self._db._max_key_size - len(self._dbs.root)
         kind = type(path)
         parts = (path,) if kind is bytes or kind is str else path
         if type(parts) is tuple or type(parts) is list:
@@ -123,7 +121,7 @@ class Tx:
         b = self._cache.get(names)
         if b is not None:
             return b
-        prefix = ROOT_PREFIX if parent is None else parent._prefix
+        prefix = self._dbs.root if parent is None else parent._prefix
         full = prefix + names[-1]
         if len(full) > self._db._max_key_size:
             return None
@@ -198,7 +196,7 @@ class Tx:
 
     def _create(self, parent: Bucket | None, names: tuple[bytes, ...]) -> Bucket:
         self._reshape()
-        prefix = ROOT_PREFIX if parent is None else parent._prefix
+        prefix = self._dbs.root if parent is None else parent._prefix
         name = names[-1]
         full = prefix + name
         room = self._db._max_key_size - len(prefix)
@@ -267,7 +265,7 @@ class Tx:
         names = self._names(path)
         parent = self._walk(names[:-1])
         self._reshape()
-        full = (ROOT_PREFIX if parent is None else parent._prefix) + names[-1]
+        full = (self._dbs.root if parent is None else parent._prefix) + names[-1]
         txn = self._txn
         rec = txn.get(full, db=self._dbs.buckets) if len(full) <= self._db._max_key_size else None
         if rec is None:
@@ -279,7 +277,7 @@ class Tx:
         try:
             todo = [RECORD.unpack(rec)[0]]
             while todo:
-                prefix = bucket_prefix(todo.pop())
+                prefix = bucket_prefix(todo.pop(), self._dbs.tag)
                 for db in (self._dbs.buckets, self._dbs.data):
                     cur = txn.cursor(db=db)
                     if not cur.set_range(prefix):
@@ -303,7 +301,7 @@ class Tx:
         Raises BucketNotFoundError, InvalidBucketNameError, TxClosedError.
         """
         self._check(False)
-        prefix = ROOT_PREFIX if path == () or path == [] else self.bucket(path)._prefix
+        prefix = self._dbs.root if path == () or path == [] else self.bucket(path)._prefix
         cur = self._txn.cursor(db=self._dbs.buckets)
         out: list[bytes] = []
         if cur.set_range(prefix):
@@ -356,7 +354,21 @@ class Tx:
     def state_record(self) -> bytes | None:
         """Returns the state record (None until one was written). Raises TxClosedError."""
         self._check(False)
-        return self._txn.get(STATE_KEY, db=self._dbs.main)
+        return self._txn.get(self._dbs.state_key, db=self._dbs.main)
+
+    def lift_state_record(self) -> None:
+        """Returns None after taking the state record out of a format 5 store until
+        ``put_state_record`` writes it back, which the caller must do before the commit (a
+        store without it reads as new). Meanwhile the newest user data is the main db's last
+        key, so appends fill B-tree pages (``boltraft.storage.layout``). Does nothing in
+        older formats. Raises ReadOnlyTxError, TxClosedError, NoSpaceError(retry=True)."""
+        if self._state:
+            raise refusal(self._state, "")
+        if self._dbs.tag:
+            try:
+                self._txn.delete(self._dbs.state_key, db=self._dbs.main)
+            except lmdb.MapFullError:
+                raise self._doom()
 
     def put_state_record(self, value: bytes) -> None:
         """Returns None after replacing the state record by ``value`` (a small bytes value
@@ -368,7 +380,7 @@ class Tx:
         if type(value) is not bytes:
             value = as_bytes(value, "value")
         try:
-            self._txn.put(STATE_KEY, value, db=self._dbs.main)
+            self._txn.put(self._dbs.state_key, value, db=self._dbs.main)
         except lmdb.MapFullError:
             raise self._doom()
 
