@@ -381,6 +381,12 @@ def test_plain_puts_reads_a_run_of_plain_puts_to_one_bucket() -> None:
     # the engine, not the decoder, judges keys and bucket names
     assert commands.plain_puts([_plain(b"", bucket=b"")]) == ((b"",), [(b"", b"v")], None)
     assert commands.plain_puts([_plain(b"k1"), _plain(b"k2", bucket=b"b")]) is None
+    # a plain put encoded less compactly than encode() does (array16 header) is declined
+    # at once, and parse() still reads it
+    wide = b"\xdc\x00\x05" + _plain(b"k")[1:]
+    assert commands.parse(wide)[4] == (commands.PUT, (b"a",), b"k", b"vk")
+    assert commands.plain_puts([wide]) is None
+    assert commands.plain_puts([_plain(b"k"), wide]) == ((b"a",), [(b"k", b"vk")] * 2, None)
 
 
 @pytest.mark.parametrize(

@@ -420,6 +420,9 @@ def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]
     return t
 
 
+_PLAIN_HEAD = b"\x95\x01\xc0\xc0"  # [1, nil, nil, ...: version 1 without (cid, seq)
+
+
 def plain_puts(
     datas: list[bytes],
 ) -> tuple[tuple[bytes], list[tuple[bytes, bytes]], int | None] | None:
@@ -429,8 +432,12 @@ def plain_puts(
     ``parse`` judges each one). Raises nothing.
 
     The applier's batch path: one decoding comprehension and one checking comprehension
-    for the whole run, no per-entry call.
+    for the whole run, no per-entry call. A run whose first entry does not start like the
+    encoding ``encode`` makes of a put without (cid, seq) is declined before any decoding
+    (exactly-once writes, the usual run from clients, are then decoded once, by ``parse``).
     """
+    if not datas or not datas[0].startswith(_PLAIN_HEAD):
+        return None
     unpackb = msgpack.unpackb
     try:
         rows = [unpackb(d, use_list=False) for d in datas]
