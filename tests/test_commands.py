@@ -370,76 +370,91 @@ def _plain(key: bytes, ts: int | None = None, bucket: bytes = b"a") -> bytes:
     return _raw(1, None, None, ts, [commands.PUT, [bucket], key, b"v" + key])
 
 
-def test_plain_puts_reads_a_run_of_plain_puts_to_one_bucket() -> None:
-    run = [_plain(b"k1", 5), _plain(b"k2"), _plain(b"k3", 9), _plain(b"k4", 7)]
-    assert commands.plain_puts(run) == (
+def _once(key: bytes, cid: bytes = b"c", seq: int = 1, bucket: bytes = b"a") -> bytes:
+    return _raw(1, cid, seq, 7, [commands.PUT, [bucket], key, b"v" + key])
+
+
+def _run_of(datas: list[bytes]) -> tuple[Any, ...] | None:
+    """Returns put_run's answer as a plain tuple (None stays None)."""
+    run = commands.put_run(datas)
+    return None if run is None else tuple(run)
+
+
+def test_put_run_reads_a_run_of_exactly_once_puts_to_one_bucket() -> None:
+    run = [_once(b"k1", seq=1), _once(b"k2", b"d" * 128, 2**64 - 1), _once(b"k1", seq=1)]
+    assert _run_of(run) == (
         (b"a",),
-        [(b"k1", b"vk1"), (b"k2", b"vk2"), (b"k3", b"vk3"), (b"k4", b"vk4")],
-        9,
+        [(b"k1", b"vk1"), (b"k2", b"vk2"), (b"k1", b"vk1")],
+        [commands.parse(d) for d in run],
     )
-    assert commands.plain_puts([_plain(b"k")]) == ((b"a",), [(b"k", b"vk")], None)
     # the engine, not the decoder, judges keys and bucket names
-    assert commands.plain_puts([_plain(b"", bucket=b"")]) == ((b"",), [(b"", b"v")], None)
-    assert commands.plain_puts([_plain(b"k1"), _plain(b"k2", bucket=b"b")]) is None
-    # a plain put encoded less compactly than encode() does (array16 header) is declined
-    # at once, and parse() still reads it
-    wide = b"\xdc\x00\x05" + _plain(b"k")[1:]
+    empty = _once(b"", bucket=b"")
+    assert _run_of([empty]) == ((b"",), [(b"", b"v")], [commands.parse(empty)])
+    assert commands.put_run([_once(b"k1"), _once(b"k2", bucket=b"b")]) is None
+    # a put encoded less compactly than encode() does (array16 header) is declined at once
+    # when it comes first, and parse() still reads it
+    wide = b"\xdc\x00\x05" + _once(b"k")[1:]
     assert commands.parse(wide)[4] == (commands.PUT, (b"a",), b"k", b"vk")
-    assert commands.plain_puts([wide]) is None
-    assert commands.plain_puts([_plain(b"k"), wide]) == ((b"a",), [(b"k", b"vk")] * 2, None)
+    assert commands.put_run([wide]) is None
+    assert _run_of([_once(b"k"), wide])[1] == [(b"k", b"vk")] * 2  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
     "odd",
     [
-        _raw(1, b"c", 1, None, [commands.PUT, [b"a"], b"k", b"v"]),  # exactly-once
+        _plain(b"k"),  # without (cid, seq): the general path writes those
         _raw(1, b"c", None, None, [commands.PUT, [b"a"], b"k", b"v"]),  # half a pair
         _raw(1, None, 1, None, [commands.PUT, [b"a"], b"k", b"v"]),
-        _raw(1, None, None, None, [commands.PUT, [b"a", b"b"], b"k", b"v"]),  # nested path
-        _raw(1, None, None, None, [commands.PUT_IF, [b"a"], b"k", b"v", None]),
-        _raw(1, None, None, None, [commands.DELETE, [b"a"], b"k"]),
+        _raw(1, b"", 1, None, [commands.PUT, [b"a"], b"k", b"v"]),
+        _raw(1, b"c" * 129, 1, None, [commands.PUT, [b"a"], b"k", b"v"]),
+        _raw(1, b"c", -1, None, [commands.PUT, [b"a"], b"k", b"v"]),
+        _raw(1, b"c", True, None, [commands.PUT, [b"a"], b"k", b"v"]),
+        _raw(1, b"c", 1, -1, [commands.PUT, [b"a"], b"k", b"v"]),
+        _raw(1, b"c", 1, None, [commands.PUT, [b"a", b"b"], b"k", b"v"]),  # nested path
+        _raw(1, b"c", 1, None, [commands.PUT, {b"a": 1}, b"k", b"v"]),
+        _raw(1, b"c", 1, None, [commands.PUT, [b"a"], "k", b"v"]),
+        _raw(1, b"c", 1, None, [commands.PUT_IF, [b"a"], b"k", b"v", None]),
+        _raw(1, b"c", 1, None, [commands.DELETE, [b"a"], b"k"]),
+        _raw(True, b"c", 1, None, [commands.PUT, [b"a"], b"k", b"v"]),
         b"",
         b"\xc1",
-        _plain(b"k") + b"\x00",  # trailing bytes
-        _plain(b"k")[:-1],  # truncated
+        _once(b"k") + b"\x00",  # trailing bytes
+        _once(b"k")[:-1],  # truncated
         *(data for data, _ in BAD_LOG),
     ],
 )
-def test_plain_puts_declines_a_run_with_anything_else(odd: bytes) -> None:
-    for run in ([odd], [_plain(b"k1"), odd], [odd, _plain(b"k1")]):
-        assert commands.plain_puts(run) is None
-    assert commands.plain_puts([]) is None
+def test_put_run_declines_a_run_with_anything_else(odd: bytes) -> None:
+    for run in ([odd], [_once(b"k1"), odd], [odd, _once(b"k1")]):
+        assert commands.put_run(run) is None
+    assert commands.put_run([]) is None
 
 
 _log_datas = st.one_of(
     st.builds(_plain, names, st.none() | st.integers(0, 2**64 - 1), st.sampled_from([b"a", b"b"])),
+    st.builds(_once, names, st.sampled_from([b"c", b"d"]), st.integers(0, 3)),
+    st.builds(_once, names, st.sampled_from([b"c", b"d"]), st.integers(0, 3), st.just(b"b")),
     st.sampled_from([data for data, _ in BAD_LOG]),
     st.builds(commands.encode, commands_st),
 )
 
 
 @given(st.lists(_log_datas, min_size=1, max_size=6))
-def test_plain_puts_agrees_with_parse(datas: list[bytes]) -> None:
-    """plain_puts answers exactly when parse reads every one as a plain put, without
-    (cid, seq), to the same one-name path, and then with what parse read."""
+def test_put_run_agrees_with_parse(datas: list[bytes]) -> None:
+    """put_run answers exactly when parse reads every one as a put without a condition,
+    with (cid, seq), to the same one-name path, and then with what parse read."""
     parsed: list[Any] = []
     for data in datas:
         try:
             parsed.append(commands.parse(data))
         except (MalformedCommandError, UnknownCommandError, UnsupportedVersionError):
             parsed.append(None)
-    plain = [
+    puts = [
         t
         for t in parsed
-        if t is not None and t[1] is None and t[4][0] == commands.PUT and len(t[4][1]) == 1
+        if t is not None and t[1] is not None and t[4][0] == commands.PUT and len(t[4][1]) == 1
     ]
-    paths = {t[4][1] for t in plain}
-    if len(plain) == len(datas) and len(paths) == 1:
-        stamps = [t[3] for t in plain if t[3] is not None]
-        assert commands.plain_puts(datas) == (
-            paths.pop(),
-            [(t[4][2], t[4][3]) for t in plain],
-            max(stamps) if stamps else None,
-        )
+    paths = {t[4][1] for t in puts}
+    if len(puts) == len(datas) and len(paths) == 1:
+        assert _run_of(datas) == (paths.pop(), [(t[4][2], t[4][3]) for t in puts], puts)
     else:
-        assert commands.plain_puts(datas) is None
+        assert commands.put_run(datas) is None

@@ -24,7 +24,7 @@ from boltraft.errors import (
 )
 from boltraft.raft.types import Entry, EntryType
 from boltraft.storage import commands
-from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.fsm import BATCH_PATH_MIN, BucketStateMachine
 from boltraft.storage.queries import execute_read
 
 
@@ -251,29 +251,34 @@ def test_empty_batch(sm: BucketStateMachine) -> None:
 
 @pytest.mark.parametrize("only_puts", [False, True], ids=["mixed", "only_puts"])
 def test_no_space_yields_errors_and_advances(tmp_path: Path, only_puts: bool) -> None:
-    """only_puts: the run is all plain puts to one bucket (the batch path), which falls
-    back to the general path's entry-by-entry application."""
+    """only_puts: the run is all exactly-once puts to one bucket (the batch path), which
+    falls back to the general path's entry-by-entry application."""
     quota = 1 << 20
     sm = BucketStateMachine(
         tmp_path / "s", quota=quota, initial_map_size=quota, max_value_size=quota
     )
     try:
         big = b"x" * (300 << 10)
+
+        def once(i: int) -> dict[str, Any]:
+            return {"cid": b"c", "seq": i} if only_puts else {}
+
         log = [ent(1, mk("a"))]
-        log += [ent(i, put("a", b"k%d" % i, big)) for i in range(2, 8)]
-        log.append(ent(8, put("a", b"small", b"s")))
+        log += [ent(i, put("a", b"k%d" % i, big, **once(i))) for i in range(2, 9)]
+        log.append(ent(9, put("a", b"small", b"s", **once(9))))
         if only_puts:
             sm.apply(log[:1])
-            assert commands.plain_puts([e.data for e in log[1:]]) is not None
+            assert len(log) - 1 >= BATCH_PATH_MIN
+            assert commands.put_run([e.data for e in log[1:]]) is not None
             results = [None, *sm.apply(log[1:])]
         else:
             results = sm.apply(log)
-        assert sm.applied == (8, 1)
+        assert sm.applied == (9, 1)
         assert results[0] is None and results[-1] is None
         fits = [r is None for r in results[1:-1]]
         assert any(fits) and not all(fits)
         assert all(isinstance(r, NoSpaceError) for r in results[1:-1] if r is not None)
-        for i, r in zip(range(2, 8), results[1:-1], strict=True):
+        for i, r in zip(range(2, 9), results[1:-1], strict=True):
             assert (get(sm, "a", b"k%d" % i) == big) == (r is None)
         assert get(sm, "a", b"small") == b"s"
     finally:
@@ -316,43 +321,78 @@ def _outcome(result: Any) -> Any:
     return (type(result).__name__, str(result), result.details) if result else result
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     bucket=st.sampled_from(["a", "missing"]),
     puts=st.lists(
         st.tuples(
-            st.sampled_from([b"k1", b"k2", b"k3", b"", b"k" * 600]),
+            st.sampled_from([b"k1", b"k2", b"", b"k" * 600]),
             st.sampled_from([b"v", b"w" * 101]),
-            st.none() | st.integers(0, 50),
+            st.sampled_from([b"c", b"d"]),
+            st.integers(0, 3),
+            st.integers(0, 400),
         ),
-        min_size=1,
-        max_size=8,
+        min_size=BATCH_PATH_MIN,
+        max_size=BATCH_PATH_MIN + 4,
     ),
+    retries=st.sampled_from(["none", "recorded", "repeated"]),
+    recorded=st.lists(st.integers(0, BATCH_PATH_MIN - 1), min_size=1, max_size=3),
 )
-def test_a_run_of_only_plain_puts_ends_like_the_general_path(
-    bucket: str, puts: list[tuple[bytes, bytes, int | None]]
+def test_a_run_of_exactly_once_puts_ends_like_the_general_path(
+    bucket: str,
+    puts: list[tuple[bytes, bytes, bytes, int, int]],
+    retries: str,
+    recorded: list[int],
 ) -> None:
-    """A run of nothing but plain puts to one bucket takes the batch path
-    (``commands.plain_puts``); the same run behind a no-op takes the general one. Both
-    give the same results, data, applied index and clock."""
-    run = [
-        ent(i, put(bucket, k, v) if ts is None else put(bucket, k, v, ts=ts))
-        for i, (k, v, ts) in enumerate(puts, 3)
+    """Exactly-once puts to one bucket take the batch path: their records are written in
+    one call when none exists yet, and retries go through the general path's lookups in
+    the same transaction. Either way: the general path's results, data, records, applied
+    index and clock. ``retries``: "none", every put has a (cid, seq) of its own; "recorded",
+    so do they, but the puts at positions ``recorded`` were applied before (at ts 150:
+    live up to ts 250, expired after); "repeated": (cid, seq) drawn from 8 pairs."""
+    ids = [
+        (cid, seq if retries == "repeated" else 100 + pos)
+        for pos, (_, _, cid, seq, _) in enumerate(puts)
     ]
-    assert commands.plain_puts([e.data for e in run]) is not None
+    before = [ids[pos] for pos in recorded] if retries == "recorded" else []
+    run = [
+        ent(i, put(bucket, k, v, cid=cid, seq=seq, ts=ts))
+        for i, ((k, v, _, _, ts), (cid, seq)) in enumerate(
+            zip(puts, ids, strict=True), 3 + len(before)
+        )
+    ]
+    assert commands.put_run([e.data for e in run]) is not None
     with tempfile.TemporaryDirectory() as d:
-        fast = BucketStateMachine(Path(d) / "fast", max_value_size=100)
-        general = BucketStateMachine(Path(d) / "general", max_value_size=100)
+        sms = [
+            BucketStateMachine(Path(d) / name, max_value_size=100, dedup_window_ms=100)
+            for name in ("fast", "general")
+        ]
+        fast, general = sms
         try:
-            for sm in (fast, general):
-                sm.apply([ent(1, mk("a", ts=20))])
-            fast.apply([ent(2, None)])
+            for sm in sms:  # records made earlier, at ts 150: expired from ts 251 on
+                sm.apply([ent(1, mk("a", ts=150))])
+                sm.apply(
+                    [
+                        ent(i, put("a", b"old", b"o", cid=cid, seq=seq, ts=150))
+                        for i, (cid, seq) in enumerate(before, 2)
+                    ]
+                )
+            fast.apply([ent(2 + len(before), None)])
             got = fast.apply(run)
-            want = general.apply([ent(2, None), *run])[1:]
+            want = general.apply([ent(2 + len(before), None), *run])[1:]
             assert [_outcome(r) for r in got] == [_outcome(r) for r in want]
-            assert fast.applied == general.applied == (2 + len(run), 1)
+            assert fast.applied == general.applied
             assert fast.clock_ms == general.clock_ms
             assert _snapshot(fast) == _snapshot(general)
+            for sm in sms:
+                sm.apply([ent(sm.applied[0] + 1, None)])  # the clean-up hint must agree too
+            dumps = []
+            for sm in sms:
+                with sm.db.view() as tx:  # a group's key ends with its run's first index
+                    dumps.append(
+                        [(k[:12] if k[:4] == b"sm.g" else k, v) for k, v in tx.meta_scan(b"")]
+                    )
+            assert dumps[0] == dumps[1]
         finally:
-            fast.close()
-            general.close()
+            for sm in sms:
+                sm.close()

@@ -51,7 +51,7 @@ conditions), UnsupportedVersionError (a version this code does not know), Unknow
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -70,6 +70,7 @@ _ARITY = (4, 5, 3, 4, 3, 2, 2, 2)
 
 Command = dict[str, Any]
 Body = tuple[Any, ...]
+Parsed = tuple[int, bytes | None, int | None, int | None, Body]  # what parse() returns
 
 
 def _malformed(message: str, **details: Any) -> MalformedCommandError:
@@ -362,7 +363,7 @@ def _check_body(body: Any, top: bool) -> None:
             raise _malformed(f"field {i} of opcode {code} must be bytes", op=code)
 
 
-def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]:
+def parse(data: bytes) -> Parsed:
     """Returns ``(version, cid, seq, ts, body)``: the decoded, validated log entry ``data``
     (the applier's form). Invariant: ``cid`` and ``seq`` are both None or both set.
 
@@ -420,23 +421,29 @@ def parse(data: bytes) -> tuple[int, bytes | None, int | None, int | None, Body]
     return t
 
 
-_PLAIN_HEAD = b"\x95\x01\xc0\xc0"  # [1, nil, nil, ...: version 1 without (cid, seq)
+_ONCE_HEAD = b"\x95\x01\xc4"  # [1, bin8 ...: version 1 with a cid (at most 128 bytes)
 
 
-def plain_puts(
-    datas: list[bytes],
-) -> tuple[tuple[bytes], list[tuple[bytes, bytes]], int | None] | None:
-    """Returns ``(path, [(key, value), ...], largest ts or None)`` when every one of
-    ``datas`` (at least one) decodes to a plain put, without (cid, seq), to one and the
-    same one-name bucket path, exactly as ``parse`` would accept it; None otherwise (then
-    ``parse`` judges each one). Raises nothing.
+class PutRun(NamedTuple):
+    """A run of log entries that are all exactly-once puts to one one-name bucket path."""
 
-    The applier's batch path: one decoding comprehension and one checking comprehension
-    for the whole run, no per-entry call. A run whose first entry does not start like the
-    encoding ``encode`` makes of a put without (cid, seq) is declined before any decoding
-    (exactly-once writes, the usual run from clients, are then decoded once, by ``parse``).
+    path: tuple[bytes]
+    pairs: list[tuple[bytes, bytes]]  # (key, value) of each put, in order
+    rows: list[Parsed]  # each entry as ``parse`` returns it
+
+
+def put_run(datas: list[bytes]) -> PutRun | None:
+    """Returns the PutRun of ``datas`` (at least one) when every one decodes to a put without
+    a condition, with (cid, seq), to one and the same one-name bucket path, exactly as
+    ``parse`` would accept it; None otherwise (then ``parse`` judges each one). Raises
+    nothing.
+
+    The applier's batch path for what clients send most: one decoding comprehension and one
+    checking comprehension for the whole run, no per-entry call. A run whose first entry
+    does not start like the encoding ``encode`` makes of such a put is declined before any
+    decoding.
     """
-    if not datas or not datas[0].startswith(_PLAIN_HEAD):
+    if not datas or not datas[0].startswith(_ONCE_HEAD):
         return None
     unpackb = msgpack.unpackb
     try:
@@ -454,8 +461,10 @@ def plain_puts(
         and len(t) == 5
         and t[0] == VERSION
         and type(t[0]) is int
-        and t[1] is None
-        and t[2] is None
+        and type(t[1]) is bytes
+        and 0 < len(t[1]) <= MAX_CID_BYTES
+        and type(t[2]) is int
+        and t[2] >= 0
         and (t[3] is None or (type(t[3]) is int and t[3] >= 0))
         for b in (t[4],)
         if type(b) is tuple
@@ -468,8 +477,7 @@ def plain_puts(
     ]
     if len(pairs) != len(rows):
         return None
-    stamps = [t[3] for t in rows if t[3] is not None]
-    return path, pairs, max(stamps) if stamps else None
+    return PutRun(path, pairs, rows)
 
 
 def decode(data: bytes) -> Command:
