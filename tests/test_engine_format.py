@@ -88,14 +88,14 @@ def test_every_kind_of_apply_leaves_the_state_record_last(tmp_path: Path) -> Non
 
 
 def _leaf_pages_after_sequential_puts(
-    sm: BucketStateMachine, raw: lmdb.Environment, exactly_once: bool
+    sm: BucketStateMachine, raw: lmdb.Environment, exactly_once: bool, run: int = 100
 ) -> tuple[int, int]:
     """Returns (the store's leaf pages, raw LMDB's) after 3,000 sequential puts applied in runs
-    of 100, and raw LMDB putting the same keys and values in one transaction per run.
-    ``exactly_once``: the puts carry (cid, seq), so they take the general path."""
+    of ``run``, and raw LMDB putting the same keys and values in one transaction per run.
+    ``exactly_once``: the puts carry (cid, seq)."""
     sm.apply([ent(1, {"op": "create_bucket", "bucket": "a"})])
-    for start in range(2, 3002, 100):
-        keys = [b"key-%010d" % i for i in range(start, start + 100)]
+    for start in range(2, 3002, run):
+        keys = [b"key-%010d" % i for i in range(start, start + run)]
         sm.apply(
             [
                 ent(i, put("a", k, **({"cid": b"c", "seq": i} if exactly_once else {})))
@@ -194,3 +194,16 @@ def test_both_formats_give_the_same_results(tmp_path: Path, seed: int) -> None:
     finally:
         for sm in sms:
             sm.close()
+
+
+def test_single_puts_leave_the_state_record_in_place(tmp_path: Path) -> None:
+    """One command per apply: the record is not lifted (``boltraft.storage.fsm`` says why),
+    so sequential single puts split pages half and half, as in format 4."""
+    sm = machine(tmp_path / "s", b"boltraft-5", sync=False)
+    raw = lmdb.open(str(tmp_path / "raw"), map_size=1 << 28, sync=False)
+    try:
+        mine, theirs = _leaf_pages_after_sequential_puts(sm, raw, True, run=1)
+    finally:
+        sm.close()
+        raw.close()
+    assert mine >= theirs * 1.6

@@ -24,10 +24,11 @@ Why the data sorts after the sub-db records, and the state record after the data
 LMDB fills a page completely only when a key is added at the END of a page (it then splits
 100/0); anywhere else it splits 50/50. Keys appended at the end of the last bucket (sequential
 keys, the common case of logs and ids) therefore make full pages only when nothing follows
-them. Every apply lifts the state record first and writes it back last
-(``Tx.lift_state_record``), so the record still shares the newest data's page (nothing more
-to write for a single put) and the data appends fill their pages: with 100-byte values, half
-the leaf pages of format 4, and about a quarter fewer bytes written per commit of 100 puts.
+them. An apply of several commands lifts the state record first and writes it back last
+(``Tx.lift_state_record``), so the record still shares the newest data's page and the data
+appends fill their pages: with 100-byte values, half the leaf pages of format 4, and about a
+quarter fewer bytes written per commit of 100 puts (a single command leaves the record in
+place: ``boltraft.storage.fsm`` says why).
 
 Formats 3 and 4 (``FORMATS_LOW_DATA``) put the user data first, under prefixes of tag 0
 (below ``DATA_END``), and ``STATE_KEY`` among the sub-db records after it: the same logical
