@@ -9,7 +9,8 @@ from typing import Any
 
 import lmdb
 import pytest
-from storeformats import create_store  # tests/ is on sys.path under pytest
+from fsm_model import dump  # tests/ is on sys.path under pytest
+from storeformats import create_store
 
 from boltraft.raft.types import Entry, EntryType
 from boltraft.storage import commands
@@ -155,18 +156,6 @@ def _random_log(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _dump(sm: BucketStateMachine) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    with sm.db.view() as tx:
-        stack: list[tuple[bytes, ...]] = [(name,) for name in tx.buckets()]
-        while stack:
-            path = stack.pop()
-            b = tx.bucket(path)
-            out[path] = (b.scan()[0], b.sequence())
-            stack.extend((*path, name) for name in tx.buckets(path))
-    return out
-
-
 def _outcome(result: Any) -> Any:
     return (type(result).__name__, result.details) if isinstance(result, Exception) else result
 
@@ -184,7 +173,7 @@ def test_both_formats_give_the_same_results(tmp_path: Path, seed: int) -> None:
             got = [[_outcome(r) for r in sm.apply(run)] for sm in sms]
             assert got[0] == got[1]
             index += size
-        assert _dump(sms[0]) == _dump(sms[1])
+        assert dump(sms[0].db) == dump(sms[1].db)
         for sm in sms:
             assert sm.db.check() == []
         stats = [sm.db.stats() for sm in sms]

@@ -188,7 +188,7 @@ def test_batch_success_returns_every_result(sm: BucketStateMachine) -> None:
 
 
 def _snapshot(sm: BucketStateMachine) -> dict[Any, Any]:
-    """Returns every bucket path with its keys and sequence, read through the engine."""
+    """Returns every bucket path with its keys, read through the engine."""
     out: dict[Any, Any] = {}
     with sm.db.view() as tx:
         stack: list[tuple[bytes, ...]] = [(name,) for name in tx.buckets()]
