@@ -28,7 +28,10 @@ them. An apply of several commands lifts the state record first and writes it ba
 (``Tx.lift_state_record``), so the record still shares the newest data's page and the data
 appends fill their pages: with 100-byte values, half the leaf pages of format 4, and about a
 quarter fewer bytes written per commit of 100 puts (a single command leaves the record in
-place: ``boltraft.storage.fsm`` says why).
+place: ``boltraft.storage.fsm`` says why). The price: the sub-db records now sit on the main
+db's first leaf, so a commit that changes a sub-db (the dedup records of exactly-once
+writes, in ``meta``) also writes that leaf and its branch, where format 4 had them on the
+newest data's page (measured: two more page writes per such commit, in ``docs/benchmarks.md``).
 
 Formats 3 and 4 (``FORMATS_LOW_DATA``) put the user data first, under prefixes of tag 0
 (below ``DATA_END``), and ``STATE_KEY`` among the sub-db records after it: the same logical
