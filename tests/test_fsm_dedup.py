@@ -173,6 +173,58 @@ def test_any_batching_gives_the_same_results(
     assert outcomes[0] == outcomes[1]
 
 
+PUT_LOG = st.lists(  # (client, retry of its last write? (one in 8), ts)
+    st.tuples(
+        st.sampled_from(["c1", "c2", "c3"]),
+        st.integers(0, 7).map(lambda n: n == 7),
+        st.integers(0, 3000),
+    ),
+    min_size=16,
+    max_size=48,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(PUT_LOG, st.lists(st.sampled_from([1, 2, 8, 10, 12]), min_size=1, max_size=10))
+def test_any_batching_of_puts_gives_the_same_results(
+    tmp_path_factory: pytest.TempPathFactory, log: list[Any], cuts: list[int]
+) -> None:
+    """Runs of ``BATCH_PATH_MIN`` exactly-once puts or more take the batch path when none is
+    a retry, shorter ones the general path; later runs look up the records of earlier ones.
+    Every batching gives the results, data, applied index and clock of entry-by-entry.
+    Each client counts its seq up, or retries its last write (a client's first write is
+    never a retry)."""
+    entries = [ent(1, {"op": "create_bucket", "bucket": "a"})]
+    last: dict[str, int] = {}
+    for i, (c, retry, t) in enumerate(log):
+        seq = last[c] if retry and c in last else last.get(c, 0) + 1
+        last[c] = seq
+        entries.append(ent(i + 2, {**put_cmd(c, seq, i), "ts": t}))
+    outcomes = []
+    for split in ([1], cuts):
+        with BucketStateMachine(tmp_path_factory.mktemp("s"), dedup_window_ms=WINDOW) as sm:
+            results: list[Any] = []
+            pos = 0
+            k = 0
+            while pos < len(entries):
+                size = split[k % len(split)]
+                k += 1
+                results += sm.apply(entries[pos : pos + size])
+                pos += size
+            data = execute_read(sm.db, {"op": "scan", "bucket": "a"})
+            outcomes.append((results, sm.applied, sm.clock_ms, data))
+    assert outcomes[0] == outcomes[1]
+
+
+def put_cmd(cid: str, seq: int, value: int) -> dict[str, Any]:
+    """An exactly-once put; its key is its (cid, seq), its value its place in the log (so
+    the data shows whether a retry was applied again)."""
+    key = b"%s-%d" % (cid.encode(), seq)
+    return {"op": "put", "bucket": "a", "key": key, "value": b"%d" % value, "cid": cid, "seq": seq}
+
+
 def test_results_round_trip_through_the_table() -> None:
     for value in (None, True, False, 7, b"bytes", [1, None, True], []):
         assert dedup.decode_result(dedup.encode_result(value)) == value
