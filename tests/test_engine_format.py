@@ -51,6 +51,7 @@ def test_format_5_puts_the_data_after_the_sub_db_records_and_the_state_record_la
         keys = main_keys(sm)
         assert keys[:3] == [b"buckets", b"meta", b"sys"]
         assert keys[3:] == [b"\xf1\x01k", STATE_KEY_TAIL]
+        assert sm.db.stats()["format"] == "boltraft-5"
     finally:
         sm.close()
 
@@ -60,6 +61,7 @@ def test_format_4_keeps_its_layout(tmp_path: Path) -> None:
     try:
         sm.apply([ent(1, {"op": "create_bucket", "bucket": "a"}), ent(2, put("a", b"k"))])
         assert main_keys(sm) == [b"\x01\x01k", b"buckets", b"meta", STATE_KEY, b"sys"]
+        assert sm.db.stats()["format"] == "boltraft-4"
     finally:
         sm.close()
 

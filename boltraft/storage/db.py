@@ -375,7 +375,8 @@ class DB:
         return d
 
     def stats(self) -> dict[str, Any]:
-        """Returns sizes and counts: map/quota/used bytes, buckets, keys, meta keys, depth."""
+        """Returns the store format and sizes and counts: map/quota/used bytes, buckets,
+        keys, meta keys, depth."""
         info = self.env.info()
         psize = self.env.stat()["psize"]
         with self.view() as tx:
@@ -383,6 +384,7 @@ class DB:
         data_file = self.path / "data.mdb"
         return {
             "path": str(self.path),
+            "format": self._dbs.format.decode(),
             "readonly": self.readonly,
             "page_size": psize,
             "map_size": info["map_size"],
