@@ -149,6 +149,20 @@ LOG = st.lists(
 )
 
 
+def apply_in_runs(sm: BucketStateMachine, entries: list[Entry], sizes: list[int]) -> list[Any]:
+    """Returns the results of applying ``entries`` in runs of ``sizes[0]``, ``sizes[1]``...
+    (cycling through ``sizes``)."""
+    results: list[Any] = []
+    pos = 0
+    k = 0
+    while pos < len(entries):
+        size = sizes[k % len(sizes)]
+        k += 1
+        results += sm.apply(entries[pos : pos + size])
+        pos += size
+    return results
+
+
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -161,14 +175,7 @@ def test_any_batching_gives_the_same_results(
     outcomes = []
     for split in ([len(entries)], cuts):
         with BucketStateMachine(tmp_path_factory.mktemp("s"), dedup_window_ms=WINDOW) as sm:
-            results: list[Any] = []
-            pos = 0
-            k = 0
-            while pos < len(entries):
-                size = split[k % len(split)]
-                k += 1
-                results += sm.apply(entries[pos : pos + size])
-                pos += size
+            results = apply_in_runs(sm, entries, split)
             outcomes.append((results, sm.applied, sm.clock_ms))
     assert outcomes[0] == outcomes[1]
 
@@ -205,14 +212,7 @@ def test_any_batching_of_puts_gives_the_same_results(
     outcomes = []
     for split in ([1], cuts):
         with BucketStateMachine(tmp_path_factory.mktemp("s"), dedup_window_ms=WINDOW) as sm:
-            results: list[Any] = []
-            pos = 0
-            k = 0
-            while pos < len(entries):
-                size = split[k % len(split)]
-                k += 1
-                results += sm.apply(entries[pos : pos + size])
-                pos += size
+            results = apply_in_runs(sm, entries, split)
             data = execute_read(sm.db, {"op": "scan", "bucket": "a"})
             outcomes.append((results, sm.applied, sm.clock_ms, data))
     assert outcomes[0] == outcomes[1]
