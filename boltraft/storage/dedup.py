@@ -187,8 +187,7 @@ class DedupRun:
         tx._check(True)
         pack_ts = _U64.pack
         items = [
-            (k, pack_ts(t) + (_OK_NONE if r is None else encode_result(r)))
-            for k, t, r in zip(keys, ts, results, strict=True)
+            (k, pack_ts(t) + encode_result(r)) for k, t, r in zip(keys, ts, results, strict=True)
         ]
         try:
             tx._txn.cursor(db=self._meta).putmulti(items)

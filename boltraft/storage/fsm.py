@@ -167,8 +167,9 @@ class BucketStateMachine:
             start += 1
         if start == n:
             return results
+        run = entries[start:]
         expect = self._index + 1
-        if [e[1] for e in entries[start:]] != list(range(expect, expect + n - start)):
+        if [e[1] for e in run] != list(range(expect, expect + n - start)):
             for pos in range(start, n):  # name the first entry out of place
                 index = entries[pos][1]
                 if index != expect:
@@ -178,7 +179,6 @@ class BucketStateMachine:
                         expected=expect,
                     )
                 expect += 1
-        run = entries[start:]
         if len(run) >= BATCH_PATH_MIN:
             datas = [e[3] for e in run if e[2] == _NORMAL]
             puts = commands.put_run(datas) if len(datas) == len(run) else None
@@ -191,9 +191,7 @@ class BucketStateMachine:
         parse = commands.parse
         try:  # one comprehension: no per-entry Python statements when every command parses
             work: Work = [
-                (pos, parse(e[3]))
-                for pos, e in enumerate(entries[start:], start)
-                if e[3] and e[2] == _NORMAL
+                (pos, parse(e[3])) for pos, e in enumerate(run, start) if e[3] and e[2] == _NORMAL
             ]
         except CommandError:
             work = []
@@ -211,9 +209,12 @@ class BucketStateMachine:
         return results
 
     def _commit(self, work: Work, first_index: int, last: Entry, results: list[Any]) -> None:
-        clock, oldest = self.db.update_fn(
-            lambda tx: self._run(tx, work, first_index, last, results)
-        )
+        def run(tx: Tx) -> tuple[int, int | None]:
+            if len(work) > 1:  # see the module docstring
+                tx.lift_state_record()
+            return self._run(tx, work, first_index, last, results)
+
+        clock, oldest = self.db.update_fn(run)
         self._index, self._term, self._clock = last.index, last.term, clock
         self._oldest_group = oldest
 
@@ -237,12 +238,7 @@ class BucketStateMachine:
                 out: list[Any] = [None] * len(rows)
                 oldest = self._run(tx, list(enumerate(rows)), first_index, last, out)[1]
                 return out, oldest
-            try:
-                put: list[Any] = tx.bucket(puts.path).put_many(puts.pairs)
-            except NoSpaceError:
-                raise
-            except BoltraftError as err:
-                put = [err] * len(rows)
+            put = _put_pairs(tx, puts.path, puts.pairs, {})
             dedup.record_many(ids, keys, clocks, put)
             tx.put_state_record(_APPLIED.pack(last.index, last.term, clock))
             dedup.finish(first_index, clock)
@@ -282,10 +278,9 @@ class BucketStateMachine:
         results: list[Any],
     ) -> tuple[int, int | None]:
         """Returns ``(clock, oldest dedup group ts)`` after applying ``work`` in ``tx`` and
-        writing the applied record; fills ``results``. Raises NoSpaceError (which
-        ``update_fn`` handles by growing the map and running this again)."""
-        if len(work) > 1:  # see the module docstring
-            tx.lift_state_record()
+        writing the applied record (its caller lifted it, or not: see the module docstring);
+        fills ``results``. Raises NoSpaceError (which ``update_fn`` handles by growing the
+        map and running this again)."""
         clock = self._clock
         cache: BucketCache = {}
         dedup: DedupRun | None = None  # made by the run's first command with a (cid, seq)
@@ -313,13 +308,7 @@ class BucketStateMachine:
                     pairs.append((b2[2], b2[3]))
                     k += 1
                 path = None
-                try:
-                    b = _get_bucket(tx, where, cache)
-                    put = b.put_many(pairs)
-                except NoSpaceError:
-                    raise
-                except BoltraftError as err:
-                    put = [err] * len(pairs)
+                put = _put_pairs(tx, where, pairs, cache)
                 for p2, r in zip(positions, put, strict=True):
                     results[p2] = r
                 continue
@@ -377,6 +366,19 @@ def _execute(tx: Tx, body: Body, cache: BucketCache) -> Any:
         raise
     except BoltraftError as err:
         return err
+
+
+def _put_pairs(
+    tx: Tx, path: tuple[bytes, ...], pairs: list[tuple[bytes, bytes]], cache: BucketCache
+) -> list[Any]:
+    """Returns ``Bucket.put_many``'s results for ``pairs`` in the bucket ``path``, or the
+    bucket's error for every pair when it cannot be opened. Raises NoSpaceError."""
+    try:
+        return _get_bucket(tx, path, cache).put_many(pairs)
+    except NoSpaceError:
+        raise
+    except BoltraftError as err:
+        return [err] * len(pairs)
 
 
 def _get_bucket(tx: Tx, path: tuple[bytes, ...], cache: BucketCache) -> Bucket:
