@@ -436,6 +436,32 @@ def test_savepoints_nest_and_restore_bucket_objects(db: DB) -> None:
     assert db.check() == []
 
 
+def test_an_undone_savepoint_restores_what_buckets_know_of_their_nested_buckets(
+    db: DB,
+) -> None:
+    """Inside the block the parent's last nested bucket is deleted and a put then finds it
+    has none; once the block is undone the nested bucket is back, so its name must again be
+    refused as a key (found by the state-machine Hypothesis test)."""
+    with db.update() as tx:
+        tx.create_bucket("a").create_bucket(b"n")
+    with db.update() as tx:
+        a = tx.bucket("a")
+        assert tx.bucket(["a", "n"]) is not None
+        with pytest.raises(errors.BucketNotFoundError), tx.savepoint():
+            tx.delete_bucket(["a", "n"])
+            a.put(b"k", b"v")  # learns: no nested bucket (inside the block)
+            tx.delete_bucket("a")
+            tx.bucket("a")
+        assert tx.buckets("a") == [b"n"]
+        with pytest.raises(errors.IncompatibleValueError):
+            a.put(b"n", b"v")
+        assert a.put_many([(b"n", b"v"), (b"x", b"1")])[0].code == "incompatible_value"
+        with pytest.raises(errors.IncompatibleValueError):
+            a.put_if(b"n", b"v", None)
+    assert db.check() == []
+    assert contents(db, "a") == [(b"n", None), (b"x", b"1")]
+
+
 # --- the meta keyspace -------------------------------------------------------------------
 def test_meta_keyspace_is_separate_and_scannable(db: DB) -> None:
     with db.update() as tx:

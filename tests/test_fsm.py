@@ -236,6 +236,35 @@ def test_failed_batch_changes_nothing_and_the_run_goes_on(
     assert sm.db.check() == []
 
 
+def test_a_failed_batch_that_deleted_a_nested_bucket_leaves_its_name_refused(
+    sm: BucketStateMachine,
+) -> None:
+    """The batch deletes a/n (a then has no nested bucket), then a, then fails: a/n is back,
+    and a later put of key n into a must fail as before (found by test_fsm_stateful)."""
+    sm.apply([ent(1, mk("a")), ent(2, mk(["a", "n"]))])
+    batch = {
+        "op": "batch",
+        "ops": [
+            {"op": "delete_bucket", "bucket": ["a", "n"]},
+            put("a", b"k1", b"v1"),
+            {"op": "delete_bucket", "bucket": "a"},
+            put("a", b"k1", b"v1"),
+        ],
+    }
+    results = sm.apply(
+        [
+            ent(3, put(["a", "n"], b"k1", b"v1")),
+            ent(4, batch),
+            ent(5, put("a", b"k1", b"v1")),
+            ent(6, put("a", b"n", b"v1")),
+        ]
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], BucketNotFoundError)
+    assert isinstance(results[3], IncompatibleValueError)
+    assert sm.db.check() == []
+
+
 def test_batch_error_from_the_engine_names_the_op(sm: BucketStateMachine) -> None:
     sm.apply([ent(1, mk("a"))])
     batch = {"op": "batch", "ops": [put("a", b"k", b"v"), put("nope", b"k", b"v")]}

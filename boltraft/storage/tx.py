@@ -318,14 +318,17 @@ class Tx:
         """Yields this transaction with a nested LMDB transaction for the block's writes.
 
         A clean exit keeps the block's writes; an exception undoes all of them (and is
-        re-raised). Bucket objects first obtained inside an undone block refuse further use
-        (BucketNotFoundError: look them up again). Savepoints nest. Raises ReadOnlyTxError,
-        TxClosedError.
+        re-raised). Bucket objects obtained before the block are as they were before it
+        (usable again if deleted inside it); those first obtained inside an undone block
+        refuse further use (BucketNotFoundError: look them up again). Savepoints nest.
+        Raises ReadOnlyTxError, TxClosedError.
         """
         self._check(True)
         parent = self._txn
         saved_cache = dict(self._cache)
-        saved_states = {id(b): (b, b._state) for b in saved_cache.values()}
+        # what a Bucket knows of the data is undone with it: its state (deleted inside the
+        # block) and whether it has nested buckets (found none after a delete in the block)
+        saved_states = {id(b): (b, b._state, b._has_children) for b in saved_cache.values()}
         child = self._db.env.begin(write=True, parent=parent, db=self._dbs.data)
         self._txn = child
         try:
@@ -337,8 +340,9 @@ class Tx:
                 for b in self._cache.values():
                     if id(b) not in saved_states:
                         b._state = ROLLED_BACK
-                for b, state in saved_states.values():
+                for b, state, has_children in saved_states.values():
                     b._state = state
+                    b._has_children = has_children
                 self._cache = saved_cache
             raise
         self._txn = parent
