@@ -15,6 +15,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``heartbeat_tick`` | int | 1 | heartbeat interval, in ticks |
 | ``pre_vote`` / ``check_quorum`` | bool | true | Raft options |
 | ``lazy_commit`` | bool | true | followers learn a commit with the next append or heartbeat |
+| ``lazy_apply`` | bool | true | followers apply committed entries in batches, when idle (node.py) |
 | ``fsync`` | bool | true | fsync the Raft log before acknowledging (off only for tests) |
 | ``log_store`` | str | wal | the Raft log: ``wal`` or ``lmdb``; an existing log keeps its kind |
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
@@ -64,7 +65,7 @@ _INT_KEYS = {
 }
 INSTALL_STEPS = ("verified", "marker", "swapped", "log")  # snapshot_crash_at values
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
-_BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "fsync")
+_BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "lazy_apply", "fsync")
 LOG_STORES = ("wal", "lmdb")  # log_store values; the first is the default for a new node
 
 
@@ -86,6 +87,7 @@ class ServerConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     lazy_commit: bool = True  # boltraft.raft.config.Config.lazy_commit
+    lazy_apply: bool = True  # boltraft.server.node: a follower's applies wait for a batch
     fsync: bool = True
     log_store: str | None = None  # one of LOG_STORES; None: the data dir's kind, else "wal"
     max_batch: int = 4096

@@ -15,7 +15,12 @@ following the contract in ``boltraft.raft.types``:
    the loop steps the Raft messages and requests already waiting (``_flush_stepping``),
    or inline when there are none;
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
-   answer read states (a read waits until applied >= its read index);
+   answer read states (a read waits until applied >= its read index). A follower with
+   ``lazy_apply`` keeps them instead and applies what it kept in one batch later: when its
+   loop found nothing to do for ``LAZY_APPLY_IDLE_S``, at the next tick, before it handles
+   anything but Raft messages, once ``LAZY_APPLY_ENTRIES``/``LAZY_APPLY_BYTES`` wait, and
+   at once in a Ready that changes its role or membership, installs a snapshot or confirms
+   reads (``_lazy_apply``). Its flush then runs without a thread hand-off (step 2);
 4. send ``messages``, after the flush (persist before send). Without a flush a follower
    sends them before applying (heartbeat responses confirm reads), a leader after (it
    answers its clients first);
@@ -59,12 +64,20 @@ _DATA_FRAMES = frozenset((REQS, FWD, FWD_RESP))
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
 
+# lazy_apply: a follower applies what it kept once this many entries or command bytes wait,
+# or after its loop found nothing to do for LAZY_APPLY_IDLE_S (and at every tick)
+LAZY_APPLY_ENTRIES = 64
+LAZY_APPLY_BYTES = 1 << 20
+LAZY_APPLY_IDLE_S = 0.002
+
 
 class Node:
     """One running member of the cluster (its stores are opened and closed by the caller).
 
     Invariants: ``applied <= commit``; ``lead`` is "" or a member id; only the loop's thread
-    touches this object.
+    touches this object; ``_unapplied`` is empty unless this node is a follower with
+    ``lazy_apply``, and then holds committed entries past ``applied`` in index order, none
+    of them a membership change.
     """
 
     def __init__(
@@ -119,6 +132,8 @@ class Node:
         self.counters: dict[str, int] = {"ticks": 0, "readys": 0, "fsyncs": 0, "step_errors": 0}
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
         self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
+        self._unapplied: list[Entry] = []  # lazy_apply: committed, kept for a later batch
+        self._unapplied_bytes = 0  # their command bytes
         self.counters["stepped_during_flush"] = 0
 
     # --- small helpers used by the service ----------------------------------------------------
@@ -169,10 +184,22 @@ class Node:
             "cluster": self.ops.status(),
         }
 
+    def catch_up(self) -> None:
+        """Returns None once the committed entries a follower kept (``lazy_apply``) are
+        applied, in ONE state-machine ``apply()``; a no-op when it kept none."""
+        ents = self._unapplied
+        if ents:
+            self._unapplied = []
+            self._unapplied_bytes = 0
+            self._apply(ents)
+            self.ops.on_applied(ents, None)
+
     def close(self) -> None:
-        """Returns None after stopping the cluster operations' background work and the log
-        sync thread (the stores stay open: their opener closes them)."""
+        """Returns None after applying the entries a follower kept, then stopping the cluster
+        operations' background work and the log sync thread (the stores stay open: their
+        opener closes them)."""
         try:
+            self.catch_up()
             self.ops.close()
         finally:
             self._syncer.close()
@@ -184,7 +211,13 @@ class Node:
         while not should_stop():
             # frames left by the last flush (_flush_stepping) are handled without waiting
             timeout = 0.0 if self._deferred else self._next_tick - clock()
-            self.process(net.recv(timeout if timeout > 0 else 0.0))
+            idle_apply = bool(self._unapplied) and not self._deferred
+            if idle_apply and timeout > LAZY_APPLY_IDLE_S:
+                timeout = LAZY_APPLY_IDLE_S
+            frames = net.recv(timeout if timeout > 0 else 0.0)
+            if idle_apply and not frames:
+                self.catch_up()
+            self.process(frames)
 
     def process(self, frames: Sequence[Incoming]) -> None:
         """Returns None after handling one iteration's frames, ticks, batches and Readys."""
@@ -211,6 +244,7 @@ class Node:
         # the election timers and the leader's quorum check at once, before the peers, held
         # up by the same work, could be heard: a healthy leader would be deposed. The
         # logical clock just runs slow while the loop does.
+        self.catch_up()
         self.raw.tick()
         self.counters["ticks"] += 1
         self._next_tick += self._tick_s
@@ -221,6 +255,8 @@ class Node:
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind
+        if kind != "raft" and self._unapplied:
+            self.catch_up()  # requests and cluster operations see every entry it knows committed
         if kind == "raft":
             raw, lead = self.raw, self.lead
             if self.role == Role.LEADER:
@@ -260,6 +296,7 @@ class Node:
         if rd.early_messages:
             net.queue(self._outgoing(rd.early_messages))
             net.flush()
+        committed = self._lazy_apply(rd)
         hs = rd.hard_state
         if rd.snapshot is not None:
             self.ops.on_ready_snapshot(rd.snapshot, hs or self._hard_state)
@@ -273,7 +310,7 @@ class Node:
             self.logstore.append(rd.entries, hs, sync=False)
             if syncing:
                 self.counters["fsyncs"] += 1
-                if rd.committed_entries:
+                if committed:
                     self._syncer.start(self.logstore.sync)
                 else:
                     self._flush_stepping()
@@ -282,8 +319,8 @@ class Node:
                 if hs.commit > self.commit:
                     self.commit = hs.commit
         if syncing:
-            if rd.committed_entries:
-                self._apply(rd.committed_entries)
+            if committed:
+                self._apply(committed)
             self._syncer.wait()  # persist before sending what depends on it
             if rd.entries:
                 self.stages.persisted(rd.entries[-1].index)
@@ -297,20 +334,49 @@ class Node:
             # left as early_messages) are commit notices and heartbeats, which can wait for
             # the apply. A follower's heartbeat responses confirm reads: they go first.
             apply_first = self.role == Role.LEADER
-            if rd.committed_entries and apply_first:
-                self._apply(rd.committed_entries)
+            if committed and apply_first:
+                self._apply(committed)
             if rd.messages:
                 net.queue(self._outgoing(rd.messages))
                 net.flush()
-            if rd.committed_entries and not apply_first:
-                self._apply(rd.committed_entries)
+            if committed and not apply_first:
+                self._apply(committed)
         if rd.conf_state is not None:
             self._set_members(rd.conf_state)
-        if rd.committed_entries or rd.conf_state is not None:
-            self.ops.on_applied(rd.committed_entries, rd.conf_state)
+        if committed or rd.conf_state is not None:
+            self.ops.on_applied(committed, rd.conf_state)
         if rd.read_states:
             self.service.on_read_states(rd.read_states)
         self.raw.advance(rd)
+
+    def _lazy_apply(self, rd: Ready) -> list[Entry]:
+        """Returns the committed entries to apply in this Ready: ``rd.committed_entries``
+        after those kept from earlier Readys; none when this follower keeps them all for a
+        later batch (``lazy_apply``), which it does unless the Ready changes its role
+        (``_handle_ready`` set it already) or membership, installs a snapshot or confirms
+        reads, reads wait to be served, or the kept entries reach ``LAZY_APPLY_ENTRIES`` or
+        ``LAZY_APPLY_BYTES``."""
+        ents = rd.committed_entries
+        if (
+            ents
+            and self.cfg.lazy_apply
+            and self.role == Role.FOLLOWER
+            and rd.conf_state is None
+            and rd.snapshot is None
+            and not rd.read_states
+            and not self.service.reads_waiting
+        ):
+            kept = self._unapplied
+            kept.extend(ents)
+            self._unapplied_bytes += sum(map(len, [e.data for e in ents]))
+            if len(kept) < LAZY_APPLY_ENTRIES and self._unapplied_bytes < LAZY_APPLY_BYTES:
+                return []
+            ents = []
+        if self._unapplied:
+            ents = [*self._unapplied, *ents]
+            self._unapplied = []
+            self._unapplied_bytes = 0
+        return ents
 
     def _flush_stepping(self) -> None:
         """Returns None once the log is flushed; meanwhile (the flush on the sync thread)

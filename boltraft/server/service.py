@@ -87,6 +87,11 @@ class Service:
         self._ids = itertools.count(1)
         self.stats = {"writes": 0, "reads": 0, "forwarded": 0, "bad_requests": 0}
 
+    @property
+    def reads_waiting(self) -> bool:
+        """Returns True while confirmed reads wait for the state machine to catch up."""
+        return bool(self._waiting)
+
     # --- intake -----------------------------------------------------------------------------
     def on_request(self, target: Target, body: Any, now: float) -> None:
         """Returns None; answers at once (stale read, status, bad request) or queues."""
