@@ -387,3 +387,45 @@ def test_frames_left_by_a_flush_are_handled_without_waiting_for_a_tick(world: Wo
     node.run(lambda: next(stops))
     assert timeouts == [0.0]
     assert world.responses(lead)[7].ok and node._deferred == []
+
+
+class AppendLog(MemoryLogStore):
+    """A MemoryLogStore that records every append as (entry count, hard state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: list[tuple[int, HardState | None]] = []
+
+    def append(
+        self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
+    ) -> None:
+        self.appends.append((len(entries), hard_state))
+        super().append(entries, hard_state, sync)
+
+
+def test_a_raised_commit_alone_is_written_with_the_next_append_or_at_close(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, store=AppendLog)
+    try:
+        lead = w.elect()
+        w.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+        w.settle()
+        node = w.nodes[lead]
+        log: AppendLog = node.logstore  # type: ignore[assignment]
+        for i in range(3):
+            log.appends.clear()
+            w.request(lead, 10 + i, _put(f"k{i}", "v"))
+            w.settle()
+            assert w.responses(lead)[10 + i].ok
+            commit = node.commit
+            # one append: the entry, with the commit before it; the commit of the entry,
+            # raised by a follower's ack, waits for the next append instead of a write
+            assert [(n, hs.commit if hs else None) for n, hs in log.appends] == [(1, commit - 1)]
+            assert log.initial_state()[0].commit == commit - 1
+        log.appends.clear()
+        node.close()
+        assert [(n, hs.commit if hs else None) for n, hs in log.appends] == [(0, node.commit)]
+        assert log.initial_state()[0].commit == node.commit
+    finally:
+        w.close()

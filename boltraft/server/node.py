@@ -9,8 +9,9 @@ writes, one ReadIndex context for all linearizable reads), then drain the core's
 following the contract in ``boltraft.raft.types``:
 
 1. send ``early_messages`` (the leader's appends: it writes its own log while they travel);
-2. write entries + hard state in ONE log append; when anything in it must be durable
-   (entries, a new term or vote; a commit-only hard state need not), flush it: on the sync
+2. write entries + hard state in ONE log append (a hard state that only raises the commit
+   index waits for the next append: ``_unwritten_hs``); when anything in it must be durable
+   (entries, a new term or vote), flush it: on the sync
    thread while step 3 applies (``boltraft.server.syncer``); with nothing to apply, while
    the loop steps the Raft messages and requests already waiting (``_flush_stepping``),
    or inline when there are none;
@@ -134,6 +135,11 @@ class Node:
         self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
         self._unapplied: list[Entry] = []  # lazy_apply: committed, kept for a later batch
         self._unapplied_bytes = 0  # their command bytes
+        # the latest hard state that only raised the commit index, not yet written (None when
+        # the log store has the latest): Raft needs no durable commit index (a restart learns
+        # it again), so it is written with the next append of entries, a new term or vote,
+        # or at close, not in a write of its own on every commit
+        self._unwritten_hs: HardState | None = None
         self.counters["stepped_during_flush"] = 0
 
     # --- small helpers used by the service ----------------------------------------------------
@@ -195,11 +201,14 @@ class Node:
             self.ops.on_applied(ents, None)
 
     def close(self) -> None:
-        """Returns None after applying the entries a follower kept, then stopping the cluster
-        operations' background work and the log sync thread (the stores stay open: their
-        opener closes them)."""
+        """Returns None after applying the entries a follower kept and writing the latest
+        commit index, then stopping the cluster operations' background work and the log sync
+        thread (the stores stay open: their opener closes them)."""
         try:
             self.catch_up()
+            if self._unwritten_hs is not None:
+                self.logstore.append([], self._unwritten_hs, sync=False)
+                self._unwritten_hs = None
             self.ops.close()
         finally:
             self._syncer.close()
@@ -303,11 +312,14 @@ class Node:
         syncing = False
         if rd.entries or hs is not None:
             old = self._hard_state
-            syncing = self.cfg.fsync and (
-                bool(rd.entries) or hs is None or hs.term != old.term or hs.vote != old.vote
-            )
-            # written now (into the page cache), flushed on the sync thread while we apply
-            self.logstore.append(rd.entries, hs, sync=False)
+            commit_only = hs is not None and hs.term == old.term and hs.vote == old.vote
+            syncing = self.cfg.fsync and (bool(rd.entries) or not commit_only)
+            if rd.entries or not commit_only:
+                # written now (into the page cache), flushed on the sync thread while we apply
+                self.logstore.append(rd.entries, hs or self._unwritten_hs, sync=False)
+                self._unwritten_hs = None
+            else:  # a raised commit alone need not be durable: it goes with the next append
+                self._unwritten_hs = hs
             if syncing:
                 self.counters["fsyncs"] += 1
                 if committed:
