@@ -2,7 +2,11 @@
 
 Prints ONE JSON object: for each workload (write, read) and concurrency C the keys
 ``{w}_c{C}_ops_per_s`` and ``{w}_c{C}_p50_ms`` / ``_p90_ms`` / ``_p99_ms`` (e.g.
-``write_c1_p50_ms``, ``write_c64_ops_per_s``, ``read_c64_ops_per_s``).
+``write_c1_p50_ms``, ``write_c64_ops_per_s``, ``read_c64_ops_per_s``). When it started the
+cluster itself (no ``--endpoints``), also ``{w}_c{C}_leader_cpu_us_per_op`` and
+``{w}_c{C}_follower_cpu_us_per_op``: CPU time (user + system, from ``/proc/PID/stat``) a
+node process spent per measured request, the leader's and the followers' mean, which is
+what decides latency on a machine with fewer cores than busy processes.
 
 A "client" is one request stream with one request outstanding at a time (a closed loop), as a
 client application thread would be. The streams are spread over ``--procs`` worker processes
@@ -171,6 +175,30 @@ def _pct(sorted_lat: list[float], q: float) -> float:
     return sorted_lat[min(len(sorted_lat) - 1, int(q * len(sorted_lat)))] * 1000
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """Returns the CPU time (user + system, seconds) process ``pid`` has used so far, or None
+    when it cannot be read (no ``/proc``, the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # after the command name: state is field 3, utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_op(
+    before: dict[str, float | None], after: dict[str, float | None], ops: int
+) -> dict[str, float | None]:
+    """Returns each node's CPU microseconds per op between the two ``cpu_seconds`` samples
+    (None for a node that could not be read twice)."""
+    out: dict[str, float | None] = {}
+    for node, t0 in before.items():
+        t1 = after.get(node)
+        out[node] = None if t0 is None or t1 is None or not ops else (t1 - t0) * 1e6 / ops
+    return out
+
+
 def run_phase(
     addr: str,
     kind: str,
@@ -180,8 +208,13 @@ def run_phase(
     duration: float,
     size: int,
     single: bool = False,
+    pids: dict[str, int] | None = None,
+    leader: str = "",
 ) -> dict[str, float]:
-    """Returns ops/s, p50/p90/p99 (ms) and errors of one workload at one concurrency."""
+    """Returns ops/s, p50/p90/p99 (ms) and errors of one workload at one concurrency; with
+    ``pids`` (node id -> process id), also the leader's and the followers' mean CPU
+    microseconds per measured request (``leader_cpu_us_per_op``,
+    ``follower_cpu_us_per_op``), sampled over the measured window."""
     nprocs = max(1, min(procs, clients))
     spawn = mp.get_context("spawn")
     start_at = time.monotonic() + 1.0 + 0.3 * nprocs  # after every worker has started
@@ -195,6 +228,13 @@ def run_phase(
         )
         p.start()
         workers.append((p, parent))
+    before: dict[str, float | None] = {}
+    after: dict[str, float | None] = {}
+    if pids:
+        time.sleep(max(0.0, start_at + warmup - time.monotonic()))
+        before = {node: cpu_seconds(pid) for node, pid in pids.items()}
+        time.sleep(max(0.0, start_at + warmup + duration - time.monotonic()))
+        after = {node: cpu_seconds(pid) for node, pid in pids.items()}
     lat: list[float] = []
     errors = 0
     for p, parent in workers:
@@ -203,13 +243,22 @@ def run_phase(
         errors += errs
         p.join()
     lat.sort()
-    return {
+    out: dict[str, float] = {
         "ops_per_s": round(len(lat) / duration, 1),
         "p50_ms": round(_pct(lat, 0.50), 3),
         "p90_ms": round(_pct(lat, 0.90), 3),
         "p99_ms": round(_pct(lat, 0.99), 3),
         "errors": errors,
     }
+    if pids:
+        cpu = _cpu_per_op(before, after, len(lat))
+        lead_cpu = cpu.get(leader)
+        followers = [v for node, v in cpu.items() if node != leader and v is not None]
+        if lead_cpu is not None:
+            out["leader_cpu_us_per_op"] = round(lead_cpu, 1)
+        if followers:
+            out["follower_cpu_us_per_op"] = round(sum(followers) / len(followers), 1)
+    return out
 
 
 def main() -> None:
@@ -228,6 +277,7 @@ def main() -> None:
     args = ap.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
+    pids: dict[str, int] = {}  # node id -> process id, when this script started the nodes
     tmp = None
     try:
         if args.endpoints:
@@ -239,6 +289,7 @@ def main() -> None:
             for i in range(len(plan)):
                 with open(root / f"{plan[i][0]}.log", "ab") as logf:
                     procs.append(subprocess.Popen(serve_argv(plan, i), stdout=logf, stderr=logf))
+                pids[plan[i][0]] = procs[-1].pid
             endpoints = [addr for _, addr, _ in plan]
         leader = wait_for_leader(endpoints, time.monotonic() + 30)
         if leader is None:
@@ -266,6 +317,8 @@ def main() -> None:
                     args.duration,
                     args.value_size,
                     args.single_frames,
+                    pids,
+                    leader,
                 )
                 for k, v in r.items():
                     result[f"{kind}_c{c}_{k}"] = v
