@@ -370,8 +370,7 @@ class Node:
         ``LAZY_APPLY_BYTES``."""
         ents = rd.committed_entries
         if (
-            ents
-            and self.cfg.lazy_apply
+            self.cfg.lazy_apply
             and self.role == Role.FOLLOWER
             and rd.conf_state is None
             and rd.snapshot is None
@@ -379,8 +378,9 @@ class Node:
             and not self.service.reads_waiting
         ):
             kept = self._unapplied
-            kept.extend(ents)
-            self._unapplied_bytes += sum(map(len, [e.data for e in ents]))
+            if ents:
+                kept.extend(ents)
+                self._unapplied_bytes += sum(map(len, [e.data for e in ents]))
             if len(kept) < LAZY_APPLY_ENTRIES and self._unapplied_bytes < LAZY_APPLY_BYTES:
                 return []
             ents = []
