@@ -230,13 +230,19 @@ def test_a_follower_restarted_without_closing_replays_what_it_kept(world: World)
     assert _value(new, b"k3") == b"v3"
 
 
-def test_a_ready_without_committed_entries_leaves_the_kept_ones_kept(world: World) -> None:
+def _keeping(world: World) -> tuple[Node, int]:
+    """Returns a follower that keeps committed entries after three writes, and the index of
+    its last log entry."""
     lead, follower = _ready(world)
     _write(world, lead, 3)
     f = world.nodes[follower]
+    assert f.commit > f.applied
+    return f, f.logstore.last_index()
+
+
+def test_a_ready_without_committed_entries_leaves_the_kept_ones_kept(world: World) -> None:
+    f, last = _keeping(world)
     kept = f.commit - f.applied
-    assert kept > 0
-    last = f.logstore.last_index()
     assert f._lazy_apply(Ready()) == []
     assert f._lazy_apply(Ready(entries=f.logstore.entries(last, last + 1))) == []
     assert f.commit - f.applied == kept
@@ -246,12 +252,7 @@ def test_a_ready_without_committed_entries_leaves_the_kept_ones_kept(world: Worl
 def test_a_ready_that_installs_changes_membership_or_confirms_reads_applies_at_once(
     world: World, what: str
 ) -> None:
-    lead, follower = _ready(world)
-    _write(world, lead, 3)
-    f = world.nodes[follower]
-    kept = f.commit - f.applied
-    assert kept > 0
-    last = f.logstore.last_index()
+    f, last = _keeping(world)
     ents = f.logstore.entries(last, last + 1)
     extra: dict[str, Any] = {
         "conf_state": {"conf_state": f.conf_state},
