@@ -45,6 +45,7 @@ import zmq
 from boltraft_cli.up import node_plan, serve_argv, stop_children
 
 from boltraft.server.probe import request, wait_for_leader
+from boltraft.transport.zmq_transport import drain
 
 BUCKET = "bench"
 
@@ -91,9 +92,9 @@ def _worker(
     sock.connect(addr)
     value = os.urandom(value_size)
     packb, unpackb, now = msgpack.packb, msgpack.unpackb, time.perf_counter
-    # the backend socket calls with int flags: the sugar wrappers would cost the driver more
-    # CPU per request than the node spends on some requests
-    raw_send, raw_recv, nb = zmq.backend.Socket.send, zmq.backend.Socket.recv, int(zmq.NOBLOCK)
+    # the backend socket call with int flags (and ``drain`` to receive): the sugar wrappers
+    # would cost the driver more CPU per request than the node spends on some requests
+    raw_send = zmq.backend.Socket.send
     cids = [f"bench-{os.getpid()}-{wid}-{i}".encode() for i in range(streams)]
     seqs = [0] * streams
     pending: dict[int, tuple[int, float]] = {}
@@ -152,11 +153,8 @@ def _worker(
             break
         if not sock.poll(100):
             continue
-        while True:
-            try:
-                frame = unpackb(raw_recv(sock, nb))
-            except zmq.Again:
-                break
+        for parts in drain(sock, 1 << 20):
+            frame = unpackb(parts[-1])
             if frame[1] == "resps":
                 for rid, resp in frame[2]:
                     answered(rid, resp)

@@ -12,7 +12,7 @@ import zmq
 from boltraft import errors
 from boltraft.raft.types import Entry, Message, MessageType
 from boltraft.transport import codec
-from boltraft.transport.zmq_transport import Incoming, PeerTransport
+from boltraft.transport.zmq_transport import Incoming, PeerTransport, drain
 
 ANY = "tcp://127.0.0.1:*"
 DEADLINE = 10.0
@@ -232,3 +232,26 @@ def test_invalid_arguments_and_closed_use(make: Callable[..., PeerTransport]) ->
         a.send([hb("n2", "n1")])
     with pytest.raises(errors.UnavailableError):
         a.recv()
+
+
+def test_drain_yields_whole_waiting_messages_up_to_the_limit_and_never_blocks() -> None:
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        router.bind("inproc://drain")
+        dealer.connect("inproc://drain")
+        assert list(drain(router, 10)) == []  # nothing waiting: no zmq.Again escapes
+        for i in range(5):
+            dealer.send_multipart([b"a%d" % i, b"b%d" % i])
+        assert router.poll(1000)
+        first = list(drain(router, 2))
+        assert [p[1:] for p in first] == [[b"a0", b"b0"], [b"a1", b"b1"]]  # identity first
+        rest = list(drain(router, 10))
+        assert [p[1:] for p in rest] == [[b"a%d" % i, b"b%d" % i] for i in range(2, 5)]
+        assert list(drain(router, 10)) == []
+        assert list(drain(router, 0)) == []
+    finally:
+        router.close(0)
+        dealer.close(0)
+        ctx.term()

@@ -22,7 +22,7 @@ from boltraft.errors import (
     UnavailableError,
 )
 from boltraft.transport import codec
-from boltraft.transport.zmq_transport import connect_dealer
+from boltraft.transport.zmq_transport import connect_dealer, drain
 
 RETRYABLE = frozenset(
     {
@@ -35,6 +35,7 @@ RETRYABLE = frozenset(
         "lag_exceeded",
     }
 )
+_DRAIN_MAX = 1024  # answers read from one socket before the deadline is looked at again
 _HINTS = ("not_leader", "lag_exceeded")  # errors whose details may name the leader's address
 
 
@@ -138,11 +139,7 @@ class Channel:
             if remaining <= 0:
                 return None
             for sock, _ in poll(max(1, int(remaining * 1000 + 0.999))):
-                while True:
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
+                for parts in drain(sock, _DRAIN_MAX):
                     if len(parts) != 1:
                         continue
                     try:

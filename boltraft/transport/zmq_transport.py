@@ -28,7 +28,7 @@ unknown_peer (messages for a node not in the peer table), replies, reply_dropped
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import zmq
@@ -49,7 +49,11 @@ from boltraft.transport import codec
 # microseconds per call, which the node loop pays once per request and reply.
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
 _NB = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
@@ -68,6 +72,23 @@ _COUNTERS = (
     "replies",
     "reply_dropped",
 )
+
+
+def drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
+    """Yields the whole messages waiting on ``sock`` now, each as the list of its parts, at
+    most ``limit`` of them; never blocks. It asks ZeroMQ whether more are waiting instead of
+    reading until ``zmq.Again``: raising and catching that costs ~7 us per call. Parts come
+    as bytes: a zero-copy Frame costs more for messages this small."""
+    for _ in range(limit):
+        try:
+            parts = [_recv(sock, _NB, True)]
+        except zmq.Again:  # the poll's event was not a whole message after all
+            return
+        while _get(sock, _RCVMORE):  # the rest of a message arrives with its start
+            parts.append(_recv(sock, _NB, True))
+        yield parts
+        if not _get(sock, _EVENTS) & _POLLIN:
+            return
 
 
 class Incoming(NamedTuple):
@@ -327,16 +348,8 @@ class PeerTransport:
         take, by_socket = self._take, self._by_socket
         for sock, _ in ready:
             peer = by_socket.get(sock)
-            while len(out) < max_frames:
-                try:  # zero-copy Frames: ``.more`` is cheaper than asking RCVMORE
-                    f = _recv(sock, _NB, False)
-                except zmq.Again:
-                    break
-                parts = [f]
-                while f.more:  # the rest of a message arrives with its start
-                    f = _recv(sock, _NB, False)
-                    parts.append(f)
-                take([p.bytes for p in parts], peer, out)
+            for parts in drain(sock, max_frames - len(out)):
+                take(parts, peer, out)
         return out
 
     def _take(self, parts: list[bytes], peer: str | None, out: list[Incoming]) -> None:
