@@ -368,10 +368,18 @@ class Raft(LeaderMixin):
 
     def _handle_snapshot(self, m: Message) -> None:
         meta = m.snapshot
-        if meta is None or meta.index <= self.log.committed:
-            self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
+        log = self.log
+        if meta is None or meta.index <= log.committed:
+            self.send(Message(MT.APP_RESP, m.frm, self.id, index=log.committed))
             return
-        self.log.restore(meta)
+        if log.match_term(meta.index, meta.term):
+            # The log already holds the snapshot's last entry (a snapshot that was delayed or
+            # sent twice, paper section 7): the entries after it are valid and may have been
+            # acknowledged, so they stay; only the commit index moves up to the snapshot.
+            log.commit_to(meta.index)
+            self.send(Message(MT.APP_RESP, m.frm, self.id, index=log.committed))
+            return
+        log.restore(meta)
         self._set_conf(meta.conf_state)
         self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.last_index()))
 

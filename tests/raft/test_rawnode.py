@@ -96,6 +96,30 @@ def test_stale_snapshot_is_answered_with_the_commit_index() -> None:
     assert [(m.type, m.index) for m in rd.messages] == [(MT.APP_RESP, 2)]
 
 
+def test_a_snapshot_of_a_prefix_of_the_log_keeps_the_entries_after_it() -> None:
+    """A follower that already holds the snapshot's last entry and more (the snapshot was
+    delayed, or sent twice) keeps its log and only commits up to the snapshot: wiping it
+    would lose entries it acknowledged, and a leader whose match for it lies past the
+    snapshot would then probe it forever (simulator seed 701193, 5 nodes)."""
+    net = Network(["a", "b", "c"], lazy_commit=True)
+    net.elect("a")
+    net.propose("a", b"x", b"y", b"z")  # b holds them; lazy_commit: it has not heard the commit
+    b = net.nodes["b"]
+    last = b.status().commit + 3
+    assert net.stores["b"].last_index() == last
+    term = b.status().term
+    cs = ConfState(("a", "b", "c"))
+    b.step(Message(MT.SNAP, "b", "a", term=term, snapshot=SnapshotMeta(last - 1, term, cs)))
+    rd = b.ready()
+    assert rd.snapshot is None and rd.entries == []
+    assert [(m.type, m.index) for m in rd.messages] == [(MT.APP_RESP, last - 1)]
+    assert [e.index for e in rd.committed_entries][-1] == last - 1
+    b.advance(rd)
+    b.check_invariants()
+    assert b.status().commit == last - 1
+    assert net.stores["b"].last_index() == last  # nothing after the snapshot was dropped
+
+
 def test_installed_snapshot_carries_its_membership() -> None:
     net = Network(["a", "b"])
     b = net.nodes["b"]
