@@ -185,18 +185,6 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_per_op(
-    before: dict[str, float | None], after: dict[str, float | None], ops: int
-) -> dict[str, float | None]:
-    """Returns each node's CPU microseconds per op between the two ``cpu_seconds`` samples
-    (None for a node that could not be read twice)."""
-    out: dict[str, float | None] = {}
-    for node, t0 in before.items():
-        t1 = after.get(node)
-        out[node] = None if t0 is None or t1 is None or not ops else (t1 - t0) * 1e6 / ops
-    return out
-
-
 def run_phase(
     addr: str,
     kind: str,
@@ -248,14 +236,16 @@ def run_phase(
         "p99_ms": round(_pct(lat, 0.99), 3),
         "errors": errors,
     }
-    if pids:
-        cpu = _cpu_per_op(before, after, len(lat))
-        lead_cpu = cpu.get(leader)
-        followers = [v for node, v in cpu.items() if node != leader and v is not None]
-        if lead_cpu is not None:
-            out["leader_cpu_us_per_op"] = round(lead_cpu, 1)
-        if followers:
-            out["follower_cpu_us_per_op"] = round(sum(followers) / len(followers), 1)
+    cpu: dict[str, float] = {}  # node id -> CPU microseconds per request (both samples read)
+    for node, t0 in before.items():
+        t1 = after.get(node)
+        if t0 is not None and t1 is not None and lat:
+            cpu[node] = (t1 - t0) * 1e6 / len(lat)
+    if leader in cpu:
+        out["leader_cpu_us_per_op"] = round(cpu[leader], 1)
+    followers = [v for node, v in cpu.items() if node != leader]
+    if followers:
+        out["follower_cpu_us_per_op"] = round(sum(followers) / len(followers), 1)
     return out
 
 

@@ -381,7 +381,7 @@ class Raft(LeaderMixin):
             return
         log.restore(meta)
         self._set_conf(meta.conf_state)
-        self.send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.last_index()))
+        self.send(Message(MT.APP_RESP, m.frm, self.id, index=log.last_index()))
 
     # --- membership --------------------------------------------------------------------------
     def _set_conf(self, cs: ConfState) -> None:

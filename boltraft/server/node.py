@@ -193,10 +193,8 @@ class Node:
     def catch_up(self) -> None:
         """Returns None once the committed entries a follower kept (``lazy_apply``) are
         applied, in ONE state-machine ``apply()``; a no-op when it kept none."""
-        ents = self._unapplied
+        ents = self._take_kept()
         if ents:
-            self._unapplied = []
-            self._unapplied_bytes = 0
             self._apply(ents)
             self.ops.on_applied(ents, None)
 
@@ -385,9 +383,14 @@ class Node:
                 return []
             ents = []
         if self._unapplied:
-            ents = [*self._unapplied, *ents]
-            self._unapplied = []
-            self._unapplied_bytes = 0
+            ents = [*self._take_kept(), *ents]
+        return ents
+
+    def _take_kept(self) -> list[Entry]:
+        """Returns the committed entries this follower kept (``lazy_apply``), keeping none."""
+        ents = self._unapplied
+        self._unapplied = []
+        self._unapplied_bytes = 0
         return ents
 
     def _flush_stepping(self) -> None:

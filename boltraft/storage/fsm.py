@@ -214,7 +214,11 @@ class BucketStateMachine:
                 tx.lift_state_record()
             return self._run(tx, work, first_index, last, results)
 
-        clock, oldest = self.db.update_fn(run)
+        self._committed(last, *self.db.update_fn(run))
+
+    def _committed(self, last: Entry, clock: int, oldest: int | None) -> None:
+        """Returns None after noting that a transaction applied everything up to ``last``
+        with the clock at ``clock`` and its oldest dedup group at ``oldest``."""
         self._index, self._term, self._clock = last.index, last.term, clock
         self._oldest_group = oldest
 
@@ -245,8 +249,7 @@ class BucketStateMachine:
             return put, dedup.oldest_group_ts
 
         put, oldest = self.db.update_fn(run)
-        self._index, self._term, self._clock = last.index, last.term, clock
-        self._oldest_group = oldest
+        self._committed(last, clock, oldest)
         return put
 
     def _commit_one_by_one(
