@@ -15,7 +15,9 @@ from typing import Any
 
 import lmdb
 import pytest
-from storeformats import create_store  # tests/ is on sys.path under pytest
+from smallfs import fill as fill_disk  # tests/ is on sys.path under pytest
+from smallfs import small_filesystem
+from storeformats import create_store
 
 from boltraft import errors
 from boltraft.storage.copier import copy_store
@@ -237,6 +239,37 @@ def test_quota_gives_no_space_writes_nothing_and_reads_go_on(tmp_path: Path) -> 
         db.update_fn(lambda tx: tx.bucket("keep").put(b"small", b"still fits"))
         with db.view() as tx:
             assert tx.bucket("keep").get(b"small") == b"still fits"
+
+
+def test_a_full_disk_refuses_a_write_with_no_space_and_reads_go_on(tmp_path: Path) -> None:
+    big = os.urandom(700 << 10)  # more pages than the file has free: it must grow
+
+    def put_big(tx: Tx) -> None:
+        tx.bucket("keep").put(b"big", big)
+
+    with small_filesystem(tmp_path / "fs") as fs, DB.open(fs / "db") as db:
+        db.update_fn(lambda tx: tx.create_bucket("keep").put(b"k", b"v"))
+        filler = fill_disk(fs)
+        with pytest.raises(errors.NoSpaceError) as info:
+            db.update_fn(put_big)  # at once: growing the map cannot help
+        assert info.value.details == {"retry": False, "disk_full": True}
+        assert "disk" in info.value.message
+        with pytest.raises(errors.NoSpaceError) as info, db.update() as tx:
+            put_big(tx)
+        assert info.value.details["disk_full"] is True
+        os.truncate(filler, filler.stat().st_size - (64 << 10))  # a short write: LMDB's EIO
+        with pytest.raises(errors.NoSpaceError) as info:
+            db.update_fn(put_big)
+        assert "Input/output error" in info.value.message
+        assert info.value.details["disk_full"] is True
+        with db.view() as tx:
+            assert tx.bucket("keep").get(b"k") == b"v"
+            assert tx.bucket("keep").get(b"big") is None
+        assert db.check() == []
+        filler.unlink()
+        db.update_fn(put_big)
+        with db.view() as tx:
+            assert tx.bucket("keep").get(b"big") == big
 
 
 def test_update_context_grows_and_asks_for_a_retry(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from smallfs import fill, small_filesystem  # tests/ is on sys.path under pytest
 
 from boltraft.errors import (
     BucketExistsError,
@@ -312,6 +313,37 @@ def test_no_space_yields_errors_and_advances(tmp_path: Path, only_puts: bool) ->
         assert get(sm, "a", b"small") == b"s"
     finally:
         sm.close()
+
+
+@pytest.mark.parametrize("only_puts", [False, True])
+def test_a_full_disk_applies_nothing_and_the_same_entries_apply_once_freed(
+    tmp_path: Path, only_puts: bool
+) -> None:
+    """Unlike the quota (above), a full disk never skips an entry: the other replicas, with
+    space, apply it. only_puts: exactly-once puts to one bucket (the batch path)."""
+    big = b"x" * (300 << 10)
+
+    def once(i: int) -> dict[str, Any]:
+        return {"cid": b"c", "seq": i} if only_puts else {}
+
+    with small_filesystem(tmp_path / "fs") as fs:
+        sm = BucketStateMachine(fs / "s", sync=False)
+        try:
+            sm.apply([ent(1, mk("a")), ent(2, put("a", b"before", b"b"))])
+            run = [ent(i, put("a", b"k%d" % i, big, **once(i))) for i in range(3, 12)]
+            assert len(run) >= BATCH_PATH_MIN
+            filler = fill(fs)
+            with pytest.raises(NoSpaceError) as info:
+                sm.apply(run)
+            assert info.value.details["disk_full"] is True
+            assert sm.applied == (2, 1)
+            assert get(sm, "a", b"k3") is None and get(sm, "a", b"before") == b"b"
+            filler.unlink()
+            assert sm.apply(run) == [None] * len(run)
+            assert sm.applied == (11, 1)
+            assert all(get(sm, "a", b"k%d" % i) == big for i in range(3, 12))
+        finally:
+            sm.close()
 
 
 def test_a_run_of_plain_puts_answers_each_entry_like_one_put(sm: BucketStateMachine) -> None:

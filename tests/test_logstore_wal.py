@@ -11,8 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from smallfs import fill, small_filesystem  # tests/ is on sys.path under pytest
 
-from boltraft.errors import CorruptionError, DataDirLockedError, InvalidArgumentError
+from boltraft.errors import (
+    CorruptionError,
+    DataDirLockedError,
+    InvalidArgumentError,
+    NoSpaceError,
+)
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from boltraft.storage.wal import WalLogStore
 from boltraft.storage.wal import format as fmt
@@ -325,3 +331,32 @@ def test_bad_sizes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError):
         WalLogStore(tmp_path, cache_bytes=0)
     WalLogStore(tmp_path).close()
+
+
+def test_a_full_disk_refuses_an_append_writing_nothing_then_appends_once_freed(
+    tmp_path: Path,
+) -> None:
+    with small_filesystem(tmp_path / "fs") as fs:
+        s = WalLogStore(fs / "wal", segment_bytes=64 << 10)
+        try:
+            s.append(batch(1, 11), HardState(1, "n1", 5))
+            before = contents(s)
+            filler = fill(fs)
+            for _ in range(3):  # within a segment, and on rotating to a new one
+                with pytest.raises(NoSpaceError):
+                    s.append(batch(11, 11 + 2000, size=100), HardState(2, "n1", 5))
+                with pytest.raises(NoSpaceError):
+                    s.append(batch(11, 12, size=60 << 10))
+                assert contents(s) == before
+            filler.unlink()
+            s.append(batch(11, 21), HardState(2, "n1", 5))
+            s.sync()
+        finally:
+            s.close()
+        s = WalLogStore(fs / "wal", segment_bytes=64 << 10)
+        try:
+            assert s.last_index() == 20
+            assert s.initial_state()[0] == HardState(2, "n1", 5)
+            assert s.entries(1, 21) == batch(1, 11) + batch(11, 21)
+        finally:
+            s.close()

@@ -19,6 +19,12 @@ raises NoSpaceError(retry=True), so do all later ones, and nothing of it is comm
 ``update()`` grows the map and raises NoSpaceError(retry=True) so the caller can retry. Once
 the map is at its quota, NoSpaceError(retry=False): nothing is written, reads go on.
 
+A full disk (LMDB cannot write its pages: ENOSPC, EDQUOT, or a short write, which LMDB
+reports as EIO, while less than ``DISK_FULL_BELOW`` is free; at commit or when a large
+transaction spills pages): the transaction is rolled back and NoSpaceError(retry=False,
+disk_full=True) raised; growing the map cannot help then. Reads go on, and a later write
+succeeds once space is freed.
+
 Threads: a DB may be shared by threads; each transaction belongs to the thread that opened it
 (LMDB lets one write transaction run at a time). Growing the map waits until no transaction
 is open in this process.
@@ -62,6 +68,8 @@ from boltraft.storage.opening import open_readonly, open_writable, round_map
 from boltraft.storage.tx import Known, Tx
 
 T = TypeVar("T")
+DISK_FULL_BELOW = 64 << 20
+"""An LMDB I/O error (EIO) at commit counts as a full disk while less than this is free."""
 
 
 class _Gate:
@@ -260,7 +268,11 @@ class DB:
                 except BaseException as exc:
                     self._known.clear()
                     if not isinstance(exc, lmdb.MapFullError):
-                        raise
+                        full = self._disk_full(exc)
+                        if full is None:
+                            raise
+                        tx._state = CLOSED  # LMDB already freed the failed txn
+                        raise full from None
                     tx._doom()  # LMDB already freed the failed txn
                 else:
                     tx._state = CLOSED
@@ -305,11 +317,14 @@ class DB:
         tx = self._begin(True)
         try:
             yield tx
-        except BaseException:
+        except BaseException as exc:
             self._end(tx, False)
             if tx._state == DOOMED:
                 self._grow(map_size)
-                raise refusal(DOOMED, "")
+                raise refusal(DOOMED, "") from None
+            full = self._disk_full(exc)
+            if full is not None:
+                raise full from None
             raise
         self._end(tx, True)
         if tx._state == DOOMED:
@@ -323,22 +338,49 @@ class DB:
         map fills up (during ``fn`` or at commit) the attempt is rolled back, the map grows
         (doubling, capped at the quota) and ``fn`` runs again in a fresh transaction, so
         ``fn`` must not have effects outside the transaction. Past the quota: NoSpaceError
-        (retry False), nothing written, reads still served.
+        (retry False), nothing written, reads still served. A full disk: NoSpaceError
+        (retry False, ``details["disk_full"]`` True), nothing written, at once.
         """
         while True:
             map_size = self._map_size
             tx = self._begin(True)
             try:
                 result = fn(tx)
-            except BaseException:
+            except BaseException as exc:
                 self._end(tx, False)
                 if tx._state != DOOMED:
+                    full = self._disk_full(exc)
+                    if full is not None:
+                        raise full from None
                     raise
             else:
                 self._end(tx, True)
                 if tx._state != DOOMED:
                     return result
             self._grow(map_size)
+
+    def _disk_full(self, exc: BaseException) -> NoSpaceError | None:
+        """Returns the NoSpaceError for an LMDB error that says the disk is full, None for any
+        other exception: ENOSPC (py-lmdb's DiskError), EDQUOT, or EIO while less than
+        ``DISK_FULL_BELOW`` bytes are free (LMDB reports a short page write, which is what a
+        nearly full disk gives, as EIO)."""
+        if not isinstance(exc, lmdb.Error):
+            return None
+        text = str(exc).lower()
+        if not isinstance(exc, lmdb.DiskError) and "quota exceeded" not in text:
+            if "input/output error" not in text:
+                return None
+            try:
+                st = os.statvfs(self.path)
+            except OSError:
+                return None
+            if st.f_bavail * st.f_frsize >= DISK_FULL_BELOW:
+                return None  # a real I/O error
+        return NoSpaceError(
+            f"the disk holding {self.path} is full ({exc}); nothing was written",
+            retry=False,
+            disk_full=True,
+        )
 
     def _grow(self, seen: int) -> None:
         """Grows the map past ``seen`` bytes (unless another thread did); NoSpaceError at quota."""

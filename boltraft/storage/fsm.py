@@ -51,6 +51,13 @@ divergence, which needs a store at its quota, rather than stalling the whole clu
 (``db.stats()`` shows how close a store is to its quota). If not even
 the applied index can be written, ``apply`` raises NoSpaceError: the entries up to
 ``applied`` are durable, and the caller retries the rest once space is freed.
+
+A full DISK is different: every replica with free space applies the entry, so skipping it
+here would make this replica diverge. ``apply`` raises NoSpaceError with
+``details["disk_full"]`` True (from ``DB``), the run's transaction rolled back, and the caller
+applies the same entries again once space is freed (``boltraft.server.node`` keeps them and
+retries at every tick). Only after a run already fell back to entry-by-entry transactions
+(the quota) can some of its entries have been applied; ``applied`` says how far.
 """
 
 from __future__ import annotations
@@ -157,8 +164,9 @@ class BucketStateMachine:
 
         ``entries`` must be in log order; those at or below the applied index are skipped, the
         rest must continue it without a gap. Raises InvalidArgumentError for a gap or disorder
-        (nothing applied), NoSpaceError only when not even the applied index fits (see the
-        module docstring), and lets LMDB's own I/O errors through.
+        (nothing applied), NoSpaceError when not even the applied index fits under the quota
+        or the disk is full (``details["disk_full"]``; see the module docstring), and lets
+        LMDB's own I/O errors through.
         """
         n = len(entries)
         results: list[Any] = [None] * n
@@ -186,8 +194,10 @@ class BucketStateMachine:
                 try:
                     results[start:] = self._commit_puts(puts, run[0].index, run[-1])
                     return results
-                except NoSpaceError:
-                    pass  # the general path below applies the run entry by entry
+                except NoSpaceError as err:
+                    if err.details.get("disk_full"):
+                        raise
+                    # the general path below applies the run entry by entry
         parse = commands.parse
         try:  # one comprehension: no per-entry Python statements when every command parses
             work: Work = [
@@ -204,7 +214,9 @@ class BucketStateMachine:
                         results[pos] = err
         try:
             self._commit(work, entries[start].index, entries[-1], results)
-        except NoSpaceError:
+        except NoSpaceError as err:
+            if err.details.get("disk_full"):
+                raise
             self._commit_one_by_one(work, entries, start, results)
         return results
 
@@ -265,6 +277,8 @@ class BucketStateMachine:
             try:
                 self._commit(one, e.index, e, results)
             except NoSpaceError as err:
+                if err.details.get("disk_full"):
+                    raise
                 results[pos] = err
                 ts = None if parsed is None else parsed[3]
                 clock = self._clock if ts is None else max(self._clock, ts)
