@@ -184,6 +184,19 @@ class Membership:
             }
         return out
 
+    def hand_over(self) -> str:
+        """Returns the voter this leader starts handing leadership to (the one whose log
+        matches furthest), or "" when there is none or the core refuses (not the leader, a
+        transfer already running)."""
+        node = self.node
+        try:
+            target = self._best_voter()
+            node.raw.transfer_leader(target)
+        except (MembershipError, ProposalDroppedError):
+            return ""
+        log.debug("%s: handing leadership to %s", node.id, target)
+        return target
+
     def _best_voter(self) -> str:
         node = self.node
         progress = node.raw.status().progress

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from boltraft.benchmark.stages import StageRecorder
-from boltraft.errors import BoltraftError
+from boltraft.errors import BoltraftError, NoSpaceError, UnavailableError
 from boltraft.raft.config import Config
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
@@ -70,15 +70,17 @@ _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
 LAZY_APPLY_ENTRIES = 64
 LAZY_APPLY_BYTES = 1 << 20
 LAZY_APPLY_IDLE_S = 0.002
+FULL_WARN_S = 10.0  # a full disk is logged at most this often
 
 
 class Node:
     """One running member of the cluster (its stores are opened and closed by the caller).
 
     Invariants: ``applied <= commit``; ``lead`` is "" or a member id; only the loop's thread
-    touches this object; ``_unapplied`` is empty unless this node is a follower with
-    ``lazy_apply``, and then holds committed entries past ``applied`` in index order, none
-    of them a membership change.
+    touches this object; ``_unapplied`` holds committed entries past ``applied`` in index
+    order, and is empty unless this node is a follower with ``lazy_apply`` (then none of
+    them is a membership change) or its state machine found the disk full (``_apply_full``);
+    ``disk_full`` is "" unless the last log append or apply found the disk full.
     """
 
     def __init__(
@@ -101,21 +103,11 @@ class Node:
         self._wall = wall_clock
         if logstore.bootstrap(ConfState(voters=tuple(sorted(cfg.members)), addrs=cfg.members)):
             log.info("bootstrapped a new cluster: %s", cfg.members)
-        hard_state, conf_state = logstore.initial_state()
+        self._rng = rng or random.Random()
         self.applied: int = sm.applied[0]
-        self.commit: int = max(hard_state.commit, self.applied)
-        self._hard_state: HardState = hard_state
-        raft_cfg = Config(
-            id=cfg.id,
-            election_tick=cfg.election_tick,
-            heartbeat_tick=cfg.heartbeat_tick,
-            pre_vote=cfg.pre_vote,
-            check_quorum=cfg.check_quorum,
-            lazy_commit=cfg.lazy_commit,
-            applied=min(self.applied, hard_state.commit),  # a snapshot install may be ahead
-            rng=rng or random.Random(),
-        )
-        self.raw = RawNode(raft_cfg, logstore)
+        self.commit: int = self.applied
+        self._hard_state: HardState = HardState()
+        self.raw: RawNode = self._start_core()
         conf_state = self.raw.status().conf_state  # with the log's conf changes replayed
         self.lead: str = ""
         self.role: Role = Role.FOLLOWER
@@ -141,8 +133,42 @@ class Node:
         # or at close, not in a write of its own on every commit
         self._unwritten_hs: HardState | None = None
         self.counters["stepped_during_flush"] = 0
+        # why the disk is full ("" when it is not): the log could not take the last Ready
+        # (cleared by the next append that succeeds), or the state machine could not apply
+        # (cleared by the next apply that succeeds); see _on_log_full and _apply
+        self._log_full = ""
+        self._apply_full = ""
+        self._full_warned = -1e18  # monotonic time of the last full-disk warning logged
+        self.counters["log_disk_full"] = 0
+        self.counters["apply_disk_full"] = 0
+
+    def _start_core(self) -> RawNode:
+        """Returns a consensus core started from what the log store holds (what a restart of
+        the process would start from), after noting its hard state and raising ``commit`` to
+        its commit index."""
+        cfg = self.cfg
+        hard_state, _ = self.logstore.initial_state()
+        self._hard_state = hard_state
+        self.commit = max(self.commit, hard_state.commit)
+        raft_cfg = Config(
+            id=cfg.id,
+            election_tick=cfg.election_tick,
+            heartbeat_tick=cfg.heartbeat_tick,
+            pre_vote=cfg.pre_vote,
+            check_quorum=cfg.check_quorum,
+            lazy_commit=cfg.lazy_commit,
+            applied=min(self.applied, hard_state.commit),  # a snapshot install may be ahead
+            rng=self._rng,
+        )
+        return RawNode(raft_cfg, self.logstore)
 
     # --- small helpers used by the service ----------------------------------------------------
+    @property
+    def disk_full(self) -> str:
+        """Returns why this node's disk counts as full ("" when it does not): its log could
+        not take the last entries, or its state machine could not apply."""
+        return self._log_full or self._apply_full
+
     @property
     def is_leader(self) -> bool:
         """Returns True while this node is the leader."""
@@ -194,8 +220,7 @@ class Node:
         """Returns None once the committed entries a follower kept (``lazy_apply``) are
         applied, in ONE state-machine ``apply()``; a no-op when it kept none."""
         ents = self._take_kept()
-        if ents:
-            self._apply(ents)
+        if ents and self._apply(ents):
             self.ops.on_applied(ents, None)
 
     def close(self) -> None:
@@ -218,7 +243,7 @@ class Node:
         while not should_stop():
             # frames left by the last flush (_flush_stepping) are handled without waiting
             timeout = 0.0 if self._deferred else self._next_tick - clock()
-            idle_apply = bool(self._unapplied) and not self._deferred
+            idle_apply = bool(self._unapplied) and not self._deferred and not self._apply_full
             if idle_apply and timeout > LAZY_APPLY_IDLE_S:
                 timeout = LAZY_APPLY_IDLE_S
             frames = net.recv(timeout if timeout > 0 else 0.0)
@@ -239,9 +264,8 @@ class Node:
             self._tick(now)
         service = self.service
         service.flush(now)
-        raw = self.raw
-        while raw.has_ready():
-            self._handle_ready(raw.ready())
+        while self.raw.has_ready():  # self.raw: _on_log_full may start a new core
+            self._handle_ready(self.raw.ready())
         service.send_queued()
         self.net.flush()
 
@@ -251,7 +275,9 @@ class Node:
         # the election timers and the leader's quorum check at once, before the peers, held
         # up by the same work, could be heard: a healthy leader would be deposed. The
         # logical clock just runs slow while the loop does.
-        self.catch_up()
+        self.catch_up()  # with a full disk (_apply_full): the one retry per tick
+        if self._apply_full and self.role == Role.LEADER:
+            self.ops.members.hand_over()
         self.raw.tick()
         self.counters["ticks"] += 1
         self._next_tick += self._tick_s
@@ -262,7 +288,7 @@ class Node:
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind
-        if kind != "raft" and self._unapplied:
+        if kind != "raft" and self._unapplied and not self._apply_full:
             self.catch_up()  # requests and cluster operations see every entry it knows committed
         if kind == "raft":
             raw, lead = self.raw, self.lead
@@ -305,19 +331,26 @@ class Node:
             net.flush()
         committed = self._lazy_apply(rd)
         hs = rd.hard_state
-        if rd.snapshot is not None:
-            self.ops.on_ready_snapshot(rd.snapshot, hs or self._hard_state)
         syncing = False
+        try:
+            if rd.snapshot is not None:
+                self.ops.on_ready_snapshot(rd.snapshot, hs or self._hard_state)
+            if rd.entries or hs is not None:
+                old = self._hard_state
+                commit_only = hs is not None and hs.term == old.term and hs.vote == old.vote
+                syncing = self.cfg.fsync and (bool(rd.entries) or not commit_only)
+                if rd.entries or not commit_only:
+                    # written now (into the page cache), flushed on the sync thread while we
+                    # apply
+                    self.logstore.append(rd.entries, hs or self._unwritten_hs, sync=False)
+                    self._unwritten_hs = None
+                    self._log_full = ""
+                else:  # a raised commit alone need not be durable: the next append takes it
+                    self._unwritten_hs = hs
+        except NoSpaceError as err:  # nothing of this Ready was written
+            self._on_log_full(err)
+            return
         if rd.entries or hs is not None:
-            old = self._hard_state
-            commit_only = hs is not None and hs.term == old.term and hs.vote == old.vote
-            syncing = self.cfg.fsync and (bool(rd.entries) or not commit_only)
-            if rd.entries or not commit_only:
-                # written now (into the page cache), flushed on the sync thread while we apply
-                self.logstore.append(rd.entries, hs or self._unwritten_hs, sync=False)
-                self._unwritten_hs = None
-            else:  # a raised commit alone need not be durable: it goes with the next append
-                self._unwritten_hs = hs
             if syncing:
                 self.counters["fsyncs"] += 1
                 if committed:
@@ -329,8 +362,8 @@ class Node:
                 if hs.commit > self.commit:
                     self.commit = hs.commit
         if syncing:
-            if committed:
-                self._apply(committed)
+            if committed and not self._apply(committed):
+                committed = []
             self._syncer.wait()  # persist before sending what depends on it
             if rd.entries:
                 self.stages.persisted(rd.entries[-1].index)
@@ -344,13 +377,13 @@ class Node:
             # left as early_messages) are commit notices and heartbeats, which can wait for
             # the apply. A follower's heartbeat responses confirm reads: they go first.
             apply_first = self.role == Role.LEADER
-            if committed and apply_first:
-                self._apply(committed)
+            if committed and apply_first and not self._apply(committed):
+                committed = []
             if rd.messages:
                 net.queue(self._outgoing(rd.messages))
                 net.flush()
-            if committed and not apply_first:
-                self._apply(committed)
+            if committed and not apply_first and not self._apply(committed):
+                committed = []
         if rd.conf_state is not None:
             self._set_members(rd.conf_state)
         if committed or rd.conf_state is not None:
@@ -367,6 +400,10 @@ class Node:
         reads, reads wait to be served, or the kept entries reach ``LAZY_APPLY_ENTRIES`` or
         ``LAZY_APPLY_BYTES``."""
         ents = rd.committed_entries
+        if self._apply_full:  # kept in order until the retry at the next tick succeeds
+            self._unapplied.extend(ents)
+            self._unapplied_bytes += sum(len(e.data) for e in ents)
+            return []
         if (
             self.cfg.lazy_apply
             and self.role == Role.FOLLOWER
@@ -385,6 +422,34 @@ class Node:
         if self._unapplied:
             ents = [*self._take_kept(), *ents]
         return ents
+
+    def _on_log_full(self, err: NoSpaceError) -> None:
+        """Returns None after restarting the consensus core from what the log store holds,
+        because the disk was too full to persist a Ready (``err``; the store wrote nothing of
+        it). This is what a crash and restart of the process would do, without the process
+        dying: the Ready's messages were not sent (they depended on what was not written),
+        its committed entries come again from the new core (which starts at ``applied``),
+        and this node is a follower until an election says otherwise. The writes it
+        proposed past its log's end and the reads waiting for an apply are answered
+        (``Service.on_disk_full``). The next append that succeeds ends the condition."""
+        self.counters["log_disk_full"] += 1
+        self._log_full = f"node {self.id}'s disk is full: its raft log cannot grow"
+        self._warn_full(err)
+        self._take_kept()  # committed, not applied: the new core hands them out again
+        self._unwritten_hs = None
+        self.service.on_log_full(self.logstore.last_index(), self.conf_state.voters == (self.id,))
+        self.raw = self._start_core()
+        self.role = Role.FOLLOWER
+        if self.lead:
+            self._on_soft_state("", Role.FOLLOWER)
+        self.service.on_leader_change()  # the new core knows no read it was asked to confirm
+        self._set_members(self.raw.status().conf_state)
+
+    def _warn_full(self, err: NoSpaceError) -> None:
+        now = self._clock()
+        if now - self._full_warned >= FULL_WARN_S:
+            self._full_warned = now
+            log.warning("%s: %s (%s); retrying", self.id, self.disk_full, err.message)
 
     def _take_kept(self) -> list[Entry]:
         """Returns the committed entries this follower kept (``lazy_apply``), keeping none."""
@@ -422,12 +487,20 @@ class Node:
         self.counters["stepped_during_flush"] += stepped
         self._syncer.wait()
 
-    def _apply(self, ents: list[Entry]) -> None:
-        """Returns None after applying committed ``ents`` in ONE state-machine ``apply()`` and
-        answering the writes and the reads waiting for them."""
+    def _apply(self, ents: list[Entry]) -> bool:
+        """Returns True after applying committed ``ents`` in ONE state-machine ``apply()`` and
+        answering the writes and the reads waiting for them; False when the disk was too
+        full (``_apply_stalled`` kept them)."""
         last = ents[-1].index
         self.stages.applying(last)
-        results = self.sm.apply(ents)
+        try:
+            results = self.sm.apply(ents)
+        except NoSpaceError as err:
+            self._apply_stalled(ents, err)
+            return False
+        if self._apply_full:
+            self._apply_full = ""
+            log.warning("%s: the state machine applies again (at %d)", self.id, last)
         self.stages.applied(last)
         if last > self.applied:
             self.applied = last
@@ -435,6 +508,32 @@ class Node:
             self.commit = last
         self.service.on_applied(ents, results)
         self.stages.replied(last)
+        return True
+
+    def _apply_stalled(self, ents: list[Entry], err: NoSpaceError) -> None:
+        """Returns None after keeping the committed ``ents`` the state machine could not apply
+        for want of space (``err``) to apply them again at the next tick (never skipping one:
+        the other replicas apply it). Meanwhile a leader answers new writes ``unavailable``
+        and hands leadership to a follower, and confirmed reads that would wait for the
+        apply are answered ``unavailable`` (``Service.on_apply_stalled``)."""
+        self.counters["apply_disk_full"] += 1
+        if err.details.get("disk_full"):
+            self._apply_full = f"node {self.id}'s disk is full: its state machine cannot apply"
+        else:
+            self._apply_full = f"node {self.id}'s state machine reached its quota"
+        self._warn_full(err)
+        done = self.sm.applied[0]  # a run that fell back to one entry at a time got this far
+        if done > self.applied:
+            gone = UnavailableError("applied, but the result was lost to a full disk; retry it")
+            applied = [e for e in ents if e.index <= done]
+            self.service.on_applied(applied, [gone] * len(applied))
+            self.applied = done
+        kept = [e for e in ents if e.index > done]
+        self._unapplied = kept + self._unapplied
+        self._unapplied_bytes = sum(len(e.data) for e in self._unapplied)
+        self.service.on_apply_stalled()
+        if self.role == Role.LEADER:
+            self.ops.members.hand_over()
 
     def _outgoing(self, msgs: list[Message]) -> list[Message]:
         for m in msgs:

@@ -26,6 +26,7 @@ from boltraft.errors import (
     BoltraftError,
     LagExceededError,
     NoLeaderError,
+    NoSpaceError,
     NotLeaderError,
     ProposalDroppedError,
     RequestTimeoutError,
@@ -171,13 +172,20 @@ class Service:
 
     # --- batching, once per loop iteration ----------------------------------------------------
     def flush(self, now: float) -> None:
-        """Returns None; proposes/forwards this iteration's writes and starts its read index."""
+        """Returns None; proposes/forwards this iteration's writes and starts its read index.
+        A leader whose disk is full (``node.disk_full``) answers the writes ``unavailable``
+        instead (nothing proposed): it could not apply them, and hands leadership over."""
         if self._writes:
             writes, self._writes = self._writes, []
-            if self.node.is_leader:
-                self._propose(writes)
-            else:
+            node = self.node
+            if not node.is_leader:
                 self._forward(writes, now)
+            elif node.disk_full:  # retried (same cid and seq) at the leader it hands over to
+                err = UnavailableError(node.disk_full + "; retry")
+                for target, _ in writes:
+                    self.reply(target, fail(err))
+            else:
+                self._propose(writes)
         if self._reads:
             reads, self._reads = self._reads, []
             self._read_index(reads, now)
@@ -301,8 +309,38 @@ class Service:
                 continue
             if rs.index <= applied:
                 self._serve_reads(entry[1])
+            elif self.node.disk_full:  # it cannot apply up to the read index
+                err = UnavailableError(self.node.disk_full + "; read from another node")
+                for target, _ in entry[1]:
+                    self.reply(target, fail(err))
             else:
                 heapq.heappush(self._waiting, (rs.index, next(self._ids), entry[1]))
+
+    def on_log_full(self, durable: int, sole_voter: bool) -> None:
+        """Returns None after answering the writes this node proposed past ``durable``, the
+        last index its log holds, for its disk is full (``node.disk_full`` says so) and their
+        entries are gone from its log: ``no_space`` when it is the only voter (nobody else
+        has them either), otherwise ``unavailable`` (they may still commit through the
+        copies already sent: retry with the same cid and seq); then ``on_apply_stalled``."""
+        why = self.node.disk_full
+        lost: BoltraftError = (
+            NoSpaceError(why + "; nothing was written")
+            if sole_voter
+            else UnavailableError(why + "; the write may or may not commit: retry it")
+        )
+        for index in [i for i in self._pending if i > durable]:
+            self.reply(self._pending.pop(index)[1], fail(lost))
+        self.on_apply_stalled()
+
+    def on_apply_stalled(self) -> None:
+        """Returns None after answering ``unavailable`` to the confirmed reads that wait for
+        an apply this node cannot make now (``node.disk_full``): read from another node."""
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            err = UnavailableError(self.node.disk_full + "; read from another node")
+            for _, _, reads in waiting:
+                for target, _ in reads:
+                    self.reply(target, fail(err))
 
     def on_leader_change(self) -> None:
         """Returns None; fails reads whose read index can no longer be confirmed (the core
@@ -370,6 +408,8 @@ class Service:
 
     def _not_leader_error(self) -> BoltraftError:
         lead = self.node.lead
+        if not lead and self.node.disk_full:
+            return UnavailableError(self.node.disk_full + "; no leader is known")
         if not lead:
             return NoLeaderError("no leader is known right now; retry shortly")
         return NotLeaderError(

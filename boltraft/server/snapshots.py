@@ -29,6 +29,7 @@ without reinstalling anything.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from boltraft.errors import BoltraftError, MembershipError, SnapshotError
+from boltraft.errors import BoltraftError, MembershipError, NoSpaceError, SnapshotError
 from boltraft.raft.confchange import apply_conf_change, decode_conf_change
 from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore, SnapshotMeta
 from boltraft.server.snapio import PROGRESS_FILE, write_snapshot
@@ -336,10 +337,13 @@ class Snapshots:
             "hard_state": list(hard_state),
         }
         crash_point(node.cfg.snapshot_crash_at, "verified")
-        write_marker(data_dir, marker)
+        write_marker(data_dir, marker)  # NoSpaceError: nothing changed yet
         crash_point(node.cfg.snapshot_crash_at, "marker")
         node.sm.close()
-        _finish_install(data_dir, node.logstore, marker, node.cfg.snapshot_crash_at)
+        try:
+            _finish_install(data_dir, node.logstore, marker, node.cfg.snapshot_crash_at)
+        except NoSpaceError as err:  # half done: a restart finishes it (boltraft.server.main)
+            raise SnapshotError(f"snapshot install stopped by a full disk: {err.message}") from err
         node.sm = reopen()
         node.applied = node.sm.applied[0]
         node.commit = max(node.commit, meta.index, node.applied)
@@ -352,13 +356,20 @@ class Snapshots:
 
 
 def write_marker(data_dir: Path, marker: dict[str, Any]) -> None:
-    """Returns None after durably writing the install marker."""
+    """Returns None after durably writing the install marker. Raises NoSpaceError (no
+    marker written) when the disk is full."""
     p = data_dir / "snapshots" / INSTALL_MARKER
     tmp = p.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(marker, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(marker, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(f"cannot write {tmp}: the disk is full") from None
+        raise
     os.replace(tmp, p)
     fsync_dir(p.parent)
 
