@@ -208,6 +208,7 @@ class Node:
             "commit": self.commit,
             "applied": self.applied,
             "last_index": self.logstore.last_index(),
+            "disk_full": self.disk_full,
             "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
             "addrs": {m: self.addr_of(m) for m in cs.members()},
             "node": dict(self.counters),

@@ -1,0 +1,107 @@
+"""A full disk, for real: a node's data directory on a small loop-mounted ext4 filesystem
+(``tests/smallfs.py``, root only) filled up while the node runs. The node keeps running and
+answering, the cluster goes on without it, and once space is freed it catches up by itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from smallfs import fill, free_bytes, small_filesystem
+
+from boltraft import Client
+
+from .cluster import Cluster, wait_until
+
+VALUE = os.urandom(20 << 10)
+
+
+def _disk_full(c: Cluster, node_id: str) -> str:
+    st = c.status(node_id)
+    return st["disk_full"] if st else ""
+
+
+def _stale_get(c: Cluster, node_id: str, key: bytes) -> bytes | None:
+    with Client([c.addrs[node_id]], timeout=2.0) as one:
+        return one.get("b", key, read="stale")
+
+
+def test_a_node_whose_disk_fills_keeps_running_and_catches_up_once_freed(
+    tmp_path: Path,
+) -> None:
+    c = Cluster(tmp_path)
+    with small_filesystem(tmp_path / "n1", mib=32) as fs:
+        try:
+            c.start()
+            c.wait_for_leader()
+            with Client(c.endpoints, timeout=10.0) as client:
+                client.create_bucket("b")
+                for i in range(20):
+                    client.put("b", b"before-%d" % i, VALUE)
+                filler = fill(fs)
+                assert free_bytes(fs) == 0
+                # writes go on through the other two; n1 fails to store them (and, when it
+                # led, its own proposals made it give leadership up)
+                written = 0
+                while written < 200:
+                    client.put("b", b"during-%d" % written, VALUE)
+                    written += 1
+                    if written > 20 and _disk_full(c, "n1"):
+                        break
+                why = wait_until(lambda: _disk_full(c, "n1"), 20, "n1 to report a full disk")
+                assert "n1's disk is full" in why
+                assert c.running("n1")
+                st = c.status("n1")
+                assert st is not None and st["role"] != "leader"
+                counters = st["node"]
+                assert counters["log_disk_full"] + counters["apply_disk_full"] > 0
+                assert _stale_get(c, "n1", b"before-0") == VALUE  # reads are still served
+                lead = c.wait_for_leader()
+                assert lead != "n1"
+                client.put("b", b"after", b"still writable")
+                filler.unlink()
+                last = c.status(lead)["last_index"]  # type: ignore[index]
+                c.wait_applied("n1", last, timeout=30)
+                wait_until(lambda: not _disk_full(c, "n1"), 20, "n1 to clear its full disk")
+                assert _stale_get(c, "n1", b"after") == b"still writable"
+                for i in range(written):
+                    assert _stale_get(c, "n1", b"during-%d" % i) == VALUE
+            assert "Traceback" not in (tmp_path / "n1.log").read_text()
+        finally:
+            c.close()
+            print(c.dump_logs()[-6000:])
+
+
+def test_a_one_node_cluster_whose_disk_fills_refuses_writes_and_serves_reads(
+    tmp_path: Path,
+) -> None:
+    c = Cluster(tmp_path, n=1)
+    env = {**os.environ, "BOLTRAFT_ENDPOINTS": c.addrs["n1"]}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", "from boltraft_cli.main import main; main()", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+    with small_filesystem(tmp_path / "n1", mib=16) as fs:
+        try:
+            c.start()
+            c.wait_for_leader()
+            assert cli("bucket", "create", "b").returncode == 0
+            assert cli("put", "b", "k", "before").returncode == 0
+            filler = fill(fs)
+            big = VALUE.hex()  # 40 KB of text: more than any slack left in a file's blocks
+            refused = cli("put", "b", "big", big)
+            assert refused.returncode != 0
+            assert "disk is full" in refused.stderr
+            assert len(refused.stderr.strip().splitlines()) == 1
+            assert c.running("n1")
+            got = cli("get", "b", "k", "--read", "stale")
+            assert got.returncode == 0 and got.stdout.strip() == "before"
+            filler.unlink()
+            wait_until(lambda: cli("put", "b", "k", "after").returncode == 0, 30, "a write")
+            assert cli("get", "b", "k").stdout.strip() == "after"
+        finally:
+            c.close()
+            print(c.dump_logs()[-6000:])
