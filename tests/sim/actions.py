@@ -220,7 +220,9 @@ def liveness(sim: Simulation) -> None:
             sim._crash(n, "restart with pre-vote and check-quorum on")
         if n.started and n.raw is None:
             sim._start(n)
-    bound = sim.params.liveness_ticks or 40 * sim.election_tick
+    # a member added late replicates the whole log, which grows with the chaos phase (no
+    # compaction, 2 entries a message at the smallest limits): longer chaos, longer bound
+    bound = sim.params.liveness_ticks or max(40 * sim.election_tick, sim.params.chaos_ticks)
     barrier: tuple[str, int, int, int, bytes] | None = None  # node, inc, term, index, data
     for _ in range(bound):
         sim._tick_round()

@@ -16,7 +16,8 @@ from .model import KVState
 
 @dataclass(slots=True)
 class SimParams:
-    """The size of one run. ``liveness_ticks == 0`` means 40 election timeouts."""
+    """The size of one run. ``liveness_ticks == 0`` means 40 election timeouts, or
+    ``chaos_ticks`` when that is more."""
 
     nodes: int = 3
     chaos_ticks: int = 120
