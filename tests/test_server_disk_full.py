@@ -134,6 +134,28 @@ def test_a_leader_whose_log_disk_fills_answers_and_the_cluster_goes_on(world: Wo
     assert datas[0][b"after"] == b"v"
 
 
+def test_a_follower_whose_log_fills_applies_what_it_kept_once_from_the_new_core(
+    world: World,
+) -> None:
+    lead = _ready(world)
+    follower = next(i for i in world.nodes if i != lead)
+    f = world.nodes[follower]
+    _run_until(world, lambda: f.applied == world.nodes[lead].applied, "the bucket applied")
+    for k in range(3):  # lazy_apply: the follower keeps these until its next tick
+        world.request(lead, 10 + k, _put(f"k{k}"))
+        world.settle()
+    assert f._unapplied
+    _store(f).full = True
+    world.request(lead, 20, _put("k3"))
+    world.settle()  # the follower cannot append k3: a new core hands out again what it kept
+    assert world.responses(lead)[20].ok and f.counters["log_disk_full"] >= 1
+    _check(world)  # ... once: the kept entries still follow the applied index one by one
+    _store(f).full = False
+    _run_until(world, lambda: _converged(world), "the catch-up")
+    _check(world)
+    assert _data(f) == _data(world.nodes[lead]) and len(_data(f)) == 4
+
+
 def test_a_sole_node_whose_log_disk_fills_answers_no_space_and_writes_once_freed(
     tmp_path: Path,
 ) -> None:

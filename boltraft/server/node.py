@@ -278,7 +278,7 @@ class Node:
         # logical clock just runs slow while the loop does.
         self.catch_up()  # with a full disk (_apply_full): the one retry per tick
         if self._apply_full and self.role == Role.LEADER:
-            self.ops.members.hand_over()
+            self.ops.members.hand_over()  # it cannot answer writes: another voter can
         self.raw.tick()
         self.counters["ticks"] += 1
         self._next_tick += self._tick_s
@@ -515,8 +515,8 @@ class Node:
         """Returns None after keeping the committed ``ents`` the state machine could not apply
         for want of space (``err``) to apply them again at the next tick (never skipping one:
         the other replicas apply it). Meanwhile a leader answers new writes ``unavailable``
-        and hands leadership to a follower, and confirmed reads that would wait for the
-        apply are answered ``unavailable`` (``Service.on_apply_stalled``)."""
+        and, at its ticks, hands leadership to a follower; confirmed reads that would wait
+        for the apply are answered ``unavailable`` (``Service.on_apply_stalled``)."""
         self.counters["apply_disk_full"] += 1
         if err.details.get("disk_full"):
             self._apply_full = f"node {self.id}'s disk is full: its state machine cannot apply"
@@ -533,8 +533,6 @@ class Node:
         self._unapplied = kept + self._unapplied
         self._unapplied_bytes = sum(len(e.data) for e in self._unapplied)
         self.service.on_apply_stalled()
-        if self.role == Role.LEADER:
-            self.ops.members.hand_over()
 
     def _outgoing(self, msgs: list[Message]) -> list[Message]:
         for m in msgs:
