@@ -4,6 +4,7 @@ no-space error, recovery of the term cache, and corruption detection on open.
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import lmdb
 import pytest
+from smallfs import fill, small_filesystem  # tests/ is on sys.path under pytest
 
 from boltraft.errors import CorruptionError, DataDirLockedError, InvalidArgumentError, NoSpaceError
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
@@ -102,6 +104,33 @@ def test_map_grows_and_keeps_its_data(tmp_path: Path) -> None:
     assert s.entries(60, 61) == [Entry(1, 60, 0, blob)]
     assert s.initial_state()[0] == HardState(1, "", 60)
     s.close()
+
+
+def test_a_full_disk_raises_no_space_and_writes_nothing(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "fs") as fs:
+        s = LmdbLogStore(fs / "log")
+        try:
+            s.append([Entry(1, 1, 0, b"a")], HardState(1, "", 0))
+            filler = fill(fs)
+            for cut in (0, 64 << 10):  # no byte free (ENOSPC), a few (a short write: EIO)
+                if cut:
+                    filler.unlink()
+                    filler = fill(fs)
+                    os.truncate(filler, filler.stat().st_size - cut)
+                with pytest.raises(NoSpaceError) as info:
+                    s.append([Entry(1, i, 0, b"x" * 50_000) for i in range(2, 40)])
+                assert info.value.details["disk_full"] is True
+                assert (s.last_index(), s.initial_state()[0]) == (1, HardState(1, "", 0))
+            filler.unlink()
+            s.append([Entry(1, 2, 0, b"b")], HardState(2, "v", 1))
+        finally:
+            s.close()
+        s = LmdbLogStore(fs / "log")
+        try:
+            assert s.entries(1, 3) == [Entry(1, 1, 0, b"a"), Entry(1, 2, 0, b"b")]
+            assert s.initial_state()[0] == HardState(2, "v", 1)
+        finally:
+            s.close()
 
 
 def test_full_map_raises_no_space_and_writes_nothing(tmp_path: Path) -> None:

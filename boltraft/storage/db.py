@@ -20,7 +20,7 @@ raises NoSpaceError(retry=True), so do all later ones, and nothing of it is comm
 the map is at its quota, NoSpaceError(retry=False): nothing is written, reads go on.
 
 A full disk (LMDB cannot write its pages: ENOSPC, EDQUOT, or a short write, which LMDB
-reports as EIO, while less than ``DISK_FULL_BELOW`` is free; at commit or when a large
+reports as EIO, while little is free: ``fsutil.lmdb_disk_full``; at commit or when a large
 transaction spills pages): the transaction is rolled back and NoSpaceError(retry=False,
 disk_full=True) raised; growing the map cannot help then. Reads go on, and a later write
 succeeds once space is freed.
@@ -57,6 +57,7 @@ from boltraft.storage.bucket import (
     refusal,
 )
 from boltraft.storage.copier import copy_store
+from boltraft.storage.fsutil import lmdb_disk_full
 from boltraft.storage.layout import (
     SubDbs,
     check_store,
@@ -68,8 +69,6 @@ from boltraft.storage.opening import open_readonly, open_writable, round_map
 from boltraft.storage.tx import Known, Tx
 
 T = TypeVar("T")
-DISK_FULL_BELOW = 64 << 20
-"""An LMDB I/O error (EIO) at commit counts as a full disk while less than this is free."""
 
 
 class _Gate:
@@ -360,27 +359,7 @@ class DB:
             self._grow(map_size)
 
     def _disk_full(self, exc: BaseException) -> NoSpaceError | None:
-        """Returns the NoSpaceError for an LMDB error that says the disk is full, None for any
-        other exception: ENOSPC (py-lmdb's DiskError), EDQUOT, or EIO while less than
-        ``DISK_FULL_BELOW`` bytes are free (LMDB reports a short page write, which is what a
-        nearly full disk gives, as EIO)."""
-        if not isinstance(exc, lmdb.Error):
-            return None
-        text = str(exc).lower()
-        if not isinstance(exc, lmdb.DiskError) and "quota exceeded" not in text:
-            if "input/output error" not in text:
-                return None
-            try:
-                st = os.statvfs(self.path)
-            except OSError:
-                return None
-            if st.f_bavail * st.f_frsize >= DISK_FULL_BELOW:
-                return None  # a real I/O error
-        return NoSpaceError(
-            f"the disk holding {self.path} is full ({exc}); nothing was written",
-            retry=False,
-            disk_full=True,
-        )
+        return lmdb_disk_full(exc, self.path, "bucket store")
 
     def _grow(self, seen: int) -> None:
         """Grows the map past ``seen`` bytes (unless another thread did); NoSpaceError at quota."""

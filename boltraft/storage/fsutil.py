@@ -1,5 +1,6 @@
-"""Returns nothing; the two file-system helpers every store needs: a directory's entries
-made durable, and a directory lock held for a store's lifetime."""
+"""Returns nothing; the file-system helpers every store needs: a directory's entries made
+durable, a directory lock held for a store's lifetime, and telling a full disk from an I/O
+error in what LMDB raises."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from boltraft.errors import DataDirLockedError
+import lmdb
+
+from boltraft.errors import DataDirLockedError, NoSpaceError
+
+DISK_FULL_BELOW = 64 << 20
+"""An LMDB I/O error (EIO) counts as a full disk while less than this is free."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -31,3 +37,28 @@ def lock_dir(path: Path) -> BinaryIO:
         f.close()
         raise DataDirLockedError(f"raft log {path} is in use by another store", path=str(path))
     return f
+
+
+def lmdb_disk_full(exc: BaseException, path: Path, what: str) -> NoSpaceError | None:
+    """Returns NoSpaceError(retry False, disk_full True) naming ``what`` when ``exc``, raised
+    by LMDB for the store at ``path``, says the disk is full; None for any other exception.
+    A full disk is ENOSPC (py-lmdb's DiskError), EDQUOT, or EIO while less than
+    ``DISK_FULL_BELOW`` bytes are free: LMDB reports a short page write, what a nearly full
+    disk gives, as EIO."""
+    if not isinstance(exc, lmdb.Error):
+        return None
+    text = str(exc).lower()
+    if not isinstance(exc, lmdb.DiskError) and "quota exceeded" not in text:
+        if "input/output error" not in text:
+            return None
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            return None
+        if st.f_bavail * st.f_frsize >= DISK_FULL_BELOW:
+            return None  # a real I/O error
+    return NoSpaceError(
+        f"{what}: the disk holding {path} is full ({exc}); nothing was written",
+        retry=False,
+        disk_full=True,
+    )

@@ -47,7 +47,7 @@ from boltraft.raft.memstore import (
     check_snapshot,
 )
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
-from boltraft.storage.fsutil import lock_dir
+from boltraft.storage.fsutil import lmdb_disk_full, lock_dir
 
 _KEY = struct.Struct(">Q")
 _HDR = struct.Struct(">QB")
@@ -335,6 +335,8 @@ class LmdbLogStore:
                 break
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.Error as exc:
+                raise lmdb_disk_full(exc, self.path, "raft log") or exc from None
         self._pending_hs = None
         del run_idx[cut:]
         del run_term[cut:]
@@ -437,6 +439,8 @@ class LmdbLogStore:
                 return
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.Error as exc:
+                raise lmdb_disk_full(exc, self.path, "raft log") or exc from None
 
     def _grow(self) -> None:
         """Doubles the map (up to ``max_map_size``); raises NoSpaceError when it is there."""
