@@ -251,3 +251,18 @@ def test_a_leader_that_cannot_apply_hands_leadership_over(world: World) -> None:
     assert _data(old) == _data(world.nodes[new])
     assert set(_data(old)) == {b"pending", b"forwarded"}
     _check(world)
+
+
+def test_a_node_closes_cleanly_on_a_full_disk(world: World) -> None:
+    lead = _ready(world)
+    follower = next(i for i in world.nodes if i != lead)
+    f = world.nodes[follower]
+    world.request(lead, 2, _put("k"))
+    world.settle()  # the follower learns the new commit index with the next heartbeat,
+    _run_until(world, lambda: f._unwritten_hs is not None, "a commit index left unwritten")
+    _store(f).full = True
+    fill_state_machine(f)
+    f.close()  # neither the kept entries nor the commit index fit: nothing raises
+    assert f._unwritten_hs is None and f.disk_full
+    _store(f).full = False
+    free_state_machine(f)

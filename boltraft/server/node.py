@@ -231,7 +231,10 @@ class Node:
         try:
             self.catch_up()
             if self._unwritten_hs is not None:
-                self.logstore.append([], self._unwritten_hs, sync=False)
+                try:
+                    self.logstore.append([], self._unwritten_hs, sync=False)
+                except NoSpaceError:  # only a commit index: a restart learns it again
+                    log.warning("%s: the disk is full: the commit index was not written", self.id)
                 self._unwritten_hs = None
             self.ops.close()
         finally:
