@@ -78,6 +78,15 @@ def _ready(world: World) -> str:
     return lead
 
 
+def _ready_follower(world: World) -> tuple[str, str]:
+    """Returns (leader, a follower) once the follower applied the bucket's creation."""
+    lead = _ready(world)
+    follower = next(i for i in world.nodes if i != lead)
+    f, leader = world.nodes[follower], world.nodes[lead]
+    _run_until(world, lambda: f.applied == leader.applied, "the bucket applied")
+    return lead, follower
+
+
 def _run_until(world: World, done: Any, what: str, steps: int = 300) -> None:
     for _ in range(steps):
         if done():
@@ -137,10 +146,8 @@ def test_a_leader_whose_log_disk_fills_answers_and_the_cluster_goes_on(world: Wo
 def test_a_follower_whose_log_fills_applies_what_it_kept_once_from_the_new_core(
     world: World,
 ) -> None:
-    lead = _ready(world)
-    follower = next(i for i in world.nodes if i != lead)
+    lead, follower = _ready_follower(world)
     f = world.nodes[follower]
-    _run_until(world, lambda: f.applied == world.nodes[lead].applied, "the bucket applied")
     for k in range(3):  # lazy_apply: the follower keeps these until its next tick
         world.request(lead, 10 + k, _put(f"k{k}"))
         world.settle()
@@ -196,10 +203,8 @@ def test_a_sole_node_whose_log_disk_fills_answers_no_space_and_writes_once_freed
 def test_a_follower_that_cannot_apply_keeps_the_entries_and_applies_them_once_freed(
     world: World,
 ) -> None:
-    lead = _ready(world)
-    follower = next(i for i in world.nodes if i != lead)
+    lead, follower = _ready_follower(world)
     f = world.nodes[follower]
-    _run_until(world, lambda: f.applied == world.nodes[lead].applied, "the bucket applied")
     fill_state_machine(f)
     for k in range(5):
         world.request(lead, 10 + k, _put(f"k{k}"))
