@@ -443,9 +443,7 @@ class Node:
         self._unwritten_hs = None
         self.service.on_log_full(self.logstore.last_index(), self.conf_state.voters == (self.id,))
         self.raw = self._start_core()
-        self.role = Role.FOLLOWER
-        if self.lead:
-            self._on_soft_state("", Role.FOLLOWER)
+        self._on_soft_state("", Role.FOLLOWER)
         self.service.on_leader_change()  # the new core knows no read it was asked to confirm
         self._set_members(self.raw.status().conf_state)
 
