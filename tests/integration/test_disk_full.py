@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from smallfs import fill, free_bytes, small_filesystem
 
 from boltraft import Client
 
 from .cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.integration
 
 VALUE = os.urandom(20 << 10)
 
