@@ -346,6 +346,47 @@ def test_a_full_disk_applies_nothing_and_the_same_entries_apply_once_freed(
             sm.close()
 
 
+def test_one_command_at_a_time_answers_and_stores_what_one_run_does(tmp_path: Path) -> None:
+    """A run of one takes its own path (``_apply_one``): the same log applied entry by entry
+    and as one run gives the same results, data, dedup answers and applied record."""
+    once = {"cid": b"c1", "seq": 1, "ts": 5}
+    log = [
+        ent(1, mk("a")),
+        ent(2, put("a", b"k", b"v")),
+        ent(3, put("a", b"x", b"1", **once)),
+        ent(4, put("a", b"x", b"2", **once)),  # a retry: the original answer, nothing written
+        ent(5, put("missing", b"k", b"v", cid=b"c1", seq=2, ts=3)),
+        ent(6, {"op": "next_sequence", "bucket": "a", "cid": b"c1", "seq": 3, "ts": 9}),
+        ent(7, {"op": "batch", "ops": [put("a", b"y", b"1"), put("nope", b"k", b"v")]}),
+        ent(8, {"op": "delete", "bucket": "a", "key": b"k"}),
+        ent(9, b"\xc1 not msgpack"),
+        ent(10, None),
+        ent(11, put("a", b"k" * 600, b"v")),
+        ent(12, {"op": "next_sequence", "bucket": "a", "cid": b"c1", "seq": 3, "ts": 10}),
+    ]
+    one = BucketStateMachine(tmp_path / "one", sync=False)
+    run = BucketStateMachine(tmp_path / "run", sync=False)
+    try:
+        singles = [r for e in log for r in one.apply([e])]
+        together = run.apply(log)
+        assert [_same(r) for r in singles] == [_same(r) for r in together]
+        assert singles[3] is None and singles[5] == singles[11] == 1
+        assert type(singles[4]).__name__ == "BucketNotFoundError"
+        assert one.applied == run.applied == (12, 1) and one.clock_ms == run.clock_ms == 10
+        assert _snapshot(one) == _snapshot(run)
+        assert get(one, "a", b"x") == b"1" and get(one, "a", b"y") is None
+    finally:
+        one.close()
+        run.close()
+
+
+def _same(result: Any) -> Any:
+    """Returns ``result`` in a comparable form (errors by class and details)."""
+    if isinstance(result, Exception):
+        return type(result).__name__, getattr(result, "details", None)
+    return result
+
+
 def test_a_run_of_plain_puts_answers_each_entry_like_one_put(sm: BucketStateMachine) -> None:
     """Consecutive plain puts to one bucket are written with one put_many: each entry still
     gets its own result, in order, and the runs break where the bucket or the kind changes."""
