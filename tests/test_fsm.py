@@ -346,6 +346,24 @@ def test_a_full_disk_applies_nothing_and_the_same_entries_apply_once_freed(
             sm.close()
 
 
+def test_one_command_past_the_quota_yields_no_space_and_advances(tmp_path: Path) -> None:
+    quota = 1 << 20
+    sm = BucketStateMachine(
+        tmp_path / "s", quota=quota, initial_map_size=quota, max_value_size=quota
+    )
+    try:
+        sm.apply([ent(1, mk("a"))])
+        results = [
+            sm.apply([ent(i, put("a", b"k%d" % i, b"x" * (300 << 10)))])[0] for i in (2, 3, 4, 5)
+        ]
+        assert results[0] is None and isinstance(results[-1], NoSpaceError)
+        assert sm.applied == (5, 1)
+        assert sm.apply([ent(6, put("a", b"small", b"s"))]) == [None]
+        assert get(sm, "a", b"small") == b"s" and get(sm, "a", b"k5") is None
+    finally:
+        sm.close()
+
+
 def test_one_command_at_a_time_answers_and_stores_what_one_run_does(tmp_path: Path) -> None:
     """A run of one takes its own path (``_apply_one``): the same log applied entry by entry
     and as one run gives the same results, data, dedup answers and applied record."""
