@@ -31,8 +31,9 @@ def _stale_get(c: Cluster, node_id: str, key: bytes) -> bytes | None:
         return one.get("b", key, read="stale")
 
 
+@pytest.mark.parametrize("full_node", ["leader", "follower"])
 def test_a_node_whose_disk_fills_keeps_running_and_catches_up_once_freed(
-    tmp_path: Path,
+    tmp_path: Path, full_node: str
 ) -> None:
     c = Cluster(tmp_path)
     with small_filesystem(tmp_path / "n1", mib=32) as fs:
@@ -40,13 +41,15 @@ def test_a_node_whose_disk_fills_keeps_running_and_catches_up_once_freed(
             c.start()
             c.wait_for_leader()
             with Client(c.endpoints, timeout=10.0) as client:
+                lead = "n1" if full_node == "leader" else "n2"
+                assert client.transfer_leader(lead, timeout=10)["leader"] == lead
                 client.create_bucket("b")
                 for i in range(20):
                     client.put("b", b"before-%d" % i, VALUE)
                 filler = fill(fs)
                 assert free_bytes(fs) == 0
                 # writes go on through the other two; n1 fails to store them (and, when it
-                # led, its own proposals made it give leadership up)
+                # leads, its own proposals make it give leadership up)
                 written = 0
                 while written < 200:
                     client.put("b", b"during-%d" % written, VALUE)
