@@ -240,7 +240,8 @@ def _ask_status(endpoint: str, timeout: float, out: dict[str, Any]) -> None:
 @handle_errors
 def status_cmd(endpoints: str, timeout: float, as_json: bool) -> None:
     """Ask every endpoint (in parallel) for its status: one line per node,
-    "ENDPOINT id=.. role=.. term=.. lead=.. commit=.. applied=..", or "ENDPOINT error: ..".
+    "ENDPOINT id=.. role=.. term=.. lead=.. commit=.. applied=..", with " disk_full=yes"
+    when the node's disk is full, or "ENDPOINT error: ..".
     Exits 1 when no node answered."""
     eps = parse_endpoints(endpoints)
     answers: dict[str, Any] = {}
@@ -260,6 +261,8 @@ def status_cmd(endpoints: str, timeout: float, as_json: bool) -> None:
             rows.append({"endpoint": ep, "status": a})
             if not as_json:
                 fields = " ".join(f"{k}={jsonable(a[k])}" for k in _STATUS_FIELDS if k in a)
+                if a.get("disk_full"):  # the reason is in --json
+                    fields += " disk_full=yes"
                 click.echo(f"{ep} {fields}")
     if as_json:
         echo_json(rows)

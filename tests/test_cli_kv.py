@@ -139,6 +139,9 @@ def test_status_lists_every_node(node: FakeNode, store: FakeStore) -> None:
     rows = json.loads(ok(run(f"{node.endpoint},{dead}", "status", "--json", "--timeout", "0.5")))
     assert rows[0] == {"endpoint": node.endpoint, "status": store.status}
     assert (rows[1]["endpoint"], rows[1]["error"]["code"]) == (dead, "timeout")
+    store.status["disk_full"] = "node n1's disk is full: its raft log cannot grow"
+    out = ok(run(node.endpoint, "status")).decode()
+    assert out == f"{node.endpoint} id=n1 role=leader term=3 lead=n1 commit=9 disk_full=yes\n"
     result = run(dead, "status", "--timeout", "0.3")
     assert result.exit_code == 1
     assert result.stdout.startswith(f"{dead} error: timeout")
