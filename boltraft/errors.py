@@ -189,6 +189,14 @@ class CorruptionError(StoreError):
     code = "corruption"
 
 
+class DiskFailedError(StoreError):
+    """A node's write or fsync of its own files failed (an I/O error, not a full disk): the
+    node stopped, for what it acknowledged could no longer be trusted; restart it once the
+    disk is fixed."""
+
+    code = "disk_failed"
+
+
 class CopyFailedError(StoreError):
     """The child process copying a store failed (see boltraft.storage.copier)."""
 

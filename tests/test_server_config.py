@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from boltraft_cli.main import main
 from click.testing import CliRunner
 
+from boltraft.benchmark.localcluster import free_ports
 from boltraft.errors import ConfigError, DataDirLockedError
 from boltraft.raft.types import Entry
 from boltraft.server.config import load_config_file, parse_peer, resolve_config
@@ -204,3 +206,22 @@ def test_serve_refuses_a_log_store_flag_that_contradicts_the_data_dir(tmp_path: 
     assert signal.getsignal(signal.SIGINT) is before  # refused before taking the signals
     bad = CliRunner().invoke(main, ["serve", "--data", str(tmp_path), "--log-store", "x"])
     assert bad.exit_code == 2 and "--log-store" in bad.output
+
+
+def test_serve_stops_with_one_line_when_the_log_cannot_be_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed fsync is not a full disk: the node stops (nothing it acknowledges after it
+    could be trusted), saying so in one line."""
+
+    def broken(self: WalLogStore) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(WalLogStore, "sync", broken)
+    (port,) = free_ports(1)
+    args = ["serve", "--data", str(tmp_path), "--id", "n1", "--listen", f"tcp://127.0.0.1:{port}"]
+    result = CliRunner().invoke(main, [*args, "--tick-ms", "10"])  # elects itself, then syncs
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: disk_failed: [Errno 5] Input/output error")
+    assert "restart it once the disk is fixed" in lines[-1]

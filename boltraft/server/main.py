@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from boltraft.benchmark.stages import DelayedLogStore, FsyncDelay
+from boltraft.errors import DiskFailedError
 from boltraft.server.config import ServerConfig, resolve_config
 from boltraft.server.datadir import DataDir, current_boot_id
 from boltraft.server.membership import bootstrap_for_join, check_removed, request_join
@@ -133,6 +134,11 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
                         request_join(cfg.id, cfg.listen, join, stop)
                     try:
                         node.run(lambda: stop() or node.ops.halted is not None)
+                    except OSError as exc:  # a full disk is NoSpaceError, handled in the loop
+                        log.critical("node %s: a disk write or fsync failed: %s", cfg.id, exc)
+                        raise DiskFailedError(
+                            f"{exc}; the node stopped: restart it once the disk is fixed"
+                        ) from exc
                     finally:
                         node.close()
                     if node.ops.halted is not None:
