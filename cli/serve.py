@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import click
 
-from boltraft.errors import BoltraftError
+from boltraft.errors import BoltraftError, DiskFailedError, NoSpaceError
 
 
 @click.command("serve")
@@ -92,6 +93,11 @@ def serve_cmd(
         if join and values.get("peers"):
             raise click.UsageError("--join starts a new node: give no --peer")
         raise SystemExit(serve(values, data_dir, join=join))
+    except OSError as exc:  # writing its files at start-up: the node never served
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        err = (NoSpaceError if full else DiskFailedError)(f"cannot start: {exc}")
+        click.echo(f"error: {err.code}: {err.message}", err=True)
+        raise SystemExit(1)
     except BoltraftError as err:
         click.echo(f"error: {err.code}: {err.message}", err=True)
         raise SystemExit(1)

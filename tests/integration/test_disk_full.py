@@ -111,3 +111,23 @@ def test_a_one_node_cluster_whose_disk_fills_refuses_writes_and_serves_reads(
         finally:
             c.close()
             print(c.dump_logs()[-6000:])
+
+
+def test_a_node_that_starts_on_a_full_disk_says_so_in_one_line(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, n=1)
+    with small_filesystem(tmp_path / "n1", mib=16) as fs:
+        try:
+            c.start()
+            c.wait_for_leader()
+            c.stop()
+            filler = fill(fs)
+            run = subprocess.run(c.argv("n1"), capture_output=True, text=True, timeout=60)
+            assert run.returncode == 1
+            last = run.stderr.strip().splitlines()[-1]
+            assert last.startswith("error: no_space: cannot start: [Errno 28]"), run.stderr
+            assert "Traceback" not in run.stderr
+            filler.unlink()
+            c.start()
+            c.wait_for_leader()
+        finally:
+            c.close()
