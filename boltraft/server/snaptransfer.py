@@ -68,6 +68,7 @@ _SHAPES: dict[str, tuple[type, ...]] = {
 RESEND_S = 1.0  # a requested chunk not received by then is asked again
 OFFER_EVERY_S = 1.0  # an offer is repeated after this long without a get
 IDLE_S = 15.0  # a transfer without progress for this long is abandoned
+WARN_EVERY_S = 10.0  # a failing download is logged as a warning at most this often
 STEP_WAIT_S = 3.0  # a verified download the core did not take by then is dropped
 SINK_BACKLOG = 32 << 20  # bytes received and not yet written before chunks are not asked for
 
@@ -150,6 +151,8 @@ class Transfers:
             "failed": 0,
         }
         self.last_transfer: dict[str, float] = {}
+        self._warned = -1e18  # monotonic time of the last warning about a failed download
+        self._failed: dict[str, float] = {}  # follower id -> last failed transfer logged
 
     # --- leader side ----------------------------------------------------------------------
     def on_snap_message(self, m: Message) -> None:
@@ -199,7 +202,9 @@ class Transfers:
         self._out[m.to] = t
         self.stats["offers"] += 1
         node.net.send_frame(m.to, t.offer)
-        log.info("%s: sending snapshot %s (%d bytes) to %s", node.id, sid, info.size, m.to)
+        recent = now - self._failed.get(m.to, -1e18) < WARN_EVERY_S  # it keeps failing
+        level = logging.DEBUG if recent else logging.INFO
+        log.log(level, "%s: sending snapshot %s (%d bytes) to %s", node.id, sid, info.size, m.to)
 
     def _serve(self, frame: Incoming, sid: str, offsets: list[Any]) -> None:
         node = self.node
@@ -252,7 +257,14 @@ class Transfers:
             self.node.raw.report_snapshot(peer, ok)
         key = "completed" if ok else "failed"
         self.stats[key] += 1
-        log.info("%s: snapshot %s to %s %s %s", self.node.id, sid, peer, key, reason)
+        level = logging.INFO
+        if ok:
+            self._failed.pop(peer, None)
+        elif time.monotonic() - self._failed.get(peer, -1e18) < WARN_EVERY_S:
+            level = logging.DEBUG  # the same peer failing again and again (a full disk)
+        else:
+            self._failed[peer] = time.monotonic()
+        log.log(level, "%s: snapshot %s to %s %s %s", self.node.id, sid, peer, key, reason)
 
     # --- follower side --------------------------------------------------------------------
     def _on_offer(self, frame: Incoming, sid: str, meta: dict[str, Any]) -> None:
@@ -300,10 +312,17 @@ class Transfers:
             if other != d:
                 shutil.rmtree(other, ignore_errors=True)
         keep = min(resumable(d, sid, chunk), (size - 1) // chunk * chunk)  # >= 1 chunk to go
-        if not keep:
+        try:
+            if not keep:
+                shutil.rmtree(d, ignore_errors=True)
+                d.mkdir(parents=True)
+            sink = ChunkSink(d / DATA_FILE, sid, size, resume=keep)
+        except OSError as exc:  # a full disk: say so to the holder, whose leader offers again
             shutil.rmtree(d, ignore_errors=True)
-            d.mkdir(parents=True)
-        sink = ChunkSink(d / DATA_FILE, sid, size, resume=keep)
+            self.stats["failed"] += 1
+            self._warn(f"cannot receive snapshot {sid}: {exc}", now)
+            self._send(holder, "done", sid, False, f"cannot write it: {exc}")
+            return
         dl = _Download(sid, holder, meta, d / DATA_FILE, sink, size, chunk, now, now, keep, keep)
         dl.offered = (holder, sid)
         self._dl = dl
@@ -396,8 +415,17 @@ class Transfers:
         dl.sink.close()
         shutil.rmtree(dl.path.parent, ignore_errors=True)
         self.stats["failed"] += 1
-        log.warning("%s: snapshot %s abandoned: %s", self.node.id, dl.sid, reason)
+        self._warn(f"snapshot {dl.sid} abandoned: {reason}", time.monotonic())
         self._done(dl, False, reason)
+
+    def _warn(self, what: str, now: float) -> None:
+        """Logs ``what`` as a warning, at most every ``WARN_EVERY_S`` (a full disk makes
+        every offer fail), else at debug level."""
+        if now - self._warned >= WARN_EVERY_S:
+            self._warned = now
+            log.warning("%s: %s", self.node.id, what)
+        else:
+            log.debug("%s: %s", self.node.id, what)
 
     def _done(self, dl: _Download, ok: bool, reason: str) -> None:
         """Tells the holder, and the leader whose offer came last when that is another
@@ -437,6 +465,8 @@ class Transfers:
                 node.net.send_frame(peer, t.offer)
         dl = self._dl
         if dl is not None:
+            if dl.sink.error is not None:
+                dl.finishing = True  # its thread stopped at a failed write: ask for no more
             if dl.finishing and dl.sink.done():
                 dl.finishing = False
                 dl.sink.close()

@@ -5,6 +5,7 @@ answering, the cluster goes on without it, and once space is freed it catches up
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from smallfs import fill, free_bytes, small_filesystem
 from boltraft import Client
 
 from .cluster import Cluster, wait_until
+from .opscluster import OpsCluster
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +133,62 @@ def test_a_node_that_starts_on_a_full_disk_says_so_in_one_line(tmp_path: Path) -
             c.wait_for_leader()
         finally:
             c.close()
+
+
+@pytest.mark.parametrize("free_left", [0, 1 << 20])
+def test_a_snapshot_download_into_a_full_disk_fails_cleanly_and_installs_once_freed(
+    tmp_path: Path, free_left: int
+) -> None:
+    """n1 sleeps (SIGSTOP) while the others compact their logs past it, and wakes up on a
+    full disk: its snapshot download fails, again and again, without stopping it; once
+    space is freed it installs the snapshot and catches up. ``free_left``: 0, nothing to
+    start a download in; 1 MiB, a download that fails at a chunk's write."""
+    config = {"snapshot_entries": 50, "snapshot_keep_entries": 5, "snapshot_chunk_bytes": 65536}
+    c = OpsCluster(tmp_path, 3, config)
+    value = os.urandom(2048)
+    with small_filesystem(tmp_path / "n1", mib=64) as fs:
+        try:
+            c.start()
+            c.wait_for_leader()
+            with Client(c.endpoints, timeout=30.0) as client:
+                assert client.transfer_leader("n2", timeout=10)["leader"] == "n2"
+                client.create_bucket("b")
+                c.wait_applied("n1", c.status("n2")["commit"])  # type: ignore[index]
+                pid = c.procs["n1"].pid
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    for i in range(60):  # ~5 MB, compacted away behind n1
+                        ops = [
+                            {"op": "put", "bucket": "b", "key": b"k%d-%d" % (i, j), "value": value}
+                            for j in range(40)
+                        ]
+                        client.batch(ops)
+                    wait_until(
+                        lambda: c.status("n2")["cluster"]["log_first"] > 50,  # type: ignore[index]
+                        30,
+                        "the leader's compaction",
+                    )
+                    filler = fill(fs)
+                    if free_left:
+                        os.truncate(filler, filler.stat().st_size - free_left)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+
+                def failed_downloads() -> int:
+                    st = c.status("n1", timeout=2.0)
+                    return st["cluster"]["transfers"]["failed"] if st else 0
+
+                wait_until(failed_downloads, 60, "n1's download to fail on the full disk")
+                assert c.running("n1")
+                filler.unlink()
+                last = c.status("n2")["last_index"]  # type: ignore[index]
+                c.wait_applied("n1", last, timeout=60)
+                st = c.status("n1", timeout=2.0)
+                assert st is not None and st["cluster"]["snapshots"]["installed"] >= 1
+                with Client([c.addrs["n1"]], timeout=10.0) as one:
+                    assert one.count("b", read="stale") == 60 * 40
+                    assert one.get("b", b"k59-39", read="stale") == value
+            assert "Traceback" not in (tmp_path / "n1.log").read_text()
+        finally:
+            c.close()
+            print(c.dump_logs()[-6000:])
