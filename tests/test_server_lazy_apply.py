@@ -19,6 +19,7 @@ from boltraft.raft.types import (
     Ready,
     SnapshotMeta,
 )
+from boltraft.server import applying
 from boltraft.server import node as node_mod
 from boltraft.server.node import Node
 from boltraft.transport import codec
@@ -117,7 +118,7 @@ def test_a_request_to_a_follower_sees_every_entry_it_kept(world: World) -> None:
 def test_a_follower_applies_once_the_kept_entries_reach_the_limit(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node_mod, "LAZY_APPLY_ENTRIES", 3)
+    monkeypatch.setattr(applying, "LAZY_APPLY_ENTRIES", 3)
     lead, follower = _ready(world)
     f = world.nodes[follower]
     applies = []
@@ -132,7 +133,7 @@ def test_a_follower_applies_once_the_kept_entries_reach_the_limit(
 def test_a_follower_applies_once_the_kept_bytes_reach_the_limit(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node_mod, "LAZY_APPLY_BYTES", 1)
+    monkeypatch.setattr(applying, "LAZY_APPLY_BYTES", 1)
     lead, follower = _ready(world)
     _write(world, lead, 5)
     f = world.nodes[follower]

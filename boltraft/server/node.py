@@ -17,15 +17,16 @@ following the contract in ``boltraft.raft.types``:
    or inline when there are none;
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
    answer read states (a read waits until applied >= its read index). A follower with
-   ``lazy_apply`` keeps them instead and applies what it kept in one batch later: when its
-   loop found nothing to do for ``LAZY_APPLY_IDLE_S``, at the next tick, before it handles
-   anything but Raft messages, once ``LAZY_APPLY_ENTRIES``/``LAZY_APPLY_BYTES`` wait, and
-   at once in a Ready that changes its role or membership, installs a snapshot or confirms
-   reads (``_lazy_apply``). Its flush then runs without a thread hand-off (step 2);
+   ``lazy_apply`` keeps them instead and applies what it kept in one batch later
+   (``boltraft.server.applying``); its flush then runs without a thread hand-off (step 2);
 4. send ``messages``, after the flush (persist before send). Without a flush a follower
    sends them before applying (heartbeat responses confirm reads), a leader after (it
    answers its clients first);
 5. ``advance()``.
+
+A full disk never stops the node: a log that cannot take a Ready restarts the core from the
+log (``_on_log_full``); a state machine that cannot apply keeps the entries and retries at
+every tick (``boltraft.server.applying``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from boltraft.benchmark.stages import StageRecorder
-from boltraft.errors import BoltraftError, NoSpaceError, UnavailableError
+from boltraft.errors import BoltraftError, NoSpaceError
 from boltraft.raft.config import Config
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
@@ -50,6 +51,7 @@ from boltraft.raft.types import (
     Ready,
     Role,
 )
+from boltraft.server.applying import LAZY_APPLY_IDLE_S, ApplyMixin
 from boltraft.server.clusterops import FRAME_KINDS, ClusterOps
 from boltraft.server.config import ServerConfig
 from boltraft.server.net import FWD, FWD_RESP, REQS, Net, set_peers
@@ -65,15 +67,8 @@ _DATA_FRAMES = frozenset((REQS, FWD, FWD_RESP))
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
 
-# lazy_apply: a follower applies what it kept once this many entries or command bytes wait,
-# or after its loop found nothing to do for LAZY_APPLY_IDLE_S (and at every tick)
-LAZY_APPLY_ENTRIES = 64
-LAZY_APPLY_BYTES = 1 << 20
-LAZY_APPLY_IDLE_S = 0.002
-FULL_WARN_S = 10.0  # a full disk is logged at most this often
 
-
-class Node:
+class Node(ApplyMixin):
     """One running member of the cluster (its stores are opened and closed by the caller).
 
     Invariants: ``applied <= commit``; ``lead`` is "" or a member id; only the loop's thread
@@ -216,13 +211,6 @@ class Node:
             "transport": self.net.counters(),
             "cluster": self.ops.status(),
         }
-
-    def catch_up(self) -> None:
-        """Returns None once the committed entries a follower kept (``lazy_apply``) are
-        applied, in ONE state-machine ``apply()``; a no-op when it kept none."""
-        ents = self._take_kept()
-        if ents and self._apply(ents):
-            self.ops.on_applied(ents, None)
 
     def close(self) -> None:
         """Returns None after applying the entries a follower kept and writing the latest
@@ -396,37 +384,6 @@ class Node:
             self.service.on_read_states(rd.read_states)
         self.raw.advance(rd)
 
-    def _lazy_apply(self, rd: Ready) -> list[Entry]:
-        """Returns the committed entries to apply in this Ready: ``rd.committed_entries``
-        after those kept from earlier Readys; none when this follower keeps them all for a
-        later batch (``lazy_apply``), which it does unless the Ready changes its role
-        (``_handle_ready`` set it already) or membership, installs a snapshot or confirms
-        reads, reads wait to be served, or the kept entries reach ``LAZY_APPLY_ENTRIES`` or
-        ``LAZY_APPLY_BYTES``."""
-        ents = rd.committed_entries
-        if self._apply_full:  # kept in order until the retry at the next tick succeeds
-            self._unapplied.extend(ents)
-            self._unapplied_bytes += sum(len(e.data) for e in ents)
-            return []
-        if (
-            self.cfg.lazy_apply
-            and self.role == Role.FOLLOWER
-            and rd.conf_state is None
-            and rd.snapshot is None
-            and not rd.read_states
-            and not self.service.reads_waiting
-        ):
-            kept = self._unapplied
-            if ents:
-                kept.extend(ents)
-                self._unapplied_bytes += sum(map(len, [e.data for e in ents]))
-            if len(kept) < LAZY_APPLY_ENTRIES and self._unapplied_bytes < LAZY_APPLY_BYTES:
-                return []
-            ents = []
-        if self._unapplied:
-            ents = [*self._take_kept(), *ents]
-        return ents
-
     def _on_log_full(self, err: NoSpaceError) -> None:
         """Returns None after restarting the consensus core from what the log store holds,
         because the disk was too full to persist a Ready (``err``; the store wrote nothing of
@@ -446,19 +403,6 @@ class Node:
         self._on_soft_state("", Role.FOLLOWER)
         self.service.on_leader_change()  # the new core knows no read it was asked to confirm
         self._set_members(self.raw.status().conf_state)
-
-    def _warn_full(self, err: NoSpaceError) -> None:
-        now = self._clock()
-        if now - self._full_warned >= FULL_WARN_S:
-            self._full_warned = now
-            log.warning("%s: %s (%s); retrying", self.id, self.disk_full, err.message)
-
-    def _take_kept(self) -> list[Entry]:
-        """Returns the committed entries this follower kept (``lazy_apply``), keeping none."""
-        ents = self._unapplied
-        self._unapplied = []
-        self._unapplied_bytes = 0
-        return ents
 
     def _flush_stepping(self) -> None:
         """Returns None once the log is flushed; meanwhile (the flush on the sync thread)
@@ -488,52 +432,6 @@ class Node:
                 self._deferred.append(frame)
         self.counters["stepped_during_flush"] += stepped
         self._syncer.wait()
-
-    def _apply(self, ents: list[Entry]) -> bool:
-        """Returns True after applying committed ``ents`` in ONE state-machine ``apply()`` and
-        answering the writes and the reads waiting for them; False when the disk was too
-        full (``_apply_stalled`` kept them)."""
-        last = ents[-1].index
-        self.stages.applying(last)
-        try:
-            results = self.sm.apply(ents)
-        except NoSpaceError as err:
-            self._apply_stalled(ents, err)
-            return False
-        if self._apply_full:
-            self._apply_full = ""
-            log.warning("%s: the state machine applies again (at %d)", self.id, last)
-        self.stages.applied(last)
-        if last > self.applied:
-            self.applied = last
-        if last > self.commit:
-            self.commit = last
-        self.service.on_applied(ents, results)
-        self.stages.replied(last)
-        return True
-
-    def _apply_stalled(self, ents: list[Entry], err: NoSpaceError) -> None:
-        """Returns None after keeping the committed ``ents`` the state machine could not apply
-        for want of space (``err``) to apply them again at the next tick (never skipping one:
-        the other replicas apply it). Meanwhile a leader answers new writes ``unavailable``
-        and, at its ticks, hands leadership to a follower; confirmed reads that would wait
-        for the apply are answered ``unavailable`` (``Service.on_apply_stalled``)."""
-        self.counters["apply_disk_full"] += 1
-        if err.details.get("disk_full"):
-            self._apply_full = f"node {self.id}'s disk is full: its state machine cannot apply"
-        else:
-            self._apply_full = f"node {self.id}'s state machine reached its quota"
-        self._warn_full(err)
-        done = self.sm.applied[0]  # a run that fell back to one entry at a time got this far
-        if done > self.applied:
-            gone = UnavailableError("applied, but the result was lost to a full disk; retry it")
-            applied = [e for e in ents if e.index <= done]
-            self.service.on_applied(applied, [gone] * len(applied))
-            self.applied = done
-        kept = [e for e in ents if e.index > done]
-        self._unapplied = kept + self._unapplied
-        self._unapplied_bytes = sum(len(e.data) for e in self._unapplied)
-        self.service.on_apply_stalled()
 
     def _outgoing(self, msgs: list[Message]) -> list[Message]:
         for m in msgs:
