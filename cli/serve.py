@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 from typing import Any
 
 import click
 
 from boltraft.errors import BoltraftError, DiskFailedError, NoSpaceError
+from boltraft.storage.fsutil import DISK_FULL_ERRNOS
 
 
 @click.command("serve")
@@ -94,7 +94,7 @@ def serve_cmd(
             raise click.UsageError("--join starts a new node: give no --peer")
         raise SystemExit(serve(values, data_dir, join=join))
     except OSError as exc:  # writing its files at start-up: the node never served
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = exc.errno in DISK_FULL_ERRNOS
         err = (NoSpaceError if full else DiskFailedError)(f"cannot start: {exc}")
         click.echo(f"error: {err.code}: {err.message}", err=True)
         raise SystemExit(1)

@@ -31,7 +31,6 @@ log = logging.getLogger("boltraft.server")
 LAZY_APPLY_ENTRIES = 64
 LAZY_APPLY_BYTES = 1 << 20
 LAZY_APPLY_IDLE_S = 0.002
-FULL_WARN_S = 10.0  # a full disk is logged at most this often
 
 
 class ApplyMixin:
@@ -53,8 +52,7 @@ class ApplyMixin:
         ``LAZY_APPLY_BYTES``."""
         ents = rd.committed_entries
         if self._apply_full:  # kept in order until the retry at the next tick succeeds
-            self._unapplied.extend(ents)
-            self._unapplied_bytes += sum(len(e.data) for e in ents)
+            self._keep(ents)
             return []
         if (
             self.cfg.lazy_apply
@@ -64,16 +62,23 @@ class ApplyMixin:
             and not rd.read_states
             and not self.service.reads_waiting
         ):
-            kept = self._unapplied
-            if ents:
-                kept.extend(ents)
-                self._unapplied_bytes += sum(map(len, [e.data for e in ents]))
-            if len(kept) < LAZY_APPLY_ENTRIES and self._unapplied_bytes < LAZY_APPLY_BYTES:
+            self._keep(ents)
+            if (
+                len(self._unapplied) < LAZY_APPLY_ENTRIES
+                and self._unapplied_bytes < LAZY_APPLY_BYTES
+            ):
                 return []
             ents = []
         if self._unapplied:
             ents = [*self._take_kept(), *ents]
         return ents
+
+    def _keep(self: Node, ents: list[Entry]) -> None:
+        """Returns None after adding the committed ``ents`` (the next in index order) to the
+        ones kept for a later apply."""
+        if ents:
+            self._unapplied.extend(ents)
+            self._unapplied_bytes += sum(map(len, [e.data for e in ents]))
 
     def _take_kept(self: Node) -> list[Entry]:
         """Returns the committed entries this follower kept (``lazy_apply``), keeping none."""
@@ -129,7 +134,5 @@ class ApplyMixin:
         self.service.on_apply_stalled()
 
     def _warn_full(self: Node, err: NoSpaceError) -> None:
-        now = self._clock()
-        if now - self._full_warned >= FULL_WARN_S:
-            self._full_warned = now
+        if self._full_log.due("", self._clock()):
             log.warning("%s: %s (%s); retrying", self.id, self.disk_full, err.message)

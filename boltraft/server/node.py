@@ -54,6 +54,7 @@ from boltraft.raft.types import (
 from boltraft.server.applying import LAZY_APPLY_IDLE_S, ApplyMixin
 from boltraft.server.clusterops import FRAME_KINDS, ClusterOps
 from boltraft.server.config import ServerConfig
+from boltraft.server.logevery import LogEvery
 from boltraft.server.net import FWD, FWD_RESP, REQS, Net, set_peers
 from boltraft.server.service import Service, Target
 from boltraft.server.syncer import Syncer
@@ -66,6 +67,7 @@ log = logging.getLogger("boltraft.server")
 _DATA_FRAMES = frozenset((REQS, FWD, FWD_RESP))
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
+FULL_WARN_S = 10.0  # a full disk is logged as a warning at most this often
 
 
 class Node(ApplyMixin):
@@ -133,7 +135,7 @@ class Node(ApplyMixin):
         # (cleared by the next apply that succeeds); see _on_log_full and _apply
         self._log_full = ""
         self._apply_full = ""
-        self._full_warned = -1e18  # monotonic time of the last full-disk warning logged
+        self._full_log = LogEvery(FULL_WARN_S)  # the full-disk warning, now and then
         self.counters["log_disk_full"] = 0
         self.counters["apply_disk_full"] = 0
 
@@ -392,7 +394,7 @@ class Node(ApplyMixin):
         its committed entries come again from the new core (which starts at ``applied``),
         and this node is a follower until an election says otherwise. The writes it
         proposed past its log's end and the reads waiting for an apply are answered
-        (``Service.on_disk_full``). The next append that succeeds ends the condition."""
+        (``Service.on_log_full``). The next append that succeeds ends the condition."""
         self.counters["log_disk_full"] += 1
         self._log_full = f"node {self.id}'s disk is full: its raft log cannot grow"
         self._warn_full(err)

@@ -29,7 +29,6 @@ without reinstalling anything.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -48,7 +47,7 @@ from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore
 from boltraft.server.snapio import PROGRESS_FILE, write_snapshot
 from boltraft.storage.db import DB
 from boltraft.storage.fsm import read_applied
-from boltraft.storage.fsutil import fsync_dir
+from boltraft.storage.fsutil import DISK_FULL_ERRNOS, fsync_dir
 from boltraft.storage.snapshot import (
     DATA_FILE,
     META_FILE,
@@ -367,7 +366,7 @@ def write_marker(data_dir: Path, marker: dict[str, Any]) -> None:
             os.fsync(f.fileno())
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in DISK_FULL_ERRNOS:
             raise NoSpaceError(f"cannot write {tmp}: the disk is full") from None
         raise
     os.replace(tmp, p)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from boltraft.errors import ChecksumMismatchError, MalformedFrameError, SnapshotError
 from boltraft.raft.types import Message, MessageType, SnapshotMeta
+from boltraft.server.logevery import LogEvery
 from boltraft.server.snapio import ChunkSink, resumable
 from boltraft.server.snapshots import conf_from_json, conf_to_json
 from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo
@@ -151,8 +152,8 @@ class Transfers:
             "failed": 0,
         }
         self.last_transfer: dict[str, float] = {}
-        self._warned = -1e18  # monotonic time of the last warning about a failed download
-        self._failed: dict[str, float] = {}  # follower id -> last failed transfer logged
+        self._quiet_in = LogEvery(WARN_EVERY_S)  # failed downloads ("" key)
+        self._quiet_out = LogEvery(WARN_EVERY_S)  # failed transfers, per follower id
 
     # --- leader side ----------------------------------------------------------------------
     def on_snap_message(self, m: Message) -> None:
@@ -202,8 +203,7 @@ class Transfers:
         self._out[m.to] = t
         self.stats["offers"] += 1
         node.net.send_frame(m.to, t.offer)
-        recent = now - self._failed.get(m.to, -1e18) < WARN_EVERY_S  # it keeps failing
-        level = logging.DEBUG if recent else logging.INFO
+        level = logging.DEBUG if self._quiet_out.recent(m.to, now) else logging.INFO
         log.log(level, "%s: sending snapshot %s (%d bytes) to %s", node.id, sid, info.size, m.to)
 
     def _serve(self, frame: Incoming, sid: str, offsets: list[Any]) -> None:
@@ -259,11 +259,9 @@ class Transfers:
         self.stats[key] += 1
         level = logging.INFO
         if ok:
-            self._failed.pop(peer, None)
-        elif time.monotonic() - self._failed.get(peer, -1e18) < WARN_EVERY_S:
+            self._quiet_out.forget(peer)
+        elif not self._quiet_out.due(peer, time.monotonic()):
             level = logging.DEBUG  # the same peer failing again and again (a full disk)
-        else:
-            self._failed[peer] = time.monotonic()
         log.log(level, "%s: snapshot %s to %s %s %s", self.node.id, sid, peer, key, reason)
 
     # --- follower side --------------------------------------------------------------------
@@ -421,11 +419,8 @@ class Transfers:
     def _warn(self, what: str, now: float) -> None:
         """Logs ``what`` as a warning, at most every ``WARN_EVERY_S`` (a full disk makes
         every offer fail), else at debug level."""
-        if now - self._warned >= WARN_EVERY_S:
-            self._warned = now
-            log.warning("%s: %s", self.node.id, what)
-        else:
-            log.debug("%s: %s", self.node.id, what)
+        level = logging.WARNING if self._quiet_in.due("", now) else logging.DEBUG
+        log.log(level, "%s: %s", self.node.id, what)
 
     def _done(self, dl: _Download, ok: bool, reason: str) -> None:
         """Tells the holder, and the leader whose offer came last when that is another

@@ -429,13 +429,7 @@ def _execute_one(tx: Tx, body: Body) -> Any:
     NoSpaceError."""
     if body[0] != PUT:
         return _execute(tx, body, {})
-    try:
-        tx.bucket(body[1]).put(body[2], body[3])
-    except NoSpaceError:
-        raise
-    except BoltraftError as err:
-        return err
-    return None
+    return _put_pairs(tx, body[1], [(body[2], body[3])], {})[0]
 
 
 def _put_pairs(

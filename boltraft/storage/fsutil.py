@@ -4,6 +4,7 @@ error in what LMDB raises."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -13,6 +14,8 @@ import lmdb
 
 from boltraft.errors import DataDirLockedError, NoSpaceError
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""The OSError errnos that mean the disk (or the user's quota) is full."""
 DISK_FULL_BELOW = 64 << 20
 """An LMDB I/O error (EIO) counts as a full disk while less than this is free."""
 

@@ -3,11 +3,11 @@ fsync are in ``boltraft.storage.fsutil``)."""
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 from boltraft.errors import NoSpaceError
+from boltraft.storage.fsutil import DISK_FULL_ERRNOS
 
 
 def segment_name(seq: int) -> str:
@@ -35,6 +35,6 @@ def write_all(fd: int, buf: bytes, end: int, path: Path) -> None:
             done += os.write(fd, memoryview(buf)[done:])
     except OSError as exc:
         os.ftruncate(fd, end)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in DISK_FULL_ERRNOS:
             raise NoSpaceError(f"raft log {path}: the disk is full", path=str(path)) from None
         raise
