@@ -402,7 +402,7 @@ def test_put_run_reads_a_run_of_exactly_once_puts_to_one_bucket() -> None:
 @pytest.mark.parametrize(
     "odd",
     [
-        _plain(b"k"),  # without (cid, seq): the general path writes those
+        _plain(b"k"),  # without (cid, seq): declined next to puts with them (and vice versa)
         _raw(1, b"c", None, None, [commands.PUT, [b"a"], b"k", b"v"]),  # half a pair
         _raw(1, None, 1, None, [commands.PUT, [b"a"], b"k", b"v"]),
         _raw(1, b"", 1, None, [commands.PUT, [b"a"], b"k", b"v"]),
@@ -424,9 +424,23 @@ def test_put_run_reads_a_run_of_exactly_once_puts_to_one_bucket() -> None:
     ],
 )
 def test_put_run_declines_a_run_with_anything_else(odd: bytes) -> None:
-    for run in ([odd], [_once(b"k1"), odd], [odd, _once(b"k1")]):
+    runs = [[_once(b"k1"), odd], [odd, _once(b"k1")]]
+    if odd != _plain(b"k"):
+        runs += [[odd], [_plain(b"k1"), odd], [odd, _plain(b"k1")]]
+    for run in runs:
         assert commands.put_run(run) is None
     assert commands.put_run([]) is None
+
+
+def test_put_run_reads_a_run_of_plain_puts_to_one_bucket() -> None:
+    run = [_plain(b"k1"), _plain(b"k2", 2**64 - 1), _plain(b"k1", 0)]
+    assert _run_of(run) == (
+        (b"a",),
+        [(b"k1", b"vk1"), (b"k2", b"vk2"), (b"k1", b"vk1")],
+        [commands.parse(d) for d in run],
+    )
+    assert commands.put_run([_plain(b"k1"), _plain(b"k2", bucket=b"b")]) is None
+    assert commands.put_run([_plain(b"k1"), _plain(b"k2", -1)]) is None
 
 
 _log_datas = st.one_of(
@@ -440,21 +454,19 @@ _log_datas = st.one_of(
 
 @given(st.lists(_log_datas, min_size=1, max_size=6))
 def test_put_run_agrees_with_parse(datas: list[bytes]) -> None:
-    """put_run answers exactly when parse reads every one as a put without a condition,
-    with (cid, seq), to the same one-name path, and then with what parse read."""
+    """put_run answers exactly when parse reads every one as a put without a condition to
+    the same one-name path, all with (cid, seq) or all without, and then with what parse
+    read."""
     parsed: list[Any] = []
     for data in datas:
         try:
             parsed.append(commands.parse(data))
         except (MalformedCommandError, UnknownCommandError, UnsupportedVersionError):
             parsed.append(None)
-    puts = [
-        t
-        for t in parsed
-        if t is not None and t[1] is not None and t[4][0] == commands.PUT and len(t[4][1]) == 1
-    ]
+    puts = [t for t in parsed if t is not None and t[4][0] == commands.PUT and len(t[4][1]) == 1]
     paths = {t[4][1] for t in puts}
-    if len(puts) == len(datas) and len(paths) == 1:
+    once = {t[1] is not None for t in puts}
+    if len(puts) == len(datas) and len(paths) == 1 and len(once) == 1:
         assert _run_of(datas) == (paths.pop(), [(t[4][2], t[4][3]) for t in puts], puts)
     else:
         assert commands.put_run(datas) is None

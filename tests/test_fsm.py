@@ -279,10 +279,11 @@ def test_empty_batch(sm: BucketStateMachine) -> None:
     assert sm.apply([ent(1, {"op": "batch", "ops": []})]) == [[]]
 
 
-@pytest.mark.parametrize("only_puts", [False, True], ids=["mixed", "only_puts"])
-def test_no_space_yields_errors_and_advances(tmp_path: Path, only_puts: bool) -> None:
-    """only_puts: the run is all exactly-once puts to one bucket (the batch path), which
-    falls back to the general path's entry-by-entry application."""
+@pytest.mark.parametrize("run_of", ["mixed", "only_puts", "plain_puts"])
+def test_no_space_yields_errors_and_advances(tmp_path: Path, run_of: str) -> None:
+    """only_puts / plain_puts: the run is all exactly-once / all plain puts to one bucket
+    (the batch path), which falls back to the general path's entry-by-entry application."""
+    only_puts = run_of == "only_puts"
     quota = 1 << 20
     sm = BucketStateMachine(
         tmp_path / "s", quota=quota, initial_map_size=quota, max_value_size=quota
@@ -296,7 +297,7 @@ def test_no_space_yields_errors_and_advances(tmp_path: Path, only_puts: bool) ->
         log = [ent(1, mk("a"))]
         log += [ent(i, put("a", b"k%d" % i, big, **once(i))) for i in range(2, 9)]
         log.append(ent(9, put("a", b"small", b"s", **once(9))))
-        if only_puts:
+        if run_of != "mixed":
             sm.apply(log[:1])
             assert len(log) - 1 >= BATCH_PATH_MIN
             assert commands.put_run([e.data for e in log[1:]]) is not None
@@ -320,7 +321,8 @@ def test_a_full_disk_applies_nothing_and_the_same_entries_apply_once_freed(
     tmp_path: Path, only_puts: bool
 ) -> None:
     """Unlike the quota (above), a full disk never skips an entry: the other replicas, with
-    space, apply it. only_puts: exactly-once puts to one bucket (the batch path)."""
+    space, apply it. A run of puts to one bucket takes the batch path: exactly-once puts
+    with only_puts, plain puts without."""
     big = b"x" * (300 << 10)
 
     def once(i: int) -> dict[str, Any]:
@@ -439,6 +441,51 @@ def test_a_run_of_plain_puts_answers_each_entry_like_one_put(sm: BucketStateMach
 
 def _outcome(result: Any) -> Any:
     return (type(result).__name__, str(result), result.details) if result else result
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    bucket=st.sampled_from(["a", "missing"]),
+    puts=st.lists(
+        st.tuples(
+            st.sampled_from([b"k1", b"k2", b"", b"k" * 600]),
+            st.sampled_from([b"v", b"w" * 101]),
+            st.none() | st.integers(0, 400),
+        ),
+        min_size=BATCH_PATH_MIN,
+        max_size=BATCH_PATH_MIN + 4,
+    ),
+)
+def test_a_run_of_plain_puts_ends_like_the_general_path(
+    bucket: str, puts: list[tuple[bytes, bytes, int | None]]
+) -> None:
+    """Plain puts (no (cid, seq)) to one bucket take the batch path: the general path's
+    results (a bad key or value, or a missing bucket, fails only its own puts), data,
+    applied index and clock."""
+    run = [
+        ent(i, put(bucket, k, v) if ts is None else put(bucket, k, v, ts=ts))
+        for i, (k, v, ts) in enumerate(puts, 3)
+    ]
+    puts_run = commands.put_run([e.data for e in run])
+    assert puts_run is not None and puts_run.rows[0][1] is None
+    with tempfile.TemporaryDirectory() as d:
+        sms = [
+            BucketStateMachine(Path(d) / name, max_value_size=100) for name in ("fast", "general")
+        ]
+        fast, general = sms
+        try:
+            for sm in sms:
+                sm.apply([ent(1, mk("a", ts=150))])
+            fast.apply([ent(2, None)])
+            got = fast.apply(run)
+            want = general.apply([ent(2, None), *run])[1:]
+            assert [_outcome(r) for r in got] == [_outcome(r) for r in want]
+            assert fast.applied == general.applied == (run[-1].index, 1)
+            assert fast.clock_ms == general.clock_ms
+            assert _snapshot(fast) == _snapshot(general)
+        finally:
+            for sm in sms:
+                sm.close()
 
 
 @settings(max_examples=100, deadline=None)

@@ -422,10 +422,12 @@ def parse(data: bytes) -> Parsed:
 
 
 _ONCE_HEAD = b"\x95\x01\xc4"  # [1, bin8 ...: version 1 with a cid (at most 128 bytes)
+_PLAIN_HEAD = b"\x95\x01\xc0\xc0"  # [1, nil, nil ...: version 1 without (cid, seq)
 
 
 class PutRun(NamedTuple):
-    """A run of log entries that are all exactly-once puts to one one-name bucket path."""
+    """A run of log entries that are all puts to one one-name bucket path, either all
+    exactly-once (each with its (cid, seq)) or all plain (none with one)."""
 
     path: tuple[bytes]
     pairs: list[tuple[bytes, bytes]]  # (key, value) of each put, in order
@@ -434,16 +436,20 @@ class PutRun(NamedTuple):
 
 def put_run(datas: list[bytes]) -> PutRun | None:
     """Returns the PutRun of ``datas`` (at least one) when every one decodes to a put without
-    a condition, with (cid, seq), to one and the same one-name bucket path, exactly as
-    ``parse`` would accept it; None otherwise (then ``parse`` judges each one). Raises
-    nothing.
+    a condition to one and the same one-name bucket path, all with (cid, seq) or all without,
+    exactly as ``parse`` would accept it; None otherwise (then ``parse`` judges each one).
+    Raises nothing.
 
     The applier's batch path for what clients send most: one decoding comprehension and one
     checking comprehension for the whole run, no per-entry call. A run whose first entry
     does not start like the encoding ``encode`` makes of such a put is declined before any
     decoding.
     """
-    if not datas or not datas[0].startswith(_ONCE_HEAD):
+    if not datas:
+        return None
+    first = datas[0]
+    once = first.startswith(_ONCE_HEAD)
+    if not once and not first.startswith(_PLAIN_HEAD):
         return None
     unpackb = msgpack.unpackb
     try:
@@ -461,10 +467,16 @@ def put_run(datas: list[bytes]) -> PutRun | None:
         and len(t) == 5
         and t[0] == VERSION
         and type(t[0]) is int
-        and type(t[1]) is bytes
-        and 0 < len(t[1]) <= MAX_CID_BYTES
-        and type(t[2]) is int
-        and t[2] >= 0
+        and (
+            (
+                type(t[1]) is bytes
+                and 0 < len(t[1]) <= MAX_CID_BYTES
+                and type(t[2]) is int
+                and t[2] >= 0
+            )
+            if once
+            else (t[1] is None and t[2] is None)
+        )
         and (t[3] is None or (type(t[3]) is int and t[3] >= 0))
         for b in (t[4],)
         if type(b) is tuple

@@ -27,11 +27,12 @@ A run of one command (what a lightly loaded node applies, and a single durable c
 ``_apply_one``: the same work as ``_run`` without the run's bookkeeping, 25-40% less Python
 per apply (measured in ``docs/benchmarks.md``, seventh session).
 
-Runs of puts are what clients send most. The general path writes a run of plain puts (no
-(cid, seq)) to one bucket with one ``Bucket.put_many``. A run of at least
-``BATCH_PATH_MIN`` exactly-once puts to one bucket takes the batch path: decoded and checked
-by ``commands.put_run`` in two comprehensions, its dedup records looked up and written in
-one pass each, its pairs in one ``put_many``; the results are the general path's.
+Runs of puts are what clients send most. A run of at least ``BATCH_PATH_MIN`` puts to one
+bucket, all exactly-once or all plain (no (cid, seq)), takes the batch path: decoded and
+checked by ``commands.put_run`` in two comprehensions, its pairs written in one
+``put_many``, and for exactly-once puts its dedup records looked up and written in one pass
+each; the results are the general path's. The general path also writes a run of plain puts
+to one bucket with one ``put_many``, after a loop over the decoded commands.
 
 Batch atomicity. A batch runs inside a savepoint (``tx.savepoint()``, an LMDB nested
 transaction): when one of its ops fails, everything the batch wrote is undone, the batch's
@@ -203,9 +204,12 @@ class BucketStateMachine:
         if len(run) >= BATCH_PATH_MIN:
             datas = [e[3] for e in run if e[2] == _NORMAL]
             puts = commands.put_run(datas) if len(datas) == len(run) else None
-            if puts is not None:  # what clients send most: exactly-once puts to one bucket
+            if puts is not None:  # what clients send most: puts to one bucket
                 try:
-                    results[start:] = self._commit_puts(puts, run[0].index, run[-1])
+                    if puts.rows[0][1] is None:
+                        results[start:] = self._commit_plain_puts(puts, run[-1])
+                    else:
+                        results[start:] = self._commit_puts(puts, run[0].index, run[-1])
                     return results
                 except NoSpaceError as err:
                     if err.details.get("disk_full"):
@@ -272,6 +276,24 @@ class BucketStateMachine:
         with the clock at ``clock`` and its oldest dedup group at ``oldest``."""
         self._index, self._term, self._clock = last.index, last.term, clock
         self._oldest_group = oldest
+
+    def _commit_plain_puts(self, puts: commands.PutRun, last: Entry) -> list[Any]:
+        """Returns one result per put after applying the run ``puts`` of plain puts (none
+        with a (cid, seq); the run ends with ``last``) in one transaction: the pairs in one
+        ``put_many`` (every one gets the bucket's error when it cannot be opened). Raises
+        NoSpaceError (nothing written)."""
+        clock = max([self._clock, *[t[3] or 0 for t in puts.rows]])
+        record = _APPLIED.pack(last.index, last.term, clock)
+
+        def run(tx: Tx) -> list[Any]:
+            tx.lift_state_record()
+            put = _put_pairs(tx, puts.path, puts.pairs, {})
+            tx.put_state_record(record)
+            return put
+
+        put = self.db.update_fn(run)
+        self._committed(last, clock, self._oldest_group)
+        return put
 
     def _commit_puts(self, puts: commands.PutRun, first_index: int, last: Entry) -> list[Any]:
         """Returns one result per put after applying the run ``puts`` (entries
