@@ -36,13 +36,18 @@ def segments(path: Path) -> list[Path]:
     return sorted(path.glob("*.wal"))
 
 
-def record_offsets(file: Path) -> list[int]:
-    """Returns the offset of every record in ``file`` and, last, the end of the last one."""
+def record_offsets(file: Path, open_store: bool = False) -> list[int]:
+    """Returns the offset of every record in ``file`` and, last, the end of the last one:
+    the end of the file, or with ``open_store`` (the current segment of an open store)
+    where its reserved tail of zeros begins."""
     data = memoryview(file.read_bytes())
     offs = [0]
     while (rec := fmt.read_record(data, offs[-1])) is not None:
         offs.append(rec[2])
-    assert offs[-1] == len(data)
+    if open_store:
+        assert not any(data[offs[-1] :])
+    else:
+        assert offs[-1] == len(data)
     return offs
 
 
@@ -77,6 +82,92 @@ def test_layout_one_segment_opened_by_a_state_record(tmp_path: Path) -> None:
         off = rec[2]
     T = fmt.RecordType
     assert types == [T.STATE, T.BOOTSTRAP, T.ENTRIES_HS, T.HARD_STATE, T.ENTRIES, T.HARD_STATE]
+
+
+def test_a_syncing_store_writes_into_its_preallocated_current_segment(tmp_path: Path) -> None:
+    """While open, the current segment is segment_bytes long, its records followed by
+    zeros, and every older one ends with its last record. What a killed process leaves
+    (the reserved tail) reopens with the same contents and is reserved again; a closed
+    store keeps no tail. A store that does not sync reserves nothing."""
+    wal = tmp_path / "wal"
+    s = WalLogStore(wal, segment_bytes=2048)
+    s.bootstrap(CONF)
+    for lo in range(1, 90, 3):
+        s.append(batch(lo, lo + 3, size=40), HardState(1, "n1", lo))
+    files = segments(wal)
+    assert len(files) > 2
+    for f in files[:-1]:
+        record_offsets(f)  # sealed: no zeros after the last record
+    assert files[-1].stat().st_size == 2048
+    end = record_offsets(files[-1], open_store=True)[-1]
+    assert end < 2048
+    killed = tmp_path / "killed"
+    shutil.copytree(wal, killed)  # no close() ran: the tail is still there
+    want = contents(s)
+    s.close()
+    assert files[-1].stat().st_size == end
+    s = WalLogStore(killed, segment_bytes=2048)
+    assert contents(s) == want
+    last = segments(killed)[-1]
+    assert last.stat().st_size == 2048 and record_offsets(last, open_store=True)[-1] == end
+    s.append(batch(91, 92), HardState(1, "n1", 91))
+    s.close()
+    assert end in record_offsets(last)[:-1]  # the new records follow the old ones
+    s = WalLogStore(killed, segment_bytes=2048)
+    assert s.entries(1, 92) == [
+        e for lo in range(1, 90, 3) for e in batch(lo, lo + 3, size=40)
+    ] + batch(91, 92)
+    s.close()
+    s = WalLogStore(tmp_path / "nosync", sync=False, segment_bytes=2048)
+    s.append(batch(1, 4))
+    only = segments(tmp_path / "nosync")[0]
+    assert record_offsets(only)[-1] == only.stat().st_size < 2048
+    s.close()
+
+
+def test_a_crash_before_apply_snapshot_deletes_the_old_segment_finds_it_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply_snapshot opens its new segment while the current one still has its reserved
+    tail; the old one is cut back first, so recovery can read it whole."""
+    wal = tmp_path / "wal"
+    s = WalLogStore(wal)
+    s.append(batch(1, 11), HardState(1, "n1", 5))
+    old = segments(wal)[0]
+    assert old.stat().st_size == 64 << 20  # reserved
+
+    def crash(seq: int) -> None:
+        raise KeyboardInterrupt("killed before the old segments are deleted")
+
+    monkeypatch.setattr(s, "_delete_segments_before", crash)
+    meta = SnapshotMeta(500, 4, CONF)
+    with pytest.raises(KeyboardInterrupt):
+        s.apply_snapshot(meta, HardState(4, "", 500))
+    assert len(segments(wal)) == 2
+    record_offsets(old)  # sealed
+    killed = tmp_path / "killed"
+    shutil.copytree(wal, killed)
+    s.close()
+    s = WalLogStore(killed)
+    assert contents(s) == ((HardState(4, "", 500), CONF), meta, 501, 500, [])
+    assert len(segments(killed)) == 1
+    s.close()
+
+
+def test_a_segment_is_not_preallocated_beyond_the_free_space(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "fs") as fs:  # 16 MiB: a 64 MiB segment does not fit
+        s = WalLogStore(fs / "wal")
+        try:
+            s.append(batch(1, 11), HardState(1, "n1", 5))
+            only = segments(fs / "wal")[0]
+            assert record_offsets(only)[-1] == only.stat().st_size
+        finally:
+            s.close()
+        s = WalLogStore(fs / "wal")
+        try:
+            assert s.entries(1, 11) == batch(1, 11)
+        finally:
+            s.close()
 
 
 def test_unsynced_hard_state_is_written_at_once(tmp_path: Path) -> None:
@@ -201,10 +292,10 @@ def test_apply_snapshot_leaves_one_segment(tmp_path: Path) -> None:
     assert len(segments(tmp_path)) > 3
     meta = SnapshotMeta(500, 4, CONF)
     s.apply_snapshot(meta, HardState(4, "", 500))
+    s.close()
     files = segments(tmp_path)
     assert len(files) == 1
     assert record_offsets(files[0])[1:] == [files[0].stat().st_size]  # its STATE only
-    s.close()
     s = WalLogStore(tmp_path)
     assert contents(s) == ((HardState(4, "", 500), CONF), meta, 501, 500, [])
     s.close()
@@ -290,7 +381,7 @@ def test_a_record_damaged_while_open_is_reported_on_read(tmp_path: Path) -> None
     s.append(batch(1, 5))
     s.append(batch(5, 9))
     file = segments(tmp_path)[0]
-    off = record_offsets(file)[1] + fmt.HEADER_SIZE + 2
+    off = record_offsets(file, open_store=True)[1] + fmt.HEADER_SIZE + 2
     with open(file, "r+b") as f:
         f.seek(off)
         byte = f.read(1)
@@ -341,10 +432,12 @@ def test_a_full_disk_refuses_an_append_writing_nothing_then_appends_once_freed(
         try:
             s.append(batch(1, 11), HardState(1, "n1", 5))
             before = contents(s)
-            filler = fill(fs)
             for _ in range(3):  # within a segment, and on rotating to a new one
+                # (fill again each time: a failed write releases the segment's reserved tail)
+                filler = fill(fs)
                 with pytest.raises(NoSpaceError):
                     s.append(batch(11, 11 + 2000, size=100), HardState(2, "n1", 5))
+                filler = fill(fs)
                 with pytest.raises(NoSpaceError):
                     s.append(batch(11, 12, size=60 << 10))
                 assert contents(s) == before

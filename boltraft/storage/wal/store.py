@@ -10,6 +10,13 @@ Files in ``path``: ``LOCK`` (an exclusive flock while a store is open) and the s
 ``<seq, 20 digits>.wal``, each opened by a ``STATE`` record so that older segments can be
 deleted whole (``compact``, ``apply_snapshot``).
 
+A syncing store preallocates its current segment to ``segment_bytes`` (``files.preallocate``)
+and writes its records into the reserved zeros, so that an append's ``fdatasync`` finds no
+file size to commit. Only the current segment has such a tail: it is cut off before the
+next segment is opened (and synced, so every older segment ends with its last record) and
+at ``close``; after a crash, recovery cuts it off as a torn tail (a zero header is no
+record) and the store reserves the space again.
+
 Not thread-safe: one thread (or a lock held by the caller) uses a store at a time.
 """
 
@@ -38,7 +45,7 @@ from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from boltraft.storage.fsutil import fsync_dir, lock_dir
 from boltraft.storage.wal import format as fmt
 from boltraft.storage.wal.cache import EntryCache
-from boltraft.storage.wal.files import open_segment, segment_name, write_all
+from boltraft.storage.wal.files import open_segment, preallocate, segment_name, write_all
 from boltraft.storage.wal.recovery import recover
 
 _EMPTY_HS = HardState()
@@ -90,6 +97,8 @@ class WalLogStore:
             self._segs: list[int] = rec.segments  # ascending, contiguous; last = current
             self._size = rec.tail_size  # bytes in the current segment
             self._dirty = False  # the current segment holds writes not yet fdatasynced
+            # The current segment is preallocated past _size (zeros up to segment_bytes).
+            self._reserved = False
             # A suffix of the log (reaching below _idx.first after a compaction).
             self._cache = EntryCache(cache_bytes, self._idx.last + 1)
             # The last ENTRIES record decoded from disk: a follower catching up reads one
@@ -98,7 +107,9 @@ class WalLogStore:
             self._dec_ents: list[Entry] = []
             if self._segs:
                 seq = self._segs[-1]
-                self._fds[seq] = open_segment(self.path / segment_name(seq), create=False)
+                fd = open_segment(self.path / segment_name(seq), create=False)
+                self._fds[seq] = fd
+                self._reserved = sync and preallocate(fd, self._size, segment_bytes)
             else:
                 self._open_segment(fmt.encode_state(self._snap, self._hs, False))
         except BaseException:
@@ -325,6 +336,9 @@ class WalLogStore:
         """Returns None after closing the segments and releasing the directory lock (a hard
         state written with ``sync=False`` is fdatasynced first); closing twice is harmless.
         The store must not be used afterwards."""
+        if self._reserved:  # a stopped store keeps no reserved tail
+            os.ftruncate(self._fds[self._segs[-1]], self._size)
+            self._reserved = False
         if self._dirty and self._sync and self._segs:
             os.fdatasync(self._fds[self._segs[-1]])
             self._dirty = False
@@ -340,7 +354,11 @@ class WalLogStore:
             self._rotate()
         fd = self._fds[self._segs[-1]]
         off = self._size
-        write_all(fd, buf, off, self.path)
+        try:
+            write_all(fd, buf, off, self.path)
+        except BaseException:
+            self._reserved = False  # write_all cut the file back to off
+            raise
         self._size = off + len(buf)
         if sync and self._sync:
             os.fdatasync(fd)
@@ -350,21 +368,34 @@ class WalLogStore:
         return off
 
     def _rotate(self) -> None:
-        """Returns None after syncing the current segment and opening the next one."""
-        if self._dirty and self._sync:
-            os.fdatasync(self._fds[self._segs[-1]])
-            self._dirty = False
+        """Returns None after opening the next segment (``_open_segment`` seals this one)."""
         self._open_segment(fmt.encode_state(self._snap, self._hs, False))
+
+    def _seal(self) -> None:
+        """Returns None once the current segment (if any) ends with its last record, cut
+        back from its reserved tail, and is synced when the store syncs: recovery reads
+        every segment but the last one to its end."""
+        if not self._segs:
+            return
+        fd = self._fds[self._segs[-1]]
+        os.ftruncate(fd, self._size)  # also when a failed write_all left the tail unknown
+        self._reserved = False
+        if self._sync:
+            os.fdatasync(fd)
+            self._dirty = False
 
     def _open_segment(self, state: bytes) -> None:
         """Returns None once a new segment opened by the ``STATE`` payload ``state`` is the
-        current one (file and directory synced when the store syncs). Raises NoSpaceError
-        (the new file removed) when the disk is full."""
+        current one (file and directory synced when the store syncs; preallocated when it
+        syncs), after sealing the one before. Raises NoSpaceError (the new file removed)
+        when the disk is full."""
+        self._seal()
         seq = self._segs[-1] + 1 if self._segs else 1
         file = self.path / segment_name(seq)
         fd = open_segment(file, create=True)
         buf = fmt.frame(_RT.STATE, state)
         try:
+            reserved = self._sync and preallocate(fd, 0, self._segment_bytes)
             write_all(fd, buf, 0, self.path)
             if self._sync:
                 os.fdatasync(fd)
@@ -377,6 +408,7 @@ class WalLogStore:
         self._segs.append(seq)
         self._size = len(buf)
         self._dirty = False
+        self._reserved = reserved
 
     def _delete_segments_before(self, seq: int) -> None:
         """Returns None after deleting the segments numbered below ``seq`` (directory synced
