@@ -443,19 +443,24 @@ def _outcome(result: Any) -> Any:
     return (type(result).__name__, str(result), result.details) if result else result
 
 
-@settings(max_examples=100, deadline=None)
-@given(
-    bucket=st.sampled_from(["a", "missing"]),
-    puts=st.lists(
-        st.tuples(
-            st.sampled_from([b"k1", b"k2", b"", b"k" * 600]),
-            st.sampled_from([b"v", b"w" * 101]),
-            st.none() | st.integers(0, 400),
-        ),
+# A batch-path run's keys and values: fine ones, an empty key, one too long, a value over
+# the machines' max_value_size of 100; in the bucket "a" or one that does not exist.
+_RUN_BUCKETS = st.sampled_from(["a", "missing"])
+_RUN_KEYS = st.sampled_from([b"k1", b"k2", b"", b"k" * 600])
+_RUN_VALUES = st.sampled_from([b"v", b"w" * 101])
+
+
+def _run_of(*fields: st.SearchStrategy[Any]) -> st.SearchStrategy[list[tuple[Any, ...]]]:
+    """Returns lists long enough for the batch path of tuples (key, value, *fields)."""
+    return st.lists(
+        st.tuples(_RUN_KEYS, _RUN_VALUES, *fields),
         min_size=BATCH_PATH_MIN,
         max_size=BATCH_PATH_MIN + 4,
-    ),
-)
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(bucket=_RUN_BUCKETS, puts=_run_of(st.none() | st.integers(0, 400)))
 def test_a_run_of_plain_puts_ends_like_the_general_path(
     bucket: str, puts: list[tuple[bytes, bytes, int | None]]
 ) -> None:
@@ -490,18 +495,8 @@ def test_a_run_of_plain_puts_ends_like_the_general_path(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    bucket=st.sampled_from(["a", "missing"]),
-    puts=st.lists(
-        st.tuples(
-            st.sampled_from([b"k1", b"k2", b"", b"k" * 600]),
-            st.sampled_from([b"v", b"w" * 101]),
-            st.sampled_from([b"c", b"d"]),
-            st.integers(0, 3),
-            st.integers(0, 400),
-        ),
-        min_size=BATCH_PATH_MIN,
-        max_size=BATCH_PATH_MIN + 4,
-    ),
+    bucket=_RUN_BUCKETS,
+    puts=_run_of(st.sampled_from([b"c", b"d"]), st.integers(0, 3), st.integers(0, 400)),
     retries=st.sampled_from(["none", "recorded", "repeated"]),
     recorded=st.lists(st.integers(0, BATCH_PATH_MIN - 1), min_size=1, max_size=3),
 )
