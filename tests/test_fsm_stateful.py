@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from boltraft.raft.types import Entry
 from boltraft.storage import commands
-from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.fsm import BATCH_PATH_MIN, BucketStateMachine
 
 PATHS = [(b"a",), (b"b",), (b"a", b"n"), (b"a", b"n", b"m")]
 KEYS = [b"k1", b"k2", b"n"]
@@ -83,6 +83,20 @@ class StoreVersusModel(RuleBasedStateMachine):
         for cmd, real in zip(run, results, strict=True):
             expected = self.model.apply(commands.validate(cmd))
             assert same_result(real, expected), (cmd, real, expected)
+
+    @rule(
+        bucket=st.sampled_from([(b"a",), (b"b",)]),
+        pairs=st.lists(st.tuples(keys, values), min_size=BATCH_PATH_MIN, max_size=12),
+    )
+    def apply_a_run_of_puts(
+        self, bucket: tuple[bytes, ...], pairs: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A run of plain puts to one bucket: the batch path (its keys may name a nested
+        bucket, and the bucket may not exist)."""
+        run = [{"op": "put", "bucket": bucket, "key": k, "value": v} for k, v in pairs]
+        datas = [commands.encode(cmd) for cmd in run]
+        assert commands.put_run(datas) is not None
+        self.apply_run(run)
 
     @precondition(lambda self: self.index > 0)
     @rule()
