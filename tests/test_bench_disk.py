@@ -9,21 +9,27 @@ import pytest
 from boltraft_cli.bench import bench_group
 from click.testing import CliRunner
 
-from boltraft.benchmark.disk import THRESHOLDS, run_disk_bench, verdict
+from boltraft.benchmark.disk import (
+    DISK_TESTS,
+    THRESHOLDS,
+    format_disk_result,
+    run_disk_bench,
+    verdict,
+)
 from boltraft.errors import BadRequestError
 
 
-def test_measures_three_tests_and_leaves_nothing(tmp_path: Path) -> None:
+def test_measures_four_tests_and_leaves_nothing(tmp_path: Path) -> None:
     res = run_disk_bench(tmp_path, count=20, size=256)
     assert res["kind"] == "disk"
-    for name in ("fsync", "fdatasync", "lmdb_commit"):
+    for name in DISK_TESTS:
         s = res[name]
         assert s["count"] == 20
         assert 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["p999_ms"] <= s["max_ms"]
         assert s["ops_per_s"] > 0
         assert res[f"{name}_p99_ms"] == s["p99_ms"]
     assert res["verdict"] in ("good", "slow", "unsuitable")
-    assert res["expected_commit_p50_ms"] == pytest.approx(res["lmdb_commit"]["p50_ms"])
+    assert res["expected_commit_p50_ms"] == pytest.approx(res["wal_append"]["p50_ms"])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -53,7 +59,7 @@ def test_cli_json_is_one_object(tmp_path: Path) -> None:
     )
     assert out.exit_code == 0, out.output
     doc = json.loads(out.output)
-    for key in ("fsync_p99_ms", "fdatasync_p99_ms", "lmdb_commit_p99_ms", "verdict"):
+    for key in (*(f"{name}_p99_ms" for name in DISK_TESTS), "verdict"):
         assert key in doc
 
 
@@ -61,7 +67,16 @@ def test_cli_text_and_error(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(bench_group, ["disk", "--dir", str(tmp_path), "--count", "10"])
     assert out.exit_code == 0, out.output
-    assert "verdict:" in out.output and "lmdb_commit" in out.output
+    assert "verdict:" in out.output and "wal_append" in out.output and "lmdb_commit" in out.output
     bad = runner.invoke(bench_group, ["disk", "--dir", str(tmp_path / "nope"), "--count", "5"])
     assert bad.exit_code == 1
     assert "error: bad_request: not a directory" in bad.output
+
+
+def test_a_result_from_before_wal_append_still_prints(tmp_path: Path) -> None:
+    res = run_disk_bench(tmp_path, count=5)
+    text = format_disk_result(res)
+    assert "wal_append" in text
+    old = {k: v for k, v in res.items() if not k.startswith("wal_append")}
+    text = format_disk_result(old)
+    assert "wal_append" not in text and "lmdb_commit" in text and "verdict:" in text

@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from boltraft.benchmark import result
+from boltraft.benchmark.disk import DISK_TESTS
 from boltraft.errors import BadRequestError
 
 DPI = 110
@@ -95,8 +96,8 @@ def disk_cdf(docs: list[tuple[str, dict[str, Any]]], out: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, doc in disks:
-        for test in ("fsync", "fdatasync", "lmdb_commit"):
-            pts = doc[test].get("cdf") or []
+        for test in DISK_TESTS:
+            pts = doc.get(test, {}).get("cdf") or []  # wal_append: results since it exists
             if pts:
                 label = f"{Path(name).stem}: {test}" if len(disks) > 1 else test
                 ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=label)
