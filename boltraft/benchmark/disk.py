@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,53 +84,49 @@ def _file_sync(path: Path, count: int, size: int, sync: Any) -> tuple[Any, float
     return h, wall
 
 
+def _timed(count: int, op: Callable[[int], object]) -> tuple[Any, float]:
+    """Returns (histogram of the times of ``op(i)`` for i in ``WARMUP .. WARMUP + count - 1``,
+    loop wall seconds), after the unrecorded warm-up calls ``op(0 .. WARMUP - 1)``."""
+    for i in range(WARMUP):
+        op(i)
+    clock = time.perf_counter
+    times: list[float] = []
+    start = clock()
+    for i in range(WARMUP, WARMUP + count):
+        t0 = clock()
+        op(i)
+        times.append(clock() - t0)
+    wall = clock() - start
+    h = hist.new_histogram()
+    hist.record_many_seconds(h, times)
+    return h, wall
+
+
 def _wal_append(path: Path, count: int, size: int) -> tuple[Any, float]:
     """Returns (histogram of durable one-entry WAL appends, loop wall seconds)."""
-    h = hist.new_histogram()
     data = os.urandom(size)
     normal = int(EntryType.NORMAL)
     store = WalLogStore(path)
     try:
-        clock = time.perf_counter
-        times: list[float] = []
-        start = 0.0
-        for i in range(1, WARMUP + count + 1):
-            if i == WARMUP + 1:
-                start = clock()
-            t0 = clock()
-            store.append([Entry(1, i, normal, data)])
-            if i > WARMUP:
-                times.append(clock() - t0)
-        wall = clock() - start
+        return _timed(count, lambda i: store.append([Entry(1, i + 1, normal, data)]))
     finally:
         store.close()
-    hist.record_many_seconds(h, times)
-    return h, wall
 
 
 def _lmdb_commit(path: Path, count: int, size: int) -> tuple[Any, float]:
     """Returns (histogram of durable one-put transaction times, loop wall seconds)."""
-    h = hist.new_histogram()
     buf = os.urandom(size)
     map_size = max(64 << 20, (count + WARMUP) * (size + 4096) * 2)
     env = lmdb.open(str(path), map_size=map_size, sync=True, metasync=True, subdir=True)
+
+    def commit(i: int) -> None:
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), buf, append=True)
+
     try:
-        clock = time.perf_counter
-        times: list[float] = []
-        start = 0.0
-        for i in range(WARMUP + count):
-            if i == WARMUP:
-                start = clock()
-            t0 = clock()
-            with env.begin(write=True) as txn:
-                txn.put(i.to_bytes(8, "big"), buf, append=True)
-            if i >= WARMUP:
-                times.append(clock() - t0)
-        wall = clock() - start
+        return _timed(count, commit)
     finally:
         env.close()
-    hist.record_many_seconds(h, times)
-    return h, wall
 
 
 def verdict(sync_p99_ms: float) -> tuple[str, str]:
