@@ -128,9 +128,9 @@ class ApplyMixin:
             applied = [e for e in ents if e.index <= done]
             self.service.on_applied(applied, [gone] * len(applied))
             self.applied = done
-        kept = [e for e in ents if e.index > done]
-        self._unapplied = kept + self._unapplied
-        self._unapplied_bytes = sum(len(e.data) for e in self._unapplied)
+        later = self._take_kept()  # kept while this apply ran: they follow ents
+        self._keep([e for e in ents if e.index > done])
+        self._keep(later)
         self.service.on_apply_stalled()
 
     def _warn_full(self: Node, err: NoSpaceError) -> None:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 WRITE_OPS = frozenset(("put", "delete", "create_bucket", "delete_bucket", "next_sequence", "batch"))
 READ_OPS = frozenset(("get", "scan", "buckets", "count"))
+_ELSEWHERE = "; read from another node"  # ends the answer to a read a full disk stalled
 
 
 class Target(NamedTuple):
@@ -181,9 +182,7 @@ class Service:
             if not node.is_leader:
                 self._forward(writes, now)
             elif node.disk_full:  # retried (same cid and seq) at the leader it hands over to
-                err = UnavailableError(node.disk_full + "; retry")
-                for target, _ in writes:
-                    self.reply(target, fail(err))
+                self._fail_all(writes, UnavailableError(node.disk_full + "; retry"))
             else:
                 self._propose(writes)
         if self._reads:
@@ -251,9 +250,7 @@ class Service:
     def _forward(self, writes: list[tuple[Target, dict[str, Any]]], now: float) -> None:
         lead = self.node.lead
         if not lead or lead not in self.node.peer_addrs:
-            err = self._not_leader_error()
-            for target, _ in writes:
-                self.reply(target, fail(err))
+            self._fail_all(writes, self._not_leader_error())
             return
         deadline = now + self.node.cfg.request_timeout_ms / 1000
         out = self._fwd_out.setdefault(lead, [])
@@ -271,9 +268,7 @@ class Service:
         try:
             self.node.raw.read_index(ctx)
         except ProposalDroppedError:
-            err = self._not_leader_error()
-            for target, _ in reads:
-                self.reply(target, fail(err))
+            self._fail_all(reads, self._not_leader_error())
             return
         self._read_ctx[ctx] = (now + self.node.cfg.request_timeout_ms / 1000, reads)
 
@@ -310,9 +305,7 @@ class Service:
             if rs.index <= applied:
                 self._serve_reads(entry[1])
             elif self.node.disk_full:  # it cannot apply up to the read index
-                err = UnavailableError(self.node.disk_full + "; read from another node")
-                for target, _ in entry[1]:
-                    self.reply(target, fail(err))
+                self._fail_all(entry[1], UnavailableError(self.node.disk_full + _ELSEWHERE))
             else:
                 heapq.heappush(self._waiting, (rs.index, next(self._ids), entry[1]))
 
@@ -337,10 +330,9 @@ class Service:
         an apply this node cannot make now (``node.disk_full``): read from another node."""
         if self._waiting:
             waiting, self._waiting = self._waiting, []
-            err = UnavailableError(self.node.disk_full + "; read from another node")
+            err = UnavailableError(self.node.disk_full + _ELSEWHERE)
             for _, _, reads in waiting:
-                for target, _ in reads:
-                    self.reply(target, fail(err))
+                self._fail_all(reads, err)
 
     def on_leader_change(self) -> None:
         """Returns None; fails reads whose read index can no longer be confirmed (the core
@@ -349,16 +341,16 @@ class Service:
             ctxs, self._read_ctx = self._read_ctx, {}
             err = UnavailableError("leadership changed before the read was confirmed")
             for _, reads in ctxs.values():
-                for target, _ in reads:
-                    self.reply(target, fail(err))
+                self._fail_all(reads, err)
 
     def expire(self, now: float) -> None:
         """Returns None; times out read contexts and forwarded writes past their deadline."""
         if self._read_ctx:
             late = [c for c, (deadline, _) in self._read_ctx.items() if deadline <= now]
             for ctx in late:
-                for target, _ in self._read_ctx.pop(ctx)[1]:
-                    self.reply(target, fail(RequestTimeoutError("read index not confirmed")))
+                self._fail_all(
+                    self._read_ctx.pop(ctx)[1], RequestTimeoutError("read index not confirmed")
+                )
         if self._forwarded:
             late_f = [f for f, (deadline, _) in self._forwarded.items() if deadline <= now]
             for fid in late_f:
@@ -370,6 +362,11 @@ class Service:
         waiting = self._waiting
         while waiting and waiting[0][0] <= applied:
             self._serve_reads(heapq.heappop(waiting)[2])
+
+    def _fail_all(self, requests: list[tuple[Target, dict[str, Any]]], err: BoltraftError) -> None:
+        """Returns None after answering every ``(target, body)`` of ``requests`` with ``err``."""
+        for target, _ in requests:
+            self.reply(target, fail(err))
 
     def _serve_reads(self, reads: list[tuple[Target, dict[str, Any]]]) -> None:
         results = execute_reads(self.node.sm.db, [body for _, body in reads])
