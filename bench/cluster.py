@@ -6,7 +6,12 @@ Prints ONE JSON object: for each workload (write, read) and concurrency C the ke
 cluster itself (no ``--endpoints``), also ``{w}_c{C}_leader_cpu_us_per_op`` and
 ``{w}_c{C}_follower_cpu_us_per_op``: CPU time (user + system, from ``/proc/PID/stat``) a
 node process spent per measured request, the leader's and the followers' mean, which is
-what decides latency on a machine with fewer cores than busy processes.
+what decides latency on a machine with fewer cores than busy processes. It then also
+measures the machine's write floor first (``boltraft bench floor``, in the same temporary
+folder): ``floor_write_c1_p50_ms`` (four ZeroMQ hops and a flush on every node, with no Raft
+at all), ``floor_hops_c1_p50_ms`` (the same without the flushes) and
+``floor_disk_share_p50_ms``; a machine's phase moves ``write_c1_p50_ms`` and the floor
+together, so read one against the other (``--no-floor`` skips it).
 
 A "client" is one request stream with one request outstanding at a time (a closed loop), as a
 client application thread would be. The streams are spread over ``--procs`` worker processes
@@ -44,6 +49,8 @@ import msgpack
 import zmq
 from boltraft_cli.up import node_plan, serve_argv, stop_children
 
+from boltraft.benchmark.floor import run_floor_bench
+from boltraft.errors import BoltraftError
 from boltraft.server.probe import request, wait_for_leader
 from boltraft.transport.zmq_transport import drain
 
@@ -262,17 +269,25 @@ def main() -> None:
     ap.add_argument(
         "--single-frames", action="store_true", help="one req frame per request (no reqs)"
     )
+    ap.add_argument("--no-floor", action="store_true", help="skip the write floor")
+    ap.add_argument("--floor-writes", type=int, default=2000, help="timed writes of the floor")
     args = ap.parse_args()
 
     procs: list[subprocess.Popen[bytes]] = []
     pids: dict[str, int] = {}  # node id -> process id, when this script started the nodes
     tmp = None
+    floor: dict[str, Any] = {}  # the write floor, when measured (see the docstring)
     try:
         if args.endpoints:
             endpoints = args.endpoints.split(",")
         else:
             tmp = tempfile.TemporaryDirectory(prefix="boltraft-bench-")
             root = Path(tmp.name)
+            if not args.no_floor:
+                try:
+                    floor = run_floor_bench(root, writes=args.floor_writes, size=args.value_size)
+                except BoltraftError as err:
+                    raise SystemExit(f"error: the write floor: {err.code}: {err.message}")
             plan = node_plan(root, args.nodes, "127.0.0.1", _free_base_port(args.nodes))
             for i in range(len(plan)):
                 with open(root / f"{plan[i][0]}.log", "ab") as logf:
@@ -294,6 +309,7 @@ def main() -> None:
             "fsync": True,
             "frames": "req" if args.single_frames else "reqs",
         }
+        result.update({k: v for k, v in floor.items() if k.startswith("floor_")})
         for kind in args.workloads.split(","):
             for c in (int(x) for x in args.clients.split(",")):
                 r = run_phase(

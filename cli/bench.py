@@ -1,4 +1,4 @@
-"""Returns nothing; ``boltraft bench``: disk, cluster, sweep and report (docs/benchmarks.md)."""
+"""Returns nothing; ``boltraft bench``: disk, floor, cluster, sweep, report (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _numbers(text: str, what: str, cast: Callable[[str], Any]) -> list[Any]:
 
 @click.group("bench")
 def bench_group() -> None:
-    """Measure the disk, a cluster, and what a slow disk does to commit latency."""
+    """Measure the disk, the write floor, a cluster, and what a slow disk does to commit latency."""
 
 
 @bench_group.command("disk")
@@ -52,6 +52,25 @@ def disk_cmd(directory: str, count: int, size: int, as_json: bool) -> None:
         click.echo(json.dumps(res))
     else:
         click.echo(format_disk_result(res))
+
+
+@bench_group.command("floor")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False))
+@click.option("--writes", default=2000, show_default=True, help="Timed writes per run.")
+@click.option("--size", default=100, show_default=True, help="Bytes per value.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def floor_cmd(directory: str, writes: int, size: int, as_json: bool) -> None:
+    """The least a replicated write costs here: the bare ZeroMQ and fdatasync path in DIR."""
+    from boltraft.benchmark.floor import format_floor_result, run_floor_bench
+
+    try:
+        res = run_floor_bench(directory, writes=writes, size=size)
+    except BoltraftError as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(format_floor_result(res))
 
 
 @bench_group.command("report")

@@ -36,12 +36,16 @@ def test_bench_cluster_script_prints_every_key_without_errors(
                 assert result[f"{kind}_c{c}_{q}_ms"] > 0
 
 
-def test_bench_cluster_script_on_its_own_cluster_reports_cpu_per_op() -> None:
+def test_bench_cluster_script_on_its_own_cluster_reports_cpu_per_op_and_the_floor() -> None:
     argv = [sys.executable, str(SCRIPT), "--clients", "1", "--workloads", "write"]
-    argv += ["--duration", "0.5", "--warmup", "0.1"]
+    argv += ["--duration", "0.5", "--warmup", "0.1", "--floor-writes", "20"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout)
     assert result["write_c1_errors"] == 0 and result["write_c1_ops_per_s"] > 0
+    # the machine's write floor, measured before the cluster started
+    assert result["floor_hops_c1_p50_ms"] > 0
+    assert result["floor_write_c1_p50_ms"] > 0
+    assert "floor_disk_share_p50_ms" in result
     # every write costs the leader and both followers some CPU (a stuck or unread process
     # would report none)
     assert result["write_c1_leader_cpu_us_per_op"] > 0
