@@ -144,7 +144,7 @@ def serve_leader(
                         client_sock.send_multipart([ident, seq])
     finally:
         os.close(fd)
-        ctx.destroy(linger=0)
+        ctx.destroy(linger=1000)  # the stop sent to the followers must leave first
 
 
 class _Role:
