@@ -30,6 +30,18 @@ def _numbers(text: str, what: str, cast: Callable[[str], Any]) -> list[Any]:
     return values
 
 
+def _print_result(
+    run: Callable[[], dict[str, Any]], fmt: Callable[[dict[str, Any]], str], as_json: bool
+) -> None:
+    """Returns None after printing ``run()``'s result as one JSON object (``as_json``) or as
+    ``fmt`` writes it; a BoltraftError is one error line and exit status 1."""
+    try:
+        res = run()
+    except BoltraftError as err:
+        _fail(err)
+    click.echo(json.dumps(res) if as_json else fmt(res))
+
+
 @click.group("bench")
 def bench_group() -> None:
     """Measure the disk, the write floor, a cluster, and what a slow disk does to commit latency."""
@@ -44,14 +56,9 @@ def disk_cmd(directory: str, count: int, size: int, as_json: bool) -> None:
     """fsync / fdatasync / durable LMDB commit latency in DIR, with a verdict."""
     from boltraft.benchmark.disk import format_disk_result, run_disk_bench
 
-    try:
-        res = run_disk_bench(directory, count=count, size=size)
-    except BoltraftError as err:
-        _fail(err)
-    if as_json:
-        click.echo(json.dumps(res))
-    else:
-        click.echo(format_disk_result(res))
+    _print_result(
+        lambda: run_disk_bench(directory, count=count, size=size), format_disk_result, as_json
+    )
 
 
 @bench_group.command("floor")
@@ -63,14 +70,9 @@ def floor_cmd(directory: str, writes: int, size: int, as_json: bool) -> None:
     """The least a replicated write costs here: the bare ZeroMQ and fdatasync path in DIR."""
     from boltraft.benchmark.floor import format_floor_result, run_floor_bench
 
-    try:
-        res = run_floor_bench(directory, writes=writes, size=size)
-    except BoltraftError as err:
-        _fail(err)
-    if as_json:
-        click.echo(json.dumps(res))
-    else:
-        click.echo(format_floor_result(res))
+    _print_result(
+        lambda: run_floor_bench(directory, writes=writes, size=size), format_floor_result, as_json
+    )
 
 
 @bench_group.command("report")

@@ -54,16 +54,36 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _open_file(path: Path, records: int, record_bytes: int) -> int:
-    """Returns a descriptor of ``path``, created and preallocated for ``records`` records
-    (as boltraft's WAL preallocates its segment; best effort)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, max(1 << 20, records * record_bytes))
-        os.fsync(fd)
-    except OSError:
-        pass  # the filesystem cannot preallocate: the file grows as it is written
-    return fd
+class _RecordFile:
+    """A role's file: records written one after another, each flushed when ``fsync``."""
+
+    def __init__(self, path: Path, fsync: bool, records: int, record_bytes: int) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.fsync = fsync
+        self.offset = 0
+        self.written = 0  # records
+        self._cpu0 = 0.0
+        try:  # reserved up front, as boltraft's WAL preallocates its segment (best effort)
+            os.posix_fallocate(self.fd, 0, max(1 << 20, records * record_bytes))
+            os.fsync(self.fd)
+        except OSError:
+            pass  # the filesystem cannot preallocate: the file grows as it is written
+
+    def start(self) -> None:
+        """Returns None after noting the CPU time used so far (``report`` counts from here)."""
+        self._cpu0 = _cpu_s()
+
+    def write(self, record: bytes) -> None:
+        """Returns None once ``record`` is written after the last one (and flushed)."""
+        os.pwrite(self.fd, record, self.offset)
+        self.offset += len(record)
+        self.written += 1
+        if self.fsync:
+            os.fdatasync(self.fd)
+
+    def report(self) -> None:
+        """Returns None after printing the role's report line (records, CPU seconds)."""
+        print(json.dumps({"records": self.written, "cpu_s": _cpu_s() - self._cpu0}), flush=True)
 
 
 def _router() -> tuple[zmq.Context, zmq.Socket]:
@@ -75,30 +95,22 @@ def _router() -> tuple[zmq.Context, zmq.Socket]:
     return ctx, sock
 
 
-def _report(records: int, cpu0: float) -> None:
-    print(json.dumps({"records": records, "cpu_s": _cpu_s() - cpu0}), flush=True)
-
-
 def serve_follower(path: Path, fsync: bool, records: int, record_bytes: int) -> None:
     """Returns None after the stop: writes each record received, flushes it (when
     ``fsync``) and answers its sequence number to the sender."""
-    fd = _open_file(path, records, record_bytes)
+    log = _RecordFile(path, fsync, records, record_bytes)
     ctx, sock = _router()
-    cpu0, offset, written = _cpu_s(), 0, 0
+    log.start()
     try:
         while True:
             ident, record = sock.recv_multipart()
             if record == STOP:
                 break
-            os.pwrite(fd, record, offset)
-            offset += len(record)
-            written += 1
-            if fsync:
-                os.fdatasync(fd)
+            log.write(record)
             sock.send_multipart([ident, record[:SEQ_BYTES]])
-        _report(written, cpu0)
+        log.report()
     finally:
-        os.close(fd)
+        os.close(log.fd)
         ctx.destroy(linger=0)
 
 
@@ -108,7 +120,7 @@ def serve_leader(
     """Returns None after the stop (passed on to the followers): sends each client record
     to every follower, writes and flushes it itself, and answers the client at the first
     follower's acknowledgement."""
-    fd = _open_file(path, records, record_bytes)
+    log = _RecordFile(path, fsync, records, record_bytes)
     ctx, client_sock = _router()
     followers = []
     for addr in peers:
@@ -120,7 +132,7 @@ def serve_leader(
     for sock in (client_sock, *followers):
         poller.register(sock, zmq.POLLIN)
     waiting: dict[bytes, bytes] = {}  # sequence number -> the client's routing id
-    cpu0, offset, written = _cpu_s(), 0, 0
+    log.start()
     try:
         while True:
             for sock, _ in poller.poll():
@@ -129,13 +141,9 @@ def serve_leader(
                     for dealer in followers:
                         dealer.send(record)  # before its own write, as a Raft leader does
                     if record == STOP:
-                        _report(written, cpu0)
+                        log.report()
                         return
-                    os.pwrite(fd, record, offset)
-                    offset += len(record)
-                    written += 1
-                    if fsync:
-                        os.fdatasync(fd)
+                    log.write(record)
                     waiting[record[:SEQ_BYTES]] = ident
                 else:
                     seq = sock.recv()
@@ -143,7 +151,7 @@ def serve_leader(
                     if ident:
                         client_sock.send_multipart([ident, seq])
     finally:
-        os.close(fd)
+        os.close(log.fd)
         ctx.destroy(linger=1000)  # the stop sent to the followers must leave first
 
 
