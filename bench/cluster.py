@@ -6,10 +6,10 @@ Prints ONE JSON object: for each workload (write, read) and concurrency C the ke
 cluster itself (no ``--endpoints``), also ``{w}_c{C}_leader_cpu_us_per_op`` and
 ``{w}_c{C}_follower_cpu_us_per_op``: CPU time (user + system, from ``/proc/PID/stat``) a
 node process spent per measured request, the leader's and the followers' mean, which is
-what decides latency on a machine with fewer cores than busy processes. It then also
-measures the machine's write floor first (``boltraft bench floor``, in the same temporary
-folder): ``floor_write_c1_p50_ms`` (four ZeroMQ hops and a flush on every node, with no Raft
-at all), ``floor_hops_c1_p50_ms`` (the same without the flushes) and
+what decides latency on a machine with fewer cores than busy processes. Before starting
+the nodes it also measures the machine's write floor (``boltraft bench floor``, in the same
+temporary folder): ``floor_write_c1_p50_ms`` (four ZeroMQ hops and a flush on every
+node, with no Raft at all), ``floor_hops_c1_p50_ms`` (the same without the flushes) and
 ``floor_disk_share_p50_ms``; a machine's phase moves ``write_c1_p50_ms`` and the floor
 together, so read one against the other (``--no-floor`` skips it).
 
