@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -155,18 +156,29 @@ def _progress(enabled: bool) -> Any:
     return make
 
 
-def _finish(kind: str, runs: list[dict[str, Any]], out_file: str | None) -> None:
+def _finish(
+    kind: str, runs: list[dict[str, Any]], out_file: str | None, floor: dict[str, Any] | None = None
+) -> None:
     from boltraft.benchmark import breakdown, result
     from boltraft.benchmark.clusterbench import format_runs
 
     if out_file:  # first: the measurements must survive a closed stdout
         cmd = "boltraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        result.write(out_file, result.new_document(kind, runs, cmd))
+        doc = result.new_document(kind, runs, cmd)
+        if floor is not None:
+            doc["floor"] = floor
+        result.write(out_file, doc)
     click.echo(format_runs(runs))
     for run in runs:
         if run.get("stages"):
             click.echo("")
             click.echo(f"[{run['label']}] " + breakdown.format_table(run["stages"]))
+    if floor is not None:
+        click.echo(
+            f"\nwrite floor of this machine (boltraft bench floor, one client): p50 "
+            f"{floor['floor_write_c1_p50_ms']:.3f} ms = hops {floor['floor_hops_c1_p50_ms']:.3f}"
+            f" + disk {floor['floor_disk_share_p50_ms']:.3f} ms"
+        )
     if out_file:
         click.echo(f"\nresult written to {out_file}")
 
@@ -176,29 +188,45 @@ def _finish(kind: str, runs: list[dict[str, Any]], out_file: str | None) -> None
 @click.option("--endpoints", help="Use a running cluster instead (comma-separated).")
 @click.option("--clients", default="1", show_default=True, help="Clients, or a list: 1,16,64.")
 @click.option("--fsync-delay", help="TEST KNOB for the local cluster: fixed:MS | uniform:LO-HI.")
+@click.option("--floor", is_flag=True, help="Measure this machine's write floor first.")
+@click.option("--floor-writes", default=2000, show_default=True, help="Timed writes of the floor.")
 @_workload_options
 def cluster_cmd(
-    nodes: int, endpoints: str | None, clients: str, fsync_delay: str | None, **kw: Any
+    nodes: int,
+    endpoints: str | None,
+    clients: str,
+    fsync_delay: str | None,
+    floor: bool,
+    floor_writes: int,
+    **kw: Any,
 ) -> None:
     """Drive a workload against a local cluster (started here) or --endpoints."""
     from boltraft.benchmark import clusterbench
+    from boltraft.benchmark.floor import run_floor_bench
 
     counts = _numbers(clients, "--clients", int)
+    floor_res = None
     try:
         spec = _spec(kw)
         progress = _progress(not kw["no_progress"])
         if endpoints:
             if fsync_delay:
                 raise click.UsageError("--fsync-delay applies to a local cluster only")
+            if floor:
+                raise click.UsageError("--floor measures this machine: a local cluster only")
             eps = [e.strip() for e in endpoints.split(",") if e.strip()]
             runs = clusterbench.run_series(spec, counts, eps, nodes=None, progress=progress)
         else:
+            if floor:  # where the local cluster keeps its data: the system's temporary folder
+                floor_res = run_floor_bench(
+                    tempfile.gettempdir(), writes=floor_writes, size=spec.value_size
+                )
             runs = clusterbench.run_local(
                 spec, counts, nodes=nodes, fsync_delay=fsync_delay, progress=progress
             )
     except (BoltraftError, RuntimeError) as err:
         _fail(err)
-    _finish("cluster", runs, kw["out_file"])
+    _finish("cluster", runs, kw["out_file"], floor_res)
 
 
 @bench_group.command("sweep")

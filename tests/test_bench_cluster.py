@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from boltraft.benchmark import result
 from boltraft.benchmark.clusterbench import run_series
+from boltraft.benchmark.floor import WARMUP
 from boltraft.benchmark.localcluster import LocalCluster
 from boltraft.benchmark.workload import WorkloadSpec
 
@@ -72,3 +73,28 @@ def test_sweep_stage_breakdown_adds_up_to_client_latency(tmp_path: Path) -> None
     e2e = run["latency"]["write"]["mean_ms"]
     assert e2e >= 3.0
     assert bd["server_total_mean_ms"] == pytest.approx(e2e, rel=0.20), json.dumps(bd)
+
+
+def test_cli_cluster_measures_the_floor_of_this_machine_first(tmp_path: Path) -> None:
+    out = tmp_path / "f.json"
+    args = ["cluster", "--clients", "1", "--ops", "40", "--floor", "--floor-writes", "20"]
+    res = CliRunner().invoke(bench_group, [*args, "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    doc = result.load(out)
+    floor = doc["floor"]
+    assert floor["kind"] == "floor"
+    written = WARMUP + 20
+    assert floor["write"]["records"] == {
+        "leader": written,
+        "follower1": written,
+        "follower2": written,
+    }
+    assert f"p50 {floor['floor_write_c1_p50_ms']:.3f} ms" in res.output
+    assert doc["runs"][0]["errors"] == {}
+
+
+def test_cli_floor_refuses_a_remote_cluster() -> None:
+    args = ["cluster", "--endpoints", "tcp://127.0.0.1:1", "--floor", "--no-progress"]
+    res = CliRunner().invoke(bench_group, args)
+    assert res.exit_code != 0
+    assert "--floor measures this machine: a local cluster only" in res.output
