@@ -37,9 +37,11 @@ from typing import Any
 
 import zmq
 
+from boltraft.benchmark import hist
 from boltraft.benchmark.disk import MAX_COUNT, MAX_SIZE
 from boltraft.benchmark.result import SCHEMA, host_info
 from boltraft.errors import BadRequestError, RequestTimeoutError, UnavailableError
+from boltraft.storage.wal import files
 
 STOP = b"stop"  # the client's last message: shorter than any record (8 + size >= 9 bytes)
 WARMUP = 50  # unrecorded writes first: connections, first pages, caches
@@ -55,23 +57,16 @@ def _cpu_s() -> float:
 
 
 class _RecordFile:
-    """A role's file: records written one after another, each flushed when ``fsync``."""
+    """A role's file, opened and preallocated as the WAL's segments are: records written
+    one after another, each flushed when ``fsync``."""
 
     def __init__(self, path: Path, fsync: bool, records: int, record_bytes: int) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.fd = files.open_segment(path, create=True)
         self.fsync = fsync
         self.offset = 0
         self.written = 0  # records
-        self._cpu0 = 0.0
-        try:  # reserved up front, as boltraft's WAL preallocates its segment (best effort)
-            os.posix_fallocate(self.fd, 0, max(1 << 20, records * record_bytes))
-            os.fsync(self.fd)
-        except OSError:
-            pass  # the filesystem cannot preallocate: the file grows as it is written
-
-    def start(self) -> None:
-        """Returns None after noting the CPU time used so far (``report`` counts from here)."""
-        self._cpu0 = _cpu_s()
+        if files.preallocate(self.fd, 0, max(1 << 20, records * record_bytes)):
+            os.fsync(self.fd)  # the reservation is durable before the first timed flush
 
     def write(self, record: bytes) -> None:
         """Returns None once ``record`` is written after the last one (and flushed)."""
@@ -81,9 +76,11 @@ class _RecordFile:
         if self.fsync:
             os.fdatasync(self.fd)
 
-    def report(self) -> None:
-        """Returns None after printing the role's report line (records, CPU seconds)."""
-        print(json.dumps({"records": self.written, "cpu_s": _cpu_s() - self._cpu0}), flush=True)
+
+def _report(written: int, cpu0: float) -> None:
+    """Returns None after printing a role's report line: records written, CPU seconds
+    used since ``cpu0``."""
+    print(json.dumps({"records": written, "cpu_s": _cpu_s() - cpu0}), flush=True)
 
 
 def _router() -> tuple[zmq.Context, zmq.Socket]:
@@ -100,7 +97,7 @@ def serve_follower(path: Path, fsync: bool, records: int, record_bytes: int) -> 
     ``fsync``) and answers its sequence number to the sender."""
     log = _RecordFile(path, fsync, records, record_bytes)
     ctx, sock = _router()
-    log.start()
+    cpu0 = _cpu_s()
     try:
         while True:
             ident, record = sock.recv_multipart()
@@ -108,7 +105,7 @@ def serve_follower(path: Path, fsync: bool, records: int, record_bytes: int) -> 
                 break
             log.write(record)
             sock.send_multipart([ident, record[:SEQ_BYTES]])
-        log.report()
+        _report(log.written, cpu0)
     finally:
         os.close(log.fd)
         ctx.destroy(linger=0)
@@ -132,7 +129,7 @@ def serve_leader(
     for sock in (client_sock, *followers):
         poller.register(sock, zmq.POLLIN)
     waiting: dict[bytes, bytes] = {}  # sequence number -> the client's routing id
-    log.start()
+    cpu0 = _cpu_s()
     try:
         while True:
             for sock, _ in poller.poll():
@@ -141,7 +138,7 @@ def serve_leader(
                     for dealer in followers:
                         dealer.send(record)  # before its own write, as a Raft leader does
                     if record == STOP:
-                        log.report()
+                        _report(log.written, cpu0)
                         return
                     log.write(record)
                     waiting[record[:SEQ_BYTES]] = ident
@@ -207,10 +204,6 @@ class _Role:
             self.proc.stdout.close()
 
 
-def _percentile_ms(sorted_s: list[float], q: float) -> float:
-    return round(sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))] * 1000, 3)
-
-
 def run_floor(work: Path, writes: int, size: int, fsync: bool) -> dict[str, Any]:
     """Returns one floor measurement in the empty directory ``work``: ``p50_ms`` /
     ``p90_ms`` / ``p99_ms`` of ``writes`` client writes (after ``WARMUP`` unrecorded ones),
@@ -267,15 +260,17 @@ def run_floor(work: Path, writes: int, size: int, fsync: bool) -> dict[str, Any]
         for role in roles:
             role.stop(kill=not reports)  # after a failure nothing would stop them
         ctx.destroy(linger=0)
-    timed = sorted(lat[WARMUP:])
+    h = hist.new_histogram()
+    hist.record_many_seconds(h, lat[WARMUP:])
+    s = hist.summary_ms(h)
     followers = [reports[n]["cpu_s"] for n in ("follower1", "follower2")]
     return {
         "fsync": fsync,
         "writes": writes,
         "size": size,
-        "p50_ms": _percentile_ms(timed, 0.50),
-        "p90_ms": _percentile_ms(timed, 0.90),
-        "p99_ms": _percentile_ms(timed, 0.99),
+        "p50_ms": round(s["p50_ms"], 3),
+        "p90_ms": round(s["p90_ms"], 3),
+        "p99_ms": round(s["p99_ms"], 3),
         # the roles' CPU covers the warm-up as well: a few percent of the writes
         "leader_cpu_us_per_op": round(reports["leader"]["cpu_s"] * 1e6 / total, 1),
         "follower_cpu_us_per_op": round(sum(followers) * 1e6 / len(followers) / total, 1),
