@@ -22,7 +22,7 @@ import pytest
 from boltraft.raft.types import ConfState, Entry, Message, MessageType, SnapshotMeta
 from boltraft.server import snaptransfer
 from boltraft.server.config import ServerConfig
-from boltraft.server.snapio import PROGRESS_FILE, ChunkSink, StepFlusher, write_snapshot
+from boltraft.storage.snapio import PROGRESS_FILE, ChunkSink, StepFlusher, write_snapshot
 from boltraft.server.snapshots import SnapshotStore
 from boltraft.server.snaptransfer import RESEND_S, SNAP, Transfers, snapshot_id
 from boltraft.storage import commands

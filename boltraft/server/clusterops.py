@@ -13,7 +13,7 @@ Ops answered here (client ``req`` bodies), besides boltraft.server.membership's:
 - ``{"op": "backup_end", "backup": token}``: releases the snapshot (also done after 60 s of
   silence).
 
-Threads: one small worker pool (2 threads) writes snapshots (boltraft.server.snapio adds
+Threads: one small worker pool (2 threads) writes snapshots (boltraft.storage.snapio adds
 its copy threads), a received snapshot is written by its own thread (snapio.ChunkSink);
 everything else runs on the loop thread.
 """

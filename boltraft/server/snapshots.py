@@ -13,7 +13,7 @@ bytes of applied command data, since the last snapshot began (checked as entries
 applied and again when a snapshot finishes), a worker thread copies the state
 environment (LMDB's compacting copy from ONE read transaction by a child process, so writers
 go on; the copy is streamed through a pipe, hashed and flushed in steps at low priority, at most
-``snapshot_write_mb_s``: boltraft.server.snapio) into a new snapshot directory. The
+``snapshot_write_mb_s``: boltraft.storage.snapio) into a new snapshot directory. The
 loop thread then flushes the state DB, compacts the Raft log up to ``index -
 snapshot_keep_entries`` (a trailing window, so slightly lagging followers still get entries)
 recording the membership in effect at that index, and removes all but the newest
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from boltraft.errors import BoltraftError, MembershipError, NoSpaceError, SnapshotError
 from boltraft.raft.confchange import apply_conf_change, decode_conf_change
 from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore, SnapshotMeta
-from boltraft.server.snapio import PROGRESS_FILE, write_snapshot
+from boltraft.storage.snapio import PROGRESS_FILE, write_snapshot
 from boltraft.storage.db import DB
 from boltraft.storage.fsm import read_applied
 from boltraft.storage.fsutil import DISK_FULL_ERRNOS, fsync_dir

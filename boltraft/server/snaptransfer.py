@@ -24,7 +24,7 @@ leader change: the follower keeps pulling from the holder and, once done, steps 
 leader's snapshot message (from the new leader) whenever the data it holds reaches that
 message's index, and sends ``done`` to both. The
 received file is written under ``DATA/snapshots/.recv-<sid>/`` by its own thread
-(boltraft.server.snapio.ChunkSink: sha256 of the contiguous prefix computed as chunks arrive,
+(boltraft.storage.snapio.ChunkSink: sha256 of the contiguous prefix computed as chunks arrive,
 flushed in steps, so the end costs one fdatasync and no re-read), then checked (size and
 sha256) before the SNAP message is stepped into the core; the swap itself is
 boltraft.server.snapshots' crash-safe install. That directory survives a restart with a
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from boltraft.errors import ChecksumMismatchError, MalformedFrameError, SnapshotError
 from boltraft.raft.types import Message, MessageType, SnapshotMeta
 from boltraft.server.logevery import LogEvery
-from boltraft.server.snapio import ChunkSink, resumable
+from boltraft.storage.snapio import ChunkSink, resumable
 from boltraft.server.snapshots import conf_from_json, conf_to_json
 from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo
 from boltraft.transport import codec

@@ -95,6 +95,9 @@ from boltraft.storage.commands import (
 )
 from boltraft.storage.db import DB
 from boltraft.storage.dedup import DEFAULT_WINDOW_MS, MISSING, DedupRun
+from boltraft.storage.queries import execute_reads
+from boltraft.storage.snapio import write_snapshot
+from boltraft.storage.snapshot import SnapshotInfo
 from boltraft.storage.tx import Tx
 
 BATCH_PATH_MIN = 8
@@ -152,9 +155,30 @@ class BucketStateMachine:
         """Returns the dedup clock: the largest "ts" applied so far (0 before any)."""
         return self._clock
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` ran."""
+        return self.db.closed
+
     def close(self) -> None:
-        """Returns None after closing the store; the object is unusable afterwards."""
+        """Closes the store; the object is unusable afterwards."""
         self.db.close()
+
+    def read(self, requests: Sequence[Any]) -> list[Any]:
+        """One result per read request (``boltraft.storage.queries``), all from ONE read
+        transaction; a request that fails has its BoltraftError in its place. Safe from any
+        thread."""
+        return execute_reads(self.db, requests)
+
+    def sync(self) -> None:
+        """Makes every applied entry durable (the log may then forget them)."""
+        self.db.sync()
+
+    def snapshot(self, parent: Path, *, rate: float = 0.0) -> SnapshotInfo:
+        """Writes a durable snapshot of the applied state into ``parent/<index>-<term>/``
+        (``boltraft.storage.snapio.write_snapshot``: runs beside ``apply`` on another thread,
+        at most ``rate`` bytes/s when ``rate`` > 0). I/O errors propagate and leave nothing."""
+        return write_snapshot(self.db, parent, fsync=True, rate=rate)
 
     def __enter__(self) -> BucketStateMachine:
         return self

@@ -1,0 +1,156 @@
+"""The seams of the node loop: what it needs from the state machine, the network and an
+observer of its commit stages, each a small Protocol with a real implementation and a twin.
+
+- ``StateMachine``: ``boltraft.storage.fsm.BucketStateMachine``; the in-memory twin
+  ``tests/memsm.py`` runs the node in unit tests.
+- ``Net``: ``boltraft.transport.zmq_transport.PeerTransport``; the twin ``tests/memworld.py``.
+- ``CommitObserver``: ``NullObserver`` here (what a production node runs); the benchmark's
+  ``boltraft.benchmark.stages.StageRecorder`` times every batch of writes through the leader.
+
+Every method is called from the node loop's one thread, except ``StateMachine.snapshot``
+and ``StateMachine.read``, which may run on a worker thread beside ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from boltraft.raft.types import Entry, Message
+from boltraft.storage.snapshot import SnapshotInfo
+from boltraft.transport.zmq_transport import Incoming
+
+
+class StateMachine(Protocol):
+    """The replicated state: committed entries go in, in index order, exactly once."""
+
+    @property
+    def applied(self) -> tuple[int, int]:
+        """``(index, term)`` of the last applied entry; ``(0, 0)`` for a new state."""
+        ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def apply(self, entries: Sequence[Entry]) -> list[Any]:
+        """One result per entry (a BoltraftError in place of a command that failed), after
+        applying ``entries`` and the applied index in ONE durable step; entries at or below
+        the applied index are skipped. Raises NoSpaceError when nothing could be applied for
+        want of space (``details["disk_full"]`` for a full disk)."""
+        ...
+
+    def read(self, requests: Sequence[Any]) -> list[Any]:
+        """One result (or BoltraftError) per read request, all from one consistent view."""
+        ...
+
+    def sync(self) -> None:
+        """Makes every applied entry durable."""
+        ...
+
+    def snapshot(self, parent: Path, *, rate: float = 0.0) -> SnapshotInfo:
+        """Writes a durable snapshot of the applied state under ``parent``; ``rate``: a limit
+        in bytes/s (0: none)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Net(Protocol):
+    """What the node loop needs from the network (PeerTransport's API); ONE thread only."""
+
+    def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
+        """The decoded frames ready now, waiting up to ``timeout`` for the first; malformed
+        frames are counted and dropped, never returned."""
+        ...
+
+    def queue(self, msgs: Iterable[Message]) -> None:
+        """Queues Raft messages for the next ``flush()`` (one frame per peer)."""
+        ...
+
+    def flush(self) -> int:
+        """Sends everything queued; the number of messages handed over."""
+        ...
+
+    def send_frame(self, peer_id: str, frame: bytes) -> bool:
+        """Sends an encoded frame to a peer over its DEALER; False when dropped."""
+        ...
+
+    def reply(self, sender: bytes, frame: bytes) -> bool:
+        """Sends an encoded frame back to ``sender`` through the ROUTER; False when dropped."""
+        ...
+
+    def peers(self) -> dict[str, str]:
+        """The peer table, id -> address."""
+        ...
+
+    def add_peer(self, peer_id: str, addr: str) -> None: ...
+
+    def remove_peer(self, peer_id: str) -> bool: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+class CommitObserver(Protocol):
+    """Sees each batch of client writes pass the leader's commit stages (times are taken by
+    the observer itself). ``snapshot`` answers the ``stats`` request."""
+
+    def iteration(self, now: float) -> None:
+        """A loop iteration started at ``now`` (``time.monotonic``)."""
+        ...
+
+    def proposed(self, last_index: int, count: int) -> None:
+        """``count`` writes were proposed as the entries up to ``last_index``."""
+        ...
+
+    def persisted(self, index: int) -> None:
+        """This node's log is durable up to ``index``."""
+        ...
+
+    def observe_messages(self, messages: Sequence[Message]) -> None:
+        """Raft messages a leader received (append responses carry the followers' acks)."""
+        ...
+
+    def applying(self, index: int) -> None: ...
+
+    def applied(self, index: int) -> None: ...
+
+    def replied(self, index: int) -> None:
+        """The answers of the writes up to ``index`` were handed to the network."""
+        ...
+
+    def snapshot(self, since: float = 0.0) -> dict[str, Any]:
+        """``{"stages": [names], "records": [...]}`` for batches proposed at or after the
+        wall-clock time ``since``."""
+        ...
+
+
+class NullObserver:
+    """The observer a production node runs: it records nothing, and ``stats`` answers with
+    no stages and no records."""
+
+    def iteration(self, now: float) -> None:
+        pass
+
+    def proposed(self, last_index: int, count: int) -> None:
+        pass
+
+    def persisted(self, index: int) -> None:
+        pass
+
+    def observe_messages(self, messages: Sequence[Message]) -> None:
+        pass
+
+    def applying(self, index: int) -> None:
+        pass
+
+    def applied(self, index: int) -> None:
+        pass
+
+    def replied(self, index: int) -> None:
+        pass
+
+    def snapshot(self, since: float = 0.0) -> dict[str, Any]:
+        return {"stages": [], "records": []}
