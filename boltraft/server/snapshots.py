@@ -46,7 +46,7 @@ from boltraft.raft.confchange import apply_conf_change, decode_conf_change
 from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore, SnapshotMeta
 from boltraft.storage.snapio import PROGRESS_FILE, write_snapshot
 from boltraft.storage.db import DB
-from boltraft.storage.fsm import read_applied
+from boltraft.storage.applied import read_applied
 from boltraft.storage.fsutil import DISK_FULL_ERRNOS, fsync_dir
 from boltraft.storage.snapshot import (
     DATA_FILE,

@@ -67,7 +67,6 @@ retries at every tick). Only after a run already fell back to entry-by-entry tra
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
@@ -81,6 +80,7 @@ from boltraft.errors import (
 )
 from boltraft.raft.types import Entry, EntryType
 from boltraft.storage import commands
+from boltraft.storage.applied import APPLIED, read_applied
 from boltraft.storage.bucket import Bucket
 from boltraft.storage.commands import (
     BATCH,
@@ -104,18 +104,10 @@ BATCH_PATH_MIN = 8
 """Runs this long of exactly-once puts to one bucket take the batch path (``_commit_puts``):
 measured, it costs what the general path does at 8 puts, 13% less at 16, 25% less at 100,
 and more below 8 (its fixed cost)."""
-_APPLIED = struct.Struct(">QQQ")  # (index, term, clock_ms); index and clock never decrease
 _NORMAL = int(EntryType.NORMAL)
 
 Work = list[tuple[int, Parsed]]  # (position in the entries, decoded command)
 BucketCache = dict[tuple[bytes, ...], Bucket]  # per transaction; cleared when buckets may go
-
-
-def read_applied(db: DB) -> tuple[int, int, int]:
-    """Returns ``(index, term, clock_ms)`` stored in ``db`` ((0, 0, 0) for a new store)."""
-    with db.view() as tx:
-        raw = tx.state_record()
-    return _APPLIED.unpack(raw) if raw else (0, 0, 0)
 
 
 class BucketStateMachine:
@@ -267,7 +259,7 @@ class BucketStateMachine:
         run's bookkeeping. Raises NoSpaceError (nothing written)."""
         _, cid, seq, ts, body = cmd
         clock = ts if ts is not None and ts > self._clock else self._clock
-        record = _APPLIED.pack(e.index, e.term, clock)
+        record = APPLIED.pack(e.index, e.term, clock)
 
         def run(tx: Tx) -> tuple[Any, int | None]:
             if cid is None:
@@ -307,7 +299,7 @@ class BucketStateMachine:
         ``put_many`` (every one gets the bucket's error when it cannot be opened). Raises
         NoSpaceError (nothing written)."""
         clock = max([self._clock, *[t[3] or 0 for t in puts.rows]])
-        record = _APPLIED.pack(last.index, last.term, clock)
+        record = APPLIED.pack(last.index, last.term, clock)
 
         def run(tx: Tx) -> list[Any]:
             tx.lift_state_record()
@@ -341,7 +333,7 @@ class BucketStateMachine:
                 return out, oldest
             put = _put_pairs(tx, puts.path, puts.pairs, {})
             dedup.record_many(ids, keys, clocks, put)
-            tx.put_state_record(_APPLIED.pack(last.index, last.term, clock))
+            tx.put_state_record(APPLIED.pack(last.index, last.term, clock))
             dedup.finish(first_index, clock)
             return put, dedup.oldest_group_ts
 
@@ -367,7 +359,7 @@ class BucketStateMachine:
                 results[pos] = err
                 ts = None if parsed is None else parsed[3]
                 clock = self._clock if ts is None else max(self._clock, ts)
-                record = _APPLIED.pack(e.index, e.term, clock)
+                record = APPLIED.pack(e.index, e.term, clock)
                 self.db.update_fn(lambda tx, record=record: tx.put_state_record(record))
                 self._index, self._term, self._clock = e.index, e.term, clock
 
@@ -439,7 +431,7 @@ class BucketStateMachine:
             if cid is not None:
                 dedup.record(cid, seq, clock, res)  # type: ignore[arg-type, union-attr]
             results[pos] = res
-        tx.put_state_record(_APPLIED.pack(last.index, last.term, clock))
+        tx.put_state_record(APPLIED.pack(last.index, last.term, clock))
         if dedup is None:  # no new records: the clean-up waits for a run that adds some
             return clock, self._oldest_group
         dedup.finish(first_index, clock)

@@ -27,11 +27,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from boltraft.errors import ChecksumMismatchError, SnapshotError
+from boltraft.storage.applied import read_applied
 from boltraft.storage.db import DB
-from boltraft.storage.fsm import BucketStateMachine, read_applied
 from boltraft.storage.fsutil import fsync_dir
 
 DATA_FILE = "data.mdb"
@@ -94,14 +94,20 @@ def file_sha256(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def create_snapshot(source: BucketStateMachine | DB, dest_dir: str | Path) -> SnapshotInfo:
+class _HasDB(Protocol):
+    """A state machine: anything holding its store as ``db``."""
+
+    db: DB
+
+
+def create_snapshot(source: _HasDB | DB, dest_dir: str | Path) -> SnapshotInfo:
     """Returns the description of a new snapshot of ``source`` written to ``dest_dir``.
 
     Writers on ``source`` may go on meanwhile. ``dest_dir`` must not exist yet; it appears
     complete or not at all (its parent is created if needed). Raises SnapshotError when
     ``dest_dir`` exists, and lets I/O errors through (leaving no partial snapshot behind).
     """
-    db = source.db if isinstance(source, BucketStateMachine) else source
+    db = source if isinstance(source, DB) else source.db
     dest = Path(dest_dir)
     if dest.exists():
         raise SnapshotError(f"snapshot directory {dest} already exists", path=str(dest))
