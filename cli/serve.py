@@ -36,10 +36,6 @@ from boltraft.storage.fsutil import DISK_FULL_ERRNOS
     help="The Raft log's kind for a new node [wal]; an existing log keeps its kind.",
 )
 @click.option(
-    "--fsync-delay",
-    help="TEST KNOB: sleep after every log fsync, fixed:MS or uniform:LO-HI (benchmarks).",
-)
-@click.option(
     "--join",
     "join",
     help="A NEW node: ask the cluster at this member address to add it (no --peer needed).",
@@ -48,7 +44,9 @@ from boltraft.storage.fsutil import DISK_FULL_ERRNOS
     "--snapshot-entries", type=int, help="Snapshot after this many applied entries [10000]."
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
+@click.pass_obj
 def serve_cmd(
+    obj: dict[str, Any] | None,
     node_id: str | None,
     data: str | None,
     listen: str | None,
@@ -59,7 +57,6 @@ def serve_cmd(
     heartbeat_tick: int | None,
     no_fsync: bool | None,
     log_store: str | None,
-    fsync_delay: str | None,
     join: str | None,
     snapshot_entries: int | None,
     log_level: str,
@@ -67,6 +64,8 @@ def serve_cmd(
     """Run one node. A new cluster bootstraps from its peer list; a new node with --join
     asks an existing cluster to add it; a restarted node resumes from DATA with the same
     command line, or with just --data."""
+    # ``obj["serve_hooks"]``: the ServeHooks a test or benchmark launcher passes in
+    # (boltraft.server.main); a plain ``boltraft serve`` runs with none.
     from boltraft.server.config import load_config_file
     from boltraft.server.main import configure_logging, serve
 
@@ -81,7 +80,6 @@ def serve_cmd(
             "heartbeat_tick": heartbeat_tick,
             "fsync": False if no_fsync else None,
             "log_store": log_store,
-            "fsync_delay": fsync_delay,
             "snapshot_entries": snapshot_entries,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
@@ -92,7 +90,8 @@ def serve_cmd(
         configure_logging(log_level)
         if join and values.get("peers"):
             raise click.UsageError("--join starts a new node: give no --peer")
-        raise SystemExit(serve(values, data_dir, join=join))
+        hooks = (obj or {}).get("serve_hooks")
+        raise SystemExit(serve(values, data_dir, join=join, hooks=hooks))
     except OSError as exc:  # writing its files at start-up: the node never served
         full = exc.errno in DISK_FULL_ERRNOS
         err = (NoSpaceError if full else DiskFailedError)(f"cannot start: {exc}")

@@ -106,7 +106,7 @@ def _converged(world: World) -> bool:
 def _check(world: World) -> None:
     for n in world.nodes.values():
         assert n.sm.applied[0] == n.applied <= n.commit
-        kept = [e.index for e in n._unapplied]
+        kept = [e.index for e in n.applier.kept]
         assert kept == list(range(n.applied + 1, n.applied + 1 + len(kept)))
 
 
@@ -151,7 +151,7 @@ def test_a_follower_whose_log_fills_applies_what_it_kept_once_from_the_new_core(
     for k in range(3):  # lazy_apply: the follower keeps these until its next tick
         world.request(lead, 10 + k, _put(f"k{k}"))
         world.settle()
-    assert f._unapplied
+    assert f.applier.kept
     _store(f).full = True
     world.request(lead, 20, _put("k3"))
     world.settle()  # the follower cannot append k3: a new core hands out again what it kept

@@ -14,6 +14,7 @@ from memworld import World
 from boltraft.raft.types import (
     ConfChange,
     ConfChangeType,
+    Entry,
     MessageType,
     ReadState,
     Ready,
@@ -241,11 +242,16 @@ def _keeping(world: World) -> tuple[Node, int]:
     return f, f.logstore.last_index()
 
 
+def _select(f: Node, rd: Ready) -> list[Entry]:
+    """The committed entries the follower ``f`` applies in ``rd`` (as _handle_ready asks)."""
+    return f.applier.select(rd, True, f.service.reads_waiting)
+
+
 def test_a_ready_without_committed_entries_leaves_the_kept_ones_kept(world: World) -> None:
     f, last = _keeping(world)
     kept = f.commit - f.applied
-    assert f._lazy_apply(Ready()) == []
-    assert f._lazy_apply(Ready(entries=f.logstore.entries(last, last + 1))) == []
+    assert _select(f, Ready()) == []
+    assert _select(f, Ready(entries=f.logstore.entries(last, last + 1))) == []
     assert f.commit - f.applied == kept
 
 
@@ -260,7 +266,7 @@ def test_a_ready_that_installs_changes_membership_or_confirms_reads_applies_at_o
         "snapshot": {"snapshot": SnapshotMeta(0, 0, f.conf_state)},
         "read_states": {"read_states": [ReadState(last, b"ctx")]},
     }[what]
-    out = f._lazy_apply(Ready(committed_entries=ents, **extra))
+    out = _select(f, Ready(committed_entries=ents, **extra))
     assert [e.index for e in out] == list(range(f.applied + 1, last + 1))
     f._apply(out)  # as _handle_ready does
     assert f.applied == last

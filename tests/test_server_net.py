@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from boltraft.errors import BadRequestError, MalformedFrameError
-from boltraft.server.net import (
+from boltraft.server.wire import (
     MAX_REQS,
     REQS,
     RESPS,

@@ -18,18 +18,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faults import DropNthChunk
 
 from boltraft.raft.types import ConfState, Entry, Message, MessageType, SnapshotMeta
 from boltraft.server import snaptransfer
 from boltraft.server.config import ServerConfig
-from boltraft.storage.snapio import PROGRESS_FILE, ChunkSink, StepFlusher, write_snapshot
 from boltraft.server.snapshots import SnapshotStore
-from boltraft.server.snaptransfer import RESEND_S, SNAP, Transfers, snapshot_id
+from boltraft.server.snaptransfer import RESEND_S, Transfers, snapshot_id
+from boltraft.server.wire import SNAP, register_kinds
 from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.snapio import PROGRESS_FILE, ChunkSink, StepFlusher, write_snapshot
 from boltraft.storage.snapshot import SnapshotInfo
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import Incoming
+
+register_kinds()
 
 CHUNK = 5000  # not a divisor of the page size, so the last chunk is short
 CONF = ConfState(("n1", "n3"), ("n2",), {"n1": "tcp://127.0.0.1:1", "n2": "tcp://127.0.0.1:2"})
@@ -88,9 +92,13 @@ class End:
 
 
 class FakeNode:
-    """What Transfers uses of a Node: cfg, net, raw, ops.snapshots, is_leader, commit."""
+    """What Transfers is given: cfg, a view (``id``, ``is_leader``, ``commit``: this object),
+    the core (``raw``), the network and the snapshots; ``drop_chunk``: the leader's network
+    drops the chunk it serves at that position (``tests/faults.py``)."""
 
-    def __init__(self, node_id: str, root: Path, net: Net, **cfg: Any) -> None:
+    def __init__(
+        self, node_id: str, root: Path, net: Net, drop_chunk: int = -1, **cfg: Any
+    ) -> None:
         self.id = node_id
         data = root / node_id
         data.mkdir(exist_ok=True)
@@ -103,14 +111,21 @@ class FakeNode:
             snapshot_window=4,
             **cfg,
         )
-        self.net = End(net, node_id)
+        self.end = End(net, node_id)
+        self.net = DropNthChunk(self.end, drop_chunk)
         self.raw = FakeRaw()
         self.is_leader = False
         self.commit = 0
         self.counters: Counter[str] = Counter()
         store = SnapshotStore(data / "snapshots")
         self.ops = SimpleNamespace(snapshots=SimpleNamespace(store=store, last_info=None))
-        self.transfers = Transfers(self)  # type: ignore[arg-type]
+        self.transfers = Transfers(
+            self.cfg,
+            self,  # type: ignore[arg-type]
+            self.raw,
+            self.net,
+            self.ops.snapshots,  # type: ignore[arg-type]
+        )
         net.nodes[node_id] = self
 
     def count(self, name: str) -> None:
@@ -233,10 +248,10 @@ def test_transfer_in_checksummed_chunks(tmp_path: Path, snap: SnapshotInfo) -> N
 
 
 def test_lost_chunk_is_requested_again(tmp_path: Path, snap: SnapshotInfo) -> None:
-    net, leader, follower = start(tmp_path, snap, snapshot_drop_chunk=3)
+    net, leader, follower = start(tmp_path, snap, drop_chunk=3)
     leader.transfers.on_snap_message(snap_msg("n2", "n1", snap))
     net.deliver()
-    assert leader.transfers.stats["chunks_dropped_knob"] == 1
+    assert leader.net.dropped == 1
     assert follower.transfers.status()["receiving"]["received"] < snap.size
     data = finish(net, leader, follower, snap)
     assert data == snap.path.read_bytes()

@@ -1,4 +1,5 @@
-"""Returns a local cluster of ``boltraft serve`` child processes for the benchmarks.
+"""A local cluster of ``boltraft serve`` child processes for the benchmarks, each started
+through ``boltraft.benchmark.node`` (the benchmark's stage recorder installed).
 
 Each node listens on a free 127.0.0.1 port, keeps its data under ``root/nN`` and writes its
 log to ``root/nN.log``. ``LocalCluster`` is a context manager: leaving it SIGTERMs every
@@ -24,7 +25,7 @@ from boltraft.server.probe import status as probe_status
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
-_SERVE = "from boltraft_cli.main import main; main()"
+_SERVE = "from boltraft.benchmark.node import main; main()"  # serve with the stage recorder
 
 
 def free_ports(n: int) -> list[int]:

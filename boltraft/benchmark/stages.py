@@ -1,6 +1,6 @@
-"""Returns the server-side hooks of the benchmark: per-batch stage timings and the fsync delay.
+"""The benchmark's hooks inside a node: per-batch stage timings and the fsync delay.
 
-``StageRecorder`` follows each proposed batch of client writes through the leader's loop and
+``StageRecorder`` (a ``boltraft.server.ports.CommitObserver``) follows each proposed batch of client writes through the leader's loop and
 keeps the finished ones in a bounded ring that the ``stats`` op returns. The stages are
 consecutive, so their sum is the server's share of a write's latency:
 
@@ -22,9 +22,10 @@ acknowledgement (its append + fsync + both network hops): informational, it runs
 with ``leader_append``. A batch is kept until it was answered and every follower seen so far
 acknowledged it, or ``ACK_WAIT_S`` passed.
 
-``FsyncDelay`` and ``DelayedLogStore`` are a TEST KNOB (``boltraft serve --fsync-delay``):
-they add a fixed or random sleep after every synced write of the Raft log, to see what a
-slower disk would do to commit latency. Never use them in production.
+``FsyncDelay`` and ``DelayedLogStore`` are a log-store wrapper the benchmark installs
+(``--fsync-delay`` of ``boltraft.benchmark.node``): they add a fixed or random sleep after
+every synced write of the Raft log, to see what a slower disk would do to commit latency.
+Production nodes never run them (``boltraft serve`` has no such option).
 
 All of this is used from the node loop's one thread; nothing here is thread-safe.
 """

@@ -1,5 +1,5 @@
-"""Returns nothing; the cluster-operations side of a node (snapshots, snapshot transfer,
-membership, backups), behind the few hooks the node loop and the service call.
+"""The cluster-operations side of a node (snapshots, snapshot transfer, membership,
+backups), behind the few hooks the node loop calls.
 
 Ops answered here (client ``req`` bodies), besides boltraft.server.membership's:
 
@@ -28,19 +28,24 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from boltraft.errors import BadRequestError, BoltraftError, SnapshotError
-from boltraft.raft.types import ConfState, Entry, HardState, Message, SnapshotMeta
-from boltraft.server.membership import MEMBER_OPS, REMOVED, Membership
-from boltraft.server.snapshots import Snapshots, conf_to_json
-from boltraft.server.snaptransfer import SNAP, Transfers
+from boltraft.raft.types import ConfState, Entry, HardState, LogStore, Message, SnapshotMeta
+from boltraft.server.config import ServerConfig
+from boltraft.server.membership import MEMBER_OPS, Membership
+from boltraft.server.ports import MemberCore, Net, NodeView, SnapCore, StateMachine
+from boltraft.server.replies import Replies, Target
+from boltraft.server.snapshots import Snapshots
+from boltraft.server.snaptransfer import Transfers
+from boltraft.server.wire import REMOVED, SNAP, conf_to_json, fail, ok
 from boltraft.storage.snapshot import SnapshotInfo
 from boltraft.transport.zmq_transport import Incoming
 
-if TYPE_CHECKING:
-    from boltraft.server.node import Node
-    from boltraft.server.service import Target
+
+class ClusterCore(MemberCore, SnapCore, Protocol):
+    """The consensus core as the cluster operations use it."""
+
 
 log = logging.getLogger("boltraft.server")
 
@@ -61,25 +66,43 @@ class _Backup:
 class ClusterOps:
     """Owned by one Node; every method runs on its loop thread (except the pool's jobs)."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        view: NodeView,
+        core: ClusterCore,
+        logstore: LogStore,
+        sm: StateMachine,
+        net: Net,
+        replies: Replies,
+        counters: dict[str, int],
+        *,
+        reopen_sm: Callable[[], StateMachine] | None = None,
+        install_step: Callable[[str], None] = lambda step: None,
+    ) -> None:
+        """``sm``: the node's state machine (see ``install``); ``counters``: the node's
+        counters the parts add to; ``reopen_sm``: opens the state
+        machine again after a snapshot install replaced its files (None: this node cannot
+        install snapshots); ``install_step``: a fault-injection point at each install step
+        (``boltraft.server.snapshots``)."""
+        self.replies = replies
+        self._view = view
+        self._logstore = logstore
+        self._reopen_sm = reopen_sm
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="boltraft-ops")
-        self.snapshots = Snapshots(node, self._pool)
-        self.transfers = Transfers(node)
-        self.members = Membership(node)
+        self.snapshots = Snapshots(cfg, view, sm, logstore, self._pool, install_step)
+        self.transfers = Transfers(cfg, view, core, net, self.snapshots)
+        self.members = Membership(cfg, view, core, logstore, replies, net, counters)
         self._backups: dict[str, _Backup] = {}
-        self._initial_sm = node.sm
-        # Returns the reopened state machine after an install; main.py sets it.
-        self.reopen_sm: Callable[[], Any] | None = None
 
     @property
     def halted(self) -> str | None:
-        """Returns why this node must stop serving (it was removed), or None."""
+        """Why this node must stop serving (it was removed), or None."""
         return self.members.halted
 
     # --- hooks called by the node loop ----------------------------------------------------
     def on_request(self, target: Target, body: dict[str, Any], now: float) -> None:
-        """Returns None after answering or queueing one of ``OPS``."""
+        """Answers or queues one of ``OPS``."""
         op = body["op"]
         if op in MEMBER_OPS:
             self.members.on_request(target, body, now)
@@ -91,42 +114,45 @@ class ClusterOps:
             try:
                 result = self._backup_op(op, body, now)
             except BoltraftError as err:
-                self.node.service.reply(target, {"ok": False, "error": err.to_wire()})
+                self.replies.reply(target, fail(err))
                 return
-            self.node.service.reply(target, {"ok": True, "result": result})
+            self.replies.reply(target, ok(result))
 
     def on_frame(self, frame: Incoming) -> None:
-        """Returns None after handling a ``snap`` or ``removed`` frame."""
+        """Handles a ``snap`` or ``removed`` frame."""
         if frame.kind == SNAP:
             self.transfers.on_frame(frame)
         else:
             self.members.on_removed_notice(frame)
 
     def on_stranger(self, frame: Incoming, frm: str) -> None:
-        """Returns None; see Membership.on_stranger (Raft traffic from a non-member)."""
+        """See Membership.on_stranger (Raft traffic from a non-member)."""
         self.members.on_stranger(frame, frm)
 
     def on_snap_out(self, m: Message) -> None:
-        """Returns None after starting the transfer the core's outgoing SNAP asks for."""
+        """Starts the transfer the core's outgoing SNAP asks for."""
         self.transfers.on_snap_message(m)
 
-    def on_ready_snapshot(self, meta: SnapshotMeta, hard_state: HardState) -> None:
-        """Returns None after installing the downloaded snapshot the core accepted."""
+    def install(self, meta: SnapshotMeta, hard_state: HardState) -> StateMachine:
+        """The reopened state machine after installing the downloaded snapshot the core
+        accepted (``meta``); the old one is closed. Raises SnapshotError when no verified
+        download covers ``meta`` or this node cannot reopen its state machine."""
         staged = self.transfers.staged_for(meta)
-        if staged is None or self.reopen_sm is None:
+        if staged is None or self._reopen_sm is None:
             raise SnapshotError(f"no verified snapshot data covers index {meta.index}")
-        self.snapshots.install(meta, staged, hard_state, self.reopen_sm)
+        sm = self.snapshots.install(meta, staged, hard_state, self._reopen_sm)
         self.transfers.installed()
+        return sm
 
     def on_applied(self, entries: list[Entry], conf_state: ConfState | None) -> None:
-        """Returns None after the policy counted ``entries`` (``conf_state``: the membership
+        """Counts ``entries`` toward the snapshot policy (``conf_state``: the membership
         when a change took effect among them)."""
         self.snapshots.on_applied(entries, conf_state)
         if conf_state is not None:
             self.members.on_conf_state(conf_state)
 
     def tick(self, now: float) -> None:
-        """Returns None; periodic work: finished snapshots, transfers, membership waits,
+        """Periodic work: finished snapshots, transfers, membership waits,
         idle backups."""
         self.snapshots.poll()
         self.transfers.tick(now)
@@ -143,12 +169,12 @@ class ClusterOps:
             "snapshot": None if last is None else {"index": last.index, "size": last.size},
             "snapshots": dict(s.stats),
             "creating": s.creating,
-            "log_first": self.node.logstore.first_index(),
+            "log_first": self._logstore.first_index(),
             "transfers": self.transfers.status(),
         }
 
     def close(self) -> None:
-        """Returns None after stopping the workers, failing waiting ops, closing files and a
+        """Stops the workers, fails waiting ops, closes files and a
         state machine reopened after an install."""
         self.members.close()
         self.snapshots.wait()
@@ -156,13 +182,11 @@ class ClusterOps:
         self.transfers.close()
         for token in list(self._backups):
             self._end_backup(token)
-        if self.node.sm is not self._initial_sm:
-            self.node.sm.close()
 
     # --- snapshot and backup ops ------------------------------------------------------------
     def _snapshot_done(self, target: Target, info: SnapshotInfo | None, err: Any) -> None:
         if info is None:
-            self.node.service.reply(target, {"ok": False, "error": err.to_wire()})
+            self.replies.reply(target, fail(err))
             return
         result = {
             "index": info.index,
@@ -170,19 +194,18 @@ class ClusterOps:
             "size": info.size,
             "sha256": info.sha256,
             "seconds": self.snapshots.last_create_s,
-            "log_first": self.node.logstore.first_index(),
+            "log_first": self._logstore.first_index(),
         }
-        self.node.service.reply(target, {"ok": True, "result": result})
+        self.replies.reply(target, ok(result))
 
     def _backup_begun(self, target: Target, info: SnapshotInfo | None, err: Any) -> None:
         if info is None:
-            self.node.service.reply(target, {"ok": False, "error": err.to_wire()})
+            self.replies.reply(target, fail(err))
             return
         try:
             fd = os.open(info.path, os.O_RDONLY)
         except OSError as exc:
-            e = SnapshotError(f"cannot open the snapshot: {exc}")
-            self.node.service.reply(target, {"ok": False, "error": e.to_wire()})
+            self.replies.reply(target, fail(SnapshotError(f"cannot open the snapshot: {exc}")))
             return
         self.snapshots.store.pin(info)
         token = secrets.token_hex(8)
@@ -195,23 +218,24 @@ class ClusterOps:
             "sha256": info.sha256,
             "chunk": MAX_READ,
             "created_ms": info.created_ms,
-            "node": self.node.id,
+            "node": self._view.id,
             **conf_to_json(self.snapshots.conf_at(info.index)),
         }
-        self.node.service.reply(target, {"ok": True, "result": result})
+        self.replies.reply(target, ok(result))
 
     def _backup_op(self, op: str, body: dict[str, Any], now: float) -> Any:
         token = body.get("backup")
         b = self._backups.get(token) if isinstance(token, str) else None
-        if b is None:
+        if b is None or not isinstance(token, str):
             raise BadRequestError("unknown or expired backup token", backup=str(token))
         if op == "backup_end":
             self._end_backup(token)
             return True
         offset, length = body.get("offset"), body.get("length")
-        for name, v in (("offset", offset), ("length", length)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise BadRequestError(f"{name} must be an integer >= 0")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise BadRequestError("offset must be an integer >= 0")
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise BadRequestError("length must be an integer >= 0")
         if not 0 < length <= MAX_READ or offset > b.info.size:
             raise BadRequestError(f"need 0 < length <= {MAX_READ} and offset <= size")
         b.last_used = now

@@ -1,4 +1,4 @@
-"""Returns nothing; the configuration of one node and how it is assembled.
+"""The configuration of one node and how it is assembled.
 
 Sources, strongest first: command-line flags, a config file (``--config FILE``, JSON or TOML,
 chosen by the ``.toml`` suffix), then ``DATA/node.json`` (written on the first start, so a
@@ -21,16 +21,13 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
 | ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
 | ``request_timeout_ms`` | int | 10000 | a forwarded write or pending read is failed after this |
-| ``fsync_delay`` | str | none | TEST KNOB: sleep after log fsyncs, ``fixed:MS``, ``uniform:A-B`` |
 | ``snapshot_entries`` | int | 100000 | snapshot after this many applied entries since the last |
 | ``snapshot_log_bytes`` | int | 67108864 | ... or after this many bytes of applied command data |
 | ``snapshot_keep_entries`` | int | 5000 | log entries kept below a snapshot when compacting |
 | ``snapshot_retain`` | int | 2 | snapshots kept in DATA/snapshots |
 | ``snapshot_chunk_bytes`` | int | 1048576 | snapshot transfer chunk size (at most 8 MiB) |
 | ``snapshot_window`` | int | 8 | snapshot chunks requested and not yet received |
-| ``snapshot_drop_chunk`` | int | -1 | TEST KNOB: a sender drops the Nth chunk it serves, once |
 | ``snapshot_write_mb_s`` | int | 120 | rate limit of writing a snapshot copy, MB/s (0: none) |
-| ``snapshot_crash_at`` | str | none | TEST KNOB: SIGKILL itself at that install step |
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from boltraft.benchmark.stages import FsyncDelay
 from boltraft.errors import ConfigError
 from boltraft.server.datadir import NodeInfo
 
@@ -60,10 +56,8 @@ _INT_KEYS = {
     "snapshot_retain": 1,
     "snapshot_chunk_bytes": 4096,
     "snapshot_window": 1,
-    "snapshot_drop_chunk": -1,
     "snapshot_write_mb_s": 0,
 }
-INSTALL_STEPS = ("verified", "marker", "swapped", "log")  # snapshot_crash_at values
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
 _BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "lazy_apply", "fsync")
 LOG_STORES = ("wal", "lmdb")  # log_store values; the first is the default for a new node
@@ -93,16 +87,13 @@ class ServerConfig:
     max_batch: int = 4096
     dedup_window_ms: int = 600_000
     request_timeout_ms: int = 10_000
-    fsync_delay: str | None = None  # TEST KNOB (boltraft.benchmark.stages.FsyncDelay spec)
     snapshot_entries: int = 100_000  # the snapshot policy (etcd 3.4 also: 100,000)
     snapshot_log_bytes: int = 64 << 20
     snapshot_keep_entries: int = 5_000
     snapshot_retain: int = 2
     snapshot_chunk_bytes: int = 1 << 20  # <= MAX_SNAPSHOT_CHUNK
     snapshot_window: int = 8
-    snapshot_drop_chunk: int = -1  # TEST KNOB: drop the Nth chunk served (-1: never)
     snapshot_write_mb_s: int = 120  # 0: unlimited
-    snapshot_crash_at: str | None = None  # TEST KNOB: one of INSTALL_STEPS
 
     @property
     def members(self) -> dict[str, str]:
@@ -224,17 +215,10 @@ def resolve_config(
             if not isinstance(vals[key], bool):
                 raise ConfigError(f"{key} must be true or false", key=key)
             changes[key] = vals[key]
-    if "fsync_delay" in vals:
-        FsyncDelay.parse(vals["fsync_delay"])  # ConfigError when malformed
-        changes["fsync_delay"] = str(vals["fsync_delay"])
     if "log_store" in vals:
         if vals["log_store"] not in LOG_STORES:
             raise ConfigError(f"log_store must be one of {LOG_STORES}", key="log_store")
         changes["log_store"] = vals["log_store"]
-    if "snapshot_crash_at" in vals:
-        if vals["snapshot_crash_at"] not in INSTALL_STEPS:
-            raise ConfigError(f"snapshot_crash_at must be one of {INSTALL_STEPS}")
-        changes["snapshot_crash_at"] = vals["snapshot_crash_at"]
     cfg = replace(cfg, **changes)
     if cfg.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK:
         raise ConfigError(f"snapshot_chunk_bytes must be at most {MAX_SNAPSHOT_CHUNK}")

@@ -1,4 +1,4 @@
-"""Returns nothing; the layout of one node's data directory and the lock that guards it.
+"""The layout of one node's data directory and the lock that guards it.
 
 ```
 DATA/
@@ -183,7 +183,7 @@ class DataDir:
             return ""
 
     def mark_state_unsynced(self, boot_id: str) -> None:
-        """Returns None once ``state.unsynced`` durably names ``boot_id`` (written only when it
+        """Makes ``state.unsynced`` durably name ``boot_id`` (written only when it
         names another boot or is missing): call it BEFORE the first unsynced state commit."""
         if self.state_unsynced_boot() == boot_id:
             return
@@ -197,7 +197,7 @@ class DataDir:
         fsync_dir(self.path)
 
     def clear_state_unsynced(self) -> None:
-        """Returns None once ``state.unsynced`` is durably gone: call it only after the state
+        """Removes ``state.unsynced`` durably: call it only after the state
         DB was flushed (``db.sync()``) and closed."""
         p = self.path / self.STATE_UNSYNCED
         if p.exists():
@@ -235,7 +235,7 @@ class DataDir:
         return NodeInfo.from_json(data, str(p))
 
     def write_node_info(self, info: NodeInfo) -> None:
-        """Returns None after durably replacing node.json (temporary file, fsync, rename)."""
+        """Durably replaces node.json (temporary file, fsync, rename)."""
         p = self.path / self.NODE_JSON
         tmp = p.with_suffix(".json.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -247,7 +247,7 @@ class DataDir:
         fsync_dir(self.path)
 
     def close(self) -> None:
-        """Returns None after releasing the lock; closing twice is harmless."""
+        """Releases the lock; closing twice is harmless."""
         if self._lock_fd is not None:
             fd, self._lock_fd = self._lock_fd, None
             fcntl.flock(fd, fcntl.LOCK_UN)

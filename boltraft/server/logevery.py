@@ -1,4 +1,4 @@
-"""Returns nothing; ``LogEvery``: how the node loop logs a condition that repeats (a full disk
+"""``LogEvery``: how the node loop logs a condition that repeats (a full disk
 fails every append, apply and snapshot offer) loudly at most once in a while."""
 
 from __future__ import annotations
@@ -28,6 +28,6 @@ class LogEvery:
         return True
 
     def forget(self, key: str) -> None:
-        """Returns None after forgetting ``key``: the condition ended, its next return is
+        """Forgets ``key``: the condition ended, its next return is
         logged loudly."""
         self._last.pop(key, None)

@@ -1,9 +1,13 @@
-"""Returns nothing; ``serve()`` runs one node in this process until SIGTERM/SIGINT.
+"""``serve()`` runs one node in this process until SIGTERM/SIGINT.
 
 Start-up order: lock the data directory, resolve the configuration against node.json (and
 remember it), open the Raft log and the state machine, bind the network, bootstrap a new
 cluster from the member list (a no-op on restart), then run the loop on the calling thread.
 Shutdown (a signal sets a flag the loop sees within one tick) closes everything in reverse.
+
+``ServeHooks`` are what a test or a benchmark installs around a node (an observer of the
+commit stages, wrappers of the log store and the network, a fault-injection point in
+snapshot installs); a production node runs with the defaults, which change nothing.
 """
 
 from __future__ import annotations
@@ -12,21 +16,42 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from boltraft.benchmark.stages import DelayedLogStore, FsyncDelay
 from boltraft.errors import DiskFailedError
+from boltraft.raft.types import LogStore
 from boltraft.server.config import ServerConfig, resolve_config
 from boltraft.server.datadir import DataDir, current_boot_id
-from boltraft.server.membership import bootstrap_for_join, check_removed, request_join
+from boltraft.server.joining import bootstrap_for_join, request_join
+from boltraft.server.membership import check_removed
 from boltraft.server.node import Node
+from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.transport.zmq_transport import PeerTransport
 
 log = logging.getLogger("boltraft.server")
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
+def _no_step(step: str) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServeHooks:
+    """What a test or benchmark installs around one node (see the module docstring)."""
+
+    observer: CommitObserver | None = None
+    wrap_log: Callable[[LogStore], LogStore] = _same
+    wrap_net: Callable[[Net], Net] = _same
+    install_step: Callable[[str], None] = _no_step
 
 
 class _StopFlag:
@@ -71,20 +96,24 @@ def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachin
     return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
 
 
-def close_state_machine(sms: list[BucketStateMachine], datadir: DataDir) -> None:
-    """Returns None after flushing and closing every state machine in ``sms`` (closed ones
-    are skipped) and then removing ``DATA/state.unsynced``; when a flush fails the marker
-    stays (the next start after a machine crash rebuilds the state) and the error propagates.
-    """
+def close_state_machine(sms: list[StateMachine], datadir: DataDir) -> None:
+    """Flushes and closes every state machine in ``sms`` (closed ones are skipped), then
+    removes ``DATA/state.unsynced``; when a flush fails the marker stays (the next start
+    after a machine crash rebuilds the state) and the error propagates."""
     for sm in sms:
-        if not sm.db.closed:
-            sm.db.sync()
+        if not sm.closed:
+            sm.sync()
             sm.close()
     datadir.clear_state_unsynced()
 
 
-def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | None = None) -> int:
-    """Returns the process exit status (0 after a clean shutdown by signal, 3 when the node
+def serve(
+    values: Mapping[str, Any],
+    data: str | os.PathLike[str],
+    join: str | None = None,
+    hooks: ServeHooks | None = None,
+) -> int:
+    """The process exit status (0 after a clean shutdown by signal, 3 when the node
     was removed from its cluster). ``join``: the address of a member of the cluster a NEW
     node asks to be added to (boltraft.server.membership).
 
@@ -99,11 +128,11 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
         cfg = resolve_config(values, datadir.read_node_info(), data)
         if datadir.read_node_info() != cfg.node_info():
             datadir.write_node_info(cfg.node_info())
-        logstore = datadir.open_log_store(cfg.log_store, sync=cfg.fsync)  # may refuse the kind
+        hooks = hooks or ServeHooks()
+        opened = datadir.open_log_store(cfg.log_store, sync=cfg.fsync)  # may refuse the kind
+        logstore = hooks.wrap_log(opened)
         stop = _StopFlag()
         previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        if cfg.fsync_delay:  # TEST KNOB: a slower disk for the benchmarks
-            logstore = DelayedLogStore(logstore, FsyncDelay.parse(cfg.fsync_delay))
         try:
             if datadir.discard_state_if_crashed(current_boot_id()):
                 log.warning(
@@ -116,12 +145,20 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
                 log.info("node %s: %s", cfg.id, recovered)
             if join and bootstrap_for_join(logstore, join):
                 log.info("node %s: joining the cluster at %s", cfg.id, join)
-            sm = open_state_machine(cfg, datadir)
+            sm: StateMachine = open_state_machine(cfg, datadir)
             node: Node | None = None
             try:
-                net = PeerTransport(cfg.id, cfg.listen)
+                transport = PeerTransport(cfg.id, cfg.listen)
                 try:
-                    node = Node(cfg, net=net, logstore=logstore, sm=sm)
+                    node = Node(
+                        cfg,
+                        net=hooks.wrap_net(transport),
+                        logstore=logstore,
+                        sm=sm,
+                        observer=hooks.observer,
+                        reopen_sm=lambda: open_state_machine(cfg, datadir),
+                        install_step=hooks.install_step,
+                    )
                     log.info(
                         "node %s serving on %s (data %s, peers %s)",
                         cfg.id,
@@ -129,7 +166,6 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
                         datadir.path,
                         cfg.peers,
                     )
-                    node.ops.reopen_sm = lambda: open_state_machine(cfg, datadir)
                     if join:
                         request_join(cfg.id, cfg.listen, join, stop)
                     try:
@@ -146,11 +182,11 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
                         status = 3
                     log.info("node %s stopping (signal %d)", cfg.id, stop.signal)
                 finally:
-                    net.close()
+                    transport.close()
             finally:  # a snapshot install may have replaced node.sm
                 close_state_machine([sm] if node is None else [sm, node.sm], datadir)
         finally:
-            logstore.close()
+            opened.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
     finally:
@@ -159,7 +195,7 @@ def serve(values: Mapping[str, Any], data: str | os.PathLike[str], join: str | N
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Returns None after sending the server's log lines to stderr with timestamps."""
+    """Sends the server's log lines to stderr with timestamps."""
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, level.upper(), logging.INFO),

@@ -1,6 +1,12 @@
-"""Returns nothing; the node loop: ONE thread owns the RawNode, the network, the log store and
-the state machine, so none of them needs a lock (the one exception: the log's flush runs on
+"""The node loop: ONE thread owns the consensus core, the network, the log store and the
+state machine, so none of them needs a lock (the one exception: the log's flush runs on
 the sync thread while the loop leaves the log store alone).
+
+The loop drives its parts, each given what it needs and nothing more: the request service
+(``service``), the applier (``applying``), the cluster operations (``clusterops``:
+snapshots, snapshot transfer, membership, backups). They read the node through a
+``NodeState`` view, call the core through a ``CoreHandle`` and answer through ``Replies``
+(``boltraft.server.state``, ``boltraft.server.replies``); none of them sees the Node.
 
 Each iteration (``process``): take every frame that is ready (waiting at most until the next
 tick), step Raft messages into the core and queue client requests, tick the core on the
@@ -27,6 +33,9 @@ following the contract in ``boltraft.raft.types``:
 A full disk never stops the node: a log that cannot take a Ready restarts the core from the
 log (``_on_log_full``); a state machine that cannot apply keeps the entries and retries at
 every tick (``boltraft.server.applying``).
+
+A ``CommitObserver`` (``boltraft.server.ports``; a no-op unless a benchmark installs one)
+sees each batch of writes pass the leader's stages.
 """
 
 from __future__ import annotations
@@ -37,7 +46,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from boltraft.benchmark.stages import StageRecorder
 from boltraft.errors import BoltraftError, NoSpaceError
 from boltraft.raft.config import Config
 from boltraft.raft.rawnode import RawNode
@@ -51,32 +59,40 @@ from boltraft.raft.types import (
     Ready,
     Role,
 )
-from boltraft.server.applying import LAZY_APPLY_IDLE_S, ApplyMixin
-from boltraft.server.clusterops import FRAME_KINDS, ClusterOps
+from boltraft.server import wire
+from boltraft.server.applying import LAZY_APPLY_IDLE_S, Applier
+from boltraft.server.clusterops import OPS as CLUSTER_OPS
+from boltraft.server.clusterops import ClusterOps
 from boltraft.server.config import ServerConfig
 from boltraft.server.logevery import LogEvery
-from boltraft.server.net import FWD, FWD_RESP, REQS, Net, set_peers
-from boltraft.server.service import Service, Target
+from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
+from boltraft.server.replies import Replies, Target
+from boltraft.server.service import Service
+from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
-from boltraft.storage.fsm import BucketStateMachine
+from boltraft.server.wire import FWD, FWD_RESP, REMOVED, REQS, SNAP, ok
 from boltraft.transport.zmq_transport import Incoming
 
 log = logging.getLogger("boltraft.server")
 
 # pipelined data requests, writes a follower forwards and their answers: never cluster ops
 _DATA_FRAMES = frozenset((REQS, FWD, FWD_RESP))
+_CLUSTER_FRAMES = frozenset((SNAP, REMOVED))
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
 FULL_WARN_S = 10.0  # a full disk is logged as a warning at most this often
 
 
-class Node(ApplyMixin):
+def is_cluster_op(body: Any) -> bool:
+    """True when the request ``body`` is a cluster operation (snapshots, membership,
+    backups: boltraft.server.clusterops), which may use the log store."""
+    return isinstance(body, dict) and body.get("op") in CLUSTER_OPS
+
+
+class Node:
     """One running member of the cluster (its stores are opened and closed by the caller).
 
-    Invariants: ``applied <= commit``; ``lead`` is "" or a member id; only the loop's thread
-    touches this object; ``_unapplied`` holds committed entries past ``applied`` in index
-    order, and is empty unless this node is a follower with ``lazy_apply`` (then none of
-    them is a membership change) or its state machine found the disk full (``_apply_full``);
+    Invariants: the ``NodeState`` invariants; only the loop's thread touches this object;
     ``disk_full`` is "" unless the last log append or apply found the disk full.
     """
 
@@ -86,67 +102,89 @@ class Node(ApplyMixin):
         *,
         net: Net,
         logstore: LogStore,
-        sm: BucketStateMachine,
+        sm: StateMachine,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        observer: CommitObserver | None = None,
+        reopen_sm: Callable[[], StateMachine] | None = None,
+        install_step: Callable[[str], None] = lambda step: None,
     ) -> None:
+        """``observer``: sees the commit stages (default: none); ``reopen_sm``: opens the
+        state machine again after a snapshot install replaced its files (None: this node
+        cannot install snapshots); ``install_step``: a fault-injection point at each step of
+        a snapshot install (``boltraft.server.snapshots``)."""
+        wire.register_kinds()
         self.cfg = cfg
         self.id = cfg.id
         self.net = net
         self.logstore = logstore
         self.sm = sm
+        self.observer: CommitObserver = observer or NullObserver()
         self._clock = clock
         self._wall = wall_clock
         if logstore.bootstrap(ConfState(voters=tuple(sorted(cfg.members)), addrs=cfg.members)):
             log.info("bootstrapped a new cluster: %s", cfg.members)
         self._rng = rng or random.Random()
-        self.applied: int = sm.applied[0]
-        self.commit: int = self.applied
-        self._hard_state: HardState = HardState()
-        self.raw: RawNode = self._start_core()
-        conf_state = self.raw.status().conf_state  # with the log's conf changes replayed
-        self.lead: str = ""
-        self.role: Role = Role.FOLLOWER
-        self.conf_state: ConfState = conf_state
-        self.peer_addrs: dict[str, str] = {}
-        self._set_members(conf_state, initial=cfg.peers)
         self._tick_s = cfg.tick_ms / 1000
-        self._election_s = cfg.election_tick * self._tick_s
-        now = clock()
-        self._next_tick = now + self._tick_s
-        self._leader_heard = -1e18  # monotonic time a message from the leader last arrived
-        self.service = Service(self)
-        self.ops = ClusterOps(self)  # snapshots, snapshot transfer, membership, backups
-        self.stages = StageRecorder()  # per-batch commit stage timings (the stats op)
-        self.counters: dict[str, int] = {"ticks": 0, "readys": 0, "fsyncs": 0, "step_errors": 0}
+        self.state = NodeState(cfg.id, cfg.listen, cfg.election_tick * self._tick_s)
+        self.state.applied = self.state.commit = sm.applied[0]
+        self._hard_state: HardState = HardState()
+        self.core = CoreHandle(self._start_core())
+        self._set_members(self.raw.status().conf_state, initial=cfg.peers)
+        self._next_tick = clock() + self._tick_s
+        self.counters: dict[str, int] = {
+            "ticks": 0,
+            "readys": 0,
+            "fsyncs": 0,
+            "step_errors": 0,
+            "stepped_during_flush": 0,
+            "log_disk_full": 0,
+            "apply_disk_full": 0,
+        }
+        self.replies = Replies(net)
+        self.service = Service(
+            self.state,
+            self.core,
+            sm,
+            self.replies,
+            net,
+            observer=self.observer,
+            counters=self.counters,
+            max_batch=cfg.max_batch,
+            request_timeout_s=cfg.request_timeout_ms / 1000,
+            wall_ms=lambda: int(self._wall() * 1000),
+        )
+        self.ops = ClusterOps(
+            cfg,
+            self.state,
+            self.core,
+            logstore,
+            sm,
+            net,
+            self.replies,
+            self.counters,
+            reopen_sm=reopen_sm,
+            install_step=install_step,
+        )
+        self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
         self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
-        self._unapplied: list[Entry] = []  # lazy_apply: committed, kept for a later batch
-        self._unapplied_bytes = 0  # their command bytes
         # the latest hard state that only raised the commit index, not yet written (None when
         # the log store has the latest): Raft needs no durable commit index (a restart learns
         # it again), so it is written with the next append of entries, a new term or vote,
         # or at close, not in a write of its own on every commit
         self._unwritten_hs: HardState | None = None
-        self.counters["stepped_during_flush"] = 0
-        # why the disk is full ("" when it is not): the log could not take the last Ready
-        # (cleared by the next append that succeeds), or the state machine could not apply
-        # (cleared by the next apply that succeeds); see _on_log_full and _apply
-        self._log_full = ""
-        self._apply_full = ""
         self._full_log = LogEvery(FULL_WARN_S)  # the full-disk warning, now and then
-        self.counters["log_disk_full"] = 0
-        self.counters["apply_disk_full"] = 0
 
     def _start_core(self) -> RawNode:
-        """Returns a consensus core started from what the log store holds (what a restart of
-        the process would start from), after noting its hard state and raising ``commit`` to
-        its commit index."""
+        """A consensus core started from what the log store holds (what a restart of the
+        process would start from); notes its hard state and raises the commit index to
+        its."""
         cfg = self.cfg
         hard_state, _ = self.logstore.initial_state()
         self._hard_state = hard_state
-        self.commit = max(self.commit, hard_state.commit)
+        self.state.commit = max(self.state.commit, hard_state.commit)
         raft_cfg = Config(
             id=cfg.id,
             election_tick=cfg.election_tick,
@@ -154,60 +192,65 @@ class Node(ApplyMixin):
             pre_vote=cfg.pre_vote,
             check_quorum=cfg.check_quorum,
             lazy_commit=cfg.lazy_commit,
-            applied=min(self.applied, hard_state.commit),  # a snapshot install may be ahead
+            applied=min(self.state.applied, hard_state.commit),  # an install may be ahead
             rng=self._rng,
         )
         return RawNode(raft_cfg, self.logstore)
 
-    # --- small helpers used by the service ----------------------------------------------------
+    # --- what the node knows of itself (its NodeState) ----------------------------------------
+    @property
+    def raw(self) -> RawNode:
+        """The current consensus core (replaced after a full disk: ``_on_log_full``)."""
+        return self.core.raw
+
+    @property
+    def applied(self) -> int:
+        return self.state.applied
+
+    @property
+    def commit(self) -> int:
+        return self.state.commit
+
+    @property
+    def lead(self) -> str:
+        return self.state.lead
+
+    @property
+    def role(self) -> Role:
+        return self.state.role
+
+    @property
+    def conf_state(self) -> ConfState:
+        return self.state.conf_state
+
     @property
     def disk_full(self) -> str:
-        """Returns why this node's disk counts as full ("" when it does not): its log could
-        not take the last entries, or its state machine could not apply."""
-        return self._log_full or self._apply_full
+        """Why this node's disk counts as full ("" when it does not): its log could not
+        take the last entries, or its state machine could not apply."""
+        return self.state.disk_full
 
     @property
     def is_leader(self) -> bool:
-        """Returns True while this node is the leader."""
-        return self.role == Role.LEADER
-
-    def wall_ms(self) -> int:
-        """Returns the wall clock in milliseconds (the leader stamps commands with it)."""
-        return int(self._wall() * 1000)
-
-    def addr_of(self, node_id: str) -> str:
-        """Returns the address of a member ("" when unknown or ``node_id`` is "")."""
-        if node_id == self.id:
-            return self.cfg.listen
-        return self.peer_addrs.get(node_id, "")
-
-    def leader_recently_heard(self, now: float) -> bool:
-        """Returns True when this node leads, or heard its leader within an election timeout."""
-        if self.role == Role.LEADER:
-            return True
-        return bool(self.lead) and now - self._leader_heard <= self._election_s
-
-    def count(self, name: str) -> None:
-        """Returns None after incrementing the counter ``name``."""
-        self.counters[name] = self.counters.get(name, 0) + 1
+        return self.state.is_leader
 
     def status_dict(self) -> dict[str, Any]:
-        """Returns the ``status`` op's result (ids, role, term, indexes, members, counters)."""
+        """The ``status`` op's result (ids, role, term, indexes, members, counters)."""
         st = self.raw.status()
-        cs = self.conf_state
+        state = self.state
+        cs = state.conf_state
         return {
             "id": self.id,
             "listen": self.cfg.listen,
-            "role": _ROLE_NAMES.get(self.role, str(self.role)),
+            "role": _ROLE_NAMES.get(state.role, str(state.role)),
             "term": st.term,
-            "lead": self.lead,
-            "leader_addr": self.addr_of(self.lead),
-            "commit": self.commit,
-            "applied": self.applied,
+            "lead": state.lead,
+            "leader_addr": state.addr_of(state.lead),
+            "commit": state.commit,
+            "applied": state.applied,
             "last_index": self.logstore.last_index(),
-            "disk_full": self.disk_full,
+            "disk_full": state.disk_full,
             "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
-            "addrs": {m: self.addr_of(m) for m in cs.members()},
+            "addrs": {m: state.addr_of(m) for m in cs.members()},
             "node": dict(self.counters),
             "service": dict(self.service.stats),
             "transport": self.net.counters(),
@@ -215,9 +258,10 @@ class Node(ApplyMixin):
         }
 
     def close(self) -> None:
-        """Returns None after applying the entries a follower kept and writing the latest
-        commit index, then stopping the cluster operations' background work and the log sync
-        thread (the stores stay open: their opener closes them)."""
+        """Applies the entries a follower kept and writes the latest commit index, then
+        stops the cluster operations' background work and the log sync thread. The stores
+        stay open: their opener closes them (``sm`` may be a state machine a snapshot
+        install reopened)."""
         try:
             self.catch_up()
             if self._unwritten_hs is not None:
@@ -232,12 +276,13 @@ class Node(ApplyMixin):
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Returns None once ``should_stop()`` is true (checked at least once per tick)."""
+        """Runs the loop until ``should_stop()`` is true (checked at least once per tick)."""
         net, clock = self.net, self._clock
         while not should_stop():
             # frames left by the last flush (_flush_stepping) are handled without waiting
             timeout = 0.0 if self._deferred else self._next_tick - clock()
-            idle_apply = bool(self._unapplied) and not self._deferred and not self._apply_full
+            applier = self.applier
+            idle_apply = applier.has_kept and not self._deferred and not applier.full
             if idle_apply and timeout > LAZY_APPLY_IDLE_S:
                 timeout = LAZY_APPLY_IDLE_S
             frames = net.recv(timeout if timeout > 0 else 0.0)
@@ -246,9 +291,9 @@ class Node(ApplyMixin):
             self.process(frames)
 
     def process(self, frames: Sequence[Incoming]) -> None:
-        """Returns None after handling one iteration's frames, ticks, batches and Readys."""
+        """Handles one iteration's frames, tick, batches and Readys."""
         now = self._clock()
-        self.stages.iteration(now)
+        self.observer.iteration(now)
         if self._deferred:  # left by the last flush (_flush_stepping): they came first
             frames = [*self._deferred, *frames]
             self._deferred = []
@@ -263,14 +308,21 @@ class Node(ApplyMixin):
         service.send_queued()
         self.net.flush()
 
+    def catch_up(self) -> None:
+        """Applies the committed entries a follower kept (``lazy_apply``) in ONE state-machine
+        ``apply()``; a no-op when it kept none."""
+        ents = self.applier.take_kept()
+        if ents and self._apply(ents):
+            self.ops.on_applied(ents, None)
+
     def _tick(self, now: float) -> None:
         # ONE tick however late the loop is (etcd's ticker drops missed ticks too): after a
         # stall (a huge apply that every node makes, a starved machine) a burst would expire
         # the election timers and the leader's quorum check at once, before the peers, held
         # up by the same work, could be heard: a healthy leader would be deposed. The
         # logical clock just runs slow while the loop does.
-        self.catch_up()  # with a full disk (_apply_full): the one retry per tick
-        if self._apply_full and self.role == Role.LEADER:
+        self.catch_up()  # with a full disk (applier.full): the one retry per tick
+        if self.applier.full and self.state.is_leader:
             self.ops.members.hand_over()  # it cannot answer writes: another voter can
         self.raw.tick()
         self.counters["ticks"] += 1
@@ -282,20 +334,21 @@ class Node(ApplyMixin):
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind
-        if kind != "raft" and self._unapplied and not self._apply_full:
+        if kind != "raft" and self.applier.has_kept and not self.applier.full:
             self.catch_up()  # requests and cluster operations see every entry it knows committed
         if kind == "raft":
-            raw, lead = self.raw, self.lead
-            if self.role == Role.LEADER:
-                self.stages.observe_messages(frame.payload)
-                if frame.payload and frame.payload[0].frm not in self.member_ids:
+            raw, state = self.raw, self.state
+            lead = state.lead
+            if state.role == Role.LEADER:
+                self.observer.observe_messages(frame.payload)
+                if frame.payload and frame.payload[0].frm not in state.member_ids:
                     self.ops.on_stranger(frame, frame.payload[0].frm)
             for m in frame.payload:
                 if m.frm == lead:
-                    self._leader_heard = now
+                    state.leader_heard = now
                 if m.type == MessageType.SNAP:
                     # Snapshots travel as "snap" frames (snaptransfer), never in a raft frame.
-                    self.count("snap_unsupported")
+                    self.counters["snap_unsupported"] = self.counters.get("snap_unsupported", 0) + 1
                     continue
                 try:
                     raw.step(m)
@@ -303,32 +356,62 @@ class Node(ApplyMixin):
                     self.counters["step_errors"] += 1
         elif kind == "req":
             rid, body = frame.payload
-            self.service.on_request(Target(frame.sender, rid), body, now)
+            self._on_request(Target(frame.sender, rid), body, now)
         elif kind == REQS:
-            self.service.on_requests(frame.sender, frame.payload, now)
+            self._on_requests(frame.sender, frame.payload, now)
         elif kind == FWD:
             self.service.on_forward(frame.sender.decode(errors="replace"), frame.payload)
         elif kind == FWD_RESP:
             self.service.on_forward_reply(frame.payload)
-        elif kind in FRAME_KINDS:
+        elif kind in _CLUSTER_FRAMES:
             self.ops.on_frame(frame)
         else:
-            self.count("unexpected_frames")
+            self.counters["unexpected_frames"] = self.counters.get("unexpected_frames", 0) + 1
+
+    def _on_request(self, target: Target, body: Any, now: float) -> None:
+        """Routes one client request: node status and stage timings are answered here,
+        cluster operations go to ``ops``, everything else to the request service."""
+        op = body.get("op") if isinstance(body, dict) else None
+        if op == "status":
+            self.replies.reply(target, ok(self.status_dict()))
+        elif op == "stats":  # per-batch stage timings (the observer's; boltraft.benchmark)
+            since = body.get("since", 0.0)
+            if isinstance(since, bool) or not isinstance(since, (int, float)):
+                self.service.bad(target, "since must be a number (wall-clock seconds)")
+            else:
+                self.replies.reply(target, ok(self.observer.snapshot(float(since))))
+        elif op in CLUSTER_OPS:
+            self.ops.on_request(target, body, now)
+        else:
+            self.service.on_request(target, body, now)
+
+    def _on_requests(self, sender: bytes, items: list[list[Any]], now: float) -> None:
+        """Handles each ``[request_id, body]`` of a ``reqs`` frame like a ``req`` whose answer
+        goes into a ``resps`` frame. Cluster operations are refused there (they go in ``req``
+        frames, one at a time)."""
+        for rid, body in items:
+            target = Target(sender, rid, None, True)
+            if type(body) is not dict or type(body.get("op")) is not str:
+                self.service.bad(target, "a request body must be a map with a string 'op'")
+            elif is_cluster_op(body):
+                self.service.bad(target, f"send {body['op']!r} in a 'req' frame, not in 'reqs'")
+            else:
+                self._on_request(target, body, now)
 
     def _handle_ready(self, rd: Ready) -> None:
-        net = self.net
+        net, state = self.net, self.state
         self.counters["readys"] += 1
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
         if rd.early_messages:
             net.queue(self._outgoing(rd.early_messages))
             net.flush()
-        committed = self._lazy_apply(rd)
+        committed = self.applier.select(rd, state.role == Role.FOLLOWER, self.service.reads_waiting)
         hs = rd.hard_state
         syncing = False
         try:
             if rd.snapshot is not None:
-                self.ops.on_ready_snapshot(rd.snapshot, hs or self._hard_state)
+                self._install(rd.snapshot, hs or self._hard_state)
             if rd.entries or hs is not None:
                 old = self._hard_state
                 commit_only = hs is not None and hs.term == old.term and hs.vote == old.vote
@@ -338,7 +421,7 @@ class Node(ApplyMixin):
                     # apply
                     self.logstore.append(rd.entries, hs or self._unwritten_hs, sync=False)
                     self._unwritten_hs = None
-                    self._log_full = ""
+                    state.log_full = ""
                 else:  # a raised commit alone need not be durable: the next append takes it
                     self._unwritten_hs = hs
         except NoSpaceError as err:  # nothing of this Ready was written
@@ -353,24 +436,24 @@ class Node(ApplyMixin):
                     self._flush_stepping()
             if hs is not None:
                 self._hard_state = hs
-                if hs.commit > self.commit:
-                    self.commit = hs.commit
+                if hs.commit > state.commit:
+                    state.commit = hs.commit
         if syncing:
             if committed and not self._apply(committed):
                 committed = []
             self._syncer.wait()  # persist before sending what depends on it
             if rd.entries:
-                self.stages.persisted(rd.entries[-1].index)
+                self.observer.persisted(rd.entries[-1].index)
             if rd.messages:
                 net.queue(self._outgoing(rd.messages))
                 net.flush()
         else:
             if rd.entries:
-                self.stages.persisted(rd.entries[-1].index)
+                self.observer.persisted(rd.entries[-1].index)
             # A leader answers its clients first: its messages here (no new entries: those
             # left as early_messages) are commit notices and heartbeats, which can wait for
             # the apply. A follower's heartbeat responses confirm reads: they go first.
-            apply_first = self.role == Role.LEADER
+            apply_first = state.role == Role.LEADER
             if committed and apply_first and not self._apply(committed):
                 committed = []
             if rd.messages:
@@ -386,46 +469,87 @@ class Node(ApplyMixin):
             self.service.on_read_states(rd.read_states)
         self.raw.advance(rd)
 
+    def _apply(self, ents: list[Entry]) -> bool:
+        """True after applying committed ``ents`` and answering the writes and the reads
+        waiting for them; False when the disk was too full (the applier kept the entries
+        it could not apply for the retry at the next tick; meanwhile a leader answers new
+        writes ``unavailable`` and hands leadership over, and confirmed reads that would
+        wait for the apply are answered ``unavailable``)."""
+        out = self.applier.apply(ents)
+        state = self.state
+        if out.entries:
+            last = out.entries[-1].index
+            if last > state.applied:
+                state.applied = last
+            if not out.stalled and last > state.commit:
+                state.commit = last
+        state.apply_full = self.applier.full
+        if out.stalled:
+            assert out.error is not None
+            self.counters["apply_disk_full"] += 1
+            self._warn_full(out.error)
+            if out.entries:
+                self.service.on_applied(out.entries, out.results)
+            self.service.on_apply_stalled()
+            return False
+        self.service.on_applied(out.entries, out.results)
+        self.observer.replied(ents[-1].index)
+        return True
+
+    def _install(self, meta: Any, hard_state: HardState) -> None:
+        """Installs the downloaded snapshot the core accepted and moves every part to the
+        reopened state machine."""
+        sm = self.ops.install(meta, hard_state)
+        self.sm = self.service.sm = self.applier.sm = sm
+        state = self.state
+        state.applied = sm.applied[0]
+        state.commit = max(state.commit, meta.index, state.applied)
+
+    def _warn_full(self, err: NoSpaceError) -> None:
+        if self._full_log.due("", self._clock()):
+            log.warning("%s: %s (%s); retrying", self.id, self.disk_full, err.message)
+
     def _on_log_full(self, err: NoSpaceError) -> None:
-        """Returns None after restarting the consensus core from what the log store holds,
-        because the disk was too full to persist a Ready (``err``; the store wrote nothing of
-        it). This is what a crash and restart of the process would do, without the process
-        dying: the Ready's messages were not sent (they depended on what was not written),
-        its committed entries come again from the new core (which starts at ``applied``),
-        and this node is a follower until an election says otherwise. The writes it
-        proposed past its log's end and the reads waiting for an apply are answered
-        (``Service.on_log_full``). The next append that succeeds ends the condition."""
+        """Restarts the consensus core from what the log store holds, because the disk was
+        too full to persist a Ready (``err``; the store wrote nothing of it). This is what a
+        crash and restart of the process would do, without the process dying: the Ready's
+        messages were not sent (they depended on what was not written), its committed
+        entries come again from the new core (which starts at ``applied``), and this node is
+        a follower until an election says otherwise. The writes it proposed past its log's
+        end and the reads waiting for an apply are answered (``Service.on_log_full``). The
+        next append that succeeds ends the condition."""
         self.counters["log_disk_full"] += 1
-        self._log_full = f"node {self.id}'s disk is full: its raft log cannot grow"
+        self.state.log_full = f"node {self.id}'s disk is full: its raft log cannot grow"
         self._warn_full(err)
-        self._take_kept()  # committed, not applied: the new core hands them out again
+        self.applier.take_kept()  # committed, not applied: the new core hands them out again
         self._unwritten_hs = None
-        self.service.on_log_full(self.logstore.last_index(), self.conf_state.voters == (self.id,))
-        self.raw = self._start_core()
+        sole_voter = self.state.conf_state.voters == (self.id,)
+        self.service.on_log_full(self.logstore.last_index(), sole_voter)
+        self.core.raw = self._start_core()
         self._on_soft_state("", Role.FOLLOWER)
         self.service.on_leader_change()  # the new core knows no read it was asked to confirm
         self._set_members(self.raw.status().conf_state)
 
     def _flush_stepping(self) -> None:
-        """Returns None once the log is flushed; meanwhile (the flush on the sync thread)
-        steps the Raft messages, data requests and forwarded writes that have already
-        arrived, which would otherwise wait for the flush. Frames that may touch the log
-        store (snapshot transfers, cluster operations, traffic from non-members) wait for
-        the next iteration, which then starts without waiting. With nothing waiting, the
-        flush runs here: a thread hand-off would only add its latency."""
+        """Flushes the log; meanwhile (the flush on the sync thread) steps the Raft
+        messages, data requests and forwarded writes that have already arrived, which would
+        otherwise wait for the flush. Frames that may touch the log store (snapshot
+        transfers, cluster operations, traffic from non-members) wait for the next
+        iteration, which then starts without waiting. With nothing waiting, the flush runs
+        here: a thread hand-off would only add its latency."""
         frames = self.net.recv(0.0)
         if not frames:
             self.logstore.sync()
             return
         self._syncer.start(self.logstore.sync)
         now = self._clock()
-        members = self.member_ids
+        members = self.state.member_ids
         stepped = 0
         for frame in frames:
             kind = frame.kind
             if (
                 (kind == "raft" and all(m.frm in members for m in frame.payload))
-                or (kind == "req" and not self.service.is_cluster_op(frame.payload[1]))
+                or (kind == "req" and not is_cluster_op(frame.payload[1]))
                 or kind in _DATA_FRAMES
             ):
                 self._dispatch(frame, now)
@@ -438,23 +562,35 @@ class Node(ApplyMixin):
     def _outgoing(self, msgs: list[Message]) -> list[Message]:
         for m in msgs:
             if m.type == MessageType.SNAP:  # shipped in chunks on its own path instead
-                snaps = [x for x in msgs if x.type == MessageType.SNAP]
-                for x in snaps:
-                    self.ops.on_snap_out(x)
+                for x in msgs:
+                    if x.type == MessageType.SNAP:
+                        self.ops.on_snap_out(x)
                 return [x for x in msgs if x.type != MessageType.SNAP]
         return msgs
 
     def _on_soft_state(self, lead: str, role: Role) -> None:
-        if lead != self.lead:
+        state = self.state
+        if lead != state.lead:
             log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
-            self.lead = lead
+            state.lead = lead
             self.service.on_leader_change()
-        self.role = role
+        state.role = role
 
     def _set_members(self, cs: ConfState, initial: dict[str, str] | None = None) -> None:
-        self.conf_state = cs
-        self.member_ids = frozenset(cs.members())
+        state = self.state
+        state.conf_state = cs
+        state.member_ids = frozenset(cs.members())
         addrs = dict(initial or {})
         addrs.update(cs.addrs)
-        self.peer_addrs = {m: addrs[m] for m in cs.members() if m != self.id and addrs.get(m)}
-        set_peers(self.net, self.peer_addrs)
+        state.peer_addrs = {m: addrs[m] for m in cs.members() if m != self.id and addrs.get(m)}
+        set_peers(self.net, state.peer_addrs)
+
+
+def set_peers(net: Net, addrs: dict[str, str]) -> None:
+    """Makes ``net``'s peer table exactly ``addrs`` (unchanged entries keep their sockets)."""
+    current = net.peers()
+    for pid in current.keys() - addrs.keys():
+        net.remove_peer(pid)
+    for pid, addr in addrs.items():
+        if current.get(pid) != addr:
+            net.add_peer(pid, addr)

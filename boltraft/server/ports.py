@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from boltraft.raft.types import Entry, Message
+from boltraft.errors import BoltraftError
+from boltraft.raft.types import ConfChange, ConfState, Entry, Message, Role, Status
 from boltraft.storage.snapshot import SnapshotInfo
 from boltraft.transport.zmq_transport import Incoming
 
@@ -154,3 +155,91 @@ class NullObserver:
 
     def snapshot(self, since: float = 0.0) -> dict[str, Any]:
         return {"stages": [], "records": []}
+
+
+class NodeView(Protocol):
+    """What a part of the server may know of its node: read-only, always current (the node
+    loop updates it between the parts' calls)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def listen(self) -> str: ...
+
+    @property
+    def lead(self) -> str:
+        """The leader's id; "" when none is known."""
+        ...
+
+    @property
+    def role(self) -> Role: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def commit(self) -> int: ...
+
+    @property
+    def applied(self) -> int: ...
+
+    @property
+    def conf_state(self) -> ConfState:
+        """The membership in effect (as applied)."""
+        ...
+
+    @property
+    def peer_addrs(self) -> dict[str, str]:
+        """Every other member's address."""
+        ...
+
+    @property
+    def disk_full(self) -> str:
+        """Why this node's disk counts as full; "" when it does not."""
+        ...
+
+    def addr_of(self, node_id: str) -> str:
+        """A member's address; "" when unknown or ``node_id`` is ""."""
+        ...
+
+    def leader_recently_heard(self, now: float) -> bool:
+        """True when this node leads, or heard its leader within an election timeout."""
+        ...
+
+    def not_leader_error(self) -> BoltraftError:
+        """The error a request that needs the leader gets here: not_leader with the leader's
+        id and address, no_leader, or unavailable while the disk is full and no leader is
+        known."""
+        ...
+
+
+class Proposer(Protocol):
+    """The consensus core's intake, as the request service uses it (``RawNode``'s API)."""
+
+    def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
+        """``(term, last index)`` of the entries appended for ``datas``; raises
+        ProposalDroppedError when this node cannot propose (not the leader)."""
+        ...
+
+    def read_index(self, context: bytes) -> None:
+        """Asks for a read index confirmed under ``context`` (a ReadState in a later Ready)."""
+        ...
+
+
+class MemberCore(Protocol):
+    """The consensus core as membership operations use it (``RawNode``'s API)."""
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]: ...
+
+    def transfer_leader(self, target: str) -> None: ...
+
+    def status(self) -> Status: ...
+
+
+class SnapCore(Protocol):
+    """The consensus core as snapshot transfer uses it (``RawNode``'s API)."""
+
+    def step(self, m: Message) -> None: ...
+
+    def report_snapshot(self, to: str, ok: bool) -> None: ...

@@ -1,4 +1,4 @@
-"""Returns nothing; one-shot requests to a node for tools that manage nodes (``boltraft up``,
+"""One-shot requests to a node for tools that manage nodes (``boltraft up``,
 the integration fixture, the cluster benchmark): ask, wait with a deadline, give up quietly.
 """
 

@@ -1,4 +1,4 @@
-"""Returns nothing; automatic snapshots, log compaction and snapshot installation of one node.
+"""Automatic snapshots, log compaction and snapshot installation of one node.
 
 Layout under ``DATA/snapshots/``::
 
@@ -11,9 +11,10 @@ Layout under ``DATA/snapshots/``::
 Policy (``ServerConfig``): after ``snapshot_entries`` applied entries, or ``snapshot_log_bytes``
 bytes of applied command data, since the last snapshot began (checked as entries are
 applied and again when a snapshot finishes), a worker thread copies the state
-environment (LMDB's compacting copy from ONE read transaction by a child process, so writers
-go on; the copy is streamed through a pipe, hashed and flushed in steps at low priority, at most
-``snapshot_write_mb_s``: boltraft.storage.snapio) into a new snapshot directory. The
+state machine (``StateMachine.snapshot``: for the bucket store, LMDB's compacting copy from
+ONE read transaction by a child process, so writers go on, streamed, hashed and flushed in
+steps at low priority, at most ``snapshot_write_mb_s``: boltraft.storage.snapio) into a new
+snapshot directory. The
 loop thread then flushes the state DB, compacts the Raft log up to ``index -
 snapshot_keep_entries`` (a trailing window, so slightly lagging followers still get entries)
 recording the membership in effect at that index, and removes all but the newest
@@ -24,30 +25,35 @@ and the staged file) is written durably first, then the staged file is renamed o
 ``state/data.mdb`` and the log is replaced by the meta; ``recover`` (run at start-up before
 anything opens the state) finishes a half-done install, so a crash leaves the old state or
 the new one. A node whose state is already at or past the log's snapshot index restarts
-without reinstalling anything.
+without reinstalling anything. ``install_step(name)`` is called at each step of an install
+("verified", "marker", "swapped", "log"): a no-op in production, a fault-injection point in
+tests.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from boltraft.errors import BoltraftError, MembershipError, NoSpaceError, SnapshotError
 from boltraft.raft.confchange import apply_conf_change, decode_conf_change
 from boltraft.raft.types import ConfState, Entry, EntryType, HardState, LogStore, SnapshotMeta
-from boltraft.storage.snapio import PROGRESS_FILE, write_snapshot
-from boltraft.storage.db import DB
+from boltraft.server.config import ServerConfig
+from boltraft.server.ports import NodeView, StateMachine
+from boltraft.server.wire import conf_from_json, conf_to_json
 from boltraft.storage.applied import read_applied
+from boltraft.storage.db import DB
 from boltraft.storage.fsutil import DISK_FULL_ERRNOS, fsync_dir
+from boltraft.storage.snapio import PROGRESS_FILE
 from boltraft.storage.snapshot import (
     DATA_FILE,
     META_FILE,
@@ -56,28 +62,9 @@ from boltraft.storage.snapshot import (
     restore_snapshot,
 )
 
-if TYPE_CHECKING:
-    from boltraft.server.node import Node
-
 log = logging.getLogger("boltraft.server")
 
 INSTALL_MARKER = "install.json"
-
-
-def conf_to_json(cs: ConfState) -> dict[str, Any]:
-    """Returns ``cs`` as a JSON/msgpack-ready map."""
-    return {"voters": list(cs.voters), "learners": list(cs.learners), "addrs": dict(cs.addrs)}
-
-
-def conf_from_json(data: Any) -> ConfState:
-    """Returns the ConfState in ``data``; raises SnapshotError when malformed."""
-    try:
-        voters = tuple(str(v) for v in data["voters"])
-        learners = tuple(str(v) for v in data["learners"])
-        addrs = {str(k): str(v) for k, v in data["addrs"].items()}
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise SnapshotError(f"malformed membership {data!r}: {exc}") from None
-    return ConfState(voters, learners, addrs)
 
 
 class SnapshotStore:
@@ -92,7 +79,7 @@ class SnapshotStore:
         self._pins: dict[str, int] = {}  # snapshot dir name -> readers (transfers, backups)
 
     def clean_partial(self) -> None:
-        """Returns None after removing snapshots left half-written by a crash."""
+        """Removes snapshots left half-written by a crash."""
         for p in self.path.glob(".new-*"):
             shutil.rmtree(p, ignore_errors=True)
 
@@ -113,13 +100,13 @@ class SnapshotStore:
         return snaps[-1] if snaps else None
 
     def pin(self, info: SnapshotInfo) -> None:
-        """Returns None after protecting ``info``'s directory from ``prune``."""
+        """Protects ``info``'s directory from ``prune``."""
         with self._lock:
             name = info.path.parent.name
             self._pins[name] = self._pins.get(name, 0) + 1
 
     def unpin(self, info: SnapshotInfo) -> None:
-        """Returns None after dropping one protection taken by ``pin``."""
+        """Drops one protection taken by ``pin``."""
         with self._lock:
             name = info.path.parent.name
             left = self._pins.get(name, 0) - 1
@@ -128,7 +115,7 @@ class SnapshotStore:
             else:
                 self._pins.pop(name, None)
 
-    def prune(self, retain: int) -> list[str]:
+    def prune(self, retain: int) -> builtins.list[str]:
         """Returns the names of the snapshots removed: all but the newest ``retain`` that are
         not pinned."""
         snaps = self.list()
@@ -153,26 +140,39 @@ class Snapshots:
     to; ``_since_entries``/``_since_bytes`` count what was applied since the last snapshot.
     """
 
-    def __init__(self, node: Node, pool: ThreadPoolExecutor) -> None:
-        self.node = node
-        cfg = node.cfg
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        view: NodeView,
+        sm: StateMachine,
+        logstore: LogStore,
+        pool: ThreadPoolExecutor,
+        install_step: Callable[[str], None] = lambda step: None,
+    ) -> None:
+        """``sm``: the state machine (replaced by ``install``); ``pool``: where snapshots are
+        written; ``install_step``: see the module docstring."""
+        self.cfg = cfg
+        self.view = view
+        self.sm = sm
+        self.logstore = logstore
         self.store = SnapshotStore(Path(cfg.data) / "snapshots")
         self.store.clean_partial()
         self._pool = pool
+        self._install_step = install_step
         self._creating: Future[SnapshotInfo] | None = None
         self._waiters: list[Done] = []
         self._since_entries = 0
         self._since_bytes = 0
         # (index, membership in effect from that index on): lets compaction record the
         # membership at any index since start-up.
-        self._conf_history: list[tuple[int, ConfState]] = [(node.applied, node.conf_state)]
+        self._conf_history: list[tuple[int, ConfState]] = [(view.applied, view.conf_state)]
         self.stats = {"created": 0, "compactions": 0, "installed": 0, "create_errors": 0}
         self.last_info: SnapshotInfo | None = self.store.latest()
         self.last_create_s = 0.0
 
     # --- policy ----------------------------------------------------------------------------
     def on_applied(self, entries: list[Entry], conf_changed: ConfState | None) -> None:
-        """Returns None after counting ``entries`` toward the policy (and recording the
+        """Counts ``entries`` toward the policy (and recording the
         membership after each conf change among them); may start a snapshot."""
         self._since_entries += len(entries)
         self._since_bytes += sum(map(len, [e.data for e in entries]))
@@ -183,7 +183,7 @@ class Snapshots:
 
     def _due(self) -> bool:
         """Returns True when the policy asks for a snapshot (counted since the last began)."""
-        cfg = self.node.cfg
+        cfg = self.cfg
         return (
             self._since_entries >= cfg.snapshot_entries
             or self._since_bytes >= cfg.snapshot_log_bytes
@@ -211,7 +211,7 @@ class Snapshots:
         return best
 
     def reset_conf(self, index: int, cs: ConfState) -> None:
-        """Returns None after restarting the membership record at a snapshot ``index``."""
+        """Restarts the membership record at a snapshot ``index``."""
         self._conf_history = [(index, cs)]
 
     # --- creation --------------------------------------------------------------------------
@@ -221,27 +221,26 @@ class Snapshots:
         return self._creating is not None
 
     def create(self, done: Done | None) -> None:
-        """Returns None after starting a snapshot (or joining the one running); ``done(info,
+        """Starts a snapshot (or joins the one running); ``done(info,
         err)`` is called on the loop thread when it finished."""
         if done is not None:
             self._waiters.append(done)
         if self._creating is not None:
             return
-        node = self.node
-        db = node.sm.db
+        sm = self.sm
         self._since_entries = 0
         self._since_bytes = 0
         latest = self.last_info
-        if latest is not None and latest.index == node.sm.applied[0]:
+        if latest is not None and latest.index == sm.applied[0]:
             fut: Future[SnapshotInfo] = Future()  # nothing applied since: still current
             fut.set_result(latest)
         else:
             started = time.monotonic()
             parent = self.store.path
-            rate = node.cfg.snapshot_write_mb_s * 1e6
+            rate = self.cfg.snapshot_write_mb_s * 1e6
 
             def job() -> SnapshotInfo:
-                info = write_snapshot(db, parent, fsync=True, rate=rate)
+                info = sm.snapshot(parent, rate=rate)
                 self.last_create_s = time.monotonic() - started
                 return info
 
@@ -249,7 +248,7 @@ class Snapshots:
         self._creating = fut
 
     def wait(self) -> None:
-        """Returns None once no snapshot is being written (finishing it on this thread)."""
+        """Waits until no snapshot is being written (finishing it on this thread)."""
         if self._creating is not None:
             try:
                 self._creating.result()
@@ -258,7 +257,7 @@ class Snapshots:
             self.poll()
 
     def poll(self) -> None:
-        """Returns None; finishes a snapshot whose copy is done: compacts the log, prunes old
+        """Finishes a snapshot whose copy is done: compacts the log, prunes old
         snapshots and answers the waiters."""
         fut = self._creating
         if fut is None or not fut.done():
@@ -275,21 +274,21 @@ class Snapshots:
             err = SnapshotError(f"snapshot failed: {exc}")
         if err is not None:
             self.stats["create_errors"] += 1
-            log.error("%s: snapshot failed: %s", self.node.id, err.message)
+            log.error("%s: snapshot failed: %s", self.view.id, err.message)
         else:
             assert info is not None
             self.stats["created"] += 1
             self.last_info = info
             log.info(
                 "%s: snapshot at index %d (%d bytes) in %.2fs",
-                self.node.id,
+                self.view.id,
                 info.index,
                 info.size,
                 self.last_create_s,
             )
             self.compact(info.index)
             # deleting a large file can take a while (and stall fsyncs): not on this thread
-            self._pool.submit(self.store.prune, self.node.cfg.snapshot_retain)
+            self._pool.submit(self.store.prune, self.cfg.snapshot_retain)
         for w in waiters:
             w(info, err)
         if err is None and self._creating is None and self._due():
@@ -298,15 +297,14 @@ class Snapshots:
             self.create(None)
 
     def compact(self, snap_index: int) -> None:
-        """Returns None after compacting the log up to ``snap_index`` minus the trailing
+        """Compacts the log up to ``snap_index`` minus the trailing
         window (no-op when that is not past the log's current snapshot)."""
-        node = self.node
-        logstore: LogStore = node.logstore
-        upto = min(snap_index - node.cfg.snapshot_keep_entries, node.applied)
+        logstore = self.logstore
+        upto = min(snap_index - self.cfg.snapshot_keep_entries, self.view.applied)
         upto = max(upto, self._conf_history[0][0])
         if upto <= logstore.snapshot_meta().index or upto > logstore.last_index():
             return
-        node.sm.db.sync()  # the state must be durable past what the log forgets
+        self.sm.sync()  # the state must be durable past what the log forgets
         meta = SnapshotMeta(upto, logstore.term(upto), self.conf_at(upto))
         logstore.compact(meta)
         self.stats["compactions"] += 1
@@ -322,40 +320,42 @@ class Snapshots:
         meta: SnapshotMeta,
         staged: Path,
         hard_state: HardState,
-        reopen: Callable[[], Any],
-    ) -> None:
-        """Returns None after swapping the verified staged data file ``staged`` in as the
-        state and replacing the log by ``meta`` (crash-safe, see the module docstring);
-        ``reopen()`` returns the reopened state machine."""
-        node = self.node
+        reopen: Callable[[], StateMachine],
+    ) -> StateMachine:
+        """The reopened state machine (``reopen()``) after swapping the verified staged data
+        file ``staged`` in as the state and replacing the log by ``meta`` (crash-safe, see
+        the module docstring); the old one is closed. Raises SnapshotError when a full disk
+        stopped the install half-way (a restart finishes it), NoSpaceError when it stopped
+        it before anything changed."""
         self.wait()
-        data_dir = Path(node.cfg.data)
+        data_dir = Path(self.cfg.data)
         marker = {
             "meta": {"index": meta.index, "term": meta.term, **conf_to_json(meta.conf_state)},
             "staged": str(staged),
             "hard_state": list(hard_state),
         }
-        crash_point(node.cfg.snapshot_crash_at, "verified")
+        step = self._install_step
+        step("verified")
         write_marker(data_dir, marker)  # NoSpaceError: nothing changed yet
-        crash_point(node.cfg.snapshot_crash_at, "marker")
-        node.sm.close()
+        step("marker")
+        self.sm.close()
         try:
-            _finish_install(data_dir, node.logstore, marker, node.cfg.snapshot_crash_at)
+            _finish_install(data_dir, self.logstore, marker, step)
         except NoSpaceError as err:  # half done: a restart finishes it (boltraft.server.main)
             raise SnapshotError(f"snapshot install stopped by a full disk: {err.message}") from err
-        node.sm = reopen()
-        node.applied = node.sm.applied[0]
-        node.commit = max(node.commit, meta.index, node.applied)
+        self.sm = reopen()
+        applied = self.sm.applied[0]
         self.reset_conf(meta.index, meta.conf_state)
         self._since_entries = self._since_bytes = 0
         self.stats["installed"] += 1
         log.info(
-            "%s: installed a snapshot (log at %d, state at %d)", node.id, meta.index, node.applied
+            "%s: installed a snapshot (log at %d, state at %d)", self.view.id, meta.index, applied
         )
+        return self.sm
 
 
 def write_marker(data_dir: Path, marker: dict[str, Any]) -> None:
-    """Returns None after durably writing the install marker. Raises NoSpaceError (no
+    """Durably writes the install marker. Raises NoSpaceError (no
     marker written) when the disk is full."""
     p = data_dir / "snapshots" / INSTALL_MARKER
     tmp = p.with_suffix(".tmp")
@@ -373,33 +373,28 @@ def write_marker(data_dir: Path, marker: dict[str, Any]) -> None:
     fsync_dir(p.parent)
 
 
-def crash_point(knob: str | None, step: str) -> None:
-    """Returns None, unless ``knob`` (the ``snapshot_crash_at`` TEST KNOB) names ``step``:
-    then the process SIGKILLs itself there (a crash in the middle of an install)."""
-    if knob == step:
-        log.warning("TEST KNOB snapshot_crash_at=%s: killing this process", step)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _finish_install(
-    data_dir: Path, logstore: LogStore, marker: dict[str, Any], crash_at: str | None = None
+    data_dir: Path,
+    logstore: LogStore,
+    marker: dict[str, Any],
+    step: Callable[[str], None] = lambda step: None,
 ) -> None:
-    """Returns None after completing the install ``marker`` describes (idempotent): staged
-    file renamed over the state, log replaced by the meta, marker removed. The state
-    machine must be closed. ``crash_at``: the TEST KNOB, see ``crash_point``."""
+    """Completes the install ``marker`` describes (idempotent): staged file renamed over
+    the state, log replaced by the meta, marker removed. The state machine must be closed.
+    ``step``: see the module docstring."""
     staged = Path(marker["staged"])
     state = data_dir / "state"
     if staged.exists():
         os.replace(staged, state / DATA_FILE)
         fsync_dir(state)
-        crash_point(crash_at, "swapped")
+        step("swapped")
         shutil.rmtree(staged.parent, ignore_errors=True)
     m = marker["meta"]
     meta = SnapshotMeta(int(m["index"]), int(m["term"]), conf_from_json(m))
     if logstore.snapshot_meta().index < meta.index:
         term, vote, commit = marker["hard_state"]
         logstore.apply_snapshot(meta, HardState(int(term), str(vote), max(int(commit), meta.index)))
-        crash_point(crash_at, "log")
+        step("log")
     (data_dir / "snapshots" / INSTALL_MARKER).unlink(missing_ok=True)
     fsync_dir(data_dir / "snapshots")
 

@@ -1,4 +1,4 @@
-"""Returns nothing; shipping a snapshot to a follower over ZeroMQ in checksummed chunks.
+"""Shipping a snapshot to a follower over ZeroMQ in checksummed chunks.
 
 One frame kind, ``snap``, whose first field names the message (``sid`` = ``"<index>-<first
 16 hex of sha256>"`` names one snapshot file):
@@ -42,50 +42,28 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from boltraft.errors import ChecksumMismatchError, MalformedFrameError, SnapshotError
+from boltraft.errors import ChecksumMismatchError, SnapshotError
 from boltraft.raft.types import Message, MessageType, SnapshotMeta
+from boltraft.server.config import ServerConfig
 from boltraft.server.logevery import LogEvery
+from boltraft.server.ports import Net, NodeView, SnapCore
+from boltraft.server.snapshots import Snapshots
+from boltraft.server.wire import SNAP, conf_from_json, conf_to_json
 from boltraft.storage.snapio import ChunkSink, resumable
-from boltraft.server.snapshots import conf_from_json, conf_to_json
 from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import Incoming
 
-if TYPE_CHECKING:
-    from boltraft.server.node import Node
-
 log = logging.getLogger("boltraft.server")
 
-SNAP = "snap"
-_SHAPES: dict[str, tuple[type, ...]] = {
-    "offer": (str, dict),
-    "get": (str, list),
-    "chunk": (str, int, bytes, int),
-    "done": (str, bool, str),
-    "gone": (str,),
-}
 RESEND_S = 1.0  # a requested chunk not received by then is asked again
 OFFER_EVERY_S = 1.0  # an offer is repeated after this long without a get
 IDLE_S = 15.0  # a transfer without progress for this long is abandoned
 WARN_EVERY_S = 10.0  # a failing download is logged as a warning at most this often
 STEP_WAIT_S = 3.0  # a verified download the core did not take by then is dropped
 SINK_BACKLOG = 32 << 20  # bytes received and not yet written before chunks are not asked for
-
-
-def _decode(fields: list[Any]) -> list[Any]:
-    """Returns ``[name, ...]`` of a snap frame; raises MalformedFrameError on a bad shape."""
-    if not fields or type(fields[0]) is not str or fields[0] not in _SHAPES:
-        raise MalformedFrameError("unknown snap message")
-    shape = _SHAPES[fields[0]]
-    rest = fields[1:]
-    if len(rest) != len(shape) or any(type(v) is not t for v, t in zip(rest, shape, strict=True)):
-        raise MalformedFrameError(f"malformed snap {fields[0]!r} message")
-    return fields
-
-
-codec.register_kind(SNAP, _decode)
 
 
 def snapshot_id(info: SnapshotInfo) -> str:
@@ -133,20 +111,26 @@ class _Download:
 class Transfers:
     """Both ends of snapshot transfer for one node; every method runs on the loop thread."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self, cfg: ServerConfig, view: NodeView, core: SnapCore, net: Net, snapshots: Snapshots
+    ) -> None:
+        """``snapshots``: where the snapshots this node serves live and are made."""
+        self.cfg = cfg
+        self.view = view
+        self.core = core
+        self.net = net
+        self.snapshots = snapshots
         self._out: dict[str, _Outgoing] = {}  # follower id -> transfer
         self._waiting: dict[str, Message] = {}  # follower id -> SNAP waiting for a snapshot
         self._fds: dict[str, tuple[int, SnapshotInfo]] = {}  # sid -> open data file
         self._dl: _Download | None = None
-        self._drop_left = node.cfg.snapshot_drop_chunk  # TEST KNOB: serve-side chunk to drop
         self.stats = {
             "offers": 0,
             "chunks_served": 0,
             "chunks_received": 0,
             "chunks_resent": 0,
-            "chunks_dropped_knob": 0,
             "bad_chunks": 0,
+            "bad_offers": 0,
             "resumed_bytes": 0,
             "completed": 0,
             "failed": 0,
@@ -157,9 +141,9 @@ class Transfers:
 
     # --- leader side ----------------------------------------------------------------------
     def on_snap_message(self, m: Message) -> None:
-        """Returns None after starting to ship a snapshot for the core's SNAP ``m`` (making a
+        """Starts to ship a snapshot for the core's SNAP ``m`` (making a
         snapshot first when none covers ``m.snapshot.index``)."""
-        snaps = self.node.ops.snapshots
+        snaps = self.snapshots
         info = snaps.last_info
         need = m.snapshot.index if m.snapshot is not None else 0
         if info is not None and info.index >= need and info.path.exists():
@@ -174,16 +158,15 @@ class Transfers:
         waiting, self._waiting = self._waiting, {}
         for to, m in waiting.items():
             need = m.snapshot.index if m.snapshot is not None else 0
-            if info is None or info.index < need or not self.node.is_leader:
-                self.node.raw.report_snapshot(to, False)
+            if info is None or info.index < need or not self.view.is_leader:
+                self.core.report_snapshot(to, False)
             else:
                 self._start(m, info)
 
     def _start(self, m: Message, info: SnapshotInfo) -> None:
-        node = self.node
         old = self._out.pop(m.to, None)
         if old is not None:
-            node.ops.snapshots.store.unpin(old.info)
+            self.snapshots.store.unpin(old.info)
         meta = m.snapshot or SnapshotMeta()
         sid = snapshot_id(info)
         body = {
@@ -194,42 +177,37 @@ class Transfers:
             "data_index": info.index,
             "size": info.size,
             "sha256": info.sha256,
-            "chunk": node.cfg.snapshot_chunk_bytes,
-            "addr": node.cfg.listen,
+            "chunk": self.cfg.snapshot_chunk_bytes,
+            "addr": self.cfg.listen,
         }
-        node.ops.snapshots.store.pin(info)
+        self.snapshots.store.pin(info)
         now = time.monotonic()
         t = _Outgoing(sid, info, codec.encode_frame(SNAP, "offer", sid, body), now, now)
         self._out[m.to] = t
         self.stats["offers"] += 1
-        node.net.send_frame(m.to, t.offer)
+        self.net.send_frame(m.to, t.offer)
         level = logging.DEBUG if self._quiet_out.recent(m.to, now) else logging.INFO
-        log.log(level, "%s: sending snapshot %s (%d bytes) to %s", node.id, sid, info.size, m.to)
+        log.log(
+            level, "%s: sending snapshot %s (%d bytes) to %s", self.view.id, sid, info.size, m.to
+        )
 
     def _serve(self, frame: Incoming, sid: str, offsets: list[Any]) -> None:
-        node = self.node
         opened = self._open(sid)
         peer = frame.sender.decode(errors="replace")
         if opened is None:
-            node.net.reply(frame.sender, codec.encode_frame(SNAP, "gone", sid))
+            self.net.reply(frame.sender, codec.encode_frame(SNAP, "gone", sid))
             return
         fd, info = opened
         t = self._out.get(peer)
         if t is not None and t.sid == sid:
             t.last_activity = time.monotonic()
-        chunk = node.cfg.snapshot_chunk_bytes
-        for off in offsets[: node.cfg.snapshot_window]:
+        chunk = self.cfg.snapshot_chunk_bytes
+        for off in offsets[: self.cfg.snapshot_window]:
             if type(off) is not int or off < 0 or off >= info.size:
                 continue
             data = os.pread(fd, min(chunk, info.size - off), off)
             self.stats["chunks_served"] += 1
-            if self._drop_left >= 0:
-                if self._drop_left == 0:
-                    self._drop_left = -1
-                    self.stats["chunks_dropped_knob"] += 1
-                    continue
-                self._drop_left -= 1
-            node.net.reply(
+            self.net.reply(
                 frame.sender, codec.encode_frame(SNAP, "chunk", sid, off, data, zlib.crc32(data))
             )
 
@@ -237,7 +215,7 @@ class Transfers:
         opened = self._fds.get(sid)
         if opened is not None:
             return opened
-        for info in self.node.ops.snapshots.store.list():
+        for info in self.snapshots.store.list():
             if snapshot_id(info) == sid:
                 try:
                     fd = os.open(info.path, os.O_RDONLY)
@@ -252,9 +230,9 @@ class Transfers:
         if t is None or t.sid != sid:
             return
         del self._out[peer]
-        self.node.ops.snapshots.store.unpin(t.info)
-        if self.node.is_leader:
-            self.node.raw.report_snapshot(peer, ok)
+        self.snapshots.store.unpin(t.info)
+        if self.view.is_leader:
+            self.core.report_snapshot(peer, ok)
         key = "completed" if ok else "failed"
         self.stats[key] += 1
         level = logging.INFO
@@ -262,11 +240,11 @@ class Transfers:
             self._quiet_out.forget(peer)
         elif not self._quiet_out.due(peer, time.monotonic()):
             level = logging.DEBUG  # the same peer failing again and again (a full disk)
-        log.log(level, "%s: snapshot %s to %s %s %s", self.node.id, sid, peer, key, reason)
+        log.log(level, "%s: snapshot %s to %s %s %s", self.view.id, sid, peer, key, reason)
 
     # --- follower side --------------------------------------------------------------------
     def _on_offer(self, frame: Incoming, sid: str, meta: dict[str, Any]) -> None:
-        node = self.node
+        view = self.view
         holder = frame.sender.decode(errors="replace")
         try:
             size, chunk, index = int(meta["size"]), int(meta["chunk"]), int(meta["index"])
@@ -274,17 +252,17 @@ class Transfers:
             conf_from_json(meta)
             int(meta["term"]), int(meta["log_term"]), str(meta["sha256"]), str(meta["addr"])
         except (KeyError, TypeError, ValueError, AttributeError, SnapshotError):
-            node.count("bad_snap_offer")
+            self.stats["bad_offers"] += 1
             return
         if size <= 0 or chunk <= 0 or data_index < index:
-            node.count("bad_snap_offer")
+            self.stats["bad_offers"] += 1
             return
-        if index <= node.commit:
+        if index <= view.commit:
             # e.g. an install finished by start-up recovery after a crash: the core answers
             # with its commit index, and the leader resumes appending after the snapshot
             snap = SnapshotMeta(index, int(meta["log_term"]), conf_from_json(meta))
             term = int(meta["term"])
-            node.raw.step(Message(MessageType.SNAP, node.id, holder, term=term, snapshot=snap))
+            self.core.step(Message(MessageType.SNAP, view.id, holder, term=term, snapshot=snap))
             self._send(holder, "done", sid, True, "already past that index")
             return
         dl = self._dl
@@ -305,7 +283,7 @@ class Transfers:
                 return
             self._abort("replaced by a newer offer")
         self._ensure_peer(holder, meta["addr"])
-        d = Path(node.cfg.data) / "snapshots" / f".recv-{sid}"
+        d = Path(self.cfg.data) / "snapshots" / f".recv-{sid}"
         for other in d.parent.glob(".recv-*"):
             if other != d:
                 shutil.rmtree(other, ignore_errors=True)
@@ -327,7 +305,7 @@ class Transfers:
         self.stats["resumed_bytes"] += keep
         log.info(
             "%s: receiving snapshot %s (%d bytes, %d kept) from %s",
-            node.id,
+            view.id,
             sid,
             size,
             keep,
@@ -336,9 +314,8 @@ class Transfers:
         self._pump(now)
 
     def _ensure_peer(self, holder: str, addr: str) -> None:
-        net = self.node.net
-        if holder not in net.peers() and holder != self.node.id:
-            net.add_peer(holder, addr)
+        if holder not in self.net.peers() and holder != self.view.id:
+            self.net.add_peer(holder, addr)
 
     def _pump(self, now: float) -> None:
         """Requests chunks up to the window, re-requesting overdue ones first."""
@@ -347,7 +324,7 @@ class Transfers:
             return
         want = [off for off, sent in dl.outstanding.items() if now - sent > RESEND_S]
         self.stats["chunks_resent"] += len(want)
-        window = self.node.cfg.snapshot_window
+        window = self.cfg.snapshot_window
         fresh = len(dl.outstanding)
         if dl.sink.pending >= max(window, SINK_BACKLOG // dl.chunk):
             fresh = window  # the disk is far behind: no new chunks until it caught up
@@ -385,9 +362,9 @@ class Transfers:
         m = dl.meta
         meta = SnapshotMeta(int(m["index"]), int(m["log_term"]), conf_from_json(m))
         leader = dl.offered[0]
-        msg = Message(MessageType.SNAP, self.node.id, leader, term=int(m["term"]), snapshot=meta)
+        msg = Message(MessageType.SNAP, self.view.id, leader, term=int(m["term"]), snapshot=meta)
         dl.stepped_at = time.monotonic()
-        self.node.raw.step(msg)
+        self.core.step(msg)
 
     def staged_for(self, meta: SnapshotMeta) -> Path | None:
         """Returns the verified data file that covers ``meta`` (None when there is none)."""
@@ -397,13 +374,13 @@ class Transfers:
         return None
 
     def installed(self) -> None:
-        """Returns None after telling the holder that the download was installed."""
+        """Tells the holder that the download was installed."""
         dl, self._dl = self._dl, None
         if dl is not None:
             self.stats["completed"] += 1
             secs = time.monotonic() - dl.started
             self.last_transfer = {"bytes": dl.size, "seconds": secs}
-            log.info("%s: snapshot %s installed after %.2fs", self.node.id, dl.sid, secs)
+            log.info("%s: snapshot %s installed after %.2fs", self.view.id, dl.sid, secs)
             self._done(dl, True, "installed")
 
     def _abort(self, reason: str) -> None:
@@ -420,7 +397,7 @@ class Transfers:
         """Logs ``what`` as a warning, at most every ``WARN_EVERY_S`` (a full disk makes
         every offer fail), else at debug level."""
         level = logging.WARNING if self._quiet_in.due("", now) else logging.DEBUG
-        log.log(level, "%s: %s", self.node.id, what)
+        log.log(level, "%s: %s", self.view.id, what)
 
     def _done(self, dl: _Download, ok: bool, reason: str) -> None:
         """Tells the holder, and the leader whose offer came last when that is another
@@ -430,11 +407,11 @@ class Transfers:
             self._send(dl.offered[0], "done", dl.offered[1], ok, reason)
 
     def _send(self, peer: str, *fields: Any) -> None:
-        self.node.net.send_frame(peer, codec.encode_frame(SNAP, *fields))
+        self.net.send_frame(peer, codec.encode_frame(SNAP, *fields))
 
     # --- both -----------------------------------------------------------------------------
     def on_frame(self, frame: Incoming) -> None:
-        """Returns None after handling one ``snap`` frame."""
+        """Handles one ``snap`` frame."""
         name, *rest = frame.payload
         if name == "get":
             self._serve(frame, rest[0], rest[1])
@@ -448,16 +425,15 @@ class Transfers:
             self._abort("the holder no longer has it")
 
     def tick(self, now: float) -> None:
-        """Returns None; repeats offers, re-requests overdue chunks, finishes verification,
+        """Repeats offers, re-requests overdue chunks, finishes verification,
         and abandons transfers that stopped making progress."""
-        node = self.node
         for peer, t in list(self._out.items()):
-            if not node.is_leader or now - t.last_activity > IDLE_S:
+            if not self.view.is_leader or now - t.last_activity > IDLE_S:
                 self._finish_out(peer, t.sid, False, "stalled or no longer leader")
             elif now - max(t.last_offer, t.last_activity) >= OFFER_EVERY_S:
                 # unanswered, or the follower went quiet (e.g. it restarted): offer again
                 t.last_offer = now
-                node.net.send_frame(peer, t.offer)
+                self.net.send_frame(peer, t.offer)
         dl = self._dl
         if dl is not None:
             if dl.sink.error is not None:
@@ -499,7 +475,7 @@ class Transfers:
         return out
 
     def close(self) -> None:
-        """Returns None after closing open files."""
+        """Closes open files."""
         for fd, _ in self._fds.values():
             os.close(fd)
         self._fds.clear()

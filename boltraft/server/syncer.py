@@ -1,4 +1,4 @@
-"""Returns nothing; ``Syncer``: the node loop's helper thread for the Raft log's fsync.
+"""``Syncer``: the node loop's helper thread for the Raft log's fsync.
 
 The loop writes a Ready's entries into the log unsynced (a ``write`` into the page cache,
 microseconds), hands ``LogStore.sync`` to this thread, applies the Ready's committed
@@ -42,7 +42,7 @@ class Syncer:
         return self._busy
 
     def start(self, fn: Callable[[], None]) -> None:
-        """Returns None at once; ``fn()`` runs on the helper thread. Raises RuntimeError
+        """Starts ``fn()`` on the helper thread and returns at once. Raises RuntimeError
         when a call is still outstanding or the syncer was closed."""
         if self._busy or not self._thread.is_alive():
             raise RuntimeError("a sync is outstanding, or the syncer is closed")
@@ -50,7 +50,7 @@ class Syncer:
         self._calls.put(fn)
 
     def wait(self) -> None:
-        """Returns None once the outstanding call (if any) finished; re-raises its error."""
+        """Waits for the outstanding call (if any) to finish; re-raises its error."""
         if not self._busy:
             return
         err = self._results.get()
@@ -59,7 +59,7 @@ class Syncer:
             raise err
 
     def close(self) -> None:
-        """Returns None after the outstanding call finished and the thread stopped (the
+        """Waits for the outstanding call and stops the thread (the
         outstanding call's error, if any, is dropped: call ``wait`` first to see it)."""
         if self._busy:
             self._results.get()

@@ -71,9 +71,13 @@ class Cluster:
         """Returns every node's address."""
         return list(self.addrs.values())
 
+    def serve_argv(self) -> list[str]:
+        """The command that runs ``boltraft`` (``serve ...`` follows)."""
+        return [sys.executable, "-c", SERVE]
+
     def argv(self, node_id: str) -> list[str]:
         """Returns the ``boltraft serve`` command line of ``node_id`` (the same every time)."""
-        argv = [sys.executable, "-c", SERVE, "serve", "--id", node_id]
+        argv = [*self.serve_argv(), "serve", "--id", node_id]
         argv += ["--data", str(self.root / node_id), "--listen", self.addrs[node_id]]
         argv += ["--tick-ms", str(self.tick_ms), *self.extra_args]
         for other, addr in self.addrs.items():

@@ -11,27 +11,48 @@ from typing import Any
 from boltraft.client import Client
 from boltraft.errors import BoltraftError
 
-from .cluster import SERVE, Cluster, free_ports, wait_until
+from .cluster import Cluster, free_ports, wait_until
+
+FAULT_KEYS = ("snapshot_crash_at", "snapshot_drop_chunk")  # tests/faults.py, not config
+FAULTS_FILE = "faults.json"
+SERVE_WITH_FAULTS = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); "
+    "from faults import serve_main; serve_main()"
+)
+
+
+def write_config(root: Path, config: dict[str, Any]) -> None:
+    """Writes ``config`` for the nodes' next start: server settings to the config file
+    every node reads, fault knobs (``FAULT_KEYS``) to the faults file its launcher reads."""
+    server = {k: v for k, v in config.items() if k not in FAULT_KEYS}
+    faults = {k: v for k, v in config.items() if k in FAULT_KEYS}
+    (root / "node-config.json").write_text(json.dumps(server))
+    (root / FAULTS_FILE).write_text(json.dumps(faults))
 
 
 class OpsCluster(Cluster):
     """``n`` founding nodes plus nodes added with ``add_joiner``; ``config`` is written to a
-    JSON config file every node reads."""
+    JSON config file every node reads, its fault knobs to the faults file of the launcher
+    (``tests/faults.py``) every node starts through."""
 
     def __init__(self, root: Path, n: int = 3, config: dict[str, Any] | None = None) -> None:
+        write_config(root, config or {})
         cfg = root / "node-config.json"
-        cfg.write_text(json.dumps(config or {}))
         super().__init__(root, n, extra_args=("--config", str(cfg)))
         self.join_via: dict[str, str] = {}
+
+    def serve_argv(self) -> list[str]:
+        """The launcher: ``boltraft`` with the faults file's knobs installed."""
+        return [sys.executable, "-c", SERVE_WITH_FAULTS]
 
     def argv(self, node_id: str) -> list[str]:
         """Returns the command line: founding nodes list peers, joiners give --join."""
         if node_id not in self.join_via:
-            return super().argv(node_id)
-        argv = [sys.executable, "-c", SERVE, "serve", "--id", node_id]
+            return [*super().argv(node_id), "--faults", str(self.root / FAULTS_FILE)]
+        argv = [*self.serve_argv(), "serve", "--id", node_id]
         argv += ["--data", str(self.root / node_id), "--listen", self.addrs[node_id]]
         argv += ["--tick-ms", str(self.tick_ms), *self.extra_args]
-        return [*argv, "--join", self.join_via[node_id]]
+        return [*argv, "--join", self.join_via[node_id], "--faults", str(self.root / FAULTS_FILE)]
 
     def add_joiner(self, node_id: str, via: str) -> None:
         """Returns None once ``node_id`` was launched with ``--join via``."""

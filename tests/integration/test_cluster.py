@@ -16,10 +16,12 @@ import zmq
 
 from boltraft.client import Client
 from boltraft.server.datadir import DataDir
-from boltraft.server.net import REQS, RESPS  # also teaches decode_frame these kinds
+from boltraft.server.wire import REQS, RESPS, register_kinds
 from boltraft.transport.codec import decode_frame, encode_request
 
 from .cluster import SERVE, Cluster, free_ports
+
+register_kinds()  # the test decodes resps frames itself
 
 pytestmark = pytest.mark.integration
 

@@ -5,14 +5,12 @@ never a mix."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from boltraft.client import Client
 
 from .cluster import wait_until
-from .opscluster import OpsCluster
+from .opscluster import OpsCluster, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +61,8 @@ def _left_behind(c: OpsCluster, cl: Client, value: bytes) -> tuple[str, str]:
 
 
 def _set_config(c: OpsCluster, config: dict) -> None:
-    """Rewrites the config file the nodes read when they (re)start."""
-    (c.root / "node-config.json").write_text(json.dumps(config))
+    """Rewrites the config and faults files the nodes read when they (re)start."""
+    write_config(c.root, config)
 
 
 def _check_contents(c: OpsCluster, node_id: str, value: bytes) -> None:

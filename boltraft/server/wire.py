@@ -1,40 +1,44 @@
-"""Returns nothing; the network seam of the node loop and the frames the server adds.
+"""The server's wire format, in one place: the frame kinds a node adds to the codec's
+``raft``/``req``/``resp``, the response maps, and the membership as JSON.
 
-The loop uses the subset of ``boltraft.transport.zmq_transport.PeerTransport`` written down
-in ``Net`` (unit tests pass an in-memory twin). Every frame is the codec's msgpack array
-``[1, kind, ...]``; the server adds two kinds to ``raft``/``req``/``resp``:
+Every frame is the codec's msgpack array ``[1, kind, ...]``. ``register_kinds()`` teaches
+the codec the kinds below; a node calls it once at start (``Node.__init__``), and so does
+any tool that decodes a node's frames. Kinds:
 
 - ``[1, "fwd", [[fid, body], ...]]`` follower -> leader over the peer DEALER: the client
   writes the follower received while not leading, batched per loop iteration; ``fid`` is the
   follower's own id for the write, ``body`` the client's request body untouched.
 - ``[1, "fwdresp", [[fid, response], ...]]`` leader -> follower over the peer DEALER: the
-  response map (``{"ok": ...}``) the follower relays to its client as ``resp``.
+  response map the follower relays to its client as ``resp``.
 - ``[1, "reqs", [[request_id, body], ...]]`` client -> node: several data requests in one
-  frame (a client pipelining many calls over one socket), each handled as if it came in its
-  own ``req`` frame; the node answers them in ``[1, "resps", [[request_id, response], ...]]``
-  frames, each carrying the answers for one client that were ready at the same point of
-  the loop (all the writes of one apply, say).
+  frame, each handled as if it came in its own ``req`` frame; answered in
+  ``[1, "resps", [[request_id, response], ...]]`` frames, each carrying the answers for one
+  client that were ready at the same point of the loop (all the writes of one apply, say).
+- ``[1, "snap", name, sid, ...]``: snapshot transfer (``boltraft.server.snaptransfer``).
+- ``[1, "removed", {"by": ID, "term": T}]``: a leader tells a non-member it is not in the
+  cluster (``boltraft.server.membership``).
+
+A response map is ``{"ok": true, "result": R}`` or ``{"ok": false, "error": E}`` with ``E``
+the error's stable wire form (``BoltraftError.to_wire``); ``ok``/``fail`` build them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 
-from boltraft.errors import MalformedFrameError
+from boltraft.errors import BoltraftError, MalformedFrameError, SnapshotError
 from boltraft.packing import pack
-from boltraft.raft.types import Message
+from boltraft.raft.types import ConfState
 from boltraft.transport import codec
-from boltraft.transport.zmq_transport import Incoming
 
 FWD = "fwd"
 FWD_RESP = "fwdresp"
 
 
 def _decode_pairs(fields: list[Any]) -> list[list[Any]]:
-    """Returns the ``[[id, map], ...]`` list of a fwd/fwdresp frame; raises
+    """The ``[[id, map], ...]`` list of a fwd/fwdresp frame; raises
     MalformedFrameError on any other shape."""
     if len(fields) != 1 or type(fields[0]) is not list:
         raise MalformedFrameError("a fwd/fwdresp frame carries one array of pairs")
@@ -49,16 +53,13 @@ def _decode_pairs(fields: list[Any]) -> list[list[Any]]:
     return fields[0]
 
 
-codec.register_kind(FWD, _decode_pairs)
-codec.register_kind(FWD_RESP, _decode_pairs)
-
 REQS = "reqs"
 RESPS = "resps"
 MAX_REQS = 4096  # requests in one reqs frame: as many as one loop iteration takes in frames
 
 
 def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
-    """Returns the ``[[request_id, body], ...]`` list of a reqs frame (a body may be anything
+    """The ``[[request_id, body], ...]`` list of a reqs frame (a body may be anything
     plain: the service answers a body that is not a request with bad_request); raises
     MalformedFrameError when the frame or an item has another shape, there are more than
     MAX_REQS items, a request id is not a uint64, or a body holds a msgpack extension
@@ -75,10 +76,6 @@ def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
             raise MalformedFrameError("a request id is an unsigned 64-bit integer")
         codec.check_plain(item[1], "a request body")  # a flat map: one pass over its values
     return fields[0]
-
-
-codec.register_kind(REQS, _decode_reqs, checks_plain=True)
-codec.register_kind(RESPS, _decode_pairs)
 
 
 # ``[1, "resp", rid, {"ok": true, "result": r}]`` assembled from constant pieces: the array
@@ -138,51 +135,66 @@ def encode_response(rid: int, response: dict[str, Any]) -> bytes:
         return codec.encode_frame(codec.KIND_RESP, rid, _sanitized(response))
 
 
-class Net(Protocol):
-    """What the node loop needs from the network (PeerTransport's API); ONE thread only."""
-
-    def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
-        """Returns the decoded frames ready now, waiting up to ``timeout`` for the first;
-        malformed frames are counted and dropped, never returned."""
-        ...
-
-    def queue(self, msgs: Iterable[Message]) -> None:
-        """Queues Raft messages for the next ``flush()`` (one frame per peer)."""
-        ...
-
-    def flush(self) -> int:
-        """Sends everything queued; returns the number of messages handed over."""
-        ...
-
-    def send_frame(self, peer_id: str, frame: bytes) -> bool:
-        """Sends an encoded frame to a peer over its DEALER; False when dropped."""
-        ...
-
-    def reply(self, sender: bytes, frame: bytes) -> bool:
-        """Sends an encoded frame back to ``sender`` through the ROUTER; False when dropped."""
-        ...
-
-    def peers(self) -> dict[str, str]:
-        """Returns the peer table, id -> address."""
-        ...
-
-    def add_peer(self, peer_id: str, addr: str) -> None: ...
-
-    def remove_peer(self, peer_id: str) -> bool: ...
-
-    def counters(self) -> dict[str, int]:
-        """Returns the transport counters."""
-        ...
-
-    def close(self) -> None: ...
+SNAP = "snap"
+REMOVED = "removed"
+_SNAP_SHAPES: dict[str, tuple[type, ...]] = {
+    "offer": (str, dict),
+    "get": (str, list),
+    "chunk": (str, int, bytes, int),
+    "done": (str, bool, str),
+    "gone": (str,),
+}
 
 
-def set_peers(net: Net, addrs: Mapping[str, str]) -> None:
-    """Returns None once ``net``'s peer table is exactly ``addrs`` (unchanged entries keep
-    their sockets)."""
-    current = net.peers()
-    for pid in current.keys() - addrs.keys():
-        net.remove_peer(pid)
-    for pid, addr in addrs.items():
-        if current.get(pid) != addr:
-            net.add_peer(pid, addr)
+def _decode_snap(fields: list[Any]) -> list[Any]:
+    """``[name, ...]`` of a snap frame; raises MalformedFrameError on a bad shape."""
+    if not fields or type(fields[0]) is not str or fields[0] not in _SNAP_SHAPES:
+        raise MalformedFrameError("unknown snap message")
+    shape = _SNAP_SHAPES[fields[0]]
+    rest = fields[1:]
+    if len(rest) != len(shape) or any(type(v) is not t for v, t in zip(rest, shape, strict=True)):
+        raise MalformedFrameError(f"malformed snap {fields[0]!r} message")
+    return fields
+
+
+def _decode_removed(fields: list[Any]) -> dict[str, Any]:
+    """The notice map of a ``removed`` frame; raises MalformedFrameError otherwise."""
+    if len(fields) != 1 or type(fields[0]) is not dict:
+        raise MalformedFrameError("a removed frame carries one map")
+    return fields[0]
+
+
+def register_kinds() -> None:
+    """Teaches the codec every frame kind above (idempotent)."""
+    codec.register_kind(FWD, _decode_pairs)
+    codec.register_kind(FWD_RESP, _decode_pairs)
+    codec.register_kind(REQS, _decode_reqs, checks_plain=True)
+    codec.register_kind(RESPS, _decode_pairs)
+    codec.register_kind(SNAP, _decode_snap)
+    codec.register_kind(REMOVED, _decode_removed)
+
+
+def ok(result: Any) -> dict[str, Any]:
+    """The success response map."""
+    return {"ok": True, "result": result}
+
+
+def fail(err: BoltraftError) -> dict[str, Any]:
+    """The error response map."""
+    return {"ok": False, "error": err.to_wire()}
+
+
+def conf_to_json(cs: ConfState) -> dict[str, Any]:
+    """``cs`` as a JSON/msgpack-ready map: ``{"voters", "learners", "addrs"}``."""
+    return {"voters": list(cs.voters), "learners": list(cs.learners), "addrs": dict(cs.addrs)}
+
+
+def conf_from_json(data: Any) -> ConfState:
+    """The ConfState in ``data``; raises SnapshotError when malformed."""
+    try:
+        voters = tuple(str(v) for v in data["voters"])
+        learners = tuple(str(v) for v in data["learners"])
+        addrs = {str(k): str(v) for k, v in data["addrs"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SnapshotError(f"malformed membership {data!r}: {exc}") from None
+    return ConfState(voters, learners, addrs)

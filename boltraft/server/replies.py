@@ -1,0 +1,66 @@
+"""Answers to clients and to peers' forwarded writes, batched per point of the loop.
+
+An answer to a client's ``req`` frame leaves at once (one ``resp`` frame); answers to a
+``reqs`` frame wait in ``resps`` batches per client, answers to a peer's ``fwd`` frame in
+``fwdresp`` batches per peer, until ``send()`` (the loop calls it after each apply and at the
+end of each iteration). Each request gets at most one answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from boltraft.server.ports import Net
+from boltraft.server.wire import FWD_RESP, encode_ok, encode_response, encode_resps, ok
+from boltraft.transport.codec import encode_frame
+
+
+class Target(NamedTuple):
+    """Where an answer goes: ``via`` None means the client ``ident`` on our ROUTER (in a
+    ``resps`` frame with others when ``many``: the request came in a ``reqs`` frame); else
+    the peer id whose forwarded write ``rid`` this is."""
+
+    ident: bytes
+    rid: int
+    via: str | None = None
+    many: bool = False
+
+
+class Replies:
+    """The answers of one node; owned by the loop's thread."""
+
+    def __init__(self, net: Net) -> None:
+        self._net = net
+        self._resps: dict[bytes, list[list[Any]]] = {}  # client ident -> [[rid, resp], ...]
+        self._fwd: dict[str, list[list[Any]]] = {}  # peer id -> [[fid, resp], ...]
+
+    def reply(self, target: Target, response: dict[str, Any]) -> None:
+        """Answers ``target`` with the response map (batched when it is a peer's or came in
+        a ``reqs`` frame)."""
+        if target.many:
+            self._resps.setdefault(target.ident, []).append([target.rid, response])
+        elif target.via is not None:
+            self._fwd.setdefault(target.via, []).append([target.rid, response])
+        else:
+            self._net.reply(target.ident, encode_response(target.rid, response))
+
+    def reply_ok(self, target: Target, result: Any) -> None:
+        """``reply(target, ok(result))`` without building the map for a client on our ROUTER
+        (the hot path of every write and read)."""
+        if target.many or target.via is not None:
+            self.reply(target, ok(result))
+        else:
+            self._net.reply(target.ident, encode_ok(target.rid, result))
+
+    def send(self) -> None:
+        """Sends the batched ``resps`` and ``fwdresp`` frames queued so far."""
+        net = self._net
+        if self._resps:
+            resps, self._resps = self._resps, {}
+            for ident, pairs in resps.items():
+                for frame in encode_resps(pairs):
+                    net.reply(ident, frame)
+        if self._fwd:
+            out, self._fwd = self._fwd, {}
+            for peer, items in out.items():
+                net.send_frame(peer, encode_frame(FWD_RESP, items))
