@@ -429,3 +429,13 @@ def test_a_raised_commit_alone_is_written_with_the_next_append_or_at_close(
         assert log.initial_state()[0].commit == node.commit
     finally:
         w.close()
+
+
+def test_stats_answers_the_observer_s_records_and_none_without_one(world: World) -> None:
+    lead = world.elect()
+    world.request(lead, 1, {"op": "stats", "since": 0})
+    world.request(lead, 2, {"op": "stats", "since": "yesterday"})
+    world.step(advance=False)
+    answers = world.responses(lead)
+    assert answers[1].result == {"stages": [], "records": []}  # a production node: no-op
+    assert answers[2].error.code == "bad_request"

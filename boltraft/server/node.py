@@ -58,6 +58,7 @@ from boltraft.raft.types import (
     MessageType,
     Ready,
     Role,
+    SnapshotMeta,
 )
 from boltraft.server import wire
 from boltraft.server.applying import LAZY_APPLY_IDLE_S, Applier
@@ -496,7 +497,7 @@ class Node:
         self.observer.replied(ents[-1].index)
         return True
 
-    def _install(self, meta: Any, hard_state: HardState) -> None:
+    def _install(self, meta: SnapshotMeta, hard_state: HardState) -> None:
         """Installs the downloaded snapshot the core accepted and moves every part to the
         reopened state machine."""
         sm = self.ops.install(meta, hard_state)
