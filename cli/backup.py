@@ -1,12 +1,15 @@
-"""Returns nothing; ``boltraft backup FILE`` and ``boltraft restore FILE --data DIR``
-(boltraft.backup): a hot, streamed, checksummed backup through any node, and a restore that
-seeds a new single-node cluster (start it with ``boltraft serve --data DIR``; grow it with
-``boltraft serve --join``)."""
+"""``boltraft backup FILE`` and ``boltraft restore FILE --data DIR`` (boltraft.backup).
+
+A backup is hot, streamed and checksummed, taken through any node; a restore seeds a new
+single-node cluster (start it with ``boltraft serve --data DIR``; grow it with
+``boltraft serve --join``).
+"""
 
 from __future__ import annotations
 
 import click
-from boltraft_cli.common import client_options, echo_json, handle_errors
+
+from .common import client_options, echo_json, handle_errors
 
 
 @click.command("backup")
@@ -66,6 +69,6 @@ def restore_cmd(file: str, data: str, node_id: str, listen: str, as_json: bool) 
 
 
 def register(group: click.Group) -> None:
-    """Returns None after adding ``backup`` and ``restore`` to ``group``."""
+    """Adds ``backup`` and ``restore`` to ``group``."""
     group.add_command(backup_cmd)
     group.add_command(restore_cmd)

@@ -1,4 +1,9 @@
-"""Returns nothing; ``boltraft bench``: disk, floor, cluster, sweep, report (docs/benchmarks.md)."""
+"""``boltraft bench``: the disk, floor, cluster, sweep and report commands.
+
+Thin click wrappers over ``boltraft.benchmark``; docs/benchmarks.md describes each
+measurement, its flags and its result keys. A command that fails prints one line
+``error: <code>: <message>`` to stderr and exits with status 1.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,14 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from boltraft.errors import BoltraftError
 
 
-def _fail(err: BaseException) -> None:
+def _fail(err: BaseException) -> NoReturn:
     code = err.code if isinstance(err, BoltraftError) else "internal"
     message = err.message if isinstance(err, BoltraftError) else str(err)
     click.echo(f"error: {code}: {message}", err=True)
@@ -34,8 +39,8 @@ def _numbers(text: str, what: str, cast: Callable[[str], Any]) -> list[Any]:
 def _print_result(
     run: Callable[[], dict[str, Any]], fmt: Callable[[dict[str, Any]], str], as_json: bool
 ) -> None:
-    """Returns None after printing ``run()``'s result as one JSON object (``as_json``) or as
-    ``fmt`` writes it; a BoltraftError is one error line and exit status 1."""
+    """Prints ``run()``'s result as one JSON object (``as_json``) or as ``fmt`` formats it; a
+    BoltraftError becomes one error line and exit status 1."""
     try:
         res = run()
     except BoltraftError as err:
@@ -253,5 +258,5 @@ def sweep_cmd(nodes: int, clients: str, delays: str, **kw: Any) -> None:
 
 
 def register(group: click.Group) -> None:
-    """Returns None after adding ``bench`` to ``group``."""
+    """Adds ``bench`` to ``group``."""
     group.add_command(bench_group)

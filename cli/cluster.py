@@ -1,4 +1,4 @@
-"""Returns nothing; ``boltraft cluster ...``: membership and snapshots of a running cluster.
+"""``boltraft cluster ...``: membership and snapshots of a running cluster.
 
 - ``cluster members``: voters, learners, addresses, the leader (and, from the leader, each
   member's match index);
@@ -13,10 +13,11 @@ Shared options and the error line: cli/common.py.
 from __future__ import annotations
 
 import click
-from boltraft_cli.common import client_options, connect, echo_json, handle_errors
 
 from boltraft.client import parse_endpoints
 from boltraft.errors import BoltraftError
+
+from .common import client_options, connect, echo_json, handle_errors
 
 
 @click.group("cluster")
@@ -110,5 +111,5 @@ def snapshot_cmd(endpoints: str, timeout: float, as_json: bool) -> None:
 
 
 def register(group: click.Group) -> None:
-    """Returns None after adding ``cluster`` to ``group``."""
+    """Adds ``cluster`` to ``group``."""
     group.add_command(cluster_group)

@@ -1,4 +1,4 @@
-"""Returns nothing; helpers shared by the client commands (options, output, error exit).
+"""Helpers shared by the client commands: their options, their output and their error exit.
 
 Conventions of every client command: ``--endpoints`` (comma-separated; env
 ``BOLTRAFT_ENDPOINTS``; default: the three ports ``boltraft up`` uses), ``--timeout`` seconds
@@ -17,7 +17,7 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -28,6 +28,8 @@ DEFAULT_ENDPOINTS = "tcp://127.0.0.1:7301,tcp://127.0.0.1:7302,tcp://127.0.0.1:7
 ENDPOINTS_ENV = "BOLTRAFT_ENDPOINTS"
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def client_options(f: F) -> F:
@@ -68,29 +70,29 @@ def read_options(f: F) -> F:
     )(f)
 
 
-def fail(err: BoltraftError) -> None:
-    """Raises click's exit with status 1 after printing ``error: <code>: <message>``."""
+def fail(err: BoltraftError) -> NoReturn:
+    """Prints ``error: <code>: <message>`` (one line) to stderr and exits with status 1."""
     message = " ".join(str(err.message).split())  # one line, whatever the message holds
     click.echo(f"error: {err.code}: {message}", err=True)
     raise click.exceptions.Exit(1)
 
 
-def handle_errors(f: F) -> F:
-    """Returns ``f`` wrapped so a BoltraftError becomes the one-line error and exit 1."""
+def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
+    """Wraps ``f`` so that a BoltraftError it raises becomes the one-line error and exit 1."""
 
     @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return f(*args, **kwargs)
         except BoltraftError as err:
             fail(err)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @contextmanager
 def connect(endpoints: str, timeout: float) -> Iterator[Client]:
-    """Returns (as a context) a Client of ``endpoints``; closed on exit."""
+    """A Client of ``endpoints`` for the ``with`` block, closed when it ends."""
     client = Client(endpoints, timeout=timeout)
     try:
         yield client
@@ -122,10 +124,10 @@ def jsonable(value: Any) -> Any:
 
 
 def echo_json(value: Any) -> None:
-    """Returns None after printing ``value`` as one line of JSON."""
+    """Prints ``value`` as one line of JSON, keys sorted, bytes as ``jsonable`` makes them."""
     click.echo(json.dumps(jsonable(value), sort_keys=True))
 
 
 def echo_bytes(*parts: bytes) -> None:
-    """Returns None after writing ``parts`` joined by TAB, and a newline, as raw bytes."""
+    """Writes ``parts`` joined by TAB, and a newline, as raw bytes."""
     click.echo(b"\t".join(parts))

@@ -1,4 +1,4 @@
-"""Returns nothing; registers ``boltraft inspect``: the offline inspector of a bucket store.
+"""``boltraft inspect``: the offline inspector of a bucket store.
 
     boltraft inspect DIR buckets | keys BUCKET | get BUCKET KEY | stats | check | dump
     boltraft inspect demo DIR          # make a small demo store (only if DIR does not exist)
@@ -27,7 +27,7 @@ DUMP_PAGE = 1000
 
 
 def register(group: click.Group) -> None:
-    """Returns None after adding the ``inspect`` command group to ``group``."""
+    """Adds the ``inspect`` command group to ``group``."""
     group.add_command(inspect_group)
 
 
@@ -77,8 +77,8 @@ def store_dir(d: Path) -> Path:
 
 @contextmanager
 def exit_on_error(ctx: click.Context) -> Iterator[None]:
-    """Returns (as a context) a guard: a BoltraftError raised inside it prints
-    ``error: <code>: <message>`` on stderr and ends the command with status 1."""
+    """Turns a BoltraftError raised inside the block into ``error: <code>: <message>`` on
+    stderr and the end of the command with status 1."""
     try:
         yield
     except BoltraftError as exc:
@@ -171,7 +171,12 @@ def keys_cmd(
     except ValueError:
         raise click.BadParameter("not a hex paging token", param_hint="--after")
     with opened(ctx) as db, db.view() as tx:
-        items, nxt = tx.bucket(path).scan(prefix=prefix, limit=limit, reverse=reverse, after=token)
+        items, nxt = tx.bucket(path).scan(
+            prefix=None if prefix is None else prefix.encode("utf-8"),
+            limit=limit,
+            reverse=reverse,
+            after=token,
+        )
     if as_json:
         emit_json(
             {

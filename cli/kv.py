@@ -1,6 +1,7 @@
-"""Returns nothing; the client commands: put, get, delete, scan, bucket create/list/delete,
-status. They talk to a running cluster through ``boltraft.client.Client`` (see cli/common.py
-for the shared options, the output conventions and the error line).
+"""The client commands: put, get, delete, scan, bucket create/list/delete, status.
+
+They talk to a running cluster through ``boltraft.client.Client`` (see cli/common.py for the
+shared options, the output conventions and the error line).
 
 Bucket paths are written ``a/b`` for nested buckets. Keys and values on the command line are
 taken as the bytes the shell passed (``os.fsencode``), so any byte string can be written.
@@ -13,7 +14,11 @@ import threading
 from typing import Any
 
 import click
-from boltraft_cli.common import (
+
+from boltraft.client import Client, parse_endpoints
+from boltraft.errors import BoltraftError, KeyNotFoundError, UnavailableError
+
+from .common import (
     bucket_path,
     client_options,
     connect,
@@ -24,9 +29,6 @@ from boltraft_cli.common import (
     jsonable,
     read_options,
 )
-
-from boltraft.client import Client, parse_endpoints
-from boltraft.errors import BoltraftError, KeyNotFoundError, UnavailableError
 
 _STATUS_FIELDS = ("id", "role", "term", "lead", "commit", "applied")
 _SCAN_PAGE = 1000
@@ -271,6 +273,6 @@ def status_cmd(endpoints: str, timeout: float, as_json: bool) -> None:
 
 
 def register(group: click.Group) -> None:
-    """Returns None after adding the client commands to ``group``."""
+    """Adds the client commands to ``group``."""
     for cmd in (put_cmd, get_cmd, delete_cmd, scan_cmd, bucket_group, status_cmd):
         group.add_command(cmd)

@@ -1,6 +1,7 @@
-"""Returns nothing; ``main`` is the ``boltraft`` console script (a click group).
+"""The ``boltraft`` console script: the click group ``main``.
 
-Each command family lives in its own module and is registered here.
+Each command family lives in its own module (``serve``, ``up``, ``bench``, ``inspect``,
+``kv``, ``cluster``, ``backup``), whose ``register`` adds its commands to ``main`` here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Returns nothing; ``boltraft serve``: run one node in the foreground until SIGTERM/Ctrl-C."""
+"""``boltraft serve``: run one node in the foreground until SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -103,5 +103,5 @@ def serve_cmd(
 
 
 def register(group: click.Group) -> None:
-    """Returns None after adding ``serve`` to ``group``."""
+    """Adds ``serve`` to ``group``."""
     group.add_command(serve_cmd)

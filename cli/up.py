@@ -1,4 +1,8 @@
-"""Returns nothing; ``boltraft up``: a local cluster of ``boltraft serve`` child processes."""
+"""``boltraft up``: a local cluster of ``boltraft serve`` child processes, in the foreground.
+
+Node ``nI`` of N listens on ``base_port + I - 1`` and keeps its data in ``DATA/nI``; the
+command lines are the same on every run, so running it again brings the same data back.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ def serve_argv(plan: list[tuple[str, str, Path]], i: int) -> list[str]:
 
 
 def stop_children(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """Returns None once every child exited: SIGTERM first, SIGKILL after ``timeout``."""
+    """Stops every child, SIGTERM first and SIGKILL after ``timeout`` seconds, and waits
+    until all of them exited."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -128,5 +133,5 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str) -> None:
 
 
 def register(group: click.Group) -> None:
-    """Returns None after adding ``up`` to ``group``."""
+    """Adds ``up`` to ``group``."""
     group.add_command(up_cmd)
