@@ -1,7 +1,12 @@
-"""The benchmark harness: disk, cluster workload, stage breakdown, slow-disk sweep and charts.
+"""The benchmark harness behind ``boltraft bench`` (docs/benchmarks.md).
 
-Modules: ``hist`` (HDR histogram helpers), ``disk`` (``boltraft bench disk``), ``result`` (the
-result JSON schema), ``workload`` (the multi-process driver), ``localcluster`` (child
-``boltraft serve`` processes), ``stages`` (the per-batch stage recorder and the fsync-delay
-test knob used by the server), ``report`` (matplotlib charts), ``sweep``.
+Modules: ``hist`` (HDR histogram helpers), ``disk`` (``bench disk``), ``floor``
+(``bench floor``), ``workload`` (the multi-process client driver), ``clientops`` (its
+operators for a real cluster), ``localcluster`` (child ``boltraft serve`` processes),
+``clusterbench`` (``bench cluster`` and ``bench sweep``), ``stages`` (the per-batch stage
+recorder and the fsync-delay test knob used by the server), ``breakdown`` (a run's stage
+breakdown), ``result`` (the result JSON schema), ``report`` (matplotlib charts).
+
+Every latency is recorded in microseconds into ``hist``'s histograms; every result file is
+a ``result.SCHEMA`` document.
 """

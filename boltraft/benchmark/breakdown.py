@@ -1,4 +1,8 @@
-"""Returns the stage breakdown of a run from the leader's ``stats`` records (see ``stages``)."""
+"""The stage breakdown of a cluster run, from the leader's ``stats`` records (see ``stages``).
+
+Every batch is weighted by its number of writes, so a stage's mean is per write and the stage
+means add up to the server's share of a write's latency.
+"""
 
 from __future__ import annotations
 

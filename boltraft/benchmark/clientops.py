@@ -1,4 +1,8 @@
-"""Returns the operators that drive a real cluster through ``boltraft.client.Client``."""
+"""The workload operators that drive a real cluster through ``boltraft.client.Client``.
+
+``workload.run_workload`` calls the factory in each worker process: every benchmark client
+(one thread) gets its own ``Client``, so its own ZeroMQ socket.
+"""
 
 from __future__ import annotations
 
@@ -22,15 +26,16 @@ class ClientOperator:
         self.read_level = read_level
 
     def write(self, key: bytes, value: bytes) -> None:
-        """Returns nothing once the put was applied; raises the client's typed errors."""
+        """Puts ``value`` under ``key`` and waits until it was applied; raises the client's
+        typed errors."""
         self.client.put(self.bucket, key, value)
 
     def read(self, key: bytes) -> None:
-        """Returns nothing once the get was answered at the configured read level."""
+        """Gets ``key`` at the configured read level (the value is dropped)."""
         self.client.get(self.bucket, key, read=self.read_level)
 
     def close(self) -> None:
-        """Returns nothing; closes the client's socket."""
+        """Closes the client's socket."""
         self.client.close()
 
 
@@ -61,8 +66,8 @@ class ClientOperatorFactory:
         return ClientOperator(self._client(index), self.bucket, self.read_level)
 
     def prepare(self, spec: WorkloadSpec) -> None:
-        """Returns nothing once the bucket exists and, when the workload reads, every key of
-        ``spec.keys`` holds a value (written in atomic batches of ``PREFILL_BATCH``)."""
+        """Creates the bucket and, when the workload reads, fills every key of ``spec.keys``
+        with a value (atomic batches of ``PREFILL_BATCH`` puts)."""
         client = self._client(0)
         try:
             client.create_bucket(self.bucket, if_not_exists=True)

@@ -1,4 +1,4 @@
-"""Returns the disk verdict of ``boltraft bench disk``: sync latency of the Raft log's pattern.
+"""``boltraft bench disk``: the sync latency of the Raft log's write pattern, and a verdict.
 
 Four measurements, each in a fresh temporary folder inside the chosen directory (removed
 afterwards, even on error):
@@ -212,7 +212,7 @@ def format_disk_result(res: dict) -> str:
         f"{'p99.9 ms':>9} {'max ms':>8}",
     ]
     for name in DISK_TESTS:
-        if name not in res:  # a result written before the test existed
+        if name not in res:  # older result files have no wal_append
             continue
         s = res[name]
         lines.append(

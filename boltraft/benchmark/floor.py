@@ -1,6 +1,7 @@
-"""Returns the floor of a replicated write on this machine (``boltraft bench floor``): what the
-smallest program doing a write's travels and flushes costs, with no Raft, no encoding and no
-state machine, so that a cluster's figures can be read against it.
+"""``boltraft bench floor``: the floor of a replicated write on this machine.
+
+It measures what the smallest program doing a write's travels and flushes costs, with no
+Raft, no encoding and no state machine, so that a cluster's figures can be read against it.
 
 One closed-loop client (this process) and three role processes on 127.0.0.1, wired as a
 3-node cluster's write path is: the client's DEALER sends a record (an 8-byte big-endian
@@ -69,7 +70,7 @@ class _RecordFile:
             os.fsync(self.fd)  # the reservation is durable before the first timed flush
 
     def write(self, record: bytes) -> None:
-        """Returns None once ``record`` is written after the last one (and flushed)."""
+        """Writes ``record`` after the last one, and flushes it when ``fsync``."""
         os.pwrite(self.fd, record, self.offset)
         self.offset += len(record)
         self.written += 1
@@ -78,8 +79,8 @@ class _RecordFile:
 
 
 def _report(written: int, cpu0: float) -> None:
-    """Returns None after printing a role's report line: records written, CPU seconds
-    used since ``cpu0``."""
+    """Prints a role's report line: the records written and the CPU seconds used since
+    ``cpu0``."""
     print(json.dumps({"records": written, "cpu_s": _cpu_s() - cpu0}), flush=True)
 
 
@@ -93,7 +94,7 @@ def _router() -> tuple[zmq.Context, zmq.Socket]:
 
 
 def serve_follower(path: Path, fsync: bool, records: int, record_bytes: int) -> None:
-    """Returns None after the stop: writes each record received, flushes it (when
+    """Runs a follower until the stop: writes each record received, flushes it (when
     ``fsync``) and answers its sequence number to the sender."""
     log = _RecordFile(path, fsync, records, record_bytes)
     ctx, sock = _router()
@@ -114,9 +115,9 @@ def serve_follower(path: Path, fsync: bool, records: int, record_bytes: int) -> 
 def serve_leader(
     path: Path, fsync: bool, peers: list[str], records: int, record_bytes: int
 ) -> None:
-    """Returns None after the stop (passed on to the followers): sends each client record
-    to every follower, writes and flushes it itself, and answers the client at the first
-    follower's acknowledgement."""
+    """Runs the leader until the stop, which it passes on to the followers: sends each
+    client record to every follower, writes and flushes it itself, and answers the client
+    at the first follower's acknowledgement."""
     log = _RecordFile(path, fsync, records, record_bytes)
     ctx, client_sock = _router()
     followers = []
@@ -191,8 +192,8 @@ class _Role:
         return lines[-1] if lines else ""
 
     def stop(self, kill: bool) -> None:
-        """Returns None once the process is gone: killed at once (``kill``), or when it does
-        not end by itself within 5 s."""
+        """Waits until the process is gone: kills it at once (``kill``), or when it does not
+        end by itself within 5 s."""
         if kill and self.proc.poll() is None:
             self.proc.kill()
         try:
@@ -344,7 +345,7 @@ def format_floor_result(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Returns None after running one role process (see the module's docstring)."""
+    """Runs one role process (see the module's docstring)."""
     ap = argparse.ArgumentParser(prog="python -m boltraft.benchmark.floor")
     ap.add_argument("role", choices=("leader", "follower"))
     ap.add_argument("--file", required=True, type=Path)

@@ -1,4 +1,4 @@
-"""Returns HDR histograms and their summaries: one place fixes the unit, range and precision.
+"""HDR histograms and their summaries: one place fixes the unit, range and precision.
 
 Every latency histogram of the harness records MICROSECONDS as integers from 1 us to 120 s
 with 3 significant digits (HdrHistogram's relative error bound 0.1%). Values outside the
@@ -25,7 +25,7 @@ def new_histogram() -> HdrHistogram:
 
 
 def record_seconds(hist: HdrHistogram, seconds: float) -> None:
-    """Returns nothing; records ``seconds`` as microseconds, clamped to the histogram's range."""
+    """Records ``seconds`` as microseconds, clamped to the histogram's range."""
     us = int(seconds * 1e6 + 0.5)
     if us < LOWEST_US:
         us = LOWEST_US
@@ -35,7 +35,7 @@ def record_seconds(hist: HdrHistogram, seconds: float) -> None:
 
 
 def record_many_seconds(hist: HdrHistogram, values: Iterable[float]) -> None:
-    """Returns nothing; records every value of ``values`` (seconds) like ``record_seconds``."""
+    """Records every value of ``values`` (seconds) like ``record_seconds``."""
     for v in values:
         record_seconds(hist, v)
 

@@ -1,10 +1,11 @@
-"""Returns the PNG charts ``boltraft bench report`` draws from result documents.
+"""``boltraft bench report``: PNG charts drawn from result documents.
 
 Charts (each written only when some input has the data it needs):
 
 - ``latency_cdf.png``: the cumulative distribution of operation latency, one line per run
   (writes and reads apart when a run has both);
-- ``disk_latency_cdf.png``: fsync / fdatasync / LMDB commit distributions of disk results;
+- ``disk_latency_cdf.png``: fsync / fdatasync / WAL append / LMDB commit distributions of
+  disk results;
 - ``throughput_vs_clients.png``: ops/s and write p50/p99 against the number of clients, one
   line per series of runs that differ only in their client count;
 - ``latency_vs_fsync_delay.png``: write p50/p99 latency and ops/s against the injected fsync
@@ -71,7 +72,8 @@ def _cdf_axes(ax: Any, title: str) -> None:
 
 
 def latency_cdf(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path | None:
-    """Returns the chart's path, or None when no run recorded a latency."""
+    """Draws ``latency_cdf.png`` in ``out``; None (nothing drawn) when no run recorded a
+    latency."""
     fig, ax = plt.subplots(figsize=(8, 5))
     drawn = 0
     for label, run in runs:
@@ -90,14 +92,14 @@ def latency_cdf(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path | Non
 
 
 def disk_cdf(docs: list[tuple[str, dict[str, Any]]], out: Path) -> Path | None:
-    """Returns the chart's path, or None when there is no disk result."""
+    """Draws ``disk_latency_cdf.png`` in ``out``; None when there is no disk result."""
     disks = [(n, d) for n, d in docs if d["kind"] == "disk"]
     if not disks:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, doc in disks:
         for test in DISK_TESTS:
-            pts = doc.get(test, {}).get("cdf") or []  # wal_append: results since it exists
+            pts = doc.get(test, {}).get("cdf") or []  # older results have no wal_append
             if pts:
                 label = f"{Path(name).stem}: {test}" if len(disks) > 1 else test
                 ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=label)
@@ -113,7 +115,8 @@ def _series_key(run: dict[str, Any], skip: str) -> tuple[Any, ...]:
 
 
 def throughput_vs_clients(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path | None:
-    """Returns the chart's path, or None when no series has two client counts or more."""
+    """Draws ``throughput_vs_clients.png`` in ``out``; None when no series has two client
+    counts or more."""
     series: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for _, run in runs:
         series[_series_key(run, "clients")].append(run)
@@ -152,7 +155,8 @@ def throughput_vs_clients(runs: list[tuple[str, dict[str, Any]]], out: Path) -> 
 
 
 def latency_vs_delay(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path | None:
-    """Returns the chart's path, or None when fewer than two runs have an injected delay."""
+    """Draws ``latency_vs_fsync_delay.png`` in ``out``; None when no series (write runs that
+    differ only in their injected delay) has two runs or more."""
     series: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for _, run in runs:
         if run["config"].get("fsync_delay_ms") is not None and run["latency"]["write"]["count"]:
@@ -187,7 +191,8 @@ def latency_vs_delay(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path 
 
 
 def stage_breakdown(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path | None:
-    """Returns the chart's path, or None when no run carries a stage breakdown."""
+    """Draws ``stage_breakdown.png`` in ``out``; None when no run carries a stage
+    breakdown."""
     with_stages = [(label, run) for label, run in runs if run.get("stages")]
     if not with_stages:
         return None
@@ -216,7 +221,8 @@ def stage_breakdown(runs: list[tuple[str, dict[str, Any]]], out: Path) -> Path |
 
 
 def render(paths: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Returns the PNG files written into ``out_dir`` (created if missing) for ``paths``.
+    """Draws every chart the result files ``paths`` have data for into ``out_dir`` (created
+    if missing) and returns the PNG files written.
 
     Raises BadRequestError when a file is not a result (see ``result.load``) or when none of
     the inputs has data for any chart; nothing is written then.

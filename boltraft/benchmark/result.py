@@ -1,16 +1,19 @@
-"""Returns and checks the result documents the harness writes (schema ``boltraft.bench/1``).
+"""The result documents the harness writes: building, checking, loading and writing them.
 
-The schema is documented in docs/benchmarks.md; in short, every file is one JSON object with
-``schema`` (``SCHEMA``), ``kind`` and ``host``:
+The schema (``boltraft.bench/1``) is documented in docs/benchmarks.md; in short, every file
+is one JSON object with ``schema`` (``SCHEMA``), ``kind`` and ``host``:
 
 - ``kind: "disk"``: the output of ``boltraft bench disk --json`` (see ``disk.run_disk_bench``);
+- ``kind: "floor"``: the output of ``boltraft bench floor --json`` (see
+  ``floor.run_floor_bench``); not one of ``KINDS``, so ``load`` refuses it;
 - ``kind: "cluster"`` or ``"sweep"``: ``created``, ``command`` and ``runs``, a list of RUN
   objects, one per (clients, injected fsync delay) point:
   ``label``, ``config`` (the workload and cluster settings), ``elapsed_s``, ``ops_total``,
   ``ops_per_s``, ``errors_total``, ``errors`` (code -> count), ``latency`` (``write``,
   ``read`` and ``all``: latency summaries with ``count``, ``ops_per_s``, ``mean_ms``,
   ``p50_ms``, ``p90_ms``, ``p99_ms``, ``p999_ms``, ``max_ms``, ``cdf`` ([[ms, fraction]...])
-  and ``hdr`` (HdrHistogram base64)), and ``stages`` (null or the stage breakdown).
+  and ``hdr`` (HdrHistogram base64)), and ``stages`` (null or the stage breakdown); a
+  ``bench cluster --floor`` document also has ``floor``, the floor result.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def validate(doc: Any, name: str = "result") -> dict[str, Any]:
     """Returns ``doc`` when it is a result of this schema; raises BadRequestError naming ``name``.
 
     Checks the envelope and, for cluster/sweep documents, that every run has the ``RUN_KEYS``
-    and a ``latency`` map; a disk document must have its three measurements.
+    and a ``latency`` map; a disk document must have ``fsync``, ``fdatasync``,
+    ``lmdb_commit`` and ``verdict``.
     """
     if not isinstance(doc, dict):
         raise BadRequestError(f"{name}: a result is a JSON object")
@@ -107,7 +111,8 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def write(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
-    """Returns nothing; writes ``doc`` as JSON to ``path`` through a temporary file + rename."""
+    """Writes ``doc`` as JSON to ``path`` through a temporary file and a rename, so ``path``
+    never holds a partial document."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")

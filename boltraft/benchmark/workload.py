@@ -1,4 +1,4 @@
-"""Returns the measured run of a client workload spread over several processes.
+"""The workload driver: runs a client workload spread over several processes and measures it.
 
 The driver knows nothing about the store: it calls an *operator* (``write(key, value)``,
 ``read(key)``, ``close()``) made in each worker by a picklable factory, so the same code
@@ -182,8 +182,8 @@ def _worker(
     out: Any,
     go: Any,
 ) -> None:
-    """Returns nothing; in a worker process: makes operators, waits for ``go``, runs, reports
-    ready / progress / done (or fatal, with a traceback) on ``out``."""
+    """Runs one worker process: makes its operators, waits for ``go``, runs its clients and
+    reports ready / progress / done (or fatal, with a traceback) on ``out``."""
     try:
         ops = [factory(i) for i in indexes]
     except Exception:
