@@ -11,7 +11,10 @@ the nodes it also measures the machine's write floor (``boltraft bench floor``, 
 temporary folder): ``floor_write_c1_p50_ms`` (four ZeroMQ hops and a flush on every
 node, with no Raft at all), ``floor_hops_c1_p50_ms`` (the same without the flushes) and
 ``floor_disk_share_p50_ms``; a machine's phase moves ``write_c1_p50_ms`` and the floor
-together, so read one against the other (``--no-floor`` skips it).
+together, so read one against the other (``--no-floor`` skips it). Per phase also
+``{w}_c{C}_errors`` (requests answered with an error); then the settings (``nodes``,
+``leader``, ``value_size``, ``duration_s``, ``fsync``, ``frames``) and the leader's
+``leader_fsyncs`` and ``leader_readys`` counters at the end.
 
 A "client" is one request stream with one request outstanding at a time (a closed loop), as a
 client application thread would be. The streams are spread over ``--procs`` worker processes
@@ -38,7 +41,6 @@ import multiprocessing as mp
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -116,6 +118,7 @@ def _worker(
         rid = next_rid
         next_rid += 1
         key = b"k%d-%d-%d" % (wid, i, seqs[i] % 512)
+        body: dict[str, Any]
         if kind == "write":
             seqs[i] += 1
             body = {"op": "put", "bucket": BUCKET, "key": key, "value": value}
@@ -337,4 +340,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

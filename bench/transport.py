@@ -4,7 +4,8 @@ Prints ONE JSON object:
 - ``codec_*``: encode/decode of a Raft APP message carrying 64 entries of 100 bytes, and of
   a heartbeat (microseconds per frame);
 - ``transport_msgs_per_s``: Raft messages/s from one PeerTransport to another over loopback
-  TCP (batches of ``--batch`` heartbeats, the receiver draining with ``recv``);
+  TCP (batches of ``--batch`` heartbeats, the receiver draining with ``recv``), and
+  ``transport_dropped_frames``: frames the sender dropped meanwhile (queue full, peer down);
 - ``client_rtt_p50_us`` / ``client_rtt_p99_us`` / ``client_ops_per_s``: ``Client.get`` round
   trips against an in-process ROUTER that answers at once: the client library's and ZeroMQ's
   own share of every request's latency.
@@ -18,6 +19,7 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -27,13 +29,13 @@ from boltraft.transport import codec
 from boltraft.transport.zmq_transport import PeerTransport
 
 
-def _per_call_us(fn: object, seconds: float) -> float:
+def _per_call_us(fn: Callable[[], object], seconds: float) -> float:
     n = 0
     end = time.perf_counter() + seconds
     start = time.perf_counter()
     while time.perf_counter() < end:
         for _ in range(100):
-            fn()  # type: ignore[operator]
+            fn()
         n += 100
     return (time.perf_counter() - start) / n * 1e6
 
@@ -92,7 +94,9 @@ def bench_transport(seconds: float, batch: int) -> dict[str, float]:
         b.close()
 
 
-def _echo_node(ctx: zmq.Context, ready: threading.Event, stop: threading.Event, out: list) -> None:
+def _echo_node(
+    ctx: zmq.Context, ready: threading.Event, stop: threading.Event, out: list[str]
+) -> None:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     out.append(f"tcp://127.0.0.1:{sock.bind_to_random_port('tcp://127.0.0.1')}")
@@ -107,7 +111,8 @@ def _echo_node(ctx: zmq.Context, ready: threading.Event, stop: threading.Event, 
 
 def bench_client(seconds: float) -> dict[str, float]:
     ctx = zmq.Context()
-    ready, stop, out = threading.Event(), threading.Event(), []
+    ready, stop = threading.Event(), threading.Event()
+    out: list[str] = []
     t = threading.Thread(target=_echo_node, args=(ctx, ready, stop, out), daemon=True)
     t.start()
     ready.wait(10)
