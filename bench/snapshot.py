@@ -11,8 +11,8 @@ machine), then measures with real ``boltraft serve`` processes on 127.0.0.1:
 - ``transfer_s_<size>`` / ``transfer_mb_per_s_<size>``: a new node started with
   ``serve --join`` receives the leader's snapshot (offer to installed: chunks, fsync, sha256
   verification, swap);
-- ``restart_s_<size>``: the leader is SIGKILLed and started again; time until it answers
-  ``status`` as leader with everything applied (nothing is reinstalled);
+- ``restart_s_<size>``: the leader is SIGKILLed and started again; time until its
+  ``status`` shows everything applied (nothing is reinstalled);
 - ``write_p99_ms_<size>`` / ``write_p99_ms_during_snapshot_<size>`` /
   ``write_p99_ratio_during_snapshot_<size>``: p99 latency of single-key writes over
   BASELINE_S seconds without a snapshot, while the leader writes one, and their ratio
