@@ -133,16 +133,24 @@ class ClusterOps:
         """Starts the transfer the core's outgoing SNAP asks for."""
         self.transfers.on_snap_message(m)
 
-    def install(self, meta: SnapshotMeta, hard_state: HardState) -> StateMachine:
-        """The reopened state machine after installing the downloaded snapshot the core
-        accepted (``meta``); the old one is closed. Raises SnapshotError when no verified
-        download covers ``meta`` or this node cannot reopen its state machine."""
+    def install(
+        self, meta: SnapshotMeta, hard_state: HardState, applied: int
+    ) -> StateMachine | None:
+        """Installs the snapshot the core accepted (``meta``). With a verified download that
+        covers it: the reopened state machine (the old one is closed). When the state
+        machine has already ``applied`` past ``meta.index`` (a node that installed newer
+        data than the log index offered with it, offered an older index again): None, after
+        moving only the log to ``meta``. Raises SnapshotError when neither holds or this
+        node cannot reopen its state machine."""
         staged = self.transfers.staged_for(meta)
-        if staged is None or self._reopen_sm is None:
-            raise SnapshotError(f"no verified snapshot data covers index {meta.index}")
-        sm = self.snapshots.install(meta, staged, hard_state, self._reopen_sm)
-        self.transfers.installed()
-        return sm
+        if staged is not None and self._reopen_sm is not None:
+            sm = self.snapshots.install(meta, staged, hard_state, self._reopen_sm)
+            self.transfers.installed()
+            return sm
+        if applied >= meta.index:
+            self.snapshots.move_log(meta, hard_state)
+            return None
+        raise SnapshotError(f"no verified snapshot data covers index {meta.index}")
 
     def on_applied(self, entries: list[Entry], conf_state: ConfState | None) -> None:
         """Counts ``entries`` toward the snapshot policy (``conf_state``: the membership

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from boltraft.errors import BoltraftError, NoSpaceError
+from boltraft.errors import BoltraftError, NoSpaceError, SnapshotError
 from boltraft.raft.config import Config
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
@@ -410,9 +410,17 @@ class Node:
         committed = self.applier.select(rd, state.role == Role.FOLLOWER, self.service.reads_waiting)
         hs = rd.hard_state
         syncing = False
-        try:
-            if rd.snapshot is not None:
+        if rd.snapshot is not None:
+            try:
                 self._install(rd.snapshot, hs or self._hard_state)
+            except SnapshotError as err:  # nothing was changed: the leader offers it again
+                self.counters["snapshot_refused"] = self.counters.get("snapshot_refused", 0) + 1
+                log.warning(
+                    "%s: cannot install snapshot %d: %s", self.id, rd.snapshot.index, err.message
+                )
+                self._restart_core()
+                return
+        try:
             if rd.entries or hs is not None:
                 old = self._hard_state
                 commit_only = hs is not None and hs.term == old.term and hs.vote == old.vote
@@ -498,12 +506,13 @@ class Node:
         return True
 
     def _install(self, meta: SnapshotMeta, hard_state: HardState) -> None:
-        """Installs the downloaded snapshot the core accepted and moves every part to the
-        reopened state machine."""
-        sm = self.ops.install(meta, hard_state)
-        self.sm = self.service.sm = self.applier.sm = sm
+        """Installs the snapshot the core accepted and moves every part to the reopened
+        state machine (or, when the state already covers it, only the log)."""
+        sm = self.ops.install(meta, hard_state, self.state.applied)
         state = self.state
-        state.applied = sm.applied[0]
+        if sm is not None:
+            self.sm = self.service.sm = self.applier.sm = sm
+            state.applied = sm.applied[0]
         state.commit = max(state.commit, meta.index, state.applied)
 
     def _warn_full(self, err: NoSpaceError) -> None:
@@ -522,13 +531,20 @@ class Node:
         self.counters["log_disk_full"] += 1
         self.state.log_full = f"node {self.id}'s disk is full: its raft log cannot grow"
         self._warn_full(err)
-        self.applier.take_kept()  # committed, not applied: the new core hands them out again
-        self._unwritten_hs = None
         sole_voter = self.state.conf_state.voters == (self.id,)
         self.service.on_log_full(self.logstore.last_index(), sole_voter)
+        self._restart_core()
+
+    def _restart_core(self) -> None:
+        """Starts a new consensus core from what the log store holds, as a restart of the
+        process would: the committed entries kept for a later apply come again from the new
+        core, the node is a follower until an election says otherwise, and reads waiting for
+        a confirmation are answered (the new core knows none)."""
+        self.applier.take_kept()
+        self._unwritten_hs = None
         self.core.raw = self._start_core()
         self._on_soft_state("", Role.FOLLOWER)
-        self.service.on_leader_change()  # the new core knows no read it was asked to confirm
+        self.service.on_leader_change()
         self._set_members(self.raw.status().conf_state)
 
     def _flush_stepping(self) -> None:

@@ -166,7 +166,13 @@ class Snapshots:
         # (index, membership in effect from that index on): lets compaction record the
         # membership at any index since start-up.
         self._conf_history: list[tuple[int, ConfState]] = [(view.applied, view.conf_state)]
-        self.stats = {"created": 0, "compactions": 0, "installed": 0, "create_errors": 0}
+        self.stats = {
+            "created": 0,
+            "compactions": 0,
+            "installed": 0,
+            "log_moves": 0,
+            "create_errors": 0,
+        }
         self.last_info: SnapshotInfo | None = self.store.latest()
         self.last_create_s = 0.0
 
@@ -352,6 +358,22 @@ class Snapshots:
             "%s: installed a snapshot (log at %d, state at %d)", self.view.id, meta.index, applied
         )
         return self.sm
+
+    def move_log(self, meta: SnapshotMeta, hard_state: HardState) -> None:
+        """Replaces the log by the snapshot ``meta`` without touching the state, which has
+        already applied past ``meta.index`` (it is flushed first: the log then forgets
+        entries only the state holds)."""
+        self.sm.sync()
+        commit = max(hard_state.commit, meta.index)
+        self.logstore.apply_snapshot(meta, HardState(hard_state.term, hard_state.vote, commit))
+        self.reset_conf(meta.index, meta.conf_state)
+        self.stats["log_moves"] += 1
+        log.info(
+            "%s: moved the log to snapshot index %d (state at %d)",
+            self.view.id,
+            meta.index,
+            self.sm.applied[0],
+        )
 
 
 def write_marker(data_dir: Path, marker: dict[str, Any]) -> None:
