@@ -56,18 +56,24 @@ def crash_at(step: str | None) -> Any:
     return hook
 
 
+def clock_ahead(seconds: float) -> None:
+    """Makes this process's wall clock (``time.time``, ``time.time_ns``) run ``seconds``
+    ahead, as libfaketime would; call it before anything imports boltraft.server."""
+    import time
+
+    real, real_ns = time.time, time.time_ns
+    time.time = lambda: real() + seconds
+    time.time_ns = lambda: real_ns() + int(seconds * 1e9)
+
+
 def serve_main() -> None:
     """``boltraft`` with the faults of the JSON file after ``--faults`` (read at start:
-    ``{"snapshot_crash_at": STEP, "snapshot_drop_chunk": N}``, both optional) installed as
-    ServeHooks. ``--faults PATH`` is taken out of the arguments; a missing file means no
-    faults."""
+    ``{"snapshot_crash_at": STEP, "snapshot_drop_chunk": N, "clock_ahead_s": {ID: S}}``,
+    all optional) installed as ServeHooks, or, for the clock, applied to the process.
+    ``--faults PATH`` is taken out of the arguments; a missing file means no faults."""
     import json
     import sys
     from pathlib import Path
-
-    from boltraft_cli.main import main as cli
-
-    from boltraft.server.main import ServeHooks
 
     args = sys.argv[1:]
     faults: dict[str, Any] = {}
@@ -77,6 +83,15 @@ def serve_main() -> None:
         del args[i : i + 2]
         if path.exists():
             faults = json.loads(path.read_text())
+    node_id = args[args.index("--id") + 1] if "--id" in args else ""
+    ahead = faults.get("clock_ahead_s", {}).get(node_id)
+    if ahead:
+        clock_ahead(float(ahead))
+
+    from boltraft_cli.main import main as cli  # after the clock moved
+
+    from boltraft.server.main import ServeHooks
+
     drop = int(faults.get("snapshot_drop_chunk", -1))
     hooks = ServeHooks(
         wrap_net=lambda net: DropNthChunk(net, drop) if drop >= 0 else net,

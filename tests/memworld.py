@@ -109,7 +109,6 @@ class World:
                 sm=sm,
                 rng=random.Random(k),
                 clock=lambda: self.now,
-                wall_clock=lambda: self.now,
             )
 
     def deliver(self, frm: str, to: str, frame: bytes) -> bool:

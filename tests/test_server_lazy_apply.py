@@ -220,7 +220,6 @@ def test_a_follower_restarted_without_closing_replays_what_it_kept(world: World)
         sm=old.sm,
         rng=random.Random(7),
         clock=lambda: world.now,
-        wall_clock=lambda: world.now,
     )
     world.nodes[follower] = new
     assert new.applied < commit

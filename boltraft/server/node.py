@@ -69,6 +69,7 @@ from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
 from boltraft.server.replies import Replies, Target
 from boltraft.server.service import Service
+from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
 from boltraft.server.wire import FWD, FWD_RESP, REMOVED, REQS, SNAP, ok
@@ -106,7 +107,6 @@ class Node:
         sm: StateMachine,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
         observer: CommitObserver | None = None,
         reopen_sm: Callable[[], StateMachine] | None = None,
         install_step: Callable[[str], None] = lambda step: None,
@@ -123,7 +123,7 @@ class Node:
         self.sm = sm
         self.observer: CommitObserver = observer or NullObserver()
         self._clock = clock
-        self._wall = wall_clock
+        self._stamps = LeaderClock(clock)  # the ts a leader stamps into commands
         if logstore.bootstrap(ConfState(voters=tuple(sorted(cfg.members)), addrs=cfg.members)):
             log.info("bootstrapped a new cluster: %s", cfg.members)
         self._rng = rng or random.Random()
@@ -154,7 +154,7 @@ class Node:
             counters=self.counters,
             max_batch=cfg.max_batch,
             request_timeout_s=cfg.request_timeout_ms / 1000,
-            wall_ms=lambda: int(self._wall() * 1000),
+            stamp=lambda: self._stamps.stamp(self.sm.clock_ms),
         )
         self.ops = ClusterOps(
             cfg,
@@ -591,6 +591,8 @@ class Node:
             log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
             state.lead = lead
             self.service.on_leader_change()
+        if role == Role.LEADER and state.role != Role.LEADER:
+            self._stamps.start(self.sm.clock_ms)
         state.role = role
 
     def _set_members(self, cs: ConfState, initial: dict[str, str] | None = None) -> None:

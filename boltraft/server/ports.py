@@ -34,6 +34,11 @@ class StateMachine(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    @property
+    def clock_ms(self) -> int:
+        """The largest command timestamp (``ts``) applied; 0 before any."""
+        ...
+
     def apply(self, entries: Sequence[Entry]) -> list[Any]:
         """One result per entry (a BoltraftError in place of a command that failed), after
         applying ``entries`` and the applied index in ONE durable step; entries at or below

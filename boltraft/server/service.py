@@ -69,11 +69,12 @@ class Service:
         counters: dict[str, int],
         max_batch: int,
         request_timeout_s: float,
-        wall_ms: Callable[[], int],
+        stamp: Callable[[], int],
     ) -> None:
         """``sm``: the state machine reads are served from (the node replaces it after a
         snapshot install); ``counters``: the node's counters this service adds to;
-        ``wall_ms``: the wall clock in ms, stamped into commands by the leader."""
+        ``stamp``: the time in ms the leader stamps into commands
+        (``boltraft.server.stamps``)."""
         self.view = view
         self.core = core
         self.sm = sm
@@ -83,7 +84,7 @@ class Service:
         self._counters = counters
         self._max_batch = max_batch
         self._timeout_s = request_timeout_s
-        self._wall_ms = wall_ms
+        self._stamp = stamp
         self._writes: list[Request] = []  # this iteration, to propose
         self._reads: list[Request] = []  # this iteration, to read_index
         self._pending: dict[int, tuple[int, Target]] = {}  # index -> (term, target)
@@ -177,7 +178,7 @@ class Service:
                 self._net.send_frame(peer, encode_frame(FWD, items))
 
     def _propose(self, writes: list[Request]) -> None:
-        ts = self._wall_ms()
+        ts = self._stamp()
         datas: list[bytes] = []
         targets: list[Target] = []
         encode = commands.encode

@@ -13,7 +13,7 @@ from boltraft.errors import BoltraftError
 
 from .cluster import Cluster, free_ports, wait_until
 
-FAULT_KEYS = ("snapshot_crash_at", "snapshot_drop_chunk")  # tests/faults.py, not config
+FAULT_KEYS = ("snapshot_crash_at", "snapshot_drop_chunk", "clock_ahead_s")  # tests/faults.py, not config
 FAULTS_FILE = "faults.json"
 SERVE_WITH_FAULTS = (
     f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); "
