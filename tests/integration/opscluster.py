@@ -13,7 +13,8 @@ from boltraft.errors import BoltraftError
 
 from .cluster import Cluster, free_ports, wait_until
 
-FAULT_KEYS = ("snapshot_crash_at", "snapshot_drop_chunk", "clock_ahead_s")  # tests/faults.py, not config
+# knobs of tests/faults.py, not server settings
+FAULT_KEYS = ("snapshot_crash_at", "snapshot_drop_chunk", "clock_ahead_s")
 FAULTS_FILE = "faults.json"
 SERVE_WITH_FAULTS = (
     f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); "
