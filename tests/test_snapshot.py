@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -128,7 +129,7 @@ def test_restore_refuses_a_corrupt_file_and_changes_nothing(tmp_path: Path) -> N
     with pytest.raises(ChecksumMismatchError):
         restore_snapshot(tmp_path / "dst", info.path, info)
     with pytest.raises(ChecksumMismatchError):
-        restore_snapshot(tmp_path / "dst", info.path, info._replace(size=info.size + 1))
+        restore_snapshot(tmp_path / "dst", info.path, dataclasses.replace(info, size=info.size + 1))
     assert (tmp_path / "dst" / "data.mdb").read_bytes() == before
     assert [p.name for p in (tmp_path / "dst").iterdir() if p.name.startswith(".")] == []
 

@@ -296,9 +296,9 @@ class Bucket:
 
     def scan(
         self,
-        prefix: bytes | None = None,
-        start: bytes | None = None,
-        end: bytes | None = None,
+        prefix: bytes | str | None = None,
+        start: bytes | str | None = None,
+        end: bytes | str | None = None,
         limit: int | None = None,
         reverse: bool = False,
         after: bytes | None = None,
@@ -353,7 +353,7 @@ class Bucket:
     def sequence(self) -> int:
         """Returns the last number ``next_sequence`` handed out (0 for a new bucket)."""
         self._check_read()
-        return RECORD.unpack(self._tx._txn.get(self._rkey, db=self._tx._dbs.buckets))[1]
+        return self._record()[1]
 
     def next_sequence(self) -> int:
         """Returns the bucket's next sequence number (1, 2, ...), persisted with the txn.
@@ -362,14 +362,19 @@ class Bucket:
         """
         if self._state:
             raise refusal(self._state, show_path(self.path))
-        txn = self._tx._txn
-        db = self._tx._dbs.buckets
-        _, seq = RECORD.unpack(txn.get(self._rkey, db=db))
+        seq: int = self._record()[1]
         try:
-            txn.put(self._rkey, RECORD.pack(self.id, seq + 1), db=db)
+            self._tx._txn.put(self._rkey, RECORD.pack(self.id, seq + 1), db=self._tx._dbs.buckets)
         except lmdb.MapFullError:
             raise self._tx._doom()
         return seq + 1
+
+    def _record(self) -> tuple[int, int]:
+        """Returns ``(id, sequence)`` from this bucket's entry (it exists while the bucket is
+        usable, which the caller checked)."""
+        rec = self._tx._txn.get(self._rkey, db=self._tx._dbs.buckets)
+        assert rec is not None
+        return RECORD.unpack(rec)
 
     # --- nested buckets (addressed relative to this one) ---------------------------------
     def bucket(self, name: bytes | str) -> Bucket:

@@ -51,6 +51,7 @@ conditions), UnsupportedVersionError (a version this code does not know), Unknow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgpack
@@ -140,7 +141,11 @@ _FIELDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "next_sequence": (("bucket",), {"bucket": _as_path}),
     "batch": (("ops",), {"ops": None}),
 }
-_ENVELOPE = {"cid": _as_cid, "seq": _as_uint, "ts": _as_uint}
+_ENVELOPE: dict[str, Callable[[Any, str], bytes | int]] = {
+    "cid": _as_cid,
+    "seq": _as_uint,
+    "ts": _as_uint,
+}
 
 
 def _body_map(cmd: Any, top: bool) -> Command:

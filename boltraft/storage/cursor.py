@@ -26,8 +26,8 @@ _first = itemgetter(0)
 
 
 def _walk(
-    txn: lmdb.Transaction,
-    db: object,
+    txn: lmdb.Transaction[bytes],
+    db: lmdb._Database,
     prefix: bytes,
     lo: bytes,
     hi: bytes | None,

@@ -286,7 +286,7 @@ class DB:
             tx._close()
             self._gate.leave()
 
-    def abort_write(self, txn: lmdb.Transaction) -> None:
+    def abort_write(self, txn: lmdb.Transaction[bytes]) -> None:
         """Returns None after aborting the write transaction (or savepoint) ``txn`` of this
         thread, with the other threads' transactions closed meanwhile (see ``_Gate``)."""
         with self._gate.quiesce():

@@ -70,7 +70,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from boltraft.errors import (
     BoltraftError,
@@ -266,6 +266,7 @@ class BucketStateMachine:
                 res = _execute_one(tx, body)
                 tx.put_state_record(record)
                 return res, self._oldest_group
+            assert seq is not None  # parse() sets cid and seq together
             dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
             res = dedup.lookup(cid, seq, clock)
             if res is MISSING:
@@ -321,7 +322,7 @@ class BucketStateMachine:
         rows = puts.rows
         clocks = list(accumulate([t[3] or 0 for t in rows], max, initial=self._clock))[1:]
         clock = clocks[-1]
-        ids = [(t[1], t[2]) for t in rows]
+        ids = cast(list[tuple[bytes, int]], [(t[1], t[2]) for t in rows])  # all exactly-once
 
         def run(tx: Tx) -> tuple[list[Any], int | None]:
             tx.lift_state_record()
@@ -358,10 +359,14 @@ class BucketStateMachine:
                     raise
                 results[pos] = err
                 ts = None if parsed is None else parsed[3]
-                clock = self._clock if ts is None else max(self._clock, ts)
-                record = APPLIED.pack(e.index, e.term, clock)
-                self.db.update_fn(lambda tx, record=record: tx.put_state_record(record))
-                self._index, self._term, self._clock = e.index, e.term, clock
+                self._skip(e, self._clock if ts is None else max(self._clock, ts))
+
+    def _skip(self, e: Entry, clock: int) -> None:
+        """Advances the applied record past entry ``e`` (with the clock at ``clock``) in a
+        transaction of its own, without applying ``e``. Raises NoSpaceError."""
+        record = APPLIED.pack(e.index, e.term, clock)
+        self.db.update_fn(lambda tx: tx.put_state_record(record))
+        self._index, self._term, self._clock = e.index, e.term, clock
 
     def _run(
         self,
@@ -378,8 +383,8 @@ class BucketStateMachine:
         clock = self._clock
         cache: BucketCache = {}
         dedup: DedupRun | None = None  # made by the run's first command with a (cid, seq)
-        path: tuple[bytes, ...] | None = None  # the previous plain put's bucket path ...
-        b: Any = None  # ... and its Bucket
+        path: tuple[bytes, ...] | None = None  # the previous exactly-once put's bucket ...
+        b: Any = None  # ... and that Bucket
         n = len(work)
         k = 0
         while k < n:
@@ -406,30 +411,31 @@ class BucketStateMachine:
                 for p2, r in zip(positions, put, strict=True):
                     results[p2] = r
                 continue
-            if cid is not None:
-                if dedup is None:
-                    dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
-                original = dedup.lookup(cid, seq, clock)  # type: ignore[arg-type]
-                if original is not MISSING:
-                    results[pos] = original
-                    continue
-            if body[0] == PUT:  # the hot path: runs of plain puts, mostly to one bucket
-                try:
-                    if body[1] != path:
-                        path = None
-                        b = _get_bucket(tx, body[1], cache)
-                        path = body[1]
-                    b.put(body[2], body[3])
-                    res: Any = None
-                except NoSpaceError:
-                    raise
-                except BoltraftError as err:
-                    res = err
-            else:
+            if cid is None:  # not a put: those went into a run of plain puts above
                 path = None  # the command may delete or roll back buckets
-                res = _execute(tx, body, cache)
-            if cid is not None:
-                dedup.record(cid, seq, clock, res)  # type: ignore[arg-type, union-attr]
+                results[pos] = _execute(tx, body, cache)
+                continue
+            assert seq is not None  # parse() sets cid and seq together
+            if dedup is None:
+                dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
+            res = dedup.lookup(cid, seq, clock)
+            if res is MISSING:
+                if body[0] == PUT:  # the hot path: exactly-once puts, mostly to one bucket
+                    try:
+                        if body[1] != path:
+                            path = None
+                            b = _get_bucket(tx, body[1], cache)
+                            path = body[1]
+                        b.put(body[2], body[3])
+                        res = None
+                    except NoSpaceError:
+                        raise
+                    except BoltraftError as err:
+                        res = err
+                else:
+                    path = None  # the command may delete or roll back buckets
+                    res = _execute(tx, body, cache)
+                dedup.record(cid, seq, clock, res)
             results[pos] = res
         tx.put_state_record(APPLIED.pack(last.index, last.term, clock))
         if dedup is None:  # no new records: the clean-up waits for a run that adds some

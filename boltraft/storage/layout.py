@@ -87,11 +87,11 @@ class SubDbs(NamedTuple):
     format marker (one of ``FORMATS``) and what the format fixes: the prefix tag, the root's
     prefix and the state record's key."""
 
-    data: Any
-    buckets: Any
-    meta: Any
-    sys: Any
-    main: Any
+    data: lmdb._Database
+    buckets: lmdb._Database
+    meta: lmdb._Database
+    sys: lmdb._Database
+    main: lmdb._Database
     format: bytes = FORMAT
     tag: int = HIGH_TAG
     root: bytes = bucket_prefix(ROOT_ID, HIGH_TAG)
@@ -110,7 +110,7 @@ def data_range(dbs: SubDbs) -> tuple[bytes, bytes]:
     return (HIGH_DATA, HIGH_DATA_END) if dbs.tag else (b"", DATA_END)
 
 
-def _keys_between(cur: lmdb.Cursor, lo: bytes, hi: bytes | None) -> Iterator[bytes]:
+def _keys_between(cur: lmdb.Cursor[bytes], lo: bytes, hi: bytes | None) -> Iterator[bytes]:
     """Yields the keys ``lo <= key < hi`` (``hi`` None: to the end) of ``cur``'s db."""
     if not (cur.set_range(lo) if lo else cur.first()):
         return
@@ -120,12 +120,14 @@ def _keys_between(cur: lmdb.Cursor, lo: bytes, hi: bytes | None) -> Iterator[byt
         yield k
 
 
-def data_keys(txn: lmdb.Transaction, dbs: SubDbs) -> Iterator[bytes]:
+def data_keys(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> Iterator[bytes]:
     """Yields every user data key of the store, in order."""
     return _keys_between(txn.cursor(db=dbs.data), *data_range(dbs))
 
 
-def walk_buckets(txn: lmdb.Transaction, dbs: SubDbs) -> list[tuple[tuple[bytes, ...], int, int]]:
+def walk_buckets(
+    txn: lmdb.Transaction[bytes], dbs: SubDbs
+) -> list[tuple[tuple[bytes, ...], int, int]]:
     """Returns every bucket as ``(path, id, sequence)``, parents before children, in key order.
 
     Entries whose parent is missing are not reachable and so are left out (``check_store``
@@ -155,7 +157,7 @@ def walk_buckets(txn: lmdb.Transaction, dbs: SubDbs) -> list[tuple[tuple[bytes, 
     return out
 
 
-def keys_per_bucket(txn: lmdb.Transaction, dbs: SubDbs) -> Counter[int]:
+def keys_per_bucket(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> Counter[int]:
     """Returns the number of data keys stored under each bucket id (one pass, keys only)."""
     counts: Counter[int] = Counter()
     for k in data_keys(txn, dbs):
@@ -164,7 +166,7 @@ def keys_per_bucket(txn: lmdb.Transaction, dbs: SubDbs) -> Counter[int]:
     return counts
 
 
-def store_stats(txn: lmdb.Transaction, dbs: SubDbs) -> dict[str, Any]:
+def store_stats(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> dict[str, Any]:
     """Returns counts of the store's contents: buckets, keys, meta keys, depth, sub-db pages."""
     buckets = walk_buckets(txn, dbs)
     data = txn.stat(dbs.data)
@@ -182,7 +184,7 @@ def store_stats(txn: lmdb.Transaction, dbs: SubDbs) -> dict[str, Any]:
     }
 
 
-def check_store(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
+def check_store(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> list[str]:
     """Returns the consistency problems found in one read transaction (empty list = ok).
 
     Never raises for a bad store: what LMDB itself refuses to read is reported as a problem.
@@ -193,7 +195,7 @@ def check_store(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
         return [f"lmdb error while checking: {exc}"]
 
 
-def _check(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
+def _check(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> list[str]:
     problems: list[str] = []
     fmt = txn.get(FORMAT_KEY, db=dbs.sys)
     if fmt not in FORMATS:
@@ -275,11 +277,12 @@ def _check(txn: lmdb.Transaction, dbs: SubDbs) -> list[str]:
     return problems
 
 
-def internal_records(txn: lmdb.Transaction, dbs: SubDbs | None = None) -> list[bytes]:
+def internal_records(txn: lmdb.Transaction[bytes], dbs: SubDbs | None = None) -> list[bytes]:
     """Returns the keys of the main db outside the user data: sub-db records and the state
     record (a handful; anything else there means the environment is not a bucket store).
     Without ``dbs`` (format not known yet): the keys outside the data of every format."""
     cur = txn.cursor(db=None if dbs is None else dbs.main)
+    gaps: tuple[tuple[bytes, bytes | None], ...]
     if dbs is None:
         gaps = ((DATA_END, HIGH_DATA), (HIGH_DATA_END, None))
     else:
@@ -309,9 +312,10 @@ def open_store(env: lmdb.Environment, p: Path) -> SubDbs:
     # Handles opened inside a transaction are private to it until it commits, so open them
     # with py-lmdb's own short transaction.
     main = env.open_db(None)
-    dbs = SubDbs(
-        main, *(env.open_db(n, create=not readonly) for n in (BUCKETS_DB, META_DB, SYS_DB)), main
+    buckets, meta, sys_db = (
+        env.open_db(n, create=not readonly) for n in (BUCKETS_DB, META_DB, SYS_DB)
     )
+    dbs = SubDbs(main, buckets, meta, sys_db, main)
     with env.begin(write=not readonly) as txn:
         fmt = txn.get(FORMAT_KEY, db=dbs.sys)
         if fmt is None and not readonly:

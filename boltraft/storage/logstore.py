@@ -270,11 +270,11 @@ class LmdbLogStore:
         last = self._last
         if not entries:
             if hard_state is not None:
-                hs_raw = _encode_hs(hard_state)
+                raw = _encode_hs(hard_state)
                 if sync:
-                    self._write(lambda txn: txn.put(_HS_KEY, hs_raw, db=self._db_state))
+                    self._write(lambda txn: txn.put(_HS_KEY, raw, db=self._db_state))
                 else:
-                    self._pending_hs = hs_raw
+                    self._pending_hs = raw
                 self._hs = hard_state
             return
         start = entries[0].index
@@ -355,7 +355,7 @@ class LmdbLogStore:
         raw = _encode_snap(meta)
         first = self._first
 
-        def write(txn: lmdb.Transaction) -> None:
+        def write(txn: lmdb.Transaction[bytes]) -> None:
             _delete_range(txn.cursor(db=self._db_entries), first, meta.index)
             txn.put(_SNAP_KEY, raw, db=self._db_state)
 
@@ -380,7 +380,7 @@ class LmdbLogStore:
         raw = _encode_snap(meta)
         hs_raw = None if hard_state is None else _encode_hs(hard_state)
 
-        def write(txn: lmdb.Transaction) -> None:
+        def write(txn: lmdb.Transaction[bytes]) -> None:
             txn.drop(self._db_entries, delete=False)
             txn.put(_SNAP_KEY, raw, db=self._db_state)
             if hs_raw is not None:
@@ -419,12 +419,12 @@ class LmdbLogStore:
         """Returns None after closing the environment and releasing the directory lock;
         closing twice is harmless. The store must not be used afterwards. Writes a hard state
         still pending from ``append((), hs, sync=False)`` first (may raise NoSpaceError)."""
-        if self._pending_hs is not None and self._env is not None:
+        if self._pending_hs is not None:
             self._write(lambda txn: None)
         self._release()
 
     # --- internals ---------------------------------------------------------------------
-    def _write(self, fn: Callable[[lmdb.Transaction], Any]) -> None:
+    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], Any]) -> None:
         """Runs ``fn`` in one write transaction (after writing a pending hard state, which
         ``fn`` may overwrite) and commits it; when the map is full, aborts, doubles the map
         (up to ``max_map_size``) and retries. Raises NoSpaceError past it."""
@@ -450,16 +450,15 @@ class LmdbLogStore:
         self._env.set_mapsize(min(size * 2, self.max_map_size))
 
     def _release(self) -> None:
-        env = getattr(self, "_env", None)
+        env = getattr(self, "_env", None)  # None when __init__ failed before opening it
         if env is not None:
-            env.close()
-            self._env = None
+            env.close()  # a second close does nothing
         if self._lock is not None:
             self._lock.close()  # closing the descriptor drops the flock
             self._lock = None
 
 
-def _delete_range(cur: lmdb.Cursor, lo: int, hi: int) -> None:
+def _delete_range(cur: lmdb.Cursor[bytes], lo: int, hi: int) -> None:
     """Deletes entries ``[lo, hi]`` (all present) through ``cur``. Raises CorruptionError
     when one is missing, which aborts the enclosing transaction."""
     if lo > hi:

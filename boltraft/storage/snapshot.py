@@ -26,8 +26,9 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from boltraft.errors import ChecksumMismatchError, SnapshotError
 from boltraft.storage.applied import read_applied
@@ -41,7 +42,8 @@ _CHUNK = 1 << 20
 _TMP_PREFIX = ".restore-"
 
 
-class SnapshotInfo(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
     """Describes one snapshot. Invariant: ``sha256`` and ``size`` are those of ``path``."""
 
     index: int  # the last log index applied in the copy

@@ -63,7 +63,7 @@ class Tx:
 
     __slots__ = ("_cache", "_db", "_dbs", "_reshaped", "_state", "_txn")
 
-    def __init__(self, db: DB, txn: lmdb.Transaction, state: int) -> None:
+    def __init__(self, db: DB, txn: lmdb.Transaction[bytes], state: int) -> None:
         self._db = db
         self._txn = txn  # the innermost open LMDB txn (a child while a savepoint runs)
         self._dbs = db._dbs
@@ -165,11 +165,12 @@ class Tx:
                     b = self._cache[hit[0]] = Bucket(self, hit[0], hit[1], hit[2], hit[4])
                     b._has_children = hit[3]
             elif type(path) is bytes and path and PATH_SEP not in path:
-                b = self._child(None, (path,))  # type: ignore[assignment]
+                b = self._child(None, (path,))
                 if b is None:
                     raise BucketNotFoundError(f"bucket {show_path((path,))} not found")
             else:
-                b = self._walk(self._names(path))  # type: ignore[assignment]
+                b = self._walk(self._names(path))
+                assert b is not None  # a path's names are never empty: _walk found a bucket
             if isinstance(path, bytes | str | tuple):
                 self._cache[path] = b
         if b._state > READ:
@@ -214,7 +215,9 @@ class Tx:
             raise IncompatibleValueError(
                 f"{show_path(names)} is a key, not a bucket", path=list(names)
             )
-        (new_id,) = U64.unpack(txn.get(NEXT_ID_KEY, db=self._dbs.sys))
+        next_id = txn.get(NEXT_ID_KEY, db=self._dbs.sys)
+        assert next_id is not None  # written with the store's format marker
+        (new_id,) = U64.unpack(next_id)
         try:
             txn.put(NEXT_ID_KEY, U64.pack(new_id + 1), db=self._dbs.sys)
             txn.put(full, RECORD.pack(new_id, 0), db=self._dbs.buckets)

@@ -212,7 +212,7 @@ def _uint(value: Any, what: str) -> int:
 def _entries(raw: Any) -> list[Entry]:
     if type(raw) is not list:
         raise _bad("message entries must be an array")
-    out = []
+    out: list[Entry] = []
     append = out.append
     for e in raw:
         if type(e) is not list or len(e) != 4:

@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from boltraft.errors import (
     CorruptionError,
@@ -211,7 +211,7 @@ class WalLogStore:
         self._dec_key, self._dec_ents = (seg, off), ents
         return ents
 
-    def _corrupt(self, k: int, what: str) -> None:
+    def _corrupt(self, k: int, what: str) -> NoReturn:
         file = self.path / segment_name(self._idx.rec_seg[k])
         off = self._idx.rec_off[k]
         raise CorruptionError(
