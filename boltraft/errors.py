@@ -51,7 +51,7 @@ that keeps the code).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 _BY_CODE: dict[str, type[BoltraftError]] = {}
 
@@ -59,7 +59,7 @@ _BY_CODE: dict[str, type[BoltraftError]] = {}
 class BoltraftError(Exception):
     """Base of every error boltraft raises on purpose; ``code`` is stable across versions."""
 
-    code: ClassVar[str] = "internal"
+    code: str = "internal"  # set per class; an error from an unknown code keeps it per instance
 
     def __init__(self, message: str = "", **details: Any) -> None:
         super().__init__(message or self.code)
@@ -94,7 +94,7 @@ class BoltraftError(Exception):
         cls = _BY_CODE.get(code) if isinstance(code, str) else None
         if cls is None:
             err = BoltraftError(message, **details)
-            err.code = str(code)  # type: ignore[misc]
+            err.code = str(code)
             return err
         err = cls.__new__(cls)
         BoltraftError.__init__(err, message, **details)

@@ -145,7 +145,7 @@ def check_name(name: object, max_len: int) -> bytes:
     return name
 
 
-def normalize_path(path: object) -> tuple[bytes, ...]:
+def normalize_path(path: object) -> tuple[object, ...]:
     """Returns a bucket path as a tuple of names (names not yet validated).
 
     A single bytes/str is a one-name path; a list or tuple is a sequence of names. Raises
@@ -161,10 +161,7 @@ def normalize_path(path: object) -> tuple[bytes, ...]:
         )
     if not names:
         raise InvalidBucketNameError("a bucket path must name at least one bucket")
-    return tuple(
-        n.encode("utf-8") if isinstance(n, str) else n  # type: ignore[misc]
-        for n in names
-    )
+    return tuple(n.encode("utf-8") if isinstance(n, str) else n for n in names)
 
 
 def show_path(path: tuple[bytes, ...]) -> str:

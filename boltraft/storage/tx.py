@@ -19,7 +19,6 @@ from boltraft.errors import (
     IncompatibleValueError,
     InvalidArgumentError,
     InvalidBucketNameError,
-    NoSpaceError,
 )
 from boltraft.storage.bucket import (
     CLOSED,
@@ -84,13 +83,13 @@ class Tx:
         if self._state > READ or (write and self._state):
             raise refusal(self._state, "")
 
-    def _doom(self) -> NoSpaceError:
+    def _doom(self) -> Exception:
         """Returns the error to raise after LMDB reported a full map; dooms the txn."""
         self._state = DOOMED
         for b in self._cache.values():
             if b._state <= READ:
                 b._state = DOOMED
-        return refusal(DOOMED, "")  # type: ignore[return-value]
+        return refusal(DOOMED, "")
 
     def _close(self) -> None:
         for b in self._cache.values():
