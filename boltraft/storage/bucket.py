@@ -2,13 +2,14 @@
 
 Every operation checks its arguments BEFORE writing, so a refused operation writes nothing
 and leaves the transaction usable. Bucket objects are made by ``Tx`` (one per bucket and
-transaction) and are valid only while that transaction is open.
+transaction) and are valid only while that transaction is open. A Bucket sees its
+transaction as an ``Owner``, so this module imports nothing of ``tx`` or ``db``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import lmdb
 
@@ -33,10 +34,7 @@ from boltraft.storage.keys import (
     prefix_end,
     show_path,
 )
-from boltraft.storage.layout import RECORD
-
-if TYPE_CHECKING:
-    from boltraft.storage.db import Tx
+from boltraft.storage.layout import RECORD, SubDbs
 
 # Bucket and transaction states; 0 is the only one that allows writes, <= 1 allows reads.
 WRITE = 0
@@ -65,6 +63,30 @@ def refusal(state: int, what: str) -> Exception:
     return TxClosedError("the transaction is closed")
 
 
+class Owner(Protocol):
+    """What a Bucket uses of the transaction that made it (``boltraft.storage.tx.Tx``)."""
+
+    _txn: lmdb.Transaction[bytes]  # the innermost open LMDB transaction (savepoints nest)
+    _dbs: SubDbs
+    _state: int  # WRITE, READ, CLOSED or DOOMED
+    _max_key_size: int  # LMDB's key limit
+    _max_value_size: int
+
+    def _doom(self) -> Exception:
+        """Dooms the transaction after LMDB reported a full map; returns the error to raise."""
+
+    # a Bucket's nested-bucket calls go to these with the path from the root
+    def bucket(self, path: object) -> Bucket: ...
+
+    def create_bucket(self, path: object) -> Bucket: ...
+
+    def create_bucket_if_not_exists(self, path: object) -> Bucket: ...
+
+    def delete_bucket(self, path: object) -> None: ...
+
+    def buckets(self, path: object = ()) -> list[bytes]: ...
+
+
 class Bucket:
     """A bucket inside one transaction; see the module notes for validity and errors."""
 
@@ -82,7 +104,7 @@ class Bucket:
 
     def __init__(
         self,
-        tx: Tx,
+        tx: Owner,
         path: tuple[bytes, ...],
         bucket_id: int,
         rkey: bytes,
@@ -98,8 +120,8 @@ class Bucket:
         # None = unknown, False = no nested bucket (puts skip the bucket-name check), True =
         # may have some. Only ever goes from False to True inside one transaction.
         self._has_children: bool | None = None
-        self._max_key = tx._db._max_key_size - len(self._prefix)
-        self._max_value = tx._db.max_value_size
+        self._max_key = tx._max_key_size - len(self._prefix)
+        self._max_value = tx._max_value_size
 
     def __repr__(self) -> str:
         return f"<Bucket {show_path(self.path)} id={self.id}>"
@@ -325,12 +347,19 @@ class Bucket:
             return [], None
         items: list[Item] = []
         want = None if limit is None else limit + 1
-        for item in walk_bucket(self, lo, hi, reverse):
+        for item in self._entries(lo, hi, reverse):
             items.append(item)
             if want is not None and len(items) == want:
                 items.pop()
                 return items, encode_token(items[-1][0])
         return items, None
+
+    def _entries(self, lo: bytes, hi: bytes | None, reverse: bool) -> Iterator[Item]:
+        """Yields this bucket's entries with ``lo <= key < hi`` (``cursor.walk_bucket``),
+        through the LMDB transaction current at the call."""
+        tx = self._tx
+        nested = self._may_have_children()
+        return walk_bucket(tx._txn, tx._dbs, self._prefix, nested, lo, hi, reverse)
 
     def count(self) -> int:
         """Returns the number of entries (keys plus nested buckets) directly in this bucket."""

@@ -28,7 +28,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import lmdb
+
 from boltraft.errors import CopyFailedError
+from boltraft.storage.opening import open_readonly
 
 _IOPRIO_SET = {"x86_64": 251, "aarch64": 30}.get(platform.machine())
 _IOPRIO_CLASS_IDLE = 3
@@ -97,8 +100,6 @@ def copy_store(
 
 def main(argv: list[str] | None = None) -> int:
     """Returns the exit status of the copying child (0 after a complete copy)."""
-    from boltraft.storage.db import DB
-
     ap = argparse.ArgumentParser(prog="python -m boltraft.storage.copier")
     ap.add_argument("src")
     where = ap.add_mutually_exclusive_group(required=True)
@@ -109,15 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.low_priority:
         low_priority()
-    db = DB.open(Path(args.src), readonly=True)
+    env, dbs, lock_fd = open_readonly(Path(args.src))  # as DB.open(readonly=True) does
     try:
-        with db.view() as tx:  # one read snapshot for the whole copy
+        while True:
+            try:
+                txn = env.begin(db=dbs.data)  # one read snapshot for the whole copy
+                break
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)  # adopt the size the writer grew the map to
+        try:
             if args.fd is not None:
-                db.env.copyfd(args.fd, compact=not args.no_compact, txn=tx._txn)
+                env.copyfd(args.fd, compact=not args.no_compact, txn=txn)
             else:
-                db.env.copy(args.dest, compact=not args.no_compact, txn=tx._txn)
+                env.copy(args.dest, compact=not args.no_compact, txn=txn)
+        finally:
+            txn.abort()
     finally:
-        db.close()
+        env.close()
+        if lock_fd is not None:
+            os.close(lock_fd)
     return 0
 
 

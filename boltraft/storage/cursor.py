@@ -3,7 +3,8 @@
 A bucket's entries are its keys (in the main db) and its nested buckets (in the
 ``buckets`` sub-db), both under the bucket's prefix. A key and a bucket never share a name,
 so the bucket's ordered view is the merge of two sorted runs; a nested bucket's entry
-carries the value None, as in bbolt.
+carries the value None, as in bbolt. A Cursor sees its bucket as a ``Source``, so this
+module imports nothing of ``bucket``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,26 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import lmdb
 
 from boltraft.storage.keys import as_bytes, prefix_end
-
-if TYPE_CHECKING:
-    from boltraft.storage.bucket import Bucket
+from boltraft.storage.layout import SubDbs
 
 Item = tuple[bytes, bytes | None]
 
 _first = itemgetter(0)
+
+
+class Source(Protocol):
+    """What a Cursor uses of its bucket (``boltraft.storage.bucket.Bucket``)."""
+
+    def _check_read(self) -> None:
+        """Raises the bucket's refusal unless it can be read."""
+
+    def _entries(self, lo: bytes, hi: bytes | None, reverse: bool) -> Iterator[Item]:
+        """Yields the bucket's entries with ``lo <= key < hi``, as ``walk_bucket`` does."""
 
 
 def _walk(
@@ -72,19 +81,26 @@ def _walk(
             yield k[plen:], None
 
 
-def walk_bucket(bucket: Bucket, lo: bytes, hi: bytes | None, reverse: bool) -> Iterator[Item]:
-    """Yields the bucket's entries with ``lo <= key < hi`` in key order (or reversed).
+def walk_bucket(
+    txn: lmdb.Transaction[bytes],
+    dbs: SubDbs,
+    prefix: bytes,
+    nested: bool,
+    lo: bytes,
+    hi: bytes | None,
+    reverse: bool,
+) -> Iterator[Item]:
+    """Yields the entries with ``lo <= key < hi`` of the bucket whose stored keys start with
+    ``prefix``, in key order (or reversed).
 
-    Nested buckets appear with value None. The walk reads through the transaction current at
-    the call; it must be consumed before that transaction ends.
+    Nested buckets appear with value None; ``nested`` False says the bucket has none (the
+    ``buckets`` sub-db is then not read). The walk reads through ``txn``; it must be consumed
+    before that transaction ends.
     """
-    tx = bucket._tx
-    txn = tx._txn
-    dbs = tx._dbs
-    values = _walk(txn, dbs.data, bucket._prefix, lo, hi, reverse, True)
-    if not bucket._may_have_children():
+    values = _walk(txn, dbs.data, prefix, lo, hi, reverse, True)
+    if not nested:
         return values
-    children = _walk(txn, dbs.buckets, bucket._prefix, lo, hi, reverse, False)
+    children = _walk(txn, dbs.buckets, prefix, lo, hi, reverse, False)
     return heapq.merge(values, children, key=_first, reverse=reverse)
 
 
@@ -101,7 +117,7 @@ class Cursor:
 
     __slots__ = ("_bucket", "_key")
 
-    def __init__(self, bucket: Bucket) -> None:
+    def __init__(self, bucket: Source) -> None:
         self._bucket = bucket
         self._key: bytes | None = None  # the current entry's key; None = not positioned
 
@@ -111,7 +127,7 @@ class Cursor:
 
     def _one(self, lo: bytes, hi: bytes | None, reverse: bool) -> Item | None:
         self._bucket._check_read()
-        return self._settle(next(iter(walk_bucket(self._bucket, lo, hi, reverse)), None))
+        return self._settle(next(iter(self._bucket._entries(lo, hi, reverse)), None))
 
     def first(self) -> Item | None:
         """Returns the bucket's first entry, or None if the bucket is empty."""

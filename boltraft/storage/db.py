@@ -25,6 +25,12 @@ transaction spills pages): the transaction is rolled back and NoSpaceError(retry
 disk_full=True) raised; growing the map cannot help then. Reads go on, and a later write
 succeeds once space is freed.
 
+Modules: ``db`` (DB: the environment, the gate, whole-store operations) -> ``tx`` (Tx) ->
+``bucket`` (Bucket) -> ``cursor`` (Cursor); each imports only the ones after it and sees the
+one before it through a Protocol (``tx.Store``, ``bucket.Owner``, ``cursor.Source``) that
+mypy checks the real class against. The copying child (``copier``) opens the environment
+itself.
+
 Threads: a DB may be shared by threads; each transaction belongs to the thread that opened it
 (LMDB lets one write transaction run at a time). Growing the map waits until no transaction
 is open in this process.

@@ -3,13 +3,14 @@
 A Tx resolves bucket paths (caching one Bucket object per bucket for its lifetime), creates
 and deletes buckets, offers savepoints (LMDB nested transactions) and the internal meta
 keyspace. Every method checks its arguments before writing; a refused call changes nothing.
+A Tx sees the DB that opened it as a ``Store``, so this module imports nothing of ``db``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import lmdb
 
@@ -39,10 +40,7 @@ from boltraft.storage.keys import (
     normalize_path,
     show_path,
 )
-from boltraft.storage.layout import NEXT_ID_KEY, RECORD, U64
-
-if TYPE_CHECKING:
-    from boltraft.storage.db import DB
+from boltraft.storage.layout import NEXT_ID_KEY, RECORD, U64, SubDbs
 
 KNOWN_MAX = 4096  # the DB's bucket directory starts over past this many paths
 
@@ -54,18 +52,42 @@ creation or deletion clears it (so an entry is never stale); a commit that resha
 adds the buckets it used. Only write transactions read it: a reader's snapshot may be older."""
 
 
+class Store(Protocol):
+    """What a Tx uses of the DB that opened it (``boltraft.storage.db.DB``)."""
+
+    env: lmdb.Environment  # for savepoints: nested transactions
+    max_value_size: int
+    _dbs: SubDbs
+    _max_key_size: int  # LMDB's key limit
+    _known: Known  # the bucket directory
+
+    def abort_write(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Aborts a write transaction or savepoint of this thread (see ``DB.abort_write``)."""
+
+
 class Tx:
     """A transaction: a consistent snapshot (view) or the one writer (update).
 
     Valid until its ``with`` block ends; afterwards every call raises TxClosedError.
     """
 
-    __slots__ = ("_cache", "_db", "_dbs", "_reshaped", "_state", "_txn")
+    __slots__ = (
+        "_cache",
+        "_db",
+        "_dbs",
+        "_max_key_size",
+        "_max_value_size",
+        "_reshaped",
+        "_state",
+        "_txn",
+    )
 
-    def __init__(self, db: DB, txn: lmdb.Transaction[bytes], state: int) -> None:
+    def __init__(self, db: Store, txn: lmdb.Transaction[bytes], state: int) -> None:
         self._db = db
         self._txn = txn  # the innermost open LMDB txn (a child while a savepoint runs)
         self._dbs = db._dbs
+        self._max_key_size = db._max_key_size
+        self._max_value_size = db.max_value_size
         self._state = state  # WRITE, READ, CLOSED or DOOMED
         # path (as given, or normalized) -> live Bucket; one Bucket object per bucket id
         self._cache: dict[object, Bucket] = {}
@@ -99,7 +121,7 @@ class Tx:
     # --- buckets -------------------------------------------------------------------------
     def _names(self, path: object) -> tuple[bytes, ...]:
         """Returns ``path`` as a tuple of valid names; raises InvalidBucketNameError."""
-        limit = self._db._max_key_size - len(self._dbs.root)
+        limit = self._max_key_size - len(self._dbs.root)
         kind = type(path)
         parts = (path,) if kind is bytes or kind is str else path
         if type(parts) is tuple or type(parts) is list:
@@ -122,7 +144,7 @@ class Tx:
             return b
         prefix = self._dbs.root if parent is None else parent._prefix
         full = prefix + names[-1]
-        if len(full) > self._db._max_key_size:
+        if len(full) > self._max_key_size:
             return None
         rec = self._txn.get(full, db=self._dbs.buckets)
         if rec is None:
@@ -199,7 +221,7 @@ class Tx:
         prefix = self._dbs.root if parent is None else parent._prefix
         name = names[-1]
         full = prefix + name
-        room = self._db._max_key_size - len(prefix)
+        room = self._max_key_size - len(prefix)
         if len(name) > room:
             raise InvalidBucketNameError(
                 f"bucket name of {len(name)} bytes is too long: at most {room} bytes "
@@ -269,9 +291,9 @@ class Tx:
         self._reshape()
         full = (self._dbs.root if parent is None else parent._prefix) + names[-1]
         txn = self._txn
-        rec = txn.get(full, db=self._dbs.buckets) if len(full) <= self._db._max_key_size else None
+        rec = txn.get(full, db=self._dbs.buckets) if len(full) <= self._max_key_size else None
         if rec is None:
-            if len(full) <= self._db._max_key_size and txn.get(full) is not None:
+            if len(full) <= self._max_key_size and txn.get(full) is not None:
                 raise IncompatibleValueError(
                     f"{show_path(names)} is a key, not a bucket", path=list(names)
                 )
@@ -392,7 +414,7 @@ class Tx:
 
     # --- the internal meta keyspace ------------------------------------------------------
     def _meta_key(self, key: object) -> bytes:
-        return check_key(key, self._db._max_key_size, "(meta)")
+        return check_key(key, self._max_key_size, "(meta)")
 
     def meta_get(self, key: bytes) -> bytes | None:
         """Returns the value of internal meta ``key``, or None. Raises like Bucket.get."""
