@@ -149,7 +149,7 @@ class Client:
         return self._chan.current_endpoint
 
     def close(self) -> None:
-        """Returns None once every socket is closed; calling it again does nothing."""
+        """Closes every socket; calling it again does nothing."""
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -207,8 +207,8 @@ class Client:
         if_absent: bool = False,
         timeout: float | None = None,
     ) -> None:
-        """Returns None once ``key`` holds ``value``. With ``if_value`` the current value
-        must equal it, with ``if_absent`` the key must not exist (ConditionFailedError, whose
+        """Sets ``key`` to ``value``. With ``if_value`` the current value must equal it, with
+        ``if_absent`` the key must not exist (ConditionFailedError, whose
         ``details["current"]`` is the value found). Raises BucketNotFoundError and the
         engine's other typed errors."""
         body: dict[str, Any] = {
@@ -234,8 +234,8 @@ class Client:
         *,
         timeout: float | None = None,
     ) -> None:
-        """Returns None once ``key`` went from ``expect`` (None: absent) to ``value``;
-        raises ConditionFailedError when the current value differs."""
+        """Sets ``key`` from ``expect`` (None: absent) to ``value`` (compare-and-set); raises
+        ConditionFailedError when the current value differs."""
         if expect is None:
             self.put(bucket, key, value, if_absent=True, timeout=timeout)
         else:
@@ -368,7 +368,8 @@ class Client:
     def create_bucket(
         self, bucket: BucketPath, *, if_not_exists: bool = False, timeout: float | None = None
     ) -> None:
-        """Returns None once ``bucket`` exists (its parent must). Raises BucketExistsError
+        """Creates ``bucket``, whose parent must exist; with ``if_not_exists`` an existing
+        bucket is fine and missing ancestors are created too. Raises BucketExistsError
         unless ``if_not_exists``, BucketNotFoundError for a missing parent."""
         body: dict[str, Any] = {"op": "create_bucket", "bucket": _path(bucket)}
         if if_not_exists:
@@ -376,7 +377,7 @@ class Client:
         self._call(body, write=True, timeout=timeout)
 
     def delete_bucket(self, bucket: BucketPath, *, timeout: float | None = None) -> None:
-        """Returns None once ``bucket`` and everything in it is gone; BucketNotFoundError."""
+        """Deletes ``bucket`` and everything in it; raises BucketNotFoundError."""
         self._call({"op": "delete_bucket", "bucket": _path(bucket)}, write=True, timeout=timeout)
 
     def buckets(
@@ -464,5 +465,5 @@ class Client:
         return data
 
     def backup_end(self, endpoint: str, token: str, *, timeout: float | None = None) -> None:
-        """Returns None once ``endpoint`` released backup ``token``."""
+        """Tells ``endpoint`` to release backup ``token``."""
         self._call({"op": "backup_end", "backup": token}, timeout=timeout, endpoint=endpoint)

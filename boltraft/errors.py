@@ -18,6 +18,7 @@
     │   ├── DataDirNotFoundError          data_dir_not_found
     │   ├── InvalidArgumentError          invalid_argument
     │   ├── CorruptionError               corruption
+    │   ├── DiskFailedError               disk_failed
     │   └── CopyFailedError               copy_failed
     ├── CommandError                      (state-machine commands)
     │   ├── MalformedCommandError         malformed_command

@@ -1,8 +1,8 @@
-"""Returns nothing; ``pack``: msgpack encoding through one shared ``msgpack.Packer``.
+"""``pack``: msgpack encoding through one shared ``msgpack.Packer``.
 
 ``msgpack.packb`` builds a new Packer (and its buffer) on every call, which costs more than
-packing a small value (~1 µs against ~0.5 µs for a log command); the hot paths (log
-commands, frames, replies, dedup records, WAL records) pack through this one instead.
+packing a small value does; the hot paths (log commands, frames, replies, dedup records,
+WAL records) pack through this one instead.
 
 Sharing it is safe in CPython: ``Packer.pack`` runs in C without releasing the GIL and calls
 no Python code for the plain types boltraft packs, so two threads never interleave inside

@@ -441,7 +441,7 @@ def test_an_undone_savepoint_restores_what_buckets_know_of_their_nested_buckets(
 ) -> None:
     """Inside the block the parent's last nested bucket is deleted and a put then finds it
     has none; once the block is undone the nested bucket is back, so its name must again be
-    refused as a key (found by the state-machine Hypothesis test)."""
+    refused as a key."""
     with db.update() as tx:
         tx.create_bucket("a").create_bucket(b"n")
     with db.update() as tx:

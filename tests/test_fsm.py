@@ -241,7 +241,7 @@ def test_a_failed_batch_that_deleted_a_nested_bucket_leaves_its_name_refused(
     sm: BucketStateMachine,
 ) -> None:
     """The batch deletes a/n (a then has no nested bucket), then a, then fails: a/n is back,
-    and a later put of key n into a must fail as before (found by test_fsm_stateful)."""
+    and a later put of key n into a must fail as before."""
     sm.apply([ent(1, mk("a")), ent(2, mk(["a", "n"]))])
     batch = {
         "op": "batch",

@@ -176,7 +176,7 @@ class Bucket:
         return self._tx._txn.get(self._prefix + key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        """Returns None after setting ``key`` to ``value`` (overwriting any old value).
+        """Sets ``key`` to ``value`` (overwriting any old value).
 
         Raises KeyRequiredError, KeyTooLargeError, ValueTooLargeError, InvalidArgumentError,
         IncompatibleValueError (``key`` names a nested bucket), ReadOnlyTxError,
@@ -260,7 +260,7 @@ class Bucket:
             raise self._tx._doom()
 
     def put_if(self, key: bytes, value: bytes, expect: bytes | None) -> None:
-        """Returns None after setting ``key`` if its current value equals ``expect``.
+        """Sets ``key`` to ``value`` if its current value equals ``expect``.
 
         ``expect`` None means "``key`` must be absent". Raises ConditionFailedError with
         ``details["current"]`` (the current value, or None) when the condition does not
@@ -275,7 +275,7 @@ class Bucket:
         self._write_if(key, value, expect)
 
     def delete_if(self, key: bytes, expect: bytes) -> None:
-        """Returns None after deleting ``key`` if its current value equals ``expect``.
+        """Deletes ``key`` if its current value equals ``expect``.
 
         Raises ConditionFailedError (``details["current"]``, None when absent) and
         everything ``delete`` raises.
@@ -286,7 +286,7 @@ class Bucket:
         self._write_if(key, None, as_bytes(expect, "expect"))
 
     def _write_if(self, key: bytes, value: bytes | None, expect: bytes | None) -> None:
-        """Returns None after setting ``key`` to ``value`` (None: delete) if it holds ``expect``.
+        """Sets ``key`` to ``value`` (None: deletes it) if it holds ``expect``.
 
         ``expect`` None means "``key`` must be absent"; the caller has checked the arguments.
 
@@ -419,7 +419,7 @@ class Bucket:
         return self._tx.create_bucket_if_not_exists((*self.path, name))
 
     def delete_bucket(self, name: bytes | str) -> None:
-        """Returns None after deleting nested bucket ``name`` and all it holds (see Tx)."""
+        """Deletes nested bucket ``name`` and all it holds (see Tx.delete_bucket)."""
         self._tx.delete_bucket((*self.path, name))
 
     def buckets(self) -> list[bytes]:

@@ -334,7 +334,8 @@ def _check_path(path: Any) -> None:
 
 
 def _check_body(body: Any, top: bool) -> None:
-    """Returns None when ``body`` is a well-formed positional body; raises otherwise."""
+    """Checks that ``body`` is a well-formed positional body; raises MalformedCommandError or
+    UnknownCommandError otherwise."""
     if type(body) is not tuple or not body:
         raise _malformed("a command body must be a non-empty array")
     code = body[0]

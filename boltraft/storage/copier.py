@@ -3,12 +3,11 @@
 Why a child process. py-lmdb (3.0) makes an aborting WRITE transaction (a rolled-back
 savepoint, i.e. a failed batch or compare-and-set; a transaction doomed by a full map) wait
 until no operation of the environment is in flight anywhere in the process. An in-process
-copy is ONE such operation for as long as the copy runs (about 0.3 s for 150 MiB here, so
-seconds for gigabytes): the node loop's every rollback would stall until the copy ends and
-miss its heartbeats. Two reader threads that keep calls in flight can starve an abort for
-ever (``tests/test_engine_db.py`` reproduces both). A child's reads do not count in this
-process, and LMDB gives it the same consistent snapshot: one read transaction, while
-writers go on.
+copy is ONE such operation for as long as the copy runs (seconds for gigabytes): the node
+loop's every rollback would stall until the copy ends and miss its heartbeats. Two reader
+threads that keep calls in flight can starve an abort for ever (``tests/test_engine_db.py``
+reproduces both). A child's reads do not count in this process, and LMDB gives it the same
+consistent snapshot: one read transaction, while writers go on.
 
     copy_store(src, dest=DIR)      # DIR/data.mdb (compacted)
     copy_store(src, fd=w)          # the compacted image written to the open fd ``w``
@@ -44,9 +43,9 @@ except OSError:
 
 
 def low_priority() -> None:
-    """Returns None after lowering the calling THREAD's CPU priority (nice +10) and putting
-    its I/O in the idle class where the platform allows; failures are ignored (the work is
-    then only less polite). In a process's main thread this covers the process."""
+    """Lowers the calling THREAD's CPU priority (nice +10) and puts its I/O in the idle
+    class where the platform allows; failures are ignored (the work is then only less
+    polite). In a process's main thread this covers the process."""
     tid = threading.get_native_id()
     try:
         os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), _LOW_NICE))
@@ -64,10 +63,10 @@ def copy_store(
     compact: bool = True,
     low: bool = False,
 ) -> None:
-    """Returns None once a child process wrote a consistent copy of the store in ``src``:
-    into the directory ``dest`` (as ``data.mdb``) or into the open file descriptor ``fd``
-    (not closed here). Exactly one of ``dest`` / ``fd`` must be given. ``low`` runs the
-    child at low CPU and I/O priority.
+    """Has a child process write a consistent copy of the store in ``src`` into the
+    directory ``dest`` (as ``data.mdb``) or into the open file descriptor ``fd`` (not
+    closed here), and waits for it. Exactly one of ``dest`` / ``fd`` must be given.
+    ``low`` runs the child at low CPU and I/O priority.
 
     Raises ValueError for a wrong argument combination, CopyFailedError when the child
     fails (its last error line is in the message; ``dest`` may then hold a partial file).

@@ -293,8 +293,8 @@ class DB:
             self._gate.leave()
 
     def abort_write(self, txn: lmdb.Transaction[bytes]) -> None:
-        """Returns None after aborting the write transaction (or savepoint) ``txn`` of this
-        thread, with the other threads' transactions closed meanwhile (see ``_Gate``)."""
+        """Aborts the write transaction (or savepoint) ``txn`` of this thread, with the other
+        threads' transactions closed meanwhile (see ``_Gate``)."""
         with self._gate.quiesce():
             txn.abort()
 
@@ -449,14 +449,15 @@ class DB:
             return check_store(tx._txn, self._dbs)
 
     def sync(self) -> None:
-        """Returns None after flushing committed data to disk (needed only with sync=False)."""
+        """Flushes committed data to disk (needed only with sync=False). Raises
+        TxClosedError when the DB is closed."""
         if self._closed:
             raise TxClosedError("the database is closed")
         if not self.readonly:
             self.env.sync(True)
 
     def close(self) -> None:
-        """Returns None after closing the environment and releasing the lock; idempotent."""
+        """Closes the environment and releases the lock; idempotent."""
         if self._closed:
             return
         self._closed = True

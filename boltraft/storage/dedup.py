@@ -149,7 +149,7 @@ class DedupRun:
         return decode_result(raw[8:])
 
     def record(self, cid: bytes, seq: int, ts: int, result: Any) -> None:
-        """Returns None after storing ``result`` as the outcome of ``(cid, seq)`` at ``ts``."""
+        """Stores ``result`` as the outcome of ``(cid, seq)`` at ``ts``."""
         last = self._key
         key = last[2] if last is not None and last[0] == cid and last[1] == seq else None
         tx = self._tx
@@ -180,9 +180,9 @@ class DedupRun:
     def record_many(
         self, ids: list[tuple[bytes, int]], keys: list[bytes], ts: list[int], results: list[Any]
     ) -> None:
-        """Returns None after storing ``results[i]`` as the outcome of ``ids[i]`` at
-        ``ts[i]`` (non-decreasing) under ``keys[i]`` (from ``unrecorded``): what ``record``
-        does for each, in one LMDB call. Raises TxClosedError, NoSpaceError(retry=True)."""
+        """Stores ``results[i]`` as the outcome of ``ids[i]`` at ``ts[i]`` (non-decreasing)
+        under ``keys[i]`` (from ``unrecorded``): what ``record`` does for each, in one LMDB
+        call. Raises TxClosedError, NoSpaceError(retry=True)."""
         tx = self._tx
         tx._check(True)
         pack_ts = _U64.pack
@@ -198,7 +198,7 @@ class DedupRun:
             self._max_ts = ts[-1]
 
     def finish(self, first_index: int, clock: int) -> None:
-        """Returns None after writing this run's group entry and cleaning up expired groups.
+        """Writes this run's group entry and cleans up expired groups.
 
         ``first_index`` is the log index of the run's first entry (it makes the group key
         unique); ``clock`` is the clock after the run.

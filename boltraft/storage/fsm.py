@@ -9,11 +9,10 @@ replays the rest (replay skips what is applied).
 
 A run of more than one command lifts the state record at the start of its transaction and
 writes it back at the end, so in store format 5 the data it appends fills whole pages
-(``boltraft.storage.layout``). A single command leaves it in place: lifting it costs LMDB a
-rebalance while the last page is less than a quarter full (a node moved in from the page
-before it, one more page written), which measured 0.02 to 0.04 more on the single-put commit
-latency ratio of ``bench/store.py``; such appends split pages half and half, as format 4
-always did.
+(``boltraft.storage.layout``). A single command leaves it in place: lifting it makes LMDB
+rebalance the last page while that is less than a quarter full (a node moves in from the
+page before it: one more page written per commit); a single command's append therefore
+splits its page half and half.
 
 Results, aligned with the entries: None for a no-op (empty data), a CONF_CHANGE entry (the
 consensus core handles those) or an entry already applied; otherwise the command's result
@@ -24,8 +23,7 @@ undecodable entry MalformedCommandError / UnknownCommandError / UnsupportedVersi
 Every replica reaches the same result for the same log: a bad command never stops the applier.
 
 A run of one command (what a lightly loaded node applies, and a single durable commit) takes
-``_apply_one``: the same work as ``_run`` without the run's bookkeeping, 25-40% less Python
-per apply (measured in ``docs/benchmarks.md``, seventh session).
+``_apply_one``: the same work as ``_run`` without the run's bookkeeping.
 
 Runs of puts are what clients send most. A run of at least ``BATCH_PATH_MIN`` puts to one
 bucket, all exactly-once or all plain (no (cid, seq)), takes the batch path: decoded and
@@ -53,9 +51,9 @@ full store. This is deterministic across replicas only when they have the same q
 same page layout: a replica installed from a compacted snapshot can have more free space than
 one that grew by applying, and so apply an entry that another refused. We accept that rare
 divergence, which needs a store at its quota, rather than stalling the whole cluster
-(``db.stats()`` shows how close a store is to its quota). If not even
-the applied index can be written, ``apply`` raises NoSpaceError: the entries up to
-``applied`` are durable, and the caller retries the rest once space is freed.
+(``db.stats()`` shows how close a store is to its quota). If not even the applied index can
+be written, ``apply`` raises NoSpaceError: the entries up to ``applied`` are durable, and the
+caller retries the rest once space is freed.
 
 A full DISK is different: every replica with free space applies the entry, so skipping it
 here would make this replica diverge. ``apply`` raises NoSpaceError with
@@ -101,9 +99,9 @@ from boltraft.storage.snapshot import SnapshotInfo
 from boltraft.storage.tx import Tx
 
 BATCH_PATH_MIN = 8
-"""Runs this long of exactly-once puts to one bucket take the batch path (``_commit_puts``):
-measured, it costs what the general path does at 8 puts, 13% less at 16, 25% less at 100,
-and more below 8 (its fixed cost)."""
+"""Runs of at least this many puts to one bucket, all plain or all exactly-once, take the
+batch path (``_commit_plain_puts``, ``_commit_puts``); shorter runs take the general path,
+which costs less than the batch path's fixed cost there."""
 _NORMAL = int(EntryType.NORMAL)
 
 Work = list[tuple[int, Parsed]]  # (position in the entries, decoded command)
@@ -289,8 +287,8 @@ class BucketStateMachine:
         self._committed(last, *self.db.update_fn(run))
 
     def _committed(self, last: Entry, clock: int, oldest: int | None) -> None:
-        """Returns None after noting that a transaction applied everything up to ``last``
-        with the clock at ``clock`` and its oldest dedup group at ``oldest``."""
+        """Notes that a committed transaction applied everything up to ``last``, with the
+        clock at ``clock`` and its oldest dedup group at ``oldest``."""
         self._index, self._term, self._clock = last.index, last.term, clock
         self._oldest_group = oldest
 

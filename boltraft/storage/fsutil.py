@@ -1,6 +1,6 @@
-"""Returns nothing; the file-system helpers every store needs: a directory's entries made
-durable, a directory lock held for a store's lifetime, and telling a full disk from an I/O
-error in what LMDB raises."""
+"""The file-system helpers every store needs: a directory's entries made durable, a
+directory lock held for a store's lifetime, and telling a full disk from an I/O error in
+what LMDB raises."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ DISK_FULL_BELOW = 64 << 20
 
 
 def fsync_dir(path: Path) -> None:
-    """Returns None once the directory entries of ``path`` are durable (after a create,
-    rename or unlink in it)."""
+    """Makes the directory entries of ``path`` durable (after a create, rename or unlink in
+    it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -16,9 +16,7 @@ created as):
 - ``sys``:     ``FORMAT_KEY -> FORMAT`` and ``NEXT_ID_KEY -> u64`` (the next bucket id).
 
 Why the main db: a durable apply then writes the same pages as a raw LMDB put of the same
-key (the data leaf and, on its path, the state record), and no sub-db root record besides
-(since format 3; format 2 kept the data in a ``data`` sub-db, one more page per commit;
-format 1 the applied index in ``meta``, one more again).
+key (the data leaf and, on its path, the state record), and no sub-db root record besides.
 
 Why the data sorts after the sub-db records, and the state record after the data (format 5):
 LMDB fills a page completely only when a key is added at the END of a page (it then splits
@@ -26,12 +24,10 @@ LMDB fills a page completely only when a key is added at the END of a page (it t
 keys, the common case of logs and ids) therefore make full pages only when nothing follows
 them. An apply of several commands lifts the state record first and writes it back last
 (``Tx.lift_state_record``), so the record still shares the newest data's page and the data
-appends fill their pages: with 100-byte values, half the leaf pages of format 4, and about a
-quarter fewer bytes written per commit of 100 puts (a single command leaves the record in
-place: ``boltraft.storage.fsm`` says why). The price: the sub-db records now sit on the main
-db's first leaf, so a commit that changes a sub-db (the dedup records of exactly-once
-writes, in ``meta``) also writes that leaf and its branch, where format 4 had them on the
-newest data's page (measured: two more page writes per such commit, in ``docs/benchmarks.md``).
+appends fill their pages (a single command leaves the record in place:
+``boltraft.storage.fsm`` says why). The price: the sub-db records sit on the main db's first
+leaf, so a commit that changes a sub-db (the dedup records of exactly-once writes, in
+``meta``) also writes that leaf and its branch.
 
 Formats 3 and 4 (``FORMATS_LOW_DATA``) put the user data first, under prefixes of tag 0
 (below ``DATA_END``), and ``STATE_KEY`` among the sub-db records after it: the same logical

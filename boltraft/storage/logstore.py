@@ -9,8 +9,7 @@ Layout (one environment in ``path``; ``LOCK`` beside it holds an exclusive ``flo
   u64 commit, then the vote (UTF-8); ``snap`` = msgpack ``[index, term, voters, learners,
   addrs]``. The bootstrap membership is a ``snap`` at index 0. The main db is rewritten by
   every commit anyway (it holds the sub-db's root), so a hard state stored there dirties no
-  extra page: a separate ``state`` sub-db cost one more page write per synced append (~7%
-  of a durable single-entry append, measured).
+  extra page, where a sub-db of its own would add one page write to every synced append.
 
 Every mutation is ONE write transaction (synced when the store was opened with ``sync=True``):
 an append writes its entries (``putmulti``), deletes the stale suffix and stores the hard
@@ -256,9 +255,9 @@ class LmdbLogStore:
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:
-        """Returns None once ``entries`` (replacing the stored suffix from
-        ``entries[0].index``; entries at or below the snapshot index are skipped) and
-        ``hard_state`` are written in one transaction, synced when the store syncs.
+        """Writes ``entries`` (replacing the stored suffix from ``entries[0].index``; entries
+        at or below the snapshot index are skipped) and ``hard_state`` in one transaction,
+        synced when the store syncs.
 
         ``sync=False`` matters only without entries: the hard state (typically a new commit
         index, which Raft need not persist) is then kept in memory and written by the next
@@ -347,10 +346,10 @@ class LmdbLogStore:
             self._hs = hard_state
 
     def compact(self, meta: SnapshotMeta) -> None:
-        """Returns None after dropping entries up to ``meta.index`` and recording ``meta``,
-        in one transaction. Raises LogCompactedError when ``meta.index`` <= the snapshot
-        index, LogUnavailableError past the last index, InvalidArgumentError when
-        ``meta.term`` is not the term of entry ``meta.index``; nothing changes then."""
+        """Drops the entries up to ``meta.index`` and records ``meta``, in one transaction.
+        Raises LogCompactedError when ``meta.index`` <= the snapshot index,
+        LogUnavailableError past the last index, InvalidArgumentError when ``meta.term`` is
+        not the term of entry ``meta.index``; nothing changes then."""
         check_compact(meta, self._snap.index, self.term)
         raw = _encode_snap(meta)
         first = self._first
@@ -371,8 +370,8 @@ class LmdbLogStore:
         self._first = new_first
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Returns None after replacing the whole log by ``meta`` (empty at ``meta.index``)
-        and storing ``hard_state`` when given, in one transaction.
+        """Replaces the whole log by ``meta`` (empty at ``meta.index``) and stores
+        ``hard_state`` when given, in one transaction.
 
         Raises LogCompactedError (changing nothing) when ``meta.index`` is below the current
         snapshot index; NoSpaceError when the map cannot grow."""
@@ -409,16 +408,16 @@ class LmdbLogStore:
         return True
 
     def sync(self) -> None:
-        """Returns None once a hard state pending from ``append((), hs, sync=False)`` is
-        written, synced when the store syncs (entries always are already). Raises
-        NoSpaceError when the map cannot grow."""
+        """Writes a hard state pending from ``append((), hs, sync=False)``, synced when the
+        store syncs (entries always are already). Raises NoSpaceError when the map cannot
+        grow."""
         if self._pending_hs is not None:
             self._write(lambda txn: None)
 
     def close(self) -> None:
-        """Returns None after closing the environment and releasing the directory lock;
-        closing twice is harmless. The store must not be used afterwards. Writes a hard state
-        still pending from ``append((), hs, sync=False)`` first (may raise NoSpaceError)."""
+        """Closes the environment and releases the directory lock; closing twice is harmless.
+        The store must not be used afterwards. Writes a hard state still pending from
+        ``append((), hs, sync=False)`` first (may raise NoSpaceError)."""
         if self._pending_hs is not None:
             self._write(lambda txn: None)
         self._release()

@@ -1,5 +1,5 @@
-"""Returns nothing; the disk side of snapshots: writing a snapshot file without stalling the
-Raft log's fsyncs, and receiving one chunk by chunk.
+"""The disk side of snapshots: writing a snapshot file without stalling the Raft log's
+fsyncs, and receiving one chunk by chunk.
 
 Writing hundreds of MB and fsyncing them at the end fills the page cache with dirty pages
 that the final fsync (or the kernel's flusher) pushes out in one burst, during which every
@@ -72,8 +72,8 @@ class StepFlusher:
         self.waited = 0
 
     def wrote(self, end: int) -> None:
-        """Returns None once bytes ``[0, end)`` are written: starts writeback of every whole
-        step below ``end`` not started yet and waits for the steps before the newest."""
+        """Notes that bytes ``[0, end)`` are written: starts writeback of every whole step
+        below ``end`` not started yet and waits for the steps before the newest."""
         while end - self.started >= self.step:
             begin = self.started
             self.started += self.step
@@ -92,7 +92,7 @@ class StepFlusher:
                     time.sleep(ahead)
 
     def finish(self) -> None:
-        """Returns None once the whole file is durable (data and size)."""
+        """Makes the whole file durable (data and size)."""
         os.fdatasync(self.fd)
         self.waited = self.started
 
@@ -226,7 +226,7 @@ class ChunkSink:
         self._thread.start()
 
     def put(self, off: int, data: bytes) -> None:
-        """Returns None after queueing ``data`` to be written at ``off``."""
+        """Queues ``data`` to be written at ``off``."""
         self._put += 1
         self._q.put((off, data))
 
@@ -236,7 +236,8 @@ class ChunkSink:
         return self._put - self._written
 
     def finish(self) -> None:
-        """Returns None; the sink flushes the file and sets ``digest`` (see ``done``)."""
+        """Tells the sink that every chunk was put: it then flushes the file and sets
+        ``digest`` (see ``done``)."""
         self._q.put(None)
 
     def done(self) -> bool:
@@ -244,8 +245,8 @@ class ChunkSink:
         return self._done.is_set()
 
     def close(self) -> None:
-        """Returns None after stopping the thread (once the chunks put are written and
-        flushed) and closing the file (the file stays)."""
+        """Stops the thread (once the chunks put are written and flushed) and closes the
+        file (the file stays)."""
         if self._thread.is_alive():
             self._q.put(None)
             self._thread.join()

@@ -157,7 +157,7 @@ def load_snapshot_info(snapshot_dir: str | Path) -> SnapshotInfo:
 
 
 def restore_snapshot(data_dir: str | Path, snapshot_path: str | Path, info: SnapshotInfo) -> None:
-    """Returns None after replacing the store in ``data_dir`` by the snapshot's copy.
+    """Replaces the store in ``data_dir`` by the snapshot's copy.
 
     ``snapshot_path`` is the snapshot's data file or its directory. The store must be closed.
     Raises ChecksumMismatchError when the file's size or sha256 differ from ``info`` (the store

@@ -199,15 +199,16 @@ class Tx:
         return b
 
     def _reshape(self) -> None:
-        """Returns None after forgetting the DB's bucket directory (a bucket is about to be
-        created or deleted: paths, ids and has-children flags may all change)."""
+        """Forgets the DB's bucket directory (a bucket is about to be created or deleted:
+        paths, ids and has-children flags may all change)."""
         self._reshaped = True
         self._db._known.clear()
 
     def offer_known(self) -> None:
-        """Returns None after telling the DB's bucket directory the buckets this write txn
-        resolved (called by the DB just before the commit, under LMDB's write lock, and only
-        when the txn reshaped nothing: then they are exactly the committed buckets)."""
+        """Tells the DB's bucket directory the buckets this write txn resolved (called by the
+        DB just before the commit, under LMDB's write lock). Only a txn that reshaped
+        nothing offers them, as they are then exactly the committed buckets; otherwise, or
+        past ``KNOWN_MAX`` paths, the directory is emptied."""
         known = self._db._known
         if self._reshaped or len(known) > KNOWN_MAX:
             known.clear()
@@ -279,7 +280,7 @@ class Tx:
         return parent
 
     def delete_bucket(self, path: object) -> None:
-        """Returns None after deleting the bucket at ``path``, its keys and nested buckets.
+        """Deletes the bucket at ``path``, its keys and nested buckets.
 
         Bucket objects of the deleted buckets refuse further use (BucketNotFoundError).
         Raises BucketNotFoundError, IncompatibleValueError (``path`` names a key),
@@ -385,9 +386,9 @@ class Tx:
         return self._txn.get(self._dbs.state_key, db=self._dbs.main)
 
     def lift_state_record(self) -> None:
-        """Returns None after taking the state record out of a format 5 store until
-        ``put_state_record`` writes it back, which the caller must do before the commit (a
-        store without it reads as new). Meanwhile the newest user data is the main db's last
+        """Takes the state record out of a format 5 store until ``put_state_record`` writes
+        it back, which the caller must do before the commit (a store without it reads as
+        new). Meanwhile the newest user data is the main db's last
         key, so appends fill B-tree pages (``boltraft.storage.layout``). Does nothing in
         older formats. Raises ReadOnlyTxError, TxClosedError, NoSpaceError(retry=True)."""
         if self._state:
@@ -399,9 +400,9 @@ class Tx:
                 raise self._doom()
 
     def put_state_record(self, value: bytes) -> None:
-        """Returns None after replacing the state record by ``value`` (a small bytes value
-        its one owner, the state machine, rewrites at every commit: keep it well under a
-        page). Raises InvalidArgumentError (not bytes), ReadOnlyTxError, TxClosedError,
+        """Replaces the state record by ``value`` (a small bytes value its one owner, the
+        state machine, rewrites at every commit: keep it well under a page). Raises
+        InvalidArgumentError (not bytes), ReadOnlyTxError, TxClosedError,
         NoSpaceError(retry=True)."""
         if self._state:
             raise refusal(self._state, "")
@@ -422,7 +423,7 @@ class Tx:
         return self._txn.get(self._meta_key(key), db=self._dbs.meta)
 
     def meta_put(self, key: bytes, value: bytes) -> None:
-        """Returns None after setting internal meta ``key`` (no value size limit).
+        """Sets internal meta ``key`` to ``value`` (no value size limit).
 
         Raises KeyRequiredError, KeyTooLargeError, InvalidArgumentError, ReadOnlyTxError,
         TxClosedError, NoSpaceError(retry=True).

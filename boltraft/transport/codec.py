@@ -172,7 +172,7 @@ def _bad(message: str, **details: Any) -> MalformedFrameError:
 
 
 def check_plain(obj: Any, what: str = "value") -> None:
-    """Returns None when ``obj`` holds only nil/bool/int/float/str/bytes/list/map values.
+    """Checks that ``obj`` holds only nil/bool/int/float/str/bytes/list/map values.
 
     Raises MalformedFrameError on anything else (msgpack extension types, timestamps)."""
     t = type(obj)
@@ -329,7 +329,7 @@ def _decode_resp(fields: list[Any]) -> Response:
 
 
 def register_kind(kind: str, decoder: FieldsDecoder, *, checks_plain: bool = False) -> None:
-    """Returns None after teaching ``decode_frame`` the frame kind ``kind``.
+    """Teaches ``decode_frame`` the frame kind ``kind``.
 
     ``decoder(fields)`` gets the elements after the kind and returns the payload; it should
     raise ProtocolError subclasses, and any other exception it raises is turned into

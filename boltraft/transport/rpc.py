@@ -104,7 +104,7 @@ class Channel:
         return self._endpoints[self._current]
 
     def close(self) -> None:
-        """Returns None once every socket and the ZeroMQ context are closed (call once)."""
+        """Closes every socket and the ZeroMQ context (call once)."""
         for sock in self._sockets.values():
             sock.close(0)
         self._sockets.clear()

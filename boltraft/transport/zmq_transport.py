@@ -77,8 +77,8 @@ _COUNTERS = (
 def drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
     """Yields the whole messages waiting on ``sock`` now, each as the list of its parts, at
     most ``limit`` of them; never blocks. It asks ZeroMQ whether more are waiting instead of
-    reading until ``zmq.Again``: raising and catching that costs ~7 us per call. Parts come
-    as bytes: a zero-copy Frame costs more for messages this small."""
+    reading until ``zmq.Again``, whose raising and catching costs more than a read. Parts
+    come as bytes: a zero-copy Frame costs more for messages this small."""
     for _ in range(limit):
         try:
             parts = [_recv(sock, _NB, True)]
@@ -208,7 +208,7 @@ class PeerTransport:
         return {pid: addr for pid, (addr, _) in self._peers.items()}
 
     def add_peer(self, peer_id: str, addr: str) -> None:
-        """Returns None once a DEALER to ``addr`` exists for ``peer_id``.
+        """Makes sure a DEALER to ``addr`` exists for ``peer_id``.
 
         Adding a known peer with a new address replaces its socket (frames still queued in
         ZeroMQ for the old address are discarded); the same address changes nothing. Raises
@@ -256,7 +256,7 @@ class PeerTransport:
 
     # --- sending -----------------------------------------------------------------------------
     def queue(self, msgs: Iterable[Message]) -> None:
-        """Returns None after queueing ``msgs`` for the next ``flush()``, grouped by ``to``."""
+        """Queues ``msgs`` for the next ``flush()``, grouped by ``to``."""
         self._live()
         queued = self._queued
         for m in msgs:
@@ -395,7 +395,7 @@ class PeerTransport:
         return self._router
 
     def close(self) -> None:
-        """Returns None once every socket is closed (linger 0); calling it again does nothing."""
+        """Closes every socket (linger 0); calling it again does nothing."""
         if self._closed:
             return
         self._closed = True

@@ -1,4 +1,4 @@
-"""Returns nothing; the segmented write-ahead-log Raft log store (``WalLogStore``).
+"""The Raft log store as a segmented write-ahead log (``WalLogStore``).
 
 Modules: ``format`` (record framing and payloads), ``index`` (the in-memory index of live
 entries), ``recovery`` (replaying segments on open, repairing a torn tail) and ``store``

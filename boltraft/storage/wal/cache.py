@@ -1,4 +1,4 @@
-"""Returns nothing; ``EntryCache``: the most recently appended entries of a WAL, in memory.
+"""``EntryCache``: the most recently appended entries of a WAL, in memory.
 
 A leader sends followers what it has just appended; reading that back must not touch the disk
 nor decode anything, so the store keeps the newest batches (bounded by their bytes on disk).
@@ -27,16 +27,16 @@ class EntryCache:
         self.reset(first)
 
     def reset(self, first: int) -> None:
-        """Returns None after emptying the cache before entry ``first`` (the next to come)."""
+        """Empties the cache before entry ``first`` (the next to come)."""
         self.first = first
         self.entries: list[Entry] = []
         self._batches: deque[tuple[int, int]] = deque()
         self._bytes = 0
 
     def add(self, start: int, batch: Sequence[Entry], nbytes: int) -> None:
-        """Returns None after caching ``batch`` (``nbytes`` on disk), appended from ``start``
-        (replacing the cached entries from ``start`` on), then evicting the oldest batches
-        down to 3/4 of the cap once it is passed (amortizing the list's shift)."""
+        """Caches ``batch`` (``nbytes`` on disk), appended from ``start`` (replacing the cached
+        entries from ``start`` on), then evicts the oldest batches down to 3/4 of the cap
+        once it is passed (amortizing the list's shift)."""
         ents, batches = self.entries, self._batches
         if start < self.first:
             self.reset(start)

@@ -1,5 +1,6 @@
-"""Returns nothing; the WAL's segment files: names, opening, writing (the directory lock and
-fsync are in ``boltraft.storage.fsutil``)."""
+"""The WAL's segment files: names, opening, preallocating, writing (the directory lock and
+fsync are in ``boltraft.storage.fsutil``). A write that fails cuts the file back to where
+its records ended; a crash in the middle of one leaves a torn tail that ``recovery`` cuts."""
 
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ def preallocate(fd: int, end: int, size: int) -> bool:
     """Returns True once the file ``fd``, whose records end at ``end``, is ``size`` bytes
     long with its blocks reserved (read as zeros), so that the records written into it
     change no file size: a growing file makes every ``fdatasync`` commit the filesystem's
-    journal, which measured 25-35% slower with three processes flushing at once
-    (``docs/benchmarks.md``, eighth session).
+    journal too.
 
     Best effort: False, the file cut back to ``end``, when the filesystem cannot (no
     support, or not that much space free); False at once when ``end >= size``."""
@@ -44,8 +44,8 @@ def preallocate(fd: int, end: int, size: int) -> bool:
 
 
 def write_all(fd: int, buf: bytes, end: int, path: Path) -> None:
-    """Returns None once all of ``buf`` is written to ``fd`` at ``end``, where its records
-    end (past it the file is empty or preallocated zeros).
+    """Writes all of ``buf`` to ``fd`` at ``end``, where its records end (past it the file
+    is empty or preallocated zeros).
 
     On failure cuts the file back to ``end`` and raises NoSpaceError when the disk (or the
     quota) is full, the OSError otherwise."""

@@ -1,4 +1,4 @@
-"""Returns nothing; the WAL's record framing and the payload of each record type.
+"""The WAL's record framing and the payload of each record type.
 
 A record is a 9-byte little-endian header, then its payload::
 

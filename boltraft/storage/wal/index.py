@@ -1,4 +1,4 @@
-"""Returns nothing; ``LogIndex``: what the WAL keeps in memory about its live entries.
+"""``LogIndex``: what the WAL keeps in memory about its live entries.
 
 The terms of every live entry (an ``array('q')``, so ``term()`` is one subscript) and where
 each live ``ENTRIES`` record lies on disk (segment, offset, size) with the index it starts
@@ -29,7 +29,7 @@ class LogIndex:
         self.reset(snap_index)
 
     def reset(self, index: int) -> None:
-        """Returns None after emptying the log at ``index`` (first = index + 1)."""
+        """Empties the log at ``index`` (first = index + 1)."""
         self.first = index + 1
         self.last = index
         self.terms = array("q")
@@ -39,9 +39,9 @@ class LogIndex:
         self.rec_size: list[int] = []
 
     def add(self, start: int, terms: list[int], seg: int, off: int, size: int) -> None:
-        """Returns None after recording a batch of ``len(terms)`` entries from ``start``
-        (``first <= start <= last + 1``: the caller checks), stored in segment ``seg`` at
-        ``off``, dropping the live entries from ``start`` on."""
+        """Records a batch of ``len(terms)`` entries from ``start`` (``first <= start <= last
+        + 1``: the caller checks), stored in segment ``seg`` at ``off``, dropping the live
+        entries from ``start`` on."""
         if start <= self.last:
             k = bisect_left(self.rec_first, start)
             del self.rec_first[k:], self.rec_seg[k:], self.rec_off[k:], self.rec_size[k:]
@@ -54,8 +54,8 @@ class LogIndex:
         self.last = start + len(terms) - 1
 
     def compact(self, index: int) -> None:
-        """Returns None after dropping the entries up to ``index`` (``first - 1 <= index <=
-        last``: the caller checks) and the records left without a live entry."""
+        """Drops the entries up to ``index`` (``first - 1 <= index <= last``: the caller
+        checks) and the records left without a live entry."""
         del self.terms[: index + 1 - self.first]
         if index >= self.last:
             k = len(self.rec_first)

@@ -1,4 +1,4 @@
-"""Returns nothing; rebuilding a WAL's state from its segments when it is opened.
+"""Rebuilds a WAL's state from its segments when it is opened.
 
 ``recover(path, sync)`` reads every segment in order and checks every record's CRC. A short
 or bad record in the LAST segment is a torn write (nothing from there on was ever synced: a

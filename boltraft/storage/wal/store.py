@@ -1,4 +1,4 @@
-"""Returns nothing; ``WalLogStore``: the Raft log as a segmented append-only write-ahead log.
+"""``WalLogStore``: the Raft log as a segmented append-only write-ahead log.
 
 Why: a synced LMDB commit costs two fsyncs (data pages, then the meta page) and grows its
 file; appending one record to a file and ``fdatasync``-ing it costs one. Each ``append`` is
@@ -224,11 +224,11 @@ class WalLogStore:
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:
-        """Returns None once ``entries`` (replacing the stored suffix from
-        ``entries[0].index``; entries at or below the snapshot index are skipped) and
-        ``hard_state`` are written as one write of one or two records, fdatasynced when
-        ``sync`` and the store syncs. A hard state alone with ``sync=False`` is written but
-        not synced: it survives a process crash, an OS crash may lose it.
+        """Writes ``entries`` (replacing the stored suffix from ``entries[0].index``; entries
+        at or below the snapshot index are skipped) and ``hard_state`` as one write of one or
+        two records, fdatasynced when ``sync`` and the store syncs. A hard state alone with
+        ``sync=False`` is written but not synced: it survives a process crash, an OS crash
+        may lose it.
 
         Raises InvalidArgumentError for a gap after the last index, non-contiguous indexes or
         a decreasing term; NoSpaceError when the disk is full; nothing is written then."""
@@ -283,8 +283,8 @@ class WalLogStore:
         self._cache.add(start, entries, len(payload))
 
     def compact(self, meta: SnapshotMeta) -> None:
-        """Returns None after durably recording ``meta`` (a ``SNAPSHOT`` record), dropping the
-        entries up to ``meta.index`` and deleting the old segments that held only those.
+        """Durably records ``meta`` (a ``SNAPSHOT`` record), drops the entries up to
+        ``meta.index`` and deletes the old segments that held only those.
 
         Raises LogCompactedError when ``meta.index`` <= the snapshot index,
         LogUnavailableError past the last index, InvalidArgumentError when ``meta.term`` is
@@ -297,9 +297,9 @@ class WalLogStore:
         self._delete_segments_before(self._segs[-1] if oldest is None else oldest)
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Returns None after replacing the whole log by ``meta`` (empty at ``meta.index``)
-        and storing ``hard_state`` when given: a new segment opened by a ``STATE`` record
-        (synced, with the directory), then every older segment deleted.
+        """Replaces the whole log by ``meta`` (empty at ``meta.index``) and stores
+        ``hard_state`` when given: a new segment opened by a ``STATE`` record (synced, with
+        the directory), then every older segment deleted.
 
         Raises LogCompactedError (changing nothing) when ``meta.index`` is below the current
         snapshot index; NoSpaceError."""
@@ -325,16 +325,16 @@ class WalLogStore:
         return True
 
     def sync(self) -> None:
-        """Returns None once every record written so far is durable: one ``fdatasync`` of
-        the current segment when something was written unsynced (rotation already synced
-        the older ones). May run on another thread while the owner makes no other call."""
+        """Makes every record written so far durable: one ``fdatasync`` of the current
+        segment when something was written unsynced (rotation already synced the older
+        ones). May run on another thread while the owner makes no other call."""
         if self._dirty and self._sync and self._segs:
             os.fdatasync(self._fds[self._segs[-1]])
             self._dirty = False
 
     def close(self) -> None:
-        """Returns None after closing the segments and releasing the directory lock (a hard
-        state written with ``sync=False`` is fdatasynced first); closing twice is harmless.
+        """Closes the segments and releases the directory lock (a hard state written with
+        ``sync=False`` is fdatasynced first); closing twice is harmless.
         The store must not be used afterwards."""
         if self._reserved:  # a stopped store keeps no reserved tail
             os.ftruncate(self._fds[self._segs[-1]], self._size)
@@ -368,13 +368,13 @@ class WalLogStore:
         return off
 
     def _rotate(self) -> None:
-        """Returns None after opening the next segment (``_open_segment`` seals this one)."""
+        """Opens the next segment (``_open_segment`` seals this one)."""
         self._open_segment(fmt.encode_state(self._snap, self._hs, False))
 
     def _seal(self) -> None:
-        """Returns None once the current segment (if any) ends with its last record, cut
-        back from its reserved tail, and is synced when the store syncs: recovery reads
-        every segment but the last one to its end."""
+        """Cuts the current segment (if any) back from its reserved tail to its last record
+        and syncs it when the store syncs: recovery reads every segment but the last one to
+        its end."""
         if not self._segs:
             return
         fd = self._fds[self._segs[-1]]
@@ -385,10 +385,9 @@ class WalLogStore:
             self._dirty = False
 
     def _open_segment(self, state: bytes) -> None:
-        """Returns None once a new segment opened by the ``STATE`` payload ``state`` is the
-        current one (file and directory synced when the store syncs; preallocated when it
-        syncs), after sealing the one before. Raises NoSpaceError (the new file removed)
-        when the disk is full."""
+        """Seals the current segment and opens the next one, which starts with the ``STATE``
+        payload ``state`` (file and directory synced when the store syncs; preallocated
+        when it syncs). Raises NoSpaceError (the new file removed) when the disk is full."""
         self._seal()
         seq = self._segs[-1] + 1 if self._segs else 1
         file = self.path / segment_name(seq)
@@ -411,8 +410,8 @@ class WalLogStore:
         self._reserved = reserved
 
     def _delete_segments_before(self, seq: int) -> None:
-        """Returns None after deleting the segments numbered below ``seq`` (directory synced
-        when the store syncs)."""
+        """Deletes the segments numbered below ``seq`` (directory synced when the store
+        syncs)."""
         k = 0
         while k < len(self._segs) and self._segs[k] < seq:
             old = self._segs[k]
