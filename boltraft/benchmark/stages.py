@@ -2,7 +2,8 @@
 
 ``StageRecorder`` (a ``boltraft.server.ports.CommitObserver``) follows each proposed batch
 of client writes through the leader's loop and keeps the finished ones in a bounded ring
-that the ``stats`` op returns. The stages are consecutive, so their sum is the server's share of a write's latency:
+that the ``stats`` op returns. The stages are consecutive, so their sum is the server's
+share of a write's latency:
 
 ============== ==============================================================================
 stage          from -> to (per batch; means are weighted by the batch's request count)
