@@ -11,6 +11,7 @@
     │   ├── BucketExistsError             bucket_exists
     │   ├── IncompatibleValueError        incompatible_value
     │   ├── ConditionFailedError          condition_failed
+    │   ├── SessionExpiredError           session_expired
     │   ├── NoSpaceError                  no_space
     │   ├── TxClosedError                 tx_closed
     │   ├── ReadOnlyTxError               read_only_tx
@@ -154,6 +155,14 @@ class ConditionFailedError(StoreError):
     """A conditional put/delete found a different current value (``details["current"]``)."""
 
     code = "condition_failed"
+
+
+class SessionExpiredError(StoreError):
+    """A retried write (its ``cid`` and ``seq``) was applied too long ago: its result is no
+    longer kept, so whether it took effect cannot be told, and it is NOT applied again.
+    ``details``: ``cid`` (hex), ``seq``."""
+
+    code = "session_expired"
 
 
 class NoSpaceError(StoreError):

@@ -550,9 +550,14 @@ def test_a_run_of_exactly_once_puts_ends_like_the_general_path(
                 sm.apply([ent(sm.applied[0] + 1, None)])  # the clean-up hint must agree too
             dumps = []
             for sm in sms:
-                with sm.db.view() as tx:  # a group's key ends with its run's first index
+                with (
+                    sm.db.view() as tx
+                ):  # a group's (or session group's) key ends with its run's first index
                     dumps.append(
-                        [(k[:12] if k[:4] == b"sm.g" else k, v) for k, v in tx.meta_scan(b"")]
+                        [
+                            (k[:12] if k[:4] in (b"sm.g", b"sm.t") else k, v)
+                            for k, v in tx.meta_scan(b"")
+                        ]
                     )
             assert dumps[0] == dumps[1]
         finally:

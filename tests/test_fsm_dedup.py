@@ -12,7 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storeformats import create_store  # tests/ is on sys.path under pytest
 
-from boltraft.errors import BucketNotFoundError, ConditionFailedError, InvalidArgumentError
+from boltraft.errors import (
+    BoltraftError,
+    BucketNotFoundError,
+    ConditionFailedError,
+    InvalidArgumentError,
+    SessionExpiredError,
+)
 from boltraft.raft.types import Entry
 from boltraft.storage import commands, dedup
 from boltraft.storage.fsm import BucketStateMachine
@@ -103,10 +109,13 @@ def test_expiry_follows_the_log_clock(sm: BucketStateMachine) -> None:
     assert sm.clock_ms == 100 + WINDOW
     # A command without ts does not move the clock.
     assert sm.apply([ent(4, {"op": "next_sequence", "bucket": "a", "cid": "c", "seq": 1})]) == [1]
-    # Once another command moves the clock past the window, the pair is applied afresh.
-    assert sm.apply([ent(5, seq_cmd("z", 1, 101 + WINDOW)), ent(6, seq_cmd("c", 1, 0))]) == [2, 3]
-    # ... and the fresh record is stamped with the clock, not the entry's older ts.
-    assert sm.apply([ent(7, seq_cmd("c", 1, 0))]) == [3]
+    # Once another command moves the clock past the window, the retry is refused, never
+    # applied again.
+    first, retry = sm.apply([ent(5, seq_cmd("z", 1, 101 + WINDOW)), ent(6, seq_cmd("c", 1, 0))])
+    assert first == 2 and isinstance(retry, SessionExpiredError)
+    assert retry.details == {"cid": b"c".hex(), "seq": 1}
+    # ... and the client's next write is applied as usual.
+    assert sm.apply([ent(7, seq_cmd("c", 2, 0))]) == [3]
 
 
 def test_a_stale_ts_does_not_move_the_clock_back(sm: BucketStateMachine) -> None:
@@ -127,14 +136,33 @@ def test_the_table_stays_bounded(sm: BucketStateMachine) -> None:
     assert 4 <= len(groups) <= 6
 
 
-def test_a_rewritten_record_outlives_its_old_group(sm: BucketStateMachine) -> None:
+def test_a_retry_after_clean_up_is_refused_by_its_client_s_session(
+    sm: BucketStateMachine,
+) -> None:
+    assert sm.apply([ent(2, seq_cmd("c", 1, 0)), ent(3, seq_cmd("c", 2, 0))]) == [1, 2]
+    sm.apply([ent(4, seq_cmd("x", 1, 2 * WINDOW)), ent(5, seq_cmd("y", 1, 3 * WINDOW))])
+    assert dedup.record_key(b"c", 1) not in meta_keys(sm, dedup.RECORD_PREFIX)  # cleaned up
+    assert dedup.SESSION_PREFIX + b"c" in meta_keys(sm, dedup.SESSION_PREFIX)
+    (retry,) = sm.apply([ent(6, seq_cmd("c", 1, 3 * WINDOW))])
+    assert isinstance(retry, SessionExpiredError)
+    assert sm.apply([ent(7, seq_cmd("c", 3, 3 * WINDOW))]) == [5]  # a new write: applied
+
+
+def test_a_seq_below_the_client_s_highest_is_refused_even_in_the_same_run(
+    sm: BucketStateMachine,
+) -> None:
+    results = sm.apply([ent(2, seq_cmd("c", 5, 0)), ent(3, seq_cmd("c", 4, 0))])
+    assert results[0] == 1 and isinstance(results[1], SessionExpiredError)
+
+
+def test_a_session_is_forgotten_a_day_after_its_newest_write_expired(
+    sm: BucketStateMachine,
+) -> None:
     sm.apply([ent(2, seq_cmd("c", 1, 0))])
-    sm.apply([ent(3, seq_cmd("x", 1, 2 * WINDOW)), ent(4, seq_cmd("c", 1, 2 * WINDOW))])
-    assert sm.apply([ent(5, seq_cmd("y", 1, 2 * WINDOW + 1)), ent(6, seq_cmd("c", 1, 1))]) == [
-        4,
-        3,
-    ]
-    assert dedup.record_key(b"c", 1) in meta_keys(sm, dedup.RECORD_PREFIX)
+    late = WINDOW + dedup.SESSION_MS + 10
+    sm.apply([ent(3, seq_cmd("x", 1, late)), ent(4, seq_cmd("y", 1, late + 1))])
+    assert dedup.SESSION_PREFIX + b"c" not in meta_keys(sm, dedup.SESSION_PREFIX)
+    assert sm.apply([ent(5, seq_cmd("c", 1, late + 2))]) == [4]  # taken as a new command
 
 
 def test_negative_window_is_refused(tmp_path: Path) -> None:
@@ -147,6 +175,11 @@ LOG = st.lists(
     min_size=1,
     max_size=40,
 )
+
+
+def comparable(results: list[Any]) -> list[Any]:
+    """``results`` with each error as (class, message, details): errors compare by value."""
+    return [(type(r), r.message, r.details) if isinstance(r, BoltraftError) else r for r in results]
 
 
 def apply_in_runs(sm: BucketStateMachine, entries: list[Entry], sizes: list[int]) -> list[Any]:
@@ -176,7 +209,7 @@ def test_any_batching_gives_the_same_results(
     for split in ([len(entries)], cuts):
         with BucketStateMachine(tmp_path_factory.mktemp("s"), dedup_window_ms=WINDOW) as sm:
             results = apply_in_runs(sm, entries, split)
-            outcomes.append((results, sm.applied, sm.clock_ms))
+            outcomes.append((comparable(results), sm.applied, sm.clock_ms))
     assert outcomes[0] == outcomes[1]
 
 
@@ -214,7 +247,7 @@ def test_any_batching_of_puts_gives_the_same_results(
         with BucketStateMachine(tmp_path_factory.mktemp("s"), dedup_window_ms=WINDOW) as sm:
             results = apply_in_runs(sm, entries, split)
             data = execute_read(sm.db, {"op": "scan", "bucket": "a"})
-            outcomes.append((results, sm.applied, sm.clock_ms, data))
+            outcomes.append((comparable(results), sm.applied, sm.clock_ms, data))
     assert outcomes[0] == outcomes[1]
 
 

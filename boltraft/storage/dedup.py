@@ -26,10 +26,23 @@ checks the record's own ts against the clock at that very entry, so every replic
 retry the same way whatever its apply batching, restarts or snapshot history. Deleting
 expired records is PHYSICAL clean-up only: each apply run writes one GROUP entry listing the
 records it wrote, keyed by their largest ts, so the groups are a ts-ordered index and
-clean-up is a short range walk from the front (a bounded number of groups per run). A record
-rewritten later (an expired command applied again) is deleted only if its own ts expired.
+clean-up is a short range walk from the front (a bounded number of groups per run).
 The table therefore holds the commands of about one window (plus what one clean-up pass
 leaves), whatever the number of clients.
+
+SESSIONS. A retry whose record expired is never applied again: it is answered with
+``SessionExpiredError`` (the Raft dissertation's rule for expired client sessions, section
+6.3). The record itself tells while it is stored (logically expired, not yet cleaned up);
+after clean-up the client's SESSION does: the highest seq of the client applied so far and
+the ts of that apply (``SESSION_PREFIX + cid -> seq(u64 BE) + ts(u64 BE)``), written in the
+transaction of the run that applied it. A (cid, seq) without a record and at or below its
+client's highest seq is refused with ``session_expired`` too, so a client's seqs must be
+applied in increasing order (one call at a time, or pipelined on one connection, as the
+client library does). A session is kept ``SESSION_MS`` (a day) after its newest record
+expired (again a logical rule, read against the clock; SGROUP entries indexed by ts let
+clean-up find the sessions to delete); a retry later than that is a new command.
+Everything here depends only on the log (seqs, ts, the clock), never on when clean-up ran,
+so every replica answers every retry the same way.
 
 A client must not reuse a (cid, seq) for a different command inside the window: the retry
 rule is "same command, same pair", and a reused pair answers with the first result.
@@ -43,17 +56,21 @@ from typing import Any
 import lmdb
 import msgpack
 
-from boltraft.errors import BoltraftError
+from boltraft.errors import BoltraftError, SessionExpiredError
 from boltraft.packing import pack
 from boltraft.storage.layout import FORMAT_CID_FIRST
 
 DEFAULT_WINDOW_MS = 10 * 60 * 1000
 RECORD_PREFIX = b"sm.d"
 GROUP_PREFIX = b"sm.g"
+SESSION_PREFIX = b"sm.s"
+SGROUP_PREFIX = b"sm.t"
+SESSION_MS = 24 * 60 * 60 * 1000
 GC_GROUPS_PER_RUN = 256  # clean-up work per apply run is bounded by this many groups
 
 _U64 = struct.Struct(">Q")
 _GROUP_KEY = struct.Struct(">QQ")
+_SESSION = struct.Struct(">QQ")  # (highest seq applied, ts of that apply)
 NO_GROUPS = 1 << 64
 """The oldest group's ts when there is no group at all (later than any ts)."""
 MISSING = object()
@@ -119,6 +136,7 @@ class DedupRun:
         "_max_ts",
         "_meta",
         "_pairs",
+        "_sessions",
         "_tx",
         "oldest_group_ts",
         "window_ms",
@@ -131,6 +149,7 @@ class DedupRun:
         self._key_of = record_key_cid_first if cid_first else record_key
         self.window_ms = window_ms
         self._pairs: list[tuple[bytes, int]] = []
+        self._sessions: dict[bytes, tuple[int, int]] = {}  # cid -> (seq, ts) applied here
         self._max_ts = -1
         self._key: tuple[bytes, int, bytes] | None = None  # (cid, seq, key) of the last lookup
         # A lower bound of the oldest group's max ts (None = unknown: clean-up looks;
@@ -139,14 +158,32 @@ class DedupRun:
         self.oldest_group_ts = oldest_group_ts
 
     def lookup(self, cid: bytes, seq: int, clock: int) -> Any:
-        """Returns the original result of ``(cid, seq)`` if its record is live at ``clock``,
-        else MISSING."""
+        """The original result of ``(cid, seq)`` if its record is live at ``clock``; a
+        SessionExpiredError when its record expired, or when it has none and its client
+        already applied a seq at least as high (see SESSIONS); else MISSING (a new
+        command)."""
         key = self._key_of(cid, seq)
         self._key = (cid, seq, key)
         raw = self._tx._txn.get(key, db=self._meta)  # the txn of the moment (savepoints)
-        if raw is None or clock > _U64.unpack_from(raw)[0] + self.window_ms:
-            return MISSING
-        return decode_result(raw[8:])
+        if raw is not None:
+            if clock > _U64.unpack_from(raw)[0] + self.window_ms:
+                return _expired(cid, seq)
+            return decode_result(raw[8:])
+        if seq <= self._highest(cid, clock):
+            return _expired(cid, seq)
+        return MISSING
+
+    def _highest(self, cid: bytes, clock: int) -> int:
+        """The highest seq ``cid`` applied (this run included) while its session lasts at
+        ``clock``; 0 when it has none."""
+        mine = self._sessions.get(cid)
+        if mine is not None:
+            return mine[0]
+        raw = self._tx._txn.get(SESSION_PREFIX + cid, db=self._meta)
+        if raw is None:
+            return 0
+        seq, ts = _SESSION.unpack(raw)
+        return seq if clock <= ts + self.window_ms + SESSION_MS else 0
 
     def record(self, cid: bytes, seq: int, ts: int, result: Any) -> None:
         """Stores ``result`` as the outcome of ``(cid, seq)`` at ``ts``."""
@@ -163,10 +200,13 @@ class DedupRun:
         self._pairs.append((cid, seq))
         if ts > self._max_ts:
             self._max_ts = ts
+        if seq > self._sessions.get(cid, (0, 0))[0]:
+            self._sessions[cid] = (seq, ts)
 
-    def unrecorded(self, ids: list[tuple[bytes, int]]) -> list[bytes] | None:
-        """Returns the record keys of ``ids`` (pairs (cid, seq)) when none of them has a
-        record, live or expired, and none repeats; None otherwise (then each needs its own
+    def unrecorded(self, ids: list[tuple[bytes, int]], clock: int) -> list[bytes] | None:
+        """The record keys of ``ids`` (pairs (cid, seq)) when none of them has a record,
+        live or expired, none repeats, and each is above its client's highest seq at
+        ``clock`` (the clock before the run); None otherwise (then each needs its own
         ``lookup``)."""
         key_of = self._key_of
         keys = [key_of(cid, seq) for cid, seq in ids]
@@ -174,6 +214,12 @@ class DedupRun:
             return None
         get, meta = self._tx._txn.get, self._meta
         if [k for k in keys if get(k, db=meta) is not None]:
+            return None
+        lowest: dict[bytes, int] = {}
+        for cid, seq in ids:
+            if seq < lowest.get(cid, seq + 1):
+                lowest[cid] = seq
+        if any(seq <= self._highest(cid, clock) for cid, seq in lowest.items()):
             return None
         return keys
 
@@ -196,6 +242,10 @@ class DedupRun:
         self._pairs.extend(ids)
         if ts[-1] > self._max_ts:
             self._max_ts = ts[-1]
+        sessions = self._sessions
+        for (cid, seq), t in zip(ids, ts, strict=True):
+            if seq > sessions.get(cid, (0, 0))[0]:
+                sessions[cid] = (seq, t)
 
     def finish(self, first_index: int, clock: int) -> None:
         """Writes this run's group entry and cleans up expired groups.
@@ -206,13 +256,44 @@ class DedupRun:
         if self._pairs:
             key = GROUP_PREFIX + _GROUP_KEY.pack(self._max_ts, first_index)
             self._tx.meta_put(key, pack(self._pairs))
+            self._write_sessions(first_index)
         expired_before = clock - self.window_ms  # a record with ts < this is expired
         oldest = self.oldest_group_ts
         if oldest is None or oldest < expired_before:
             oldest = self._clean(expired_before)
+            self._clean_sessions(expired_before - SESSION_MS)
         if self._pairs and self._max_ts < oldest:
             oldest = self._max_ts
         self.oldest_group_ts = oldest
+
+    def _write_sessions(self, first_index: int) -> None:
+        """Stores the sessions this run moved on, and lists their clients in an SGROUP entry
+        under (max ts, ``first_index``) for clean-up."""
+        tx = self._tx
+        get, meta = tx._txn.get, self._meta
+        for cid, (seq, ts) in self._sessions.items():
+            raw = get(SESSION_PREFIX + cid, db=meta)
+            if raw is None or _SESSION.unpack(raw)[0] < seq:
+                tx.meta_put(SESSION_PREFIX + cid, _SESSION.pack(seq, ts))
+        key = SGROUP_PREFIX + _GROUP_KEY.pack(self._max_ts, first_index)
+        tx.meta_put(key, pack(list(self._sessions)))
+
+    def _clean_sessions(self, before: int) -> None:
+        """Deletes up to GC_GROUPS_PER_RUN SGROUP entries older than ``before`` and the
+        sessions they list whose newest apply is older too (the others moved on since)."""
+        tx = self._tx
+        due = []
+        for key, value in tx.meta_scan(SGROUP_PREFIX, limit=GC_GROUPS_PER_RUN):
+            if _GROUP_KEY.unpack_from(key, len(SGROUP_PREFIX))[0] >= before:
+                break
+            due.append((key, value))
+        for key, value in due:
+            for cid in msgpack.unpackb(value, raw=False):
+                skey = SESSION_PREFIX + cid
+                raw = tx.meta_get(skey)
+                if raw is not None and _SESSION.unpack(raw)[1] < before:
+                    tx.meta_delete(skey)
+            tx.meta_delete(key)
 
     def _clean(self, expired_before: int) -> int:
         """Returns the max ts of the oldest group left (NO_GROUPS: none) after deleting up to
@@ -234,3 +315,12 @@ class DedupRun:
                     tx.meta_delete(rkey)
             tx.meta_delete(key)
         return oldest
+
+
+def _expired(cid: bytes, seq: int) -> SessionExpiredError:
+    return SessionExpiredError(
+        f"write {seq} of client {cid.hex()} was applied too long ago to answer its retry "
+        "(or a later write of that client was); it was not applied again",
+        cid=cid.hex(),
+        seq=seq,
+    )

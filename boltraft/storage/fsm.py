@@ -325,7 +325,7 @@ class BucketStateMachine:
         def run(tx: Tx) -> tuple[list[Any], int | None]:
             tx.lift_state_record()
             dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
-            keys = dedup.unrecorded(ids)
+            keys = dedup.unrecorded(ids, self._clock)
             if keys is None:  # a retry among them
                 out: list[Any] = [None] * len(rows)
                 oldest = self._run(tx, list(enumerate(rows)), first_index, last, out)[1]
