@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from boltraft.errors import BadRequestError, ProtocolError, UnavailableError
+from boltraft.errors import BadRequestError, BoltraftError, ProtocolError, UnavailableError
 from boltraft.transport import codec
 from boltraft.transport.rpc import RETRYABLE, Channel, parse_endpoints
 
@@ -440,6 +441,37 @@ class Client:
         if node_id is not None:
             body["id"] = node_id
         return self._call(body, timeout=timeout)
+
+    def hash(self, endpoint: str, *, timeout: float | None = None) -> dict:
+        """``{"id", "applied", "sha256"}``: ``endpoint``'s replica hash, a sha256 over its
+        whole bucket content at the applied index it reports (equal on replicas that agree).
+        """
+        ep = parse_endpoints([endpoint])[0]
+        return self._call({"op": "hash"}, timeout=timeout, endpoint=ep)
+
+    def cluster_hash(self, *, settle: float = 10.0) -> dict:
+        """Every member's replica hash, asked again until all report the same applied index
+        or ``settle`` seconds passed: ``{"members": {id: {"addr", "applied", "sha256"} or
+        {"addr", "error"}}, "same_applied": bool, "agree": bool}``; ``agree`` is True only
+        when every member answered, at the same applied index, with the same hash. The
+        members are those the leader (or whichever node answers) lists."""
+        addrs = self.members()["addrs"]
+        deadline = time.monotonic() + settle
+        while True:
+            out: dict[str, dict[str, Any]] = {}
+            for node_id, addr in sorted(addrs.items()):
+                try:
+                    r = self.hash(addr)
+                    out[node_id] = {"addr": addr, "applied": r["applied"], "sha256": r["sha256"]}
+                except BoltraftError as err:
+                    out[node_id] = {"addr": addr, "error": err.to_wire()}
+            applied = {m.get("applied") for m in out.values()}
+            same = len(applied) == 1 and None not in applied
+            if same or time.monotonic() >= deadline:
+                digests = {m.get("sha256") for m in out.values()}
+                agree = same and len(digests) == 1
+                return {"members": out, "same_applied": same, "agree": agree}
+            time.sleep(0.05)
 
     def snapshot(self, endpoint: str | None = None, *, timeout: float | None = None) -> dict:
         """Returns ``{"index", "term", "size", "sha256", "seconds", "log_first"}`` after

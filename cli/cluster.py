@@ -110,6 +110,40 @@ def snapshot_cmd(endpoints: str, timeout: float, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+@cluster_group.command("hash")
+@click.option(
+    "--settle",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to keep asking until every member reports the same applied index.",
+)
+@client_options
+@handle_errors
+def hash_cmd(settle: float, endpoints: str, timeout: float, as_json: bool) -> None:
+    """Ask every member for its replica hash (a sha256 over its whole bucket content) and say
+    whether they agree at the same applied index; prints ID APPLIED SHA256 per member, then
+    'agree' or 'DIFFER' (exit 1 unless they agree)."""
+    with connect(endpoints, timeout) as c:
+        result = c.cluster_hash(settle=settle)
+    if as_json:
+        echo_json(result)
+    else:
+        for node_id, m in result["members"].items():
+            if "error" in m:
+                click.echo(f"{node_id} error: {m['error']['code']}: {m['error']['message']}")
+            else:
+                click.echo(f"{node_id} {m['applied']} {m['sha256']}")
+        if result["agree"]:
+            click.echo("agree")
+        elif not result["same_applied"]:
+            click.echo("DIFFER: the members are not at the same applied index")
+        else:
+            click.echo("DIFFER: the same applied index, different content")
+    if not result["agree"]:
+        raise click.exceptions.Exit(1)
+
+
 def register(group: click.Group) -> None:
     """Adds ``cluster`` to ``group``."""
     group.add_command(cluster_group)

@@ -12,6 +12,8 @@ Ops answered here (client ``req`` bodies), besides boltraft.server.membership's:
   ``{"data": bytes, "crc32": int}`` (``length`` at most 4 MiB; less at the end).
 - ``{"op": "backup_end", "backup": token}``: releases the snapshot (also done after 60 s of
   silence).
+- ``{"op": "hash"}``: this node's replica hash (etcd's HashKV), computed on a worker
+  thread: result ``{"id", "applied", "sha256"}`` (``StateMachine.content_hash``).
 
 Threads: one small worker pool (2 threads) writes snapshots (boltraft.storage.snapio adds
 its copy threads), a received snapshot is written by its own thread (snapio.ChunkSink);
@@ -26,7 +28,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,7 +52,7 @@ class ClusterCore(MemberCore, SnapCore, Protocol):
 log = logging.getLogger("boltraft.server")
 
 BACKUP_OPS = frozenset(("backup_begin", "backup_read", "backup_end"))
-OPS = MEMBER_OPS | BACKUP_OPS | {"snapshot"}
+OPS = MEMBER_OPS | BACKUP_OPS | {"snapshot", "hash"}
 FRAME_KINDS = frozenset((SNAP, REMOVED))
 MAX_READ = 4 << 20
 BACKUP_IDLE_S = 60.0
@@ -94,6 +96,8 @@ class ClusterOps:
         self.transfers = Transfers(cfg, view, core, net, self.snapshots)
         self.members = Membership(cfg, view, core, logstore, replies, net, counters)
         self._backups: dict[str, _Backup] = {}
+        self._sm = sm
+        self._hashing: list[tuple[Future[tuple[int, str]], Target]] = []
 
     @property
     def halted(self) -> str | None:
@@ -110,6 +114,8 @@ class ClusterOps:
             self.snapshots.create(lambda info, err: self._snapshot_done(target, info, err))
         elif op == "backup_begin":
             self.snapshots.create(lambda info, err: self._backup_begun(target, info, err))
+        elif op == "hash":
+            self._hashing.append((self._pool.submit(self._sm.content_hash), target))
         else:
             try:
                 result = self._backup_op(op, body, now)
@@ -146,6 +152,7 @@ class ClusterOps:
         if staged is not None and self._reopen_sm is not None:
             sm = self.snapshots.install(meta, staged, hard_state, self._reopen_sm)
             self.transfers.installed()
+            self._sm = sm
             return sm
         if applied >= meta.index:
             self.snapshots.move_log(meta, hard_state)
@@ -163,6 +170,8 @@ class ClusterOps:
         """Periodic work: finished snapshots, transfers, membership waits,
         idle backups."""
         self.snapshots.poll()
+        if self._hashing:
+            self._answer_hashes()
         self.transfers.tick(now)
         self.members.tick(now)
         for token, b in list(self._backups.items()):
@@ -190,6 +199,22 @@ class ClusterOps:
         self.transfers.close()
         for token in list(self._backups):
             self._end_backup(token)
+
+    def _answer_hashes(self) -> None:
+        pending = []
+        for fut, target in self._hashing:
+            if not fut.done():
+                pending.append((fut, target))
+                continue
+            try:
+                applied, digest = fut.result()
+            except BoltraftError as err:
+                self.replies.reply(target, fail(err))
+                continue
+            self.replies.reply(
+                target, ok({"id": self._view.id, "applied": applied, "sha256": digest})
+            )
+        self._hashing = pending
 
     # --- snapshot and backup ops ------------------------------------------------------------
     def _snapshot_done(self, target: Target, info: SnapshotInfo | None, err: Any) -> None:

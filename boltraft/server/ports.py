@@ -54,6 +54,11 @@ class StateMachine(Protocol):
         """Makes every applied entry durable."""
         ...
 
+    def content_hash(self) -> tuple[int, str]:
+        """``(applied index, sha256 hex)`` of the replicated content, from one consistent
+        view: equal on replicas at the same applied index. Safe from a worker thread."""
+        ...
+
     def snapshot(self, parent: Path, *, rate: float = 0.0) -> SnapshotInfo:
         """Writes a durable snapshot of the applied state under ``parent``; ``rate``: a limit
         in bytes/s (0: none)."""

@@ -65,6 +65,7 @@ retries at every tick). Only after a run already fell back to entry-by-entry tra
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
@@ -76,6 +77,7 @@ from boltraft.errors import (
     InvalidArgumentError,
     NoSpaceError,
 )
+from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType
 from boltraft.storage import commands
 from boltraft.storage.applied import APPLIED, read_applied
@@ -159,6 +161,31 @@ class BucketStateMachine:
         transaction; a request that fails has its BoltraftError in its place. Safe from any
         thread."""
         return execute_reads(self.db, requests)
+
+    def content_hash(self) -> tuple[int, str]:
+        """``(applied index, sha256 hex)`` of the whole bucket content (every bucket path,
+        key, value and bucket sequence, in key order), both read from ONE read transaction:
+        replicas at the same applied index must give the same hash (etcd's HashKV). The
+        exactly-once table is left out (its clean-up runs at different times on each
+        replica). Safe from any thread; takes time in proportion to the data."""
+        h = hashlib.sha256()
+        with self.db.view() as tx:
+            raw = tx.state_record()
+            index = APPLIED.unpack(raw)[0] if raw else 0
+            stack: list[tuple[bytes, ...]] = [(name,) for name in reversed(tx.buckets())]
+            while stack:
+                path = stack.pop()
+                bucket = tx.bucket(list(path))
+                h.update(b"B" + pack([list(path), bucket.sequence()]))
+                children = []
+                items, _ = bucket.scan()
+                for key, value in items:
+                    if value is None:
+                        children.append((*path, key))
+                    else:
+                        h.update(b"K" + pack([key, value]))
+                stack.extend(reversed(children))
+        return index, h.hexdigest()
 
     def sync(self) -> None:
         """Makes every applied entry durable (the log may then forget them)."""
