@@ -31,6 +31,7 @@ from boltraft.storage.keys import (
     decode_token,
     encode_token,
     prefix_end,
+    show_bytes,
     show_path,
 )
 from boltraft.storage.layout import RECORD
@@ -136,7 +137,8 @@ class Bucket:
 
     def _incompatible(self, key: bytes) -> IncompatibleValueError:
         return IncompatibleValueError(
-            f"key {key!r} in bucket {show_path(self.path)} is a nested bucket, not a value",
+            f"key {show_bytes(key)} in bucket {show_path(self.path)} is a nested bucket, "
+            "not a value",
             key=key,
         )
 
@@ -277,7 +279,7 @@ class Bucket:
         current = self._tx._txn.get(full)
         if current != expect:
             raise ConditionFailedError(
-                f"condition failed for key {key!r} in bucket {show_path(self.path)}",
+                f"condition failed for key {show_bytes(key)} in bucket {show_path(self.path)}",
                 current=current,
             )
         try:

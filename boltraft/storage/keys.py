@@ -167,6 +167,11 @@ def normalize_path(path: object) -> tuple[bytes, ...]:
     )
 
 
+def show_bytes(b: bytes) -> str:
+    """Returns ``b`` for messages: its text when it is UTF-8, undecodable bytes escaped."""
+    return b.decode("utf-8", "backslashreplace")
+
+
 def show_path(path: tuple[bytes, ...]) -> str:
     """Returns a path written ``a/b`` for messages (undecodable bytes escaped)."""
     return "/".join(p.decode("utf-8", "backslashreplace") for p in path) or "/"
