@@ -41,7 +41,13 @@ def need_extra(*modules: str) -> None:
     extra is not installed."""
     import importlib.util
 
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in modules if absent(m)]
     if missing:
         raise MissingExtraError(
             f"boltraft bench needs the bench extra ({', '.join(missing)} missing): {INSTALL_BENCH}"

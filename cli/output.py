@@ -264,8 +264,8 @@ def echo_line(*parts: bytes | str) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Prints ``rows`` under a header row, in columns (``rich``); never wraps or cuts a cell
-    when stdout is not a terminal."""
+    """Prints ``rows`` under a header row, in columns (``rich``); when stdout is not a
+    terminal, plain text that never wraps or cuts a cell, without trailing blanks."""
     from rich.console import Console
     from rich.table import Table
 
@@ -275,13 +275,14 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     for row in rows:
         table.add_row(*(cell(v) for v in row))
     tty = sys.stdout.isatty()
-    console = Console(
-        file=sys.stdout,
-        width=None if tty else 100_000,
-        highlight=False,
-        soft_wrap=not tty,
-    )
-    console.print(table)
+    if tty:
+        Console(file=sys.stdout, highlight=False).print(table)
+        return
+    console = Console(width=100_000, highlight=False, soft_wrap=True, color_system=None)
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
 
 
 def emit(

@@ -258,7 +258,6 @@ class NodeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_SampleCollector(self))
         self.last_iteration: float | None = None  # time.monotonic() of the loop's last turn
         self._sample: dict[str, Any] | None = None
         self._node: Any = None
@@ -268,6 +267,7 @@ class NodeMetrics:
         self._leader_changes = 0
         self._made_bytes = 0
         self._made_seen = 0
+        self.registry.register(_SampleCollector(self))
 
     # --- composing with the node's seams ------------------------------------------------------
     def observer(self, inner: CommitObserver | None) -> MetricsObserver:
