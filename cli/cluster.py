@@ -13,6 +13,7 @@ Shared options: cli/common.py; formats, the error line and exit codes: cli/outpu
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -115,16 +116,32 @@ def join_cmd(node_id: str, addr: str, endpoints: str, timeout: float) -> None:
     )
 
 
-def _undo_join(endpoints: str, node_id: str, timeout: float = 10.0) -> str:
-    """Removes ``node_id`` if a failed join left it in the membership; the words to add to
-    the join's error."""
+UNDO_STABLE_S = 1.0  # the learner must stay out this long: the node's join may still retry
+
+
+def _undo_join(endpoints: str, node_id: str, timeout: float = 15.0) -> str:
+    """Removes ``node_id`` if a failed join left it in the membership, until it stays out
+    (the node's own join operation ends at about the time the client gave up, and may add
+    it once more before); the words to add to the join's error."""
+    deadline = time.monotonic() + timeout
+    removed = False
+    clear_since: float | None = None
     try:
         with connect(endpoints, timeout) as c:
-            if not _is_member(c.members(), node_id):
-                return ""
-            c.remove(node_id)
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                if _is_member(leader_members(c), node_id):
+                    c.remove(node_id)
+                    removed, clear_since = True, None
+                elif clear_since is None:
+                    clear_since = now
+                elif now - clear_since >= UNDO_STABLE_S:
+                    break
+                time.sleep(0.1)
     except BoltraftError as err:
         return f"; the learner {node_id} it added could not be removed ({err.code}): remove it"
+    if not removed:
+        return ""
     return f"; the learner {node_id} it added was removed again"
 
 
