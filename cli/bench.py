@@ -170,7 +170,8 @@ def _spec(kw: dict[str, Any]) -> Any:
 
 
 def _progress(enabled: bool) -> Any:
-    if not enabled:
+    """The progress bars of the runs: drawn on stderr only when it is a terminal."""
+    if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 

@@ -192,8 +192,9 @@ def test_python_dash_m_boltraft_and_the_package_files() -> None:
     assert out.returncode == 0 and out.stdout.decode().startswith("boltraft, version ")
     root = Path(__file__).resolve().parents[1]
     assert (root / "LICENSE").read_text().startswith("MIT License")
-    import boltraft
     import boltraft_cli
+
+    import boltraft
 
     assert (Path(boltraft.__file__).parent / "py.typed").exists()
     assert (Path(boltraft_cli.__file__).parent / "py.typed").exists()
