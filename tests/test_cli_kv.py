@@ -110,7 +110,9 @@ def test_bytes_that_are_not_utf8(node: FakeNode, store: FakeStore) -> None:
     }
 
 
-def test_errors_are_one_line_with_the_exit_status_of_their_kind(node: FakeNode, store: FakeStore) -> None:
+def test_errors_are_one_line_with_the_exit_status_of_their_kind(
+    node: FakeNode, store: FakeStore
+) -> None:
     failed(run(node, "put", "missing", "k", "v"), "bucket_not_found")
     failed(run(node, "bucket", "create", "a//b"), "usage")
     store.root[b"b"] = {b"k": b"v1"}
