@@ -47,7 +47,7 @@ HEALTHY_WITHIN_S = 5.0  # /healthz: the loop ran an iteration this recently
 KNOWN_OPS = frozenset(DATA_OPS | CLUSTER_OPS | {"status", "stats"})
 _MAX_PENDING_BATCHES = 100_000
 
-# 100 us .. ~8 s, doubling: an fsync, an apply and a commit all fit
+# 100 us .. 6.6 s, doubling: an fsync, an apply and a commit all fit
 LATENCY_BUCKETS = tuple(0.0001 * 2**i for i in range(17))
 
 
