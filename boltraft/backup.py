@@ -32,7 +32,7 @@ from boltraft.client import Client
 from boltraft.errors import BoltraftError, ChecksumMismatchError, ConfigError, SnapshotError
 from boltraft.raft.types import ConfState, HardState, SnapshotMeta
 from boltraft.server.config import check_address
-from boltraft.server.datadir import DataDir, NodeInfo
+from boltraft.server.datadir import DataDir, NewDirGuard, NodeInfo
 from boltraft.storage.db import DB
 from boltraft.storage.snapshot import DATA_FILE
 
@@ -146,10 +146,22 @@ def restore(
 
     Raises ConfigError when ``data_dir`` already holds a node or ``listen`` is invalid,
     SnapshotError for a file that is not a backup, ChecksumMismatchError when the data does
-    not match its sha256 (nothing usable is left in ``data_dir`` then)."""
+    not match its sha256. A failed restore leaves ``data_dir`` as it was (removed when it
+    was new, emptied again when it was empty)."""
     check_address(listen)
     if not node_id:
         raise ConfigError("restore needs a node id")
+    with NewDirGuard(data_dir):  # a failed restore leaves no new data directory behind
+        return _restore(path, data_dir, node_id, listen, progress)
+
+
+def _restore(
+    path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    node_id: str,
+    listen: str,
+    progress: Progress | None,
+) -> dict[str, Any]:
     with open(path, "rb") as f, DataDir.open(data_dir) as dd:
         header = read_header(f)
         if dd.read_node_info() is not None or any(dd.state_path.iterdir()):

@@ -44,7 +44,12 @@
     │   ├── FrameTooLargeError            frame_too_large
     │   ├── BadRequestError               bad_request
     │   └── UnsupportedProtocolError      unsupported_protocol
-    └── ConfigError                       config_error   (a node's configuration or data dir)
+    ├── ConfigError                       config_error   (a node's configuration or data dir)
+    └── CliError                          (the boltraft command line, on this machine)
+        ├── UsageError                    usage
+        ├── MissingExtraError             missing_extra
+        ├── LocalFileError                file_error
+        └── InterruptedByUserError        interrupted
 
 ``to_wire()`` gives ``{"code", "message", "details"}``; ``BoltraftError.from_wire(d)`` rebuilds
 the most specific class known for ``code`` (an unknown code becomes a plain ``BoltraftError``
@@ -325,6 +330,37 @@ class ConfigError(BoltraftError):
     """A node's configuration (flags, config file, node.json) is invalid or contradictory."""
 
     code = "config_error"
+
+
+# --- the command line ---------------------------------------------------------------------
+class CliError(BoltraftError):
+    """A ``boltraft`` command failed on this machine, before or beside talking to a node."""
+
+
+class UsageError(CliError):
+    """The command line is wrong: an unknown option, a missing or malformed argument, or a
+    flag that does nothing in its context (``get --max-lag`` without ``--read stale``)."""
+
+    code = "usage"
+
+
+class MissingExtraError(CliError):
+    """The command needs an optional part of the install (``pip install 'boltraft[bench]'``)."""
+
+    code = "missing_extra"
+
+
+class LocalFileError(CliError):
+    """A local file or directory the command reads or writes cannot be used: missing, not
+    writable, or not what it should be (``details["path"]``)."""
+
+    code = "file_error"
+
+
+class InterruptedByUserError(CliError):
+    """The command was interrupted (Ctrl-C)."""
+
+    code = "interrupted"
 
 
 def error_codes() -> dict[str, type[BoltraftError]]:

@@ -1,8 +1,14 @@
 """``boltraft bench``: the disk, floor, cluster, sweep and report commands.
 
 Thin click wrappers over ``boltraft.benchmark``; docs/benchmarks.md describes each
-measurement, its flags and its result keys. A command that fails prints one line
-``error: <code>: <message>`` to stderr and exits with status 1.
+measurement, its flags and its result keys. They need the ``bench`` extra
+(``pip install 'boltraft[bench]'``: HDR histograms, progress bars, charts) and say so in one
+line when it is missing. A command that fails prints one line ``error: <code>: <message>``
+to stderr and exits with the status of its kind (cli/output.py).
+
+``bench cluster --endpoints`` runs in a bucket of its own (``boltraft-bench-<random>``),
+made for the run and deleted after it (kept, and named, with ``--keep``), so the user's
+cluster is left as it was.
 """
 
 from __future__ import annotations
@@ -16,14 +22,36 @@ from typing import Any, NoReturn
 
 import click
 
-from boltraft.errors import BoltraftError
+from boltraft.errors import BoltraftError, MissingExtraError
+
+from .output import emit, fail, one_line, output_options
 
 
 def _fail(err: BaseException) -> NoReturn:
-    code = err.code if isinstance(err, BoltraftError) else "internal"
-    message = err.message if isinstance(err, BoltraftError) else str(err)
-    click.echo(f"error: {code}: {message}", err=True)
-    raise SystemExit(1)
+    if isinstance(err, BoltraftError):
+        fail(err)
+    fail(BoltraftError(one_line(str(err))))
+
+
+INSTALL_BENCH = "pip install 'boltraft[bench]'"
+
+
+def need_extra(*modules: str) -> None:
+    """Raises MissingExtraError naming the install command when a module of the bench
+    extra is not installed."""
+    import importlib.util
+
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in modules if absent(m)]
+    if missing:
+        raise MissingExtraError(
+            f"boltraft bench needs the bench extra ({', '.join(missing)} missing): {INSTALL_BENCH}"
+        )
 
 
 def _numbers(text: str, what: str, cast: Callable[[str], Any]) -> list[Any]:
@@ -36,16 +64,21 @@ def _numbers(text: str, what: str, cast: Callable[[str], Any]) -> list[Any]:
     return values
 
 
-def _print_result(
-    run: Callable[[], dict[str, Any]], fmt: Callable[[dict[str, Any]], str], as_json: bool
-) -> None:
-    """Prints ``run()``'s result as one JSON object (``as_json``) or as ``fmt`` formats it; a
-    BoltraftError becomes one error line and exit status 1."""
+def _print_result(run: Callable[[], dict[str, Any]], fmt: Callable[[dict[str, Any]], str]) -> None:
+    """Prints ``run()``'s result as one JSON object (``-w json``), a table of its top-level
+    values (``-w table``) or as ``fmt`` formats it; a BoltraftError becomes one error line."""
     try:
         res = run()
     except BoltraftError as err:
         _fail(err)
-    click.echo(json.dumps(res) if as_json else fmt(res))
+    emit(
+        res,
+        table=(
+            ["KEY", "VALUE"],
+            [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in res.items()],
+        ),
+        simple=lambda: click.echo(fmt(res)),
+    )
 
 
 @click.group("bench")
@@ -57,43 +90,46 @@ def bench_group() -> None:
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False))
 @click.option("--count", default=500, show_default=True, help="Operations per test.")
 @click.option("--size", default=512, show_default=True, help="Bytes per append / put.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-def disk_cmd(directory: str, count: int, size: int, as_json: bool) -> None:
+@output_options
+def disk_cmd(directory: str, count: int, size: int) -> None:
     """fsync / fdatasync / durable LMDB commit latency in DIR, with a verdict."""
+    need_extra("hdrh")
     from boltraft.benchmark.disk import format_disk_result, run_disk_bench
 
-    _print_result(
-        lambda: run_disk_bench(directory, count=count, size=size), format_disk_result, as_json
-    )
+    _print_result(lambda: run_disk_bench(directory, count=count, size=size), format_disk_result)
 
 
 @bench_group.command("floor")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False))
 @click.option("--writes", default=2000, show_default=True, help="Timed writes per run.")
 @click.option("--size", default=100, show_default=True, help="Bytes per value.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-def floor_cmd(directory: str, writes: int, size: int, as_json: bool) -> None:
+@output_options
+def floor_cmd(directory: str, writes: int, size: int) -> None:
     """The least a replicated write costs here: the bare ZeroMQ and fdatasync path in DIR."""
+    need_extra("hdrh")
     from boltraft.benchmark.floor import format_floor_result, run_floor_bench
 
-    _print_result(
-        lambda: run_floor_bench(directory, writes=writes, size=size), format_floor_result, as_json
-    )
+    _print_result(lambda: run_floor_bench(directory, writes=writes, size=size), format_floor_result)
 
 
 @bench_group.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out-dir", default="bench-report", show_default=True, type=click.Path())
+@output_options
 def report_cmd(results: tuple[str, ...], out_dir: str) -> None:
     """Render PNG charts from result JSON files (bench cluster/sweep --out, disk --json)."""
+    need_extra("hdrh", "matplotlib")
     from boltraft.benchmark.report import render
 
     try:
         paths = render(list(results), out_dir)
     except BoltraftError as err:
         _fail(err)
-    for p in paths:
-        click.echo(str(p))
+    emit(
+        [str(p) for p in paths],
+        table=(["CHART"], [[str(p)] for p in paths]),
+        simple=lambda: click.echo("\n".join(str(p) for p in paths)),
+    )
 
 
 def _workload_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -134,7 +170,8 @@ def _spec(kw: dict[str, Any]) -> Any:
 
 
 def _progress(enabled: bool) -> Any:
-    if not enabled:
+    """The progress bars of the runs: drawn on stderr only when it is a terminal."""
+    if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
@@ -159,6 +196,31 @@ def _progress(enabled: bool) -> Any:
         return update
 
     return make
+
+
+def _run_in_own_bucket(
+    spec: Any, counts: list[int], eps: list[str], keep: bool, progress: Any
+) -> list[dict[str, Any]]:
+    """The runs against ``eps`` in a new bucket of their own, deleted after (unless
+    ``keep``: then its name is printed)."""
+    import secrets
+
+    from boltraft.benchmark import clusterbench
+    from boltraft.client import Client
+
+    bucket = f"boltraft-bench-{secrets.token_hex(4)}"
+    with Client(eps, timeout=30.0) as c:
+        c.create_bucket(bucket)  # refused if it exists: it is the benchmark's own
+    try:
+        return clusterbench.run_series(
+            spec, counts, eps, nodes=None, progress=progress, bucket=bucket
+        )
+    finally:
+        if keep:
+            click.echo(f"the benchmark's keys are kept in bucket {bucket}", err=True)
+        else:
+            with Client(eps, timeout=30.0) as c:
+                c.delete_bucket(bucket)
 
 
 def _finish(
@@ -195,32 +257,48 @@ def _finish(
 @click.option("--fsync-delay", help="TEST KNOB for the local cluster: fixed:MS | uniform:LO-HI.")
 @click.option("--floor", is_flag=True, help="Measure this machine's write floor first.")
 @click.option("--floor-writes", default=2000, show_default=True, help="Timed writes of the floor.")
+@click.option(
+    "--keep", is_flag=True, help="With --endpoints: keep the benchmark's bucket after the run."
+)
 @_workload_options
+@click.pass_context
 def cluster_cmd(
+    ctx: click.Context,
     nodes: int,
     endpoints: str | None,
     clients: str,
     fsync_delay: str | None,
     floor: bool,
     floor_writes: int,
+    keep: bool,
     **kw: Any,
 ) -> None:
-    """Drive a workload against a local cluster (started here) or --endpoints."""
+    """Drive a workload against a local cluster (started here) or --endpoints (in a bucket
+    of its own, deleted after the run unless --keep)."""
+    need_extra("hdrh", "tqdm")
     from boltraft.benchmark import clusterbench
     from boltraft.benchmark.floor import run_floor_bench
 
+    source = ctx.get_parameter_source("nodes")
+    nodes_given = source is not None and source != click.core.ParameterSource.DEFAULT
+
     counts = _numbers(clients, "--clients", int)
+    if endpoints:
+        if fsync_delay:
+            raise click.UsageError("--fsync-delay applies to a local cluster only")
+        if floor:
+            raise click.UsageError("--floor measures this machine: a local cluster only")
+        if nodes_given:
+            raise click.UsageError("--nodes sizes a local cluster: not with --endpoints")
+    elif keep:
+        raise click.UsageError("--keep applies to --endpoints only")
     floor_res = None
     try:
         spec = _spec(kw)
         progress = _progress(not kw["no_progress"])
         if endpoints:
-            if fsync_delay:
-                raise click.UsageError("--fsync-delay applies to a local cluster only")
-            if floor:
-                raise click.UsageError("--floor measures this machine: a local cluster only")
             eps = [e.strip() for e in endpoints.split(",") if e.strip()]
-            runs = clusterbench.run_series(spec, counts, eps, nodes=None, progress=progress)
+            runs = _run_in_own_bucket(spec, counts, eps, keep, progress)
         else:
             if floor:  # where the local cluster keeps its data: the system's temporary folder
                 floor_res = run_floor_bench(
@@ -241,6 +319,7 @@ def cluster_cmd(
 @_workload_options
 def sweep_cmd(nodes: int, clients: str, delays: str, **kw: Any) -> None:
     """Run the cluster benchmark at each injected fsync delay (a fresh cluster each)."""
+    need_extra("hdrh", "tqdm")
     from boltraft.benchmark import clusterbench
 
     counts = _numbers(clients, "--clients", int)

@@ -1,28 +1,29 @@
-"""Helpers shared by the client commands: their options, their output and their error exit.
+"""Helpers shared by the client commands: their options, their inputs and their error exit.
 
 Conventions of every client command: ``--endpoints`` (comma-separated; env
 ``BOLTRAFT_ENDPOINTS``; default: the three ports ``boltraft up`` uses), ``--timeout`` seconds
-per command, ``--json`` for structured output. Plain output is made for scripts: raw bytes,
-one item per line. On failure a command prints ONE line ``error: <code>: <message>`` to
-stderr and exits with status 1.
+per command, ``-w/--write-out simple|json|table`` (``--json`` short for ``-w json``). Output,
+encodings, the error line and exit codes: cli/output.py.
 
-In ``--json`` output, bytes that are valid UTF-8 appear as JSON strings; any other bytes as
-``{"base64": "..."}``.
+Keys and values on the command line are the bytes the shell passed (``os.fsencode``), or
+hex with ``--hex``; a value ``-`` is read from stdin, ``--file F`` from a file.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from boltraft.client import Client
-from boltraft.errors import BadRequestError, BoltraftError
+from boltraft.errors import BoltraftError, UsageError
+
+from .output import echo_json, fail, file_error, output_options
 
 DEFAULT_ENDPOINTS = "tcp://127.0.0.1:7301,tcp://127.0.0.1:7302,tcp://127.0.0.1:7303"
 ENDPOINTS_ENV = "BOLTRAFT_ENDPOINTS"
@@ -31,12 +32,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
 R = TypeVar("R")
 
+__all__ = ["echo_json", "fail"]
+
 
 def client_options(f: F) -> F:
-    """Returns ``f`` with the ``--endpoints``, ``--timeout`` and ``--json`` options."""
-    f = click.option(
-        "--json", "as_json", is_flag=True, help="Print structured JSON instead of plain text."
-    )(f)
+    """Returns ``f`` with the ``--endpoints``, ``--timeout`` and output options."""
+    f = output_options(f)
     f = click.option(
         "--timeout",
         default=5.0,
@@ -54,7 +55,8 @@ def client_options(f: F) -> F:
 
 
 def read_options(f: F) -> F:
-    """Returns ``f`` with the ``--read`` and ``--max-lag`` options."""
+    """Returns ``f`` with the ``--read`` and ``--max-lag`` options (``check_read`` refuses
+    a ``--max-lag`` without ``--read stale``)."""
     f = click.option(
         "--max-lag",
         type=click.IntRange(min=0),
@@ -70,15 +72,15 @@ def read_options(f: F) -> F:
     )(f)
 
 
-def fail(err: BoltraftError) -> NoReturn:
-    """Prints ``error: <code>: <message>`` (one line) to stderr and exits with status 1."""
-    message = " ".join(str(err.message).split())  # one line, whatever the message holds
-    click.echo(f"error: {err.code}: {message}", err=True)
-    raise click.exceptions.Exit(1)
+def check_read(read: str, max_lag: int | None) -> None:
+    """Raises UsageError for ``--max-lag`` without ``--read stale`` (it would do nothing)."""
+    if max_lag is not None and read != "stale":
+        raise UsageError("--max-lag applies to --read stale only")
 
 
 def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
-    """Wraps ``f`` so that a BoltraftError it raises becomes the one-line error and exit 1."""
+    """Wraps ``f`` so that a BoltraftError or a failed local file operation it raises becomes
+    the one-line error and its exit status (also when the command runs outside ``main``)."""
 
     @functools.wraps(f)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -86,6 +88,8 @@ def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
             return f(*args, **kwargs)
         except BoltraftError as err:
             fail(err)
+        except OSError as exc:
+            fail(file_error(exc))
 
     return wrapper
 
@@ -101,33 +105,47 @@ def connect(endpoints: str, timeout: float) -> Iterator[Client]:
 
 
 def bucket_path(text: str) -> list[bytes]:
-    """Returns the bucket path written ``a/b/c`` as UTF-8 names; raises BadRequestError for
-    an empty path or an empty name (``a//b``, ``/a``)."""
+    """Returns the bucket path written ``a/b/c`` as UTF-8 names; raises UsageError for an
+    empty path or an empty name (``a//b``, ``/a``)."""
     names = text.split("/")
     if not text or any(not n for n in names):
-        raise BadRequestError(f"invalid bucket path {text!r} (write nested buckets as a/b)")
-    return [n.encode() for n in names]
+        raise UsageError(f"invalid bucket path {text} (write nested buckets as a/b)")
+    return [os.fsencode(n) for n in names]
 
 
-def jsonable(value: Any) -> Any:
-    """Returns ``value`` with bytes made JSON-friendly (see the module docstring)."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
+def arg_bytes(text: str, hex_: bool, what: str) -> bytes:
+    """The bytes of a key or value given on the command line: the shell's bytes, or hex
+    with ``hex_`` (a UsageError when it is not hex)."""
+    if not hex_:
+        return os.fsencode(text)
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{what} is not hex: {text}") from None
 
 
-def echo_json(value: Any) -> None:
-    """Prints ``value`` as one line of JSON, keys sorted, bytes as ``jsonable`` makes them."""
-    click.echo(json.dumps(jsonable(value), sort_keys=True))
+def opt_bytes(text: str | None, hex_: bool, what: str) -> bytes | None:
+    """``arg_bytes`` of an option, None when it was not given."""
+    return None if text is None else arg_bytes(text, hex_, what)
 
 
-def echo_bytes(*parts: bytes) -> None:
-    """Writes ``parts`` joined by TAB, and a newline, as raw bytes."""
-    click.echo(b"\t".join(parts))
+def read_input(source: str) -> bytes:
+    """The bytes of ``source``: stdin for ``-``, else the file it names (a failure is a
+    file_error naming it)."""
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(source, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise file_error(exc, "cannot read") from None
+
+
+def hex_option(f: F) -> F:
+    """Adds ``--hex``: keys and values on the command line are hex, and printed as hex."""
+    return click.option(
+        "--hex",
+        "hex_",
+        is_flag=True,
+        help="Keys and values are written in hex (given and printed).",
+    )(f)

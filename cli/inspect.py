@@ -5,13 +5,15 @@
 
 DIR is an engine data directory, or a server data directory (then DIR/state is used). The
 store is opened read-only and never changed. BUCKET is a path written ``a/b``. Tables are for
-people; ``--json`` is for scripts (bytes appear as a string when they are UTF-8, otherwise as
-``{"hex": "..."}``). Exit status: 0 ok, 1 on an error or (``check``) a problem found.
+people; ``-w json`` (or ``--json``) is for scripts, with the encodings of cli/output.py
+(bytes as a string when they are UTF-8, otherwise ``{"base64": "..."}``; a bucket path as
+the list of its names). Exit status: 0 ok, 3 for a key or bucket not found, 1 on another
+error or (``check``) a problem found.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +22,10 @@ from typing import Any
 
 import click
 
-from boltraft.errors import BoltraftError
+from boltraft.errors import BoltraftError, IncompatibleValueError, KeyNotFoundError
 from boltraft.storage.db import DB
+
+from .output import echo_json, fail, json_bytes, output_options, print_table, show, write_out
 
 DUMP_PAGE = 1000
 
@@ -31,35 +35,17 @@ def register(group: click.Group) -> None:
     group.add_command(inspect_group)
 
 
-# --- rendering ---------------------------------------------------------------------------
-def show(b: bytes) -> str:
-    """Returns ``b`` for a table: the text if it is printable UTF-8, else ``0x`` + hex."""
-    try:
-        text = b.decode("utf-8")
-    except UnicodeDecodeError:
-        return "0x" + b.hex()
-    return text if text.isprintable() else "0x" + b.hex()
-
-
-def jbytes(b: bytes) -> str | dict[str, str]:
-    """Returns ``b`` for JSON: the UTF-8 string, or ``{"hex": ...}`` when it is not UTF-8."""
-    try:
-        return b.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"hex": b.hex()}
+# --- rendering (cli/output.py) ------------------------------------------------------------
+jbytes = json_bytes
 
 
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+    echo_json(obj)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
-    """Prints ``rows`` under ``headers`` in left-aligned columns."""
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    for row in [headers, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    """Prints ``rows`` under ``headers`` (the one table printer, cli/output.py)."""
+    print_table(headers, rows)
 
 
 def parse_path(text: str) -> list[bytes]:
@@ -78,12 +64,11 @@ def store_dir(d: Path) -> Path:
 @contextmanager
 def exit_on_error(ctx: click.Context) -> Iterator[None]:
     """Turns a BoltraftError raised inside the block into ``error: <code>: <message>`` on
-    stderr and the end of the command with status 1."""
+    stderr and the exit status of its kind (cli/output.py)."""
     try:
         yield
     except BoltraftError as exc:
-        click.echo(f"error: {exc.code}: {exc.message}", err=True)
-        ctx.exit(1)
+        fail(exc)
 
 
 @contextmanager
@@ -112,7 +97,14 @@ def inspect_group(ctx: click.Context, data_dir: Path) -> None:
     ctx.obj = data_dir
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def json_option(f: Any) -> Any:
+    """``-w/--write-out`` and ``--json`` (cli/output.py), read back as ``as_json``."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, as_json=write_out() == "json", **kwargs)
+
+    return output_options(wrapper)
 
 
 @inspect_group.command("buckets")
@@ -211,14 +203,14 @@ def get_cmd(
     try:
         k = bytes.fromhex(key) if key_hex else key.encode("utf-8")
     except ValueError:
-        raise click.BadParameter("not hex", param_hint="KEY")
+        raise click.BadParameter("not hex", param_hint="KEY") from None
     with opened(ctx) as db, db.view() as tx:
         value = tx.bucket(path).get(k)
         is_bucket = value is None and k in tx.buckets(path)
+    if value is None and is_bucket:
+        fail(IncompatibleValueError(f"key {show(k)} in bucket {bucket} is a nested bucket"))
     if value is None:
-        what = "a nested bucket, not a value" if is_bucket else "not found"
-        click.echo(f"error: key {show(k)} in {bucket}: {what}", err=True)
-        ctx.exit(1)
+        fail(KeyNotFoundError(f"key {show(k)} not found in bucket {bucket}"))
     if raw:
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()

@@ -1,4 +1,10 @@
-"""``boltraft serve``: run one node in the foreground until SIGTERM or Ctrl-C."""
+"""``boltraft serve``: run one node in the foreground until SIGTERM or Ctrl-C.
+
+A start that fails prints one line ``error: <code>: <message>`` and leaves no new data
+directory behind; ``--metrics-addr HOST:PORT`` serves ``/metrics``, ``/healthz`` and
+``/readyz`` (docs/operations.md). The defaults shown in ``--help`` are the node's own
+(``boltraft.server.defaults``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ from typing import Any
 
 import click
 
-from boltraft.errors import BoltraftError, DiskFailedError, NoSpaceError
-from boltraft.storage.fsutil import DISK_FULL_ERRNOS
+from boltraft.errors import ConfigError, DiskFailedError, NoSpaceError
+from boltraft.server import defaults
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @click.command("serve")
@@ -26,14 +34,19 @@ from boltraft.storage.fsutil import DISK_FULL_ERRNOS
     type=click.Path(dir_okay=False),
     help="JSON or TOML (*.toml) file with the same keys; flags win over it.",
 )
-@click.option("--tick-ms", type=int, help="Length of one Raft tick [100].")
-@click.option("--election-tick", type=int, help="Election timeout in ticks [10].")
-@click.option("--heartbeat-tick", type=int, help="Heartbeat interval in ticks [1].")
+@click.option("--tick-ms", type=int, help=f"Length of one Raft tick [{defaults.TICK_MS}].")
+@click.option(
+    "--election-tick", type=int, help=f"Election timeout in ticks [{defaults.ELECTION_TICK}]."
+)
+@click.option(
+    "--heartbeat-tick", type=int, help=f"Heartbeat interval in ticks [{defaults.HEARTBEAT_TICK}]."
+)
 @click.option("--no-fsync", is_flag=True, default=None, help="Do not fsync the log (tests).")
 @click.option(
     "--log-store",
     type=click.Choice(["wal", "lmdb"]),
-    help="The Raft log's kind for a new node [wal]; an existing log keeps its kind.",
+    help=f"The Raft log's kind for a new node [{defaults.LOG_STORE}]; an existing log keeps "
+    "its kind.",
 )
 @click.option(
     "--join",
@@ -41,9 +54,28 @@ from boltraft.storage.fsutil import DISK_FULL_ERRNOS
     help="A NEW node: ask the cluster at this member address to add it (no --peer needed).",
 )
 @click.option(
-    "--snapshot-entries", type=int, help="Snapshot after this many applied entries [10000]."
+    "--snapshot-entries",
+    type=int,
+    help=f"Snapshot after this many applied entries [{defaults.SNAPSHOT_ENTRIES}].",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
+@click.option(
+    "--metrics-addr",
+    help="Serve /metrics, /healthz and /readyz over HTTP at HOST:PORT [none].",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Least level of the log lines written.",
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text, or one JSON object per line.",
+)
 @click.pass_obj
 def serve_cmd(
     obj: dict[str, Any] | None,
@@ -59,16 +91,21 @@ def serve_cmd(
     log_store: str | None,
     join: str | None,
     snapshot_entries: int | None,
+    metrics_addr: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run one node. A new cluster bootstraps from its peer list; a new node with --join
     asks an existing cluster to add it; a restarted node resumes from DATA with the same
-    command line, or with just --data."""
+    command line, or with just --data. Exits 0 after SIGTERM or Ctrl-C, 3 when the node
+    was removed from its cluster."""
     # ``obj["serve_hooks"]``: the ServeHooks a test or benchmark launcher passes in
     # (boltraft.server.main); a plain ``boltraft serve`` runs with none.
     from boltraft.server.config import load_config_file
     from boltraft.server.main import configure_logging, serve
 
+    if join and peers:
+        raise click.UsageError("--join starts a new node: give no --peer")
     try:
         values: dict[str, Any] = load_config_file(config_file) if config_file else {}
         flags = {
@@ -81,25 +118,25 @@ def serve_cmd(
             "fsync": False if no_fsync else None,
             "log_store": log_store,
             "snapshot_entries": snapshot_entries,
+            "metrics_addr": metrics_addr,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         data_dir = data or values.pop("data", None)
         values.pop("data", None)
         if not data_dir:
             raise click.UsageError("--data is required (or 'data' in the config file)")
-        configure_logging(log_level)
         if join and values.get("peers"):
-            raise click.UsageError("--join starts a new node: give no --peer")
+            raise ConfigError("--join starts a new node: the config file gives peers")
+        configure_logging(log_level, log_format)
         hooks = (obj or {}).get("serve_hooks")
-        raise SystemExit(serve(values, data_dir, join=join, hooks=hooks))
+        status = serve(values, data_dir, join=join, hooks=hooks)
     except OSError as exc:  # writing its files at start-up: the node never served
+        from boltraft.storage.fsutil import DISK_FULL_ERRNOS
+
         full = exc.errno in DISK_FULL_ERRNOS
-        err = (NoSpaceError if full else DiskFailedError)(f"cannot start: {exc}")
-        click.echo(f"error: {err.code}: {err.message}", err=True)
-        raise SystemExit(1)
-    except BoltraftError as err:
-        click.echo(f"error: {err.code}: {err.message}", err=True)
-        raise SystemExit(1)
+        raise (NoSpaceError if full else DiskFailedError)(f"cannot start: {exc}") from None
+    if status:
+        raise click.exceptions.Exit(status)
 
 
 def register(group: click.Group) -> None:

@@ -1,13 +1,18 @@
 """``boltraft up``: a local cluster of ``boltraft serve`` child processes, in the foreground.
 
-Node ``nI`` of N listens on ``base_port + I - 1`` and keeps its data in ``DATA/nI``; the
-command lines are the same on every run, so running it again brings the same data back.
+Node ``nI`` of N listens on ``base_port + I - 1``, serves its metrics and health
+(``/metrics``, ``/healthz``, ``/readyz``) on ``metrics_base_port + I - 1`` and keeps its data
+in ``DATA/nI``; the command lines are the same on every run, so running it again brings the
+same data back. Every port is checked before anything starts: a port in use (another
+cluster, say) is refused in one line, and the leader reported is one of this cluster's
+nodes.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,15 +31,31 @@ def node_plan(data: Path, nodes: int, host: str, base_port: int) -> list[tuple[s
     ]
 
 
-def serve_argv(plan: list[tuple[str, str, Path]], i: int) -> list[str]:
+def serve_argv(
+    plan: list[tuple[str, str, Path]], i: int, metrics_addr: str | None = None
+) -> list[str]:
     """Returns the command line of node ``i`` of ``plan`` (the same on every run)."""
     node_id, addr, ddir = plan[i]
     argv = [sys.executable, "-c", SERVE, "serve", "--id", node_id, "--data", str(ddir)]
     argv += ["--listen", addr]
+    if metrics_addr:
+        argv += ["--metrics-addr", metrics_addr]
     for other_id, other_addr, _ in plan:
         if other_id != node_id:
             argv += ["--peer", f"{other_id}={other_addr}"]
     return argv
+
+
+def ports_in_use(host: str, ports: list[int]) -> list[int]:
+    """The ``ports`` of ``host`` that cannot be bound now (another process holds them)."""
+    busy = []
+    for port in ports:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 def stop_children(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
@@ -63,14 +84,36 @@ def stop_children(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
 @click.option("--base-port", default=7301, show_default=True, type=click.IntRange(1, 65000))
 @click.option("--host", default="127.0.0.1", show_default=True)
-def up_cmd(data: str, nodes: int, base_port: int, host: str) -> None:
+@click.option(
+    "--metrics-base-port",
+    default=None,
+    type=click.IntRange(1, 65000),
+    help="First port of the nodes' /metrics, /healthz, /readyz [base port + 1000].",
+)
+def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: int | None) -> None:
     """Start a local cluster and keep it running until Ctrl-C; run again to get the same data
     back. Node logs go to DATA/nN.log."""
-    from boltraft.server.probe import wait_for_leader
+    from boltraft.errors import ConfigError, UnavailableError
+    from boltraft.server.probe import status, wait_for_leader
 
+    mbase = base_port + 1000 if metrics_base_port is None else metrics_base_port
+    ports = [base_port + i for i in range(nodes)]
+    mports = [mbase + i for i in range(nodes)]
+    if set(ports) & set(mports):
+        raise click.UsageError("--metrics-base-port overlaps the nodes' ports")
+    if max(mports) > 65535:
+        raise click.UsageError("--metrics-base-port: the nodes' metrics ports pass 65535")
+    busy = ports_in_use(host, ports + mports)
+    if busy:
+        raise ConfigError(
+            f"port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))} on {host} "
+            "in use (another cluster?): stop it, or choose --base-port / --metrics-base-port"
+        )
     root = Path(data).absolute()
     root.mkdir(parents=True, exist_ok=True)
     plan = node_plan(root, nodes, host, base_port)
+    metrics = [f"{host}:{p}" for p in mports]
+    addr_of = {node_id: addr for node_id, addr, _ in plan}
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -84,7 +127,7 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str) -> None:
                 # A new session: Ctrl-C reaches only us, and we stop the children in order.
                 procs.append(
                     subprocess.Popen(
-                        serve_argv(plan, i),
+                        serve_argv(plan, i, metrics[i]),
                         stdout=logf,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
@@ -93,18 +136,24 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str) -> None:
                 )
         endpoints = ",".join(addr for _, addr, _ in plan)
         click.echo(f"boltraft: {nodes}-node cluster, data under {root}")
-        for (node_id, addr, ddir), p in zip(plan, procs, strict=True):
-            click.echo(f"  {node_id}  {addr}  pid {p.pid}  data {ddir}  log {root}/{node_id}.log")
+        for (node_id, addr, ddir), p, maddr in zip(plan, procs, metrics, strict=True):
+            click.echo(
+                f"  {node_id}  {addr}  pid {p.pid}  metrics http://{maddr}/metrics  "
+                f"data {ddir}  log {root}/{node_id}.log"
+            )
         click.echo(f"endpoints: {endpoints}")
         leader = None
         deadline = time.monotonic() + 30
         while leader is None and not stopping and time.monotonic() < deadline:
             if all(p.poll() is not None for p in procs):
                 break
-            leader = wait_for_leader([a for _, a, _ in plan], min(deadline, time.monotonic() + 1))
+            found = wait_for_leader([a for _, a, _ in plan], min(deadline, time.monotonic() + 1))
+            if found is not None:  # one of ours: it answers at one of our addresses as itself
+                st = status(addr_of.get(found, ""), timeout=1.0) if found in addr_of else None
+                mine = st is not None and st.get("listen") == addr_of[found]
+                leader = found if mine else None
         if leader is None and not stopping:
-            click.echo("error: no leader was elected; see the node logs", err=True)
-            raise SystemExit(1)
+            raise UnavailableError("no leader was elected; see the node logs")
         if leader is not None:
             click.echo(f"leader: {leader}. Try, from another terminal:")
             env = (
@@ -121,8 +170,7 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str) -> None:
                 if p.returncode is None and p.poll() is not None:
                     click.echo(f"warning: {node_id} exited with status {p.returncode}", err=True)
             if all(p.returncode is not None for p in procs):
-                click.echo("error: every node exited; see the node logs", err=True)
-                raise SystemExit(1)
+                raise UnavailableError("every node exited; see the node logs")
             time.sleep(0.2)
         click.echo("stopping the cluster ...")
     finally:

@@ -2,7 +2,8 @@
 statement counts, ``TYPE_CHECKING`` and function-level ones included) has no circle, and its
 layers point one way: ``cli -> backup -> client | server -> storage, transport -> raft ->
 errors``; ``boltraft.benchmark`` may import anything, and only ``cli`` (besides tests and the
-bench scripts) imports it.
+bench scripts) imports it; ``boltraft/__main__.py`` (``python -m boltraft``) only launches
+``cli``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ LAYERS = {
     "backup": 4,
     "benchmark": 5,  # may import anything (no circle); imported by cli only
     "cli": 5,
+    "__main__": 6,  # ``python -m boltraft``: the command line's launcher, above it
 }
 
 

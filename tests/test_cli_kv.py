@@ -10,6 +10,7 @@ import pytest
 import zmq
 from boltraft_cli.common import DEFAULT_ENDPOINTS
 from boltraft_cli.main import main
+from boltraft_cli.output import exit_code
 from click.testing import CliRunner, Result
 from fake_node import FakeNode, FakeStore
 
@@ -47,7 +48,7 @@ def ok(result: Result) -> bytes:
 
 
 def failed(result: Result, code: str) -> str:
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == exit_code(code), result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {code}: "), result.stderr
     assert result.stdout == ""
@@ -95,7 +96,7 @@ def test_scan_options(node: FakeNode, store: FakeStore) -> None:
     )
     last = node.bodies()[-1]
     assert (last["read"], last["max_lag"], last["prefix"]) == ("stale", 4, b"o")
-    failed(run(node, "scan", "b", "--prefix", "k", "--start", "a"), "bad_request")
+    failed(run(node, "scan", "b", "--prefix", "k", "--start", "a"), "usage")
 
 
 def test_bytes_that_are_not_utf8(node: FakeNode, store: FakeStore) -> None:
@@ -109,9 +110,11 @@ def test_bytes_that_are_not_utf8(node: FakeNode, store: FakeStore) -> None:
     }
 
 
-def test_errors_are_one_line_and_exit_1(node: FakeNode, store: FakeStore) -> None:
+def test_errors_are_one_line_with_the_exit_status_of_their_kind(
+    node: FakeNode, store: FakeStore
+) -> None:
     failed(run(node, "put", "missing", "k", "v"), "bucket_not_found")
-    failed(run(node, "bucket", "create", "a//b"), "bad_request")
+    failed(run(node, "bucket", "create", "a//b"), "usage")
     store.root[b"b"] = {b"k": b"v1"}
     failed(run(node, "put", "b", "k", "v2", "--if-value", "nope"), "condition_failed")
     assert ok(run(node, "put", "b", "k", "v2", "--if-value", "v1")) == b""
@@ -143,6 +146,6 @@ def test_status_lists_every_node(node: FakeNode, store: FakeStore) -> None:
     out = ok(run(node.endpoint, "status")).decode()
     assert out == f"{node.endpoint} id=n1 role=leader term=3 lead=n1 commit=9 disk_full=yes\n"
     result = run(dead, "status", "--timeout", "0.3")
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert result.stdout.startswith(f"{dead} error: timeout")
     assert result.stderr.startswith("error: unavailable: none of the 1 endpoints answered")

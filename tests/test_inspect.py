@@ -81,7 +81,7 @@ def test_keys_with_paging(demo: Path) -> None:
 
 
 def test_keys_errors(demo: Path) -> None:
-    assert "bucket_not_found" in run(str(demo), "keys", "nope", code=1)
+    assert "bucket_not_found" in run(str(demo), "keys", "nope", code=3)
     assert "invalid_argument" in run(str(demo), "keys", "users", "--after", "02", code=1)
     assert "hex" in run(str(demo), "keys", "users", "--after", "zz", code=2)
     assert "required" in run(str(demo), "keys", "/", code=2)
@@ -94,13 +94,13 @@ def test_get(demo: Path) -> None:
         "value": "demo",
     }
     assert json.loads(run(str(demo), "get", "config", "blob", "--json"))["value"] == {
-        "hex": "fafbfcfdfeff"
+        "base64": "+vv8/f7/"
     }
     assert run(str(demo), "get", "config", "blob").strip() == "0xfafbfcfdfeff"
     assert run(str(demo), "get", "config", "6d6f6465", "--hex").strip() == "demo"
-    assert "not found" in run(str(demo), "get", "config", "missing", code=1)
+    assert "not found" in run(str(demo), "get", "config", "missing", code=3)
     assert "nested bucket" in run(str(demo), "get", "users", "eu", code=1)
-    assert "bucket_not_found" in run(str(demo), "get", "nope", "k", code=1)
+    assert "bucket_not_found" in run(str(demo), "get", "nope", "k", code=3)
     assert "key_required" in run(str(demo), "get", "users", "", code=1)
 
 
@@ -146,7 +146,7 @@ def test_server_data_dir_uses_its_state_subdir(tmp_path: Path) -> None:
 
 
 def test_missing_store(tmp_path: Path) -> None:
-    assert "data_dir_not_found" in run(str(tmp_path / "nothing"), "buckets", code=1)
+    assert "data_dir_not_found" in run(str(tmp_path / "nothing"), "buckets", code=3)
     assert not (tmp_path / "nothing").exists()
 
 
@@ -204,4 +204,4 @@ def test_as_subprocesses(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert missing.returncode == 1 and "data_dir_not_found" in missing.stderr
+    assert missing.returncode == 3 and "data_dir_not_found" in missing.stderr

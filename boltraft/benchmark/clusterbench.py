@@ -74,8 +74,10 @@ def run_series(
     fsync_delay: str | None = None,
     progress: ProgressFactory | None = None,
     label_prefix: str = "",
+    bucket: str = "bench",
 ) -> list[dict[str, Any]]:
-    """Returns one run per client count of ``clients``, in order, against ``endpoints``.
+    """Returns one run per client count of ``clients``, in order, against ``endpoints``,
+    with the keys in ``bucket`` (made if missing).
 
     Writes start at the leader (found with ``status``); reads spread over all endpoints.
     Raises BadRequestError on a bad spec, and RuntimeError when a worker fails."""
@@ -83,7 +85,7 @@ def run_series(
     leader = find_leader(endpoints)
     ordered = [leader, *[e for e in endpoints if e != leader]] if leader else list(endpoints)
     factory = ClientOperatorFactory(
-        tuple(ordered), read_level=spec.read_level, spread=spec.workload != "write"
+        tuple(ordered), bucket=bucket, read_level=spec.read_level, spread=spec.workload != "write"
     )
     factory.prepare(specs[0])
     runs = []

@@ -103,6 +103,8 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise BadRequestError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise BadRequestError(f"{p}: not a result file (not UTF-8 text)") from None
     try:
         doc = json.loads(text)
     except ValueError as exc:

@@ -28,6 +28,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``snapshot_chunk_bytes`` | int | 1048576 | snapshot transfer chunk size (at most 8 MiB) |
 | ``snapshot_window`` | int | 8 | snapshot chunks requested and not yet received |
 | ``snapshot_write_mb_s`` | int | 120 | rate limit of writing a snapshot copy, MB/s (0: none) |
+| ``metrics_addr`` | str | "" | ``HOST:PORT`` serving ``/metrics``, ``/healthz``, ``/readyz`` |
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from boltraft.errors import ConfigError
+from boltraft.server import defaults
 from boltraft.server.datadir import NodeInfo
 
 _INT_KEYS = {
@@ -60,7 +62,7 @@ _INT_KEYS = {
 }
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
 _BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "lazy_apply", "fsync")
-LOG_STORES = ("wal", "lmdb")  # log_store values; the first is the default for a new node
+LOG_STORES = (defaults.LOG_STORE, "lmdb")  # log_store values; the first: a new node's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +77,9 @@ class ServerConfig:
     data: Path
     listen: str
     peers: dict[str, str] = field(default_factory=dict)
-    tick_ms: int = 100
-    election_tick: int = 10
-    heartbeat_tick: int = 1
+    tick_ms: int = defaults.TICK_MS
+    election_tick: int = defaults.ELECTION_TICK
+    heartbeat_tick: int = defaults.HEARTBEAT_TICK
     pre_vote: bool = True
     check_quorum: bool = True
     lazy_commit: bool = True  # boltraft.raft.config.Config.lazy_commit
@@ -87,13 +89,14 @@ class ServerConfig:
     max_batch: int = 4096
     dedup_window_ms: int = 600_000
     request_timeout_ms: int = 10_000
-    snapshot_entries: int = 100_000  # the snapshot policy (etcd 3.4 also: 100,000)
+    snapshot_entries: int = defaults.SNAPSHOT_ENTRIES
     snapshot_log_bytes: int = 64 << 20
     snapshot_keep_entries: int = 5_000
     snapshot_retain: int = 2
     snapshot_chunk_bytes: int = 1 << 20  # <= MAX_SNAPSHOT_CHUNK
     snapshot_window: int = 8
     snapshot_write_mb_s: int = 120  # 0: unlimited
+    metrics_addr: str = ""  # HOST:PORT of the HTTP metrics and health endpoint; "": none
 
     @property
     def members(self) -> dict[str, str]:
@@ -219,6 +222,12 @@ def resolve_config(
         if vals["log_store"] not in LOG_STORES:
             raise ConfigError(f"log_store must be one of {LOG_STORES}", key="log_store")
         changes["log_store"] = vals["log_store"]
+    if "metrics_addr" in vals:
+        addr = vals["metrics_addr"]
+        host, sep, port = addr.rpartition(":") if isinstance(addr, str) else ("", "", "")
+        if addr != "" and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            raise ConfigError("metrics_addr must be HOST:PORT", key="metrics_addr")
+        changes["metrics_addr"] = addr
     cfg = replace(cfg, **changes)
     if cfg.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK:
         raise ConfigError(f"snapshot_chunk_bytes must be at most {MAX_SNAPSHOT_CHUNK}")

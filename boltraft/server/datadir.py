@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,40 @@ class DataDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class NewDirGuard:
+    """Removes what a failed start made of a directory that was new: a ``with`` block that
+    fails (any exception) before ``keep()`` removes the directory when it did not exist
+    (with the parents it needed), or empties it when it existed empty. A directory that
+    held anything is never touched."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        p = Path(path).absolute()
+        top: Path | None = None
+        q = p
+        while not q.exists() and q != q.parent:
+            top, q = q, q.parent
+        self.path = p
+        self._created_top = top  # the highest folder that did not exist
+        self._was_empty = top is None and p.is_dir() and not any(p.iterdir())
+        self._kept = False
+
+    def keep(self) -> None:
+        """From now on the directory stays, whatever happens."""
+        self._kept = True
+
+    def __enter__(self) -> NewDirGuard:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None or self._kept:
+            return
+        if self._created_top is not None:
+            shutil.rmtree(self._created_top, ignore_errors=True)
+        elif self._was_empty:
+            for child in self.path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)

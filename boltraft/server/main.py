@@ -12,6 +12,8 @@ snapshot installs); a production node runs with the defaults, which change nothi
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import logging
 import os
 import signal
@@ -21,12 +23,16 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from boltraft.errors import DiskFailedError
+import zmq
+
+from boltraft.errors import ConfigError, DiskFailedError
 from boltraft.raft.types import LogStore
 from boltraft.server.config import ServerConfig, resolve_config
-from boltraft.server.datadir import DataDir, current_boot_id
+from boltraft.server.datadir import DataDir, NewDirGuard, current_boot_id
+from boltraft.server.health import HealthServer
 from boltraft.server.joining import bootstrap_for_join, request_join
 from boltraft.server.membership import check_removed
+from boltraft.server.metrics import NodeMetrics
 from boltraft.server.node import Node
 from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
@@ -119,18 +125,40 @@ def serve(
 
     ``values`` are the configuration values from flags and config file (None = unset).
     Raises DataDirLockedError when another process serves ``data``, ConfigError on a bad
-    configuration (before anything in ``data`` changes besides creating the folders).
+    configuration (before anything in ``data`` changes besides creating the folders). A
+    start that fails before the node serves leaves no new data directory behind.
+
+    With ``metrics_addr`` configured, ``/metrics``, ``/healthz`` and ``/readyz`` are served
+    there (boltraft.server.health), bound before anything is written.
     """
+    with NewDirGuard(data) as guard:  # a start that fails leaves no new data dir behind
+        return _serve(values, data, join, hooks or ServeHooks(), guard)
+
+
+def _serve(
+    values: Mapping[str, Any],
+    data: str | os.PathLike[str],
+    join: str | None,
+    hooks: ServeHooks,
+    guard: NewDirGuard,
+) -> int:
     datadir = DataDir.open(data)
     status = 0
+    health: HealthServer | None = None
     try:
         check_removed(datadir.path)
         cfg = resolve_config(values, datadir.read_node_info(), data)
+        metrics = NodeMetrics(cfg.id, cfg.listen) if cfg.metrics_addr else None
+        if metrics is not None:  # first: an address in use fails before anything is written
+            health = HealthServer(metrics, cfg.metrics_addr)
         if datadir.read_node_info() != cfg.node_info():
             datadir.write_node_info(cfg.node_info())
-        hooks = hooks or ServeHooks()
         opened = datadir.open_log_store(cfg.log_store, sync=cfg.fsync)  # may refuse the kind
         logstore = hooks.wrap_log(opened)
+        observer = hooks.observer
+        if metrics is not None:
+            logstore = metrics.wrap_log(logstore)
+            observer = metrics.observer(observer)
         stop = _StopFlag()
         previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -148,14 +176,17 @@ def serve(
             sm: StateMachine = open_state_machine(cfg, datadir)
             node: Node | None = None
             try:
-                transport = PeerTransport(cfg.id, cfg.listen)
+                transport = open_transport(cfg)
                 try:
+                    net = hooks.wrap_net(transport)
+                    if metrics is not None:
+                        net = metrics.wrap_net(net)
                     node = Node(
                         cfg,
-                        net=hooks.wrap_net(transport),
+                        net=net,
                         logstore=logstore,
                         sm=sm,
-                        observer=hooks.observer,
+                        observer=observer,
                         reopen_sm=lambda: open_state_machine(cfg, datadir),
                         install_step=hooks.install_step,
                     )
@@ -166,8 +197,11 @@ def serve(
                         datadir.path,
                         cfg.peers,
                     )
+                    if metrics is not None:
+                        metrics.attach(node)
                     if join:
                         request_join(cfg.id, cfg.listen, join, stop)
+                    guard.keep()  # the node serves: its data is the cluster's now
                     try:
                         node.run(lambda: stop() or node.ops.halted is not None)
                     except OSError as exc:  # a full disk is NoSpaceError, handled in the loop
@@ -190,14 +224,53 @@ def serve(
             for s, handler in previous.items():
                 signal.signal(s, handler)
     finally:
+        if health is not None:
+            health.close()
         datadir.close()
     return status
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Sends the server's log lines to stderr with timestamps."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def open_transport(cfg: ServerConfig) -> PeerTransport:
+    """The node's transport bound at ``cfg.listen``; raises ConfigError when the address
+    cannot be bound (in use, not this machine's)."""
+    try:
+        return PeerTransport(cfg.id, cfg.listen)
+    except zmq.ZMQError as exc:
+        raise ConfigError(f"cannot listen on {cfg.listen}: {exc.strerror}") from None
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (RFC 3339, UTC), ``level``, ``logger``, ``msg``,
+    and ``exc`` when an exception is attached."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Sends the server's log lines to stderr: ``text`` lines with timestamps, or ``json``
+    objects (``JsonLogFormatter``). Raises ConfigError for an unknown level or format."""
+    if level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {level}")
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {fmt}")
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])

@@ -33,10 +33,14 @@ class Replies:
         self._net = net
         self._resps: dict[bytes, list[list[Any]]] = {}  # client ident -> [[rid, resp], ...]
         self._fwd: dict[str, list[list[Any]]] = {}  # peer id -> [[fid, resp], ...]
+        self.errors: dict[str, int] = {}  # error code -> answers to clients with it
 
     def reply(self, target: Target, response: dict[str, Any]) -> None:
         """Answers ``target`` with the response map (batched when it is a peer's or came in
         a ``reqs`` frame)."""
+        if target.via is None and not response.get("ok"):
+            code = str(response.get("error", {}).get("code"))
+            self.errors[code] = self.errors.get(code, 0) + 1
         if target.many:
             self._resps.setdefault(target.ident, []).append([target.rid, response])
         elif target.via is not None:

@@ -134,6 +134,9 @@ class Transfers:
             "resumed_bytes": 0,
             "completed": 0,
             "failed": 0,
+            "sent": 0,  # transfers to a follower that installed them
+            "bytes_served": 0,
+            "installed_bytes": 0,
         }
         self.last_transfer: dict[str, float] = {}
         self._quiet_in = LogEvery(WARN_EVERY_S)  # failed downloads ("" key)
@@ -207,6 +210,7 @@ class Transfers:
                 continue
             data = os.pread(fd, min(chunk, info.size - off), off)
             self.stats["chunks_served"] += 1
+            self.stats["bytes_served"] += len(data)
             self.net.reply(
                 frame.sender, codec.encode_frame(SNAP, "chunk", sid, off, data, zlib.crc32(data))
             )
@@ -235,6 +239,7 @@ class Transfers:
             self.core.report_snapshot(peer, ok)
         key = "completed" if ok else "failed"
         self.stats[key] += 1
+        self.stats["sent"] += ok
         level = logging.INFO
         if ok:
             self._quiet_out.forget(peer)
@@ -378,6 +383,7 @@ class Transfers:
         dl, self._dl = self._dl, None
         if dl is not None:
             self.stats["completed"] += 1
+            self.stats["installed_bytes"] += dl.size
             secs = time.monotonic() - dl.started
             self.last_transfer = {"bytes": dl.size, "seconds": secs}
             log.info("%s: snapshot %s installed after %.2fs", self.view.id, dl.sid, secs)

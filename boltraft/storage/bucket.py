@@ -32,6 +32,7 @@ from boltraft.storage.keys import (
     decode_token,
     encode_token,
     prefix_end,
+    show_bytes,
     show_path,
 )
 from boltraft.storage.layout import RECORD, SubDbs
@@ -158,7 +159,8 @@ class Bucket:
 
     def _incompatible(self, key: bytes) -> IncompatibleValueError:
         return IncompatibleValueError(
-            f"key {key!r} in bucket {show_path(self.path)} is a nested bucket, not a value",
+            f"key {show_bytes(key)} in bucket {show_path(self.path)} is a nested bucket, "
+            "not a value",
             key=key,
         )
 
@@ -299,7 +301,7 @@ class Bucket:
         current = self._tx._txn.get(full)
         if current != expect:
             raise ConditionFailedError(
-                f"condition failed for key {key!r} in bucket {show_path(self.path)}",
+                f"condition failed for key {show_bytes(key)} in bucket {show_path(self.path)}",
                 current=current,
             )
         try:

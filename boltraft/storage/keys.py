@@ -164,6 +164,11 @@ def normalize_path(path: object) -> tuple[object, ...]:
     return tuple(n.encode("utf-8") if isinstance(n, str) else n for n in names)
 
 
+def show_bytes(b: bytes) -> str:
+    """Returns ``b`` for messages: its text when it is UTF-8, undecodable bytes escaped."""
+    return b.decode("utf-8", "backslashreplace")
+
+
 def show_path(path: tuple[bytes, ...]) -> str:
     """Returns a path written ``a/b`` for messages (undecodable bytes escaped)."""
     return "/".join(p.decode("utf-8", "backslashreplace") for p in path) or "/"

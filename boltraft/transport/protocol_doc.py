@@ -24,6 +24,7 @@ _FAMILIES = (
     (errors.ClusterError, "cluster"),
     (errors.ProtocolError, "protocol"),
     (errors.ConfigError, "config"),
+    (errors.CliError, "cli"),
 )
 
 # What each code means to a client, when the class docstring does not say it well enough.

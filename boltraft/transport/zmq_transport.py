@@ -22,7 +22,8 @@ raises UnavailableError.
 
 Counters (``counters()``): sent / dropped (frames), sent_messages / dropped_messages (Raft
 messages inside them), received (good frames), malformed, oversized, unsupported, bad_request,
-unknown_peer (messages for a node not in the peer table), replies, reply_dropped.
+unknown_peer (messages for a node not in the peer table), replies, reply_dropped, bytes_sent
+(frames handed to ZeroMQ), bytes_received (good frames).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ _COUNTERS = (
     "unknown_peer",
     "replies",
     "reply_dropped",
+    "bytes_sent",
+    "bytes_received",
 )
 
 
@@ -292,6 +295,7 @@ class PeerTransport:
                     c["dropped"] += 1
                     continue
                 c["sent"] += 1
+                c["bytes_sent"] += len(frame)
                 sent += n
             c["sent_messages"] += sent
             c["dropped_messages"] += len(msgs) - sent
@@ -317,6 +321,7 @@ class PeerTransport:
             self._counts["dropped"] += 1
             return False
         self._counts["sent"] += 1
+        self._counts["bytes_sent"] += len(frame)
         return True
 
     def reply(self, sender: bytes, frame: bytes) -> bool:
@@ -333,6 +338,7 @@ class PeerTransport:
             self._counts["reply_dropped"] += 1
             return False
         self._counts["replies"] += 1
+        self._counts["bytes_sent"] += len(frame)
         return True
 
     # --- receiving ---------------------------------------------------------------------------
@@ -382,6 +388,7 @@ class PeerTransport:
                 self.reply(sender, codec.encode_error(rid, err))
             return
         c["received"] += 1
+        c["bytes_received"] += len(data)
         out.append(Incoming(kind, payload, sender, peer))
 
     # --- state -------------------------------------------------------------------------------

@@ -63,8 +63,8 @@ def test_removed_node_stops_says_why_and_cannot_disrupt(ops_cluster) -> None:
         cl.remove(victim)
         assert _exit_code(c, victim) == 3
         assert "removed" in (c.root / f"{victim}.log").read_text()
-        c.start(victim)  # it refuses to serve again
-        assert _exit_code(c, victim) == 1
+        c.start(victim)  # it refuses to serve again (node_removed: exit status 3)
+        assert _exit_code(c, victim) == 3
         assert "node_removed" in (c.root / f"{victim}.log").read_text()
         for i in range(20):
             cl.put("b", f"k{i}", "v")
