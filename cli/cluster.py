@@ -6,7 +6,8 @@
   at another address is moved to ADDR. When the join fails, the learner it added is removed
   again, so a failed join leaves the membership as it was;
 - ``cluster remove ID``; ``cluster transfer-leader [ID]``;
-- ``cluster snapshot``: every node in ``--endpoints`` writes a snapshot and compacts its log.
+- ``cluster snapshot``: every node in ``--endpoints`` writes a snapshot and compacts its log;
+- ``cluster hash``: every member's replica hash, and whether they agree.
 
 Shared options: cli/common.py; formats, the error line and exit codes: cli/output.py.
 """
@@ -224,18 +225,27 @@ def snapshot_cmd(endpoints: str, timeout: float) -> None:
 )
 @client_options
 @handle_errors
-def hash_cmd(settle: float, endpoints: str, timeout: float, as_json: bool) -> None:
+def hash_cmd(settle: float, endpoints: str, timeout: float) -> None:
     """Ask every member for its replica hash (a sha256 over its whole bucket content) and say
     whether they agree at the same applied index; prints ID APPLIED SHA256 per member, then
     'agree' or 'DIFFER' (exit 1 unless they agree)."""
     with connect(endpoints, timeout) as c:
         result = c.cluster_hash(settle=settle)
-    if as_json:
-        echo_json(result)
-    else:
-        for node_id, m in result["members"].items():
+    members = result["members"]
+    rows = [
+        [
+            node_id,
+            m.get("applied"),
+            m.get("sha256", ""),
+            f"{m['error']['code']}: {one_line(m['error']['message'])}" if "error" in m else "",
+        ]
+        for node_id, m in members.items()
+    ]
+
+    def simple() -> None:
+        for node_id, m in members.items():
             if "error" in m:
-                click.echo(f"{node_id} error: {m['error']['code']}: {m['error']['message']}")
+                click.echo(f"{node_id} {error_line(BoltraftError.from_wire(m['error']))}")
             else:
                 click.echo(f"{node_id} {m['applied']} {m['sha256']}")
         if result["agree"]:
@@ -244,6 +254,8 @@ def hash_cmd(settle: float, endpoints: str, timeout: float, as_json: bool) -> No
             click.echo("DIFFER: the members are not at the same applied index")
         else:
             click.echo("DIFFER: the same applied index, different content")
+
+    emit(result, table=(["ID", "APPLIED", "SHA256", "ERROR"], rows), simple=simple)
     if not result["agree"]:
         raise click.exceptions.Exit(1)
 
