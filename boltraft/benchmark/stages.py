@@ -111,12 +111,12 @@ class StageRecorder:
         self._received = 0.0
 
     def iteration(self, now: float) -> None:
-        """Returns nothing; the loop iteration that started at ``now`` (``time.monotonic``)
+        """The loop iteration that started at ``now`` (``time.monotonic``)
         received the requests it will propose: their receipt time."""
         self._received = now
 
     def proposed(self, last_index: int, count: int, hop_s: float = 0.0) -> None:
-        """Returns nothing; starts following a batch of ``count`` writes proposed as entries
+        """Starts following a batch of ``count`` writes proposed as entries
         up to ``last_index``, received at the current iteration's start. ``hop_s``: their
         mean client -> node hop when known, else 0. A ``last_index`` not above the previous
         batch's (a new term rewrote the log) drops the batches at or above it."""
@@ -129,7 +129,7 @@ class StageRecorder:
         self._pending.append(_Batch(last_index, max(1, count), received, hop_s, now))
 
     def persisted(self, index: int) -> None:
-        """Returns nothing; the leader's own log is durable up to ``index``."""
+        """The leader's own log is durable up to ``index``."""
         now = self._clock()
         for b in reversed(self._pending):
             if b.last > index:
@@ -139,7 +139,7 @@ class StageRecorder:
             b.persisted = now
 
     def acked(self, follower: str, index: int) -> None:
-        """Returns nothing; ``follower`` acknowledged (an accepted append response) ``index``."""
+        """``follower`` acknowledged (an accepted append response) ``index``."""
         self._followers.add(follower)
         now = self._clock()
         for b in reversed(self._pending):
@@ -150,7 +150,7 @@ class StageRecorder:
             b.acks[follower] = now
 
     def observe_messages(self, messages: Sequence[Any]) -> None:
-        """Returns nothing; feeds every accepted APP_RESP in ``messages`` to ``acked``."""
+        """Feeds every accepted APP_RESP in ``messages`` to ``acked``."""
         if not self._pending:
             return
         for m in messages:
@@ -158,7 +158,7 @@ class StageRecorder:
                 self.acked(m.frm, m.index)
 
     def applying(self, index: int) -> None:
-        """Returns nothing; the apply of entries up to ``index`` starts now."""
+        """The apply of entries up to ``index`` starts now."""
         now = self._clock()
         for b in reversed(self._pending):
             if b.last > index:
@@ -168,7 +168,7 @@ class StageRecorder:
             b.apply_start = now
 
     def applied(self, index: int) -> None:
-        """Returns nothing; the apply of entries up to ``index`` is done."""
+        """The apply of entries up to ``index`` is done."""
         now = self._clock()
         for b in reversed(self._pending):
             if b.last > index:
@@ -179,7 +179,7 @@ class StageRecorder:
                 b.applied = now
 
     def replied(self, index: int) -> None:
-        """Returns nothing; the answers of every applied batch up to ``index`` were sent.
+        """The answers of every applied batch up to ``index`` were sent.
         Moves the batches that are complete into the ring."""
         now = self._clock()
         for b in reversed(self._pending):
@@ -235,7 +235,7 @@ class StageRecorder:
 
 
 class FsyncDelay:
-    """A TEST KNOB: the extra sleep after every synced Raft-log write.
+    """The extra sleep after every synced Raft-log write (the benchmark's slow-disk knob).
 
     Specs: ``fixed:MS`` (always MS milliseconds) or ``uniform:LO-HI`` (uniformly random in
     [LO, HI] ms). Invariant: ``0 <= lo_ms <= hi_ms <= 10000``.
@@ -283,8 +283,8 @@ class FsyncDelay:
 
 
 class DelayedLogStore:
-    """A LogStore that sleeps ``delay`` after every synced write of the wrapped store (a TEST
-    KNOB for ``--fsync-delay``); reads and everything else go straight through."""
+    """A LogStore that sleeps ``delay`` after every synced write of the wrapped store (the
+    benchmark's ``--fsync-delay``); reads and everything else go straight through."""
 
     def __init__(self, inner: LogStore, delay: FsyncDelay) -> None:
         self.inner = inner
@@ -315,7 +315,7 @@ class DelayedLogStore:
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:
-        """Returns nothing; appends through the wrapped store, then sleeps when ``sync``."""
+        """Appends through the wrapped store, then sleeps when ``sync``."""
         self.inner.append(entries, hard_state, sync)
         if sync:
             self.delay.sleep()
@@ -323,7 +323,7 @@ class DelayedLogStore:
             self._unsynced = True
 
     def sync(self) -> None:
-        """Returns nothing; syncs the wrapped store, then sleeps if anything was unsynced
+        """Syncs the wrapped store, then sleeps if anything was unsynced
         (this runs on the node's sync thread, as a slow disk's flush would)."""
         self.inner.sync()
         if self._unsynced:
@@ -331,7 +331,7 @@ class DelayedLogStore:
             self.delay.sleep()
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Returns nothing; installs through the wrapped store, then sleeps."""
+        """Installs through the wrapped store, then sleeps."""
         self.inner.apply_snapshot(meta, hard_state)
         self.delay.sleep()
 
