@@ -132,7 +132,7 @@ class LocalCluster:
         return "\n".join(out)
 
     def stop(self) -> None:
-        """Returns nothing once every child exited (SIGTERM, then SIGKILL past the deadline);
+        """Stops every child (SIGTERM, then SIGKILL past the deadline) and waits for it;
         removes the root folder when it was a temporary one."""
         for p in self.procs:
             if p.poll() is None:
