@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from boltraft.errors import (
     BoltraftError,
@@ -89,7 +89,13 @@ from boltraft.storage.commands import (
     PUT_IF,
     Body,
 )
-from boltraft.storage.dedup import DEFAULT_WINDOW_MS, decode_result, encode_result
+from boltraft.storage.dedup import (
+    DEFAULT_WINDOW_MS,
+    SESSION_MS,
+    decode_result,
+    encode_result,
+    expired_error,
+)
 from boltraft.storage.keys import (
     PATH_SEP,
     decode_token,
@@ -162,6 +168,9 @@ class MemStateMachine:
         # (cid, seq) -> (ts, stored result); insertion order is ts order (expired ones are
         # dropped from the front; a lookup checks expiry itself, so that is only clean-up)
         self._dedup: dict[DedupKey, tuple[int, bytes]] = {}
+        # cid -> (highest seq applied, its ts): a pair without record at or below it is a
+        # retry whose result is gone (``session_expired``), while the session lasts
+        self._sessions: dict[bytes, tuple[int, int]] = {}
         self._undo: list[Callable[[], None]] = []
         self._closed = False
         self._lock = threading.RLock()
@@ -239,8 +248,19 @@ class MemStateMachine:
                         results[pos] = self._execute(body)
                         continue
                     record = self._dedup.get((cid, seq))
-                    if record is not None and clock <= record[0] + self.dedup_window_ms:
-                        results[pos] = decode_result(record[1])
+                    if record is not None:
+                        if clock <= record[0] + self.dedup_window_ms:
+                            results[pos] = decode_result(record[1])
+                        else:
+                            results[pos] = expired_error(cid, seq)
+                        continue
+                    session = self._sessions.get(cid)
+                    if (
+                        session is not None
+                        and seq <= session[0]
+                        and clock <= session[1] + self.dedup_window_ms + SESSION_MS
+                    ):
+                        results[pos] = expired_error(cid, seq)
                         continue
                     res = self._execute(body)
                     self._record((cid, seq), clock, encode_result(res))
@@ -350,6 +370,8 @@ class MemStateMachine:
             sm._root = _load_bucket(state["root"])
             for cid, seq, ts, stored in state["dedup"]:
                 sm._dedup[(cid, seq)] = (ts, stored)
+            for cid, seq, ts in state["sessions"]:
+                sm._sessions[cid] = (seq, ts)
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
             raise SnapshotError(f"cannot read snapshot {src}: {exc}", path=str(src))
         return sm
@@ -367,8 +389,31 @@ class MemStateMachine:
                 "dedup": sorted(
                     (cid, seq, ts, stored) for (cid, seq), (ts, stored) in self._dedup.items()
                 ),
+                "sessions": sorted((cid, seq, ts) for cid, (seq, ts) in self._sessions.items()),
             }
         )
+
+    def content_hash(self) -> tuple[int, str]:
+        """``(applied index, sha256 hex)`` of the bucket content, computed as
+        BucketStateMachine.content_hash does (so equal content gives equal digests across
+        both kinds)."""
+        with self._lock:
+            self._check_open()
+            h = hashlib.sha256()
+            stack: list[tuple[Names, _Bucket]] = [
+                ((name,), b) for name, b in sorted(self._root.children.items(), reverse=True)
+            ]
+            while stack:
+                path, b = stack.pop()
+                h.update(b"B" + pack([list(path), b.seq]))
+                for key in sorted(set(b.keys) | set(b.children)):
+                    if key in b.keys:
+                        h.update(b"K" + pack([key, b.keys[key]]))
+                stack.extend(
+                    ((*path, name), child)
+                    for name, child in sorted(b.children.items(), reverse=True)
+                )
+            return self._index, h.hexdigest()
 
     # --- for tests ---------------------------------------------------------------------------
     def dump(self) -> dict[Names, tuple[dict[bytes, bytes], int]]:
@@ -397,14 +442,22 @@ class MemStateMachine:
             undo.pop()()
 
     def _record(self, key: DedupKey, ts: int, stored: bytes) -> None:
-        table = self._dedup
+        table, sessions = self._dedup, self._sessions
         old = table.pop(key, None)
         table[key] = (ts, stored)
+        cid, seq = key
+        old_session = sessions.get(cid)
+        if old_session is None or seq > old_session[0]:
+            sessions[cid] = (seq, ts)
 
         def undo() -> None:
             del table[key]
             if old is not None:
                 table[key] = old
+            if old_session is None:
+                sessions.pop(cid, None)
+            else:
+                sessions[cid] = old_session
 
         self._undo.append(undo)
 

@@ -1,5 +1,6 @@
-"""An in-memory world for the node loop: real RawNodes, MemoryLogStores and state machines on
-LMDB under a folder, joined by an in-memory network and driven by a fake clock."""
+"""An in-memory world for the node loop: real RawNodes, MemoryLogStores and state machines
+(on LMDB under a folder, or the in-memory twin ``tests/memsm.py`` with ``sm="twin"``), joined
+by an in-memory network and driven by a fake clock."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from memsm import MemStateMachine
+
 from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.types import Message
 from boltraft.server.config import ServerConfig
 from boltraft.server.node import Node
+from boltraft.server.ports import StateMachine
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import Incoming
@@ -80,6 +84,7 @@ class World:
         root: Path,
         n: int = 3,
         store: Callable[[], MemoryLogStore] = MemoryLogStore,
+        sm: str = "lmdb",
         **options: Any,
     ) -> None:
         self.now = 1000.0
@@ -88,7 +93,7 @@ class World:
         addrs = {i: f"tcp://127.0.0.1:{7000 + k}" for k, i in enumerate(ids)}
         self.nets: dict[str, MemNet] = {}
         self.nodes: dict[str, Node] = {}
-        self.sms: list[BucketStateMachine] = []
+        self.sms: list[StateMachine] = []
         for k, i in enumerate(ids):
             cfg = ServerConfig(
                 id=i,
@@ -99,14 +104,16 @@ class World:
                 **options,
             )
             net = MemNet(self, i)
-            sm = BucketStateMachine(root / i, sync=False)
-            self.sms.append(sm)
+            machine: StateMachine = (
+                MemStateMachine() if sm == "twin" else BucketStateMachine(root / i, sync=False)
+            )
+            self.sms.append(machine)
             self.nets[i] = net
             self.nodes[i] = Node(
                 cfg,
                 net=net,
                 logstore=store(),
-                sm=sm,
+                sm=machine,
                 rng=random.Random(k),
                 clock=lambda: self.now,
             )

@@ -10,6 +10,7 @@ end applies random runs to both kinds side by side and compares every answer.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from boltraft.errors import (
     KeyRequiredError,
     KeyTooLargeError,
     MalformedCommandError,
+    SessionExpiredError,
     TxClosedError,
     UnknownCommandError,
     UnsupportedVersionError,
@@ -432,15 +434,49 @@ def test_expiry_follows_the_leader_stamped_clock(h: Harness) -> None:
     assert h.sm.apply([ent(3, once(nextseq("a"), "c", 1, ts=100 + WINDOW))]) == [1]
     # a command without ts does not move the clock
     assert h.sm.apply([ent(4, once(nextseq("a"), "c", 1))]) == [1]
-    # once the clock passes the window the pair is applied afresh ...
-    assert h.sm.apply(
+    # once the clock passes the window the retry is refused, never applied again ...
+    first, retry = h.sm.apply(
         [ent(5, once(nextseq("a"), "z", 1, ts=101 + WINDOW)), ent(6, once(nextseq("a"), "c", 1, 0))]
-    ) == [2, 3]
-    # ... and its new record is stamped with the clock, not with the entry's older ts
-    assert h.sm.apply([ent(7, once(nextseq("a"), "c", 1, ts=0))]) == [3]
+    )
+    assert first == 2 and isinstance(retry, SessionExpiredError)
+    # ... a new seq of that client is applied
+    assert h.sm.apply([ent(7, once(nextseq("a"), "c", 2, ts=0))]) == [3]
     # a stale ts never moves the clock back
     assert h.sm.apply([ent(8, once(nextseq("a"), "y", 1, ts=5))]) == [4]
-    assert h.sm.apply([ent(9, once(nextseq("a"), "c", 1, ts=5))]) == [3]
+    assert h.sm.apply([ent(9, once(nextseq("a"), "c", 2, ts=5))]) == [3]
+
+
+def test_a_seq_below_its_client_s_highest_is_refused(h: Harness) -> None:
+    h.sm.apply([ent(1, mk("a"))])
+    results = h.sm.apply(
+        [ent(2, once(nextseq("a"), "c", 5, ts=10)), ent(3, once(nextseq("a"), "c", 4, ts=10))]
+    )
+    assert results[0] == 1 and isinstance(results[1], SessionExpiredError)
+    assert h.sm.apply([ent(4, once(nextseq("a"), "c", 6, ts=10))]) == [2]
+
+
+def test_equal_content_gives_equal_hashes_across_both_kinds(tmp_path: Path) -> None:
+    real = BucketStateMachine(tmp_path / "real", sync=False)
+    twin = MemStateMachine()
+    log = [
+        mk("a"),
+        mk(["a", "n"]),
+        {"op": "put", "bucket": [b"a", b"n"], "key": b"k", "value": b"v"},
+        {"op": "put", "bucket": [b"a"], "key": b"x", "value": b"y"},
+        {"op": "put", "bucket": [b"a"], "key": b"m", "value": b"z"},
+        nextseq("a"),
+        mk("b"),
+    ]
+    entries = [ent(i, cmd) for i, cmd in enumerate(log, 1)]
+    real.apply(entries)
+    twin.apply(entries)
+    assert real.content_hash() == twin.content_hash()
+    more = [ent(8, {"op": "put", "bucket": [b"b"], "key": b"k", "value": b"v"})]
+    twin.apply(more)
+    assert real.content_hash()[1] != twin.content_hash()[1]
+    real.apply(more)
+    assert real.content_hash() == twin.content_hash()
+    real.close()
 
 
 def test_a_run_of_puts_answers_like_one_put_at_a_time(h: Harness) -> None:
@@ -634,8 +670,8 @@ def test_a_snapshot_reopens_with_the_same_reads_and_applied_index(
     assert get(again, ["a", "n"], b"after") is None
     assert get(again, ["a", "n"], b"k") == b"v"
     # what the snapshot holds goes on as the original does: sequences, the dedup table
-    # (d/1 is live) and its clock (which expired c/1, though this entry's ts would not, and
-    # stamps e/1, still live at 8 + 2 * WINDOW)
+    # (d/1 is live) and its clock (which expired c/1, though this entry's ts would not: the
+    # retry is refused; e/1 is stamped with it, still live at 8 + 2 * WINDOW)
     follow = [
         ent(9, put(["a", "n"], b"after", b"snapshot"), term=3),
         ent(10, once(nextseq("a"), "d", 1, ts=9), term=3),
@@ -646,8 +682,9 @@ def test_a_snapshot_reopens_with_the_same_reads_and_applied_index(
         ent(15, nextseq(["a", "n"]), term=3),
         ent(16, mk("d"), term=3),
     ]
-    assert again.apply(follow) == [None, 2, 3, 4, 5, 4, 2, None]
-    assert h.sm.apply(follow) == [None, 2, 3, 4, 5, 4, 2, None]  # 9 was applied: skipped
+    want = [None, 2, SessionExpiredError, 3, 4, 3, 2, None]
+    assert kinds(again.apply(follow)) == want
+    assert kinds(h.sm.apply(follow)) == want  # 9 was applied: skipped
     assert everything(again) == everything(h.sm)
     assert again.applied == h.sm.applied == (16, 3)
 
@@ -664,9 +701,9 @@ def test_a_snapshot_that_does_not_match_its_info_is_refused(h: Harness, tmp_path
     h.sm.apply([ent(1, mk("a"))])
     info = h.sm.snapshot(tmp_path / "snaps")
     with pytest.raises(ChecksumMismatchError):
-        h.restore(info._replace(sha256="0" * 64))
+        h.restore(dataclasses.replace(info, sha256="0" * 64))
     with pytest.raises(ChecksumMismatchError):
-        h.restore(info._replace(size=info.size + 1))
+        h.restore(dataclasses.replace(info, size=info.size + 1))
 
 
 # --- closing ------------------------------------------------------------------------------------

@@ -167,23 +167,23 @@ class DedupRun:
         raw = self._tx._txn.get(key, db=self._meta)  # the txn of the moment (savepoints)
         if raw is not None:
             if clock > _U64.unpack_from(raw)[0] + self.window_ms:
-                return _expired(cid, seq)
+                return expired_error(cid, seq)
             return decode_result(raw[8:])
         if seq <= self._highest(cid, clock):
-            return _expired(cid, seq)
+            return expired_error(cid, seq)
         return MISSING
 
     def _highest(self, cid: bytes, clock: int) -> int:
         """The highest seq ``cid`` applied (this run included) while its session lasts at
-        ``clock``; 0 when it has none."""
+        ``clock``; -1 when it has none (seqs start at 0)."""
         mine = self._sessions.get(cid)
         if mine is not None:
             return mine[0]
         raw = self._tx._txn.get(SESSION_PREFIX + cid, db=self._meta)
         if raw is None:
-            return 0
+            return -1
         seq, ts = _SESSION.unpack(raw)
-        return seq if clock <= ts + self.window_ms + SESSION_MS else 0
+        return seq if clock <= ts + self.window_ms + SESSION_MS else -1
 
     def record(self, cid: bytes, seq: int, ts: int, result: Any) -> None:
         """Stores ``result`` as the outcome of ``(cid, seq)`` at ``ts``."""
@@ -200,7 +200,7 @@ class DedupRun:
         self._pairs.append((cid, seq))
         if ts > self._max_ts:
             self._max_ts = ts
-        if seq > self._sessions.get(cid, (0, 0))[0]:
+        if seq > self._sessions.get(cid, (-1, 0))[0]:
             self._sessions[cid] = (seq, ts)
 
     def unrecorded(self, ids: list[tuple[bytes, int]], clock: int) -> list[bytes] | None:
@@ -244,7 +244,7 @@ class DedupRun:
             self._max_ts = ts[-1]
         sessions = self._sessions
         for (cid, seq), t in zip(ids, ts, strict=True):
-            if seq > sessions.get(cid, (0, 0))[0]:
+            if seq > sessions.get(cid, (-1, 0))[0]:
                 sessions[cid] = (seq, t)
 
     def finish(self, first_index: int, clock: int) -> None:
@@ -317,7 +317,8 @@ class DedupRun:
         return oldest
 
 
-def _expired(cid: bytes, seq: int) -> SessionExpiredError:
+def expired_error(cid: bytes, seq: int) -> SessionExpiredError:
+    """The answer to a retry of ``(cid, seq)`` whose result is gone."""
     return SessionExpiredError(
         f"write {seq} of client {cid.hex()} was applied too long ago to answer its retry "
         "(or a later write of that client was); it was not applied again",
