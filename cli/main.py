@@ -20,7 +20,7 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("serve", "up", "bench", "inspect", "kv", "cluster", "backup"):
+    for name in ("serve", "up", "bench", "inspect", "kv", "cluster", "backup", "chaos"):
         module = importlib.import_module(f"boltraft_cli.{name}")
         module.register(main)
 
