@@ -124,6 +124,7 @@ def _register() -> None:
         "cluster",
         "endpoint",
         "backup",
+        "chaos",
     ):
         module = importlib.import_module(f"boltraft_cli.{name}")
         module.register(main)

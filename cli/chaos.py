@@ -1,0 +1,148 @@
+"""``boltraft chaos``: histories of register operations and their linearizability
+(docs/chaos.md).
+
+``chaos check HISTORY`` reads a JSON Lines history (boltraft.chaos.history) and checks it
+(boltraft.chaos.check). Its exit status: 0 linearizable, 1 not linearizable (the failure
+window is printed), 2 bad input (one line ``error: <code>: <message>`` on stderr), 3
+undecided within ``--timeout``.
+
+The group is ``chaos_group``: a further command (``chaos run``) is one more
+``@chaos_group.command(...)`` function here; ``register`` adds the group to ``boltraft``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from boltraft.errors import BoltraftError
+
+if TYPE_CHECKING:
+    from boltraft.chaos.check import CheckResult, Window
+
+EXIT_LINEARIZABLE = 0
+EXIT_NOT_LINEARIZABLE = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNDECIDED = 3
+MAX_ROWS = 200  # window rows printed in plain output (all of them with --json)
+
+
+@click.group("chaos")
+def chaos_group() -> None:
+    """Check histories of register operations for linearizability."""
+
+
+@chaos_group.command("check")
+@click.argument("history", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds the search may take; a key not decided by then is undecided (exit 3).",
+)
+def check_cmd(history: str, as_json: bool, timeout: float) -> None:
+    """Check that the history in HISTORY (JSON Lines; - for stdin) is linearizable, one
+    register per key. Exit status: 0 linearizable, 1 not (the failing operations are
+    printed), 2 bad input, 3 undecided within --timeout."""
+    from boltraft.chaos.check import check
+    from boltraft.chaos.history import parse_history, read_history
+
+    try:
+        if history == "-":
+            with click.open_file("-", "rb") as stdin:
+                ops = parse_history(stdin)
+        else:
+            ops = read_history(history)
+    except BoltraftError as err:
+        message = " ".join(str(err.message).split())
+        click.echo(f"error: {err.code}: {message}", err=True)
+        raise click.exceptions.Exit(EXIT_BAD_INPUT)
+    result = check(ops, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), sort_keys=True))
+    else:
+        click.echo(format_result(result, timeout))
+    if result.linearizable is None:
+        raise click.exceptions.Exit(EXIT_UNDECIDED)
+    raise click.exceptions.Exit(EXIT_LINEARIZABLE if result.linearizable else EXIT_NOT_LINEARIZABLE)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _value(v: Any) -> str:
+    return json.dumps(list(v) if isinstance(v, tuple) else v)
+
+
+def format_result(result: CheckResult, timeout: float) -> str:
+    """The plain-text report of ``chaos check``."""
+    keys = result.keys
+    tally = (
+        f"{_count(result.ops, 'operation')} on {_count(len(keys), 'key')} in {result.seconds:.2f} s"
+    )
+    if result.linearizable:
+        segments = sum(k.segments for k in keys.values())
+        return f"linearizable: {tally} ({_count(segments, 'quiescent segment')})"
+    if result.linearizable is None:
+        open_keys = [json.dumps(k) for k, r in keys.items() if r.linearizable is None]
+        return (
+            f"undecided: {_count(len(open_keys), 'key')} not decided within {timeout:g} s "
+            f"({', '.join(open_keys)}); {tally}; try a larger --timeout"
+        )
+    bad = [json.dumps(k) for k, r in keys.items() if r.linearizable is False]
+    lines = [f"not linearizable: {', '.join(bad)}; {tally}"]
+    if result.failure is not None:
+        lines += format_window(result.failure)
+    return "\n".join(lines)
+
+
+def format_window(w: Window) -> list[str]:
+    """The failure window as lines of text: what it is, then one row per operation."""
+    key = json.dumps(w.key)
+    if w.start is None:
+        since = "from the start of the history (the key absent)"
+    else:
+        since = f"whatever {key} held at time {w.start}"
+    lines = [
+        f"key {key}: these {_count(len(w.ops), 'operation')} up to time {w.end} have no "
+        f"legal order, {since}"
+        + ("" if w.minimal else " (not the smallest such window: out of time)"),
+    ]
+    rows = [("", "line", "process", "f", "value", "type", "invoke", "complete")]
+    for op, optional in w.ops:
+        complete = "-" if op.complete is None else str(op.complete)
+        rows.append(
+            (
+                "?" if optional else ("*" if op is w.blocked else ""),
+                str(op.line),
+                str(op.process),
+                op.f,
+                _value(op.value),
+                op.type,
+                str(op.invoke),
+                complete,
+            )
+        )
+    shown = (
+        rows if len(rows) <= MAX_ROWS + 1 else rows[: MAX_ROWS // 2 + 1] + rows[-MAX_ROWS // 2 :]
+    )
+    widths = [max(len(r[i]) for r in shown) for i in range(len(rows[0]))]
+    for n, row in enumerate(shown):
+        if len(shown) < len(rows) and n == MAX_ROWS // 2 + 1:
+            lines.append(f"  ... {len(rows) - len(shown)} more ...")
+        lines.append("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    lines.append(
+        "  (* the operation whose return the search could not get past; ? unknown outcome, "
+        "or pending at an edge of the window: it may or may not be part of it)"
+    )
+    return lines
+
+
+def register(group: click.Group) -> None:
+    """Adds ``chaos`` to ``group``."""
+    group.add_command(chaos_group)
