@@ -1,10 +1,12 @@
-"""The Raft state machine of one node: terms, roles, elections and the follower side.
+"""The Raft state machine of one node: every input, dispatched by role; elections and the
+follower side.
 
-Roles are swapped functions: ``self.tick`` is ``_tick_election`` or ``_tick_heartbeat`` and
-``self._step`` is one of ``_step_follower`` / ``_step_candidate`` / ``_step_leader``, each a
-flat dispatch table keyed by MessageType. ``step()`` first applies the term rules shared by
-every role (paper 5.1, thesis 9.6 pre-vote and leader lease), then dispatches. The leader's
-handlers live in :mod:`boltraft.raft.leader`.
+``step()`` first applies the term rules shared by every role (paper 5.1, thesis 9.6
+pre-vote and leader lease), then hands the message to the role's step function:
+``Raft._step_follower``, ``Raft._step_candidate`` (pre-candidates too) or
+:func:`boltraft.raft.leader.step_leader`, each a flat dispatch table keyed by MessageType.
+``tick()`` and the runtime's requests (propose, read, transfer, reports) dispatch the same
+way; leader-only requests on another role raise ProposalDroppedError or do nothing.
 
 Outputs accumulate in ``msgs`` and ``read_states``; :class:`boltraft.raft.rawnode.RawNode`
 turns them into ``Ready`` values.
@@ -12,24 +14,18 @@ turns them into ``Ready`` values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 
-from boltraft.errors import ConfigError, MembershipError
-from boltraft.raft.confchange import apply_conf_change, decode_conf_change
-from boltraft.raft.config import Config
-from boltraft.raft.leader import LeaderMixin
-from boltraft.raft.log import RaftLog
-from boltraft.raft.progress import Progress
+from boltraft.errors import ProposalDroppedError
+from boltraft.raft import leader
 from boltraft.raft.quorum import VoteResult, vote_result
-from boltraft.raft.readonly import ReadOnly
+from boltraft.raft.state import RaftState
 from boltraft.raft.types import (
     NONE,
     ConfChange,
-    ConfState,
     Entry,
     EntryType,
-    LogStore,
     Message,
     MessageType,
     NodeId,
@@ -39,208 +35,28 @@ from boltraft.raft.types import (
 
 MT = MessageType
 TRANSFER_CONTEXT = b"transfer"  # on VOTE: a leadership transfer, bypasses the leader lease
-_TYPE = itemgetter(2)
+_TYPE = itemgetter(2)  # an Entry's type: any(map(_TYPE, ents)) finds a conf change in C
 
 _CAMPAIGN_PRE = 0
 _CAMPAIGN_ELECTION = 1
 _CAMPAIGN_TRANSFER = 2
 
 
-class Raft(LeaderMixin):
-    """One node's consensus state.
+class Raft(RaftState):
+    """One node's consensus core: :class:`RaftState` and the behaviour of every role."""
 
-    Invariants (``check_invariants``): ``term`` never decreases; ``vote`` changes only with
-    a new term or from NONE; a LEADER has ``lead == id`` and ``id`` among the voters; a
-    CANDIDATE has ``vote == id``; every progress has ``match < next``; the log invariants
-    ``applied <= applying <= committed <= last_index`` hold.
-    """
-
-    def __init__(self, config: Config, storage: LogStore) -> None:
-        config.validate()
-        self.id: NodeId = config.id
-        self.cfg = config
-        self.log = RaftLog(storage, config.max_committed_size_per_ready)
-        hs, cs = storage.initial_state()
-        self.term: int = hs.term
-        self.vote: NodeId = hs.vote
-        if hs.commit > self.log.last_index():
-            raise ConfigError(
-                f"stored commit {hs.commit} is past the last index {self.log.last_index()}",
-                field="storage",
-            )
-        self.log.commit_to(hs.commit)
-        if config.applied > self.log.committed:
-            # The state machine only ever applies committed entries, but a commit-only hard
-            # state may be written unsynced (or deferred) and lost in a crash: the applied
-            # index then proves that everything up to it was committed.
-            if config.applied > self.log.last_index():
-                raise ConfigError(
-                    f"applied {config.applied} is past the last log index "
-                    f"{self.log.last_index()}: the log lost applied entries",
-                    field="applied",
-                )
-            self.log.commit_to(config.applied)
-        first = self.log.first_index()
-        self.conf: ConfState = cs
-        applied = max(config.applied, first - 1)
-        if applied >= first:
-            for e in self.log.entries(first, applied + 1):
-                if e.type == EntryType.CONF_CHANGE:
-                    self._apply_conf_change_entry(e)
-        self.log.applied_to(applied)
-        self.conf_changed = False  # the runtime has not seen `conf` yet (Ready.conf_state)
-        self.voters: frozenset[NodeId] = frozenset(self.conf.voters)
-        self.msgs: list[Message] = []
-        self.read_states: list[ReadState] = []
-        self.role = Role.FOLLOWER
-        self.lead: NodeId = NONE
-        self.votes: dict[NodeId, bool] = {}
-        self.progress: dict[NodeId, Progress] = {}
-        self.election_elapsed = 0  # ticks since the last valid leader message / election
-        self.heartbeat_elapsed = 0  # leader: ticks since the last heartbeat
-        self.randomized_election_timeout = config.election_tick
-        self.lead_transferee: NodeId = NONE  # leader: target of a transfer in progress
-        self.pending_conf_index = 0  # leader: index of the latest conf change proposed
-        self.uncommitted_size = 0  # leader: data bytes proposed and not yet handed out
-        self.read_only = ReadOnly()
-        self.pending_reads: list[tuple[NodeId, bytes]] = []  # before the term's first commit
-        self.tick: Callable[[], None] = self._tick_election
-        self._step: Callable[[Message], None] = self._step_follower
-        self._handlers: dict[MessageType, Callable[[Message], None]] = {}
-        self.become_follower(self.term, NONE)
-
-    # --- helpers -----------------------------------------------------------------------------
-    def promotable(self) -> bool:
-        """Returns True when this node is a voter (only voters campaign)."""
-        return self.id in self.voters
-
-    def send(self, m: Message) -> None:
-        """Returns None after queueing ``m`` (stamped with the current term unless set)."""
-        if m.term == 0:
-            m.term = self.term
-        self.msgs.append(m)
-
-    def _reset(self, term: int) -> None:
-        if term != self.term:
-            self.term = term
-            self.vote = NONE
-        self.lead = NONE
-        self.election_elapsed = 0
-        self.heartbeat_elapsed = 0
-        et = self.cfg.election_tick
-        self.randomized_election_timeout = et + self.cfg.rng.randrange(et)
-        self.lead_transferee = NONE
-        self.votes = {}
-        self._reset_progress()
-        self.pending_conf_index = 0
-        self.uncommitted_size = 0
-        self.read_only.reset()
-        self.pending_reads = []
-
-    def _reset_progress(self) -> None:
-        nxt = self.log.last_index() + 1
-        cfg = self.cfg
-        prs: dict[NodeId, Progress] = {}
-        for nid in self.conf.voters:
-            prs[nid] = Progress(nxt, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
-        for nid in self.conf.learners:
-            prs[nid] = Progress(nxt, cfg.max_inflight_msgs, cfg.max_inflight_bytes, True)
-        me = prs.get(self.id)
-        if me is not None:
-            me.match = self.log.durable_index()
-            me.recent_active = True
-        self.progress = prs
-
-    # --- role changes ------------------------------------------------------------------------
-    def become_follower(self, term: int, lead: NodeId) -> None:
-        """Returns None after becoming a follower of ``lead`` (NONE: unknown) in ``term``."""
-        self._reset(term)
-        self.lead = lead
-        self.role = Role.FOLLOWER
-        self.tick = self._tick_election
-        self._step = self._step_follower
-        self._handlers = {
-            MT.APP: self._follower_app,
-            MT.HEARTBEAT: self._follower_heartbeat,
-            MT.SNAP: self._follower_snap,
-            MT.TIMEOUT_NOW: self._follower_timeout_now,
-            MT.READ_INDEX_RESP: self._follower_read_index_resp,
-        }
-
-    def _become_pre_candidate(self) -> None:
-        # Term and vote are unchanged: a pre-vote round disturbs nobody (thesis 9.6).
-        self.votes = {}
-        self.lead = NONE
-        self.role = Role.PRE_CANDIDATE
-        self.tick = self._tick_election
-        self._step = self._step_candidate
-        self._handlers = self._candidate_handlers()
-
-    def _become_candidate(self) -> None:
-        self._reset(self.term + 1)
-        self.vote = self.id
-        self.role = Role.CANDIDATE
-        self.tick = self._tick_election
-        self._step = self._step_candidate
-        self._handlers = self._candidate_handlers()
-
-    def _candidate_handlers(self) -> dict[MessageType, Callable[[Message], None]]:
-        return {
-            MT.APP: self._candidate_app,
-            MT.HEARTBEAT: self._candidate_app,
-            MT.SNAP: self._candidate_app,
-            MT.VOTE_RESP: self._candidate_vote_resp,
-            MT.PRE_VOTE_RESP: self._candidate_vote_resp,
-        }
-
-    # --- ticks -------------------------------------------------------------------------------
-    def _tick_election(self) -> None:
-        self.election_elapsed += 1
-        if self.election_elapsed >= self.randomized_election_timeout and self.promotable():
-            self.election_elapsed = 0
-            self.hup()
-
-    # --- elections ---------------------------------------------------------------------------
-    def hup(self) -> None:
-        """Returns None after starting an election (a pre-vote first when configured); does
-        nothing on a leader, a non-voter, or while committed conf changes are not in effect."""
+    # --- input -------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Advances the logical clock one tick: a leader heartbeats (see
+        ``leader.tick_heartbeat``), any other role counts toward its election timeout."""
         if self.role == Role.LEADER:
-            return
-        self._campaign(_CAMPAIGN_PRE if self.cfg.pre_vote else _CAMPAIGN_ELECTION)
-
-    def _has_unapplied_conf_change(self) -> bool:
-        lo, hi = self.log.applying + 1, self.log.committed
-        if lo > hi:
-            return False
-        return any(map(_TYPE, self.log.entries(lo, hi + 1)))
-
-    def _campaign(self, kind: int) -> None:
-        if not self.promotable() or self._has_unapplied_conf_change():
-            return
-        if kind == _CAMPAIGN_PRE:
-            self._become_pre_candidate()
-            vote_type, term = MT.PRE_VOTE, self.term + 1
+            leader.tick_heartbeat(self)
         else:
-            self._become_candidate()
-            vote_type, term = MT.VOTE, self.term
-        self.votes[self.id] = True
-        if vote_result(self.voters, self.votes) == VoteResult.WON:
-            if kind == _CAMPAIGN_PRE:
-                self._campaign(_CAMPAIGN_ELECTION)
-            else:
-                self.become_leader()
-            return
-        ctx = TRANSFER_CONTEXT if kind == _CAMPAIGN_TRANSFER else b""
-        last = self.log.last_index()
-        last_term = self.log.last_term()
-        for nid in sorted(self.voters):
-            if nid != self.id:
-                self.send(Message(vote_type, nid, self.id, term, last_term, last, context=ctx))
+            self._tick_election()
 
-    # --- step --------------------------------------------------------------------------------
     def step(self, m: Message) -> None:
-        """Returns None after handling ``m``: the term rules first, then the role's handler.
-        Messages of an older term are dropped (or answered so a stale node learns the term)."""
+        """Handles ``m``: the term rules first, then the role's step function. Messages of an
+        older term are dropped (or answered so a stale node learns the term)."""
         if m.term > self.term:
             if m.type == MT.VOTE or m.type == MT.PRE_VOTE:
                 in_lease = (
@@ -266,7 +82,115 @@ class Raft(LeaderMixin):
         if m.type == MT.VOTE or m.type == MT.PRE_VOTE:
             self._handle_vote_request(m)
             return
-        self._step(m)
+        _STEP[self.role](self, m)
+
+    def hup(self) -> None:
+        """Starts an election (a pre-vote first when configured). Does nothing on a leader,
+        a non-voter, or while committed conf changes are not in effect."""
+        if self.role == Role.LEADER:
+            return
+        self._campaign(_CAMPAIGN_PRE if self.cfg.pre_vote else _CAMPAIGN_ELECTION)
+
+    def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
+        """Appends one NORMAL entry per item of ``datas``; see ``leader.propose``.
+
+        Raises ProposalDroppedError (``details["lead"]``) when not the leader, during a
+        leadership transfer, or past ``max_uncommitted_size`` bytes of uncommitted data."""
+        self._check_leader()
+        return leader.propose(self, datas)
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        """Appends the conf change ``cc``; see ``leader.propose_conf_change``. Raises
+        ProposalDroppedError when not the leader or transferring, MembershipError for an
+        invalid change or while another one is not yet in effect."""
+        self._check_leader()
+        return leader.propose_conf_change(self, cc)
+
+    def read_index(self, ctx: bytes) -> None:
+        """Starts a linearizable read for ``ctx``: a ReadState appears in a later Ready (a
+        follower asks its leader). A request is dropped silently if leadership changes
+        meanwhile. Raises ProposalDroppedError when no leader is known."""
+        if self.role == Role.LEADER:
+            leader.read(self, self.id, ctx)
+        elif self.lead == NONE:
+            raise ProposalDroppedError("no leader known", lead=NONE)
+        else:
+            self.send(Message(MT.READ_INDEX, self.lead, self.id, context=ctx))
+
+    def transfer_leader(self, target: NodeId) -> None:
+        """Starts handing leadership to ``target``; see ``leader.transfer_leader``. Raises
+        ProposalDroppedError when not the leader, MembershipError for a non-voter."""
+        self._check_leader()
+        leader.transfer_leader(self, target)
+
+    def report_snapshot(self, to: NodeId, ok: bool) -> None:
+        """Notes whether the snapshot sent to ``to`` was installed (a leader only)."""
+        if self.role == Role.LEADER:
+            leader.report_snapshot(self, to, ok)
+
+    def report_unreachable(self, to: NodeId) -> None:
+        """Notes that a message to ``to`` could not be delivered (a leader only)."""
+        if self.role == Role.LEADER:
+            leader.report_unreachable(self, to)
+
+    def self_acknowledge(self) -> None:
+        """Counts a leader's own durable entries toward commit; see
+        ``leader.self_acknowledge``."""
+        if self.role == Role.LEADER:
+            leader.self_acknowledge(self)
+
+    def committed_handed_out(self, ents: list[Entry]) -> None:
+        """Puts into effect every conf change among ``ents`` (which are being handed out as
+        committed; a leader that is no longer a voter steps down), then, on a leader,
+        releases the uncommitted budget of ``ents``."""
+        if any(map(_TYPE, ents)):
+            for e in ents:
+                if e.type == EntryType.CONF_CHANGE:
+                    self._apply_conf_change_entry(e)
+                    if self.role == Role.LEADER:
+                        leader.conf_changed(self)
+        if self.role == Role.LEADER:
+            leader.reduce_uncommitted(self, ents)
+
+    def _check_leader(self) -> None:
+        if self.role != Role.LEADER:
+            raise ProposalDroppedError("not the leader", lead=self.lead)
+
+    # --- elections ---------------------------------------------------------------------------
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_election_timeout and self.promotable():
+            self.election_elapsed = 0
+            self.hup()
+
+    def _has_unapplied_conf_change(self) -> bool:
+        lo, hi = self.log.applying + 1, self.log.committed
+        if lo > hi:
+            return False
+        return any(map(_TYPE, self.log.entries(lo, hi + 1)))
+
+    def _campaign(self, kind: int) -> None:
+        if not self.promotable() or self._has_unapplied_conf_change():
+            return
+        if kind == _CAMPAIGN_PRE:
+            self.become_pre_candidate()
+            vote_type, term = MT.PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            vote_type, term = MT.VOTE, self.term
+        self.votes[self.id] = True
+        if vote_result(self.voters, self.votes) == VoteResult.WON:
+            if kind == _CAMPAIGN_PRE:
+                self._campaign(_CAMPAIGN_ELECTION)
+            else:
+                leader.become_leader(self)
+            return
+        ctx = TRANSFER_CONTEXT if kind == _CAMPAIGN_TRANSFER else b""
+        last = self.log.last_index()
+        last_term = self.log.last_term()
+        for nid in sorted(self.voters):
+            if nid != self.id:
+                self.send(Message(vote_type, nid, self.id, term, last_term, last, context=ctx))
 
     def _handle_vote_request(self, m: Message) -> None:
         can_vote = (
@@ -284,14 +208,17 @@ class Raft(LeaderMixin):
         else:
             self.send(Message(resp, m.frm, self.id, reject=True))
 
+    # --- follower and candidate --------------------------------------------------------------
     def _step_follower(self, m: Message) -> None:
-        handler = self._handlers.get(m.type)
+        handler = _FOLLOWER.get(m.type)
         if handler is not None:
-            handler(m)
+            handler(self, m)
 
-    _step_candidate = _step_follower
+    def _step_candidate(self, m: Message) -> None:
+        handler = _CANDIDATE.get(m.type)
+        if handler is not None:
+            handler(self, m)
 
-    # --- follower handlers -------------------------------------------------------------------
     def _follower_app(self, m: Message) -> None:
         self.election_elapsed = 0
         self.lead = m.frm
@@ -318,7 +245,7 @@ class Raft(LeaderMixin):
     def _candidate_app(self, m: Message) -> None:
         # A leader of our term exists (paper 5.2): follow it and handle the message.
         self.become_follower(m.term, m.frm)
-        self._step(m)
+        self._step_follower(m)
 
     def _candidate_vote_resp(self, m: Message) -> None:
         want = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
@@ -330,7 +257,7 @@ class Raft(LeaderMixin):
             if self.role == Role.PRE_CANDIDATE:
                 self._campaign(_CAMPAIGN_ELECTION)
             else:
-                self.become_leader()
+                leader.become_leader(self)
         elif res == VoteResult.LOST:
             self.become_follower(self.term, NONE)
 
@@ -380,51 +307,31 @@ class Raft(LeaderMixin):
             self.send(Message(MT.APP_RESP, m.frm, self.id, index=log.committed))
             return
         log.restore(meta)
-        self._set_conf(meta.conf_state)
+        self.set_conf(meta.conf_state)
         self.send(Message(MT.APP_RESP, m.frm, self.id, index=log.last_index()))
 
-    # --- membership --------------------------------------------------------------------------
-    def _set_conf(self, cs: ConfState) -> None:
-        self.conf = cs
-        self.voters = frozenset(cs.voters)
-        self.conf_changed = True
 
-    def _apply_conf_change_entry(self, e: Entry) -> None:
-        """Applies the conf change in ``e``; an invalid one is skipped on every node alike."""
-        try:
-            cc = decode_conf_change(e.data)
-            cs = apply_conf_change(self.conf, cc)
-        except MembershipError:
-            return
-        self.conf = cs
-        self.voters = frozenset(cs.voters)
-        self.conf_changed = True
+_Handler = Callable[[Raft, Message], None]
 
-    def apply_committed_conf_changes(self, ents: list[Entry]) -> None:
-        """Returns None after putting into effect every conf change among ``ents`` (which
-        are being handed out as committed). A leader that is no longer a voter steps down."""
-        if not any(map(_TYPE, ents)):
-            return
-        for e in ents:
-            if e.type == EntryType.CONF_CHANGE:
-                self._apply_conf_change_entry(e)
-                if self.role == Role.LEADER:
-                    self.leader_conf_changed()
+_FOLLOWER: dict[MessageType, _Handler] = {
+    MT.APP: Raft._follower_app,
+    MT.HEARTBEAT: Raft._follower_heartbeat,
+    MT.SNAP: Raft._follower_snap,
+    MT.TIMEOUT_NOW: Raft._follower_timeout_now,
+    MT.READ_INDEX_RESP: Raft._follower_read_index_resp,
+}
 
-    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
-        """Returns (term, index) of the proposed conf change entry; see LeaderMixin."""
-        return self.leader_propose_conf_change(cc)
+_CANDIDATE: dict[MessageType, _Handler] = {
+    MT.APP: Raft._candidate_app,
+    MT.HEARTBEAT: Raft._candidate_app,
+    MT.SNAP: Raft._candidate_app,
+    MT.VOTE_RESP: Raft._candidate_vote_resp,
+    MT.PRE_VOTE_RESP: Raft._candidate_vote_resp,
+}
 
-    # --- invariants --------------------------------------------------------------------------
-    def check_invariants(self) -> None:
-        """Returns None when every invariant holds; raises AssertionError otherwise."""
-        self.log.check_invariants()
-        if self.role == Role.LEADER and self.lead != self.id:
-            raise AssertionError("leader does not name itself as lead")
-        if self.role == Role.CANDIDATE and self.vote != self.id:
-            raise AssertionError("candidate did not vote for itself")
-        if set(self.conf.voters) & set(self.conf.learners):
-            raise AssertionError("voters and learners overlap")
-        for nid, pr in self.progress.items():
-            if not pr.match < pr.next:
-                raise AssertionError(f"progress of {nid}: match {pr.match} >= next {pr.next}")
+_STEP: dict[Role, _Handler] = {
+    Role.FOLLOWER: Raft._step_follower,
+    Role.PRE_CANDIDATE: Raft._step_candidate,
+    Role.CANDIDATE: Raft._step_candidate,
+    Role.LEADER: leader.step_leader,
+}

@@ -126,9 +126,7 @@ class RawNode:
             if committed:
                 rd.committed_entries = committed
                 log.applying = committed[-1].index
-                r.apply_committed_conf_changes(committed)
-                if r.role == Role.LEADER:
-                    r.reduce_uncommitted(committed)
+                r.committed_handed_out(committed)
         if log.ents:
             rd.entries = log.ents[:]
         soft = SoftState(r.lead, r.role)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from boltraft.errors import BadRequestError, ConfigError
+from boltraft.raft import leader
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
     ConfState,
@@ -144,7 +145,7 @@ def test_failed_snapshot_goes_back_to_probing_from_match() -> None:
     a = net.nodes["a"]
     a.report_unreachable("c")  # back to probing from match + 1 = 2, below the first index
     a.raft.progress["c"].recent_active = True
-    assert a.raft.send_append("c")
+    assert leader.send_append(a.raft, "c")
     assert a.raft.progress["c"].state == ProgressState.SNAPSHOT
     net.settle()  # the SNAP is dropped and reported failed
     pr = a.raft.progress["c"]
@@ -163,7 +164,7 @@ def test_snapshot_is_not_sent_to_an_inactive_follower() -> None:
     a = net.nodes["a"]
     a.report_unreachable("c")
     a.raft.progress["c"].recent_active = False
-    assert not a.raft.send_append("c")
+    assert not leader.send_append(a.raft, "c")
     assert a.raft.progress["c"].state != ProgressState.SNAPSHOT
 
 
