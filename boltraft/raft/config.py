@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from boltraft.errors import ConfigError
 from boltraft.raft.types import NONE, NodeId
+
+# The default of Config.rng, never drawn from: __post_init__ puts random.Random(id) there.
+_RNG_FROM_ID = random.Random()
 
 
 @dataclass(slots=True)
@@ -28,7 +31,7 @@ class Config:
     max_inflight_msgs: int = 256  # unacknowledged APPs per follower in replicate state
     max_committed_size_per_ready: int = 8 << 20  # bytes of committed entries per Ready
     applied: int = 0  # the state machine's applied index at start (entries up to it skipped)
-    rng: random.Random = field(default=None)  # type: ignore[assignment]
+    rng: random.Random = _RNG_FROM_ID
     max_inflight_bytes: int = 32 << 20  # bytes of unacknowledged entry data per follower
     max_uncommitted_size: int = 1 << 30  # bytes of uncommitted proposals a leader accepts
     # A leader tells its followers a raised commit index with the next APP or heartbeat
@@ -38,7 +41,7 @@ class Config:
     lazy_commit: bool = False
 
     def __post_init__(self) -> None:
-        if self.rng is None:
+        if self.rng is _RNG_FROM_ID:
             self.rng = random.Random(self.id)
 
     def validate(self) -> None:

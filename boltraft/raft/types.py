@@ -39,10 +39,14 @@ class EntryType(IntEnum):
 
 
 class Entry(NamedTuple):
-    """One log entry. Invariant: ``index >= 1``, ``term >= 1``; a log's indexes are contiguous."""
+    """One log entry. Invariant: ``index >= 1``, ``term >= 1``; a log's indexes are contiguous.
+
+    The field ``index`` hides the method ``tuple.index`` (Raft's word wins; no code calls
+    ``tuple.index`` on an Entry). Type checkers report that as an incompatible override
+    (python/mypy#4507), hence the ignore of exactly that error on the field."""
 
     term: int
-    index: int
+    index: int  # type: ignore[assignment]
     type: int = EntryType.NORMAL
     data: bytes = b""
 
@@ -145,9 +149,11 @@ class Message:
 
 
 class ReadState(NamedTuple):
-    """A confirmed read index: reads for ``context`` may be served once applied >= index."""
+    """A confirmed read index: reads for ``context`` may be served once applied >= index.
 
-    index: int
+    ``index`` hides ``tuple.index``, as in Entry."""
+
+    index: int  # type: ignore[assignment]
     context: bytes
 
 
