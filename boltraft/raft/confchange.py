@@ -49,7 +49,7 @@ def decode_conf_change(data: bytes) -> ConfChange:
 
 
 def check_conf_change(cc: ConfChange) -> None:
-    """Returns None when ``cc`` is well formed; raises MembershipError otherwise."""
+    """Checks that ``cc`` is well formed. Raises MembershipError otherwise."""
     if not isinstance(cc, ConfChange):
         raise MembershipError("not a ConfChange")
     if cc.type not in tuple(ConfChangeType):

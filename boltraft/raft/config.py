@@ -1,4 +1,5 @@
-"""The configuration of one Raft node (see :class:`Config`)."""
+"""The tunables of one Raft node (:class:`Config`) and their validation. ``Config.rng`` is
+the core's only source of randomness, seeded by the node id unless given."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class Config:
             self.rng = random.Random(self.id)
 
     def validate(self) -> None:
-        """Returns None when the configuration is usable.
+        """Checks that the configuration is usable (the invariants above).
 
         Raises ConfigError naming the first bad field; nothing is changed."""
         if not isinstance(self.id, str) or self.id == NONE:

@@ -172,8 +172,9 @@ class RaftLog:
 
     # --- writing -----------------------------------------------------------------------------
     def append(self, ents: Sequence[Entry]) -> int:
-        """Returns the new last index after appending ``ents`` (contiguous, first index
-        ``<= last_index() + 1``), truncating any unstable or stable suffix they overlap.
+        """Appends ``ents`` (contiguous, first index ``<= last_index() + 1``) to the
+        unstable part, truncating any unstable or stable suffix they overlap. Returns the new
+        last index.
 
         Raises AssertionError when that would truncate committed entries (a safety bug)."""
         if not ents:
@@ -219,9 +220,10 @@ class RaftLog:
     def maybe_append(
         self, index: int, log_term: int, committed: int, ents: Sequence[Entry]
     ) -> int | None:
-        """Returns the last index of the new entries after appending the ones we lack, or
-        None when the log does not hold (``index``, ``log_term``) and so rejects them.
-        Advances the commit index to ``min(committed, index + len(ents))``."""
+        """Appends those of ``ents`` (which follow entry ``index`` of ``log_term``) that the
+        log lacks and raises the commit index to ``min(committed, index + len(ents))``.
+        Returns the last index of ``ents``, or None, changing nothing, when the log does not
+        hold (``index``, ``log_term``) and so rejects them."""
         if not self.match_term(index, log_term):
             return None
         last_new = index + len(ents)
@@ -232,7 +234,7 @@ class RaftLog:
         return last_new
 
     def commit_to(self, index: int) -> None:
-        """Returns None after raising the commit index to ``index`` (never lowers it).
+        """Raises the commit index to ``index`` (never lowers it).
 
         Raises AssertionError past the last index."""
         if index > self.committed:
@@ -241,16 +243,18 @@ class RaftLog:
             self.committed = index
 
     def maybe_commit(self, index: int, term: int) -> bool:
-        """Returns True when ``index`` (an entry of ``term``) raised the commit index: only
-        entries of the leader's current term are committed by counting (paper 5.4.2)."""
+        """Raises the commit index to ``index`` if the entry there is of ``term``: only
+        entries of the leader's current term are committed by counting replicas (paper
+        5.4.2). Returns whether the commit index moved."""
         if index > self.committed and self.term_or_zero(index) == term:
             self.committed = index
             return True
         return False
 
     def stable_to(self, index: int, term: int) -> None:
-        """Returns None after dropping unstable entries up to ``index`` if the entry there
-        still has ``term`` (otherwise they were replaced meanwhile and stay unstable)."""
+        """Marks the unstable entries up to ``index`` durable (the runtime wrote them), but
+        only if the entry there still has ``term``: otherwise a new leader's entries replaced
+        them meanwhile, those are not written yet, and they stay unstable."""
         off = self.offset
         if index < off or index >= off + len(self.ents):
             return
@@ -260,27 +264,26 @@ class RaftLog:
         self.offset = index + 1
 
     def stable_snap_to(self, index: int) -> None:
-        """Returns None after forgetting the pending snapshot at ``index`` (now durable)."""
+        """Forgets the pending snapshot at ``index`` (now durable)."""
         if self.snapshot is not None and self.snapshot.index == index:
             self.snapshot = None
 
     def restore(self, meta: SnapshotMeta) -> None:
-        """Returns None after replacing the whole log by the snapshot ``meta``."""
+        """Replaces the whole log by the snapshot ``meta``, committed and pending."""
         self.snapshot = meta
         self.ents = []
         self.offset = meta.index + 1
         self.committed = meta.index
 
     def applied_to(self, index: int) -> None:
-        """Returns None after recording that the runtime applied everything up to ``index``."""
+        """Records that the runtime applied everything up to ``index`` (never lowers it)."""
         if index > self.applied:
             self.applied = index
         if index > self.applying:
             self.applying = index
 
     def check_invariants(self) -> None:
-        """Returns None when the invariants hold; raises AssertionError naming the first
-        broken one."""
+        """Checks the class invariants. Raises AssertionError naming the first broken one."""
         last = self.last_index()
         if not (self.applied <= self.applying <= self.committed <= last):
             raise AssertionError(

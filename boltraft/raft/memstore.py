@@ -62,8 +62,8 @@ def check_range(lo: int, hi: int, first: int, last: int) -> bool:
 
 
 def check_conf_state(cs: ConfState) -> None:
-    """Returns None when ``cs`` can be a bootstrap membership: at least one voter, and
-    voters and learners disjoint and without duplicates. Raises InvalidArgumentError."""
+    """Checks that ``cs`` can be a bootstrap membership: at least one voter, and voters and
+    learners disjoint and without duplicates. Raises InvalidArgumentError otherwise."""
     members = cs.voters + cs.learners
     if not cs.voters or len(set(members)) != len(members):
         raise InvalidArgumentError(
@@ -74,7 +74,7 @@ def check_conf_state(cs: ConfState) -> None:
 
 
 def check_compact(meta: SnapshotMeta, snap_index: int, term_of: Callable[[int], int]) -> None:
-    """Returns None when a store whose snapshot is at ``snap_index`` may compact to ``meta``.
+    """Checks that a store whose snapshot is at ``snap_index`` may compact to ``meta``.
 
     ``term_of`` is the store's ``term``. Raises LogCompactedError when ``meta.index`` <=
     ``snap_index``, LogUnavailableError (from ``term_of``) past the last index,
@@ -91,7 +91,7 @@ def check_compact(meta: SnapshotMeta, snap_index: int, term_of: Callable[[int], 
 
 
 def check_snapshot(meta: SnapshotMeta, snap_index: int) -> None:
-    """Returns None when a store whose snapshot is at ``snap_index`` may install ``meta``.
+    """Checks that a store whose snapshot is at ``snap_index`` may install ``meta``.
 
     Raises LogCompactedError when ``meta.index`` is below ``snap_index``."""
     if meta.index < snap_index:
@@ -162,14 +162,14 @@ class MemoryLogStore:
         return self._snap
 
     def sync(self) -> None:
-        """Returns None: everything here counts as persisted already."""
+        """Does nothing: everything here counts as persisted already."""
 
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:
-        """Returns None after appending ``entries`` (dropping the stored suffix from
-        ``entries[0].index``; entries at or below the snapshot index are skipped) and storing
-        ``hard_state``. ``sync`` is ignored: everything here counts as persisted.
+        """Appends ``entries`` (dropping the stored suffix from ``entries[0].index``; entries
+        at or below the snapshot index are skipped) and stores ``hard_state``. ``sync`` is
+        ignored: everything here counts as persisted.
 
         Raises InvalidArgumentError (changing nothing) for a gap after the last index,
         non-contiguous indexes or a decreasing term."""
@@ -190,8 +190,8 @@ class MemoryLogStore:
             self._hs = hard_state
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Returns None after replacing the whole log by ``meta`` (the log is then empty at
-        ``meta.index``) and storing ``hard_state`` when given.
+        """Replaces the whole log by ``meta`` (the log is then empty at ``meta.index``) and
+        stores ``hard_state`` when given.
 
         Raises LogCompactedError (changing nothing) when ``meta.index`` is below the current
         snapshot index."""
@@ -202,7 +202,7 @@ class MemoryLogStore:
             self._hs = hard_state
 
     def compact(self, meta: SnapshotMeta) -> None:
-        """Returns None after dropping the entries up to ``meta.index`` and recording ``meta``.
+        """Drops the entries up to ``meta.index`` and records ``meta`` as the snapshot.
 
         Raises LogCompactedError when ``meta.index`` <= the snapshot index,
         LogUnavailableError past the last index, InvalidArgumentError when ``meta.term`` is
@@ -213,8 +213,8 @@ class MemoryLogStore:
         self._snap = meta
 
     def bootstrap(self, conf_state: ConfState) -> bool:
-        """Returns True after recording ``conf_state`` as the membership of an empty store;
-        False, changing nothing, when the store holds any entry, snapshot, hard state or
+        """Records ``conf_state`` as the membership of an empty store. Returns False,
+        changing nothing, when the store holds any entry, snapshot, hard state or
         membership. Raises InvalidArgumentError for a membership without voters or with a
         member listed twice."""
         check_conf_state(conf_state)
@@ -225,4 +225,4 @@ class MemoryLogStore:
         return True
 
     def close(self) -> None:
-        """Returns None; the store keeps its contents (there is nothing to release)."""
+        """Does nothing: the store keeps its contents and holds nothing to release."""

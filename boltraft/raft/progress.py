@@ -23,18 +23,18 @@ class Inflights:
         self.max_bytes = max_bytes
 
     def add(self, last_index: int, size: int) -> None:
-        """Returns None after recording an APP whose last entry is ``last_index``."""
+        """Records an APP whose last entry is ``last_index``, carrying ``size`` data bytes."""
         self._q.append((last_index, size))
         self.bytes += size
 
     def free_le(self, index: int) -> None:
-        """Returns None after forgetting every APP whose last index is ``<= index``."""
+        """Forgets every APP whose last index is ``<= index`` (acknowledged)."""
         q = self._q
         while q and q[0][0] <= index:
             self.bytes -= q.popleft()[1]
 
     def free_first_one(self) -> None:
-        """Returns None after forgetting the oldest APP in flight (none: nothing happens)."""
+        """Forgets the oldest APP in flight, if any."""
         if self._q:
             self.bytes -= self._q.popleft()[1]
 
@@ -47,7 +47,7 @@ class Inflights:
         return len(self._q)
 
     def reset(self) -> None:
-        """Returns None after forgetting everything in flight."""
+        """Forgets everything in flight."""
         self._q.clear()
         self.bytes = 0
 
@@ -90,7 +90,7 @@ class Progress:
         self.inflights.reset()
 
     def become_probe(self) -> None:
-        """Returns None after switching to PROBE; from SNAPSHOT, resumes after the snapshot."""
+        """Switches to PROBE from ``match + 1``; from SNAPSHOT, from after the snapshot."""
         if self.state == ProgressState.SNAPSHOT:
             pending = self.pending_snapshot
             self._reset_state(ProgressState.PROBE)
@@ -100,12 +100,12 @@ class Progress:
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
-        """Returns None after switching to REPLICATE from ``match + 1``."""
+        """Switches to REPLICATE from ``match + 1``."""
         self._reset_state(ProgressState.REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
-        """Returns None after switching to SNAPSHOT for a snapshot at ``snapshot_index``."""
+        """Switches to SNAPSHOT while a snapshot at ``snapshot_index`` is on its way."""
         self._reset_state(ProgressState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
@@ -118,8 +118,8 @@ class Progress:
         return True
 
     def sent_entries(self, last_index: int, size: int) -> None:
-        """Returns None after accounting for an APP carrying entries up to ``last_index``
-        (``size`` data bytes): REPLICATE moves ``next`` optimistically, PROBE pauses."""
+        """Accounts for an APP carrying entries up to ``last_index`` (``size`` data bytes):
+        REPLICATE moves ``next`` optimistically, PROBE pauses."""
         if self.state == ProgressState.REPLICATE:
             self.next = last_index + 1
             self.inflights.add(last_index, size)
@@ -127,8 +127,9 @@ class Progress:
             self.probe_sent = True
 
     def maybe_update(self, index: int) -> bool:
-        """Returns True when ``index`` raised ``match``. Any acknowledgement un-pauses a probe
-        and frees the in-flight slots up to ``index``."""
+        """Takes in an acknowledgement of the entries up to ``index``: raises ``match`` (and
+        ``next`` past it), un-pauses a probe and frees the in-flight slots up to ``index``.
+        Returns whether ``match`` moved."""
         updated = False
         if index > self.match:
             self.match = index
@@ -140,9 +141,9 @@ class Progress:
         return updated
 
     def maybe_decr_to(self, rejected: int, next_hint: int) -> bool:
-        """Returns True when a rejection of the APP at ``rejected`` moved ``next`` back to
-        ``next_hint`` (clamped to ``[match + 1, rejected]``); False for a stale rejection.
-        A rejection in REPLICATE state drops back to PROBE."""
+        """Takes in a rejection of the APP at ``rejected``: moves ``next`` back to
+        ``next_hint`` (clamped to ``[match + 1, rejected]``); in REPLICATE state drops back
+        to PROBE first. Returns False, changing nothing, for a stale rejection."""
         if self.state == ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False

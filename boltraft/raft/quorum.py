@@ -1,4 +1,5 @@
-"""Quorum arithmetic over a set of voters: pure functions, no state."""
+"""Quorum arithmetic over a set of voters: pure functions, no state. A quorum is a
+majority, ``n // 2 + 1`` of ``n`` voters; acks and votes of non-voters never count."""
 
 from __future__ import annotations
 

@@ -49,12 +49,12 @@ class RawNode:
 
     # --- input -------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Returns None after advancing the logical clock by one tick."""
+        """Advances the logical clock by one tick."""
         self.raft.tick()
 
     def step(self, msg: Message) -> None:
-        """Returns None after handling a message from a peer. A message addressed to another
-        node is ignored. Raises BadRequestError (changing nothing) for a non-Message."""
+        """Handles a message from a peer; one addressed to another node is ignored. Raises
+        BadRequestError (changing nothing) for a non-Message."""
         if not isinstance(msg, Message) or not isinstance(msg.type, MessageType):
             raise BadRequestError(f"not a raft message: {msg!r}")
         if msg.to != self.raft.id:
@@ -62,35 +62,36 @@ class RawNode:
         self.raft.step(msg)
 
     def campaign(self) -> None:
-        """Returns None after starting an election now (pre-vote first when configured)."""
+        """Starts an election now (pre-vote first when configured)."""
         self.raft.hup()
 
     def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
-        """Returns (term, index of the LAST new entry); see ``Raft.propose`` for errors."""
+        """Proposes one entry per item of ``datas``. Returns (term, index of the LAST new
+        entry); see ``Raft.propose`` for what it raises."""
         return self.raft.propose(datas)
 
     def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
-        """Returns (term, index) of the conf change entry. Raises ProposalDroppedError when
-        not the leader or transferring, MembershipError for an invalid change or while
-        another one is not yet in effect."""
+        """Proposes the membership change ``cc``. Returns (term, index) of its entry. Raises
+        ProposalDroppedError when not the leader or transferring, MembershipError for an
+        invalid change or while another one is not yet in effect."""
         return self.raft.propose_conf_change(cc)
 
     def read_index(self, context: bytes) -> None:
-        """Returns None; a ReadState(index, context) appears in a later Ready. Raises
-        ProposalDroppedError when no leader is known."""
+        """Starts a linearizable read: a ReadState(index, context) appears in a later Ready.
+        Raises ProposalDroppedError when no leader is known."""
         self.raft.read_index(context)
 
     def transfer_leader(self, target: NodeId) -> None:
-        """Returns None after starting a leadership transfer to ``target``. Raises
-        ProposalDroppedError when not the leader, MembershipError for a non-voter."""
+        """Starts a leadership transfer to ``target``. Raises ProposalDroppedError when not
+        the leader, MembershipError for a non-voter."""
         self.raft.transfer_leader(target)
 
     def report_snapshot(self, to: NodeId, ok: bool) -> None:
-        """Returns None after noting whether the snapshot sent to ``to`` was installed."""
+        """Notes whether the snapshot sent to ``to`` was installed."""
         self.raft.report_snapshot(to, ok)
 
     def report_unreachable(self, to: NodeId) -> None:
-        """Returns None after noting that a message to ``to`` could not be delivered."""
+        """Notes that a message to ``to`` could not be delivered."""
         self.raft.report_unreachable(to)
 
     # --- output ------------------------------------------------------------------------------
@@ -157,9 +158,9 @@ class RawNode:
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """Returns None after recording that ``rd`` was carried out: its snapshot and entries
-        are durable and its committed entries applied. A leader then counts its own copy of
-        those entries toward commit."""
+        """Records that ``rd`` was carried out: its snapshot and entries are durable and its
+        committed entries applied. A leader then counts its own copy of those entries toward
+        commit."""
         log = self.raft.log
         if rd.snapshot is not None:
             log.stable_snap_to(rd.snapshot.index)
@@ -191,7 +192,7 @@ class RawNode:
         )
 
     def check_invariants(self) -> None:
-        """Returns None when every invariant of the core holds; raises AssertionError."""
+        """Checks every invariant of the core. Raises AssertionError naming a broken one."""
         r = self.raft
         r.check_invariants()
         if r.term < self._prev_hard.term:

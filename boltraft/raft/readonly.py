@@ -37,8 +37,8 @@ class ReadOnly:
     def add_request(
         self, commit: int, frm: NodeId, ctx: bytes, leader: NodeId
     ) -> tuple[ReadRound, bool]:
-        """Returns (the round the request joined, True when that round is new and its
-        heartbeats must be sent)."""
+        """Adds the read ``ctx`` of ``frm`` at ``commit`` to the open round, or to a new one.
+        Returns (that round, True when it is new and its heartbeats must be sent)."""
         rnd = self.open
         if rnd is not None:
             if commit > rnd.index:
@@ -53,19 +53,20 @@ class ReadOnly:
         return rnd, True
 
     def close_open(self) -> None:
-        """Returns None after closing the open round (its heartbeats are leaving now)."""
+        """Closes the open round (its heartbeats are leaving now)."""
         self.open = None
 
     def ack(self, ctx: bytes, frm: NodeId) -> ReadRound | None:
-        """Returns the round ``ctx`` names after recording ``frm``'s ack, or None if unknown."""
+        """Records ``frm``'s ack of the round ``ctx`` names. Returns that round, or None
+        when no pending round has that context."""
         rnd = self.rounds.get(ctx)
         if rnd is not None:
             rnd.acks.add(frm)
         return rnd
 
     def release(self, rnd: ReadRound) -> list[ReadRound]:
-        """Returns ``rnd`` and every older round (a quorum confirming a later round confirms
-        the earlier ones too), removing them."""
+        """Removes ``rnd`` and every older round (a quorum confirming a later round confirms
+        the earlier ones too) and returns them, oldest first."""
         out: list[ReadRound] = []
         while self.rounds:
             _, first = self.rounds.popitem(last=False)
@@ -83,6 +84,6 @@ class ReadOnly:
         return next(reversed(self.rounds))
 
     def reset(self) -> None:
-        """Returns None after dropping every pending round (leadership lost)."""
+        """Drops every pending round (leadership lost)."""
         self.rounds.clear()
         self.open = None

@@ -222,8 +222,8 @@ class LogStore(Protocol):
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
     ) -> None:
-        """Returns None after appending ``entries`` (dropping any existing suffix from
-        ``entries[0].index``) and storing ``hard_state``, in one write, synced when ``sync``.
+        """Appends ``entries`` (dropping any existing suffix from ``entries[0].index``) and
+        stores ``hard_state``, in one write, synced when ``sync``.
 
         Entries at or below the snapshot index are skipped. Raises InvalidArgumentError,
         writing nothing, when ``entries[0].index > last_index() + 1``, indexes are not
@@ -233,8 +233,8 @@ class LogStore(Protocol):
         ...
 
     def sync(self) -> None:
-        """Returns None once everything appended so far is durable, a hard state appended
-        with ``sync=False`` included (nothing to do for a store whose appends always sync).
+        """Makes everything appended so far durable, a hard state appended with
+        ``sync=False`` included (nothing to do for a store whose appends always sync).
 
         The one method another thread may run, while the owner makes no other call until it
         returns: the node loop flushes the log this way while it applies (see
@@ -242,33 +242,33 @@ class LogStore(Protocol):
         ...
 
     def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Returns None after replacing the whole log by ``meta`` (the log is then empty at
-        ``meta.index``) and storing ``hard_state`` when given.
+        """Replaces the whole log by ``meta`` (the log is then empty at ``meta.index``) and
+        stores ``hard_state`` when given.
 
         Raises LogCompactedError, changing nothing, when ``meta.index`` is below the current
         snapshot index."""
         ...
 
     def compact(self, meta: SnapshotMeta) -> None:
-        """Returns None after dropping entries up to and including ``meta.index`` (which must
-        be <= last index) and recording ``meta`` as the snapshot. Raises LogCompactedError
-        if already compacted.
+        """Drops the entries up to and including ``meta.index`` (which must be <= last
+        index) and records ``meta`` as the snapshot. Raises LogCompactedError if already
+        compacted.
 
         Also raises LogUnavailableError past the last index and InvalidArgumentError when
         ``meta.term != term(meta.index)``; nothing changes then."""
         ...
 
     def bootstrap(self, conf_state: ConfState) -> bool:
-        """Returns True after recording ``conf_state`` as the initial membership of an empty
-        store; returns False (and changes nothing) when the store already holds state.
+        """Records ``conf_state`` as the initial membership of an empty store. Returns False
+        (and changes nothing) when the store already holds state.
 
         Raises InvalidArgumentError for a membership without voters or listing a member
         twice."""
         ...
 
     def close(self) -> None:
-        """Returns None after writing what the store held only in memory (such as a hard
-        state appended with ``sync=False``) and releasing its files and locks, if any."""
+        """Writes what the store held only in memory (such as a hard state appended with
+        ``sync=False``) and releases its files and locks, if any."""
         ...
 
 
