@@ -123,3 +123,19 @@ def test_pending_reads_are_dropped_when_leadership_is_lost() -> None:
     net.recover()
     net.settle()
     assert net.read_states["a"] == [] and not net.nodes["a"].raft.read_only.rounds
+
+
+def test_a_read_needs_three_acks_of_five_voters() -> None:
+    """Five voters: the leader's and one follower's acks are two, not a quorum; the
+    read is answered once a third voter acks a heartbeat of its round."""
+    net = Network(["a", "b", "c", "d", "e"])
+    net.elect("a")
+    net.propose("a", b"x")
+    for far in "cde":
+        net.cut("a", far)
+    net.nodes["a"].read_index(b"r")
+    net.settle()
+    assert net.read_states["a"] == []
+    net.cut_pairs.discard(frozenset(("a", "c")))
+    net.tick("a")  # the next heartbeat carries the round's context; c acks it
+    assert net.read_states["a"] == [ReadState(2, b"r")]

@@ -68,6 +68,41 @@ def test_commit_needs_a_quorum_of_durable_copies() -> None:
     assert net.nodes["a"].status().commit == 2
 
 
+def test_an_entry_commits_on_the_third_of_five_voters() -> None:
+    """Five voters: the leader and one follower holding an entry are two of five, not a
+    quorum; the third copy commits it."""
+    net = Network(["a", "b", "c", "d", "e"])
+    net.elect("a")
+    for far in "cde":
+        net.cut("a", far)
+    net.propose("a", b"x")
+    a = net.nodes["a"]
+    assert a.raft.progress["b"].match == 2 and a.raft.progress["a"].match == 2
+    assert a.status().commit == 1 and net.data_applied("a") == []
+    net.cut_pairs.discard(frozenset(("a", "c")))
+    net.tick("a")  # the heartbeat finds c behind: it catches up and acks
+    assert a.raft.progress["c"].match == 2
+    assert a.status().commit == 2 and net.data_applied("a") == [b"x"]
+
+
+def test_entries_appended_before_advance_are_not_self_acknowledged() -> None:
+    """The leader counts its own copy only up to what the Ready it advances made durable:
+    a proposal made while that Ready was being persisted is not durable yet."""
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.isolate("b")
+    net.isolate("c")
+    a = net.nodes["a"]
+    a.propose([b"x"])
+    rd = a.ready()
+    a.propose([b"y"])  # while rd is being persisted
+    net.stores["a"].append(rd.entries, rd.hard_state)
+    a.advance(rd)
+    assert a.raft.progress["a"].match == 2  # not 3: entry 3 is only in memory
+    a.step(Message(MT.APP_RESP, "a", "b", term=1, index=3))  # b holds 2 and 3 durably
+    assert a.status().commit == 2
+
+
 def test_follower_applies_only_durable_committed_entries() -> None:
     net = Network(["a", "b"])
     net.elect("a")
