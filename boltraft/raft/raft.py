@@ -164,7 +164,10 @@ class Raft(RaftState):
             self.hup()
 
     def _has_unapplied_conf_change(self) -> bool:
-        lo, hi = self.log.applying + 1, self.log.committed
+        # Entries under a snapshot not yet handed out are compacted, and the snapshot's
+        # membership is in effect already (set_conf when it arrived): scan after it.
+        lo = max(self.log.applying + 1, self.log.first_index())
+        hi = self.log.committed
         if lo > hi:
             return False
         return any(map(_TYPE, self.log.entries(lo, hi + 1)))

@@ -121,6 +121,19 @@ def test_a_snapshot_of_a_prefix_of_the_log_keeps_the_entries_after_it() -> None:
     assert net.stores["b"].last_index() == last  # nothing after the snapshot was dropped
 
 
+def test_a_snapshot_not_yet_handed_out_does_not_stop_a_campaign() -> None:
+    """A follower asked to campaign (by an operator, or TIMEOUT_NOW in the same batch of
+    messages) after a snapshot arrived but before the Ready that hands it out: the entries
+    under the snapshot are compacted, and its membership is in effect already."""
+    net = Network(["a", "b"])
+    b = net.nodes["b"]
+    cs = ConfState(("a", "b"))
+    b.step(Message(MT.SNAP, "b", "a", term=3, snapshot=SnapshotMeta(40, 2, cs)))
+    b.campaign()
+    assert b.status().role == Role.PRE_CANDIDATE
+    b.check_invariants()
+
+
 def test_installed_snapshot_carries_its_membership() -> None:
     net = Network(["a", "b"])
     b = net.nodes["b"]
