@@ -1,13 +1,13 @@
 """What clients and operators do to a simulated cluster: the chaos schedule (crashes,
-partitions, proposals, ReadIndex requests, membership changes, transfers, compaction) and the
-liveness phase that follows it."""
+partitions, proposals, ReadIndex requests, membership changes, transfers, compaction, the
+deposed-write script) and the liveness phase that follows it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from boltraft.errors import ClusterError, RaftError
-from boltraft.raft.types import ConfChange, ConfChangeType, SnapshotMeta
+from boltraft.raft.types import ConfChange, ConfChangeType, Role, SnapshotMeta
 
 from .checks import Violation
 from .model import write_command
@@ -62,6 +62,8 @@ def chaos_actions(sim: Simulation) -> None:
         campaign(sim)
     if r.compact and rng.random() < r.compact:
         compact(sim)
+    if r.deposed_write:
+        deposed_write(sim)
 
 
 def propose(sim: Simulation) -> None:
@@ -205,12 +207,87 @@ def compact(sim: Simulation) -> None:
         n.saved = (meta, sm.copy())
 
 
+class DeposedWrite(NamedTuple):
+    """The deposed-write script under way: ``node``'s disk holds the write of the entry
+    ``index``@``term`` (its incarnation ``inc``) until a newer leader replaced that entry in
+    its log, or until tick ``until``."""
+
+    node: SimNode
+    inc: int
+    index: int
+    term: int
+    until: int
+
+
+def deposed_write(sim: Simulation) -> None:
+    """Drives the deposed-write script, or starts it (rate ``deposed_write``, in the first
+    half of the chaos phase).
+
+    The leader's new entry reaches one follower only, whose disk then holds the write; the
+    leader crashes before its own write lands, so the entry is gone everywhere else, and
+    the others elect a leader whose entries take its index. Only then does the follower's
+    write land: the entries it carries are out of date, and the ones that replaced them in
+    the follower's log are not written yet."""
+    run = sim.script
+    if run is not None:
+        _drive_deposed_write(sim, run)
+        return
+    if sim.tick_no > sim.params.chaos_ticks // 2 or sim.rng2.random() >= sim.rates.deposed_write:
+        return
+    ld = leader(sim)
+    if ld is None or ld.raw is None:
+        return
+    voters = ld.raw.status().conf_state.voters
+    followers = [sim.nodes[v] for v in voters if v != ld.id and sim.nodes[v].raw is not None]
+    if not followers:
+        return
+    f = sim.rng2.choice(followers)
+    for n in (ld, f):
+        if n.flushing is not None:
+            sim._flushed(n)  # their disks catch up first
+    if ld.raw is None or ld.raw.raft.role != Role.LEADER or f.raw is None:
+        return
+    data = write_command(sim.next_write)
+    sim.next_write += 1
+    try:
+        term, index = ld.raw.propose([data])
+    except REFUSALS:
+        return
+    ld.stall = f.stall = (index, term)
+    sim.trace.add(sim.now, "script", ld.id, f"deposed write {index}@{term}, to {f.id} only")
+    sim._observe(ld)
+    sim._ready(ld)  # its appends leave; its own write is held
+    sim.net.discard(lambda m: m.frm == ld.id and m.to != f.id)
+    if ld.raw is not None:
+        sim._crash(ld, "deposed-write script: before its own write landed")
+    sim.script = DeposedWrite(f, f.inc, index, term, sim.tick_no + 20 * sim.election_tick)
+
+
+def _drive_deposed_write(sim: Simulation, run: DeposedWrite) -> None:
+    f = run.node
+    if f.raw is None or f.inc != run.inc:
+        sim.script = None  # it crashed: the held write is lost
+        return
+    held = f.flushing is not None and f.flushing.held
+    there = f.raw.raft.log.term_or_zero(run.index)
+    replaced = held and there not in (0, run.term)
+    if not replaced and sim.tick_no < run.until:
+        return
+    sim.script = None
+    f.stall = None
+    if held:
+        sim.stats["deposed_writes"] += replaced
+        sim.trace.add(sim.now, "script", f.id, f"write lands; {run.index} now has term {there}")
+        sim._flushed(f)
+
+
 def liveness(sim: Simulation) -> None:
     """Heals the network, restarts every down node (every node, when the seed ran without
     pre-vote or check-quorum) and requires, within the bound, a leader that is a voter of its
     own configuration and whose barrier entry every member applies. Raises Violation
     otherwise."""
     sim.chaos = False
+    sim.script = None  # a write it holds lands at the next tick
     sim.net.heal()
     sim.partition_until = 0
     sim.net.profile = LinkProfile.healed()

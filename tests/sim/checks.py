@@ -9,6 +9,11 @@ Raft safety property (Raft paper, figure 3):
   must always carry the same command and the same predecessor term);
 - leader completeness: an entry applied anywhere is in the durable log of every leader of a
   later term;
+- current-term commit: a leader raises its commit index by counting replicas only onto an
+  entry of its own term, which covers the earlier ones (paper 5.4.2, figure 8);
+- commit durability: when a leader raises its commit index, a majority of its voters hold
+  that entry in their durable logs (the leader's own copy counts only once written), and a
+  follower acknowledges to the leader of its term only entries its durable log holds;
 - state machine safety: no two nodes apply different entries at one index, and state shipped
   in snapshots is the state the log produces (a chained CRC over the applied commands);
 - monotonicity: a node's applied index only moves forward, one entry at a time or by a
@@ -23,7 +28,7 @@ The checker knows nothing about the core; it is unit-tested on fabricated histor
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from boltraft.raft.types import Entry, HardState, NodeId
 
@@ -59,6 +64,7 @@ class SafetyChecker:
         self.reads: dict[tuple[NodeId, int, bytes], int] = {}  # (node, inc, ctx) -> bound
         self.acked: dict[int, Entry] = {}  # index -> acknowledged entry
         self.reads_checked = 0
+        self.leader_commits = 0  # commit raises checked by on_leader_commit
 
     # --- elections ------------------------------------------------------------------------
     def on_leader(self, node: NodeId, term: int) -> None:
@@ -95,6 +101,48 @@ class SafetyChecker:
                     f"{node}, leader of term {term}, lacks committed entry {i}@{e.term} "
                     f"(its log: {first}..{last}, term there {have})",
                 )
+
+    def on_ack_sent(
+        self, node: NodeId, leader: NodeId, term: int, index: int, entry_term: int, held: bool
+    ) -> None:
+        """Checks an append acknowledgement ``node`` sends to ``leader`` of ``term``, naming
+        index ``index`` (where the leader's log holds an entry of ``entry_term``): ``held``
+        tells whether ``node``'s durable log holds that entry. Raises Violation unless it
+        does (persist before send)."""
+        if not held:
+            raise Violation(
+                "ack durability",
+                f"{node} acknowledged {index}@{entry_term} to {leader}, leader of term {term}, "
+                f"without that entry in its durable log",
+            )
+
+    def on_leader_commit(
+        self,
+        node: NodeId,
+        term: int,
+        commit: int,
+        commit_term: int,
+        voters: Collection[NodeId],
+        holders: Collection[NodeId],
+    ) -> None:
+        """Checks a commit index that ``node``, leader of ``term``, just raised to ``commit``
+        (an entry of ``commit_term``) by counting replicas among ``voters``; ``holders`` are
+        the nodes whose durable log holds that entry (or a snapshot past it). Raises
+        Violation unless the entry is of ``term`` and a majority of ``voters`` hold it."""
+        if commit_term != term:
+            raise Violation(
+                "current-term commit",
+                f"{node}, leader of term {term}, counted replicas to commit {commit}@"
+                f"{commit_term}, an entry of an earlier term",
+            )
+        have = sorted(v for v in voters if v in holders)
+        if len(have) < len(voters) // 2 + 1:
+            raise Violation(
+                "commit durability",
+                f"{node}, leader of term {term}, committed {commit}@{term} but only {have} "
+                f"of the voters {sorted(voters)} hold it durably",
+            )
+        self.leader_commits += 1
 
     # --- the durable log --------------------------------------------------------------------
     def on_append(self, node: NodeId, prev_term: int, entries: Sequence[Entry]) -> None:
@@ -143,7 +191,9 @@ class SafetyChecker:
                 "commit past log", f"{node} persisted commit {hs.commit} > last index {last_index}"
             )
         self.durable[node] = hs
-        self.on_commit(node, hs.commit, hs.term)
+        # Not on_commit: a Ready's hard state may be written after the core moved its commit
+        # index on (a slow flush); only the durable sequence itself must not go back.
+        self._bound_commit_term(hs.commit, hs.term)
 
     def on_commit(self, node: NodeId, commit: int, term: int) -> None:
         """Checks the commit index ``node``'s current incarnation reports at ``term``, and
@@ -153,6 +203,9 @@ class SafetyChecker:
         if commit < floor:
             raise Violation("commit regressed", f"{node} commit {commit} < {floor}")
         self.commit_floor[node] = commit
+        self._bound_commit_term(commit, term)
+
+    def _bound_commit_term(self, commit: int, term: int) -> None:
         bound = self.commit_term
         if commit >= len(bound):
             bound.extend([term] * (commit + 1 - len(bound)))

@@ -5,16 +5,21 @@ timer and the chaos schedule. A run has two phases:
 
 1. chaos: ``chaos_ticks`` ticks of message loss, duplication, reordering, partitions, crashes
    (also in the middle of handling a Ready), restarts, proposals, ReadIndex requests,
-   membership changes, leadership transfers and log compaction;
+   membership changes, leadership transfers, log compaction, slow flushes (a Ready whose
+   write stays in flight for some ticks while the node steps messages, ticks and takes
+   proposals, as the node loop steps while it flushes) and the deposed-write script
+   (``actions.deposed_write``: a write held in flight while a newer leader replaces it);
 2. liveness: the network heals and every node restarts; within ``liveness_ticks`` a leader
    must commit a barrier entry that every member then applies (so every acknowledged write is
    applied everywhere).
 
 The harness plays the Ready contract literally (early messages, persist, messages, apply,
 advance) and a crash may strike between any two of those steps; a crashed node loses every
-thing not yet written to its MemoryLogStore, and its state machine (``KVState``) keeps its
-atomically persisted applied index. ``checks.SafetyChecker`` checks the history after every
-step; the first violation ends the run with a trace of the last events.
+thing not yet written to its MemoryLogStore (a slow flush in flight included), and its state
+machine (``KVState``) keeps its atomically persisted applied index. ``checks.SafetyChecker``
+checks the history after every step, every raise of a leader's commit index and every append
+acknowledgement against the durable logs; the harness checks that ``advance()`` never changes
+the log. The first violation ends the run with a trace of the last events.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ from . import actions
 from .checks import SafetyChecker, Violation
 from .model import KVState
 from .network import TICK, LinkProfile, SimNetwork
-from .state import Rates, SeedResult, SimNode, SimParams, SnapFlight
-from .trace import Trace
+from .state import Flush, Rates, SeedResult, SimNode, SimParams, SnapFlight
+from .trace import Trace, fmt_entries
 
 
 class Simulation:
@@ -58,6 +63,13 @@ class Simulation:
             )
         )
         self.rates = Rates.random(rng)
+        # Slow flushes and the deposed-write script draw from a second generator: with
+        # ``params.async_flush`` off it is never used, and the run is that of ``rng`` alone.
+        self.rng2 = random.Random(f"boltraft-sim-flush:{p.nodes}:{seed}")
+        if p.async_flush:
+            self.rates.slow_flush = self.rng2.choice((0.0, 0.3, 0.7))
+            self.rates.deposed_write = self.rng2.choice((0.0, 0.1))
+        self.script: actions.DeposedWrite | None = None
         # Safety must hold without pre-vote and check-quorum too, and with lazy commit
         # notices; liveness is only promised with both on, so the liveness phase restarts
         # every node with the defaults.
@@ -89,7 +101,18 @@ class Simulation:
         self.next_write = 1
         self.next_read = 1
         self.stats: dict[str, int] = dict.fromkeys(
-            ("crashes", "acks", "reads", "conf_changes", "transfers", "snapshots_sent"), 0
+            (
+                "crashes",
+                "acks",
+                "reads",
+                "conf_changes",
+                "transfers",
+                "snapshots_sent",
+                "flushes",
+                "replaced_in_flight",
+                "deposed_writes",
+            ),
+            0,
         )
 
     # --- the run ------------------------------------------------------------------------
@@ -125,6 +148,7 @@ class Simulation:
             leaders=len(self.checker.leaders),
             applied=self.checker.max_applied,
             reads_checked=self.checker.reads_checked,
+            leader_commits=self.checker.leader_commits,
         )
         head = (
             f"seed {self.seed}, {self.params.nodes} nodes, election_tick {self.election_tick}, "
@@ -149,6 +173,8 @@ class Simulation:
             st = n.store
             hs, _ = st.initial_state()
             state = "down" if n.raw is None else n.role.name
+            if n.flushing is not None:
+                state += "(flushing)"
             lines.append(
                 f"{n.id}: {state} inc={n.inc} term={hs.term} vote={hs.vote!r} commit={hs.commit}"
                 f" applied={n.sm.applied} log={st.first_index()}..{st.last_index()}"
@@ -164,6 +190,12 @@ class Simulation:
         self._deliver_until(boundary)
         self.now = boundary
         self.trace.add(boundary, "tick", self.tick_no)
+        for n in self.nodes.values():
+            flushing = n.flushing
+            if flushing is not None and (
+                not self.chaos or (not flushing.held and self.rng2.random() < 0.5)
+            ):
+                self._flushed(n)
         for n in self.nodes.values():
             if n.dirty and n.raw is not None:
                 self._ready(n)
@@ -228,7 +260,8 @@ class Simulation:
         # so read them off the core directly (the fields status() itself reports).
         r = raw.raft
         role, term = r.role, r.term
-        self.checker.on_commit(n.id, r.log.committed, term)
+        commit = r.log.committed
+        self.checker.on_commit(n.id, commit, term)
         if role != n.role or term != n.term:
             self.trace.add(self.now, "role", n.id, f"{role.name} t{term} lead={r.lead!r}")
             n.role = role
@@ -240,16 +273,38 @@ class Simulation:
                 self.checker.on_leader_log(
                     n.id, term, store.term, store.first_index(), store.last_index()
                 )
+                n.lead_commit = commit
             else:
                 self.leaders.pop(n.id, None)
+        if role == Role.LEADER and commit > n.lead_commit:
+            # A leader's commit index moves only by counting replicas (maybe_commit).
+            entry_term = r.log.term(commit)
+            holders = [v for v in r.voters if self._durable(v, commit, entry_term)]
+            self.checker.on_leader_commit(n.id, term, commit, entry_term, r.voters, holders)
+            n.lead_commit = commit
+
+    def _durable(self, nid: NodeId, index: int, term: int) -> bool:
+        """Tells whether ``nid``'s store holds entry ``index`` of ``term``, or a snapshot past
+        ``index`` (compacted entries were applied, hence committed)."""
+        store = self.nodes[nid].store
+        if index < store.first_index() - 1:
+            return True
+        return index <= store.last_index() and store.term(index) == term
 
     # --- the Ready contract -------------------------------------------------------------
     def _ready(self, n: SimNode) -> None:
         """Plays one Ready of ``n``: early messages, persist, messages, apply, advance; a
-        crash may strike between any two steps."""
+        crash may strike between any two steps. A slow flush leaves the rest of the Ready
+        (from persist on) to a later tick, and ``n`` takes no other Ready until then; a Ready
+        carrying the entry ``n.stall`` names stays in flight until the script releases it."""
         n.dirty = False
         raw = n.raw
-        if raw is None or not raw.has_ready():
+        if raw is None:
+            return
+        if n.flushing is not None:
+            n.dirty = True
+            return
+        if not raw.has_ready():
             return
         rd = raw.ready()
         crash_at = -1
@@ -261,6 +316,32 @@ class Simulation:
             self._send(n, m)
         if crash_at == 1:
             return self._crash(n, "after sending early messages, before persisting")
+        held = n.stall is not None and any((e.index, e.term) == n.stall for e in rd.entries)
+        if held or (
+            self.chaos and self.rates.slow_flush and self.rng2.random() < self.rates.slow_flush
+        ):
+            n.flushing = Flush(rd, crash_at, held)
+            self.stats["flushes"] += 1
+            what = "held" if held else "flushing"
+            self.trace.add(self.now, what, n.id, f"{fmt_entries(rd.entries)} hs={rd.hard_state}")
+            return
+        self._write_and_advance(n, rd, crash_at)
+
+    def _flushed(self, n: SimNode) -> None:
+        """Completes the slow flush of ``n``: the rest of its Ready, from persist on."""
+        assert n.flushing is not None
+        rd, crash_at, held = n.flushing
+        n.flushing = None
+        if held:
+            n.stall = None
+        self.trace.add(self.now, "flushed", n.id, fmt_entries(rd.entries))
+        self._write_and_advance(n, rd, crash_at)
+
+    def _write_and_advance(self, n: SimNode, rd: Ready, crash_at: int) -> None:
+        """Plays a Ready from persist on: persist, messages, apply, advance; the crash point
+        ``crash_at`` (2 to 4; -1: none) strikes between two of them."""
+        raw = n.raw
+        assert raw is not None
         self._persist(n, rd)
         if crash_at == 2:
             return self._crash(n, "after persisting, before sending messages")
@@ -271,7 +352,25 @@ class Simulation:
         self._apply(n, rd)
         if crash_at == 4:
             return self._crash(n, "after applying, before advance")
-        raw.advance(rd)
+        log = raw.raft.log
+        if not rd.entries:
+            raw.advance(rd)
+        else:
+            # advance() records what is durable; it never changes what the log holds. (The
+            # entries written may be out of date: a newer leader replaced them meanwhile.)
+            before = [log.term_or_zero(e.index) for e in rd.entries]
+            last = rd.entries[-1]
+            if before[-1] not in (0, last.term):
+                self.stats["replaced_in_flight"] += 1
+                self.trace.add(self.now, "replaced", n.id, f"{last.index}@{last.term}")
+            raw.advance(rd)
+            after = [log.term_or_zero(e.index) for e in rd.entries]
+            if after != before:
+                raise Violation(
+                    "advance changed the log",
+                    f"{n.id} wrote {fmt_entries(rd.entries)}; terms there were {before} before "
+                    f"advance(), {after} after",
+                )
         self._observe(n)
 
     def _persist(self, n: SimNode, rd: Ready) -> None:
@@ -350,8 +449,27 @@ class Simulation:
             raise Violation("message", f"{n.id} sent a message from {m.frm!r}")
         if m.type == MessageType.SNAP:
             return self._ship_snapshot(n, m)
+        if m.type == MessageType.APP_RESP and not m.reject:
+            self._check_ack(n, m)
         if self.net.send(self.now, m) == "drop":
             self.trace.add(self.now, "lost", m)
+
+    def _check_ack(self, n: SimNode, m: Message) -> None:
+        """Checks that the append acknowledgement ``m``, which ``n`` sends in its current term
+        to the leader of that term, names an entry ``n``'s durable log holds. (An ack made
+        in an older term may name entries a newer leader replaced since; it cannot count
+        toward a commit, and is not checked.)"""
+        assert n.raw is not None
+        if n.raw.raft.term != m.term:
+            return
+        ld = self.nodes.get(m.to)
+        lr = ld.raw.raft if ld is not None and ld.raw is not None else None
+        if lr is None or lr.role != Role.LEADER or lr.term != m.term:
+            return
+        entry_term = lr.log.term_or_zero(m.index)
+        if entry_term:
+            held = self._durable(n.id, m.index, entry_term)
+            self.checker.on_ack_sent(n.id, m.to, m.term, m.index, entry_term, held)
 
     # --- snapshots over the side channel ------------------------------------------------
     def _ship_snapshot(self, n: SimNode, m: Message) -> None:
@@ -401,6 +519,8 @@ class Simulation:
         self.stats["crashes"] += 1
         n.raw = None
         n.dirty = False
+        n.flushing = None  # the write in flight is lost
+        n.stall = None
         n.pending.clear()
         n.reads.clear()
         n.incoming.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from boltraft.raft.types import Message, NodeId
@@ -96,6 +97,15 @@ class SimNetwork:
     def _push(self, due: int, msg: Message) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (due, self._rng.random(), self._seq, msg))
+
+    def discard(self, lost: Callable[[Message], bool]) -> int:
+        """Removes every message in flight for which ``lost`` is true. Returns how many."""
+        keep = [item for item in self._queue if not lost(item[3])]
+        gone = len(self._queue) - len(keep)
+        heapq.heapify(keep)
+        self._queue = keep
+        self.dropped += gone
+        return gone
 
     def next_due(self) -> int | None:
         """Returns the arrival time of the earliest message in flight, or None if idle."""

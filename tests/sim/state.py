@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.rawnode import RawNode
-from boltraft.raft.types import NodeId, ReadState, Role
+from boltraft.raft.types import NodeId, ReadState, Ready, Role
 
 from .model import KVState
 
@@ -24,6 +24,9 @@ class SimParams:
     liveness_ticks: int = 0
     trace_size: int = 300
     max_steps: int = 300_000  # a run needs a few thousand; far more means a message storm
+    # slow flushes and the deposed-write script (the second generator); off, a seed plays
+    # the run of the first generator alone
+    async_flush: bool = True
 
 
 @dataclass(slots=True)
@@ -39,6 +42,11 @@ class Rates:
     compact: float
     ready_crash: float  # per Ready: crash between two of its steps
     ready_now: float  # per step: handle the Ready at once (else by the next tick: slow disk)
+    # per Ready: its write stays in flight (landing at each tick with chance 1/2) while the
+    # node goes on stepping messages, ticking and taking proposals, as the node loop steps
+    # while it flushes
+    slow_flush: float = 0.0
+    deposed_write: float = 0.0  # per tick in the first half of chaos: start the script
 
     @staticmethod
     def random(rng: random.Random) -> Rates:
@@ -55,6 +63,14 @@ class Rates:
             ready_crash=c((0.0, 0.0, 0.003, 0.01)),
             ready_now=c((1.0, 0.7, 0.3)),
         )
+
+
+class Flush(NamedTuple):
+    """A Ready whose write is in flight: its early messages left, the rest waits."""
+
+    rd: Ready
+    crash_at: int  # where a crash strikes once the write lands (see Simulation._ready)
+    held: bool  # it carries the entry ``SimNode.stall`` names: only the script releases it
 
 
 class SnapFlight(NamedTuple):
@@ -88,14 +104,17 @@ class SimNode:
     """One simulated server: a durable store and state machine, and a RawNode while up.
 
     Invariants: ``raw is None`` exactly while the node is down; ``inc`` counts incarnations;
-    ``snap`` holds the data of ``store.snapshot_meta()`` whenever its index is > 0."""
+    ``snap`` holds the data of ``store.snapshot_meta()`` whenever its index is > 0; while
+    ``flushing`` holds a Ready, the node takes no other Ready (``dirty`` marks it for later)."""
 
     __slots__ = (
         "dirty",
         "down_until",
+        "flushing",
         "id",
         "inc",
         "incoming",
+        "lead_commit",
         "pending",
         "raw",
         "reads",
@@ -103,6 +122,7 @@ class SimNode:
         "saved",
         "sm",
         "snap",
+        "stall",
         "started",
         "store",
         "term",
@@ -124,3 +144,6 @@ class SimNode:
         self.incoming: dict[tuple[int, int], KVState] = {}  # snapshot data shipped here
         self.snap: KVState | None = None  # data of the store's snapshot
         self.saved: tuple[Any, KVState] | None = None  # (meta, data) awaiting compaction
+        self.flushing: Flush | None = None  # the Ready whose write is in flight
+        self.stall: tuple[int, int] | None = None  # (index, term): hold a write carrying it
+        self.lead_commit = 0  # while leading: the commit index last observed

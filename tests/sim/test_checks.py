@@ -175,3 +175,42 @@ def test_acked_write_must_be_applied_everywhere() -> None:
         c.check_acked_applied({"n1": 2, "n2": 1})
     with pytest.raises(Violation, match="ack"):
         c.on_ack(Entry(term=1, index=3, data=b"c"))
+
+
+def test_a_leader_commits_by_counting_only_an_entry_of_its_term() -> None:
+    """Figure 8 of the Raft paper: counting replicas of an entry of an earlier term does not
+    commit it; only an entry of the leader's own term does (covering the earlier ones)."""
+    c = SafetyChecker()
+    voters = ["n1", "n2", "n3"]
+    c.on_leader_commit("n1", 4, 7, 4, voters, ["n1", "n2"])
+    with pytest.raises(Violation, match="current-term commit"):
+        c.on_leader_commit("n1", 4, 8, 2, voters, voters)
+
+
+def test_a_leader_commit_needs_a_majority_of_durable_copies() -> None:
+    c = SafetyChecker()
+    five = ["n1", "n2", "n3", "n4", "n5"]
+    c.on_leader_commit("n1", 2, 5, 2, five, ["n1", "n2", "n4"])
+    with pytest.raises(Violation, match="commit durability"):
+        c.on_leader_commit("n1", 2, 6, 2, five, ["n1", "n2"])  # two of five
+    with pytest.raises(Violation, match="commit durability"):
+        c.on_leader_commit("n1", 2, 6, 2, five, ["n1", "n2", "n6"])  # n6 is no voter
+    assert c.leader_commits == 1
+
+
+def test_an_ack_must_name_a_durable_entry() -> None:
+    c = SafetyChecker()
+    c.on_ack_sent("n2", "n1", 3, 9, 3, held=True)
+    with pytest.raises(Violation, match="ack durability"):
+        c.on_ack_sent("n2", "n1", 3, 10, 3, held=False)
+
+
+def test_a_hard_state_may_land_after_the_commit_moved_on() -> None:
+    """A slow flush writes a Ready's hard state after the core raised its commit index
+    further; only the durable sequence itself must not go back."""
+    c = SafetyChecker()
+    c.on_commit("n1", 5, 1)
+    c.on_hard_state("n1", HardState(1, "n1", 3), last_index=5)
+    c.on_hard_state("n1", HardState(1, "n1", 5), last_index=5)
+    with pytest.raises(Violation, match="commit regressed"):
+        c.on_hard_state("n1", HardState(1, "n1", 4), last_index=5)

@@ -38,19 +38,32 @@ def test_seeds(nodes: int) -> None:
         pytest.fail(failure_report(failures), pytrace=False)
     if len(seeds) >= 50:  # the sweep must exercise what it claims to
         total = {k: sum(r.stats[k] for r in results) for k in results[0].stats}
-        for key in ("acks", "reads_checked", "crashes", "conf_changes", "snapshots_sent"):
+        for key in (
+            "acks",
+            "reads_checked",
+            "crashes",
+            "conf_changes",
+            "snapshots_sent",
+            "flushes",
+            "leader_commits",
+            "replaced_in_flight",
+            "deposed_writes",
+        ):
             assert total[key] > 0, f"no {key} in {len(seeds)} seeds: {total}"
 
 
-# seeds outside the default sweep that once failed: (seed, nodes, what it found)
+# seeds outside the default sweep that once failed: (seed, nodes, async_flush, what it found);
+# async_flush as when the seed failed, so it plays the same run
 REGRESSIONS = [
-    (701193, 5, "a follower wiped the entries after a delayed snapshot's last one"),
+    (701193, 5, False, "a follower wiped the entries after a delayed snapshot's last one"),
 ]
 
 
-@pytest.mark.parametrize(("seed", "nodes", "found"), REGRESSIONS)
-def test_seeds_that_once_failed_run_clean(seed: int, nodes: int, found: str) -> None:
-    res = Simulation(seed, SimParams(nodes=nodes)).run()
+@pytest.mark.parametrize(("seed", "nodes", "async_flush", "found"), REGRESSIONS)
+def test_seeds_that_once_failed_run_clean(
+    seed: int, nodes: int, async_flush: bool, found: str
+) -> None:
+    res = Simulation(seed, SimParams(nodes=nodes, async_flush=async_flush)).run()
     assert res.ok, f"{found}: {res.error}\n{res.trace}"
 
 
@@ -143,7 +156,14 @@ BRUTAL = Rates(
         (VoteAmnesiaSim, {"double vote", "election safety", "log matching"}),
         (
             EagerSenderSim,
-            {"state machine safety", "leader completeness", "log matching", "election safety"},
+            {
+                "ack durability",
+                "commit durability",
+                "state machine safety",
+                "leader completeness",
+                "log matching",
+                "election safety",
+            },
         ),
     ],
     ids=["vote_amnesia", "eager_sender"],
