@@ -1,4 +1,4 @@
-"""The deterministic Raft simulator (issue 3, item 4): a seeded hostile network, crashes and
+"""The deterministic Raft simulator: a seeded hostile network, crashes and
 restarts around the pure core, with safety checks after every step and a liveness phase.
 
 Run ``pytest -m sim tests/sim`` (``BOLTRAFT_SIM_SEEDS=N`` seeds in total, ``BOLTRAFT_SIM_SEED=S``
