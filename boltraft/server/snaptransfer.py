@@ -50,7 +50,7 @@ from boltraft.server.config import ServerConfig
 from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import Net, NodeView, SnapCore
 from boltraft.server.snapshots import Snapshots
-from boltraft.server.wire import SNAP, conf_from_json, conf_to_json
+from boltraft.server.wire import SNAP, conf_from_json, conf_to_json, is_snapshot_id
 from boltraft.storage.snapio import ChunkSink, resumable
 from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo
 from boltraft.transport import codec
@@ -287,8 +287,11 @@ class Transfers:
                     self._step(dl)
                 return
             self._abort("replaced by a newer offer")
+        d = self._recv_dir(sid)
+        if d is None:
+            self.stats["bad_offers"] += 1
+            return
         self._ensure_peer(holder, meta["addr"])
-        d = Path(self.cfg.data) / "snapshots" / f".recv-{sid}"
         for other in d.parent.glob(".recv-*"):
             if other != d:
                 shutil.rmtree(other, ignore_errors=True)
@@ -317,6 +320,17 @@ class Transfers:
             holder,
         )
         self._pump(now)
+
+    def _recv_dir(self, sid: str) -> Path | None:
+        """Returns ``DATA/snapshots/.recv-<sid>``, or None when ``sid`` is not a safe name
+        (``wire.SID_PATTERN``) or the path would resolve outside ``DATA/snapshots``."""
+        if not is_snapshot_id(sid):
+            return None
+        parent = (Path(self.cfg.data) / "snapshots").resolve()
+        d = parent / f".recv-{sid}"
+        if d.resolve().parent != parent:
+            return None
+        return d
 
     def _ensure_peer(self, holder: str, addr: str) -> None:
         if holder not in self.net.peers() and holder != self.view.id:

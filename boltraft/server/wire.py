@@ -24,6 +24,7 @@ the error's stable wire form (``BoltraftError.to_wire``); ``ok``/``fail`` build 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgpack
@@ -146,14 +147,27 @@ _SNAP_SHAPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# A snapshot id names a file and a directory (``DATA/snapshots/.recv-<sid>``): the data
+# index in decimal and the first 16 hex digits of the sha256, nothing else.
+SID_PATTERN = re.compile(r"[0-9]{1,20}-[0-9a-f]{16}")
+
+
+def is_snapshot_id(sid: Any) -> bool:
+    """True when ``sid`` is a well-formed snapshot id (``SID_PATTERN``): a safe file name."""
+    return type(sid) is str and SID_PATTERN.fullmatch(sid) is not None
+
+
 def _decode_snap(fields: list[Any]) -> list[Any]:
-    """``[name, ...]`` of a snap frame; raises MalformedFrameError on a bad shape."""
+    """``[name, sid, ...]`` of a snap frame; raises MalformedFrameError on a bad shape or
+    a snapshot id that is not ``SID_PATTERN``."""
     if not fields or type(fields[0]) is not str or fields[0] not in _SNAP_SHAPES:
         raise MalformedFrameError("unknown snap message")
     shape = _SNAP_SHAPES[fields[0]]
     rest = fields[1:]
     if len(rest) != len(shape) or any(type(v) is not t for v, t in zip(rest, shape, strict=True)):
         raise MalformedFrameError(f"malformed snap {fields[0]!r} message")
+    if not is_snapshot_id(rest[0]):
+        raise MalformedFrameError(f"malformed snapshot id in a snap {fields[0]!r} message")
     return fields
 
 
