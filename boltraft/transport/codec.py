@@ -17,6 +17,9 @@ A Raft message travels as a fixed 13-element array, no per-field map::
     entries:  [[term, index, type, data], ...]      (an Entry NamedTuple packs as this array)
     snapshot: nil | [index, term, [voter, ...], [learner, ...], {id: addr}]
 
+Terms are at most ``MAX_TERM`` (2^62) and log indexes at most ``MAX_INDEX`` (2^63 - 1, the
+log's signed 64 bits): a message out of range is malformed.
+
 Decoding raises only ProtocolError subclasses: FrameTooLargeError (over ``max_frame_size``,
 checked before any parsing), UnsupportedProtocolError (an integer version other than 1, or an
 unknown kind), BadRequestError (a well-formed "req" frame whose body is not a map with a string
@@ -44,6 +47,8 @@ from boltraft.errors import (
 )
 from boltraft.packing import pack
 from boltraft.raft.types import (
+    MAX_INDEX,
+    MAX_TERM,
     ConfState,
     Entry,
     EntryType,
@@ -203,9 +208,9 @@ def check_plain(obj: Any, what: str = "value") -> None:
             raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
 
 
-def _uint(value: Any, what: str) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_UINT:
-        raise _bad(f"{what} must be an unsigned 64-bit integer")
+def _uint(value: Any, what: str, limit: int = MAX_UINT) -> int:
+    if type(value) is not int or not 0 <= value <= limit:
+        raise _bad(f"{what} must be an integer in 0..{limit}")
     return value
 
 
@@ -223,7 +228,7 @@ def _entries(raw: Any) -> list[Entry]:
             or type(index) is not int
             or type(etype) is not int
             or type(data) is not bytes
-            or not (0 < term <= MAX_UINT and 0 < index <= MAX_UINT)
+            or not (0 < term <= MAX_TERM and 0 < index <= MAX_INDEX)
             or etype not in _ENTRY_TYPES
         ):
             raise _bad("an entry has a field of the wrong type or range")
@@ -248,7 +253,9 @@ def _snapshot(raw: Any) -> SnapshotMeta | None:
     ):
         raise _bad("snapshot addrs must be a map of strings")
     conf = ConfState(_str_list(voters, "voters"), _str_list(learners, "learners"), addrs)
-    return SnapshotMeta(_uint(index, "snapshot index"), _uint(term, "snapshot term"), conf)
+    return SnapshotMeta(
+        _uint(index, "snapshot index", MAX_INDEX), _uint(term, "snapshot term", MAX_TERM), conf
+    )
 
 
 def _message(raw: Any) -> Message:
@@ -266,14 +273,14 @@ def _message(raw: Any) -> Message:
         type=mtype,
         to=to,
         frm=frm,
-        term=_uint(term, "term"),
-        log_term=_uint(log_term, "log_term"),
-        index=_uint(index, "index"),
+        term=_uint(term, "term", MAX_TERM),
+        log_term=_uint(log_term, "log_term", MAX_TERM),
+        index=_uint(index, "index", MAX_INDEX),
         entries=_entries(ents),
-        commit=_uint(commit, "commit"),
+        commit=_uint(commit, "commit", MAX_INDEX),
         reject=reject,
-        reject_hint=_uint(hint, "reject_hint"),
-        hint_term=_uint(hint_term, "hint_term"),
+        reject_hint=_uint(hint, "reject_hint", MAX_INDEX),
+        hint_term=_uint(hint_term, "hint_term", MAX_TERM),
         context=ctx,
         snapshot=_snapshot(snap),
     )

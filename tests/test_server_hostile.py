@@ -1,0 +1,155 @@
+"""Hostile input at the node's edge (issue 19), fast, on the in-memory world of ``memworld``:
+each test hands a node real frames (msgpack bytes through the real codec, as the transport
+does; a frame the codec refuses is counted and dropped there) or Messages no correct peer
+sends, then checks that the node did not change what it must not and still serves. The same
+frames against real processes: ``tests/integration/test_hostile.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from memworld import World
+
+from boltraft.errors import ProtocolError
+from boltraft.raft.types import MAX_INDEX, MAX_TERM, Entry, EntryType, Message, MessageType
+from boltraft.transport import codec
+from boltraft.transport.zmq_transport import Incoming
+
+ROUNDS = 200  # loop iterations a test waits for an outcome, at most
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path, sm="twin")
+    yield w
+    w.close()
+
+
+def _inject(world: World, node_id: str, frame: list[Any], sender: bytes = b"x") -> bool:
+    """Hands the msgpack ``frame`` to ``node_id`` as its transport would; False when the
+    codec refuses it (the transport counts and drops it)."""
+    try:
+        f = codec.decode_frame(msgpack.packb(frame))
+    except ProtocolError:
+        return False
+    world.nets[node_id].inbox.append(Incoming(f.kind, f.payload, sender, None))
+    return True
+
+
+def _raw(m: Message) -> list[Any]:
+    return codec.encode_messages([m])[0]
+
+
+def _serves(world: World, key: str) -> None:
+    """Asserts a write through the leader commits and every node applies it."""
+    lead = world.elect()
+    rid = 10_000 + len(world.responses(lead))
+    world.request(lead, rid, {"op": "create_bucket", "bucket": "h", "if_not_exists": True})
+    world.request(lead, rid + 1, {"op": "put", "bucket": "h", "key": key, "value": b"ok"})
+    for _ in range(ROUNDS):
+        world.step()
+        resps = world.responses(lead)
+        if rid + 1 in resps and all(
+            n.applied >= world.nodes[lead].commit for n in world.nodes.values()
+        ):
+            break
+    assert resps[rid + 1].ok, resps[rid + 1]
+    for node in world.nodes.values():
+        (value,) = node.sm.read([{"op": "get", "bucket": "h", "key": key}])
+        assert value == b"ok"
+
+
+# --- finding 6 -------------------------------------------------------------------------------
+@pytest.mark.parametrize("term", [2**64 - 1, 2**63, MAX_INDEX, MAX_TERM + 1])
+def test_term_past_the_limit_is_refused_by_codec_and_core(world: World, term: int) -> None:
+    lead = world.elect()
+    terms = {i: n.raw.status().term for i, n in world.nodes.items()}
+    for node_id in world.nodes:
+        other = next(i for i in world.nodes if i != node_id)
+        hb = Message(MessageType.HEARTBEAT, node_id, other, term=term)
+        assert not _inject(world, node_id, [1, "raft", [_raw(hb)]])
+        # the core refuses it too, had it come past the codec
+        world.nets[node_id].inbox.append(Incoming("raft", [hb], other.encode(), None))
+    world.settle()
+    assert {i: n.raw.status().term for i, n in world.nodes.items()} == terms
+    assert all(n.counters["step_errors"] >= 1 for n in world.nodes.values())
+    assert world.leader() == lead
+    _serves(world, "after-term")
+
+
+def test_index_past_the_limit_is_refused_by_the_codec() -> None:
+    for field, value in ((3, MAX_TERM + 1), (4, MAX_TERM + 1), (5, MAX_INDEX + 1), (7, 2**63)):
+        raw = _raw(Message(MessageType.APP, "n1", "n2", term=1))
+        raw[field] = value
+        with pytest.raises(ProtocolError):
+            codec.decode_frame(msgpack.packb([1, "raft", [raw]]))
+    raw = _raw(Message(MessageType.APP, "n1", "n2", term=1))
+    raw[6] = [[1, MAX_INDEX + 1, 0, b""]]
+    with pytest.raises(ProtocolError):
+        codec.decode_frame(msgpack.packb([1, "raft", [raw]]))
+
+
+# --- finding 7 -------------------------------------------------------------------------------
+def test_append_response_past_the_leaders_log_is_refused(world: World) -> None:
+    lead = world.elect()
+    node = world.nodes[lead]
+    follower = next(i for i in world.nodes if i != lead)
+    term = node.raw.status().term
+    for reject in (False, True):
+        resp = Message(
+            MessageType.APP_RESP,
+            lead,
+            follower,
+            term=term,
+            index=10**9,
+            reject=reject,
+            reject_hint=10**9,
+        )
+        assert _inject(world, lead, [1, "raft", [_raw(resp)]], follower.encode())
+        world.settle()
+        assert node.is_leader and node.raw.status().term == term
+        assert node.raw.status().progress[follower].match < 10**6
+    assert node.counters["step_errors"] == 2
+    _serves(world, "after-app-resp")
+
+
+# --- finding 9 -------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", ["gap", "backwards", "term_above", "term_below"])
+def test_append_whose_entries_do_not_follow_its_index_is_refused(world: World, shape: str) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    node = world.nodes[follower]
+    term = node.raw.status().term
+    last = node.logstore.last_index()
+    ents = {
+        "gap": [Entry(term, last + 10**6, EntryType.NORMAL, b"")],
+        "backwards": [
+            Entry(term, last + 1, EntryType.NORMAL, b""),
+            Entry(term, last, EntryType.NORMAL, b""),
+        ],
+        "term_above": [Entry(term + 1, last + 1, EntryType.NORMAL, b"")],
+        "term_below": [Entry(term - 1 if term > 1 else 0, last + 1, EntryType.NORMAL, b"")],
+    }[shape]
+    app = Message(
+        MessageType.APP,
+        follower,
+        lead,
+        term=term,
+        log_term=node.logstore.term(last),
+        index=last,
+        entries=ents,
+        commit=last + len(ents),
+    )
+    assert (
+        _inject(world, follower, [1, "raft", [_raw(app)]], lead.encode()) or shape == "term_below"
+    )
+    if shape == "term_below":  # the codec refuses term 0; the core refuses the lower term
+        world.nets[follower].inbox.append(Incoming("raft", [app], lead.encode(), None))
+    world.settle()
+    assert node.logstore.last_index() == last or node.logstore.last_index() < 10**6
+    assert node.counters["step_errors"] == 1
+    _serves(world, f"after-{shape}")
