@@ -153,3 +153,118 @@ def test_append_whose_entries_do_not_follow_its_index_is_refused(world: World, s
     assert node.logstore.last_index() == last or node.logstore.last_index() < 10**6
     assert node.counters["step_errors"] == 1
     _serves(world, f"after-{shape}")
+
+
+# --- finding 8 -------------------------------------------------------------------------------
+def test_forwarded_write_whose_op_is_not_a_string_is_answered(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    bodies: list[Any] = [{"op": [1]}, {"op": {"a": 1}}, {"op": 5}, {"op": None}]
+    items = [[i, body] for i, body in enumerate(bodies)]
+    assert _inject(world, lead, [1, "fwd", items], follower.encode())
+    assert not _inject(world, lead, [1, "fwd", [[-1, {"op": "put"}]]], follower.encode())
+    world.settle()
+    assert world.nodes[lead].service.stats["bad_requests"] >= len(bodies)
+    _serves(world, "after-fwd")
+
+
+@pytest.mark.parametrize("bad", ["\x00x", "a" * 300, "n\n4", ""])
+def test_join_with_an_unusable_id_is_refused(world: World, bad: str) -> None:
+    lead = world.elect()
+    world.request(lead, 7, {"op": "join", "id": bad, "addr": "tcp://127.0.0.1:1"})
+    world.settle()
+    resp = world.responses(lead)[7]
+    assert not resp.ok and resp.error is not None and resp.error.code == "bad_request"
+    assert sorted(world.nodes[lead].conf_state.members()) == sorted(world.nodes)
+    _serves(world, "after-join")
+
+
+def _offer(world: World, to: str, holder: str, **changes: Any) -> dict[str, Any]:
+    node = world.nodes[to]
+    meta = {
+        "term": node.raw.status().term,
+        "index": 10**6,
+        "log_term": 1,
+        "voters": sorted(world.nodes),
+        "learners": [],
+        "addrs": {i: n.cfg.listen for i, n in world.nodes.items()},
+        "data_index": 10**6,
+        "size": 4096,
+        "sha256": "0" * 64,
+        "chunk": 1024,
+        "addr": world.nodes[holder].cfg.listen if holder in world.nodes else "tcp://h:1",
+    }
+    meta.update(changes)
+    return meta
+
+
+@pytest.mark.parametrize(
+    ("sender", "changes"),
+    [
+        (b"\x00k\x8bEm", {}),  # a routing id ZeroMQ made up for a client: not a node id
+        (b"", {}),
+        (b"n9", {"addr": "not an address"}),
+        (b"n9", {"addr": "tcp://127.0.0.1:99999"}),
+        (b"n9", {"addr": 5}),
+        (b"n9", {"addrs": {"n1": "tcp://h:1", "\x00": "tcp://h:2"}}),
+        (b"n9", {"addrs": {"n1": "ipc:///tmp/x"}}),
+        (b"n9", {"voters": ["n1", 7]}),
+        (b"n9", {"voters": []}),
+        (b"n9", {"size": 0}),
+        (b"n9", {"size": 2**64}),
+        (b"n9", {"chunk": 10**9}),
+        (b"n9", {"term": MAX_TERM + 1}),
+        (b"n9", {"index": "5"}),
+        (b"n9", {"sha256": "xyz"}),
+    ],
+)
+def test_offer_from_a_bad_holder_or_with_bad_fields_is_dropped(
+    world: World, sender: bytes, changes: dict[str, Any]
+) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    node = world.nodes[follower]
+    peers = world.nets[follower].peers()
+    sid = "1000000-0000000000000000"
+    meta = _offer(world, follower, "n9", **changes)
+    world.nets[follower].inbox.append(Incoming("snap", ["offer", sid, meta], sender, None))
+    world.settle()
+    transfers = node.ops.transfers
+    assert transfers.stats["bad_offers"] == 1
+    assert transfers.status().get("receiving") is None
+    assert world.nets[follower].peers() == peers
+    _serves(world, "after-offer")
+
+
+# --- the removed notice ----------------------------------------------------------------------
+def _notice(world: World, to: str, by: str, term: int, peer: str | None) -> None:
+    payload = {"by": by, "term": term}
+    sender = (peer or "client").encode()
+    world.nets[to].inbox.append(Incoming("removed", payload, sender, peer))
+
+
+def test_removed_notice_that_is_not_the_leaders_halts_no_node(world: World) -> None:
+    lead = world.elect()
+    term = world.nodes[lead].raw.status().term
+    for node_id, node in world.nodes.items():
+        other = next(i for i in world.nodes if i not in (node_id, lead))
+        _notice(world, node_id, lead, term, None)  # a client's connection naming the leader
+        _notice(world, node_id, "x", term, "x")  # not a member
+        _notice(world, node_id, other, term, other)  # a member that does not lead
+        _notice(world, node_id, lead, term - 1, lead)  # an older term
+        _notice(world, node_id, node_id, term, node_id)  # itself
+        world.settle()
+        assert node.ops.halted is None, node.ops.halted
+        assert node.counters["ignored_removed_notices"] == 5
+    _serves(world, "after-notices")
+    for node_id in world.nodes:
+        assert not (world.nodes[node_id].cfg.data / "removed.json").exists()
+
+
+def test_removed_notice_from_the_leaders_connection_halts(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    term = world.nodes[lead].raw.status().term
+    _notice(world, follower, lead, term, lead)
+    world.settle(1)
+    assert world.nodes[follower].ops.halted is not None

@@ -131,7 +131,8 @@ class Service:
             if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int):
                 self.stats["forwarded"] += 1
                 target = Target(peer.encode(), item[0], peer)
-                if isinstance(item[1], dict) and item[1].get("op") in WRITE_OPS:
+                op = item[1].get("op") if isinstance(item[1], dict) else None
+                if type(op) is str and op in WRITE_OPS:
                     self._writes.append((target, item[1]))
                 else:
                     self.bad(target, "only writes are forwarded")

@@ -48,9 +48,10 @@ def _decode_pairs(fields: list[Any]) -> list[list[Any]]:
             type(item) is not list
             or len(item) != 2
             or type(item[0]) is not int
+            or not 0 <= item[0] <= codec.MAX_UINT
             or type(item[1]) is not dict
         ):
-            raise MalformedFrameError("each forwarded item is [id, map]")
+            raise MalformedFrameError("each forwarded item is [uint64 id, map]")
     return fields[0]
 
 
