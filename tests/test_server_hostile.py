@@ -268,3 +268,69 @@ def test_removed_notice_from_the_leaders_connection_halts(world: World) -> None:
     _notice(world, follower, lead, term, lead)
     world.settle(1)
     assert world.nodes[follower].ops.halted is not None
+
+
+# --- findings 1 and 2: nesting depth -----------------------------------------------------------
+def _nested(depth: int) -> Any:
+    v: Any = b"x"
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+@pytest.mark.parametrize("depth", [1000, codec.MAX_BODY_DEPTH])
+def test_deeply_nested_request_is_answered_malformed(world: World, depth: int) -> None:
+    """A body nesting past MAX_BODY_DEPTH (the body itself counts: ``key`` adds one) is
+    refused by the codec with its request id, so the transport answers it; the node never
+    sees it."""
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    bodies = [
+        {"op": "get", "bucket": "h", "key": _nested(depth)},
+        {"op": "put", "bucket": "h", "key": b"k", "value": _nested(depth)},
+        {"op": "scan", "bucket": _nested(depth)},
+    ]
+    for node_id in (lead, follower):
+        for rid, body in enumerate(bodies):
+            try:
+                codec.decode_frame(msgpack.packb([1, "req", rid, body]))
+            except ProtocolError as err:
+                assert err.code == "malformed_frame" and err.details["request_id"] == rid
+            else:
+                raise AssertionError(f"a body {depth} deep was accepted")
+        items = [[rid, body] for rid, body in enumerate(bodies)]
+        assert not _inject(world, node_id, [1, "reqs", items])
+    _serves(world, "after-depth")
+
+
+def test_request_within_the_depth_limit_is_served_through_a_follower(world: World) -> None:
+    """The deepest body a node accepts still travels in a fwd frame to the leader."""
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    _serves(world, "setup")
+    body = {"op": "put", "bucket": "h", "key": b"k", "value": _nested(codec.MAX_BODY_DEPTH - 2)}
+    assert _inject(world, follower, [1, "req", 77, body], b"c")
+    for _ in range(ROUNDS):
+        world.step()
+        if 77 in world.responses(follower):
+            break
+    resp = world.responses(follower)[77]
+    assert not resp.ok and resp.error is not None and resp.error.code == "malformed_command"
+    _serves(world, "after-forward")
+
+
+def test_a_body_that_cannot_be_forwarded_is_answered(world: World) -> None:
+    """Defence behind the codec: a body the follower cannot encode (here an object no
+    client can send) is answered bad_request; the other writes of the frame go on."""
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    _serves(world, "setup")
+    world.request(follower, 1, {"op": "put", "bucket": "h", "key": b"a", "value": object()})
+    world.request(follower, 2, {"op": "put", "bucket": "h", "key": b"b", "value": b"v"})
+    for _ in range(ROUNDS):
+        world.step()
+        if {1, 2} <= world.responses(follower).keys():
+            break
+    resps = world.responses(follower)
+    assert resps[1].error is not None and resps[1].error.code == "bad_request"
+    assert resps[2].ok

@@ -76,7 +76,8 @@ def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
         rid = item[0]
         if type(rid) is not int or not 0 <= rid <= codec.MAX_UINT:
             raise MalformedFrameError("a request id is an unsigned 64-bit integer")
-        codec.check_plain(item[1], "a request body")  # a flat map: one pass over its values
+        # a flat map: one pass over its values
+        codec.check_plain(item[1], "a request body", codec.MAX_BODY_DEPTH)
     return fields[0]
 
 

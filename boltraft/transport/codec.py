@@ -60,6 +60,11 @@ from boltraft.raft.types import (
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_SIZE = 16 << 20  # bytes; configurable per transport / client
 MAX_UINT = (1 << 64) - 1
+# Nesting of arrays and maps, the value itself counting as one: a frame's fields at most
+# MAX_DEPTH deep, a request body at most MAX_BODY_DEPTH (so that a body a follower forwards
+# inside a fwd frame, three levels down, still fits). Checked iteratively, never by recursion.
+MAX_DEPTH = 32
+MAX_BODY_DEPTH = 24
 
 KIND_RAFT = "raft"
 KIND_REQ = "req"
@@ -176,10 +181,12 @@ def _bad(message: str, **details: Any) -> MalformedFrameError:
     return MalformedFrameError(message, **details)
 
 
-def check_plain(obj: Any, what: str = "value") -> None:
-    """Checks that ``obj`` holds only nil/bool/int/float/str/bytes/list/map values.
+def check_plain(obj: Any, what: str = "value", max_depth: int = MAX_DEPTH) -> None:
+    """Checks that ``obj`` holds only nil/bool/int/float/str/bytes/list/map values, nested
+    at most ``max_depth`` arrays and maps deep (``obj`` itself counting as one).
 
-    Raises MalformedFrameError on anything else (msgpack extension types, timestamps)."""
+    Raises MalformedFrameError on anything else (msgpack extension types, timestamps,
+    deeper nesting)."""
     t = type(obj)
     if t is dict:
         flat = obj.values()
@@ -195,17 +202,18 @@ def check_plain(obj: Any, what: str = "value") -> None:
             break
     else:
         return
-    stack = [obj]
-    pop, push = stack.pop, stack.extend
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        o = pop()
-        t = type(o)
-        if t is list:
-            push(o)
-        elif t is dict:
-            push(o.values())
-        elif t not in scalars:
-            raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
+        o, depth = pop()
+        if depth > max_depth:
+            raise _bad(f"{what} nests arrays and maps more than {max_depth} deep")
+        for v in o if type(o) is list else o.values():
+            t = type(v)
+            if t is list or t is dict:
+                push((v, depth + 1))
+            elif t not in scalars:
+                raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
 
 
 def _uint(value: Any, what: str, limit: int = MAX_UINT) -> int:
@@ -309,7 +317,7 @@ def _decode_req(fields: list[Any]) -> Request:
     try:
         if type(body) is not dict or type(body.get("op")) is not str:
             raise BadRequestError("a request body must be a map with a string 'op'")
-        check_plain(body, "the request body")
+        check_plain(body, "the request body", MAX_BODY_DEPTH)
     except ProtocolError as err:
         err.details["request_id"] = rid
         raise

@@ -243,3 +243,35 @@ def test_removed_notice_from_a_client_halts_no_node(cluster: Cluster) -> None:
     for node_id in cluster.ids:
         assert not (cluster.root / node_id / "removed.json").exists()
     assert os.path.isdir(cluster.root / lead)
+
+
+# --- findings 1 and 2: nesting depth -----------------------------------------------------------
+def _deep_body(op: bytes, field: bytes, depth: int) -> bytes:
+    """A msgpack request body {"op": op, "bucket": "hostile", "key": b"k", field: [[...]]}
+    with ``depth`` nested arrays (built by hand: msgpack's packer stops at 512); ``field``
+    is not one of the first three."""
+    head = b"\x84" + msgpack.packb("op") + msgpack.packb(op.decode())
+    head += msgpack.packb("bucket") + msgpack.packb("hostile")
+    head += msgpack.packb("key") + msgpack.packb(b"k") + msgpack.packb(field.decode())
+    return head + b"\x91" * depth + msgpack.packb(b"x")
+
+
+def test_deeply_nested_bodies_are_answered_and_kill_no_node(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    with Client(cluster.endpoints, timeout=20) as cl:
+        cl.create_bucket("hostile")
+    follower = next(i for i in cluster.ids if i != lead)
+    for node_id in (lead, follower):
+        for depth in (1000, 100, 30):
+            for op, field in ((b"get", b"read"), (b"count", b"read"), (b"put", b"value")):
+                frame = b"\x94\x01" + msgpack.packb("req") + msgpack.packb(depth)
+                s = _sock(cluster.addrs[node_id], None)
+                try:
+                    s.send(frame + _deep_body(op, field, depth))
+                    assert s.poll(int(PROBE_S * 1000)), f"{node_id}: no answer to {op!r}"
+                    answer = decode_frame(s.recv()).payload
+                finally:
+                    s.close()
+                assert answer.request_id == depth and not answer.ok
+                assert answer.error.code in ("malformed_frame", "malformed_command")
+    _serving(cluster, "after-depth")
