@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from boltraft import errors
 from boltraft.raft.types import (
+    MAX_TERM,
     ConfState,
     Entry,
     EntryType,
@@ -41,7 +42,7 @@ def _all_fields() -> Message:
         type=MessageType.APP_RESP,
         to="n1",
         frm="n2",
-        term=2**63,
+        term=MAX_TERM,  # the largest term a message may carry
         log_term=1,
         index=2,
         entries=(Entry(1, 3, EntryType.CONF_CHANGE, b""),),

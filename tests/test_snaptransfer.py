@@ -17,15 +17,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgpack
 import pytest
 from faults import DropNthChunk
 
+from boltraft.errors import MalformedFrameError
 from boltraft.raft.types import ConfState, Entry, Message, MessageType, SnapshotMeta
 from boltraft.server import snaptransfer
 from boltraft.server.config import ServerConfig
 from boltraft.server.snapshots import SnapshotStore
 from boltraft.server.snaptransfer import RESEND_S, Transfers, snapshot_id
-from boltraft.server.wire import SNAP, register_kinds
+from boltraft.server.wire import SNAP, conf_to_json, register_kinds
 from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.snapio import PROGRESS_FILE, ChunkSink, StepFlusher, write_snapshot
@@ -423,3 +425,43 @@ def test_offer_below_the_commit_index_is_answered_by_the_core(
     (m,) = follower.raw.stepped  # the core answers it with its commit index
     assert (m.type, m.frm, m.snapshot.index) == (MessageType.SNAP, "n1", snap.index)
     assert leader.raw.reports == [("n2", True)]  # the leader appends after the snapshot
+
+
+TRAVERSING_SIDS = ["A/../../state", "B/../../wal", "../x", "1-0123456789abcdef/..", "..", ""]
+
+
+@pytest.mark.parametrize("sid", TRAVERSING_SIDS)
+def test_snapshot_id_that_is_not_a_safe_name_is_refused(tmp_path: Path, sid: str) -> None:
+    frame = msgpack.packb([1, SNAP, "offer", sid, {}])
+    with pytest.raises(MalformedFrameError):
+        codec.decode_frame(frame)
+    for name, rest in (("get", [[0]]), ("chunk", [0, b"x", 0]), ("done", [True, ""])):
+        with pytest.raises(MalformedFrameError):
+            codec.decode_frame(msgpack.packb([1, SNAP, name, sid, *rest]))
+
+
+@pytest.mark.parametrize("sid", TRAVERSING_SIDS)
+def test_offer_with_a_traversing_id_creates_and_deletes_nothing(
+    tmp_path: Path, snap: SnapshotInfo, sid: str
+) -> None:
+    _net, leader, follower = start(tmp_path, snap)
+    data = follower.cfg.data
+    for sub in ("state", "wal", "snapshots"):
+        (data / sub).mkdir(exist_ok=True)
+        (data / sub / "keep").write_text("keep")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    meta = {
+        "term": 5,
+        "index": snap.index,
+        "log_term": snap.term,
+        **conf_to_json(CONF),
+        "data_index": snap.index,
+        "size": snap.size,
+        "sha256": snap.sha256,
+        "chunk": CHUNK,
+        "addr": leader.cfg.listen,
+    }
+    follower.transfers.on_frame(Incoming(SNAP, ["offer", sid, meta], b"n1", None))
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+    assert follower.transfers.stats["bad_offers"] == 1
+    assert follower.transfers.status().get("receiving") is None

@@ -14,6 +14,8 @@ from boltraft.errors import BadRequestError
 from boltraft.raft.config import Config
 from boltraft.raft.raft import Raft
 from boltraft.raft.types import (
+    MAX_INDEX,
+    MAX_TERM,
     ConfChange,
     HardState,
     LogStore,
@@ -54,12 +56,56 @@ class RawNode:
 
     def step(self, msg: Message) -> None:
         """Handles a message from a peer; one addressed to another node is ignored. Raises
-        BadRequestError (changing nothing) for a non-Message."""
+        BadRequestError (changing nothing) for a non-Message or one no correct peer sends
+        (``check_message``)."""
         if not isinstance(msg, Message) or not isinstance(msg.type, MessageType):
             raise BadRequestError(f"not a raft message: {msg!r}")
         if msg.to != self.raft.id:
             return
+        self.check_message(msg)
         self.raft.step(msg)
+
+    def check_message(self, m: Message) -> None:
+        """Raises BadRequestError when ``m`` could not come from a correct peer: a term past
+        MAX_TERM or an index past MAX_INDEX; an append whose entries do not follow its index
+        one by one, with terms from its log term up to its own term; an append response that
+        acknowledges or rejects an index past the last one of this node as the leader of
+        the message's term (its log bounds every index it sent in its term; a node that
+        restarted in that term as a follower may have lost entries it sent, and ignores
+        the response anyway)."""
+        if not (
+            0 <= m.term <= MAX_TERM
+            and 0 <= m.log_term <= MAX_TERM
+            and 0 <= m.hint_term <= MAX_TERM
+            and 0 <= m.index <= MAX_INDEX
+            and 0 <= m.commit <= MAX_INDEX
+            and 0 <= m.reject_hint <= MAX_INDEX
+        ):
+            raise BadRequestError(f"{m.type.name} from {m.frm!r}: a term or index out of range")
+        snap = m.snapshot
+        if snap is not None and not (0 <= snap.index <= MAX_INDEX and 0 <= snap.term <= MAX_TERM):
+            raise BadRequestError(f"{m.type.name} from {m.frm!r}: a snapshot out of range")
+        if m.type == MessageType.APP:
+            if m.log_term > m.term:
+                raise BadRequestError(f"APP from {m.frm!r}: log term {m.log_term} > {m.term}")
+            prev_term, expect = m.log_term, m.index + 1
+            for e in m.entries:
+                if e.index != expect or not prev_term <= e.term <= m.term:
+                    raise BadRequestError(
+                        f"APP from {m.frm!r}: entry ({e.term}, {e.index}) does not follow"
+                        f" ({prev_term}, {expect - 1})"
+                    )
+                prev_term, expect = e.term, expect + 1
+        elif (
+            m.type == MessageType.APP_RESP
+            and self.raft.role == Role.LEADER
+            and m.term == self.raft.term
+            and m.index > self.raft.log.last_index()
+        ):
+            raise BadRequestError(
+                f"APP_RESP from {m.frm!r}: index {m.index} is past the last index"
+                f" {self.raft.log.last_index()}"
+            )
 
     def campaign(self) -> None:
         """Starts an election now (pre-vote first when configured)."""

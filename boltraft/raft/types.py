@@ -31,6 +31,12 @@ from typing import NamedTuple, Protocol
 NodeId = str
 
 NONE: NodeId = ""  # "no node": no vote cast, no leader known
+# Log indexes are stored as signed 64-bit integers (the WAL's records), so none may exceed
+# MAX_INDEX. Terms stop well below it: a node adopts any higher term it hears and then adds
+# one per election, so a term accepted from a peer must leave room for every election the
+# cluster could ever run (2^62 of them).
+MAX_INDEX = (1 << 63) - 1
+MAX_TERM = 1 << 62
 
 
 class EntryType(IntEnum):

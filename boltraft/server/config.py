@@ -118,6 +118,26 @@ def parse_peer(spec: str) -> tuple[str, str]:
     return node_id.strip(), addr
 
 
+MAX_NODE_ID_BYTES = 255  # a node id is its ZeroMQ routing id
+
+
+def check_node_id(node_id: Any) -> str:
+    """Returns ``node_id`` if it is a usable node id: a string of 1..255 bytes of UTF-8
+    without control characters (a ZeroMQ routing id may not start with a zero byte); raises
+    ConfigError otherwise."""
+    if (
+        not isinstance(node_id, str)
+        or not node_id
+        or not node_id.isprintable()
+        or len(node_id.encode()) > MAX_NODE_ID_BYTES
+    ):
+        raise ConfigError(
+            f"node id {node_id!r}: expected 1..{MAX_NODE_ID_BYTES} bytes of printable UTF-8",
+            node_id=repr(node_id),
+        )
+    return node_id
+
+
 def check_address(addr: str) -> str:
     """Returns ``addr`` if it is ``tcp://HOST:PORT`` with a valid port; raises ConfigError."""
     if not isinstance(addr, str) or not addr.startswith("tcp://"):

@@ -22,7 +22,8 @@ default 60 s; RequestTimeoutError) or when this node stops leading (NotLeaderErr
 A removed node usually never hears that its removal committed (the leader stops talking to
 it). So a leader that has applied everything it committed in its own term answers any Raft
 traffic from a non-member with ``[1, "removed", {"by": ID, "term": T}]`` (at most once a
-second per sender); the removed node, or one that applies its own removal, writes
+second per sender); the removed node (which accepts the notice only from the leader's
+connection: ``Membership.on_removed_notice``), or one that applies its own removal, writes
 ``DATA/removed.json``, stops serving and says why; it refuses to start again until its data
 directory is wiped (a fresh node may then join under the same id).
 """
@@ -39,6 +40,7 @@ from typing import Any
 from boltraft.errors import (
     BadRequestError,
     BoltraftError,
+    ConfigError,
     MembershipError,
     NodeRemovedError,
     NotLeaderError,
@@ -46,7 +48,7 @@ from boltraft.errors import (
     RequestTimeoutError,
 )
 from boltraft.raft.types import ConfChange, ConfChangeType, ConfState, LogStore, Role
-from boltraft.server.config import ServerConfig, check_address
+from boltraft.server.config import ServerConfig, check_address, check_node_id
 from boltraft.server.ports import MemberCore, Net, NodeView
 from boltraft.server.replies import Replies, Target
 from boltraft.server.wire import REMOVED, conf_to_json, fail, ok
@@ -136,6 +138,11 @@ class Membership:
                 not isinstance(given, str) or not given
             ):
                 raise BadRequestError(f"{op} needs a non-empty string 'id'")
+            if op == "join":
+                try:
+                    check_node_id(given)
+                except ConfigError as err:
+                    raise BadRequestError(err.message) from None
             addr = body.get("addr", "") if op == "join" else ""
             if not isinstance(addr, str) or (op == "join" and not addr):
                 raise BadRequestError("join needs 'addr': tcp://HOST:PORT")
@@ -331,14 +338,33 @@ class Membership:
         log.info("%s: told non-member %s that it is not in the cluster", view.id, frm)
 
     def on_removed_notice(self, frame: Incoming) -> None:
-        """Halts this node when a leader says it is not a member."""
-        by = frame.payload.get("by")
-        if not self._was_member or self.view.is_leader or not isinstance(by, str):
+        """Halts this node when the leader says it is not a member, and only then: the
+        notice must come on this node's own connection to a member it knows (``frame.peer``,
+        its peer table), name that member as ``by``, carry a ``term`` at least this node's,
+        and that member must be the leader this node follows, or no leader must be known.
+        Anything else (a client's connection, an unknown or other sender, a stale term, a
+        node that leads or was never a member) is counted and ignored."""
+        notice = frame.payload
+        by, term = notice.get("by"), notice.get("term")
+        view = self.view
+        sender = frame.peer
+        if (
+            not self._was_member
+            or view.is_leader
+            or sender is None
+            or by != sender
+            or sender == view.id
+            or sender not in view.conf_state.members()
+            or sender not in self.net.peers()
+            or type(term) is not int
+            or term < self.core.status().term
+            or view.lead not in ("", sender)
+        ):
             self._counters["ignored_removed_notices"] = (
                 self._counters.get("ignored_removed_notices", 0) + 1
             )
             return
-        self.halt(f"leader {by} says {self.view.id} is no longer a member")
+        self.halt(f"leader {by} says {view.id} is no longer a member")
 
     def halt(self, reason: str) -> None:
         """Records ``reason`` in DATA/removed.json and asks the loop

@@ -606,10 +606,14 @@ class Node:
 
 
 def set_peers(net: Net, addrs: dict[str, str]) -> None:
-    """Makes ``net``'s peer table exactly ``addrs`` (unchanged entries keep their sockets)."""
+    """Makes ``net``'s peer table exactly ``addrs`` (unchanged entries keep their sockets;
+    an entry the network refuses is logged and left out)."""
     current = net.peers()
     for pid in current.keys() - addrs.keys():
         net.remove_peer(pid)
     for pid, addr in addrs.items():
         if current.get(pid) != addr:
-            net.add_peer(pid, addr)
+            try:
+                net.add_peer(pid, addr)
+            except BoltraftError as err:  # an unusable id or address in the membership
+                log.error("cannot reach member %r at %r: %s", pid, addr, err.message)

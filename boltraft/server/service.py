@@ -30,6 +30,7 @@ from boltraft.errors import (
     BadRequestError,
     BoltraftError,
     LagExceededError,
+    MalformedFrameError,
     NoSpaceError,
     ProposalDroppedError,
     RequestTimeoutError,
@@ -118,7 +119,10 @@ class Service:
             elif level == "stale":
                 self._stale_read(target, body, now)
             else:
-                self.bad(target, f"read must be 'linearizable' or 'stale', not {level!r}")
+                got = (
+                    repr(level) if type(level) is str and len(level) <= 64 else type(level).__name__
+                )
+                self.bad(target, f"read must be 'linearizable' or 'stale', not {got}")
         else:
             self.bad(target, f"unknown op {op!r}" if op is not None else "body needs an 'op'")
 
@@ -131,7 +135,8 @@ class Service:
             if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int):
                 self.stats["forwarded"] += 1
                 target = Target(peer.encode(), item[0], peer)
-                if isinstance(item[1], dict) and item[1].get("op") in WRITE_OPS:
+                op = item[1].get("op") if isinstance(item[1], dict) else None
+                if type(op) is str and op in WRITE_OPS:
                     self._writes.append((target, item[1]))
                 else:
                     self.bad(target, "only writes are forwarded")
@@ -175,7 +180,23 @@ class Service:
         if self._fwd_out:
             out, self._fwd_out = self._fwd_out, {}
             for peer, items in out.items():
-                self._net.send_frame(peer, encode_frame(FWD, items))
+                try:
+                    frame = encode_frame(FWD, items)
+                except MalformedFrameError:  # a body that cannot travel: answer it alone
+                    frame = encode_frame(FWD, [i for i in items if self._encodable(i)])
+                self._net.send_frame(peer, frame)
+
+    def _encodable(self, item: list[Any]) -> bool:
+        """True when the forwarded ``[fid, body]`` can be encoded; otherwise answers its
+        client ``bad_request`` and returns False."""
+        try:
+            encode_frame(FWD, [item])
+        except MalformedFrameError as err:
+            entry = self._forwarded.pop(item[0], None)
+            if entry is not None:
+                self.bad(entry[1], f"the request cannot be forwarded: {err.message}")
+            return False
+        return True
 
     def _propose(self, writes: list[Request]) -> None:
         ts = self._stamp()

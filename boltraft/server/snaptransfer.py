@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boltraft.errors import ChecksumMismatchError, SnapshotError
-from boltraft.raft.types import Message, MessageType, SnapshotMeta
-from boltraft.server.config import ServerConfig
+from boltraft.errors import ChecksumMismatchError, ConfigError, SnapshotError
+from boltraft.raft.types import MAX_INDEX, MAX_TERM, Message, MessageType, SnapshotMeta
+from boltraft.server.config import MAX_SNAPSHOT_CHUNK, ServerConfig, check_address, check_node_id
 from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import Net, NodeView, SnapCore
 from boltraft.server.snapshots import Snapshots
-from boltraft.server.wire import SNAP, conf_from_json, conf_to_json
+from boltraft.server.wire import SNAP, conf_from_json, conf_to_json, is_snapshot_id
 from boltraft.storage.snapio import ChunkSink, resumable
 from boltraft.storage.snapshot import DATA_FILE, SnapshotInfo
 from boltraft.transport import codec
@@ -251,17 +251,10 @@ class Transfers:
     def _on_offer(self, frame: Incoming, sid: str, meta: dict[str, Any]) -> None:
         view = self.view
         holder = frame.sender.decode(errors="replace")
-        try:
-            size, chunk, index = int(meta["size"]), int(meta["chunk"]), int(meta["index"])
-            data_index = int(meta["data_index"])
-            conf_from_json(meta)
-            int(meta["term"]), int(meta["log_term"]), str(meta["sha256"]), str(meta["addr"])
-        except (KeyError, TypeError, ValueError, AttributeError, SnapshotError):
+        if not _valid_offer(holder, meta):
             self.stats["bad_offers"] += 1
             return
-        if size <= 0 or chunk <= 0 or data_index < index:
-            self.stats["bad_offers"] += 1
-            return
+        size, chunk, index = meta["size"], meta["chunk"], meta["index"]
         if index <= view.commit:
             # e.g. an install finished by start-up recovery after a crash: the core answers
             # with its commit index, and the leader resumes appending after the snapshot
@@ -287,8 +280,11 @@ class Transfers:
                     self._step(dl)
                 return
             self._abort("replaced by a newer offer")
+        d = self._recv_dir(sid)
+        if d is None:
+            self.stats["bad_offers"] += 1
+            return
         self._ensure_peer(holder, meta["addr"])
-        d = Path(self.cfg.data) / "snapshots" / f".recv-{sid}"
         for other in d.parent.glob(".recv-*"):
             if other != d:
                 shutil.rmtree(other, ignore_errors=True)
@@ -317,6 +313,17 @@ class Transfers:
             holder,
         )
         self._pump(now)
+
+    def _recv_dir(self, sid: str) -> Path | None:
+        """Returns ``DATA/snapshots/.recv-<sid>``, or None when ``sid`` is not a safe name
+        (``wire.SID_PATTERN``) or the path would resolve outside ``DATA/snapshots``."""
+        if not is_snapshot_id(sid):
+            return None
+        parent = (Path(self.cfg.data) / "snapshots").resolve()
+        d = parent / f".recv-{sid}"
+        if d.resolve().parent != parent:
+            return None
+        return d
 
     def _ensure_peer(self, holder: str, addr: str) -> None:
         if holder not in self.net.peers() and holder != self.view.id:
@@ -487,6 +494,46 @@ class Transfers:
         self._fds.clear()
         if self._dl is not None:
             self._dl.sink.close()
+
+
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _valid_offer(holder: str, meta: dict[str, Any]) -> bool:
+    """True when an offer from ``holder`` is well formed: a usable node id, integers in
+    range (indexes up to MAX_INDEX, terms up to MAX_TERM, a size >= 1, a chunk of
+    1..MAX_SNAPSHOT_CHUNK bytes, ``data_index >= index``), a sha256 of 64 hex digits, a
+    usable ``addr``, and a membership whose ids and
+    addresses are usable (it becomes this node's peer table once installed)."""
+
+    def uint(key: str, limit: int) -> bool:
+        v = meta.get(key)
+        return type(v) is int and 0 <= v <= limit
+
+    try:
+        check_node_id(holder)
+        check_address(meta["addr"])
+        conf = conf_from_json(meta)
+        for v in meta["voters"] + meta["learners"]:
+            check_node_id(v)
+        for k, a in meta["addrs"].items():
+            check_node_id(k)
+            check_address(a)
+    except (ConfigError, SnapshotError, KeyError, TypeError, AttributeError):
+        return False
+    sha = meta.get("sha256")
+    return (
+        bool(conf.voters)
+        and all(uint(k, MAX_INDEX) for k in ("index", "data_index", "size"))
+        and all(uint(k, MAX_TERM) for k in ("term", "log_term"))
+        and meta["size"] >= 1
+        and type(meta.get("chunk")) is int
+        and 1 <= meta["chunk"] <= MAX_SNAPSHOT_CHUNK
+        and meta["data_index"] >= meta["index"]
+        and type(sha) is str
+        and len(sha) == 64
+        and set(sha) <= _SHA256_HEX
+    )
 
 
 def _raft_part(meta: dict[str, Any]) -> dict[str, Any]:

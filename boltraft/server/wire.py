@@ -24,6 +24,7 @@ the error's stable wire form (``BoltraftError.to_wire``); ``ok``/``fail`` build 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgpack
@@ -47,9 +48,10 @@ def _decode_pairs(fields: list[Any]) -> list[list[Any]]:
             type(item) is not list
             or len(item) != 2
             or type(item[0]) is not int
+            or not 0 <= item[0] <= codec.MAX_UINT
             or type(item[1]) is not dict
         ):
-            raise MalformedFrameError("each forwarded item is [id, map]")
+            raise MalformedFrameError("each forwarded item is [uint64 id, map]")
     return fields[0]
 
 
@@ -74,7 +76,8 @@ def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
         rid = item[0]
         if type(rid) is not int or not 0 <= rid <= codec.MAX_UINT:
             raise MalformedFrameError("a request id is an unsigned 64-bit integer")
-        codec.check_plain(item[1], "a request body")  # a flat map: one pass over its values
+        # a flat map: one pass over its values
+        codec.check_plain(item[1], "a request body", codec.MAX_BODY_DEPTH)
     return fields[0]
 
 
@@ -146,14 +149,27 @@ _SNAP_SHAPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# A snapshot id names a file and a directory (``DATA/snapshots/.recv-<sid>``): the data
+# index in decimal and the first 16 hex digits of the sha256, nothing else.
+SID_PATTERN = re.compile(r"[0-9]{1,20}-[0-9a-f]{16}")
+
+
+def is_snapshot_id(sid: Any) -> bool:
+    """True when ``sid`` is a well-formed snapshot id (``SID_PATTERN``): a safe file name."""
+    return type(sid) is str and SID_PATTERN.fullmatch(sid) is not None
+
+
 def _decode_snap(fields: list[Any]) -> list[Any]:
-    """``[name, ...]`` of a snap frame; raises MalformedFrameError on a bad shape."""
+    """``[name, sid, ...]`` of a snap frame; raises MalformedFrameError on a bad shape or
+    a snapshot id that is not ``SID_PATTERN``."""
     if not fields or type(fields[0]) is not str or fields[0] not in _SNAP_SHAPES:
         raise MalformedFrameError("unknown snap message")
     shape = _SNAP_SHAPES[fields[0]]
     rest = fields[1:]
     if len(rest) != len(shape) or any(type(v) is not t for v, t in zip(rest, shape, strict=True)):
         raise MalformedFrameError(f"malformed snap {fields[0]!r} message")
+    if not is_snapshot_id(rest[0]):
+        raise MalformedFrameError(f"malformed snapshot id in a snap {fields[0]!r} message")
     return fields
 
 

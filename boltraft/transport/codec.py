@@ -17,6 +17,9 @@ A Raft message travels as a fixed 13-element array, no per-field map::
     entries:  [[term, index, type, data], ...]      (an Entry NamedTuple packs as this array)
     snapshot: nil | [index, term, [voter, ...], [learner, ...], {id: addr}]
 
+Terms are at most ``MAX_TERM`` (2^62) and log indexes at most ``MAX_INDEX`` (2^63 - 1, the
+log's signed 64 bits): a message out of range is malformed.
+
 Decoding raises only ProtocolError subclasses: FrameTooLargeError (over ``max_frame_size``,
 checked before any parsing), UnsupportedProtocolError (an integer version other than 1, or an
 unknown kind), BadRequestError (a well-formed "req" frame whose body is not a map with a string
@@ -44,6 +47,8 @@ from boltraft.errors import (
 )
 from boltraft.packing import pack
 from boltraft.raft.types import (
+    MAX_INDEX,
+    MAX_TERM,
     ConfState,
     Entry,
     EntryType,
@@ -55,6 +60,11 @@ from boltraft.raft.types import (
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_SIZE = 16 << 20  # bytes; configurable per transport / client
 MAX_UINT = (1 << 64) - 1
+# Nesting of arrays and maps, the value itself counting as one: a frame's fields at most
+# MAX_DEPTH deep, a request body at most MAX_BODY_DEPTH (so that a body a follower forwards
+# inside a fwd frame, three levels down, still fits). Checked iteratively, never by recursion.
+MAX_DEPTH = 32
+MAX_BODY_DEPTH = 24
 
 KIND_RAFT = "raft"
 KIND_REQ = "req"
@@ -171,10 +181,12 @@ def _bad(message: str, **details: Any) -> MalformedFrameError:
     return MalformedFrameError(message, **details)
 
 
-def check_plain(obj: Any, what: str = "value") -> None:
-    """Checks that ``obj`` holds only nil/bool/int/float/str/bytes/list/map values.
+def check_plain(obj: Any, what: str = "value", max_depth: int = MAX_DEPTH) -> None:
+    """Checks that ``obj`` holds only nil/bool/int/float/str/bytes/list/map values, nested
+    at most ``max_depth`` arrays and maps deep (``obj`` itself counting as one).
 
-    Raises MalformedFrameError on anything else (msgpack extension types, timestamps)."""
+    Raises MalformedFrameError on anything else (msgpack extension types, timestamps,
+    deeper nesting)."""
     t = type(obj)
     if t is dict:
         flat = obj.values()
@@ -190,22 +202,23 @@ def check_plain(obj: Any, what: str = "value") -> None:
             break
     else:
         return
-    stack = [obj]
-    pop, push = stack.pop, stack.extend
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        o = pop()
-        t = type(o)
-        if t is list:
-            push(o)
-        elif t is dict:
-            push(o.values())
-        elif t not in scalars:
-            raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
+        o, depth = pop()
+        if depth > max_depth:
+            raise _bad(f"{what} nests arrays and maps more than {max_depth} deep")
+        for v in o if type(o) is list else o.values():
+            t = type(v)
+            if t is list or t is dict:
+                push((v, depth + 1))
+            elif t not in scalars:
+                raise _bad(f"{what} holds an unsupported msgpack type ({t.__name__})")
 
 
-def _uint(value: Any, what: str) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_UINT:
-        raise _bad(f"{what} must be an unsigned 64-bit integer")
+def _uint(value: Any, what: str, limit: int = MAX_UINT) -> int:
+    if type(value) is not int or not 0 <= value <= limit:
+        raise _bad(f"{what} must be an integer in 0..{limit}")
     return value
 
 
@@ -223,7 +236,7 @@ def _entries(raw: Any) -> list[Entry]:
             or type(index) is not int
             or type(etype) is not int
             or type(data) is not bytes
-            or not (0 < term <= MAX_UINT and 0 < index <= MAX_UINT)
+            or not (0 < term <= MAX_TERM and 0 < index <= MAX_INDEX)
             or etype not in _ENTRY_TYPES
         ):
             raise _bad("an entry has a field of the wrong type or range")
@@ -248,7 +261,9 @@ def _snapshot(raw: Any) -> SnapshotMeta | None:
     ):
         raise _bad("snapshot addrs must be a map of strings")
     conf = ConfState(_str_list(voters, "voters"), _str_list(learners, "learners"), addrs)
-    return SnapshotMeta(_uint(index, "snapshot index"), _uint(term, "snapshot term"), conf)
+    return SnapshotMeta(
+        _uint(index, "snapshot index", MAX_INDEX), _uint(term, "snapshot term", MAX_TERM), conf
+    )
 
 
 def _message(raw: Any) -> Message:
@@ -266,14 +281,14 @@ def _message(raw: Any) -> Message:
         type=mtype,
         to=to,
         frm=frm,
-        term=_uint(term, "term"),
-        log_term=_uint(log_term, "log_term"),
-        index=_uint(index, "index"),
+        term=_uint(term, "term", MAX_TERM),
+        log_term=_uint(log_term, "log_term", MAX_TERM),
+        index=_uint(index, "index", MAX_INDEX),
         entries=_entries(ents),
-        commit=_uint(commit, "commit"),
+        commit=_uint(commit, "commit", MAX_INDEX),
         reject=reject,
-        reject_hint=_uint(hint, "reject_hint"),
-        hint_term=_uint(hint_term, "hint_term"),
+        reject_hint=_uint(hint, "reject_hint", MAX_INDEX),
+        hint_term=_uint(hint_term, "hint_term", MAX_TERM),
         context=ctx,
         snapshot=_snapshot(snap),
     )
@@ -302,7 +317,7 @@ def _decode_req(fields: list[Any]) -> Request:
     try:
         if type(body) is not dict or type(body.get("op")) is not str:
             raise BadRequestError("a request body must be a map with a string 'op'")
-        check_plain(body, "the request body")
+        check_plain(body, "the request body", MAX_BODY_DEPTH)
     except ProtocolError as err:
         err.details["request_id"] = rid
         raise

@@ -1,0 +1,277 @@
+"""Hostile frames against real ``boltraft serve`` processes (issue 19): each test sends what
+killed, wedged or damaged a live node, then checks that every node still runs and serves,
+and that nothing it should not touch changed. Waits are polls with deadlines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from boltraft.client import Client
+from boltraft.transport.codec import PROTOCOL_VERSION, decode_frame
+
+from .cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.integration
+
+PROBE_S = 10.0  # how long the answer to a probe behind the hostile frames may take
+
+
+def _sock(addr: str, identity: bytes | None) -> zmq.Socket:
+    s: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if identity is not None:
+        s.setsockopt(zmq.IDENTITY, identity)
+    s.connect(addr)
+    return s
+
+
+def _send_then_probe(c: Cluster, node_id: str, *frames: Any, identity: bytes | None = None) -> None:
+    """Sends the msgpack ``frames`` to ``node_id`` on one connection, then a ``status``
+    request behind them, and waits for its answer: the node handled the frames before it."""
+    s = _sock(c.addrs[node_id], identity)
+    try:
+        for f in frames:
+            s.send(f if isinstance(f, bytes) else msgpack.packb(f))
+        s.send(msgpack.packb([PROTOCOL_VERSION, "req", 424242, {"op": "status"}]))
+        deadline_ms = int(PROBE_S * 1000)
+        while True:
+            assert s.poll(deadline_ms), f"{node_id} did not answer the probe"
+            frame = decode_frame(s.recv())
+            if frame.kind == "resp" and frame.payload.request_id == 424242:
+                assert frame.payload.ok
+                return
+    finally:
+        s.close()
+
+
+def _serving(c: Cluster, key: str) -> None:
+    """Asserts every node runs, a write commits and every node reads it back."""
+    for node_id in c.ids:
+        assert c.running(node_id), f"{node_id} exited:\n{c.dump_logs()}"
+    with Client(c.endpoints, timeout=20) as cl:
+        cl.create_bucket("hostile", if_not_exists=True)
+        cl.put("hostile", key, b"ok")
+        for node_id in c.ids:
+            with Client([c.addrs[node_id]], timeout=20) as one:
+                assert one.get("hostile", key) == b"ok"
+    for node_id in c.ids:
+        assert c.running(node_id), f"{node_id} exited:\n{c.dump_logs()}"
+
+
+def _status(c: Cluster, node_id: str) -> dict[str, Any]:
+    st = wait_until(lambda: c.status(node_id), 10, f"{node_id}'s status")
+    assert isinstance(st, dict)
+    return st
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _msg(
+    typ: int,
+    to: str,
+    frm: str,
+    term: int,
+    *,
+    log_term: int = 0,
+    index: int = 0,
+    entries: list[Any] | None = None,
+    commit: int = 0,
+) -> list[Any]:
+    return [typ, to, frm, term, log_term, index, entries or [], commit, False, 0, 0, b"", None]
+
+
+# --- finding 10: path traversal through a snapshot id -------------------------------------------
+def test_snapshot_offer_with_a_traversing_id_touches_nothing(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != lead)
+    data = cluster.root / follower
+    victim = cluster.root / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    before = _tree(data)
+    meta = {
+        "term": _status(cluster, follower)["term"] + 1,
+        "index": 10**6,
+        "log_term": 1,
+        "voters": cluster.ids,
+        "learners": [],
+        "addrs": cluster.addrs,
+        "data_index": 10**6,
+        "size": 4096,
+        "sha256": "0" * 64,
+        "chunk": 1024,
+        "addr": cluster.addrs[lead],
+    }
+    depth = len(data.resolve().parts) + 2
+    sids = [
+        "A/" + "../" * depth + str(victim.resolve()).lstrip("/"),
+        "A/../../state",
+        "B/../../wal",
+        "../../log",
+    ]
+    frames = [  # each offer newer than the last: it replaces (and deletes) the previous download
+        [
+            PROTOCOL_VERSION,
+            "snap",
+            "offer",
+            sid,
+            {**meta, "index": meta["index"] + k, "data_index": meta["index"] + k},
+        ]
+        for k, sid in enumerate(sids)
+    ]
+    _send_then_probe(cluster, follower, *frames, identity=lead.encode())
+    assert (victim / "precious").read_text() == "keep me"
+    assert (data / "wal").exists() or (data / "log").exists()
+    assert (data / "state").exists()
+    assert not any(".recv-" in p for p in _tree(data) - before)
+    assert not any("recv" in p.name for p in cluster.root.iterdir())
+    _serving(cluster, "after-traversal")
+
+
+# --- finding 6: a term or index past the log's signed 64 bits ------------------------------------
+@pytest.mark.parametrize("term", [2**64 - 1, 2**63, 2**63 - 1])
+def test_heartbeat_with_a_huge_term_changes_no_term(cluster: Cluster, term: int) -> None:
+    lead = cluster.wait_for_leader()
+    for node_id in cluster.ids:
+        other = next(i for i in cluster.ids if i != node_id)
+        hb = _msg(6, node_id, other, term)
+        _send_then_probe(cluster, node_id, [PROTOCOL_VERSION, "raft", [hb]])
+    _serving(cluster, "after-term")
+    for node_id in cluster.ids:
+        assert _status(cluster, node_id)["term"] < 2**32
+    assert cluster.wait_for_leader() == lead
+
+
+# --- finding 7: an append response past the leader's log -----------------------------------------
+def test_append_response_past_the_log_leaves_the_leader_leading(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != lead)
+    term = _status(cluster, lead)["term"]
+    resp = _msg(1, lead, follower, term, index=10**9)
+    _send_then_probe(cluster, lead, [PROTOCOL_VERSION, "raft", [resp]])
+    _serving(cluster, "after-app-resp")
+    st = _status(cluster, lead)
+    assert st["role"] == "leader" and st["term"] == term
+    assert st["commit"] < 10**6
+
+
+# --- finding 9: entries whose indexes do not follow the append's index ---------------------------
+def test_append_with_gapped_entries_is_refused(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    with Client(cluster.endpoints, timeout=20) as cl:
+        cl.create_bucket("gap")
+    follower = next(i for i in cluster.ids if i != lead)
+    st = wait_until(
+        lambda: (s := cluster.status(follower)) and s["last_index"] == s["commit"] and s,
+        10,
+        "the follower to hold what is committed",
+    )
+    term, last = st["term"], st["last_index"]
+    ents = [[term, 10**6, 0, b""]]
+    app = _msg(0, follower, lead, term, log_term=term, index=last, entries=ents, commit=last + 1)
+    _send_then_probe(cluster, follower, [PROTOCOL_VERSION, "raft", [app]])
+    _serving(cluster, "after-gap")
+    assert _status(cluster, follower)["last_index"] < 10**6
+
+
+# --- finding 8: a forwarded write, an offer or a notice that killed a node -----------------------
+def test_forwarded_write_whose_op_is_not_a_string_is_answered(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != lead)
+    bodies = [{"op": [1]}, {"op": {"a": 1}}, {"op": 5}, {"op": None}]
+    items = [[i, body] for i, body in enumerate(bodies)]
+    _send_then_probe(cluster, lead, [PROTOCOL_VERSION, "fwd", items], identity=follower.encode())
+    _serving(cluster, "after-fwd")
+
+
+def test_offers_from_a_bad_holder_or_to_a_bad_address_are_dropped(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != lead)
+    sid = "1000000-0123456789abcdef"
+    meta = {
+        "term": _status(cluster, follower)["term"],
+        "index": 10**6,
+        "log_term": 1,
+        "voters": cluster.ids,
+        "learners": [],
+        "addrs": cluster.addrs,
+        "data_index": 10**6,
+        "size": 4096,
+        "sha256": "0" * 64,
+        "chunk": 1024,
+        "addr": cluster.addrs[lead],
+    }
+    offer = [PROTOCOL_VERSION, "snap", "offer", sid, meta]
+    _send_then_probe(cluster, follower, offer)  # routing id generated by ZeroMQ: 0x00 + 4 bytes
+    for addr in ["not an address", "tcp://", "ipc:///tmp/x", "tcp://127.0.0.1:99999", 5]:
+        bad = [PROTOCOL_VERSION, "snap", "offer", sid, {**meta, "addr": addr}]
+        _send_then_probe(cluster, follower, bad, identity=b"stranger")
+    _serving(cluster, "after-offers")
+
+
+def test_join_with_an_invalid_id_is_refused(cluster: Cluster) -> None:
+    cluster.wait_for_leader()
+    with Client(cluster.endpoints, timeout=20) as cl:
+        for bad in ["\x00x", "a" * 300]:
+            with pytest.raises(Exception) as info:
+                cl.join(bad, "tcp://127.0.0.1:1")
+            assert getattr(info.value, "code", "") == "bad_request"
+    _serving(cluster, "after-join")
+    assert sorted(_status(cluster, cluster.ids[0])["members"]["voters"]) == cluster.ids
+
+
+def test_removed_notice_from_a_client_halts_no_node(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    term = _status(cluster, lead)["term"]
+    for node_id in cluster.ids:
+        notices = [
+            [PROTOCOL_VERSION, "removed", {"by": lead, "term": term}],
+            [PROTOCOL_VERSION, "removed", {"by": "x", "term": 10**6}],
+            [PROTOCOL_VERSION, "removed", {}],
+        ]
+        _send_then_probe(cluster, node_id, *notices, identity=lead.encode())
+        _send_then_probe(cluster, node_id, *notices)
+    _serving(cluster, "after-removed")
+    for node_id in cluster.ids:
+        assert not (cluster.root / node_id / "removed.json").exists()
+    assert os.path.isdir(cluster.root / lead)
+
+
+# --- findings 1 and 2: nesting depth -----------------------------------------------------------
+def _deep_body(op: bytes, field: bytes, depth: int) -> bytes:
+    """A msgpack request body {"op": op, "bucket": "hostile", "key": b"k", field: [[...]]}
+    with ``depth`` nested arrays (built by hand: msgpack's packer stops at 512); ``field``
+    is not one of the first three."""
+    head = b"\x84" + msgpack.packb("op") + msgpack.packb(op.decode())
+    head += msgpack.packb("bucket") + msgpack.packb("hostile")
+    head += msgpack.packb("key") + msgpack.packb(b"k") + msgpack.packb(field.decode())
+    return head + b"\x91" * depth + msgpack.packb(b"x")
+
+
+def test_deeply_nested_bodies_are_answered_and_kill_no_node(cluster: Cluster) -> None:
+    lead = cluster.wait_for_leader()
+    with Client(cluster.endpoints, timeout=20) as cl:
+        cl.create_bucket("hostile")
+    follower = next(i for i in cluster.ids if i != lead)
+    for node_id in (lead, follower):
+        for depth in (1000, 100, 30):
+            for op, field in ((b"get", b"read"), (b"count", b"read"), (b"put", b"value")):
+                frame = b"\x94\x01" + msgpack.packb("req") + msgpack.packb(depth)
+                s = _sock(cluster.addrs[node_id], None)
+                try:
+                    s.send(frame + _deep_body(op, field, depth))
+                    assert s.poll(int(PROBE_S * 1000)), f"{node_id}: no answer to {op!r}"
+                    answer = decode_frame(s.recv()).payload
+                finally:
+                    s.close()
+                assert answer.request_id == depth and not answer.ok
+                assert answer.error.code in ("malformed_frame", "malformed_command")
+    _serving(cluster, "after-depth")
