@@ -455,6 +455,17 @@ def test_a_seq_below_its_client_s_highest_is_refused(h: Harness) -> None:
     assert h.sm.apply([ent(4, once(nextseq("a"), "c", 6, ts=10))]) == [2]
 
 
+def test_a_run_of_puts_refuses_a_seq_below_one_applied_earlier_in_the_run(h: Harness) -> None:
+    """A run long enough for the real one's batch path, with one client's seqs out of order:
+    a seq below one the run already applied is refused, as it is one command at a time."""
+    h.sm.apply([ent(1, mk("a"))])
+    seqs = [0, 1, 4, 2, 3, 5, *range(6, 6 + BATCH_PATH_MIN)]
+    run = [ent(2 + i, once(put("a", b"k%d" % s, b"v"), "c", s)) for i, s in enumerate(seqs)]
+    results = h.sm.apply(run)
+    assert kinds(results[:6]) == [None, None, None, SessionExpiredError, SessionExpiredError, None]
+    assert get(h.sm, "a", b"k2") is None and get(h.sm, "a", b"k5") == b"v"
+
+
 def test_equal_content_gives_equal_hashes_across_both_kinds(tmp_path: Path) -> None:
     real = BucketStateMachine(tmp_path / "real", sync=False)
     twin = MemStateMachine()

@@ -205,9 +205,9 @@ class DedupRun:
 
     def unrecorded(self, ids: list[tuple[bytes, int]], clock: int) -> list[bytes] | None:
         """The record keys of ``ids`` (pairs (cid, seq)) when none of them has a record,
-        live or expired, none repeats, and each is above its client's highest seq at
-        ``clock`` (the clock before the run); None otherwise (then each needs its own
-        ``lookup``)."""
+        live or expired, none repeats, each client's seqs rise in the order of ``ids``,
+        and each is above its client's highest seq at ``clock`` (the clock before the run);
+        None otherwise (then each needs its own ``lookup``)."""
         key_of = self._key_of
         keys = [key_of(cid, seq) for cid, seq in ids]
         if len(set(keys)) != len(keys):
@@ -215,11 +215,15 @@ class DedupRun:
         get, meta = self._tx._txn.get, self._meta
         if [k for k in keys if get(k, db=meta) is not None]:
             return None
-        lowest: dict[bytes, int] = {}
+        first: dict[bytes, int] = {}  # cid -> its first seq in ids
+        last: dict[bytes, int] = {}
         for cid, seq in ids:
-            if seq < lowest.get(cid, seq + 1):
-                lowest[cid] = seq
-        if any(seq <= self._highest(cid, clock) for cid, seq in lowest.items()):
+            if cid not in last:
+                first[cid] = seq
+            elif seq <= last[cid]:
+                return None  # out of order: a lookup refuses the later lower seq
+            last[cid] = seq
+        if any(seq <= self._highest(cid, clock) for cid, seq in first.items()):
             return None
         return keys
 
