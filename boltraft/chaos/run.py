@@ -205,10 +205,7 @@ class Runner:
         self.exits: list[dict[str, Any]] = []
         self.recovery_timeouts = 0
         self._owned_dir = opts.out is None
-        self.dir = (
-            Path(tempfile.mkdtemp(prefix="boltraft-chaos-")) if opts.out is None else opts.out
-        )
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(opts.out or "")  # made by run()
         self.net: Network | None = None
         self.cluster: ChaosCluster | None = None
         self.workload: Workload | None = None
@@ -217,13 +214,28 @@ class Runner:
     # --- the run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t0 = time.monotonic()
+        if self.opts.out is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="boltraft-chaos-"))
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
         report: dict[str, Any] | None = None
+        interrupted = False
         try:
             with _Interrupt.active():
                 report = self._run(t0)
             return report
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        except BoltraftError as err:
+            err.message = f"{err.message} (the run's files: {self.dir})"
+            err.details["out"] = str(self.dir)
+            raise
         finally:
-            self.close(keep_data=report is None or not report["valid"])
+            failed = (report is None and not interrupted) or (
+                report is not None and not report["valid"]
+            )
+            self.close(keep_data=failed)
             if report is not None:
                 report["out"] = str(self.dir) if self.dir.exists() else None
 
