@@ -171,6 +171,21 @@ class _Interrupt:
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    @classmethod
+    @contextmanager
+    def shielded(cls) -> Iterator[None]:
+        """Ignores Ctrl-C, SIGTERM and SIGHUP for the block (the cleanup runs to its end)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, *cls.SIGNALS)
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
 
 class Runner:
     """One run (``run`` below); its parts are public for the tests."""
@@ -235,7 +250,8 @@ class Runner:
             failed = (report is None and not interrupted) or (
                 report is not None and not report["valid"]
             )
-            self.close(keep_data=failed)
+            with _Interrupt.shielded():
+                self.close(keep_data=failed)
             if report is not None:
                 report["out"] = str(self.dir) if self.dir.exists() else None
 
