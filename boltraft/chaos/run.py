@@ -20,8 +20,8 @@ history, faults injected one at a time, and at the end a verdict (docs/chaos.md)
 Report keys: ``faults`` (by type, the faults injected), ``faults_total``, ``ops_ok``,
 ``ops_fail``, ``ops_info``, ``linearizable`` (true, false, or null: undecided),
 ``replica_hashes_equal``, ``acked_writes_lost``, ``failover_ms`` (``p50``, ``max``,
-``samples``: leader SIGKILL to the next acknowledged write; ``failover_ms_samples``: each
-one), ``unexpected_exits`` (nodes that
+``samples``: leader SIGKILL to the acknowledgement of the first write invoked after it;
+``failover_ms_samples``: each one), ``unexpected_exits`` (nodes that
 exited on their own: node, status, the end of its log), ``recovery_timeouts``, ``skipped``
 (fault -> why), ``network``, ``errors`` (error code -> calls that ended with it unknown),
 ``nodes``, ``clients``, ``keys``, ``seed``, ``duration_s``, ``elapsed_s``, ``out`` (where
@@ -110,15 +110,28 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-def failover_ms(leader_kills: Sequence[int], acked: Sequence[int]) -> list[float]:
-    """For each leader SIGKILL time (ns), the milliseconds to the first acknowledged write
-    after it (``acked``: completion times, ns); kills with none after them are left out."""
-    acks = sorted(acked)
+def failover_ms(leader_kills: Sequence[int], ops: Sequence[Operation]) -> list[float]:
+    """For each leader SIGKILL time (ns), the milliseconds to the acknowledgement of the first
+    write (ok write or cas of any key) invoked after it; kills with none are left out. (A
+    write invoked before the kill may have been committed by the old leader, its answer on
+    its way: it would say nothing about the new one.)"""
+    acked = sorted(
+        (op.invoke, op.complete)
+        for op in ops
+        if op.f in ("write", "cas") and op.type == "ok" and op.complete is not None
+    )
+    invokes = [a[0] for a in acked]
+    first_ack = [0] * len(acked)  # first_ack[i]: the earliest completion among acked[i:]
+    soonest = None
+    for i in range(len(acked) - 1, -1, -1):
+        c = acked[i][1]
+        soonest = c if soonest is None or c < soonest else soonest
+        first_ack[i] = soonest
     out = []
     for t in sorted(leader_kills):
-        i = bisect.bisect_right(acks, t)
-        if i < len(acks):
-            out.append(round((acks[i] - t) / 1e6, 1))
+        i = bisect.bisect_right(invokes, t)
+        if i < len(acked):
+            out.append(round((first_ack[i] - t) / 1e6, 1))
     return out
 
 
@@ -422,7 +435,7 @@ class Runner:
         injected = [r for r in self.records if r.injected]
         faults = Counter(r.type for r in injected)
         kills = [r.start for r in injected if r.type == "kill" and r.leader]
-        fo = failover_ms(kills, tally.acked_writes)
+        fo = failover_ms(kills, ops)
         members = set(hashes.get("members", {}))
         equal = bool(hashes.get("agree")) and members == set(self.ids)
         lost = acked_writes_lost(ops, final)
