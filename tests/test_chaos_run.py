@@ -29,6 +29,7 @@ from boltraft.chaos.workload import GARBLED, Workload, decode
 from boltraft.errors import (
     BadRequestError,
     ConditionFailedError,
+    LocalFileError,
     RequestTimeoutError,
     SessionExpiredError,
 )
@@ -124,6 +125,12 @@ def test_bad_options_are_bad_requests(opts: RunOptions, tmp_path: Path) -> None:
     opts.out = tmp_path
     with pytest.raises(BadRequestError):
         Runner(opts)
+
+
+def test_a_run_refuses_an_out_directory_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "history.jsonl").write_text("")
+    with pytest.raises(LocalFileError, match="not an empty directory"):
+        chaos_run.run(RunOptions(faults=["kill"], out=tmp_path))
 
 
 # --- the workload ---------------------------------------------------------------------------------

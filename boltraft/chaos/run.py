@@ -60,7 +60,7 @@ from boltraft.chaos.history import HistoryWriter, Operation, read_history
 from boltraft.chaos.net import Network, make_network, namespaces_unsupported
 from boltraft.chaos.workload import BUCKET, Workload, decode
 from boltraft.client import Client
-from boltraft.errors import BadRequestError, BoltraftError, RequestTimeoutError
+from boltraft.errors import BadRequestError, BoltraftError, LocalFileError, RequestTimeoutError
 
 START_S = 60.0  # the cluster's first leader
 RECOVER_S = 60.0  # after each fault
@@ -245,6 +245,11 @@ class Runner:
         if self.opts.out is None:
             self.dir = Path(tempfile.mkdtemp(prefix="boltraft-chaos-"))
         else:
+            if self.dir.exists() and (not self.dir.is_dir() or any(self.dir.iterdir())):
+                raise LocalFileError(
+                    f"--out {self.dir}: not an empty directory (a run needs a fresh one)",
+                    path=str(self.dir),
+                )
             self.dir.mkdir(parents=True, exist_ok=True)
         report: dict[str, Any] | None = None
         interrupted = False
