@@ -65,6 +65,7 @@ class ChaosCluster:
         self.config_path = root / "node-config.json"
         self.config_path.write_text(json.dumps(config))
         self._pool = ThreadPoolExecutor(max_workers=max(2, len(self.nodes)))
+        self._unexpected: list[dict[str, Any]] = []
 
     @property
     def ids(self) -> list[str]:
@@ -100,6 +101,7 @@ class ChaosCluster:
         n = self.nodes[node_id]
         if self.running(node_id):
             return
+        self._collect(n)
         launch = [sys.executable, "-c", LAUNCH]
         if slow_ms is not None:
             launch += ["--fsync-delay", str(slow_ms)]
@@ -127,8 +129,8 @@ class ChaosCluster:
         n = self.nodes[node_id]
         if n.proc is None:
             return
-        n.expected_exit = True
-        if n.proc.poll() is None:
+        if n.proc.poll() is None:  # one that already exited on its own stays unexpected
+            n.expected_exit = True
             n.proc.kill()
         n.proc.wait(30)
         n.paused = False
@@ -138,8 +140,8 @@ class ChaosCluster:
         n = self.nodes[node_id]
         if n.proc is None:
             return
-        n.expected_exit = True
         if n.proc.poll() is None:
+            n.expected_exit = True
             if n.paused:
                 n.proc.send_signal(signal.SIGCONT)
             n.proc.send_signal(signal.SIGTERM)
@@ -172,19 +174,23 @@ class ChaosCluster:
         """Marks ``node_id``'s coming exit as expected (it is being removed)."""
         self.nodes[node_id].expected_exit = True
 
+    def _collect(self, n: NodeProc) -> None:
+        """Forgets ``n``'s process if it exited, noting an unexpected exit."""
+        if n.proc is None or n.proc.poll() is None:
+            return
+        code = n.proc.returncode
+        n.exits.append(code)
+        if not n.expected_exit:
+            self._unexpected.append({"node": n.id, "status": code, "log_tail": self.log_tail(n.id)})
+        n.proc = None
+        n.paused = False
+
     def reap(self) -> list[dict[str, Any]]:
         """The nodes that exited since the last call without the runner stopping them:
         ``{"node", "status", "log_tail"}`` each (their processes are forgotten)."""
-        out = []
         for n in self.nodes.values():
-            if n.proc is None or n.proc.poll() is None:
-                continue
-            code = n.proc.returncode
-            n.exits.append(code)
-            if not n.expected_exit:
-                out.append({"node": n.id, "status": code, "log_tail": self.log_tail(n.id)})
-            n.proc = None
-            n.paused = False
+            self._collect(n)
+        out, self._unexpected = self._unexpected, []
         return out
 
     def log_tail(self, node_id: str, chars: int = LOG_TAIL_CHARS) -> str:

@@ -294,7 +294,7 @@ class Runner:
         )
         self.workload.start()
         nemesis = Nemesis(cluster, self.net, self.rng)
-        end = t0 + self.opts.duration
+        end = time.monotonic() + self.opts.duration
         with open(self.dir / "faults.jsonl", "w") as flog:
             while time.monotonic() < end:
                 time.sleep(min(self.rng.uniform(*GAP_S), max(0.0, end - time.monotonic())))

@@ -205,12 +205,13 @@ def test_a_node_that_exits_on_its_own_is_reported_and_one_the_runner_stops_is_no
         assert victim is not None
         os.kill(victim.pid, signal.SIGKILL)  # not through the cluster: "on its own"
         wait_until(lambda: not c.running("n2"), 30, "n2 to die")
+        c.kill("n2")  # a fault the runner injects afterwards does not hide the exit
+        c.start("n2")
         c.kill("n1")
         exits = c.reap()
         assert [(e["node"], e["status"]) for e in exits] == [("n2", -signal.SIGKILL)]
         assert "serving on" in exits[0]["log_tail"]
         assert c.reap() == []
-        c.start("n2")
         c.start("n1")
         c.wait_leader(60)
     finally:
