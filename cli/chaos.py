@@ -269,6 +269,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"unexpected exit: {ex['node']} with status {ex['status']}")
     if r["recovery_timeouts"]:
         lines.append(f"recovery_timeouts: {r['recovery_timeouts']}")
+    for error in r.get("fault_errors", []):
+        lines.append(f"fault error: {error}")
     where = f"; files in {r['out']}" if r["out"] else ""
     lines.append(f"{'valid' if r['valid'] else 'NOT VALID'} (seed {r['seed']}{where})")
     return "\n".join(lines)

@@ -61,6 +61,7 @@ from boltraft.chaos.net import Network, make_network, namespaces_unsupported
 from boltraft.chaos.workload import BUCKET, Workload, decode
 from boltraft.client import Client
 from boltraft.errors import BadRequestError, BoltraftError, LocalFileError, RequestTimeoutError
+from boltraft.server.probe import request as probe_request
 
 START_S = 60.0  # the cluster's first leader
 RECOVER_S = 60.0  # after each fault
@@ -232,6 +233,7 @@ class Runner:
         self.records: list[FaultRecord] = []
         self.exits: list[dict[str, Any]] = []
         self.recovery_timeouts = 0
+        self.diagnostics = 0
         self._owned_dir = opts.out is None
         self.dir = Path(opts.out or "")  # made by run()
         self.net: Network | None = None
@@ -304,6 +306,8 @@ class Runner:
                 self.records.append(rec)
                 flog.write(json.dumps(rec.to_json()) + "\n")
                 flog.flush()
+                if rec.error:
+                    self.diagnose(f"{rec.type} {rec.target}: {rec.error}")
                 self.recover(nemesis)
             self.heal(nemesis)
         self.workload.stop(OP_TIMEOUT_S * 3)
@@ -361,8 +365,31 @@ class Runner:
                     return True
             if time.monotonic() >= deadline:
                 self.recovery_timeouts += 1
+                self.diagnose(f"no recovery within {timeout:.0f} s")
                 return False
             time.sleep(0.05)
+
+    def diagnose(self, why: str) -> None:
+        """Writes ``diag-<n>.json``: ``why``, and every running node's status and membership
+        (a leader's with each member's progress), for a fault that failed or a recovery
+        that did not come."""
+        c = self.cluster
+        assert c is not None
+        nodes: dict[str, Any] = {}
+        for nid in c.ids:
+            if not c.running(nid) or c.nodes[nid].paused:
+                nodes[nid] = "paused" if c.running(nid) else "not running"
+                continue
+            entry: dict[str, Any] = {}
+            for op in ("status", "members"):
+                try:
+                    entry[op] = probe_request(c.addr(nid), {"op": op}, timeout=2.0)
+                except BoltraftError as err:
+                    entry[op] = err.to_wire()
+            nodes[nid] = entry
+        self.diagnostics += 1
+        path = self.dir / f"diag-{self.diagnostics}.json"
+        path.write_text(json.dumps({"why": why, "nodes": nodes}, default=repr, sort_keys=True))
 
     def heal(self, nemesis: Nemesis) -> None:
         """Heals whatever a fault left: partitions, paused nodes, slow disks, a node removed
@@ -465,6 +492,7 @@ class Runner:
                 {k: v for k, v in ex.items() if k != "log_tail"} for ex in self.exits
             ],
             "recovery_timeouts": self.recovery_timeouts,
+            "fault_errors": [f"{r.type} {r.target}: {r.error}" for r in self.records if r.error],
             "skipped": dict(self.skipped),
             "network": self.net.kind,
             "errors": dict(sorted(tally.errors.items())),
