@@ -74,6 +74,7 @@ class Nemesis:
         self.rng = rng
         self.sleep = sleep
         self.removed: set[str] = set()  # removed and not yet a voter again
+        self.stuck: set[str] = set()  # started with --join, not a voter yet
 
     # --- choosing ----------------------------------------------------------------------------
     def _hold(self, long_ok: bool = False) -> float:
@@ -211,20 +212,22 @@ class Nemesis:
         again. Raises RequestTimeoutError when it does not become one in time."""
         c = self.cluster
         deadline = time.monotonic() + REMOVE_EXIT_S
-        while c.running(node) and time.monotonic() < deadline:
+        while c.running(node) and node not in self.stuck and time.monotonic() < deadline:
             time.sleep(0.05)
-        if c.running(node):  # it has not heard of its removal: stop it
+        if c.running(node):  # it has not heard of its removal, or its last join is stuck
             c.kill(node)
         c.wipe(node)
         lead = c.leader()
         join_at = c.addr(lead) if lead is not None else c.endpoints[0]
         c.start(node, join=join_at)
+        self.stuck.add(node)
         deadline = time.monotonic() + REJOIN_S
         while True:
             try:
                 members = client.members(timeout=5.0)
                 if node in members.get("voters", []):
                     self.removed.discard(node)
+                    self.stuck.discard(node)
                     return
             except BoltraftError:
                 pass

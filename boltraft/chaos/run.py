@@ -9,8 +9,9 @@ history, faults injected one at a time, and at the end a verdict (docs/chaos.md)
 2. start the workload (``boltraft.chaos.workload``) writing ``history.jsonl``;
 3. until ``duration`` seconds have passed: wait 0.5-2 s, inject one fault, hold and heal it
    (``boltraft.chaos.faults``), restart any node that exited on its own (an unexpected exit,
-   reported), and wait for the cluster to recover (every node running, a leader, every node
-   applied up to what was committed; at most ``RECOVER_S``);
+   reported) or that a membership fault left out, and wait for the cluster to recover
+   (every node running, a leader, every node applied up to what was committed; at most
+   ``RECOVER_S``);
 4. heal everything, wait for recovery, stop the workload, read every key once more (recorded
    too), and compare the replicas' hashes (``Client.cluster_hash``) until they agree at one
    applied index (at most ``CONVERGE_S``);
@@ -338,6 +339,7 @@ class Runner:
         c = self.cluster
         assert c is not None
         deadline = time.monotonic() + timeout
+        self._rejoin_removed(nemesis)
         target: int | None = None
         while True:
             self._reap()
@@ -391,6 +393,18 @@ class Runner:
         path = self.dir / f"diag-{self.diagnostics}.json"
         path.write_text(json.dumps({"why": why, "nodes": nodes}, default=repr, sort_keys=True))
 
+    def _rejoin_removed(self, nemesis: Nemesis) -> None:
+        """Starts again, with --join and wiped data, each node a membership fault removed
+        and did not get back (its error is the fault's)."""
+        c = self.cluster
+        assert c is not None
+        for nid in sorted(nemesis.removed):
+            try:
+                with Client(c.endpoints, timeout=20.0) as client:
+                    nemesis.rejoin(nid, client)
+            except BoltraftError as err:
+                self.diagnose(f"rejoining {nid} again: {err.code}: {err.message}")
+
     def heal(self, nemesis: Nemesis) -> None:
         """Heals whatever a fault left: partitions, paused nodes, slow disks, a node removed
         and not back; then waits for recovery."""
@@ -402,12 +416,6 @@ class Runner:
             if c.nodes[nid].slow_ms is not None and c.running(nid):
                 c.stop(nid)
                 c.start(nid)
-        for nid in sorted(nemesis.removed):
-            try:
-                with Client(c.endpoints, timeout=20.0) as client:
-                    nemesis.rejoin(nid, client)
-            except BoltraftError:
-                pass
         self.recover(nemesis, CONVERGE_S)
 
     def final_reads(self) -> dict[str, int | None]:
