@@ -49,6 +49,7 @@
         ├── UsageError                    usage
         ├── MissingExtraError             missing_extra
         ├── LocalFileError                file_error
+        ├── SetupFailedError              setup_failed
         └── InterruptedByUserError        interrupted
 
 ``to_wire()`` gives ``{"code", "message", "details"}``; ``BoltraftError.from_wire(d)`` rebuilds
@@ -355,6 +356,14 @@ class LocalFileError(CliError):
     writable, or not what it should be (``details["path"]``)."""
 
     code = "file_error"
+
+
+class SetupFailedError(CliError):
+    """A command could not set up what it runs on this machine (``chaos run``: a network
+    namespace, link or filtering rule, or a node process); ``details["command"]`` names
+    the command that failed, when one did."""
+
+    code = "setup_failed"
 
 
 class InterruptedByUserError(CliError):

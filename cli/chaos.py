@@ -6,8 +6,13 @@
 window is printed), 2 bad input (one line ``error: <code>: <message>`` on stderr), 3
 undecided within ``--timeout``.
 
-The group is ``chaos_group``: a further command (``chaos run``) is one more
-``@chaos_group.command(...)`` function here; ``register`` adds the group to ``boltraft``.
+``chaos run`` starts a cluster, drives a workload under faults and prints the report of
+``boltraft.chaos.run`` (``-w/--write-out``, ``--json``). Its exit status: 0 when the run is
+valid, 1 when it is not (not linearizable, replicas that differ, an acknowledged write lost,
+a node that exited on its own), 3 when the history was undecided and nothing else failed;
+a run that could not be set up fails with its error line (cli/output.py).
+
+The group is ``chaos_group``; ``register`` adds it to ``boltraft``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import click
 
 from boltraft.errors import BoltraftError
 
+from .output import emit, output_options
+
 if TYPE_CHECKING:
     from boltraft.chaos.check import CheckResult, Window
 
@@ -29,9 +36,12 @@ EXIT_UNDECIDED = 3
 MAX_ROWS = 200  # window rows printed in plain output (all of them with --json)
 
 
+FAULT_NAMES = "kill,pause,partition,slow-disk,transfer,membership"
+
+
 @click.group("chaos")
 def chaos_group() -> None:
-    """Check histories of register operations for linearizability."""
+    """Test a cluster under faults, and check histories for linearizability."""
 
 
 @chaos_group.command("check")
@@ -141,6 +151,129 @@ def format_window(w: Window) -> list[str]:
         "or pending at an edge of the window: it may or may not be part of it)"
     )
     return lines
+
+
+@chaos_group.command("run")
+@click.option(
+    "--nodes", default=3, show_default=True, type=click.IntRange(1, 9), help="Nodes in the cluster."
+)
+@click.option(
+    "--faults",
+    default=None,
+    help=f"Comma-separated faults from {FAULT_NAMES} [all the machine supports].",
+)
+@click.option(
+    "--duration",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds of workload under faults.",
+)
+@click.option(
+    "--clients",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Concurrent clients.",
+)
+@click.option(
+    "--keys",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Keys (registers) the clients work on.",
+)
+@click.option(
+    "--seed", default=None, type=int, help="Seed of the workload and the faults [random]."
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Directory for the history, fault log, node logs and report (data directories "
+    "kept only when the run fails) [a temporary directory, removed unless the run fails].",
+)
+@output_options
+def run_cmd(
+    nodes: int,
+    faults: str | None,
+    duration: float,
+    clients: int,
+    keys: int,
+    seed: int | None,
+    out: str | None,
+) -> None:
+    """Start a cluster of NODES real 'boltraft serve' processes, run a workload of
+    linearizable reads, writes and compare-and-sets from CLIENTS clients on KEYS keys for
+    DURATION seconds while injecting faults one at a time, then heal, check the history
+    and compare the replicas' hashes. Partitions need root (network namespaces and
+    iptables); faults the machine cannot inject are skipped and named. Exit status: 0 valid,
+    1 not valid, 3 history undecided."""
+    from pathlib import Path
+
+    from boltraft.chaos.run import RunOptions, parse_faults, run
+    from boltraft.errors import UsageError
+
+    try:
+        fault_list = parse_faults(faults)
+    except BoltraftError as err:
+        raise UsageError(f"--faults: {err.message}") from None
+    opts = RunOptions(
+        nodes=nodes,
+        faults=fault_list,
+        duration=duration,
+        clients=clients,
+        keys=keys,
+        seed=seed,
+        out=None if out is None else Path(out),
+    )
+    report = run(opts)
+    shown = {k: v for k, v in report.items() if k != "errors"}
+    rows = [(k, _cell(v)) for k, v in sorted(shown.items())]
+    emit(report, table=(["KEY", "VALUE"], rows), simple=lambda: click.echo(format_report(report)))
+    if report["valid"]:
+        return
+    others_ok = (
+        report["replica_hashes_equal"]
+        and report["acked_writes_lost"] == 0
+        and not report["unexpected_exits"]
+    )
+    undecided = report["linearizable"] is None and others_ok
+    raise click.exceptions.Exit(EXIT_UNDECIDED if undecided else EXIT_NOT_LINEARIZABLE)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict):
+        return " ".join(f"{k}={_cell(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, list):
+        return "; ".join(_cell(x) for x in v) or "-"
+    return json.dumps(v) if isinstance(v, (bool, type(None))) else str(v)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The plain-text report of ``chaos run``."""
+    faults = " ".join(f"{k}={v}" for k, v in r["faults"].items()) or "none"
+    fo = r["failover_ms"]
+    lines = [
+        f"faults: {faults} ({r['faults_total']} in all)",
+        f"ops: ok={r['ops_ok']} fail={r['ops_fail']} info={r['ops_info']}",
+        f"linearizable: {_cell(r['linearizable'])}",
+        f"replica_hashes_equal: {_cell(r['replica_hashes_equal'])}",
+        f"acked_writes_lost: {r['acked_writes_lost']}",
+        f"failover_ms: p50={_cell(fo['p50'])} max={_cell(fo['max'])} "
+        f"({_count(fo['samples'], 'leader kill')})",
+    ]
+    for fault, why in r["skipped"].items():
+        lines.append(f"skipped: {fault}: {why}")
+    for ex in r["unexpected_exits"]:
+        lines.append(f"unexpected exit: {ex['node']} with status {ex['status']}")
+    if r["recovery_timeouts"]:
+        lines.append(f"recovery_timeouts: {r['recovery_timeouts']}")
+    for error in r.get("fault_errors", []):
+        lines.append(f"fault error: {error}")
+    where = f"; files in {r['out']}" if r["out"] else ""
+    lines.append(f"{'valid' if r['valid'] else 'NOT VALID'} (seed {r['seed']}{where})")
+    return "\n".join(lines)
 
 
 def register(group: click.Group) -> None:

@@ -101,6 +101,9 @@ def test_every_command_refuses_an_unknown_option_in_one_line(path: tuple[str, ..
         (("bench", "cluster", "--keep"), "usage", EXIT_USAGE),  # --keep needs --endpoints
         (("bench", "cluster", "--endpoints", "tcp://h:1", "--nodes", "5"), "usage", EXIT_USAGE),
         (("up", "--nodes", "0"), "usage", EXIT_USAGE),
+        (("chaos", "run", "--faults", "kill,bogus"), "usage", EXIT_USAGE),
+        (("chaos", "run", "--nodes", "0"), "usage", EXIT_USAGE),
+        (("chaos", "run", "--duration", "0"), "usage", EXIT_USAGE),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else str(v),
 )

@@ -174,8 +174,26 @@ def test_peer_address_update_and_removal(make: Callable[..., PeerTransport]) -> 
     assert b.recv(0.1) == []  # the old address gets nothing more
     assert a.remove_peer("n2") is True
     assert a.remove_peer("n2") is False
-    assert a.send([hb("n2", "n1")]) == 0
+    assert a.peers() == {}
+    assert a.send([hb("n7", "n1")]) == 0  # neither in the table nor connected
     assert a.counters()["unknown_peer"] >= 1
+
+
+def test_a_peer_not_in_the_table_is_answered_on_the_connection_it_opened(
+    make: Callable[..., PeerTransport],
+) -> None:
+    # a node whose membership does not name its leader (a joining node starts from the
+    # cluster's log base, which may predate the leader) must still answer it
+    a = make("n1")  # knows nobody
+    b = make("n2", {"n1": a.endpoint})  # b's DEALER connects to a's ROUTER as "n2"
+    (got,) = recv_until(a, bool, lambda: b.send([hb("n1", "n2")]))
+    assert got.sender == b"n2" and a.peers() == {}
+    (back,) = recv_until(b, bool, lambda: a.send([hb("n2", "n1", commit=7)]))
+    assert (back.kind, back.sender, back.peer) == ("raft", b"n1", "n1")
+    assert [m.commit for m in back.payload] == [7]
+    assert a.send_frame("n2", codec.encode_raft([])) is True
+    c = a.counters()
+    assert c["sent_back"] == 2 and c["unknown_peer"] == 0
 
 
 def test_replies_reach_a_restarted_peer_with_the_same_identity(

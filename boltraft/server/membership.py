@@ -23,9 +23,12 @@ A removed node usually never hears that its removal committed (the leader stops 
 it). So a leader that has applied everything it committed in its own term answers any Raft
 traffic from a non-member with ``[1, "removed", {"by": ID, "term": T}]`` (at most once a
 second per sender); the removed node (which accepts the notice only from the leader's
-connection: ``Membership.on_removed_notice``), or one that applies its own removal, writes
-``DATA/removed.json``, stops serving and says why; it refuses to start again until its data
-directory is wiped (a fresh node may then join under the same id).
+connection: ``Membership.on_removed_notice``) writes ``DATA/removed.json``, stops serving and
+says why; it refuses to start again until its data directory is wiped (a fresh node may then
+join under the same id). A node that applies its own removal does the same once no leader
+replicates to it any more: the membership it applied may be behind the cluster's (a node
+joining again under its old id may install a snapshot taken between its removal and its
+re-addition).
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class Membership:
         self._noticed: dict[str, float] = {}  # stranger id -> last notice time
         self._seen_lead = view.lead
         self._was_member = view.id in view.conf_state.members()
+        self._removed: str | None = None  # why, once its applied membership left it out
         self.halted: str | None = None
         self._counters = counters
 
@@ -228,7 +232,9 @@ class Membership:
 
     # --- progress -------------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Advances every waiting operation (and notices a leader change)."""
+        """Advances every waiting operation (and notices a leader change); halts a node that
+        applied its own removal and no longer hears a leader."""
+        self._halt_if_abandoned(now)
         if self.view.lead != self._seen_lead:
             self._seen_lead = self.view.lead
             self._on_leader_change()
@@ -309,16 +315,31 @@ class Membership:
 
     # --- membership changes and removed nodes ---------------------------------------------
     def on_conf_state(self, cs: ConfState) -> None:
-        """Reacts to a membership change that took effect: waiting
-        operations move on; a node that applied its own removal halts."""
+        """Reacts to a membership change that took effect: waiting operations move on; a
+        node that applied its own removal halts once its leader no longer replicates to it
+        (``tick``), unless a membership naming it takes effect first."""
         view = self.view
         member = view.id in cs.members()
         if self._was_member and not member:
-            self.halt(f"the membership change at index {view.applied} removed {view.id}")
+            if self._removed is None:
+                reason = f"the membership change at index {view.applied} removed {view.id}"
+                self._removed = reason
+                self._halt_if_abandoned(time.monotonic())
+        elif member:
+            self._removed = None
         self._was_member = self._was_member or member
         now = time.monotonic()
         for entry in list(self._ops.values()):
             self._advance(entry, now)
+
+    def _halt_if_abandoned(self, now: float) -> None:
+        """Halts a node whose applied membership leaves it out once no leader replicates to
+        it (or at once, as the leader). A leader replicates only to its members: while this
+        node hears one, the cluster has it back (a snapshot taken between its removal and
+        its re-addition, or a log applied in pieces, shows a membership without it first)."""
+        view = self.view
+        if self._removed is not None and (view.is_leader or not view.leader_recently_heard(now)):
+            self.halt(self._removed)
 
     def on_stranger(self, frame: Incoming, frm: str) -> None:
         """As a leader that is fully applied in its own term, tells the

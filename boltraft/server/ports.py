@@ -84,7 +84,8 @@ class Net(Protocol):
         ...
 
     def send_frame(self, peer_id: str, frame: bytes) -> bool:
-        """Sends an encoded frame to a peer over its DEALER; False when dropped."""
+        """Sends an encoded frame to a peer over its DEALER (back through the ROUTER, on the
+        connection the peer opened, when it has no DEALER here); False when dropped."""
         ...
 
     def reply(self, sender: bytes, frame: bytes) -> bool:

@@ -13,6 +13,11 @@ raises UnavailableError.
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
   (heartbeats, probes, re-sent appends) recover it.
+- A frame for a node that is not in the peer table goes back through the ROUTER on the
+  connection that node's DEALER opened to this one, if there is one: a node must answer the
+  node it follows even when its membership does not name it (a joining node starts from the
+  membership at the cluster's log base, which may predate the leader's own joining; a node
+  that was down may not have the leader's addition yet).
 - Batching: ``queue()`` collects messages, ``flush()`` sends ONE "raft" frame per peer with
   everything queued for it (halved only if it would exceed ``max_frame_size``). ``send(msgs)``
   is ``queue(msgs)`` + ``flush()``.
@@ -22,8 +27,10 @@ raises UnavailableError.
 
 Counters (``counters()``): sent / dropped (frames), sent_messages / dropped_messages (Raft
 messages inside them), received (good frames), malformed, oversized, unsupported, bad_request,
-unknown_peer (messages for a node not in the peer table), replies, reply_dropped, bytes_sent
-(frames handed to ZeroMQ), bytes_received (good frames).
+unknown_peer (frames for a node neither in the peer table nor connected to the ROUTER),
+sent_back (frames for a node not in the peer table, sent through the ROUTER on the connection
+its DEALER opened), replies, reply_dropped, bytes_sent (frames handed to ZeroMQ),
+bytes_received (good frames).
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ _COUNTERS = (
     "unsupported",
     "bad_request",
     "unknown_peer",
+    "sent_back",
     "replies",
     "reply_dropped",
     "bytes_sent",
@@ -281,13 +289,17 @@ class PeerTransport:
         total = 0
         for pid, msgs in queued.items():
             peer = self._peers.get(pid)
-            if peer is None:
-                c["unknown_peer"] += len(msgs)
-                c["dropped_messages"] += len(msgs)
-                continue
-            sock = peer[1]
             parts = codec.split_for_limit(msgs, self.max_frame_size)
             sent = 0
+            if peer is None:  # not in the table: back on the connection it came in on
+                for frame, n in parts:
+                    if self._send_back(pid, frame):
+                        sent += n
+                c["sent_messages"] += sent
+                c["dropped_messages"] += len(msgs) - sent
+                total += sent
+                continue
+            sock = peer[1]
             for frame, n in parts:
                 try:
                     _send(sock, frame, _NB)
@@ -313,14 +325,31 @@ class PeerTransport:
         self._live()
         peer = self._peers.get(peer_id)
         if peer is None:
-            self._counts["unknown_peer"] += 1
-            return False
+            return self._send_back(peer_id, frame)
         try:
             _send(peer[1], frame, _NB)
         except zmq.Again:
             self._counts["dropped"] += 1
             return False
         self._counts["sent"] += 1
+        self._counts["bytes_sent"] += len(frame)
+        return True
+
+    def _send_back(self, peer_id: str, frame: bytes) -> bool:
+        """Sends ``frame`` to ``peer_id``, which has no DEALER here, through the ROUTER, on
+        the connection the peer's own DEALER opened to this node (a node's membership may
+        not name the node that leads it: a joining node's starts from the cluster's log
+        base, a lagging one's from before the leader was added). Returns False, counting
+        ``unknown_peer``, when that peer is not connected either."""
+        try:
+            ident = peer_id.encode()
+            _send(self._router, ident, _MORE_NB)
+            _send(self._router, frame, _NB)
+        except (zmq.ZMQError, UnicodeEncodeError):
+            self._counts["unknown_peer"] += 1
+            return False
+        self._counts["sent"] += 1
+        self._counts["sent_back"] += 1
         self._counts["bytes_sent"] += len(frame)
         return True
 

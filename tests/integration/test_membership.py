@@ -4,6 +4,7 @@ that comes back at a new address replaces its entry; membership survives restart
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 
 import pytest
@@ -107,3 +108,37 @@ def test_rejoin_at_new_address_and_membership_survives_restarts(ops_cluster) -> 
                     f"{node_id} to have the write",
                 )
                 assert one.get("b", "before", read="stale") == b"1"
+
+
+def test_a_node_joins_through_a_leader_missing_from_its_own_log_base(make_cluster) -> None:
+    """A node that joined by installing a snapshot keeps, as the base of its log, the
+    membership of that snapshot: one without itself. Once it leads, a node joining through
+    it starts from that membership, which does not name the leader; the joiner must still
+    answer the leader, receive its snapshot and become a voter."""
+    c = make_cluster({"snapshot_entries": 100_000, "snapshot_keep_entries": 0})
+    lead = c.wait_for_leader()
+    mover, other = (i for i in c.ids if i != lead)
+    with Client(c.endpoints, timeout=30) as cl:
+        cl.create_bucket("b")
+        cl.remove(mover)
+        assert _exit_code(c, mover) == 3
+        for i in range(20):
+            cl.put("b", f"k{i}", "v")
+        cl.snapshot(c.addrs[lead])  # the leader's log base: a membership without mover
+        shutil.rmtree(c.root / mover)
+        c.join_via[mover] = c.addrs[lead]
+        c.start(mover)
+        c.wait_voter(mover)
+        assert cl.transfer_leader(mover, timeout=20)["leader"] == mover
+        base = cl.members(c.addrs[mover])["log_base"]
+        assert mover not in base["voters"] + base["learners"]
+        cl.remove(other)
+        assert _exit_code(c, other) == 3
+        shutil.rmtree(c.root / other)
+        c.join_via[other] = c.addrs[mover]
+        c.start(other)
+        c.wait_voter(other, timeout=30)
+        cl.put("b", "after", "1")
+        with Client([c.addrs[other]], timeout=10) as one:
+            wait_until(lambda: one.get("b", "after", read="stale") == b"1", 20, "the write")
+            assert one.get("b", "k19", read="stale") == b"v"
