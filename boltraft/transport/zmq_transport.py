@@ -24,6 +24,9 @@ raises UnavailableError.
   broke, or ZeroMQ's heartbeat timed out), ``recv`` returns an ``Incoming`` of kind
   ``PEER_DOWN`` whose payload is the peer's id, ahead of the frames of the same call. It
   comes once per connection lost; the peer counts as connected again after a handshake.
+  The monitors are polled with the sockets when ``recv`` may wait longer than ``WATCH_S``,
+  and otherwise once every ``WATCH_S`` (each socket in a poll costs the busy loop a few
+  microseconds per call), so a close is seen within about ``WATCH_S``.
 
 Counters (``counters()``): sent / dropped (frames), sent_messages / dropped_messages (Raft
 messages inside them), received (good frames), malformed, oversized, unsupported, bad_request,
@@ -35,6 +38,7 @@ peers seen to close), peers_connected (peers with an established connection now)
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -65,6 +69,7 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
+WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
 DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
 _COUNTERS = (
@@ -207,7 +212,9 @@ class PeerTransport:
         self._monitors: dict[zmq.Socket, str] = {}  # a DEALER's monitor socket -> peer id
         self._up: dict[str, bool] = {}  # peer id -> an established connection now
         self._queued: dict[str, list[Message]] = {}  # peer id -> messages awaiting flush()
-        self._poller = zmq.Poller()
+        self._poller = zmq.Poller()  # the ROUTER and the DEALERs
+        self._watching = zmq.Poller()  # the same and the DEALERs' monitors
+        self._watch_at = 0.0  # monotonic time the monitors are due to be looked at
         self._closed = False
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
@@ -227,6 +234,7 @@ class PeerTransport:
         self._router = router
         self.endpoint: str = router.getsockopt_string(zmq.LAST_ENDPOINT)  # the bound address
         self._poller.register(router, zmq.POLLIN)
+        self._watching.register(router, zmq.POLLIN)
         try:
             for pid, addr in (peers or {}).items():
                 self.add_peer(pid, addr)
@@ -282,7 +290,8 @@ class PeerTransport:
         self._monitors[monitor] = peer_id
         self._up[peer_id] = False
         self._poller.register(sock, zmq.POLLIN)
-        self._poller.register(monitor, zmq.POLLIN)
+        self._watching.register(sock, zmq.POLLIN)
+        self._watching.register(monitor, zmq.POLLIN)
 
     set_peer = add_peer  # "update the address" reads better at call sites that mean it
 
@@ -298,10 +307,11 @@ class PeerTransport:
 
     def _close_dealer(self, sock: zmq.Socket) -> None:
         self._poller.unregister(sock)
+        self._watching.unregister(sock)
         peer = self._by_socket.pop(sock, None)
         for monitor, pid in list(self._monitors.items()):
             if pid == peer:
-                self._poller.unregister(monitor)
+                self._watching.unregister(monitor)
                 del self._monitors[monitor]
                 sock.disable_monitor()
                 monitor.close(0)
@@ -402,7 +412,13 @@ class PeerTransport:
         self._live()
         # whole milliseconds, rounded up: rounding down would spin on poll(0) for the last
         # millisecond before every tick
-        ready = self._poller.poll(max(0, math.ceil(timeout * 1000)))
+        poller = self._poller
+        if self._monitors:
+            now = time.monotonic()
+            if timeout > WATCH_S or now >= self._watch_at:
+                poller = self._watching
+                self._watch_at = now + WATCH_S
+        ready = poller.poll(max(0, math.ceil(timeout * 1000)))
         out: list[Incoming] = []
         take, by_socket, monitors = self._take, self._by_socket, self._monitors
         downs: list[Incoming] = []
