@@ -221,7 +221,8 @@ def test_the_forwarding_timeout_is_no_longer_than_the_clients_attempt_timeout() 
     from boltraft.client import Client
     from boltraft.server.config import ServerConfig
 
-    attempt = Client("tcp://127.0.0.1:1")._chan.attempt_timeout
+    with Client("tcp://127.0.0.1:1") as c:
+        attempt = c._chan.attempt_timeout
     assert ServerConfig("n1", Path("."), "tcp://127.0.0.1:1").request_timeout_ms <= attempt * 1000
 
 
