@@ -47,6 +47,7 @@ _HINTS = ("not_leader", "lag_exceeded")  # errors whose details may name the lea
 _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _STATUS = {"op": "status"}
+WATCH_AFTER_S = 0.002  # an attempt watches its node's connection once it waited this long
 
 
 class _Closed:
@@ -109,10 +110,13 @@ class Channel:
         self._ctx = zmq.Context()
         self._sockets: dict[str, zmq.Socket] = {}
         self._monitors: dict[zmq.Socket, str] = {}  # a DEALER's monitor -> its endpoint
+        # (endpoints, watched endpoint) -> a poller of those endpoints' DEALERs and of the
+        # watched one's monitor: a call polls only the nodes it sent to, and watches the
+        # connection of its current attempt only (each socket polled costs every call)
+        self._pollers: dict[tuple[frozenset[str], str | None], zmq.Poller] = {}
         # endpoint -> connected (handshake done) or known down (its connection closed);
         # absent until its first event
         self._up: dict[str, bool] = {}
-        self._poller = zmq.Poller()
         for ep in self._endpoints:  # connect to all now: a failover finds them connected
             try:
                 self._socket(ep)
@@ -149,9 +153,23 @@ class Channel:
             monitor = sock.get_monitor_socket()
             self._sockets[ep] = sock
             self._monitors[monitor] = ep
-            self._poller.register(sock, zmq.POLLIN)
-            self._poller.register(monitor, zmq.POLLIN)
+            self._pollers.clear()
         return sock
+
+    def _poller(self, eps: frozenset[str], watched: str | None) -> zmq.Poller:
+        key = (eps, watched)
+        poller = self._pollers.get(key)
+        if poller is None:
+            poller = zmq.Poller()
+            for ep in eps:
+                sock = self._sockets.get(ep)
+                if sock is not None:
+                    poller.register(sock, zmq.POLLIN)
+            for monitor, mep in self._monitors.items():
+                if mep == watched:
+                    poller.register(monitor, zmq.POLLIN)
+            self._pollers[key] = poller
+        return poller
 
     def _send(self, ep: str, frame: bytes, wait: float) -> bool:
         sock = self._socket(ep)
@@ -186,19 +204,29 @@ class Channel:
         ids: set[int],
         current: int | None,
         until: float,
+        eps: frozenset[str],
         attempt_ep: str | None = None,
         probes: dict[int, str] | None = None,
     ) -> codec.Response | _Closed | None:
-        """Returns the first acceptable reply before ``until``, else None: a success or a
-        non-retryable error for any of ``ids``, any error for request ``current``, or any
-        answer to one of ``probes`` (request id -> endpoint). Returns CLOSED as soon as the
-        connection to ``attempt_ep`` closes."""
-        poll = self._poller.poll
+        """Returns the first acceptable reply from the nodes ``eps`` before ``until``, else
+        None: a success or a non-retryable error for any of ``ids``, any error for request
+        ``current``, or any answer to one of ``probes`` (request id -> endpoint). Returns
+        CLOSED once the connection to ``attempt_ep`` closed (the only connection it
+        watches, from ``WATCH_AFTER_S`` on: most answers come sooner, and a socket more in
+        the poll costs every call)."""
+        poll = self._poller(eps, None).poll
+        watch_at = time.monotonic() + WATCH_AFTER_S if attempt_ep else until
         monitors = self._monitors
         while True:
-            remaining = until - time.monotonic()
+            now = time.monotonic()
+            remaining = until - now
             if remaining <= 0:
                 return None
+            if now >= watch_at:
+                poll = self._poller(eps, attempt_ep).poll
+                watch_at = until
+            else:
+                remaining = min(remaining, watch_at - now)
             for sock, _ in poll(max(1, int(remaining * 1000 + 0.999))):
                 if sock in monitors:
                     closed = self._watch(sock)
@@ -236,11 +264,13 @@ class Channel:
                 return
         self._current = (start + 1) % n
 
-    def _discover(self, ids: set[int], silent: str, until: float) -> codec.Response | None:
+    def _discover(
+        self, ids: set[int], tried: frozenset[str], silent: str, until: float
+    ) -> codec.Response | None:
         """Asks every endpoint but ``silent`` (which left an attempt unanswered) for its
         status at once and makes the current endpoint the leader the first answer names, or
-        else the first node that answered. Returns a reply to the call itself (``ids``)
-        that arrives meanwhile, else None."""
+        else the first node that answered. Returns a reply to the call itself (``ids``, sent
+        to ``tried``) that arrives meanwhile, else None."""
         self._refresh()
         probes: dict[int, str] = {}
         for ep in self._endpoints:
@@ -252,7 +282,7 @@ class Channel:
                     probes[rid] = ep
         answered = None
         while probes:
-            resp = self._wait(ids, None, until, probes=probes)
+            resp = self._wait(ids, None, until, tried | frozenset(probes.values()), probes=probes)
             if not isinstance(resp, codec.Response):
                 break
             if resp.request_id not in probes:
@@ -292,6 +322,7 @@ class Channel:
         RequestTimeoutError when ``limit`` runs out."""
         deadline = time.monotonic() + limit
         ids: set[int] = set()
+        tried: frozenset[str] = frozenset()  # the nodes this call sent to
         failures = hops = 0
         last: BoltraftError | None = None
         while True:
@@ -307,15 +338,17 @@ class Channel:
             ep = endpoint or self._endpoints[self._current]
             rid = next(self._rids)
             ids.add(rid)
+            if ep not in tried:
+                tried = tried | {ep}
             wait = min(deadline - now, self.attempt_timeout)
             got: codec.Response | _Closed | None = None
             if self._send(ep, codec.encode_request(rid, body), wait):
-                got = self._wait(ids, rid, time.monotonic() + wait, ep)
+                got = self._wait(ids, rid, time.monotonic() + wait, tried, ep)
                 if got is None:
                     last = RequestTimeoutError(f"{ep} did not answer in {wait:.3g}s")
                     if endpoint is None and len(self._endpoints) > 1:
                         until = min(deadline, time.monotonic() + self.attempt_timeout)
-                        answer = self._discover(ids, ep, until)
+                        answer = self._discover(ids, tried, ep, until)
                         if answer is not None:
                             return _settle(answer)
                         if self._endpoints[self._current] != ep:
@@ -344,6 +377,6 @@ class Channel:
                 self._next(ep)
             base, cap = self._backoff
             delay = min(cap, base * 2 ** min(failures - 1, 30)) * self._rng.uniform(0.5, 1)
-            late = self._wait(ids, None, min(deadline, time.monotonic() + delay))
+            late = self._wait(ids, None, min(deadline, time.monotonic() + delay), tried)
             if isinstance(late, codec.Response):  # a late answer to an earlier attempt
                 return _settle(late)
