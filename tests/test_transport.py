@@ -318,3 +318,38 @@ def test_removing_a_peer_reports_no_peer_down(
     b.close()
     assert not [f for f in a.recv(0.2) if f.kind == PEER_DOWN]
     assert a.counters()["peer_disconnects"] == 0
+
+
+def test_frames_from_a_lost_peer_are_dropped_until_its_connection_is_back(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    """Its two connections close one after the other: what still comes in on the other one
+    left the peer before it was lost (a dead leader's last heartbeat must not revive it)."""
+    a = make("n1")
+    its_router = ctx.socket(zmq.ROUTER)  # where our DEALER to n2 connects
+    its_router.setsockopt(zmq.LINGER, 0)
+    port = its_router.bind_to_random_port("tcp://127.0.0.1")
+    its_dealer = ctx.socket(zmq.DEALER)  # n2's own DEALER to us
+    its_dealer.setsockopt(zmq.LINGER, 0)
+    its_dealer.setsockopt(zmq.IDENTITY, b"n2")
+    its_dealer.connect(a.endpoint)
+    a.add_peer("n2", f"tcp://127.0.0.1:{port}")
+    frame = codec.encode_raft([hb("n1", "n2")])
+    got = recv_until(a, lambda got: a.connected("n2") and got, lambda: its_dealer.send(frame))
+    assert got[0].kind == "raft"
+    its_router.close(0)  # one of n2's connections closes...
+    recv_until(a, lambda got: any(f.kind == PEER_DOWN for f in got))
+    its_dealer.send(frame)  # ...and the other still delivers what n2 sent before
+    end = time.monotonic() + DEADLINE
+    while a.counters()["from_lost_peer"] == 0:
+        assert time.monotonic() < end, "the frame never came"
+        assert not [f for f in a.recv(0.05) if f.kind == "raft"]
+    its_router = ctx.socket(zmq.ROUTER)
+    its_router.setsockopt(zmq.LINGER, 0)
+    its_router.bind(f"tcp://127.0.0.1:{port}")  # n2 is back: our DEALER reconnects
+    got = recv_until(
+        a, lambda got: any(f.kind == "raft" for f in got), lambda: its_dealer.send(frame)
+    )
+    assert a.connected("n2")
+    its_router.close(0)
+    its_dealer.close(0)

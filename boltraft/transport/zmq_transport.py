@@ -24,6 +24,9 @@ raises UnavailableError.
   broke, or ZeroMQ's heartbeat timed out), ``recv`` returns an ``Incoming`` of kind
   ``PEER_DOWN`` whose payload is the peer's id, ahead of the frames of the same call. It
   comes once per connection lost; the peer counts as connected again after a handshake.
+  Until then, frames from that peer on the ROUTER are dropped (counted in
+  ``from_lost_peer``): they left it before it was lost (its other connection closes a
+  moment later), and a dead leader's last heartbeat must not revive it in the node's eyes.
   The monitors are polled with the sockets when ``recv`` may wait longer than ``WATCH_S``,
   and otherwise once every ``WATCH_S`` (each socket in a poll costs the busy loop a few
   microseconds per call), so a close is seen within about ``WATCH_S``.
@@ -32,7 +35,8 @@ Counters (``counters()``): sent / dropped (frames), sent_messages / dropped_mess
 messages inside them), received (good frames), malformed, oversized, unsupported, bad_request,
 unknown_peer (messages for a node not in the peer table), replies, reply_dropped, bytes_sent
 (frames handed to ZeroMQ), bytes_received (good frames), peer_disconnects (connections to
-peers seen to close), peers_connected (peers with an established connection now).
+peers seen to close), from_lost_peer (frames dropped from a peer whose connection closed),
+peers_connected (peers with an established connection now).
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ _COUNTERS = (
     "bytes_sent",
     "bytes_received",
     "peer_disconnects",
+    "from_lost_peer",
 )
 _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
@@ -211,6 +216,9 @@ class PeerTransport:
         self._by_socket: dict[zmq.Socket, str] = {}  # DEALER -> peer id
         self._monitors: dict[zmq.Socket, str] = {}  # a DEALER's monitor socket -> peer id
         self._up: dict[str, bool] = {}  # peer id -> an established connection now
+        # the ids of peers whose connection closed and has not been made again: what still
+        # comes in from them on the ROUTER left them before they were lost, and is dropped
+        self._lost: set[bytes] = set()
         self._queued: dict[str, list[Message]] = {}  # peer id -> messages awaiting flush()
         self._poller = zmq.Poller()  # the ROUTER and the DEALERs
         self._watching = zmq.Poller()  # the same and the DEALERs' monitors
@@ -317,6 +325,7 @@ class PeerTransport:
                 monitor.close(0)
         if peer is not None:
             self._up.pop(peer, None)
+            self._lost.discard(peer.encode())
         sock.close(0)
 
     # --- sending -----------------------------------------------------------------------------
@@ -422,9 +431,12 @@ class PeerTransport:
         out: list[Incoming] = []
         take, by_socket, monitors = self._take, self._by_socket, self._monitors
         downs: list[Incoming] = []
+        if poller is self._watching:  # the events first: a peer lost drops its frames
+            for sock, _ in ready:
+                if sock in monitors:
+                    self._watch(sock, monitors[sock], downs)
         for sock, _ in ready:
             if sock in monitors:
-                self._watch(sock, monitors[sock], downs)
                 continue
             peer = by_socket.get(sock)
             for parts in drain(sock, max_frames - len(out)):
@@ -437,8 +449,10 @@ class PeerTransport:
         for event in monitor_events(monitor):
             if event == _HANDSHAKE:
                 self._up[peer] = True
+                self._lost.discard(peer.encode())
             elif event == _DISCONNECTED and self._up.get(peer):
                 self._up[peer] = False
+                self._lost.add(peer.encode())
                 self._counts["peer_disconnects"] += 1
                 downs.append(Incoming(PEER_DOWN, peer, peer.encode(), peer))
 
@@ -449,6 +463,9 @@ class PeerTransport:
                 c["malformed"] += 1
                 return
             sender, data = parts
+            if self._lost and sender in self._lost:
+                c["from_lost_peer"] += 1
+                return
         else:
             if len(parts) != 1:
                 c["malformed"] += 1
