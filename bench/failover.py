@@ -34,6 +34,7 @@ Prints ONE JSON object:
 | ``spurious_elections`` | term rises during the load run |
 | ``load_duration_s``, ``load_clients``, ``load_write_ops_per_s``, ``load_errors`` | the load run |
 | ``load_leader_changes`` | leaders seen one after another during the load run, minus one |
+| ``leader_gap_max_ms`` | a follower's longest wait between two messages of one leader, all run |
 | ``trials``, ``nodes`` | the settings |
 
     python bench/failover.py                          # 20 trials, then 5 minutes of load
@@ -294,8 +295,10 @@ def load_run(prober: Prober, nodes: Nodes, seconds: float, clients: int) -> dict
     sts = prober.statuses(eps)
     if sts:
         terms.append(max(st["term"] for st in sts.values()))
+    gaps = [st.get("leader_gap_max_ms") for st in sts.values()]
     return {
         "spurious_elections": max(terms) - first_term,
+        "leader_gap_max_ms": max((g for g in gaps if g is not None), default=None),
         "load_duration_s": seconds,
         "load_clients": clients,
         "load_write_ops_per_s": result.get("ops_per_s"),

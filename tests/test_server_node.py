@@ -506,3 +506,20 @@ def test_stats_answers_the_observer_s_records_and_none_without_one(world: World)
     answers = world.responses(lead)
     assert answers[1].result == {"stages": [], "records": []}  # a production node: no-op
     assert answers[2].error.code == "bad_request"
+
+
+def test_status_reports_the_longest_silence_of_the_leader(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    for _ in range(3):
+        world.step()
+    st = world.nodes[follower].status_dict()
+    assert 0 < st["leader_gap_max_ms"] <= 2 * TICK_MS  # a heartbeat every tick
+    world.lost.add(frozenset((follower, lead)))
+    for _ in range(5):  # half an election timeout without a word from the leader
+        world.step()
+    world.lost.clear()
+    world.step()
+    world.settle()
+    assert world.nodes[follower].lead == lead
+    assert world.nodes[follower].status_dict()["leader_gap_max_ms"] >= 5 * TICK_MS

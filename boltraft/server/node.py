@@ -250,6 +250,7 @@ class Node:
             "applied": state.applied,
             "last_index": self.logstore.last_index(),
             "disk_full": state.disk_full,
+            "leader_gap_max_ms": round(state.leader_gap * 1000, 1),
             "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
             "addrs": {m: state.addr_of(m) for m in cs.members()},
             "node": dict(self.counters),
@@ -349,7 +350,10 @@ class Node:
                     self.ops.on_stranger(frame, frame.payload[0].frm)
             for m in frame.payload:
                 if m.frm == lead:
+                    if state.heard_lead == lead and now - state.leader_heard > state.leader_gap:
+                        state.leader_gap = now - state.leader_heard
                     state.leader_heard = now
+                    state.heard_lead = lead
                 if m.type == MessageType.SNAP:
                     # Snapshots travel as "snap" frames (snaptransfer), never in a raft frame.
                     self.counters["snap_unsupported"] = self.counters.get("snap_unsupported", 0) + 1
