@@ -35,6 +35,12 @@ def first_leads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Firs
     try:
         c.start()
         assert c.wait_for_leader() == "n1"
+
+        def connected() -> bool:  # only a connection that exists can be seen to close
+            sts = [c.status(i) for i in c.ids]
+            return all(st and st["transport"]["peers_connected"] == 2 for st in sts)
+
+        wait_until(connected, 20, "every node connected to both others")
         yield c
     finally:
         c.close()
