@@ -199,13 +199,7 @@ class Raft(RaftState):
         return any(map(_TYPE, self.log.entries(lo, hi + 1)))
 
     def _campaign(self, kind: int) -> None:
-        # A snapshot not yet handed to the runtime is committed state not yet in effect, as
-        # an unapplied conf change is (and the entries it replaced are gone from the log).
-        if (
-            not self.promotable()
-            or self.log.snapshot is not None
-            or self._has_unapplied_conf_change()
-        ):
+        if not self.promotable() or self._has_unapplied_conf_change():
             return
         if kind == _CAMPAIGN_PRE:
             self.become_pre_candidate()

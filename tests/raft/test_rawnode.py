@@ -188,22 +188,3 @@ def test_report_unreachable_drops_a_replicating_follower_to_probe() -> None:
     assert a.raft.progress["b"].state == ProgressState.REPLICATE
     a.report_unreachable("b")
     assert a.raft.progress["b"].state == ProgressState.PROBE
-
-
-def test_no_campaign_while_an_accepted_snapshot_is_not_handed_out() -> None:
-    """Between stepping a snapshot and the Ready that carries it, the entries it replaced
-    are gone and its state is not in effect: a campaign waits (a closed connection or a
-    TIMEOUT_NOW in the same batch of messages used to fail on the compacted log)."""
-    net = Network(["a", "b", "c"])
-    b = net.nodes["b"]
-    cs = ConfState(("a", "b", "c"))
-    b.step(Message(MT.SNAP, "b", "a", term=3, snapshot=SnapshotMeta(40, 2, cs)))
-    b.step(Message(MT.TIMEOUT_NOW, "b", "a", term=3))
-    b.report_disconnected("a")  # b is first in line after a
-    assert b.status().role == Role.FOLLOWER
-    rd = b.ready()
-    assert [m.type for m in rd.messages] == [MT.APP_RESP]
-    net.stores["b"].apply_snapshot(rd.snapshot, rd.hard_state)
-    b.advance(rd)
-    b.tick()  # the snapshot is in effect: the campaign the closed connection asked for
-    assert b.status().role == Role.PRE_CANDIDATE
