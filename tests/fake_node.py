@@ -17,8 +17,10 @@ import zmq
 from boltraft import errors
 from boltraft.transport import codec
 
-# handler(request_id, body) -> the frames to send back to the requester ([] drops the request)
+# handler(request_id, body) -> the frames to send back to the requester ([] drops the
+# request; CRASH closes the node's socket at once, as a killed process's kernel would)
 Handler = Callable[[int, dict[str, Any]], list[bytes]]
+CRASH: list[bytes] = []
 
 
 def ok(rid: int, result: Any = None) -> bytes:
@@ -44,6 +46,7 @@ class FakeNode:
         self._ready = threading.Event()
         self.endpoint = ""
         self.failure: BaseException | None = None
+        self.crashed = threading.Event()  # the handler returned CRASH: the socket is closed
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -67,7 +70,11 @@ class FakeNode:
                 if kind != "req":
                     continue
                 self.requests.append((req.request_id, req.body))
-                for frame in self.handler(req.request_id, req.body):
+                frames = self.handler(req.request_id, req.body)
+                if frames is CRASH:
+                    self.crashed.set()
+                    return
+                for frame in frames:
                     sock.send_multipart([ident, frame])
         except BaseException as exc:  # surfaced by close() so a test cannot pass silently
             self.failure = exc

@@ -18,13 +18,14 @@ from boltraft.server.node import Node
 from boltraft.server.ports import StateMachine
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.transport import codec
-from boltraft.transport.zmq_transport import Incoming
+from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
 TICK_MS = 100
 
 
 class MemNet:
-    """One node's view of an in-memory network; ``cut`` holds severed (a, b) links."""
+    """One node's view of an in-memory network: the world's ``cut`` links refuse a frame
+    (no connection), its ``lost`` links take it and lose it (a connected, hung peer)."""
 
     def __init__(self, world: World, node_id: str) -> None:
         self.world = world
@@ -89,6 +90,7 @@ class World:
     ) -> None:
         self.now = 1000.0
         self.cut: set[frozenset[str]] = set()
+        self.lost: set[frozenset[str]] = set()
         ids = [f"n{i}" for i in range(1, n + 1)]
         addrs = {i: f"tcp://127.0.0.1:{7000 + k}" for k, i in enumerate(ids)}
         self.nets: dict[str, MemNet] = {}
@@ -121,6 +123,8 @@ class World:
     def deliver(self, frm: str, to: str, frame: bytes) -> bool:
         if frozenset((frm, to)) in self.cut or to not in self.nets:
             return False
+        if frozenset((frm, to)) in self.lost:
+            return True
         f = codec.decode_frame(frame)
         self.nets[to].inbox.append(Incoming(f.kind, f.payload, frm.encode(), None))
         return True
@@ -154,6 +158,10 @@ class World:
 
     def heal(self) -> None:
         self.cut.clear()
+
+    def close_connection(self, node_id: str, peer: str) -> None:
+        """Makes ``node_id``'s transport report its connection to ``peer`` closed."""
+        self.nets[node_id].inbox.append(Incoming(PEER_DOWN, peer, peer.encode(), peer))
 
     def request(self, node_id: str, rid: int, body: dict[str, Any], client: bytes = b"c") -> None:
         req = codec.Request(rid, body)

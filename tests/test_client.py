@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import zmq
-from fake_node import FakeNode, FakeStore, fail, ok
+from fake_node import CRASH, FakeNode, FakeStore, fail, ok
 
 from boltraft import errors
 from boltraft.client import Client, Page, parse_endpoints
@@ -100,10 +100,52 @@ def test_timeout_retries_next_endpoint_with_the_same_cid_and_seq(
         c.put("b", "k", "v")
         c.put("b", "k", "w")
     (lost,) = silent.requests
-    (rid1, retried), (_, second) = good.requests
+    probe, (rid1, retried), (_, second) = good.requests
+    assert probe[1] == {"op": "status"}  # after the timeout: who leads? (in parallel)
     assert (lost[1]["cid"], lost[1]["seq"]) == (retried["cid"], retried["seq"])
     assert lost[1] == retried and lost[0] != rid1  # same body, new request id
     assert second["seq"] == retried["seq"] + 1
+
+
+def test_a_node_that_closes_the_connection_fails_the_attempt_at_once(
+    nodes: Callable[..., FakeNode],
+) -> None:
+    good = nodes(answer("done"))
+    dying = nodes(answer({"id": "n1"}))
+    # the attempt timeout outlasts the call: only the closed connection can end the attempt
+    with Client([dying.endpoint, good.endpoint], timeout=20, attempt_timeout=60) as c:
+        c.status(dying.endpoint)  # connected to it
+        dying.handler = lambda rid, body: CRASH
+        assert c.next_sequence("b") == "done"
+        assert c.current_endpoint == good.endpoint
+        assert c.next_sequence("b") == "done"  # the closed node is skipped from now on
+    assert dying.crashed.is_set()
+    assert [b["op"] for b in dying.bodies()] == ["status", "next_sequence"]
+    first, second = good.bodies()
+    assert first == {**second, "seq": first["seq"]} and second["seq"] == first["seq"] + 1
+
+
+def test_after_a_timeout_the_others_are_asked_who_leads_and_the_call_goes_there(
+    nodes: Callable[..., FakeNode],
+) -> None:
+    leader = nodes(answer("done"))
+
+    def follower(rid: int, body: dict[str, Any]) -> list[bytes]:
+        if body["op"] == "status":
+            return [ok(rid, {"id": "n2", "role": "follower", "leader_addr": leader.endpoint})]
+        return [fail(rid, errors.NoLeaderError("no leader"))]  # never a hint: only status
+
+    def hung(rid: int, body: dict[str, Any]) -> list[bytes]:  # alive, but stuck on writes
+        return [ok(rid, {"id": "n1"})] if body["op"] == "status" else []
+
+    silent = nodes(hung)
+    other = nodes(follower)
+    with Client([silent.endpoint, other.endpoint], timeout=5, **FAST) as c:
+        c.status(silent.endpoint)  # connected to it
+        assert c.next_sequence("b") == "done"
+        assert c.current_endpoint == leader.endpoint
+    assert [b["op"] for b in other.bodies()] == ["status"]
+    assert [b["op"] for b in leader.bodies()] == ["next_sequence"]
 
 
 def test_late_answer_to_an_earlier_attempt_settles_the_call(

@@ -206,7 +206,7 @@ def test_status_names_role_leader_and_indexes(world: World) -> None:
 def test_forwarded_write_times_out_when_the_leader_never_answers(world: World) -> None:
     lead = world.elect()
     follower = next(i for i in world.nodes if i != lead)
-    world.cut.add(frozenset((follower, lead)))  # the follower still believes in the leader
+    world.lost.add(frozenset((follower, lead)))  # the follower still believes in the leader
     world.request(follower, 1, _put("k", "v"))
     world.step(advance=False)
     assert 1 not in world.responses(follower)
@@ -215,6 +215,68 @@ def test_forwarded_write_times_out_when_the_leader_never_answers(world: World) -
         world.step()
     resp = world.responses(follower)[1]
     assert not resp.ok and resp.error.code in ("timeout", "no_leader", "not_leader")
+
+
+def test_the_forwarding_timeout_is_no_longer_than_the_clients_attempt_timeout() -> None:
+    from boltraft.client import Client
+    from boltraft.server.config import ServerConfig
+
+    with Client("tcp://127.0.0.1:1") as c:
+        attempt = c._chan.attempt_timeout
+    assert ServerConfig("n1", Path("."), "tcp://127.0.0.1:1").request_timeout_ms <= attempt * 1000
+
+
+def test_a_write_the_leaders_connection_refuses_is_answered_at_once(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    world.cut.add(frozenset((follower, lead)))  # no connection: the fwd frame is refused
+    world.request(follower, 1, _put("k", "v", cid=b"me", seq=1))
+    world.step(advance=False)
+    resp = world.responses(follower)[1]
+    assert not resp.ok and resp.error.code == "unavailable"
+
+
+def test_forwarded_writes_are_answered_when_their_leader_is_lost(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    world.lost.add(frozenset((follower, lead)))  # taken, never answered: the leader died
+    world.request(follower, 1, _put("k", "v", cid=b"me", seq=1))
+    world.step(advance=False)
+    assert 1 not in world.responses(follower)
+    world.close_connection(follower, lead)
+    world.step(advance=False)
+    resp = world.responses(follower)[1]
+    assert not resp.ok and resp.error.code == "unavailable"  # retry elsewhere, same cid/seq
+
+
+def test_a_closed_connection_to_the_leader_starts_an_election_before_the_timeout(
+    world: World,
+) -> None:
+    lead = world.elect()
+    term = world.nodes[lead].raw.status().term
+    world.isolate(lead)  # it died: nothing goes in or out
+    others = [i for i in world.nodes if i != lead]
+    for i in others:
+        world.close_connection(i, lead)
+    world.settle()  # no tick: the election timeout never ran out
+    new = [i for i in others if world.nodes[i].is_leader]
+    assert len(new) == 1
+    assert all(world.nodes[i].lead == new[0] for i in others)
+    assert world.nodes[new[0]].raw.status().term == term + 1
+    world.request(new[0], 1, {"op": "create_bucket", "bucket": "b"})
+    world.settle()
+    assert world.responses(new[0])[1].ok
+
+
+def test_a_closed_connection_to_a_follower_changes_nothing(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    other = next(i for i in world.nodes if i not in (lead, follower))
+    world.close_connection(lead, follower)
+    world.close_connection(other, follower)
+    world.settle()
+    assert world.leader() == lead
+    assert all(n.lead == lead for n in world.nodes.values())
 
 
 def test_writes_without_a_leader_are_refused_with_no_leader(tmp_path: Path) -> None:
@@ -444,3 +506,20 @@ def test_stats_answers_the_observer_s_records_and_none_without_one(world: World)
     answers = world.responses(lead)
     assert answers[1].result == {"stages": [], "records": []}  # a production node: no-op
     assert answers[2].error.code == "bad_request"
+
+
+def test_status_reports_the_longest_silence_of_the_leader(world: World) -> None:
+    lead = world.elect()
+    follower = next(i for i in world.nodes if i != lead)
+    for _ in range(3):
+        world.step()
+    st = world.nodes[follower].status_dict()
+    assert 0 < st["leader_gap_max_ms"] <= 2 * TICK_MS  # a heartbeat every tick
+    world.lost.add(frozenset((follower, lead)))
+    for _ in range(5):  # half an election timeout without a word from the leader
+        world.step()
+    world.lost.clear()
+    world.step()
+    world.settle()
+    assert world.nodes[follower].lead == lead
+    assert world.nodes[follower].status_dict()["leader_gap_max_ms"] >= 5 * TICK_MS

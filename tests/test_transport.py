@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -12,7 +14,7 @@ import zmq
 from boltraft import errors
 from boltraft.raft.types import Entry, Message, MessageType
 from boltraft.transport import codec
-from boltraft.transport.zmq_transport import Incoming, PeerTransport, drain
+from boltraft.transport.zmq_transport import PEER_DOWN, Incoming, PeerTransport, drain
 
 ANY = "tcp://127.0.0.1:*"
 DEADLINE = 10.0
@@ -97,10 +99,11 @@ def test_one_frame_per_peer_per_flush(make: Callable[..., PeerTransport]) -> Non
 def test_unknown_and_unreachable_peers_are_dropped_and_counted(
     make: Callable[..., PeerTransport], ctx: zmq.Context
 ) -> None:
+    a = make("n1")  # bound first: its own port cannot be the one freed below
     dead = ctx.socket(zmq.ROUTER)
     port = dead.bind_to_random_port("tcp://127.0.0.1")
     dead.close(0)  # nothing listens there any more
-    a = make("n1", {"n9": f"tcp://127.0.0.1:{port}"})
+    a.add_peer("n9", f"tcp://127.0.0.1:{port}")
     start = time.monotonic()
     for _ in range(50):
         assert a.send([hb("n9", "n1"), hb("n7", "n1")]) == 0
@@ -273,3 +276,98 @@ def test_drain_yields_whole_waiting_messages_up_to_the_limit_and_never_blocks() 
         router.close(0)
         dealer.close(0)
         ctx.term()
+
+
+_PEER_PROCESS = """
+import sys
+from boltraft.transport.zmq_transport import PeerTransport
+t = PeerTransport("n2", sys.argv[1])
+print(t.endpoint, flush=True)
+while True:
+    t.recv(0.1)
+"""
+
+
+def _peer_process(addr: str) -> tuple[subprocess.Popen[str], str]:
+    """Starts a process whose transport (node n2) listens at ``addr``; returns it and its
+    bound endpoint."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", _PEER_PROCESS, addr], stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout is not None
+    return p, p.stdout.readline().strip()
+
+
+def test_a_killed_peer_process_comes_out_as_one_peer_down(
+    make: Callable[..., PeerTransport],
+) -> None:
+    a = make("n1")
+    proc, ep = _peer_process(ANY)
+    try:
+        a.add_peer("n2", ep)
+        recv_until(a, lambda got: a.connected("n2"))
+        assert a.counters()["peers_connected"] == 1
+        proc.kill()
+        proc.wait()
+        got = recv_until(a, lambda got: any(f.kind == PEER_DOWN for f in got))
+        down = [f for f in got if f.kind == PEER_DOWN]
+        assert down == [Incoming(PEER_DOWN, "n2", b"n2", "n2")]
+        for _ in range(3):  # it keeps reconnecting in vain: no second report
+            assert not [f for f in a.recv(0.2) if f.kind == PEER_DOWN]
+        c = a.counters()
+        assert (c["peer_disconnects"], c["peers_connected"]) == (1, 0)
+        assert not a.connected("n2")
+        proc, _ = _peer_process(ep)  # back at the same address
+        recv_until(a, lambda got: a.connected("n2"))
+        assert a.counters()["peers_connected"] == 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_removing_a_peer_reports_no_peer_down(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    a = make("n1")
+    b = make("n2", {"n1": a.endpoint})
+    a.add_peer("n2", b.endpoint)
+    recv_until(a, lambda got: a.connected("n2"), resend=lambda: b.recv(0.0))
+    a.remove_peer("n2")  # our own close: not a peer going down
+    b.close()
+    assert not [f for f in a.recv(0.2) if f.kind == PEER_DOWN]
+    assert a.counters()["peer_disconnects"] == 0
+
+
+def test_frames_from_a_lost_peer_are_dropped_until_its_connection_is_back(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    """Its two connections close one after the other: what still comes in on the other one
+    left the peer before it was lost (a dead leader's last heartbeat must not revive it)."""
+    a = make("n1")
+    its_router = ctx.socket(zmq.ROUTER)  # where our DEALER to n2 connects
+    its_router.setsockopt(zmq.LINGER, 0)
+    port = its_router.bind_to_random_port("tcp://127.0.0.1")
+    its_dealer = ctx.socket(zmq.DEALER)  # n2's own DEALER to us
+    its_dealer.setsockopt(zmq.LINGER, 0)
+    its_dealer.setsockopt(zmq.IDENTITY, b"n2")
+    its_dealer.connect(a.endpoint)
+    a.add_peer("n2", f"tcp://127.0.0.1:{port}")
+    frame = codec.encode_raft([hb("n1", "n2")])
+    got = recv_until(a, lambda got: a.connected("n2") and got, lambda: its_dealer.send(frame))
+    assert got[0].kind == "raft"
+    its_router.close(0)  # one of n2's connections closes...
+    recv_until(a, lambda got: any(f.kind == PEER_DOWN for f in got))
+    its_dealer.send(frame)  # ...and the other still delivers what n2 sent before
+    end = time.monotonic() + DEADLINE
+    while a.counters()["from_lost_peer"] == 0:
+        assert time.monotonic() < end, "the frame never came"
+        assert not [f for f in a.recv(0.05) if f.kind == "raft"]
+    its_router = ctx.socket(zmq.ROUTER)
+    its_router.setsockopt(zmq.LINGER, 0)
+    its_router.bind(f"tcp://127.0.0.1:{port}")  # n2 is back: our DEALER reconnects
+    got = recv_until(
+        a, lambda got: any(f.kind == "raft" for f in got), lambda: its_dealer.send(frame)
+    )
+    assert a.connected("n2")
+    its_router.close(0)
+    its_dealer.close(0)

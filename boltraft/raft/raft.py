@@ -128,6 +128,32 @@ class Raft(RaftState):
         if self.role == Role.LEADER:
             leader.report_snapshot(self, to, ok)
 
+    def peer_disconnected(self, peer: NodeId) -> None:
+        """Acts on the runtime's word that its connection to ``peer`` closed (the process
+        exited, or the network dropped the connection); only a follower led by ``peer``
+        acts. It forgets its leader, so it no longer honours the leader lease and grants
+        the other survivors' (pre-)votes at once. A voter then campaigns well before its
+        election timeout, staggered so that the survivors do not split the vote: the first
+        voter after ``peer`` in id order (wrapping around) at once and again at each tick
+        until it hears of a leader, the next one at its second tick, the one after at its
+        third, and so on. The campaign starts with a pre-vote when configured: if ``peer``
+        in fact still leads, the members that hear from it ignore the pre-vote (its lease)
+        and nobody's term changes."""
+        if self.role != Role.FOLLOWER or peer == NONE or self.lead != peer:
+            return
+        self.lead = NONE
+        if not self.promotable():
+            return
+        order = sorted(self.voters)
+        if peer in self.voters:
+            at = order.index(peer)
+            order = order[at + 1 :] + order[:at]
+        rank = order.index(self.id)
+        self.election_elapsed = 0
+        self.randomized_election_timeout = rank + 1
+        if rank == 0:
+            self.hup()
+
     def report_unreachable(self, to: NodeId) -> None:
         """Notes that a message to ``to`` could not be delivered (a leader only)."""
         if self.role == Role.LEADER:

@@ -140,6 +140,11 @@ class RawNode:
         """Notes that a message to ``to`` could not be delivered."""
         self.raft.report_unreachable(to)
 
+    def report_disconnected(self, peer: NodeId) -> None:
+        """Tells the core that the runtime's connection to ``peer`` closed: a follower led
+        by ``peer`` forgets it and campaigns soon (``Raft.peer_disconnected``)."""
+        self.raft.peer_disconnected(peer)
+
     # --- output ------------------------------------------------------------------------------
     def has_ready(self) -> bool:
         """Returns True when ``ready()`` would return something to do."""

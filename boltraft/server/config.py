@@ -20,7 +20,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``log_store`` | str | wal | the Raft log: ``wal`` or ``lmdb``; an existing log keeps its kind |
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
 | ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
-| ``request_timeout_ms`` | int | 10000 | a forwarded write or pending read is failed after this |
+| ``request_timeout_ms`` | int | 1000 | a forwarded write or pending read is failed after this |
 | ``snapshot_entries`` | int | 100000 | snapshot after this many applied entries since the last |
 | ``snapshot_log_bytes`` | int | 67108864 | ... or after this many bytes of applied command data |
 | ``snapshot_keep_entries`` | int | 5000 | log entries kept below a snapshot when compacting |
@@ -88,7 +88,9 @@ class ServerConfig:
     log_store: str | None = None  # one of LOG_STORES; None: the data dir's kind, else "wal"
     max_batch: int = 4096
     dedup_window_ms: int = 600_000
-    request_timeout_ms: int = 10_000
+    # no longer than the Python client's attempt timeout (1 s): a request a node holds is
+    # answered before the client gives up on the attempt and tries another node
+    request_timeout_ms: int = 1_000
     snapshot_entries: int = defaults.SNAPSHOT_ENTRIES
     snapshot_log_bytes: int = 64 << 20
     snapshot_keep_entries: int = 5_000

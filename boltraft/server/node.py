@@ -73,7 +73,7 @@ from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
 from boltraft.server.wire import FWD, FWD_RESP, REMOVED, REQS, SNAP, ok
-from boltraft.transport.zmq_transport import Incoming
+from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
 log = logging.getLogger("boltraft.server")
 
@@ -250,6 +250,7 @@ class Node:
             "applied": state.applied,
             "last_index": self.logstore.last_index(),
             "disk_full": state.disk_full,
+            "leader_gap_max_ms": round(state.leader_gap * 1000, 1),
             "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
             "addrs": {m: state.addr_of(m) for m in cs.members()},
             "node": dict(self.counters),
@@ -335,6 +336,9 @@ class Node:
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind
+        if kind == PEER_DOWN:
+            self._on_peer_down(frame.payload)
+            return
         if kind != "raft" and self.applier.has_kept and not self.applier.full:
             self.catch_up()  # requests and cluster operations see every entry it knows committed
         if kind == "raft":
@@ -346,7 +350,10 @@ class Node:
                     self.ops.on_stranger(frame, frame.payload[0].frm)
             for m in frame.payload:
                 if m.frm == lead:
+                    if state.heard_lead == lead and now - state.leader_heard > state.leader_gap:
+                        state.leader_gap = now - state.leader_heard
                     state.leader_heard = now
+                    state.heard_lead = lead
                 if m.type == MessageType.SNAP:
                     # Snapshots travel as "snap" frames (snaptransfer), never in a raft frame.
                     self.counters["snap_unsupported"] = self.counters.get("snap_unsupported", 0) + 1
@@ -368,6 +375,14 @@ class Node:
             self.ops.on_frame(frame)
         else:
             self.counters["unexpected_frames"] = self.counters.get("unexpected_frames", 0) + 1
+
+    def _on_peer_down(self, peer: str) -> None:
+        """The connection to ``peer`` closed: when ``peer`` leads, the core forgets it and
+        the survivors elect a new leader without waiting for an election timeout
+        (``RawNode.report_disconnected``)."""
+        if peer == self.state.lead and peer != self.id:
+            log.info("%s: the connection to the leader %s closed", self.id, peer)
+        self.raw.report_disconnected(peer)
 
     def _on_request(self, target: Target, body: Any, now: float) -> None:
         """Routes one client request: node status and stage timings are answered here,
@@ -568,6 +583,7 @@ class Node:
                 (kind == "raft" and all(m.frm in members for m in frame.payload))
                 or (kind == "req" and not is_cluster_op(frame.payload[1]))
                 or kind in _DATA_FRAMES
+                or kind == PEER_DOWN
             ):
                 self._dispatch(frame, now)
                 stepped += 1

@@ -72,7 +72,8 @@ class Net(Protocol):
 
     def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
         """The decoded frames ready now, waiting up to ``timeout`` for the first; malformed
-        frames are counted and dropped, never returned."""
+        frames are counted and dropped, never returned. A closed connection to a peer comes
+        as an ``Incoming`` of kind ``PEER_DOWN`` (payload: the peer's id)."""
         ...
 
     def queue(self, msgs: Iterable[Message]) -> None:

@@ -91,7 +91,8 @@ class Service:
         self._pending: dict[int, tuple[int, Target]] = {}  # index -> (term, target)
         self._read_ctx: dict[bytes, tuple[float, list[Request]]] = {}
         self._waiting: list[tuple[int, int, list[Request]]] = []  # heap by read index
-        self._forwarded: dict[int, tuple[float, Target]] = {}  # our fid -> (deadline, client)
+        # our fid -> (deadline, client, the leader it went to)
+        self._forwarded: dict[int, tuple[float, Target, str]] = {}
         self._fwd_out: dict[str, list[list[Any]]] = {}  # leader id -> [[fid, body], ...]
         self._ids = itertools.count(1)
         self.stats = {"writes": 0, "reads": 0, "forwarded": 0, "bad_requests": 0}
@@ -175,16 +176,21 @@ class Service:
             self._read_index(reads, now)
 
     def send_queued(self) -> None:
-        """Sends the batched ``fwd``, ``fwdresp`` and ``resps`` frames of this iteration."""
-        self.replies.send()
+        """Sends the batched ``fwd``, ``fwdresp`` and ``resps`` frames of this iteration. The
+        writes of a ``fwd`` frame the leader's connection cannot take (it is down) are
+        answered ``unavailable`` at once: the client retries elsewhere."""
         if self._fwd_out:
             out, self._fwd_out = self._fwd_out, {}
             for peer, items in out.items():
                 try:
                     frame = encode_frame(FWD, items)
                 except MalformedFrameError:  # a body that cannot travel: answer it alone
-                    frame = encode_frame(FWD, [i for i in items if self._encodable(i)])
-                self._net.send_frame(peer, frame)
+                    items = [i for i in items if self._encodable(i)]
+                    frame = encode_frame(FWD, items)
+                if not self._net.send_frame(peer, frame):
+                    err = UnavailableError(f"cannot reach the leader {peer}; retry")
+                    self._fail_forwarded([fid for fid, _ in items], err)
+        self.replies.send()
 
     def _encodable(self, item: list[Any]) -> bool:
         """True when the forwarded ``[fid, body]`` can be encoded; otherwise answers its
@@ -246,8 +252,18 @@ class Service:
                 self.replies.reply(target, fail(self.view.not_leader_error()))
                 continue
             fid = next(self._ids)
-            self._forwarded[fid] = (deadline, target)
+            self._forwarded[fid] = (deadline, target, lead)
             out.append([fid, body])
+
+    def _fail_forwarded(self, fids: Sequence[int], err: BoltraftError) -> None:
+        """Answers the clients of the forwarded writes ``fids`` (those still waiting) with
+        ``err``."""
+        response = fail(err)
+        forwarded = self._forwarded
+        for fid in fids:
+            entry = forwarded.pop(fid, None)
+            if entry is not None:
+                self.replies.reply(entry[1], response)
 
     def _read_index(self, reads: list[Request], now: float) -> None:
         ctx = next(self._ids).to_bytes(8, "big")
@@ -324,12 +340,25 @@ class Service:
 
     def on_leader_change(self) -> None:
         """Fails the reads whose read index can no longer be confirmed (the core forgets
-        them when leadership moves) so that their clients retry at once."""
+        them when leadership moves) and the writes forwarded to a node that no longer leads
+        here (it may have died with them), so that their clients retry at once: a retry
+        with the same cid and seq is applied once (docs/protocol.md, section 7.2)."""
         if self._read_ctx:
             ctxs, self._read_ctx = self._read_ctx, {}
             err = UnavailableError("leadership changed before the read was confirmed")
             for _, reads in ctxs.values():
                 self._fail_all(reads, err)
+        if self._forwarded:
+            lead = self.view.lead
+            gone = [fid for fid, (_, _, to) in self._forwarded.items() if to != lead]
+            if gone:
+                self._fail_forwarded(
+                    gone,
+                    UnavailableError(
+                        "leadership changed before the leader answered the forwarded write; "
+                        "it may or may not have been applied: retry it"
+                    ),
+                )
 
     def expire(self, now: float) -> None:
         """Times out read contexts and forwarded writes past their deadline."""
@@ -340,11 +369,9 @@ class Service:
                     self._read_ctx.pop(ctx)[1], RequestTimeoutError("read index not confirmed")
                 )
         if self._forwarded:
-            late_f = [f for f, (deadline, _) in self._forwarded.items() if deadline <= now]
-            for fid in late_f:
-                target = self._forwarded.pop(fid)[1]
-                timeout = RequestTimeoutError("leader did not answer in time")
-                self.replies.reply(target, fail(timeout))
+            late_f = [f for f, (deadline, _, _) in self._forwarded.items() if deadline <= now]
+            if late_f:
+                self._fail_forwarded(late_f, RequestTimeoutError("leader did not answer in time"))
 
     def _serve_waiting(self) -> None:
         applied = self.view.applied

@@ -36,6 +36,10 @@ class NodeState:
         self.log_full = ""  # the log could not take the last Ready ("" when it could)
         self.apply_full = ""  # the state machine could not apply ("" when it could)
         self.leader_heard = -1e18  # monotonic time a message from the leader last arrived
+        self.heard_lead = ""  # the leader that message came from
+        # the longest silence of one leader between two of its messages (seconds): what the
+        # election timeout must outlast on this machine (status: leader_gap_max_ms)
+        self.leader_gap = 0.0
         self._election_s = election_s
 
     @property

@@ -1,6 +1,13 @@
 """The request channel under ``boltraft.client.Client``: DEALER sockets to the endpoints,
 leader discovery, retries with backoff, stale-reply filtering (docs/protocol.md, section 7).
 
+Each DEALER has a ZeroMQ socket monitor, so the channel knows which endpoints it is
+connected to: an attempt whose node closes the connection (the process died) fails at once
+instead of after the attempt timeout, and the next attempt goes, without a backoff, to the
+next endpoint not known to be down. After an attempt that timed out on a connected node (a
+hung one), the channel asks every other endpoint for its ``status`` at once and goes to the
+leader the first answer names.
+
 A Channel is NOT thread-safe: the Client serializes calls with its lock.
 """
 
@@ -22,7 +29,7 @@ from boltraft.errors import (
     UnavailableError,
 )
 from boltraft.transport import codec
-from boltraft.transport.zmq_transport import connect_dealer, drain
+from boltraft.transport.zmq_transport import connect_dealer, drain, monitor_events
 
 RETRYABLE = frozenset(
     {
@@ -37,6 +44,17 @@ RETRYABLE = frozenset(
 )
 _DRAIN_MAX = 1024  # answers read from one socket before the deadline is looked at again
 _HINTS = ("not_leader", "lag_exceeded")  # errors whose details may name the leader's address
+_HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_STATUS = {"op": "status"}
+WATCH_AFTER_S = 0.002  # an attempt watches its node's connection once it waited this long
+
+
+class _Closed:
+    """What ``_wait`` returns when the attempt's node closed its connection."""
+
+
+CLOSED = _Closed()
 
 
 def parse_endpoints(endpoints: str | Sequence[str]) -> list[str]:
@@ -91,7 +109,19 @@ class Channel:
         self._rng = random.Random()
         self._ctx = zmq.Context()
         self._sockets: dict[str, zmq.Socket] = {}
-        self._poller = zmq.Poller()
+        self._monitors: dict[zmq.Socket, str] = {}  # a DEALER's monitor -> its endpoint
+        # (endpoints, watched endpoint) -> a poller of those endpoints' DEALERs and of the
+        # watched one's monitor: a call polls only the nodes it sent to, and watches the
+        # connection of its current attempt only (each socket polled costs every call)
+        self._pollers: dict[tuple[frozenset[str], str | None], zmq.Poller] = {}
+        # endpoint -> connected (handshake done) or known down (its connection closed);
+        # absent until its first event
+        self._up: dict[str, bool] = {}
+        for ep in self._endpoints:  # connect to all now: a failover finds them connected
+            try:
+                self._socket(ep)
+            except BadRequestError:
+                pass  # raised again by the call that sends there
 
     @property
     def endpoints(self) -> list[str]:
@@ -105,6 +135,9 @@ class Channel:
 
     def close(self) -> None:
         """Closes every socket and the ZeroMQ context (call once)."""
+        for monitor in self._monitors:
+            monitor.close(0)
+        self._monitors.clear()
         for sock in self._sockets.values():
             sock.close(0)
         self._sockets.clear()
@@ -114,12 +147,29 @@ class Channel:
         sock = self._sockets.get(ep)
         if sock is None:
             try:
-                sock = connect_dealer(self._ctx, ep, self.max_frame_size)
+                sock = connect_dealer(self._ctx, ep, self.max_frame_size, monitor=True)
             except zmq.ZMQError as exc:
                 raise BadRequestError(f"invalid endpoint {ep!r}: {exc}", endpoint=ep) from None
+            monitor = sock.get_monitor_socket()
             self._sockets[ep] = sock
-            self._poller.register(sock, zmq.POLLIN)
+            self._monitors[monitor] = ep
+            self._pollers.clear()
         return sock
+
+    def _poller(self, eps: frozenset[str], watched: str | None) -> zmq.Poller:
+        key = (eps, watched)
+        poller = self._pollers.get(key)
+        if poller is None:
+            poller = zmq.Poller()
+            for ep in eps:
+                sock = self._sockets.get(ep)
+                if sock is not None:
+                    poller.register(sock, zmq.POLLIN)
+            for monitor, mep in self._monitors.items():
+                if mep == watched:
+                    poller.register(monitor, zmq.POLLIN)
+            self._pollers[key] = poller
+        return poller
 
     def _send(self, ep: str, frame: bytes, wait: float) -> bool:
         sock = self._socket(ep)
@@ -130,15 +180,59 @@ class Channel:
             return False
         return True
 
-    def _wait(self, ids: set[int], current: int | None, until: float) -> codec.Response | None:
-        """Returns the first acceptable reply before ``until``, else None: a success or a
-        non-retryable error for any of ``ids``, or any error for request ``current``."""
-        poll = self._poller.poll
+    def _watch(self, monitor: zmq.Socket) -> str | None:
+        """Returns the endpoint of ``monitor`` if its connection closed (it was up), after
+        noting every event waiting there."""
+        ep = self._monitors[monitor]
+        closed = None
+        for event in monitor_events(monitor):
+            if event == _HANDSHAKE:
+                self._up[ep] = True
+            elif event == _DISCONNECTED:
+                if self._up.get(ep):
+                    closed = ep
+                self._up[ep] = False
+        return closed
+
+    def _refresh(self) -> None:
+        """Notes the connection events that arrived since the last poll."""
+        for monitor in self._monitors:
+            self._watch(monitor)
+
+    def _wait(
+        self,
+        ids: set[int],
+        current: int | None,
+        until: float,
+        eps: frozenset[str],
+        attempt_ep: str | None = None,
+        probes: dict[int, str] | None = None,
+    ) -> codec.Response | _Closed | None:
+        """Returns the first acceptable reply from the nodes ``eps`` before ``until``, else
+        None: a success or a non-retryable error for any of ``ids``, any error for request
+        ``current``, or any answer to one of ``probes`` (request id -> endpoint). Returns
+        CLOSED once the connection to ``attempt_ep`` closed (the only connection it
+        watches, from ``WATCH_AFTER_S`` on: most answers come sooner, and a socket more in
+        the poll costs every call)."""
+        poll = self._poller(eps, None).poll
+        watch_at = time.monotonic() + WATCH_AFTER_S if attempt_ep else until
+        monitors = self._monitors
         while True:
-            remaining = until - time.monotonic()
+            now = time.monotonic()
+            remaining = until - now
             if remaining <= 0:
                 return None
+            if now >= watch_at:
+                poll = self._poller(eps, attempt_ep).poll
+                watch_at = until
+            else:
+                remaining = min(remaining, watch_at - now)
             for sock, _ in poll(max(1, int(remaining * 1000 + 0.999))):
+                if sock in monitors:
+                    closed = self._watch(sock)
+                    if closed is not None and closed == attempt_ep:
+                        return CLOSED
+                    continue
                 for parts in drain(sock, _DRAIN_MAX):
                     if len(parts) != 1:
                         continue
@@ -146,10 +240,70 @@ class Channel:
                         kind, resp = codec.decode_frame(parts[0], self.max_frame_size)
                     except ProtocolError:
                         continue
-                    if kind != codec.KIND_RESP or resp.request_id not in ids:
-                        continue  # stale: an answer to a call that already finished
-                    if resp.ok or resp.request_id == current or resp.error.code not in RETRYABLE:
+                    if kind != codec.KIND_RESP:
+                        continue
+                    rid = resp.request_id
+                    if probes is not None and rid in probes:
                         return resp
+                    if rid not in ids:
+                        continue  # stale: an answer to a call that already finished
+                    if resp.ok or rid == current or resp.error.code not in RETRYABLE:
+                        return resp
+
+    def _next(self, ep: str) -> None:
+        """Moves the current endpoint past ``ep`` to the next one not known to be down (the
+        next one at all when every other one is)."""
+        self._refresh()
+        eps = self._endpoints
+        start = eps.index(ep) if ep in eps else self._current
+        n = len(eps)
+        for step in range(1, n + 1):
+            i = (start + step) % n
+            if self._up.get(eps[i]) is not False:
+                self._current = i
+                return
+        self._current = (start + 1) % n
+
+    def _discover(
+        self, ids: set[int], tried: frozenset[str], silent: str, until: float
+    ) -> codec.Response | None:
+        """Asks every endpoint but ``silent`` (which left an attempt unanswered) for its
+        status at once and makes the current endpoint the leader the first answer names, or
+        else the first node that answered. Returns a reply to the call itself (``ids``, sent
+        to ``tried``) that arrives meanwhile, else None."""
+        self._refresh()
+        probes: dict[int, str] = {}
+        for ep in self._endpoints:
+            up = self._up.get(ep)
+            if ep != silent and up is not False:
+                rid = next(self._rids)
+                # an endpoint not connected yet gets a moment to connect
+                if self._send(ep, codec.encode_request(rid, _STATUS), 0.0 if up else 0.05):
+                    probes[rid] = ep
+        answered = None
+        while probes:
+            resp = self._wait(ids, None, until, tried | frozenset(probes.values()), probes=probes)
+            if not isinstance(resp, codec.Response):
+                break
+            if resp.request_id not in probes:
+                return resp  # the call itself was answered
+            ep = probes.pop(resp.request_id)
+            st = resp.result if resp.ok and isinstance(resp.result, dict) else None
+            if st is None:
+                continue
+            addr = ep if st.get("role") == "leader" else st.get("leader_addr")
+            if isinstance(addr, str) and "://" in addr and addr != silent:
+                self._go(addr)
+                return None
+            answered = answered or ep
+        if answered is not None:
+            self._current = self._endpoints.index(answered)
+        return None
+
+    def _go(self, addr: str) -> None:
+        if addr not in self._endpoints:
+            self._endpoints.append(addr)
+        self._current = self._endpoints.index(addr)
 
     def _follow(self, err: BoltraftError, ep: str) -> bool:
         """Returns True after switching to the leader address ``err`` names (if any, and not
@@ -157,9 +311,7 @@ class Channel:
         addr = err.details.get("leader_addr") if err.code in _HINTS else None
         if not isinstance(addr, str) or "://" not in addr or addr == ep:
             return False
-        if addr not in self._endpoints:
-            self._endpoints.append(addr)
-        self._current = self._endpoints.index(addr)
+        self._go(addr)
         return True
 
     def call(self, body: dict[str, Any], limit: float, endpoint: str | None = None) -> Any:
@@ -170,6 +322,7 @@ class Channel:
         RequestTimeoutError when ``limit`` runs out."""
         deadline = time.monotonic() + limit
         ids: set[int] = set()
+        tried: frozenset[str] = frozenset()  # the nodes this call sent to
         failures = hops = 0
         last: BoltraftError | None = None
         while True:
@@ -185,15 +338,32 @@ class Channel:
             ep = endpoint or self._endpoints[self._current]
             rid = next(self._rids)
             ids.add(rid)
+            if ep not in tried:
+                tried = tried | {ep}
             wait = min(deadline - now, self.attempt_timeout)
-            resp = None
+            got: codec.Response | _Closed | None = None
             if self._send(ep, codec.encode_request(rid, body), wait):
-                resp = self._wait(ids, rid, time.monotonic() + wait)
-                if resp is None:
+                got = self._wait(ids, rid, time.monotonic() + wait, tried, ep)
+                if got is None:
                     last = RequestTimeoutError(f"{ep} did not answer in {wait:.3g}s")
+                    if endpoint is None and len(self._endpoints) > 1:
+                        until = min(deadline, time.monotonic() + self.attempt_timeout)
+                        answer = self._discover(ids, tried, ep, until)
+                        if answer is not None:
+                            return _settle(answer)
+                        if self._endpoints[self._current] != ep:
+                            continue  # another node answered: go there now
             else:
                 last = UnavailableError(f"cannot connect to {ep}", endpoint=ep)
-            if resp is not None:
+            if got is CLOSED:
+                last = UnavailableError(f"{ep} closed the connection", endpoint=ep)
+                if endpoint is None:
+                    self._next(ep)
+                    hops += 1
+                    if hops <= len(self._endpoints):
+                        continue  # the node is gone, not busy: the next one now
+            elif isinstance(got, codec.Response):
+                resp = got
                 err = resp.error
                 if resp.ok or err is None or err.code not in RETRYABLE:
                     return _settle(resp)
@@ -204,9 +374,9 @@ class Channel:
                         continue  # a fresh hint: go there now, no backoff
             failures += 1
             if endpoint is None and self._endpoints[self._current] == ep:
-                self._current = (self._current + 1) % len(self._endpoints)
+                self._next(ep)
             base, cap = self._backoff
             delay = min(cap, base * 2 ** min(failures - 1, 30)) * self._rng.uniform(0.5, 1)
-            resp = self._wait(ids, None, min(deadline, time.monotonic() + delay))
-            if resp is not None:  # a late answer to an earlier attempt settles the call
-                return _settle(resp)
+            late = self._wait(ids, None, min(deadline, time.monotonic() + delay), tried)
+            if isinstance(late, codec.Response):  # a late answer to an earlier attempt
+                return _settle(late)

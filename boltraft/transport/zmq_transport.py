@@ -24,18 +24,32 @@ raises UnavailableError.
 - Inbound frames are decoded by ``boltraft.transport.codec``; malformed, oversized, unknown
   version or kind frames are counted and dropped, never raised. A bad "req" whose request id
   could be read is answered with its protocol error, so a client is not left waiting.
+- Each peer DEALER has a ZeroMQ socket monitor: when an established connection to a peer
+  closes (its process exited: the kernel closes its sockets at once; or the connection
+  broke, or ZeroMQ's heartbeat timed out), ``recv`` returns an ``Incoming`` of kind
+  ``PEER_DOWN`` whose payload is the peer's id, ahead of the frames of the same call. It
+  comes once per connection lost; the peer counts as connected again after a handshake.
+  Until then, frames from that peer on the ROUTER are dropped (counted in
+  ``from_lost_peer``): they left it before it was lost (its other connection closes a
+  moment later), and a dead leader's last heartbeat must not revive it in the node's eyes.
+  The monitors are polled with the sockets when ``recv`` may wait longer than ``WATCH_S``,
+  and otherwise once every ``WATCH_S`` (each socket in a poll costs the busy loop a few
+  microseconds per call), so a close is seen within about ``WATCH_S``.
 
 Counters (``counters()``): sent / dropped (frames), sent_messages / dropped_messages (Raft
 messages inside them), received (good frames), malformed, oversized, unsupported, bad_request,
 unknown_peer (frames for a node neither in the peer table nor connected to the ROUTER),
 sent_back (frames for a node not in the peer table, sent through the ROUTER on the connection
 its DEALER opened), replies, reply_dropped, bytes_sent (frames handed to ZeroMQ),
-bytes_received (good frames).
+bytes_received (good frames), peer_disconnects (connections to peers seen to close),
+from_lost_peer (frames dropped from a peer whose connection closed), peers_connected (peers
+with an established connection now).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -52,6 +66,8 @@ from boltraft.errors import (
 from boltraft.raft.types import Message
 from boltraft.transport import codec
 
+PEER_DOWN = "peer_down"  # Incoming.kind: the connection to the peer named by the payload closed
+
 # The backend (Cython) socket methods with plain int flags: the sugar ``Socket.send`` /
 # ``send_multipart`` / ``recv_multipart`` wrappers and ``zmq.Flag`` arithmetic cost several
 # microseconds per call, which the node loop pays once per request and reply.
@@ -64,6 +80,7 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
+WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
 DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
 _COUNTERS = (
@@ -82,7 +99,11 @@ _COUNTERS = (
     "reply_dropped",
     "bytes_sent",
     "bytes_received",
+    "peer_disconnects",
+    "from_lost_peer",
 )
+_HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
 
 def drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
@@ -101,6 +122,19 @@ def drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
         # pyzmq types the backend's get() as int | bytes for every option; EVENTS is an int
         if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
             return
+
+
+def monitor_events(monitor: zmq.Socket) -> Iterator[int]:
+    """Yields the events waiting on a socket monitor's PAIR socket (``zmq.EVENT_*``
+    values), never blocking."""
+    while True:
+        try:
+            first = _recv(monitor, _NB, True)
+        except zmq.Again:
+            return
+        while _get(monitor, _RCVMORE):  # the event's endpoint
+            _recv(monitor, _NB, True)
+        yield int.from_bytes(first[:2], "little")
 
 
 class Incoming(NamedTuple):
@@ -124,12 +158,21 @@ def _check_addr(addr: Any) -> str:
     return addr
 
 
+MONITOR_EVENTS = _HANDSHAKE | _DISCONNECTED  # what a DEALER's monitor reports
+
+
 def connect_dealer(
-    ctx: zmq.Context, addr: str, max_frame_size: int, options: Mapping[int, Any] = {}
+    ctx: zmq.Context,
+    addr: str,
+    max_frame_size: int,
+    options: Mapping[int, Any] = {},
+    monitor: bool = False,
 ) -> zmq.Socket:
     """Returns a DEALER connected to ``addr`` with the options every boltraft DEALER shares
     (linger 0, IMMEDIATE, reconnect 100 ms..1 s, a receive limit of two frames), then
-    ``options`` (set before connect, so an IDENTITY applies). Raises zmq.ZMQError for a bad
+    ``options`` (set before connect, so an IDENTITY applies). With ``monitor``, a monitor
+    of its handshakes and disconnects is attached before it connects (so no event is
+    missed); ``sock.get_monitor_socket()`` returns it. Raises zmq.ZMQError for a bad
     address, after closing the socket."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -140,8 +183,13 @@ def connect_dealer(
     for opt, value in options.items():
         sock.setsockopt(opt, value)
     try:
+        if monitor:
+            sock.get_monitor_socket(MONITOR_EVENTS).setsockopt(zmq.LINGER, 0)
         sock.connect(addr)
     except zmq.ZMQError:
+        if monitor:
+            sock.disable_monitor()
+            sock.get_monitor_socket().close(0)
         sock.close(0)
         raise
     return sock
@@ -174,8 +222,15 @@ class PeerTransport:
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._peers: dict[str, tuple[str, zmq.Socket]] = {}  # id -> (address, DEALER)
         self._by_socket: dict[zmq.Socket, str] = {}  # DEALER -> peer id
+        self._monitors: dict[zmq.Socket, str] = {}  # a DEALER's monitor socket -> peer id
+        self._up: dict[str, bool] = {}  # peer id -> an established connection now
+        # the ids of peers whose connection closed and has not been made again: what still
+        # comes in from them on the ROUTER left them before they were lost, and is dropped
+        self._lost: set[bytes] = set()
         self._queued: dict[str, list[Message]] = {}  # peer id -> messages awaiting flush()
-        self._poller = zmq.Poller()
+        self._poller = zmq.Poller()  # the ROUTER and the DEALERs
+        self._watching = zmq.Poller()  # the same and the DEALERs' monitors
+        self._watch_at = 0.0  # monotonic time the monitors are due to be looked at
         self._closed = False
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
@@ -195,6 +250,7 @@ class PeerTransport:
         self._router = router
         self.endpoint: str = router.getsockopt_string(zmq.LAST_ENDPOINT)  # the bound address
         self._poller.register(router, zmq.POLLIN)
+        self._watching.register(router, zmq.POLLIN)
         try:
             for pid, addr in (peers or {}).items():
                 self.add_peer(pid, addr)
@@ -241,12 +297,17 @@ class PeerTransport:
             zmq.HEARTBEAT_TIMEOUT: 3000,
         }
         try:
-            sock = connect_dealer(self._ctx, addr, self.max_frame_size, options)
+            sock = connect_dealer(self._ctx, addr, self.max_frame_size, options, monitor=True)
         except zmq.ZMQError as exc:
             raise BadRequestError(f"cannot connect to {addr}: {exc}", addr=addr) from None
+        monitor = sock.get_monitor_socket()
         self._peers[peer_id] = (addr, sock)
         self._by_socket[sock] = peer_id
+        self._monitors[monitor] = peer_id
+        self._up[peer_id] = False
         self._poller.register(sock, zmq.POLLIN)
+        self._watching.register(sock, zmq.POLLIN)
+        self._watching.register(monitor, zmq.POLLIN)
 
     set_peer = add_peer  # "update the address" reads better at call sites that mean it
 
@@ -262,7 +323,17 @@ class PeerTransport:
 
     def _close_dealer(self, sock: zmq.Socket) -> None:
         self._poller.unregister(sock)
-        self._by_socket.pop(sock, None)
+        self._watching.unregister(sock)
+        peer = self._by_socket.pop(sock, None)
+        for monitor, pid in list(self._monitors.items()):
+            if pid == peer:
+                self._watching.unregister(monitor)
+                del self._monitors[monitor]
+                sock.disable_monitor()
+                monitor.close(0)
+        if peer is not None:
+            self._up.pop(peer, None)
+            self._lost.discard(peer.encode())
         sock.close(0)
 
     # --- sending -----------------------------------------------------------------------------
@@ -379,14 +450,40 @@ class PeerTransport:
         self._live()
         # whole milliseconds, rounded up: rounding down would spin on poll(0) for the last
         # millisecond before every tick
-        ready = self._poller.poll(max(0, math.ceil(timeout * 1000)))
+        poller = self._poller
+        if self._monitors:
+            now = time.monotonic()
+            if timeout > WATCH_S or now >= self._watch_at:
+                poller = self._watching
+                self._watch_at = now + WATCH_S
+        ready = poller.poll(max(0, math.ceil(timeout * 1000)))
         out: list[Incoming] = []
-        take, by_socket = self._take, self._by_socket
+        take, by_socket, monitors = self._take, self._by_socket, self._monitors
+        downs: list[Incoming] = []
+        if poller is self._watching:  # the events first: a peer lost drops its frames
+            for sock, _ in ready:
+                if sock in monitors:
+                    self._watch(sock, monitors[sock], downs)
         for sock, _ in ready:
+            if sock in monitors:
+                continue
             peer = by_socket.get(sock)
             for parts in drain(sock, max_frames - len(out)):
                 take(parts, peer, out)
-        return out
+        return downs + out if downs else out
+
+    def _watch(self, monitor: zmq.Socket, peer: str, downs: list[Incoming]) -> None:
+        """Reads the events waiting on ``peer``'s monitor socket; a close of an established
+        connection adds a PEER_DOWN to ``downs``."""
+        for event in monitor_events(monitor):
+            if event == _HANDSHAKE:
+                self._up[peer] = True
+                self._lost.discard(peer.encode())
+            elif event == _DISCONNECTED and self._up.get(peer):
+                self._up[peer] = False
+                self._lost.add(peer.encode())
+                self._counts["peer_disconnects"] += 1
+                downs.append(Incoming(PEER_DOWN, peer, peer.encode(), peer))
 
     def _take(self, parts: list[bytes], peer: str | None, out: list[Incoming]) -> None:
         c = self._counts
@@ -395,6 +492,9 @@ class PeerTransport:
                 c["malformed"] += 1
                 return
             sender, data = parts
+            if self._lost and sender in self._lost:
+                c["from_lost_peer"] += 1
+                return
         else:
             if len(parts) != 1:
                 c["malformed"] += 1
@@ -423,7 +523,14 @@ class PeerTransport:
     # --- state -------------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         """Returns a copy of the counters (see the module docstring)."""
-        return dict(self._counts)
+        out = dict(self._counts)
+        out["peers_connected"] = sum(self._up.values())
+        return out
+
+    def connected(self, peer_id: str) -> bool:
+        """Returns True while the connection to ``peer_id`` is established (handshake done
+        and not seen to close)."""
+        return self._up.get(peer_id, False)
 
     @property
     def router(self) -> zmq.Socket:
@@ -435,6 +542,9 @@ class PeerTransport:
         if self._closed:
             return
         self._closed = True
+        for monitor in self._monitors:
+            monitor.close(0)
+        self._monitors.clear()
         for _, sock in self._peers.values():
             sock.close(0)
         self._peers.clear()

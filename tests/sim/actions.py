@@ -50,6 +50,13 @@ def chaos_actions(sim: Simulation) -> None:
         sim.net.random_partition(ids)
         sim.partition_until = sim.tick_no + rng.randint(1, 4 * sim.election_tick)
         sim.trace.add(sim.now, "partition", sim.net.describe())
+        if rng.random() < 0.5:  # the cut drops the connections across it
+            for n in running(sim):
+                lead = n.raw.raft.lead if n.raw is not None else ""
+                if lead and not sim.net.connected(lead, n.id):
+                    sim.close_connection(n, lead)
+    if r.disconnect and rng.random() < r.disconnect:
+        disconnect(sim)
     if rng.random() < r.propose:
         propose(sim)
     if r.read and rng.random() < r.read:
@@ -165,6 +172,16 @@ def transfer(sim: Simulation) -> None:
     sim.stats["transfers"] += 1
     sim.trace.add(sim.now, "transfer", ld.id, f"to {target}")
     sim._after_step(ld)
+
+
+def disconnect(sim: Simulation) -> None:
+    """Makes a random follower see its connection to its leader close while the leader
+    lives on (a dropped connection, not a crash)."""
+    followers = [n for n in running(sim) if n.raw is not None and n.raw.raft.lead not in ("", n.id)]
+    if followers:
+        n = sim.rng.choice(followers)
+        assert n.raw is not None
+        sim.close_connection(n, n.raw.raft.lead)
 
 
 def campaign(sim: Simulation) -> None:

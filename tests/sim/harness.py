@@ -93,6 +93,8 @@ class Simulation:
         self.nodes: dict[NodeId, SimNode] = {n: SimNode(n) for n in self.voters + spares}
         self.leaders: dict[NodeId, int] = {}  # node -> term, for nodes now leading
         self.snap_flight: dict[int, SnapFlight] = {}  # id(SNAP message) -> its shipment
+        # connections seen to close, reported at the next tick: (node, its inc, peer)
+        self.closed: list[tuple[NodeId, int, NodeId]] = []
         self.now = 0
         self.tick_no = 0
         self.steps = 0
@@ -111,6 +113,7 @@ class Simulation:
                 "flushes",
                 "replaced_in_flight",
                 "deposed_writes",
+                "closed",
             ),
             0,
         )
@@ -190,6 +193,7 @@ class Simulation:
         self._deliver_until(boundary)
         self.now = boundary
         self.trace.add(boundary, "tick", self.tick_no)
+        self._report_closed()
         for n in self.nodes.values():
             flushing = n.flushing
             if flushing is not None and (
@@ -513,10 +517,32 @@ class Simulation:
         sender.raw.report_unreachable(m.to)
         self._after_step(sender)
 
+    # --- closed connections -------------------------------------------------------------
+    def close_connection(self, n: SimNode, peer: NodeId) -> None:
+        """Makes ``n``'s runtime see its connection to ``peer`` close, at the next tick."""
+        self.closed.append((n.id, n.inc, peer))
+
+    def _report_closed(self) -> None:
+        """Tells each node (still the same incarnation) of the connections it saw close, as
+        a runtime's socket monitor would."""
+        closed, self.closed = self.closed, []
+        for nid, inc, peer in closed:
+            n = self.nodes[nid]
+            if n.raw is None or n.inc != inc:
+                continue
+            self.trace.add(self.now, "closed", nid, f"connection to {peer}")
+            self.stats["closed"] += 1
+            n.raw.report_disconnected(peer)
+            self._after_step(n)
+
     # --- crashes and restarts -----------------------------------------------------------
     def _crash(self, n: SimNode, why: str) -> None:
         self.trace.add(self.now, "CRASH", n.id, why)
         self.stats["crashes"] += 1
+        if self.chaos:  # most peers see the connection close (some only time out)
+            for other in self.nodes.values():
+                if other is not n and other.raw is not None and self.rng.random() < 0.8:
+                    self.close_connection(other, n.id)
         n.raw = None
         n.dirty = False
         n.flushing = None  # the write in flight is lost

@@ -47,6 +47,7 @@ class Rates:
     # while it flushes
     slow_flush: float = 0.0
     deposed_write: float = 0.0  # per tick in the first half of chaos: start the script
+    disconnect: float = 0.0  # a follower's connection to its live leader closes
 
     @staticmethod
     def random(rng: random.Random) -> Rates:
@@ -62,6 +63,7 @@ class Rates:
             compact=c((0.0, 0.05, 0.2)),
             ready_crash=c((0.0, 0.0, 0.003, 0.01)),
             ready_now=c((1.0, 0.7, 0.3)),
+            disconnect=c((0.0, 0.02, 0.1)),
         )
 
 

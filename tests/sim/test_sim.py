@@ -48,6 +48,7 @@ def test_seeds(nodes: int) -> None:
             "leader_commits",
             "replaced_in_flight",
             "deposed_writes",
+            "closed",
         ):
             assert total[key] > 0, f"no {key} in {len(seeds)} seeds: {total}"
 

@@ -1,0 +1,100 @@
+"""Real processes: a SIGKILLed leader is replaced because its connections close, not because
+an election timeout ran out, and a client writing through the crash carries on."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from boltraft.client import Client
+
+from .cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.integration
+
+TICK_MS = 50
+LONG = 2_000  # election ticks: 100-200 s, far beyond every deadline below
+
+
+class FirstLeads(Cluster):
+    """n1 has the usual election timeout, so it is elected first; the others wait
+    ``LONG`` ticks before a campaign of their own, so only a closed connection can make
+    one of them campaign within a test's deadlines."""
+
+    def argv(self, node_id: str) -> list[str]:
+        ticks = "10" if node_id == "n1" else str(LONG)
+        return [*super().argv(node_id), "--election-tick", ticks]
+
+
+@pytest.fixture
+def first_leads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FirstLeads]:
+    c = FirstLeads(tmp_path, tick_ms=TICK_MS)
+    try:
+        c.start()
+        assert c.wait_for_leader() == "n1"
+
+        def connected() -> bool:  # only a connection that exists can be seen to close
+            sts = [c.status(i) for i in c.ids]
+            return all(st and st["transport"]["peers_connected"] == 2 for st in sts)
+
+        wait_until(connected, 20, "every node connected to both others")
+        yield c
+    finally:
+        c.close()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            print(c.dump_logs())
+
+
+def test_the_survivors_elect_a_leader_when_the_leaders_connections_close(
+    first_leads: FirstLeads,
+) -> None:
+    c = first_leads
+    with Client(c.endpoints, timeout=30) as client:
+        client.create_bucket("b")
+        client.put("b", "before", "1")
+        term = c.status("n2")["term"]
+        c.kill("n1")
+        # n2 comes first after n1: it campaigns at once, and n3 votes for it
+        new = wait_until(c.leader, 20, "a new leader, long before any election timeout")
+        assert new == "n2"
+        assert {c.status(i)["term"] for i in ("n2", "n3")} == {term + 1}  # one election
+        client.put("b", "after", "2")
+        assert client.get("b", "before") == b"1"
+    c.start("n1")
+    wait_until(lambda: (c.status("n1") or {}).get("lead") == "n2", 20, "n1 to follow n2")
+
+
+def test_writes_running_through_the_crash_are_each_applied_once(
+    first_leads: FirstLeads,
+) -> None:
+    c = first_leads
+    got: list[int] = []
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with Client(c.endpoints, timeout=30) as client:
+                while not stop.is_set():
+                    got.append(client.next_sequence("b"))
+        except BaseException as exc:  # surfaced below
+            failure.append(exc)
+
+    with Client(c.endpoints, timeout=30) as client:
+        client.create_bucket("b")
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until(lambda: len(got) >= 20 or failure, 20, "20 writes")
+        c.kill("n1")  # most likely with a call in flight
+        at_kill = len(got)
+        wait_until(lambda: len(got) >= at_kill + 20 or failure, 30, "20 writes after the kill")
+    finally:
+        stop.set()
+        writer.join(60)
+    assert not failure, failure
+    assert got == list(range(1, len(got) + 1))  # no retry applied twice, none lost
