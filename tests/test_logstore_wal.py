@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,29 @@ def test_a_syncing_store_writes_into_its_preallocated_current_segment(tmp_path: 
     only = segments(tmp_path / "nosync")[0]
     assert record_offsets(only)[-1] == only.stat().st_size < 2048
     s.close()
+
+
+def test_opening_a_killed_store_does_not_read_its_reserved_segment_into_memory(
+    tmp_path: Path,
+) -> None:
+    """A killed node's current segment is segment_bytes long (zeros after its records):
+    opening it reads the records, not the whole file into memory."""
+    wal = tmp_path / "wal"
+    s = WalLogStore(wal, segment_bytes=32 << 20)
+    s.append(batch(1, 201), HardState(1, "n1", 200))
+    killed = tmp_path / "killed"
+    shutil.copytree(wal, killed)  # no close() ran: the tail is still there
+    s.close()
+    assert segments(killed)[0].stat().st_size == 32 << 20
+    tracemalloc.start()
+    try:
+        s = WalLogStore(killed, segment_bytes=32 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert s.entries(1, 201) == batch(1, 201)
+    s.close()
+    assert peak < 1 << 20
 
 
 def test_a_crash_before_apply_snapshot_deletes_the_old_segment_finds_it_sealed(
