@@ -26,8 +26,8 @@ caught up.
 
 Node settings: ``--set KEY=JSON`` (a config file key for every node, repeatable, e.g.
 ``--set dedup_window_ms=60000``), ``--serve-arg ARG`` (a ``boltraft serve`` argument).
-``--series`` adds every RSS sample (``series: {ID: [[s, MB], ...]}``); ``--keep DIR`` keeps
-the cluster's data and logs in DIR.
+``--series`` adds every sample (``series: {ID: [[s, RSS MB, RssAnon MB], ...]}``);
+``--keep DIR`` keeps the cluster's data and logs in DIR.
 
 ``--trace`` (to find what holds memory): ``kill -USR1 PID`` of a node starts tracemalloc
 in it; the next ``kill -USR1`` appends to ``DIR/ID.trace`` (with ``--keep DIR``) its RSS,
@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["catch_up"] = catch
         if args.series:
             result["series"] = {
-                cluster.ids[i]: [[round(t, 1), round(v, 1)] for t, v, _ in s]
+                cluster.ids[i]: [[round(t, 1), round(v, 1), round(a, 1)] for t, v, a in s]
                 for i, s in series.items()
             }
         return result
