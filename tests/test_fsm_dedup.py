@@ -19,6 +19,7 @@ from boltraft.errors import (
     InvalidArgumentError,
     SessionExpiredError,
 )
+from boltraft.packing import pack
 from boltraft.raft.types import Entry
 from boltraft.storage import commands, dedup
 from boltraft.storage.fsm import BucketStateMachine
@@ -163,6 +164,54 @@ def test_a_session_is_forgotten_a_day_after_its_newest_write_expired(
     sm.apply([ent(3, seq_cmd("x", 1, late)), ent(4, seq_cmd("y", 1, late + 1))])
     assert dedup.SESSION_PREFIX + b"c" not in meta_keys(sm, dedup.SESSION_PREFIX)
     assert sm.apply([ent(5, seq_cmd("c", 1, late + 2))]) == [4]  # taken as a new command
+
+
+def test_the_session_index_holds_one_key_per_session_however_many_runs(
+    sm: BucketStateMachine,
+) -> None:
+    """Two hours of runs by three clients leave three session index keys (each in its
+    session's bucket) and nothing per run: what clean-up needs stays as big as the set of
+    sessions, not the number of runs applied in the day a session is kept."""
+    index = 2
+    step = 10_000
+    for n, t in enumerate(range(0, 2 * 3600 * 1000, step), 1):
+        run = [ent(index + i, seq_cmd(f"c{i}", n, t)) for i in range(3)]
+        sm.apply(run)
+        index += len(run)
+    last = t
+    assert meta_keys(sm, dedup.SGROUP_PREFIX) == []
+    assert sorted(meta_keys(sm, dedup.SINDEX_PREFIX)) == sorted(
+        dedup.session_index_key(f"c{i}".encode(), last) for i in range(3)
+    )
+    assert len(meta_keys(sm, dedup.SESSION_PREFIX)) == 3
+
+
+def test_an_idle_session_and_its_index_key_are_deleted_a_day_later(
+    sm: BucketStateMachine,
+) -> None:
+    sm.apply([ent(2, seq_cmd("idle", 1, 0)), ent(3, seq_cmd("busy", 1, 0))])
+    late = WINDOW + dedup.SESSION_MS + 10
+    index = 4
+    for t in range(dedup.SESSION_BUCKET_MS, late, dedup.SESSION_MS // 4):
+        sm.apply([ent(index, seq_cmd("busy", index, t))])  # the busy one moves on
+        index += 1
+    sm.apply([ent(index, seq_cmd("busy", index, late))])
+    assert dedup.SESSION_PREFIX + b"idle" not in meta_keys(sm, dedup.SESSION_PREFIX)
+    assert meta_keys(sm, dedup.SINDEX_PREFIX) == [dedup.session_index_key(b"busy", late)]
+
+
+def test_session_groups_a_store_holds_are_cleaned_up_a_day_later(
+    sm: BucketStateMachine,
+) -> None:
+    """SGROUP entries (one per run, listing its clients) in a store are deleted with the
+    expired sessions they list, once a day old."""
+    with sm.db.update() as tx:
+        tx.meta_put(dedup.SESSION_PREFIX + b"old", (7).to_bytes(8, "big") + bytes(8))
+        tx.meta_put(dedup.SGROUP_PREFIX + bytes(8) + (5).to_bytes(8, "big"), pack([b"old"]))
+    late = WINDOW + dedup.SESSION_MS + 10
+    sm.apply([ent(2, seq_cmd("x", 1, late)), ent(3, seq_cmd("y", 1, late + 1))])
+    assert meta_keys(sm, dedup.SGROUP_PREFIX) == []
+    assert dedup.SESSION_PREFIX + b"old" not in meta_keys(sm, dedup.SESSION_PREFIX)
 
 
 def test_negative_window_is_refused(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from boltraft.errors import (
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 from boltraft.storage.wal import WalLogStore
 from boltraft.storage.wal import format as fmt
+from boltraft.storage.wal.index import LogIndex
 
 CONF = ConfState(voters=("n1",), addrs={"n1": "tcp://127.0.0.1:1"})
 
@@ -123,6 +125,45 @@ def test_a_syncing_store_writes_into_its_preallocated_current_segment(tmp_path: 
     only = segments(tmp_path / "nosync")[0]
     assert record_offsets(only)[-1] == only.stat().st_size < 2048
     s.close()
+
+
+def test_opening_a_killed_store_does_not_read_its_reserved_segment_into_memory(
+    tmp_path: Path,
+) -> None:
+    """A killed node's current segment is segment_bytes long (zeros after its records):
+    opening it reads the records, not the whole file into memory."""
+    wal = tmp_path / "wal"
+    s = WalLogStore(wal, segment_bytes=32 << 20)
+    s.append(batch(1, 201), HardState(1, "n1", 200))
+    killed = tmp_path / "killed"
+    shutil.copytree(wal, killed)  # no close() ran: the tail is still there
+    s.close()
+    assert segments(killed)[0].stat().st_size == 32 << 20
+    tracemalloc.start()
+    try:
+        s = WalLogStore(killed, segment_bytes=32 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert s.entries(1, 201) == batch(1, 201)
+    s.close()
+    assert peak < 1 << 20
+
+
+def test_the_index_keeps_a_record_in_a_few_dozen_bytes() -> None:
+    """Until a compaction the index holds one record per append (up to snapshot_entries
+    of them under a light load): its columns are arrays of machine integers."""
+    idx = LogIndex()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(1, 20_001):
+            idx.add(i, [3], 1, 1_000_000 + 300 * i, 300)
+        per_record = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+    finally:
+        tracemalloc.stop()
+    assert idx.record_of(12_345) == 12_344 and idx.rec_off[12_344] == 1_000_000 + 300 * 12_345
+    assert per_record < 48  # 32 for the record columns, 8 for the term; lists of ints: ~130
 
 
 def test_a_crash_before_apply_snapshot_deletes_the_old_segment_finds_it_sealed(

@@ -116,12 +116,24 @@ def test_restart_with_only_data_uses_node_json(tmp_path: Path) -> None:
         {"peers": ["n1=tcp://127.0.0.1:9"]},
         {"log_store": "sqlite"},
         {"log_store": 1},
+        {"max_inflight_bytes": 0},
+        {"max_apply_bytes": "1MiB"},
     ],
 )
 def test_bad_values_are_config_errors(tmp_path: Path, values: dict[str, object]) -> None:
     base = {"id": "n1", "listen": "tcp://127.0.0.1:1"}
     with pytest.raises(ConfigError):
         resolve_config({**base, **values}, None, tmp_path)
+
+
+def test_memory_bounds_are_settings(tmp_path: Path) -> None:
+    base = {"id": "n1", "listen": "tcp://127.0.0.1:1"}
+    cfg = resolve_config(base, None, tmp_path)
+    assert (cfg.max_inflight_bytes, cfg.max_apply_bytes) == (4 << 20, 1 << 20)
+    cfg = resolve_config(
+        {**base, "max_inflight_bytes": 65536, "max_apply_bytes": 4096}, None, tmp_path
+    )
+    assert (cfg.max_inflight_bytes, cfg.max_apply_bytes) == (65536, 4096)
 
 
 def test_config_files_json_and_toml(tmp_path: Path) -> None:

@@ -142,8 +142,18 @@ def _broadcast_heartbeat(r: RaftState, ctx: bytes = b"") -> None:
     committed = r.log.committed
     for nid, pr in r.progress.items():
         if nid != r.id:
-            # Never tell a follower to commit past what it is known to hold.
-            r.send(Message(MT.HEARTBEAT, nid, r.id, commit=min(pr.match, committed), context=ctx))
+            # Never tell a follower to commit past what it is known to hold. ``index``: the
+            # last entry sent to it so far, which its answer carries back.
+            r.send(
+                Message(
+                    MT.HEARTBEAT,
+                    nid,
+                    r.id,
+                    index=pr.next - 1,
+                    commit=min(pr.match, committed),
+                    context=ctx,
+                )
+            )
 
 
 # --- responses --------------------------------------------------------------------------------
@@ -197,9 +207,18 @@ def _heartbeat_resp(r: RaftState, m: Message) -> None:
         return
     pr.recent_active = True
     pr.probe_sent = False
-    if pr.state == ProgressState.REPLICATE and pr.inflights.full():
-        # The window may be full of lost APPs: a live follower earns one more send, and
-        # a rejection of it drops the follower back to probing.
+    # A full window may hold lost APPs: its oldest one was sent before this heartbeat (its
+    # last index is at most the one the heartbeat carried) and the follower, which
+    # acknowledges what it got before answering a heartbeat, answered without
+    # acknowledging it. Then it earns one more send, and a rejection of that drops it back
+    # to probing. An APP sent after the heartbeat may just be on its way: freeing its slot
+    # would let a busy follower's window grow with every heartbeat it answers. (An answer
+    # carrying index 0 tells nothing: one more send.)
+    if (
+        pr.state == ProgressState.REPLICATE
+        and pr.inflights.full()
+        and (m.index == 0 or pr.inflights.oldest() <= m.index)
+    ):
         pr.inflights.free_first_one()
     if pr.match < r.log.last_index():
         send_append(r, m.frm)

@@ -38,6 +38,10 @@ class Inflights:
         if self._q:
             self.bytes -= self._q.popleft()[1]
 
+    def oldest(self) -> int:
+        """Returns the last index of the oldest APP in flight (0 when there is none)."""
+        return self._q[0][0] if self._q else 0
+
     def full(self) -> bool:
         """Returns True when no further APP may be sent (count or byte budget used up)."""
         return len(self._q) >= self.max_count or self.bytes >= self.max_bytes

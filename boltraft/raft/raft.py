@@ -257,7 +257,7 @@ class Raft(RaftState):
         self.election_elapsed = 0
         self.lead = m.frm
         self.log.commit_to(min(m.commit, self.log.last_index()))
-        self.send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, context=m.context))
+        self.send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, index=m.index, context=m.context))
 
     def _follower_snap(self, m: Message) -> None:
         self.election_elapsed = 0

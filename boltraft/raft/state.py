@@ -66,10 +66,15 @@ class RaftState:
         first = self.log.first_index()
         self.conf: ConfState = cs
         applied = max(config.applied, first - 1)
-        if applied >= first:
-            for e in self.log.entries(first, applied + 1):
+        lo = first
+        # From the store (everything up to applied is stored), max_size_per_msg at a time:
+        # the log since the snapshot may be far larger than anything worth holding at once.
+        while lo <= applied:
+            ents = storage.entries(lo, applied + 1, config.max_size_per_msg)
+            for e in ents:
                 if e.type == EntryType.CONF_CHANGE:
                     self._apply_conf_change_entry(e)
+            lo += len(ents)
         self.log.applied_to(applied)
         self.conf_changed = False  # the runtime has not seen `conf` yet (Ready.conf_state)
         self.voters: frozenset[NodeId] = frozenset(self.conf.voters)

@@ -21,6 +21,8 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
 | ``dedup_window_ms`` | int | 600000 | how long a (cid, seq) is remembered for retries |
 | ``request_timeout_ms`` | int | 1000 | a forwarded write or pending read is failed after this |
+| ``max_inflight_bytes`` | int | 4194304 | entry data sent to a follower and not yet acknowledged |
+| ``max_apply_bytes`` | int | 1048576 | entry data handed to the state machine per Ready |
 | ``snapshot_entries`` | int | 100000 | snapshot after this many applied entries since the last |
 | ``snapshot_log_bytes`` | int | 67108864 | ... or after this many bytes of applied command data |
 | ``snapshot_keep_entries`` | int | 5000 | log entries kept below a snapshot when compacting |
@@ -52,6 +54,8 @@ _INT_KEYS = {
     "max_batch": 1,
     "dedup_window_ms": 0,
     "request_timeout_ms": 1,
+    "max_inflight_bytes": 1,
+    "max_apply_bytes": 1,
     "snapshot_entries": 1,
     "snapshot_log_bytes": 1,
     "snapshot_keep_entries": 0,
@@ -91,6 +95,13 @@ class ServerConfig:
     # no longer than the Python client's attempt timeout (1 s): a request a node holds is
     # answered before the client gives up on the attempt and tries another node
     request_timeout_ms: int = 1_000
+    # Memory bounds. max_inflight_bytes: what a lagging follower is sent at once, and so
+    # what the leader and the follower hold for it (frames, decoded entries, one log
+    # append) while it catches up. max_apply_bytes: what one Ready hands to the state
+    # machine (a follower with lazy_apply adds what it kept); LMDB keeps the pages of
+    # its largest write transaction allocated for reuse.
+    max_inflight_bytes: int = 4 << 20
+    max_apply_bytes: int = 1 << 20
     snapshot_entries: int = defaults.SNAPSHOT_ENTRIES
     snapshot_log_bytes: int = 64 << 20
     snapshot_keep_entries: int = 5_000

@@ -193,6 +193,8 @@ class Node:
             pre_vote=cfg.pre_vote,
             check_quorum=cfg.check_quorum,
             lazy_commit=cfg.lazy_commit,
+            max_inflight_bytes=cfg.max_inflight_bytes,
+            max_committed_size_per_ready=cfg.max_apply_bytes,
             applied=min(self.state.applied, hard_state.commit),  # an install may be ahead
             rng=self._rng,
         )

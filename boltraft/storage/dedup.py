@@ -8,6 +8,8 @@ Keys (``cid`` is at most 128 bytes, so every key stays far below LMDB's 511-byte
 
     RECORD_PREFIX + seq(u64 BE) + cid  ->  ts(u64 BE) + msgpack([ok, payload])
     GROUP_PREFIX + max_ts(u64 BE) + first_index(u64 BE)  ->  msgpack([[cid, seq], ...])
+    SESSION_PREFIX + cid  ->  seq(u64 BE) + ts(u64 BE)
+    SINDEX_PREFIX + bucket start(u64 BE) + cid  ->  b""
 
 Records sort by seq first: clients that write at similar rates have similar seqs, so the
 records one apply run writes land on a few B-tree pages instead of one page per client
@@ -39,8 +41,17 @@ transaction of the run that applied it. A (cid, seq) without a record and at or 
 client's highest seq is refused with ``session_expired`` too, so a client's seqs must be
 applied in increasing order (one call at a time, or pipelined on one connection, as the
 client library does). A session is kept ``SESSION_MS`` (a day) after its newest record
-expired (again a logical rule, read against the clock; SGROUP entries indexed by ts let
-clean-up find the sessions to delete); a retry later than that is a new command.
+expired (again a logical rule, read against the clock); a retry later than that is a new
+command.
+
+The SESSION INDEX lets clean-up find the sessions to delete: ONE key per session,
+``SINDEX_PREFIX + minute(u64 BE) + cid`` (empty value), where minute is the start of the
+``SESSION_BUCKET_MS`` bucket holding the session's ts. A run that moves a session into
+another bucket moves its key (a client writing all day moves it once a minute; within a
+bucket nothing is written), so the index holds as many keys as there are sessions, however
+many runs applied their writes. Older stores may also hold SGROUP entries
+(``SGROUP_PREFIX + max_ts(u64 BE) + first_index(u64 BE) -> msgpack([cid, ...])``, one per
+run); clean-up deletes them, and the expired sessions they list, once they are a day old.
 Everything here depends only on the log (seqs, ts, the clock), never on when clean-up ran,
 so every replica answers every retry the same way.
 
@@ -65,7 +76,9 @@ RECORD_PREFIX = b"sm.d"
 GROUP_PREFIX = b"sm.g"
 SESSION_PREFIX = b"sm.s"
 SGROUP_PREFIX = b"sm.t"
+SINDEX_PREFIX = b"sm.i"
 SESSION_MS = 24 * 60 * 60 * 1000
+SESSION_BUCKET_MS = 60 * 1000  # the session index's granularity
 GC_GROUPS_PER_RUN = 256  # clean-up work per apply run is bounded by this many groups
 
 _U64 = struct.Struct(">Q")
@@ -81,6 +94,12 @@ def record_key(cid: bytes, seq: int) -> bytes:
     """Returns the meta key of the record for ``(cid, seq)`` (cid: 1..128 bytes; the seq
     has a fixed width, so the key is unique)."""
     return RECORD_PREFIX + _U64.pack(seq) + cid
+
+
+def session_index_key(cid: bytes, ts: int) -> bytes:
+    """Returns the session index key of ``cid``'s session applied at ``ts``: the start of
+    ts's bucket, then the cid."""
+    return SINDEX_PREFIX + _U64.pack(ts - ts % SESSION_BUCKET_MS) + cid
 
 
 def record_key_cid_first(cid: bytes, seq: int) -> bytes:
@@ -260,27 +279,60 @@ class DedupRun:
         if self._pairs:
             key = GROUP_PREFIX + _GROUP_KEY.pack(self._max_ts, first_index)
             self._tx.meta_put(key, pack(self._pairs))
-            self._write_sessions(first_index)
+            self._write_sessions()
         expired_before = clock - self.window_ms  # a record with ts < this is expired
         oldest = self.oldest_group_ts
         if oldest is None or oldest < expired_before:
             oldest = self._clean(expired_before)
+            self._clean_session_index(expired_before - SESSION_MS)
             self._clean_sessions(expired_before - SESSION_MS)
         if self._pairs and self._max_ts < oldest:
             oldest = self._max_ts
         self.oldest_group_ts = oldest
 
-    def _write_sessions(self, first_index: int) -> None:
-        """Stores the sessions this run moved on, and lists their clients in an SGROUP entry
-        under (max ts, ``first_index``) for clean-up."""
+    def _write_sessions(self) -> None:
+        """Stores the sessions this run moved on, and moves the session index key of each
+        one whose bucket changed."""
         tx = self._tx
         get, meta = tx._txn.get, self._meta
         for cid, (seq, ts) in self._sessions.items():
             raw = get(SESSION_PREFIX + cid, db=meta)
-            if raw is None or _SESSION.unpack(raw)[0] < seq:
+            if raw is None:
                 tx.meta_put(SESSION_PREFIX + cid, _SESSION.pack(seq, ts))
-        key = SGROUP_PREFIX + _GROUP_KEY.pack(self._max_ts, first_index)
-        tx.meta_put(key, pack(list(self._sessions)))
+                tx.meta_put(session_index_key(cid, ts), b"")
+                continue
+            old_seq, old_ts = _SESSION.unpack(raw)
+            if old_seq < seq:
+                tx.meta_put(SESSION_PREFIX + cid, _SESSION.pack(seq, ts))
+                key = session_index_key(cid, ts)
+                old = session_index_key(cid, old_ts)
+                if key != old:
+                    tx.meta_delete(old)
+                    tx.meta_put(key, b"")
+
+    def _clean_session_index(self, before: int) -> None:
+        """Deletes the sessions whose newest apply is older than ``before``, and their index
+        keys, looking at up to GC_GROUPS_PER_RUN keys of buckets that start before it."""
+        tx = self._tx
+        cur = tx._txn.cursor(db=self._meta)
+        due: list[bytes] = []
+        if cur.set_range(SINDEX_PREFIX):
+            start = len(SINDEX_PREFIX)
+            for key in cur.iternext(values=False):
+                if (
+                    not key.startswith(SINDEX_PREFIX)
+                    or _U64.unpack_from(key, start)[0] >= before
+                    or len(due) >= GC_GROUPS_PER_RUN
+                ):
+                    break
+                due.append(key)
+        for key in due:
+            skey = SESSION_PREFIX + key[len(SINDEX_PREFIX) + 8 :]
+            raw = tx.meta_get(skey)
+            if raw is None or _SESSION.unpack(raw)[1] < before:  # else: later in its bucket
+                if raw is not None:
+                    tx.meta_delete(skey)
+                tx.meta_delete(key)
 
     def _clean_sessions(self, before: int) -> None:
         """Deletes up to GC_GROUPS_PER_RUN SGROUP entries older than ``before`` and the

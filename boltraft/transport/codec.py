@@ -45,7 +45,7 @@ from boltraft.errors import (
     ProtocolError,
     UnsupportedProtocolError,
 )
-from boltraft.packing import pack
+from boltraft.packing import pack, pack_bulk
 from boltraft.raft.types import (
     MAX_INDEX,
     MAX_TERM,
@@ -150,8 +150,12 @@ def encode_frame(kind: str, *fields: Any) -> bytes:
 
 
 def encode_raft(msgs: Iterable[Message]) -> bytes:
-    """Returns one "raft" frame carrying every message of ``msgs`` (possibly empty)."""
-    return encode_frame(KIND_RAFT, encode_messages(msgs))
+    """Returns one "raft" frame carrying every message of ``msgs`` (possibly empty), packed
+    by ``pack_bulk`` (it may carry a follower's whole window of entries)."""
+    try:
+        return pack_bulk([PROTOCOL_VERSION, KIND_RAFT, encode_messages(msgs)])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MalformedFrameError(f"cannot encode a 'raft' frame: {exc}", kind=KIND_RAFT) from None
 
 
 def encode_request(request_id: int, body: dict[str, Any]) -> bytes:

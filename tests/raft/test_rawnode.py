@@ -6,9 +6,15 @@ import pytest
 
 from boltraft.errors import BadRequestError, ConfigError
 from boltraft.raft import leader
+from boltraft.raft.confchange import encode_conf_change
+from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
+    ConfChange,
+    ConfChangeType,
     ConfState,
+    Entry,
+    EntryType,
     HardState,
     Message,
     MessageType,
@@ -47,6 +53,34 @@ def test_restart_with_applied_past_a_lost_commit_recovers_the_commit() -> None:
     assert node.status().commit == 3 and node.status().applied == 3
     node.check_invariants()
     assert [e.index for e in node.ready().committed_entries] == []
+
+
+class ReadSizes(MemoryLogStore):
+    """A MemoryLogStore that notes the data size of every ``entries()`` answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[int] = []
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        out = super().entries(lo, hi, max_bytes)
+        self.reads.append(sum(len(e.data) for e in out))
+        return out
+
+
+def test_a_restart_reads_the_applied_log_in_pieces_of_max_size_per_msg() -> None:
+    """On start the core looks for membership changes in the applied log; it reads that
+    log a bounded piece at a time (it may be as long as the log since the snapshot), and
+    still applies a membership change found in a later piece."""
+    store = ReadSizes()
+    store.bootstrap(ConfState(("a",)))
+    ents = [Entry(1, i, 0, bytes(1000)) for i in range(1, 200)]
+    cc = encode_conf_change(ConfChange(ConfChangeType.ADD_VOTER, "b"))
+    ents.append(Entry(1, 200, EntryType.CONF_CHANGE, cc))
+    store.append(ents, HardState(1, "a", 200))
+    node = RawNode(make_config("a", applied=200, max_size_per_msg=10_000), store)
+    assert sum(store.reads) >= 199 * 1000 and max(store.reads) <= 10_000 + 1000
+    assert node.status().conf_state.voters == ("a", "b")
 
 
 def test_stored_commit_past_the_log_is_a_config_error() -> None:

@@ -202,6 +202,36 @@ def test_heartbeat_response_reopens_a_window_full_of_lost_appends() -> None:
     assert net.data_applied("b") == [b"0", b"1", b"2", b"3"]
 
 
+def test_heartbeat_answers_do_not_stretch_a_busy_follower_s_window() -> None:
+    """A follower slower than the heartbeat (catching up: every flush is large) answers
+    several heartbeats per round of acknowledgements. Those answers come after the
+    acknowledgements of every APP sent before their heartbeat, so they free no slot of a
+    window refilled since: what is in flight stays within max_inflight_bytes."""
+    net = Network(["a", "b"], max_size_per_msg=1000, max_inflight_bytes=3000)
+    net.elect("a")
+    a, b = net.nodes["a"], net.nodes["b"]
+    a.propose([bytes(1000)] * 60)
+    sent = acked = net.log_of("b")[-1][0]  # the new term's no-op
+    worst = 0
+    for _ in range(30):
+        out = net.process("a") if a.has_ready() else []
+        for _ in range(3):  # three heartbeats while b flushes
+            a.tick()
+            out += net.process("a") if a.has_ready() else []
+        for m in out:
+            if m.type == MT.APP and m.entries:
+                sent = max(sent, m.entries[-1].index)
+            b.step(m)
+        worst = max(worst, sent - acked)
+        for m in net.process("b") if b.has_ready() else []:
+            if m.type == MT.APP_RESP and not m.reject:
+                acked = max(acked, m.index)
+            a.step(m)
+    assert 0 < worst <= 3  # entries of 1000 bytes: the window of 3000
+    net.settle()
+    assert net.log_of("b") == net.log_of("a") and len(net.data_applied("b")) == 60
+
+
 # --- lazy_commit: followers learn the commit with the next APP or heartbeat -------------------
 def _commits(net: Network) -> dict[str, int]:
     return {nid: n.status().commit for nid, n in net.nodes.items()}

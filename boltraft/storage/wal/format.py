@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack
 
-from boltraft.packing import pack
+from boltraft.packing import pack_bulk
 from boltraft.raft.types import ConfState, Entry, HardState, SnapshotMeta
 
 FORMAT_VERSION = 1
@@ -155,7 +155,7 @@ def decode_state(payload: memoryview | bytes) -> tuple[bool, SnapshotMeta, HardS
 
 def encode_entries(entries: Sequence[Entry]) -> bytes:
     """Returns the ``ENTRIES`` payload of a batch (a list or tuple packs without a copy)."""
-    return pack(entries if isinstance(entries, (list, tuple)) else list(entries))
+    return pack_bulk(entries if isinstance(entries, (list, tuple)) else list(entries))
 
 
 def decode_entries(payload: memoryview | bytes) -> list[Entry]:

@@ -2,9 +2,11 @@
 
 The terms of every live entry (an ``array('q')``, so ``term()`` is one subscript) and where
 each live ``ENTRIES`` record lies on disk (segment, offset, size) with the index it starts
-at, so a read bisects to the record and ``pread``s it. Replay on open and the running store
-apply the same operations to it, so both follow one truncation rule: a record starting at
-``i`` replaces everything from ``i``.
+at, so a read bisects to the record and ``pread``s it. The record columns are ``array('q')``
+too: 32 bytes a record, where lists of ints cost about 128, and a log holds up to
+``snapshot_entries`` of them (one per append) until it is compacted. Replay on open and the
+running store apply the same operations to it, so both follow one truncation rule: a record
+starting at ``i`` replaces everything from ``i``.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ class LogIndex:
         self.first = index + 1
         self.last = index
         self.terms = array("q")
-        self.rec_first: list[int] = []
-        self.rec_seg: list[int] = []
-        self.rec_off: list[int] = []
-        self.rec_size: list[int] = []
+        self.rec_first = array("q")
+        self.rec_seg = array("q")
+        self.rec_off = array("q")
+        self.rec_size = array("q")
 
     def add(self, start: int, terms: list[int], seg: int, off: int, size: int) -> None:
         """Records a batch of ``len(terms)`` entries from ``start`` (``first <= start <= last

@@ -19,6 +19,7 @@ not (CorruptionError: a segment is missing).
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
@@ -120,7 +121,7 @@ def _replay_segment(rp: _Replay, file: Path, seg: int, last: bool, first: bool) 
 
     Raises CorruptionError for a bad record (unless ``last``: a torn tail ends the scan) and
     for a CRC-valid record that cannot be decoded or does not fit the log."""
-    data = memoryview(file.read_bytes())
+    data = _mapped(file)
     off = 0
     while off < len(data) or off == 0:
         rec = fmt.read_record(data, off)
@@ -163,6 +164,18 @@ def _replay_segment(rp: _Replay, file: Path, seg: int, last: bool, first: bool) 
             ) from None
         off = nxt
     return off
+
+
+def _mapped(file: Path) -> memoryview:
+    """Returns the bytes of ``file`` as a read-only view of a mapping of it: only the
+    pages the replay reads come into memory, as reclaimable file pages, never the segment
+    whole (a killed node's current segment is ``segment_bytes`` long, zeros after its last
+    record). The mapping goes when the last view of it does."""
+    with open(file, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return memoryview(b"")
+        return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ))
 
 
 def list_segments(path: Path) -> list[int]:
