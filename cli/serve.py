@@ -3,7 +3,8 @@
 A start that fails prints one line ``error: <code>: <message>`` and leaves no new data
 directory behind; ``--metrics-addr HOST:PORT`` serves ``/metrics``, ``/healthz`` and
 ``/readyz`` (docs/operations.md). The defaults shown in ``--help`` are the node's own
-(``boltraft.server.defaults``).
+(``boltraft.server.defaults``). What a node writes is its log: ``-w json`` (or
+``--log-format json``) makes each log line one JSON object; ``-w table`` is a usage error.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import click
 
 from boltraft.errors import ConfigError, DiskFailedError, NoSpaceError
 from boltraft.server import defaults
+
+from .output import output_options, write_out
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -71,11 +74,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 )
 @click.option(
     "--log-format",
-    default="text",
-    show_default=True,
+    default=None,
     type=click.Choice(["text", "json"]),
-    help="Log lines as text, or one JSON object per line.",
+    help="Log lines as text, or one JSON object per line [text; json with -w json].",
 )
+@output_options
 @click.pass_obj
 def serve_cmd(
     obj: dict[str, Any] | None,
@@ -93,7 +96,7 @@ def serve_cmd(
     snapshot_entries: int | None,
     metrics_addr: str | None,
     log_level: str,
-    log_format: str,
+    log_format: str | None,
 ) -> None:
     """Run one node. A new cluster bootstraps from its peer list; a new node with --join
     asks an existing cluster to add it; a restarted node resumes from DATA with the same
@@ -106,6 +109,12 @@ def serve_cmd(
 
     if join and peers:
         raise click.UsageError("--join starts a new node: give no --peer")
+    fmt = write_out()
+    if fmt == "table":
+        raise click.UsageError("serve writes log lines: -w simple or -w json")
+    if fmt == "json" and log_format == "text":
+        raise click.UsageError("-w json and --log-format text disagree")
+    log_format = log_format or ("json" if fmt == "json" else "text")
     try:
         values: dict[str, Any] = load_config_file(config_file) if config_file else {}
         flags = {

@@ -6,6 +6,11 @@ in ``DATA/nI``; the command lines are the same on every run, so running it again
 same data back. Every port is checked before anything starts: a port in use (another
 cluster, say) is refused in one line, and the leader reported is one of this cluster's
 nodes.
+
+Once a leader is known it prints the cluster: ``-w simple`` as lines with a few commands to
+try, ``-w table`` the nodes as a table, ``-w json`` one JSON object (``data``, ``nodes``:
+``id``, ``listen``, ``pid``, ``metrics``, ``data``, ``log`` each, ``endpoints``,
+``leader``) on stdout, with its progress lines on stderr so the JSON is all stdout holds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 from types import FrameType
 
 import click
+
+from .output import echo_json, output_options, print_table, write_out
 
 SERVE = "from boltraft_cli.main import main; main()"
 
@@ -90,11 +97,18 @@ def stop_children(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -
     type=click.IntRange(1, 65000),
     help="First port of the nodes' /metrics, /healthz, /readyz [base port + 1000].",
 )
+@output_options
 def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: int | None) -> None:
     """Start a local cluster and keep it running until Ctrl-C; run again to get the same data
     back. Node logs go to DATA/nN.log."""
     from boltraft.errors import ConfigError, UnavailableError
     from boltraft.server.probe import status, wait_for_leader
+
+    fmt = write_out()
+    quiet = fmt != "simple"  # progress goes to stderr: stdout holds the table or the JSON
+
+    def say(line: str) -> None:
+        click.echo(line, err=fmt == "json")
 
     mbase = base_port + 1000 if metrics_base_port is None else metrics_base_port
     ports = [base_port + i for i in range(nodes)]
@@ -135,13 +149,25 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
                     )
                 )
         endpoints = ",".join(addr for _, addr, _ in plan)
-        click.echo(f"boltraft: {nodes}-node cluster, data under {root}")
-        for (node_id, addr, ddir), p, maddr in zip(plan, procs, metrics, strict=True):
-            click.echo(
-                f"  {node_id}  {addr}  pid {p.pid}  metrics http://{maddr}/metrics  "
-                f"data {ddir}  log {root}/{node_id}.log"
-            )
-        click.echo(f"endpoints: {endpoints}")
+        described = [
+            {
+                "id": node_id,
+                "listen": addr,
+                "pid": p.pid,
+                "metrics": f"http://{maddr}/metrics",
+                "data": str(ddir),
+                "log": str(root / f"{node_id}.log"),
+            }
+            for (node_id, addr, ddir), p, maddr in zip(plan, procs, metrics, strict=True)
+        ]
+        if not quiet:
+            click.echo(f"boltraft: {nodes}-node cluster, data under {root}")
+            for d in described:
+                click.echo(
+                    f"  {d['id']}  {d['listen']}  pid {d['pid']}  metrics {d['metrics']}  "
+                    f"data {d['data']}  log {d['log']}"
+                )
+            click.echo(f"endpoints: {endpoints}")
         leader = None
         deadline = time.monotonic() + 30
         while leader is None and not stopping and time.monotonic() < deadline:
@@ -154,7 +180,25 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
                 leader = found if mine else None
         if leader is None and not stopping:
             raise UnavailableError("no leader was elected; see the node logs")
-        if leader is not None:
+        if leader is not None and fmt == "json":
+            echo_json(
+                {
+                    "data": str(root),
+                    "nodes": described,
+                    "endpoints": endpoints.split(","),
+                    "leader": leader,
+                }
+            )
+        elif leader is not None and fmt == "table":
+            print_table(
+                ["ID", "LISTEN", "PID", "METRICS", "DATA", "LOG"],
+                [
+                    [d[k] for k in ("id", "listen", "pid", "metrics", "data", "log")]
+                    for d in described
+                ],
+            )
+            click.echo(f"leader: {leader}; endpoints: {endpoints}; Ctrl-C stops the cluster.")
+        elif leader is not None:
             click.echo(f"leader: {leader}. Try, from another terminal:")
             env = (
                 ""
@@ -172,12 +216,12 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
             if all(p.returncode is not None for p in procs):
                 raise UnavailableError("every node exited; see the node logs")
             time.sleep(0.2)
-        click.echo("stopping the cluster ...")
+        say("stopping the cluster ...")
     finally:
         stop_children(procs)
         for s, handler in previous.items():
             signal.signal(s, handler)
-    click.echo("stopped.")
+    say("stopped.")
 
 
 def register(group: click.Group) -> None:

@@ -89,6 +89,8 @@ def test_every_command_refuses_an_unknown_option_in_one_line(path: tuple[str, ..
         (("get", "b", "k", "--json", "-w", "table"), "usage", EXIT_USAGE),
         (("serve", "--data", "x", "--log-level", "bogus"), "usage", EXIT_USAGE),
         (("serve", "--data", "x", "--log-format", "xml"), "usage", EXIT_USAGE),
+        (("serve", "--data", "x", "-w", "table"), "usage", EXIT_USAGE),
+        (("serve", "--data", "x", "-w", "json", "--log-format", "text"), "usage", EXIT_USAGE),
         (("serve", "--join", "tcp://127.0.0.1:1", "--peer", "a=tcp://h:1"), "usage", EXIT_USAGE),
         (("txn",), "usage", EXIT_USAGE),  # empty stdin: not JSON
         (("txn", "--file", "/no/such/ops.json"), "file_error", EXIT_OTHER),

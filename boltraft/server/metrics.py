@@ -36,15 +36,13 @@ from boltraft.raft.types import (
     Role,
     SnapshotMeta,
 )
-from boltraft.server.clusterops import OPS as CLUSTER_OPS
+from boltraft.server.node import KNOWN_OPS
 from boltraft.server.ports import CommitObserver, Net, NullObserver
-from boltraft.server.service import DATA_OPS
 from boltraft.transport.zmq_transport import Incoming
 
 SAMPLE_S = 0.1  # how often the loop publishes its counters (a scrape sees them this fresh)
 READY_MAX_APPLY_LAG = 1000  # /readyz: most committed entries a ready node has not applied
 HEALTHY_WITHIN_S = 5.0  # /healthz: the loop ran an iteration this recently
-KNOWN_OPS = frozenset(DATA_OPS | CLUSTER_OPS | {"status", "stats"})
 _MAX_PENDING_BATCHES = 100_000
 
 # 100 us .. 6.6 s, doubling: an fsync, an apply and a commit all fit
@@ -465,7 +463,7 @@ class _SampleCollector(Collector):
             "boltraft_proposals_failed_total",
             "Client writes answered proposal_dropped (lost to a new leader or refused); "
             "the client library retries them.",
-            s["errors"].get("proposal_dropped", 0),
+            sum(n for (_, code), n in s["errors"].items() if code == "proposal_dropped"),
         )
         full = GaugeMetricFamily(
             "boltraft_disk_full",
@@ -537,9 +535,9 @@ class _SampleCollector(Collector):
         yield reqs
         errs = CounterMetricFamily(
             "boltraft_client_errors_total",
-            "Client requests answered with an error, by error code.",
-            labels=["code"],
+            "Client requests answered with an error, by op and error code.",
+            labels=["op", "code"],
         )
-        for code, n in sorted(s["errors"].items()):
-            errs.add_metric([code], n)
+        for (op, code), n in sorted(s["errors"].items()):
+            errs.add_metric([op, code], n)
         yield errs

@@ -68,7 +68,7 @@ from boltraft.server.config import ServerConfig
 from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
 from boltraft.server.replies import Replies, Target
-from boltraft.server.service import Service
+from boltraft.server.service import DATA_OPS, Service
 from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
@@ -80,6 +80,8 @@ log = logging.getLogger("boltraft.server")
 # pipelined data requests, writes a follower forwards and their answers: never cluster ops
 _DATA_FRAMES = frozenset((REQS, FWD, FWD_RESP))
 _CLUSTER_FRAMES = frozenset((SNAP, REMOVED))
+KNOWN_OPS = frozenset(DATA_OPS | CLUSTER_OPS | {"status", "stats"})
+"""Every op a client request may name (the others are answered bad_request)."""
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
 FULL_WARN_S = 10.0  # a full disk is logged as a warning at most this often
@@ -143,7 +145,7 @@ class Node:
             "log_disk_full": 0,
             "apply_disk_full": 0,
         }
-        self.replies = Replies(net)
+        self.replies = Replies(net, KNOWN_OPS)
         self.service = Service(
             self.state,
             self.core,
@@ -366,7 +368,9 @@ class Node:
                     self.counters["step_errors"] += 1
         elif kind == "req":
             rid, body = frame.payload
-            self._on_request(Target(frame.sender, rid), body, now)
+            op = body.get("op") if type(body) is dict else None
+            target = Target(frame.sender, rid, None, False, op if type(op) is str else "")
+            self._on_request(target, body, now)
         elif kind == REQS:
             self._on_requests(frame.sender, frame.payload, now)
         elif kind == FWD:
@@ -408,8 +412,9 @@ class Node:
         goes into a ``resps`` frame. Cluster operations are refused there (they go in ``req``
         frames, one at a time)."""
         for rid, body in items:
-            target = Target(sender, rid, None, True)
-            if type(body) is not dict or type(body.get("op")) is not str:
+            op = body.get("op") if type(body) is dict else None
+            target = Target(sender, rid, None, True, op if type(op) is str else "")
+            if type(op) is not str:
                 self.service.bad(target, "a request body must be a map with a string 'op'")
             elif is_cluster_op(body):
                 self.service.bad(target, f"send {body['op']!r} in a 'req' frame, not in 'reqs'")

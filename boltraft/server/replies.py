@@ -18,29 +18,36 @@ from boltraft.transport.codec import encode_frame
 class Target(NamedTuple):
     """Where an answer goes: ``via`` None means the client ``ident`` on our ROUTER (in a
     ``resps`` frame with others when ``many``: the request came in a ``reqs`` frame); else
-    the peer id whose forwarded write ``rid`` this is."""
+    the peer id whose forwarded write ``rid`` this is. ``op`` is the request's op as the
+    client sent it ("" when it sent none), for the error counts."""
 
     ident: bytes
     rid: int
     via: str | None = None
     many: bool = False
+    op: str = ""
 
 
 class Replies:
-    """The answers of one node; owned by the loop's thread."""
+    """The answers of one node; owned by the loop's thread.
 
-    def __init__(self, net: Net) -> None:
+    ``errors`` counts the error answers to clients by (op, error code); an op not in
+    ``ops`` counts as ``unknown``, so the keys stay few whatever clients send."""
+
+    def __init__(self, net: Net, ops: frozenset[str]) -> None:
         self._net = net
+        self._ops = ops
         self._resps: dict[bytes, list[list[Any]]] = {}  # client ident -> [[rid, resp], ...]
         self._fwd: dict[str, list[list[Any]]] = {}  # peer id -> [[fid, resp], ...]
-        self.errors: dict[str, int] = {}  # error code -> answers to clients with it
+        self.errors: dict[tuple[str, str], int] = {}
 
     def reply(self, target: Target, response: dict[str, Any]) -> None:
         """Answers ``target`` with the response map (batched when it is a peer's or came in
         a ``reqs`` frame)."""
         if target.via is None and not response.get("ok"):
             code = str(response.get("error", {}).get("code"))
-            self.errors[code] = self.errors.get(code, 0) + 1
+            key = (target.op if target.op in self._ops else "unknown", code)
+            self.errors[key] = self.errors.get(key, 0) + 1
         if target.many:
             self._resps.setdefault(target.ident, []).append([target.rid, response])
         elif target.via is not None:

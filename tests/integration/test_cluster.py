@@ -3,6 +3,7 @@ exactly-once retries, linearizable reads, garbage frames, and ``boltraft up``.""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -267,6 +268,60 @@ def test_boltraft_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
         assert "stopped." in rest
         for i in (1, 2, 3):  # every child exited: its data directory lock is free again
             DataDir.open(tmp_path / "d" / f"n{i}").close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_boltraft_up_write_out_json_prints_one_document_on_stdout(tmp_path: Path) -> None:
+    base = free_ports(1)[0]
+    while not all(p > 1024 for p in (base, base + 1, base + 2)):
+        base = free_ports(1)[0]
+    argv = [sys.executable, "-c", SERVE, "up", "-w", "json", "--data", str(tmp_path / "d")]
+    argv += ["--base-port", str(base)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline().decode()  # the cluster, once it has a leader
+        assert line, "boltraft up -w json exited early: " + proc.stderr.read().decode()
+        doc = json.loads(line)
+        eps = [f"tcp://127.0.0.1:{base + i}" for i in range(3)]
+        assert doc["endpoints"] == eps
+        assert doc["leader"] in ("n1", "n2", "n3")
+        assert [n["id"] for n in doc["nodes"]] == ["n1", "n2", "n3"]
+        assert [n["listen"] for n in doc["nodes"]] == eps
+        assert doc["data"] == str(tmp_path / "d")
+        with Client(eps, timeout=10) as c:
+            c.create_bucket("config", if_not_exists=True)
+            c.put("config", "color", "blue")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert proc.stdout.read() == b""  # the progress lines went to stderr
+        assert "stopped." in proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_write_out_json_logs_one_json_object_per_line(tmp_path: Path) -> None:
+    [port] = free_ports(1)
+    addr = f"tcp://127.0.0.1:{port}"
+    argv = [sys.executable, "-c", SERVE, "serve", "-w", "json", "--id", "n1"]
+    argv += ["--listen", addr, "--data", str(tmp_path / "n1")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with Client([addr], timeout=10) as c:  # a cluster of one: it leads and serves
+            c.create_bucket("b", if_not_exists=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        lines = proc.stderr.read().decode().splitlines()
+        assert lines
+        records = [json.loads(line) for line in lines]
+        assert all({"ts", "level", "msg"} <= set(r) for r in records), records
+        assert any("stopping" in r["msg"] for r in records), records
     finally:
         if proc.poll() is None:
             proc.kill()
