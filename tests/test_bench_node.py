@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from boltraft.benchmark.node import hooks_for, split_fsync_delay
-from boltraft.benchmark.stages import DelayedLogStore, StageRecorder
+from boltraft.benchmark.stages import StageRecorder
 from boltraft.errors import ConfigError
 from boltraft.raft.memstore import MemoryLogStore
+from boltraft.storage.proxy import SlowSyncLogStore
 
 
 def test_fsync_delay_is_taken_out_of_the_serve_arguments() -> None:
@@ -32,4 +33,4 @@ def test_the_hooks_record_stages_and_wrap_the_log_only_with_a_delay() -> None:
     assert plain.wrap_log(store) is store
     _, delay = split_fsync_delay(["--fsync-delay", "fixed:0"])
     wrapped = hooks_for(delay).wrap_log(store)
-    assert isinstance(wrapped, DelayedLogStore) and wrapped.inner is store
+    assert isinstance(wrapped, SlowSyncLogStore) and wrapped.inner is store

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
 from boltraft.benchmark import stages as st
-from boltraft.benchmark.stages import DelayedLogStore, FsyncDelay, StageRecorder
+from boltraft.benchmark.stages import FsyncDelay, StageRecorder
 from boltraft.errors import ConfigError
-from boltraft.raft.types import Entry, HardState, Message, MessageType
+from boltraft.raft.types import Message, MessageType
 
 
 class Clock:
@@ -131,38 +130,6 @@ def test_delay_specs(spec: str, lo: float, hi: float) -> None:
 def test_bad_delay_specs(spec: str) -> None:
     with pytest.raises(ConfigError):
         FsyncDelay.parse(spec)
-
-
-class _Inner:
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def append(self, entries: Any, hard_state: Any = None, sync: bool = True) -> None:
-        self.calls.append(("append", len(entries), sync))
-
-    def last_index(self) -> int:
-        return 7
-
-
-class _SpyDelay(FsyncDelay):
-    def __init__(self) -> None:
-        super().__init__(3, 3)
-        self.sleeps = 0
-
-    def sleep(self) -> float:
-        self.sleeps += 1
-        return 0.003
-
-
-def test_delayed_store_sleeps_after_synced_appends_only() -> None:
-    inner, delay = _Inner(), _SpyDelay()
-    store = DelayedLogStore(inner, delay)  # type: ignore[arg-type]
-    store.append([Entry(1, 1)], HardState(1, "n1", 0), sync=False)
-    assert delay.sleeps == 0
-    store.append([Entry(1, 2)], None, sync=True)
-    assert delay.sleeps == 1
-    assert inner.calls == [("append", 1, False), ("append", 1, True)]
-    assert store.last_index() == 7
 
 
 def test_delay_really_sleeps() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from boltraft.chaos import run as chaos_run
 from boltraft.chaos.history import HistoryWriter, Operation, read_history
 from boltraft.chaos.net import pick_subnet
-from boltraft.chaos.node import SlowSyncLogStore, split_fsync_delay
+from boltraft.chaos.node import split_fsync_delay
 from boltraft.chaos.run import (
     Runner,
     RunOptions,
@@ -33,8 +32,6 @@ from boltraft.errors import (
     RequestTimeoutError,
     SessionExpiredError,
 )
-from boltraft.raft.memstore import MemoryLogStore
-from boltraft.raft.types import Entry, HardState
 
 
 def op(f: str, value: Any, type_: str, invoke: int, complete: int | None, key: str = "k0"):
@@ -218,17 +215,6 @@ def test_the_launcher_takes_its_fsync_delay_off_the_command_line() -> None:
         25.0,
     )
     assert split_fsync_delay(["serve"]) == (["serve"], None)
-
-
-def test_a_slow_log_store_sleeps_after_each_synced_write_only() -> None:
-    store = SlowSyncLogStore(MemoryLogStore(), delay_ms=50)
-    t0 = time.monotonic()
-    store.append([Entry(term=1, index=1)], HardState(term=1), sync=False)
-    assert time.monotonic() - t0 < 0.04
-    store.sync()
-    store.append([Entry(term=1, index=2)], sync=True)
-    assert time.monotonic() - t0 >= 0.1
-    assert store.last_index() == 2
 
 
 # --- the network ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``boltraft serve`` as the benchmarks run it: the same command, with the benchmark's
 observer of the commit stages installed (``stages.StageRecorder``, read back with the
 ``stats`` request) and, with ``--fsync-delay SPEC``, a log store whose fsyncs sleep
-(``stages.DelayedLogStore``: what a slower disk would do to commit latency).
+(``boltraft.storage.proxy.SlowSyncLogStore``: what a slower disk would do to commit latency).
 
 Run as ``python -c "from boltraft.benchmark.node import main; main()" serve ARGS...
 [--fsync-delay SPEC]``; ``LocalCluster`` starts its nodes this way.
@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from boltraft.benchmark.stages import DelayedLogStore, FsyncDelay, StageRecorder
+from boltraft.benchmark.stages import FsyncDelay, StageRecorder
 from boltraft.errors import ConfigError
 from boltraft.raft.types import LogStore
 from boltraft.server.main import ServeHooks
+from boltraft.storage.proxy import SlowSyncLogStore
 
 
 def split_fsync_delay(argv: Sequence[str]) -> tuple[list[str], FsyncDelay | None]:
@@ -38,7 +39,7 @@ def hooks_for(delay: FsyncDelay | None) -> ServeHooks:
     """The hooks of a benchmark node: a stage recorder, and the fsync delay if any."""
 
     def wrap_log(store: LogStore) -> LogStore:
-        return store if delay is None else DelayedLogStore(store, delay)
+        return store if delay is None else SlowSyncLogStore(store, delay.sleep)
 
     return ServeHooks(observer=StageRecorder(), wrap_log=wrap_log)
 

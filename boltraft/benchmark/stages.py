@@ -23,9 +23,10 @@ acknowledgement (its append + fsync + both network hops): informational, it runs
 with ``leader_append``. A batch is kept until it was answered and every follower seen so far
 acknowledged it, or ``ACK_WAIT_S`` passed.
 
-``FsyncDelay`` and ``DelayedLogStore`` are a log-store wrapper the benchmark installs
-(``--fsync-delay`` of ``boltraft.benchmark.node``): they add a fixed or random sleep after
-every synced write of the Raft log, to see what a slower disk would do to commit latency.
+``FsyncDelay`` is the sleep the benchmark adds after every flush of the Raft log
+(``--fsync-delay`` of ``boltraft.benchmark.node``, through
+``boltraft.storage.proxy.SlowSyncLogStore``), to see what a slower disk would do to commit
+latency.
 Production nodes never run them (``boltraft serve`` has no such option).
 
 All of this is used from the node loop's one thread; nothing here is thread-safe.
@@ -40,7 +41,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from boltraft.errors import ConfigError
-from boltraft.raft.types import ConfState, Entry, HardState, LogStore, SnapshotMeta
 
 STAGES: tuple[str, ...] = (
     "client_to_leader",
@@ -280,66 +280,3 @@ class FsyncDelay:
         if ms > 0:
             time.sleep(ms / 1000.0)
         return ms / 1000.0
-
-
-class DelayedLogStore:
-    """A LogStore that sleeps ``delay`` after every synced write of the wrapped store (the
-    benchmark's ``--fsync-delay``); reads and everything else go straight through."""
-
-    def __init__(self, inner: LogStore, delay: FsyncDelay) -> None:
-        self.inner = inner
-        self.delay = delay
-        self._unsynced = False  # appended with sync=False since the last sync()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        return self.inner.initial_state()
-
-    def first_index(self) -> int:
-        return self.inner.first_index()
-
-    def last_index(self) -> int:
-        return self.inner.last_index()
-
-    def term(self, index: int) -> int:
-        return self.inner.term(index)
-
-    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        return self.inner.entries(lo, hi, max_bytes)
-
-    def snapshot_meta(self) -> SnapshotMeta:
-        return self.inner.snapshot_meta()
-
-    def append(
-        self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
-    ) -> None:
-        """Appends through the wrapped store, then sleeps when ``sync``."""
-        self.inner.append(entries, hard_state, sync)
-        if sync:
-            self.delay.sleep()
-        elif entries or hard_state is not None:
-            self._unsynced = True
-
-    def sync(self) -> None:
-        """Syncs the wrapped store, then sleeps if anything was unsynced
-        (this runs on the node's sync thread, as a slow disk's flush would)."""
-        self.inner.sync()
-        if self._unsynced:
-            self._unsynced = False
-            self.delay.sleep()
-
-    def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        """Installs through the wrapped store, then sleeps."""
-        self.inner.apply_snapshot(meta, hard_state)
-        self.delay.sleep()
-
-    def compact(self, meta: SnapshotMeta) -> None:
-        self.inner.compact(meta)
-
-    def bootstrap(self, conf_state: ConfState) -> bool:
-        return self.inner.bootstrap(conf_state)
-
-    def close(self) -> None:
-        self.inner.close()

@@ -11,6 +11,7 @@ parent is already not ``pid``: a runner that is killed leaves no node behind. Wi
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -18,69 +19,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from boltraft.raft.types import ConfState, Entry, HardState, LogStore, SnapshotMeta
+from boltraft.raft.types import LogStore
+from boltraft.storage.proxy import SlowSyncLogStore
 
 PARENT_ENV = "BOLTRAFT_CHAOS_PARENT"
 PR_SET_PDEATHSIG = 1
-
-
-class SlowSyncLogStore:
-    """A LogStore that sleeps ``delay_ms`` after each synced write of the wrapped one (a
-    slow disk's flush); reads and everything else go straight through."""
-
-    def __init__(self, inner: LogStore, delay_ms: float) -> None:
-        self.inner = inner
-        self.delay_s = delay_ms / 1000.0
-        self._unsynced = False  # appended with sync=False since the last sync()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        return self.inner.initial_state()
-
-    def first_index(self) -> int:
-        return self.inner.first_index()
-
-    def last_index(self) -> int:
-        return self.inner.last_index()
-
-    def term(self, index: int) -> int:
-        return self.inner.term(index)
-
-    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        return self.inner.entries(lo, hi, max_bytes)
-
-    def snapshot_meta(self) -> SnapshotMeta:
-        return self.inner.snapshot_meta()
-
-    def append(
-        self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
-    ) -> None:
-        self.inner.append(entries, hard_state, sync)
-        if sync:
-            time.sleep(self.delay_s)
-        elif entries or hard_state is not None:
-            self._unsynced = True
-
-    def sync(self) -> None:
-        self.inner.sync()
-        if self._unsynced:
-            self._unsynced = False
-            time.sleep(self.delay_s)
-
-    def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        self.inner.apply_snapshot(meta, hard_state)
-        time.sleep(self.delay_s)
-
-    def compact(self, meta: SnapshotMeta) -> None:
-        self.inner.compact(meta)
-
-    def bootstrap(self, conf_state: ConfState) -> bool:
-        return self.inner.bootstrap(conf_state)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def split_fsync_delay(argv: Sequence[str]) -> tuple[list[str], float | None]:
@@ -115,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from boltraft.server.main import ServeHooks
 
         def wrap_log(store: LogStore) -> LogStore:
-            return SlowSyncLogStore(store, delay_ms)
+            return SlowSyncLogStore(store, functools.partial(time.sleep, delay_ms / 1000))
 
         obj = {"serve_hooks": ServeHooks(wrap_log=wrap_log)}
     cli.main(args=args, prog_name="boltraft", obj=obj)

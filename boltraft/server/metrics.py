@@ -28,16 +28,15 @@ from prometheus_client.registry import Collector
 
 from boltraft import __version__
 from boltraft.raft.types import (
-    ConfState,
     Entry,
     HardState,
     LogStore,
     Message,
     Role,
-    SnapshotMeta,
 )
 from boltraft.server.node import KNOWN_OPS
 from boltraft.server.ports import CommitObserver, Net, NullObserver
+from boltraft.storage.proxy import LogStoreProxy
 from boltraft.transport.zmq_transport import Incoming
 
 SAMPLE_S = 0.1  # how often the loop publishes its counters (a scrape sees them this fresh)
@@ -49,35 +48,14 @@ _MAX_PENDING_BATCHES = 100_000
 LATENCY_BUCKETS = tuple(0.0001 * 2**i for i in range(17))
 
 
-class TimedLogStore:
+class TimedLogStore(LogStoreProxy):
     """A LogStore that times every flush of the wrapped store (``sync()``, or an
     ``append`` with ``sync=True``) into ``histogram``; everything else goes straight
     through."""
 
     def __init__(self, inner: LogStore, histogram: Histogram) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._hist = histogram
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        return self.inner.initial_state()
-
-    def first_index(self) -> int:
-        return self.inner.first_index()
-
-    def last_index(self) -> int:
-        return self.inner.last_index()
-
-    def term(self, index: int) -> int:
-        return self.inner.term(index)
-
-    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        return self.inner.entries(lo, hi, max_bytes)
-
-    def snapshot_meta(self) -> SnapshotMeta:
-        return self.inner.snapshot_meta()
 
     def append(
         self, entries: Sequence[Entry], hard_state: HardState | None = None, sync: bool = True
@@ -93,18 +71,6 @@ class TimedLogStore:
         t0 = time.perf_counter()
         self.inner.sync()
         self._hist.observe(time.perf_counter() - t0)
-
-    def apply_snapshot(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
-        self.inner.apply_snapshot(meta, hard_state)
-
-    def compact(self, meta: SnapshotMeta) -> None:
-        self.inner.compact(meta)
-
-    def bootstrap(self, conf_state: ConfState) -> bool:
-        return self.inner.bootstrap(conf_state)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class CountingNet:
