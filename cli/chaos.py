@@ -17,7 +17,9 @@ The group is ``chaos_group``; ``register`` adds it to ``boltraft``.
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import signal
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -227,6 +229,7 @@ def run_cmd(
         seed=seed,
         out=None if out is None else Path(out),
     )
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every stack
     report = run(opts)
     shown = {k: v for k, v in report.items() if k != "errors"}
     rows = [(k, _cell(v)) for k, v in sorted(shown.items())]

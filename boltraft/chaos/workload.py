@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,10 +103,13 @@ class Workload:
             t.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Asks every thread to stop after its current call, and waits for them."""
+        """Asks every thread to stop after its current call, and waits for them: at most
+        ``timeout`` seconds in all (None: as long as they take). A thread still in a call
+        then is a daemon: it ends with its call or with the process."""
         self._stop.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _slot(self, rng: random.Random) -> None:
         while not self._stop.is_set():

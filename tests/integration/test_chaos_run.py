@@ -162,13 +162,28 @@ def start_runner(tmp_path: Path, faults: str) -> tuple[subprocess.Popen[str], Pa
     return proc, out
 
 
+def finish(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The stderr of ``proc`` once it exited; when it does not within ``timeout`` seconds,
+    fails with its threads' stacks (``chaos run`` writes them on SIGUSR1)."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        err = proc.communicate()[1]
+        pytest.fail(f"chaos run still running {timeout} s after the signal; its stacks:\n{err}")
+
+
 def test_ctrl_c_stops_the_run_and_removes_everything_it_created(tmp_path: Path) -> None:
     faults = "partition,pause" if not NO_NAMESPACES else "pause"
     proc, out = start_runner(tmp_path, faults)
     if not NO_NAMESPACES:
         assert leftovers(proc.pid)  # its namespaces and links exist while it runs
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=90)
+    err = finish(proc, 90)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "error: interrupted: interrupted"
     assert no_process_uses(out)

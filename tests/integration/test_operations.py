@@ -144,7 +144,7 @@ def test_metrics_health_and_readiness_over_http(mcluster: MetricsCluster) -> Non
 
     wait_until(lambda: summed("boltraft_client_requests_total", 'op="get"') >= 1, 20, "gets by op")
     wait_until(
-        lambda: summed("boltraft_client_errors_total", 'op="put",code="bucket_not_found"') >= 1,
+        lambda: summed("boltraft_client_errors_total", 'code="bucket_not_found",op="put"') >= 1,
         20,
         "a put's bucket_not_found answer counted by op and code",
     )
