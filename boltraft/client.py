@@ -53,11 +53,15 @@ READ_LEVELS = ("linearizable", "stale")
 
 
 class Page(NamedTuple):
-    """One page of a scan: ``items`` in scan order (a nested bucket's value is None) and
-    ``next``, the token to pass as ``after`` for the next page (None: the scan is complete)."""
+    """One page of a scan: ``items`` in scan order (a nested bucket's value is None),
+    ``next``, the token to pass as ``after`` for the next page (None: the scan is complete),
+    and ``applied_index``, the applied index the page was read at (0 from a node that does
+    not say): ``Client.watch(..., start_index=page.applied_index + 1)`` sees every change
+    after the page."""
 
     items: list[tuple[bytes, bytes | None]]
     next: bytes | None
+    applied_index: int = 0
 
 
 def _bytes(value: Any, what: str) -> bytes:
@@ -312,7 +316,10 @@ class Client:
         for item in items:
             if type(item) is not list or len(item) != 2:
                 raise ProtocolError("scan items must be [key, value] pairs", item=repr(item))
-        return Page([(k, v) for k, v in items], result.get("next"))
+        index = result.get("index", 0)
+        if type(index) is not int or index < 0:
+            raise ProtocolError("a scan's index must be an integer >= 0", index=repr(index))
+        return Page([(k, v) for k, v in items], result.get("next"), index)
 
     def scan_all(
         self,

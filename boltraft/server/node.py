@@ -72,6 +72,7 @@ from boltraft.server.service import Service
 from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
+from boltraft.server.watching import WATCH_OPS, WatchHub
 from boltraft.server.wire import FWD, FWD_RESP, REMOVED, REQS, SNAP, ok
 from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
@@ -168,6 +169,19 @@ class Node:
             reopen_sm=reopen_sm,
             install_step=install_step,
         )
+        self.watches = WatchHub(
+            self.state,
+            self.core,
+            sm,
+            self.replies,
+            net,
+            history_events=cfg.watch_history_events,
+            history_bytes=cfg.watch_history_bytes,
+            max_lag=cfg.watch_max_lag,
+            max_watches=cfg.watch_max,
+            request_timeout_s=cfg.request_timeout_ms / 1000,
+            clock=clock,
+        )
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
         self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
@@ -259,6 +273,7 @@ class Node:
             "service": dict(self.service.stats),
             "transport": self.net.counters(),
             "cluster": self.ops.status(),
+            "watch": self.watches.status(),
         }
 
     def close(self) -> None:
@@ -334,6 +349,7 @@ class Node:
         if now >= self._next_tick:
             self._next_tick = now + self._tick_s
         self.service.expire(now)
+        self.watches.tick(now)
         self.ops.tick(now)
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
@@ -400,6 +416,8 @@ class Node:
                 self.replies.reply(target, ok(self.observer.snapshot(float(since))))
         elif op in CLUSTER_OPS:
             self.ops.on_request(target, body, now)
+        elif op in WATCH_OPS:
+            self.watches.on_request(target, body, now)
         else:
             self.service.on_request(target, body, now)
 
@@ -411,7 +429,7 @@ class Node:
             target = Target(sender, rid, None, True)
             if type(body) is not dict or type(body.get("op")) is not str:
                 self.service.bad(target, "a request body must be a map with a string 'op'")
-            elif is_cluster_op(body):
+            elif is_cluster_op(body) or body["op"] in WATCH_OPS:
                 self.service.bad(target, f"send {body['op']!r} in a 'req' frame, not in 'reqs'")
             else:
                 self._on_request(target, body, now)
@@ -493,6 +511,7 @@ class Node:
             self.ops.on_applied(committed, rd.conf_state)
         if rd.read_states:
             self.service.on_read_states(rd.read_states)
+            self.watches.on_read_states(rd.read_states)
         self.raw.advance(rd)
 
     def _apply(self, ents: list[Entry]) -> bool:
@@ -501,6 +520,7 @@ class Node:
         it could not apply for the retry at the next tick; meanwhile a leader answers new
         writes ``unavailable`` and hands leadership over, and confirmed reads that would
         wait for the apply are answered ``unavailable``)."""
+        prior = self.watches.before_apply(ents)
         out = self.applier.apply(ents)
         state = self.state
         if out.entries:
@@ -516,9 +536,11 @@ class Node:
             self._warn_full(out.error)
             if out.entries:
                 self.service.on_applied(out.entries, out.results)
+                self.watches.reset(state.applied, "an apply was cut short by a full disk")
             self.service.on_apply_stalled()
             return False
         self.service.on_applied(out.entries, out.results)
+        self.watches.on_applied(out.entries, out.results, prior)
         self.observer.replied(ents[-1].index)
         return True
 
@@ -528,8 +550,9 @@ class Node:
         sm = self.ops.install(meta, hard_state, self.state.applied)
         state = self.state
         if sm is not None:
-            self.sm = self.service.sm = self.applier.sm = sm
+            self.sm = self.service.sm = self.applier.sm = self.watches.sm = sm
             state.applied = sm.applied[0]
+            self.watches.reset(state.applied, "it installed a snapshot")
         state.commit = max(state.commit, meta.index, state.applied)
 
     def _warn_full(self, err: NoSpaceError) -> None:
@@ -562,6 +585,7 @@ class Node:
         self.core.raw = self._start_core()
         self._on_soft_state("", Role.FOLLOWER)
         self.service.on_leader_change()
+        self.watches.on_leader_change()
         self._set_members(self.raw.status().conf_state)
 
     def _flush_stepping(self) -> None:
@@ -609,6 +633,7 @@ class Node:
             log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
             state.lead = lead
             self.service.on_leader_change()
+            self.watches.on_leader_change()
         if role == Role.LEADER and state.role != Role.LEADER:
             self._stamps.start(self.sm.clock_ms)
         state.role = role
