@@ -4,6 +4,7 @@ start index a node no longer retains, many watchers at once, bad requests."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ def take(w: Watch, n: int, timeout: float = 30.0) -> list[Event]:
 
 def ordered(events: list[Event]) -> bool:
     keys = [(e.index, e.pos) for e in events]
-    return all(a < b for a, b in zip(keys, keys[1:], strict=False))
+    return all(a < b for a, b in itertools.pairwise(keys))
 
 
 def leader_first(c: Cluster) -> list[str]:
@@ -122,8 +123,7 @@ def test_a_watch_gets_every_acknowledged_change_once_in_order_across_a_leader_si
         assert w.resumes >= 1
         c.start(lead)  # the killed node comes back (an empty change feed)
         c.wait_applied(lead, c.status(c.wait_for_leader())["applied"])
-        other = [i for i in c.ids if i != lead][0]
-        before = w.resumes
+        other = next(i for i in c.ids if i != lead)
         c.stop(other)  # wherever the watch is now, a node restarts under the writes
         c.start(other)
         collect(len(writer.acked) + 100)
@@ -139,7 +139,6 @@ def test_a_watch_gets_every_acknowledged_change_once_in_order_across_a_leader_si
     assert set(writer.acked) <= set(keys), "an acknowledged change is missing"
     assert set(keys) <= {*writer.acked, *writer.unknown, b"end"}
     assert all(e.type == "put" and e.bucket == (b"b",) for e in seen)
-    assert before >= 1
 
 
 def test_filters_prefix_recursive_and_bucket_events(three: Cluster) -> None:
@@ -208,9 +207,9 @@ def test_a_slow_watcher_is_cut_off_past_the_limit_and_resumes_where_it_was(
         for i in range(300):
             client.put("s", b"k%03d" % i, b"v")
 
-        def lagged() -> int:
+        def lagged() -> bool:
             st = c.status(c.ids[c.endpoints.index(eps[0])])
-            return st and st["watch"]["lagged"]
+            return st is not None and st["watch"]["lagged"] > 0
 
         wait_until(lagged, 20, "the node to end the slow watch")
         got = take(w, 300)
@@ -262,7 +261,7 @@ def test_many_watchers_at_once_each_get_every_change(three: Cluster) -> None:
             assert time.monotonic() < deadline, [len(g) for g in got]
             for w, g in zip(watches, got, strict=True):
                 while w.poll(0.001) and len(g) < 100:
-                    g.append(next(w).key)
+                    g.append(next(w).key or b"")
         for w in watches:
             w.close()
     assert all(g == [b"k%03d" % i for i in range(100)] for g in got)
