@@ -122,7 +122,7 @@ def test_a_watch_gets_every_acknowledged_change_once_in_order_across_a_leader_si
         collect(len(writer.acked) + 100)
         assert w.resumes >= 1
         c.start(lead)  # the killed node comes back (an empty change feed)
-        c.wait_applied(lead, c.status(c.wait_for_leader())["applied"])
+        c.wait_applied(lead, (c.status(c.wait_for_leader()) or {"applied": 0})["applied"])
         other = next(i for i in c.ids if i != lead)
         c.stop(other)  # wherever the watch is now, a node restarts under the writes
         c.start(other)
@@ -226,9 +226,9 @@ def test_a_start_index_no_node_retains_is_compacted_and_a_scan_gives_where_to_st
         client.create_bucket("c")
         for i in range(60):
             client.put("c", b"k%02d" % i, b"v")
-        status = c.status(c.wait_for_leader())
+        applied = (c.status(c.wait_for_leader()) or {"applied": 0})["applied"]
         wait_until(
-            lambda: all((c.status(i) or {}).get("applied", 0) >= status["applied"] for i in c.ids),
+            lambda: all((c.status(i) or {}).get("applied", 0) >= applied for i in c.ids),
             20,
             "every node applied the puts",
         )
