@@ -297,6 +297,12 @@ class MemStateMachine:
                     out.append(err)
             return out
 
+    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
+        """The current value of each ``(bucket path, key)`` (BucketStateMachine.get_values):
+        None where absent, a bucket, or unreadable."""
+        got = self.read([{"op": "get", "bucket": list(p), "key": k} for p, k in keys])
+        return [v if type(v) is bytes else None for v in got]
+
     def snapshot(self, parent: Path, *, rate: float = 0.0) -> SnapshotInfo:
         """Returns the description of a snapshot of the applied state written into
         ``parent/<index:020d>-<term>/`` (the existing one when that directory exists).

@@ -958,3 +958,9 @@ def test_repeated_names_the_writes_a_retry_did_not_apply_again(h: Harness, run: 
         assert h.sm.repeated == [e.index for e in again]
     assert get(h.sm, "a", b"k0") == b"v"
     assert get(h.sm, "a", b"new") == b"v"
+
+
+def test_get_values_reads_each_key_or_none(h: Harness) -> None:
+    h.sm.apply([ent(1, mk("a")), ent(2, put("a", b"k", b"v")), ent(3, mk(["a", "n"]))])
+    keys = [((b"a",), b"k"), ((b"a",), b"absent"), ((b"a",), b"n"), ((b"zz",), b"k")]
+    assert h.sm.get_values(keys) == [b"v", None, None, None]

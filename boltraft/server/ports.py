@@ -56,6 +56,11 @@ class StateMachine(Protocol):
         """One result (or BoltraftError) per read request, all from one consistent view."""
         ...
 
+    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
+        """The current value of each ``(bucket path, key)`` from one consistent view; None
+        where the key is absent, names a bucket, or cannot be read."""
+        ...
+
     def sync(self) -> None:
         """Makes every applied entry durable."""
         ...

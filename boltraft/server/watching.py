@@ -314,15 +314,12 @@ class WatchHub:
                     paths.append(op[1])
         if not prior.parsed:
             return None
-        reqs: list[dict[str, Any]] = [
-            {"op": "get", "bucket": list(p), "key": k, "read": "stale"} for p, k in gets
-        ]
-        reqs += [{"op": "count", "bucket": list(p), "read": "stale"} for p in paths]
-        results = self.sm.read(reqs) if reqs else []
-        for (p, k), res in zip(gets, results[: len(gets)], strict=True):
-            prior.values[(p, k)] = res if type(res) is bytes else None
-        for p, res in zip(paths, results[len(gets) :], strict=True):
-            prior.buckets[p] = not isinstance(res, BoltraftError)
+        if gets:
+            prior.values.update(zip(gets, self.sm.get_values(gets), strict=True))
+        if paths:
+            found = self.sm.read([{"op": "count", "bucket": list(p)} for p in paths])
+            for p, res in zip(paths, found, strict=True):
+                prior.buckets[p] = not isinstance(res, BoltraftError)
         return prior
 
     def on_applied(

@@ -168,6 +168,32 @@ class BucketStateMachine:
         thread."""
         return execute_reads(self.db, requests)
 
+    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
+        """The current value of each ``(bucket path, key)``, all from ONE read transaction;
+        None where the key is absent, names a nested bucket, or cannot be read (its bucket
+        is missing, the key is invalid). What a change feed reads before an apply
+        (``boltraft.server.watching``): one bucket lookup per path, no request checking.
+        Safe from any thread."""
+        out: list[bytes | None] = []
+        with self.db.view() as tx:
+            buckets: dict[tuple[bytes, ...], Bucket | None] = {}
+            for path, key in keys:
+                if path in buckets:
+                    b = buckets[path]
+                else:
+                    try:
+                        b = buckets[path] = tx.bucket(path)
+                    except BoltraftError:
+                        b = buckets[path] = None
+                if b is None:
+                    out.append(None)
+                    continue
+                try:
+                    out.append(b.get(key))
+                except BoltraftError:
+                    out.append(None)
+        return out
+
     def content_hash(self) -> tuple[int, str]:
         """``(applied index, sha256 hex)`` of the whole bucket content (every bucket path,
         key, value and bucket sequence, in key order), both read from ONE read transaction:

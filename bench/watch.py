@@ -1,0 +1,230 @@
+"""Watches under load: how soon a change reaches 100 watchers, and what they cost the writers.
+
+Starts a 3-node cluster of plain ``boltraft serve`` processes (default settings) in a
+temporary folder and creates one bucket, then runs two phases of ``--duration`` seconds each
+with the same writers: ``--writers`` clients (threads of this process), together putting
+``--rate`` writes/s at a fixed pace (each writer its share, on a schedule: a late write
+goes at once, the next ones keep the schedule), each a new 100-byte value under its own key:
+
+1. **without watchers**: the writers alone;
+2. **with watchers**: ``--watchers`` watches of the bucket (``boltraft.client.Client.watch``,
+   from now), spread over the nodes in turn, read by ``--watch-procs`` processes (a thread
+   per watch, so reading costs no GIL of the writers' process).
+
+Each watcher notes when every event arrives (``time.monotonic``, one clock for every process
+of the machine). A change's delivery latency is that time minus the moment its writer's put
+was acknowledged (the leader acknowledges once the entry is committed and applied: the
+commit, as a client can see it): negative when a watcher got the change before the writer
+got its answer. Prints ONE JSON object:
+
+| key | meaning |
+|---|---|
+| ``watch_delivery_p50_ms``, ``_p99_ms``, ``_max_ms`` | acknowledgement -> a watcher has it |
+| ``watch_from_send_p50_ms``, ``_p99_ms`` | the writer's send -> a watcher has it |
+| ``watch_events_per_s`` | events delivered to all watchers together, per second |
+| ``watch_missing``, ``watch_duplicates`` | acknowledged changes a watcher lacks at the end; |
+| | events a watcher got twice (both must be 0) |
+| ``write_p50_ms``, ``write_p99_ms``, ``write_ops_per_s`` | the writers without watchers |
+| ``write_with_watchers_p50_ms``, ``_p99_ms``, ``_ops_per_s`` | the same with watchers |
+| ``write_p50_slowdown`` | ``write_with_watchers_p50_ms / write_p50_ms`` |
+| ``write_errors`` | puts that raised (both phases) |
+| ``rate``, ``writers``, ``watchers``, ``duration_s`` | the settings |
+
+    python bench/watch.py                        # 1,000 writes/s, 100 watchers, 10 s a phase
+    python bench/watch.py --rate 200 --watchers 10 --duration 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from boltraft.client import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from failover import Nodes, Prober, settled  # bench/failover.py
+
+BUCKET = "watched"
+VALUE = b"v" * 100
+
+
+def pct(xs: list[float], p: float) -> float:
+    """The ``p`` percentile of ``xs`` (nearest rank), in ms, rounded; 0.0 when empty."""
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return round(s[min(len(s) - 1, int(p / 100 * len(s)))] * 1000, 3)
+
+
+class Writer(threading.Thread):
+    """Puts ``rate`` writes/s on a fixed schedule until ``stop_at``; notes each key's send
+    and acknowledgement times."""
+
+    def __init__(self, eps: list[str], wid: int, rate: float, start_at: float, stop_at: float):
+        super().__init__(daemon=True)
+        self.eps, self.wid, self.rate = eps, wid, rate
+        self.start_at, self.stop_at = start_at, stop_at
+        self.sent: dict[bytes, float] = {}
+        self.acked: dict[bytes, float] = {}
+        self.errors = 0
+
+    def run(self) -> None:
+        with Client(self.eps, timeout=10) as c:
+            i = 0
+            while True:
+                due = self.start_at + i / self.rate
+                if due >= self.stop_at:
+                    return
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                key = b"%03d-%08d" % (self.wid, i)
+                t0 = time.monotonic()
+                try:
+                    c.put(BUCKET, key, VALUE)
+                except Exception:
+                    self.errors += 1
+                else:
+                    t1 = time.monotonic()
+                    self.sent[key] = t0
+                    self.acked[key] = t1
+                i += 1
+
+
+def write_phase(eps: list[str], rate: float, writers: int, seconds: float) -> list[Writer]:
+    start = time.monotonic() + 0.2
+    ws = [Writer(eps, i, rate / writers, start, start + seconds) for i in range(writers)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    return ws
+
+
+def watch_proc(eps_list: list[list[str]], ready: Any, stop: Any, out: Any) -> None:
+    """One process of watchers: a thread per watch, each noting (key, arrival) of its
+    events until ``stop`` is set; puts each watch's list on ``out``."""
+    got: list[list[tuple[bytes, float]]] = [[] for _ in eps_list]
+    watches = []
+    for eps in eps_list:
+        with Client(eps, timeout=30) as c:
+            watches.append(c.watch(BUCKET, reconnect_timeout=60))
+    ready.release()
+
+    def read(i: int) -> None:
+        w = watches[i]
+        mine = got[i]
+        while not stop.is_set():
+            if w.poll(0.2):
+                while w.poll(0):
+                    ev = next(w)
+                    mine.append((ev.key or b"", time.monotonic()))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(watches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w in watches:
+        w.close()
+    for g in got:
+        out.put(g)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=1000.0, help="writes/s of all writers")
+    ap.add_argument("--writers", type=int, default=10)
+    ap.add_argument("--watchers", type=int, default=100)
+    ap.add_argument("--watch-procs", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of each phase")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="boltraft-watch-bench-") as tmp:
+        nodes = Nodes(Path(tmp), 3)
+        for i in nodes.ids:
+            nodes.start(i)
+        eps = [nodes.addr[i] for i in nodes.ids]
+        prober = Prober(eps)
+        try:
+            deadline = time.monotonic() + 60
+            while settled(prober, nodes) is None:
+                if time.monotonic() > deadline:
+                    raise SystemExit("error: the cluster did not settle within 60 s")
+                time.sleep(0.05)
+            with Client(eps, timeout=30) as c:
+                c.create_bucket(BUCKET)
+            alone = write_phase(eps, args.rate, args.writers, args.duration)
+
+            ctx = mp.get_context("spawn")
+            ready, stop, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+            rotations = [eps[i % 3 :] + eps[: i % 3] for i in range(args.watchers)]
+            parts = [rotations[p :: args.watch_procs] for p in range(args.watch_procs)]
+            procs = [
+                ctx.Process(target=watch_proc, args=(part, ready, stop, out)) for part in parts
+            ]
+            for p in procs:
+                p.start()
+            for _ in procs:
+                ready.acquire()
+            watched = write_phase(eps, args.rate, args.writers, args.duration)
+            time.sleep(1.0)  # the last changes reach the watchers (missing ones are counted)
+            stop.set()
+            lists = [out.get() for _ in range(args.watchers)]
+            for p in procs:
+                p.join()
+        finally:
+            prober.close()
+            nodes.stop()
+    acked = {k: t for w in watched for k, t in w.acked.items()}
+    sent = {k: t for w in watched for k, t in w.sent.items()}
+    delivery: list[float] = []
+    from_send: list[float] = []
+    missing = duplicates = 0
+    for g in lists:
+        keys = [k for k, _ in g]
+        duplicates += len(keys) - len(set(keys))
+        missing += len(acked.keys() - set(keys))
+        for k, t in g:
+            if k in acked:
+                delivery.append(t - acked[k])
+                from_send.append(t - sent[k])
+
+    def lat(ws: list[Writer]) -> list[float]:
+        return [w.acked[k] - w.sent[k] for w in ws for k in w.acked]
+
+    base, loaded = lat(alone), lat(watched)
+    p50, p50w = pct(base, 50), pct(loaded, 50)
+    result = {
+        "watch_delivery_p50_ms": pct(delivery, 50),
+        "watch_delivery_p99_ms": pct(delivery, 99),
+        "watch_delivery_max_ms": pct(delivery, 100),
+        "watch_from_send_p50_ms": pct(from_send, 50),
+        "watch_from_send_p99_ms": pct(from_send, 99),
+        "watch_events_per_s": round(sum(len(g) for g in lists) / args.duration, 1),
+        "watch_missing": missing,
+        "watch_duplicates": duplicates,
+        "write_p50_ms": p50,
+        "write_p99_ms": pct(base, 99),
+        "write_ops_per_s": round(len(base) / args.duration, 1),
+        "write_with_watchers_p50_ms": p50w,
+        "write_with_watchers_p99_ms": pct(loaded, 99),
+        "write_with_watchers_ops_per_s": round(len(loaded) / args.duration, 1),
+        "write_p50_slowdown": round(p50w / p50, 3) if p50 else None,
+        "write_errors": sum(w.errors for w in alone + watched),
+        "rate": args.rate,
+        "writers": args.writers,
+        "watchers": args.watchers,
+        "duration_s": args.duration,
+    }
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
