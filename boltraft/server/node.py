@@ -442,7 +442,9 @@ class Node:
         if rd.early_messages:
             net.queue(self._outgoing(rd.early_messages))
             net.flush()
-        committed = self.applier.select(rd, state.role == Role.FOLLOWER, self.service.reads_waiting)
+        committed = self.applier.select(
+            rd, state.role == Role.FOLLOWER, self.service.reads_waiting, self.watches.live
+        )
         hs = rd.hard_state
         syncing = False
         if rd.snapshot is not None:

@@ -168,6 +168,11 @@ class WatchHub:
         self.stats = {"watches": 0, "events": 0, "frames": 0, "lagged": 0, "dropped": 0}
 
     @property
+    def live(self) -> bool:
+        """True while this node streams to at least one watch."""
+        return bool(self._watches)
+
+    @property
     def _end(self) -> int:
         return self._base + len(self._ring)
 
