@@ -237,6 +237,7 @@ class WatchHub:
         self.replies.reply(
             target, ok({"watch": w.wid, "start_index": start, "oldest_index": self.oldest})
         )
+        self.deliver(self._clock())  # what the ring holds for it already
 
     def _mine(self, target: Target, body: dict[str, Any]) -> _Watch:
         wid = body.get("watch")
@@ -251,6 +252,7 @@ class WatchHub:
         w.unacked = max(0, w.unacked - count)
         w.acked_at = now
         self.replies.reply(target, ok(None))
+        self.deliver(now)
 
     def _on_cancel(self, target: Target, body: dict[str, Any]) -> None:
         w = self._mine(target, body)
@@ -522,11 +524,11 @@ def _matches(ev: Event, path: Path, depth: int, prefix: bytes | None, recursive:
     """True when ``ev`` concerns a watch of ``path`` (``depth`` names) with ``prefix`` and
     ``recursive``: a key event in the bucket (or below it when recursive) whose key (or
     whose nested bucket's name, below it) starts with the prefix; a bucket event of a
-    bucket directly in it (or below it when recursive), by the same rule; and the deletion
-    of the bucket itself or of one of its ancestors."""
+    bucket directly in it (or below it when recursive), by the same rule; the creation of
+    the bucket itself; and the deletion of the bucket itself or of one of its ancestors."""
     b = ev.bucket
-    if ev.type == "delete_bucket" and len(b) <= depth and path[: len(b)] == b:
-        return True
+    if ev.key is None and len(b) <= depth and path[: len(b)] == b:
+        return ev.type == "delete_bucket" or len(b) == depth
     if ev.key is None:  # a bucket event: the bucket's name is its "key" in its parent
         if len(b) <= depth or b[:depth] != path:
             return False
