@@ -8,8 +8,8 @@ goes at once, the next ones keep the schedule), each a new 100-byte value under 
 
 1. **without watchers**: the writers alone;
 2. **with watchers**: ``--watchers`` watches of the bucket (``boltraft.client.Client.watch``,
-   from now), spread over the nodes in turn, read by ``--watch-procs`` processes (a thread
-   per watch, so reading costs no GIL of the writers' process).
+   from now), spread over the nodes in turn, read by ``--watch-procs`` processes (one
+   thread each, ``boltraft.client.wait_watches``; apart from the writers' process).
 
 Each watcher notes when every event arrives (``time.monotonic``, one clock for every process
 of the machine). A change's delivery latency is that time minus the moment its writer's put
@@ -28,6 +28,8 @@ got its answer. Prints ONE JSON object:
 | ``write_with_watchers_p50_ms``, ``_p99_ms``, ``_ops_per_s`` | the same with watchers |
 | ``write_p50_slowdown`` | ``write_with_watchers_p50_ms / write_p50_ms`` |
 | ``write_errors`` | puts that raised (both phases) |
+| ``nodes_cpu_s_per_s``, ``nodes_cpu_with_watchers_s_per_s`` | CPU the 3 nodes used, per second |
+| ``watchers_cpu_s_per_s`` | CPU the watcher processes used, per second (the same machine) |
 | ``rate``, ``writers``, ``watchers``, ``duration_s`` | the settings |
 
     python bench/watch.py                        # 1,000 writes/s, 100 watchers, 10 s a phase
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import threading
@@ -46,13 +49,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from boltraft.client import Client
+from boltraft.client import Client, wait_watches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from failover import Nodes, Prober, settled  # bench/failover.py
 
 BUCKET = "watched"
 VALUE = b"v" * 100
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -109,8 +118,9 @@ def write_phase(eps: list[str], rate: float, writers: int, seconds: float) -> li
 
 
 def watch_proc(eps_list: list[list[str]], ready: Any, stop: Any, out: Any) -> None:
-    """One process of watchers: a thread per watch, each noting (key, arrival) of its
-    events until ``stop`` is set; puts each watch's list on ``out``."""
+    """One process of watchers: one thread serving them all (``wait_watches``), noting
+    (key, arrival) of each event until ``stop`` is set; puts each watch's list on
+    ``out``."""
     got: list[list[tuple[bytes, float]]] = [[] for _ in eps_list]
     watches = []
     for eps in eps_list:
@@ -118,20 +128,13 @@ def watch_proc(eps_list: list[list[str]], ready: Any, stop: Any, out: Any) -> No
             watches.append(c.watch(BUCKET, reconnect_timeout=60))
     ready.release()
 
-    def read(i: int) -> None:
-        w = watches[i]
-        mine = got[i]
-        while not stop.is_set():
-            if w.poll(0.2):
-                while w.poll(0):
-                    ev = next(w)
-                    mine.append((ev.key or b"", time.monotonic()))
-
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(watches))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    index = {id(w): i for i, w in enumerate(watches)}
+    while not stop.is_set():
+        for w in wait_watches(watches, 0.2):
+            mine = got[index[id(w)]]
+            for _ in range(w.poll(0)):  # what it received: no wait
+                ev = next(w)
+                mine.append((ev.key or b"", time.monotonic()))
     for w in watches:
         w.close()
     for g in got:
@@ -160,7 +163,10 @@ def main() -> None:
                 time.sleep(0.05)
             with Client(eps, timeout=30) as c:
                 c.create_bucket(BUCKET)
+            node_pids = [p.pid for p in nodes.procs.values()]
+            c0 = sum(cpu_s(p) for p in node_pids)
             alone = write_phase(eps, args.rate, args.writers, args.duration)
+            c1 = sum(cpu_s(p) for p in node_pids)
 
             ctx = mp.get_context("spawn")
             ready, stop, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
@@ -173,7 +179,11 @@ def main() -> None:
                 p.start()
             for _ in procs:
                 ready.acquire()
+            c2 = sum(cpu_s(p) for p in node_pids)
+            w2 = sum(cpu_s(p.pid) for p in procs if p.pid is not None)
             watched = write_phase(eps, args.rate, args.writers, args.duration)
+            c3 = sum(cpu_s(p) for p in node_pids)
+            w3 = sum(cpu_s(p.pid) for p in procs if p.pid is not None)
             time.sleep(1.0)  # the last changes reach the watchers (missing ones are counted)
             stop.set()
             lists = [out.get() for _ in range(args.watchers)]
@@ -218,6 +228,9 @@ def main() -> None:
         "write_with_watchers_ops_per_s": round(len(loaded) / args.duration, 1),
         "write_p50_slowdown": round(p50w / p50, 3) if p50 else None,
         "write_errors": sum(w.errors for w in alone + watched),
+        "nodes_cpu_s_per_s": round((c1 - c0) / (args.duration + 0.2), 3),
+        "nodes_cpu_with_watchers_s_per_s": round((c3 - c2) / (args.duration + 0.2), 3),
+        "watchers_cpu_s_per_s": round((w3 - w2) / (args.duration + 0.2), 3),
         "rate": args.rate,
         "writers": args.writers,
         "watchers": args.watchers,

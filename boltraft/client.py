@@ -34,6 +34,7 @@ sent.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import threading
@@ -58,7 +59,16 @@ from boltraft.transport.rpc import RETRYABLE, Channel, parse_endpoints
 from boltraft.transport.watchwire import EVENTS, Event, decode_events_frame
 from boltraft.transport.zmq_transport import connect_dealer, drain, monitor_events
 
-__all__ = ["READ_LEVELS", "RETRYABLE", "Client", "Event", "Page", "Watch", "parse_endpoints"]
+__all__ = [
+    "READ_LEVELS",
+    "RETRYABLE",
+    "Client",
+    "Event",
+    "Page",
+    "Watch",
+    "parse_endpoints",
+    "wait_watches",
+]
 
 Bytesish = bytes | str
 BucketPath = Bytesish | Sequence[Bytesish]
@@ -662,32 +672,34 @@ class Watch:
             self._subscribe()
 
     def poll(self, timeout: float) -> int:
-        """Waits up to ``timeout`` seconds for events; returns how many are waiting to be
-        iterated. Raises what ends the watch."""
-        if self._closed:
-            return len(self._buf)
-        if self._wid is None:
-            self._subscribe()
-        assert self._poller is not None
+        """Waits up to ``timeout`` seconds for events (not at all when some are waiting);
+        returns how many are waiting to be iterated. Resuming on another node may take
+        longer (up to ``reconnect_timeout``). Raises what ends the watch."""
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            for sock, _ in self._poller.poll(max(1, int(remaining * 1000))):
+        while not self._closed:
+            if self._wid is None:
+                self._subscribe()
+            assert self._poller is not None
+            wait = 0 if self._buf else max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            for sock, _ in self._poller.poll(wait):
                 if sock is self._monitor and self._monitor is not None:
                     if _disconnected(self._monitor):
-                        self._lost("the node closed the connection")
-                        return len(self._buf)
+                        self._lost()  # the node closed the connection
+                        break
                     continue
                 for parts in drain(sock, 1024):
                     if len(parts) == 1:
                         self._frame(parts[0])
-                    if self._wid is None:  # the watch ended: start again
-                        self._subscribe()
+                    if self._wid is None:  # the watch ended: it starts again
                         break
-            if time.monotonic() - self._heard > WATCH_SILENCE_S:
-                self._lost("the node sent nothing, not even progress")
-            if self._buf or time.monotonic() >= deadline:
-                return len(self._buf)
+                if self._wid is None:
+                    break
+            now = time.monotonic()
+            if self._wid is not None and now - self._heard > WATCH_SILENCE_S:
+                self._lost()  # the node sent nothing, not even its progress
+            if self._buf or now >= deadline:
+                break
+        return len(self._buf)
 
     # --- the stream --------------------------------------------------------------------------
     def _frame(self, data: bytes) -> None:
@@ -745,8 +757,8 @@ class Watch:
             pass
         return rid
 
-    def _lost(self, why: str) -> None:
-        """The node is gone (``why``): the next poll starts the watch on the next node."""
+    def _lost(self) -> None:
+        """The node is gone: the watch starts again on the next node."""
         self._drop()
         self._ep = (self._ep + 1) % len(self._eps)
         self.resumes += 1
@@ -847,6 +859,30 @@ class Watch:
                         if resp.ok:
                             return resp.result
                         raise resp.error or ProtocolError("a failed answer without an error")
+
+
+def wait_watches(watches: Sequence[Watch], timeout: float) -> list[Watch]:
+    """The watches of ``watches`` that have events waiting, after waiting up to ``timeout``
+    seconds for one of them (not at all when one has some already): one thread can serve
+    many watches. Raises what ends one of them."""
+    ready = [w for w in watches if w._buf]
+    if ready:
+        return ready
+    poller = zmq.Poller()
+    owner: dict[Any, Watch] = {}
+    for w in watches:
+        if w._sock is None or w._monitor is None:  # between nodes: it starts again now
+            w.poll(0)
+            continue
+        for sock in (w._sock, w._monitor):
+            poller.register(sock, zmq.POLLIN)
+            owner[sock] = w
+    hit = {owner[sock] for sock, _ in poller.poll(max(0, math.ceil(timeout * 1000)))}
+    quiet = time.monotonic() - WATCH_SILENCE_S
+    for w in watches:
+        if w in hit or w._heard < quiet:
+            w.poll(0)
+    return [w for w in watches if w._buf]
 
 
 def _disconnected(monitor: zmq.Socket[Any]) -> bool:

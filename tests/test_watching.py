@@ -16,7 +16,7 @@ from boltraft.errors import NotLeaderError, ProposalDroppedError
 from boltraft.raft.types import Entry, EntryType, ReadState
 from boltraft.server.replies import Replies, Target
 from boltraft.server.state import NodeState
-from boltraft.server.watching import IDLE_S, PROGRESS_S, WatchHub
+from boltraft.server.watching import COALESCE_S, IDLE_S, PROGRESS_S, WatchHub
 from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.transport.watchwire import decode_events_frame
@@ -89,6 +89,7 @@ class Rig:
         results = self.sm.apply(ents)
         self.view.applied = self.index
         self.hub.on_applied(ents, results, prior)
+        self.hub.flush(self.now + COALESCE_S)  # the node's loop, once they are due
         return results
 
     def request(self, body: dict[str, Any], ident: bytes = CLIENT) -> Any:
@@ -311,3 +312,19 @@ def test_bad_requests_are_refused_and_change_nothing(rig: Rig, body: dict[str, A
     live = rig.hub.status()["live"]
     assert rig.request(body)["error"]["code"] == "bad_request"
     assert rig.hub.status()["live"] == live
+
+
+def test_the_events_of_an_apply_wait_for_the_next_applies_at_most_coalesce_s(rig: Rig) -> None:
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    wid = rig.watch()
+    sent = len(rig.events(wid))
+    ents = [Entry(1, 2, EntryType.NORMAL, commands.encode({**put([b"b"], b"k", b"v"), "v": 1}))]
+    prior = rig.hub.before_apply(ents)
+    rig.hub.on_applied(ents, rig.sm.apply(ents), prior)
+    rig.view.applied = 2
+    rig.hub.flush(rig.now)  # not due yet
+    assert len(rig.events(wid)) == sent
+    assert rig.hub.due == rig.now + COALESCE_S
+    rig.hub.flush(rig.now + COALESCE_S)
+    assert len(rig.events(wid)) == sent + 1
+    assert rig.hub.due is None

@@ -304,6 +304,9 @@ class Node:
             idle_apply = applier.has_kept and not self._deferred and not applier.full
             if idle_apply and timeout > LAZY_APPLY_IDLE_S:
                 timeout = LAZY_APPLY_IDLE_S
+            due = self.watches.due
+            if due is not None and due - clock() < timeout:
+                timeout = due - clock()
             frames = net.recv(timeout if timeout > 0 else 0.0)
             if idle_apply and not frames:
                 self.catch_up()
@@ -325,6 +328,7 @@ class Node:
         while self.raw.has_ready():  # self.raw: _on_log_full may start a new core
             self._handle_ready(self.raw.ready())
         service.send_queued()
+        self.watches.flush(self._clock())
         self.net.flush()
 
     def catch_up(self) -> None:

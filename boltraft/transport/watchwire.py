@@ -34,14 +34,17 @@ from boltraft.transport import codec
 
 EVENTS = "events"
 EVENT_TYPES = ("put", "delete", "create_bucket", "delete_bucket")
+_TYPES = frozenset(EVENT_TYPES)
 
 _HEAD = b"\x96" + msgpack.packb(codec.PROTOCOL_VERSION) + msgpack.packb(EVENTS)
 _NIL = b"\xc0"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """One change of the cluster's data (see the module docstring for each field)."""
+    """One change of the cluster's data (see the module docstring for each field). Read
+    only by convention: a node shares its events between watches (not frozen: a frozen
+    dataclass costs four times as much to make, and a watcher makes one per change)."""
 
     index: int
     pos: int
@@ -93,7 +96,7 @@ def decode_events_frame(
             or len(item) != 7
             or type(item[0]) is not int
             or type(item[1]) is not int
-            or item[2] not in EVENT_TYPES
+            or item[2] not in _TYPES
             or type(item[3]) is not list
         ):
             raise ProtocolError("a malformed watch event", event=repr(item)[:200])
