@@ -8,8 +8,9 @@ goes at once, the next ones keep the schedule), each a new 100-byte value under 
 
 1. **without watchers**: the writers alone;
 2. **with watchers**: ``--watchers`` watches of the bucket (``boltraft.client.Client.watch``,
-   from now), spread over the nodes in turn, read by ``--watch-procs`` processes (one
-   thread each, ``boltraft.client.wait_watches``; apart from the writers' process).
+   from now), started on the nodes in turn (``--watch-on followers``: on the followers
+   only), read by ``--watch-procs`` processes (one thread each,
+   ``boltraft.client.wait_watches``; apart from the writers' process).
 
 Each watcher notes when every event arrives (``time.monotonic``, one clock for every process
 of the machine). A change's delivery latency is that time minus the moment its writer's put
@@ -30,7 +31,7 @@ got its answer. Prints ONE JSON object:
 | ``write_errors`` | puts that raised (both phases) |
 | ``nodes_cpu_s_per_s``, ``nodes_cpu_with_watchers_s_per_s`` | CPU the 3 nodes used, per second |
 | ``watchers_cpu_s_per_s`` | CPU the watcher processes used, per second (the same machine) |
-| ``rate``, ``writers``, ``watchers``, ``duration_s`` | the settings |
+| ``rate``, ``writers``, ``watchers``, ``watch_on``, ``duration_s`` | the settings |
 
     python bench/watch.py                        # 1,000 writes/s, 100 watchers, 10 s a phase
     python bench/watch.py --rate 200 --watchers 10 --duration 3
@@ -147,6 +148,12 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=10)
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--watch-procs", type=int, default=4)
+    ap.add_argument(
+        "--watch-on",
+        choices=("all", "followers"),
+        default="all",
+        help="the nodes the watches start on, in turn (followers: spare the leader)",
+    )
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of each phase")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="boltraft-watch-bench-") as tmp:
@@ -170,7 +177,13 @@ def main() -> None:
 
             ctx = mp.get_context("spawn")
             ready, stop, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
-            rotations = [eps[i % 3 :] + eps[: i % 3] for i in range(args.watchers)]
+            lead = settled(prober, nodes) or nodes.ids[0]
+            spots = eps if args.watch_on == "all" else [e for e in eps if e != nodes.addr[lead]]
+            # each watch starts on its node; the others follow in case it fails
+            rotations = []
+            for i in range(args.watchers):
+                first = spots[i % len(spots)]
+                rotations.append([first, *[e for e in eps if e != first]])
             parts = [rotations[p :: args.watch_procs] for p in range(args.watch_procs)]
             procs = [
                 ctx.Process(target=watch_proc, args=(part, ready, stop, out)) for part in parts
@@ -234,6 +247,7 @@ def main() -> None:
         "rate": args.rate,
         "writers": args.writers,
         "watchers": args.watchers,
+        "watch_on": args.watch_on,
         "duration_s": args.duration,
     }
     print(json.dumps(result, sort_keys=True))
