@@ -99,6 +99,8 @@ Path = tuple[bytes, ...]
 
 @dataclass(slots=True)
 class _Watch:
+    """One client's watch: its filter, where it is in the ring, its credit and liveness."""
+
     wid: int
     ident: bytes
     path: Path
