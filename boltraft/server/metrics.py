@@ -39,12 +39,13 @@ from boltraft.raft.types import (
 from boltraft.server.clusterops import OPS as CLUSTER_OPS
 from boltraft.server.ports import CommitObserver, Net, NullObserver
 from boltraft.server.service import DATA_OPS
+from boltraft.server.watching import WATCH_OPS
 from boltraft.transport.zmq_transport import Incoming
 
 SAMPLE_S = 0.1  # how often the loop publishes its counters (a scrape sees them this fresh)
 READY_MAX_APPLY_LAG = 1000  # /readyz: most committed entries a ready node has not applied
 HEALTHY_WITHIN_S = 5.0  # /healthz: the loop ran an iteration this recently
-KNOWN_OPS = frozenset(DATA_OPS | CLUSTER_OPS | {"status", "stats"})
+KNOWN_OPS = frozenset(DATA_OPS | CLUSTER_OPS | WATCH_OPS | {"status", "stats"})
 _MAX_PENDING_BATCHES = 100_000
 
 # 100 us .. 6.6 s, doubling: an fsync, an apply and a commit all fit
@@ -327,6 +328,7 @@ class NodeMetrics:
             "snapshots": dict(snaps.stats),
             "made_bytes": self._made_bytes,
             "transfers": dict(node.ops.transfers.stats),
+            "watch": node.watches.status(),
             "errors": dict(node.replies.errors),
             "requests": dict(self._net.requests) if self._net is not None else {},
             "pending": obs.pending if obs is not None else 0,
@@ -517,6 +519,24 @@ class _SampleCollector(Collector):
             "boltraft_snapshot_transfers_failed_total",
             "Snapshot transfers (either way) that failed.",
             transfers.get("failed", 0),
+        )
+        watch = s["watch"]
+        yield gauge("boltraft_watches", "Watches this node streams to now.", watch["live"])
+        yield counter(
+            "boltraft_watch_events_total", "Changes this node added to its feed.", watch["events"]
+        )
+        yield counter(
+            "boltraft_watch_frames_total", "Event frames sent to watches.", watch["frames"]
+        )
+        yield counter(
+            "boltraft_watch_lagged_total",
+            "Watches ended because their client fell too far behind (watch_lagged).",
+            watch["lagged"],
+        )
+        yield gauge(
+            "boltraft_watch_oldest_index",
+            "The oldest Raft index a watch can start at on this node (compacted below).",
+            watch["oldest_index"],
         )
         transport = s["transport"]
         for name, key, doc in _TRANSPORT_COUNTERS:

@@ -24,6 +24,7 @@ from boltraft.transport.watchwire import Event
 
 from .cluster import Cluster, wait_until
 from .opscluster import OpsCluster
+from .test_operations import MetricsCluster, metric
 
 pytestmark = pytest.mark.integration
 
@@ -328,3 +329,29 @@ def test_the_watch_command_prints_one_json_line_per_change_until_ctrl_c(
         ("put", "k2", "two", ["cli"]),
     ]
     assert lines[0]["index"] == start
+
+
+def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
+    c = MetricsCluster(tmp_path)
+    try:
+        c.start()
+        lead = c.wait_for_leader()
+        with Client([c.addrs[lead]]) as client:
+            client.create_bucket("x")
+            w = client.watch("x")
+            client.put("x", "k", "v")
+            take(w, 1)
+
+            def scraped() -> str | None:
+                status, text = c.get(lead, "/metrics")
+                return text if status == 200 and metric(text, "boltraft_watches") == 1 else None
+
+            text = wait_until(scraped, 20, "the leader's metrics to show the watch")
+            w.close()
+        assert (metric(text, "boltraft_watch_events_total") or 0) >= 2  # the bucket, the put
+        assert (metric(text, "boltraft_watch_frames_total") or 0) >= 1
+        assert metric(text, "boltraft_watch_lagged_total") == 0
+        assert metric(text, "boltraft_watch_oldest_index") == 1
+        assert metric(text, "boltraft_client_requests_total", 'op="watch"') == 1
+    finally:
+        c.close()
