@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from boltraft.errors import NotLeaderError, ProposalDroppedError
-from boltraft.raft.types import Entry, EntryType, ReadState
+from boltraft.raft.types import Entry, EntryType, ReadState, Role
 from boltraft.server.replies import Replies, Target
 from boltraft.server.state import NodeState
 from boltraft.server.watching import COALESCE_S, IDLE_S, PROGRESS_S, WatchHub
@@ -59,6 +59,7 @@ class Rig:
         self.sm = BucketStateMachine(tmp / "state")
         self.view = NodeState("n1", "tcp://127.0.0.1:1", 1.0)
         self.view.lead = "n1"
+        self.view.role = Role.LEADER  # hears itself: never cut off unless a test says
         self.net = FakeNet()
         self.core = FakeCore()
         self.now = 100.0
@@ -73,6 +74,7 @@ class Rig:
             self.net,  # type: ignore[arg-type]
             max_watches=10,
             request_timeout_s=1.0,
+            cut_off_s=5.0,
             clock=lambda: self.now,
             **opts,
         )
@@ -328,3 +330,21 @@ def test_the_events_of_an_apply_wait_for_the_next_applies_at_most_coalesce_s(rig
     rig.hub.flush(rig.now + COALESCE_S)
     assert len(rig.events(wid)) == sent + 1
     assert rig.hub.due is None
+
+
+def test_a_node_that_hears_no_leader_for_long_ends_its_watches_and_takes_none(rig: Rig) -> None:
+    rig.view.role = Role.FOLLOWER  # a follower that will hear nothing from its leader
+    rig.view.leader_heard = rig.now
+    wid = rig.watch()
+    rig.now += 2.0  # past the election timeout (1 s): an election may be running
+    rig.hub.tick(rig.now)
+    rig.request({"op": "watch_ack", "watch": wid, "count": 0})
+    assert rig.hub.status()["live"] == 1
+    rig.now += 5.0  # past cut_off_s
+    rig.hub.tick(rig.now)
+    [end] = rig.ends(wid)
+    assert end["code"] == "unavailable"
+    answer = rig.request({"op": "watch", "bucket": [b"b"], "start_index": 1})
+    assert answer["error"]["code"] == "unavailable"
+    rig.view.leader_heard = rig.now  # the leader is back
+    assert rig.request({"op": "watch", "bucket": [b"b"], "start_index": 1})["ok"]

@@ -180,6 +180,7 @@ class Node:
             max_lag=cfg.watch_max_lag,
             max_watches=cfg.watch_max,
             request_timeout_s=cfg.request_timeout_ms / 1000,
+            cut_off_s=2 * cfg.election_tick * self._tick_s,
             clock=clock,
         )
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)

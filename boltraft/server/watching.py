@@ -32,7 +32,9 @@ the window. A watch whose next event is ``max_lag`` events or more behind the ri
 is ended with ``watch_lagged`` (the client watches again from its last index); one that
 acknowledged nothing for ``IDLE_S`` is dropped (its client is gone). A watch that was sent
 nothing for ``PROGRESS_S`` gets an empty frame carrying the applied index (so its client
-knows the node lives and how far it has seen).
+knows the node lives and how far it has seen). A node that heard no leader for
+``cut_off_s`` ends its watches with ``unavailable`` and refuses new ones: it may be cut off
+from the cluster, its changes behind, while its progress frames say it lives.
 
 Invariants: a watch's cursor is the sequence number of the next ring event it has not looked
 at (at least the ring's first); events of one watch leave in strictly increasing
@@ -147,11 +149,13 @@ class WatchHub:
         max_lag: int,
         max_watches: int,
         request_timeout_s: float,
+        cut_off_s: float,
         clock: Callable[[], float],
     ) -> None:
         """``sm``: read for what the entries change (the node replaces it after a snapshot
-        install); ``history_events`` 0 turns the feed off (every watch gets ``compacted``).
-        """
+        install); ``history_events`` 0 turns the feed off (every watch gets ``compacted``);
+        ``cut_off_s``: a node that heard no leader for this long ends its watches and takes
+        no new ones (it may be cut off from the cluster, its changes behind)."""
         self.view = view
         self.core = core
         self.sm = sm
@@ -162,6 +166,8 @@ class WatchHub:
         self._max_lag = max_lag
         self._max_watches = max_watches
         self._timeout_s = request_timeout_s
+        self._cut_off_s = cut_off_s
+        self._leaderless_since: float | None = None
         self._clock = clock
         self._ring: deque[Event] = deque()
         self._ring_index: deque[int] = deque()  # the index of each ring event (for bisect)
@@ -217,6 +223,10 @@ class WatchHub:
         start = body.get("start_index")
         if start is not None:
             start = _uint(start, "start_index")
+        if self._cut_off(now):
+            raise UnavailableError(
+                f"this node has heard no leader for {self._cut_off_s:.1f} s: watch elsewhere"
+            )
         if len(self._watches) + len(self._parked) >= self._max_watches:
             raise UnavailableError(f"this node serves at most {self._max_watches} watches")
         w = _Watch(
@@ -506,15 +516,33 @@ class WatchHub:
         self._watches.pop(w.wid, None)
         self._net.reply(w.ident, encode_end(w.wid, w.covered, err))
 
+    def _cut_off(self, now: float) -> bool:
+        """True once this node has heard no leader for ``cut_off_s`` (it notes when that
+        began)."""
+        if self.view.leader_recently_heard(now):
+            self._leaderless_since = None
+            return False
+        if self._leaderless_since is None:
+            self._leaderless_since = now
+        return now - self._leaderless_since >= self._cut_off_s
+
     def tick(self, now: float) -> None:
         """Drops the watches whose client went quiet, sends progress to those sent nothing
-        for ``PROGRESS_S``, and times out the starts whose read index was not confirmed."""
+        for ``PROGRESS_S``, ends every watch when the node seems cut off from the cluster
+        (``cut_off_s``), and times out the starts whose read index was not confirmed."""
         if self._starting:
             late = [c for c, (deadline, _) in self._starting.items() if deadline <= now]
             for ctx in late:
                 err = fail(RequestTimeoutError("read index not confirmed"))
                 for target, _ in self._starting.pop(ctx)[1]:
                     self.replies.reply(target, err)
+        if self._cut_off(now) and self._watches:
+            cut = UnavailableError(
+                f"this node has heard no leader for {self._cut_off_s:.1f} s: its changes may "
+                "be behind; watch elsewhere"
+            )
+            for w in list(self._watches.values()):
+                self._end_watch(w, cut)
         if not self._watches:
             return
         self.deliver(now)
