@@ -355,3 +355,38 @@ def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
         assert metric(text, "boltraft_client_requests_total", 'op="watch"') == 1
     finally:
         c.close()
+
+
+def test_a_node_cut_off_from_the_leader_ends_its_watches_and_the_watch_goes_on_elsewhere(
+    three: Cluster,
+) -> None:
+    c = three
+    lead = c.wait_for_leader()
+    cut = next(i for i in c.ids if i != lead)
+    eps = [c.addrs[cut], *[c.addrs[i] for i in c.ids if i != cut]]
+    with Client(c.endpoints, timeout=20) as client:
+        client.create_bucket("p")
+        client.put("p", "before", "1")
+        with Client(eps) as other:
+            w = other.watch("p", reconnect_timeout=60)  # on ``cut``
+        client.put("p", "k0", "v")
+        assert [e.key for e in take(w, 1)] == [b"k0"]
+        others = [c.procs[i].pid for i in c.ids if i != cut]
+        for pid in others:  # ``cut`` runs, but hears no leader
+            os.kill(pid, signal.SIGSTOP)
+        try:
+
+            def ended() -> bool:
+                st = c.status(cut)
+                return st is not None and st["watch"]["live"] == 0
+
+            wait_until(ended, 20, f"{cut} to end its watch")
+        finally:
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+        for i in range(1, 20):
+            client.put("p", b"k%d" % i, b"v")
+        got = take(w, 19, timeout=60)
+        w.close()
+    assert [e.key for e in got] == [b"k%d" % i for i in range(1, 20)]
+    assert w.resumes >= 1
