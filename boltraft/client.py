@@ -816,6 +816,13 @@ class Watch:
                     raise
                 result = None
             if result is not None:
+                if (
+                    not isinstance(result, dict)
+                    or type(result.get("watch")) is not int
+                    or type(result.get("start_index")) is not int
+                ):
+                    self._closed = True
+                    raise ProtocolError("a watch's answer must be {watch, start_index, ...}")
                 self._wid = int(result["watch"])
                 self._known = True
                 first = int(result["start_index"])
