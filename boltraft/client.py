@@ -33,31 +33,60 @@ sent.
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import random
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from boltraft.errors import BadRequestError, BoltraftError, ProtocolError, UnavailableError
+import zmq
+
+from boltraft.errors import (
+    BadRequestError,
+    BoltraftError,
+    CompactedError,
+    ProtocolError,
+    RequestTimeoutError,
+    UnavailableError,
+)
 from boltraft.transport import codec
 from boltraft.transport.rpc import RETRYABLE, Channel, parse_endpoints
+from boltraft.transport.watchwire import EVENTS, Event, decode_events_frame
+from boltraft.transport.zmq_transport import connect_dealer, drain, monitor_events
 
-__all__ = ["READ_LEVELS", "RETRYABLE", "Client", "Page", "parse_endpoints"]
+__all__ = [
+    "READ_LEVELS",
+    "RETRYABLE",
+    "Client",
+    "Event",
+    "Page",
+    "Watch",
+    "parse_endpoints",
+    "wait_watches",
+]
 
 Bytesish = bytes | str
 BucketPath = Bytesish | Sequence[Bytesish]
 
 READ_LEVELS = ("linearizable", "stale")
+WATCH_WINDOW = 1024  # events a node may send a watch before the client acknowledges them
 
 
 class Page(NamedTuple):
-    """One page of a scan: ``items`` in scan order (a nested bucket's value is None) and
-    ``next``, the token to pass as ``after`` for the next page (None: the scan is complete)."""
+    """One page of a scan: ``items`` in scan order (a nested bucket's value is None),
+    ``next``, the token to pass as ``after`` for the next page (None: the scan is complete),
+    and ``applied_index``, the applied index the page was read at (0 from a node that does
+    not say): ``Client.watch(..., start_index=page.applied_index + 1)`` sees every change
+    after the page."""
 
     items: list[tuple[bytes, bytes | None]]
     next: bytes | None
+    applied_index: int = 0
 
 
 def _bytes(value: Any, what: str) -> bytes:
@@ -312,7 +341,10 @@ class Client:
         for item in items:
             if type(item) is not list or len(item) != 2:
                 raise ProtocolError("scan items must be [key, value] pairs", item=repr(item))
-        return Page([(k, v) for k, v in items], result.get("next"))
+        index = result.get("index", 0)
+        if type(index) is not int or index < 0:
+            raise ProtocolError("a scan's index must be an integer >= 0", index=repr(index))
+        return Page([(k, v) for k, v in items], result.get("next"), index)
 
     def scan_all(
         self,
@@ -499,3 +531,367 @@ class Client:
     def backup_end(self, endpoint: str, token: str, *, timeout: float | None = None) -> None:
         """Tells ``endpoint`` to release backup ``token``."""
         self._call({"op": "backup_end", "backup": token}, timeout=timeout, endpoint=endpoint)
+
+    # --- the change feed ---------------------------------------------------------------------
+    def watch(
+        self,
+        bucket: BucketPath,
+        *,
+        prefix: Bytesish | None = None,
+        start_index: int | None = None,
+        recursive: bool = False,
+        prev_value: bool = False,
+        window: int = WATCH_WINDOW,
+        reconnect_timeout: float = 30.0,
+    ) -> Watch:
+        """Returns a ``Watch``: an iterator over the changes of ``bucket`` (with ``prefix``:
+        of its keys starting with it; ``recursive``: of its nested buckets too) from Raft
+        index ``start_index`` on, or, when None, from now (after a read index a quorum
+        confirmed: every change acknowledged before this call is left out, every later one
+        comes). ``prev_value``: events carry the value before the change. ``window``: events
+        in flight from the node. The watch follows the cluster across failures: see
+        ``Watch``. Raises BadRequestError for bad arguments (at once); the iterator raises
+        the errors that end it."""
+        body: dict[str, Any] = {"op": "watch", "bucket": _path(bucket)}
+        if prefix is not None:
+            body["prefix"] = _bytes(prefix, "prefix")
+        if recursive:
+            body["recursive"] = True
+        if prev_value:
+            body["prev_value"] = True
+        if type(window) is not int or not 4 <= window <= 65536:
+            raise BadRequestError("window must be an integer 4..65536", field="window")
+        body["window"] = window
+        if start_index is not None:
+            _uint(start_index, "start_index")
+        if not reconnect_timeout > 0:
+            raise BadRequestError("reconnect_timeout must be > 0")
+        watch = Watch(
+            self.endpoints,
+            body,
+            start_index,
+            attempt_timeout=self._chan.attempt_timeout,
+            reconnect_timeout=reconnect_timeout,
+            max_frame_size=self._chan.max_frame_size,
+        )
+        watch.start()
+        return watch
+
+
+WATCH_SILENCE_S = 3.0  # a node that sent a watch nothing for this long is taken as gone
+_ENDED_RETRY = frozenset((*RETRYABLE, "watch_lagged", "watch_not_found"))
+
+
+class Watch:
+    """An iterator over the changes of a watch (``Client.watch``), each an ``Event`` with
+    its Raft ``index`` and its ``pos`` in a batch, in increasing ``(index, pos)`` order,
+    each exactly once, across node failures, leader changes and restarts.
+
+    How: the watch streams from one node (docs/protocol.md, section 5.1). When that node's
+    connection closes, it sends nothing (not even its progress, every second) for
+    ``WATCH_SILENCE_S``, or it ends the watch with a retryable error (``watch_lagged``,
+    ``unavailable``, ...), the watch starts again on the same or the next node from the last
+    index it received (skipping the events of that index it has), or from the node's last
+    progress index when that is later. A node that does not retain that index answers
+    ``compacted``; the watch then asks the other nodes, and raises CompactedError (with
+    ``details["oldest_index"]``) only when none does. It raises RequestTimeoutError when no
+    node took it for ``reconnect_timeout`` seconds, and any other error that ends it.
+
+    ``last_index`` is the index of every change delivered so far, ``progress`` the index up
+    to which every matching change was received. Not thread-safe; ``close()`` cancels it.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        body: dict[str, Any],
+        start_index: int | None,
+        *,
+        attempt_timeout: float,
+        reconnect_timeout: float,
+        max_frame_size: int,
+    ) -> None:
+        self._eps = list(endpoints)
+        self._ep = 0
+        self._body = body
+        self._window = int(body["window"])
+        self._start = start_index
+        self._attempt_timeout = attempt_timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._max_frame = max_frame_size
+        self._ctx: zmq.Context[Any] = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._poller: zmq.Poller | None = None
+        self._wid: int | None = None
+        self._rids = itertools.count(1)
+        self._buf: deque[Event] = deque()
+        self._recv_last: tuple[int, int] | None = None  # (index, pos) of the last received
+        self.progress = 0 if start_index is None else start_index - 1
+        self.last_index = 0
+        self._unacked = 0  # delivered to the caller, not yet acknowledged to the node
+        self._heard = 0.0
+        self._closed = False
+        self._known = start_index is not None  # where to resume is known
+        self.resumes = 0  # how many times it started again on a node (for tests, tools)
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> Event:
+        while not self._buf:
+            if self._closed:
+                raise StopIteration
+            self.poll(1.0)
+        ev = self._buf.popleft()
+        self.last_index = ev.index
+        self._unacked += 1
+        if self._unacked >= self._window // 4:
+            self._ack()
+        return ev
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Cancels the watch on its node (best effort) and closes the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sock is not None and self._wid is not None:
+            self._send({"op": "watch_cancel", "watch": self._wid})
+        self._drop()
+
+    def start(self) -> None:
+        """Starts the watch on a node now (``Client.watch`` calls it: "from now" is the
+        time of that call); a no-op once started. Raises what ``poll`` raises."""
+        if self._wid is None and not self._closed:
+            self._subscribe()
+
+    def poll(self, timeout: float) -> int:
+        """Waits up to ``timeout`` seconds for events (not at all when some are waiting);
+        returns how many are waiting to be iterated. Resuming on another node may take
+        longer (up to ``reconnect_timeout``). Raises what ends the watch."""
+        deadline = time.monotonic() + timeout
+        while not self._closed:
+            if self._wid is None:
+                self._subscribe()
+            assert self._poller is not None
+            wait = 0 if self._buf else max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            for sock, _ in self._poller.poll(wait):
+                if sock is self._monitor and self._monitor is not None:
+                    if _disconnected(self._monitor):
+                        self._lost()  # the node closed the connection
+                        break
+                    continue
+                for parts in drain(sock, 1024):
+                    if len(parts) == 1:
+                        self._frame(parts[0])
+                    if self._wid is None:  # the watch ended: it starts again
+                        break
+                if self._wid is None:
+                    break
+            now = time.monotonic()
+            if self._wid is not None and now - self._heard > WATCH_SILENCE_S:
+                self._lost()  # the node sent nothing, not even its progress
+            if self._buf or now >= deadline:
+                break
+        return len(self._buf)
+
+    # --- the stream --------------------------------------------------------------------------
+    def _frame(self, data: bytes) -> None:
+        try:
+            frame = codec.unpack_frame(data, self._max_frame)
+        except BoltraftError:
+            return
+        kind = frame[1]
+        if kind == EVENTS:
+            try:
+                wid, index, events, err = decode_events_frame(frame[2:])
+            except ProtocolError:
+                return
+            if wid != self._wid:
+                return  # an earlier watch's
+            self._heard = time.monotonic()
+            last = self._recv_last
+            for ev in events:
+                if last is None or (ev.index, ev.pos) > last:
+                    self._buf.append(ev)
+                    last = (ev.index, ev.pos)
+            self._recv_last = last
+            if index > self.progress:
+                self.progress = index
+            if err is not None:
+                self._wid = None
+                if err.code not in _ENDED_RETRY:
+                    self._closed = True
+                    raise err
+                self.resumes += 1
+            elif not events:  # progress: the node knows we are alive
+                self._ack()
+        elif kind == codec.KIND_RESP:
+            self._heard = time.monotonic()
+            if len(frame) == 4 and isinstance(frame[3], dict) and not frame[3].get("ok"):
+                err = BoltraftError.from_wire(frame[3].get("error"))
+                if err.code == "watch_not_found":  # the node forgot it: start again
+                    self._wid = None
+
+    def _ack(self) -> None:
+        if self._sock is not None and self._wid is not None:
+            self._send({"op": "watch_ack", "watch": self._wid, "count": self._unacked})
+            self._unacked = 0
+
+    def _send(self, body: dict[str, Any], wait: float = 0.0) -> int:
+        """Sends ``body`` to the current node, waiting up to ``wait`` seconds for a
+        connection; returns its request id (a send that could not go is dropped: the
+        silence or the monitor moves the watch on)."""
+        rid = next(self._rids)
+        assert self._sock is not None
+        self._sock.setsockopt(zmq.SNDTIMEO, max(0, int(wait * 1000)))
+        try:
+            self._sock.send(codec.encode_request(rid, body))
+        except zmq.ZMQError:
+            pass
+        return rid
+
+    def _lost(self) -> None:
+        """The node is gone: the watch starts again on the next node."""
+        self._drop()
+        self._ep = (self._ep + 1) % len(self._eps)
+        self.resumes += 1
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            assert self._monitor is not None
+            self._sock.disable_monitor()
+            self._monitor.close(0)
+            self._sock.close(0)
+        self._sock = self._monitor = self._poller = None
+        self._wid = None
+
+    def _connect(self) -> None:
+        self._drop()
+        ep = self._eps[self._ep]
+        sock = connect_dealer(self._ctx, ep, self._max_frame, monitor=True)
+        self._sock = sock
+        self._monitor = sock.get_monitor_socket()
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def _subscribe(self) -> None:
+        """Starts the watch on a node from where it left off (see the class docstring)."""
+        give_up = time.monotonic() + self._reconnect_timeout
+        compacted: dict[int, CompactedError] = {}
+        failures = 0
+        while True:
+            if self._sock is None:
+                self._connect()
+            body = dict(self._body)
+            if self._known:
+                last = self._recv_last
+                start = self.progress + 1
+                if last is not None and self.progress < last[0]:
+                    start = last[0]  # the rest of that entry's events may be missing
+                body["start_index"] = start
+            try:
+                result = self._request(body)
+            except CompactedError as err:
+                compacted[self._ep] = err
+                if len(compacted) == len(self._eps):
+                    self._closed = True
+                    oldest = min(int(e.details.get("oldest_index", 0)) for e in compacted.values())
+                    raise CompactedError(
+                        f"no node retains the changes from index {body.get('start_index')}",
+                        oldest_index=oldest,
+                        start_index=body.get("start_index"),
+                    ) from None
+                result = None
+            except BoltraftError as err:
+                if err.code not in _ENDED_RETRY:
+                    self._closed = True
+                    raise
+                result = None
+            if result is not None:
+                if (
+                    not isinstance(result, dict)
+                    or type(result.get("watch")) is not int
+                    or type(result.get("start_index")) is not int
+                ):
+                    self._closed = True
+                    raise ProtocolError("a watch's answer must be {watch, start_index, ...}")
+                self._wid = int(result["watch"])
+                self._known = True
+                first = int(result["start_index"])
+                if first - 1 > self.progress:
+                    self.progress = first - 1
+                self._heard = time.monotonic()
+                return
+            if time.monotonic() >= give_up:
+                self._closed = True
+                raise RequestTimeoutError(f"no node took the watch for {self._reconnect_timeout} s")
+            failures += 1
+            self._drop()
+            self._ep = (self._ep + 1) % len(self._eps)
+            if failures >= len(self._eps):
+                time.sleep(min(0.5, 0.02 * 2 ** min(failures, 5)) * random.uniform(0.5, 1))
+
+    def _request(self, body: dict[str, Any]) -> Any:
+        """Returns the result of ``body`` sent to the current node; raises its error, or
+        UnavailableError when it does not answer within the attempt timeout (events of an
+        earlier watch that arrive meanwhile are dropped: it starts again after them)."""
+        rid = self._send(body, self._attempt_timeout)
+        assert self._poller is not None
+        deadline = time.monotonic() + self._attempt_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UnavailableError("the node did not answer the watch in time")
+            for sock, _ in self._poller.poll(max(1, int(remaining * 1000))):
+                if sock is self._monitor and self._monitor is not None:
+                    if _disconnected(self._monitor):
+                        raise UnavailableError("the node closed the connection")
+                    continue
+                for parts in drain(sock, 1024):
+                    if len(parts) != 1:
+                        continue
+                    try:
+                        kind, resp = codec.decode_frame(parts[0], self._max_frame)
+                    except BoltraftError:
+                        continue
+                    if kind == codec.KIND_RESP and resp.request_id == rid:
+                        if resp.ok:
+                            return resp.result
+                        raise resp.error or ProtocolError("a failed answer without an error")
+
+
+def wait_watches(watches: Sequence[Watch], timeout: float) -> list[Watch]:
+    """The watches of ``watches`` that have events waiting, after waiting up to ``timeout``
+    seconds for one of them (not at all when one has some already): one thread can serve
+    many watches. Raises what ends one of them."""
+    ready = [w for w in watches if w._buf]
+    if ready:
+        return ready
+    poller = zmq.Poller()
+    owner: dict[Any, Watch] = {}
+    for w in watches:
+        if w._sock is None or w._monitor is None:  # between nodes: it starts again now
+            w.poll(0)
+            continue
+        for sock in (w._sock, w._monitor):
+            poller.register(sock, zmq.POLLIN)
+            owner[sock] = w
+    hit = {owner[sock] for sock, _ in poller.poll(max(0, math.ceil(timeout * 1000)))}
+    quiet = time.monotonic() - WATCH_SILENCE_S
+    for w in watches:
+        if w in hit or w._heard < quiet:
+            w.poll(0)
+    return [w for w in watches if w._buf]
+
+
+def _disconnected(monitor: zmq.Socket[Any]) -> bool:
+    """True when one of the events waiting on ``monitor`` is a closed connection."""
+    return any(e == int(zmq.EVENT_DISCONNECTED) for e in monitor_events(monitor))

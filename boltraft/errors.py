@@ -303,6 +303,29 @@ class MembershipError(ClusterError):
     code = "membership_error"
 
 
+class WatchLaggedError(ClusterError):
+    """A watcher fell too far behind the node's newest event (``watch_max_lag`` events) and
+    its watch was ended; ``details["index"]``: every matching event up to this index was
+    delivered. Watch again from ``index + 1`` (the Python client does)."""
+
+    code = "watch_lagged"
+
+
+class WatchNotFoundError(ClusterError):
+    """A ``watch_ack`` or ``watch_cancel`` names no live watch of this connection on this
+    node (it ended, timed out, or the node restarted): watch again from the last index."""
+
+    code = "watch_not_found"
+
+
+class CompactedError(ClusterError):
+    """A watch's start index is older than the oldest change the node retains;
+    ``details["oldest_index"]`` is the oldest start index it can serve. Read the current
+    state with a ``scan`` and watch from the scan's ``index + 1``."""
+
+    code = "compacted"
+
+
 # --- the wire --------------------------------------------------------------------------------
 class ProtocolError(BoltraftError):
     """A frame or request broke the protocol; the server counts it and goes on."""

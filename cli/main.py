@@ -120,6 +120,7 @@ def _register() -> None:
         "bench",
         "inspect",
         "kv",
+        "watch",
         "txn",
         "cluster",
         "endpoint",

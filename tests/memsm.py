@@ -28,7 +28,7 @@ What it copies from the real one:
   InvalidArgumentError (``index``, ``expected``) for a gap or disorder, applying nothing.
   Non-NORMAL entries and empty data (the leader's no-op) only advance the applied index.
 - ``read`` validates with ``boltraft.storage.queries.validate_read`` and answers with the
-  same shapes as ``execute_reads`` (get: bytes | None, scan: {"items", "next"}, buckets:
+  same shapes as ``execute_reads`` (get: bytes | None, scan: {"items", "next", "index"}, buckets:
   names, count: int), each failure in its place.
 
 What it leaves out: the quota and a full disk (it never raises NoSpaceError), durability
@@ -172,6 +172,7 @@ class MemStateMachine:
         # retry whose result is gone (``session_expired``), while the session lasts
         self._sessions: dict[bytes, tuple[int, int]] = {}
         self._undo: list[Callable[[], None]] = []
+        self.repeated: list[int] = []  # as BucketStateMachine.repeated
         self._closed = False
         self._lock = threading.RLock()
 
@@ -214,6 +215,8 @@ class MemStateMachine:
         with self._lock:
             n = len(entries)
             results: list[Any] = [None] * n
+            self.repeated = []
+            repeated: list[int] = []
             start = 0
             while start < n and entries[start].index <= self._index:
                 start += 1
@@ -253,6 +256,7 @@ class MemStateMachine:
                             results[pos] = decode_result(record[1])
                         else:
                             results[pos] = expired_error(cid, seq)
+                        repeated.append(entries[pos].index)
                         continue
                     session = self._sessions.get(cid)
                     if (
@@ -261,6 +265,7 @@ class MemStateMachine:
                         and clock <= session[1] + self.dedup_window_ms + SESSION_MS
                     ):
                         results[pos] = expired_error(cid, seq)
+                        repeated.append(entries[pos].index)
                         continue
                     res = self._execute(body)
                     self._record((cid, seq), clock, encode_result(res))
@@ -272,6 +277,7 @@ class MemStateMachine:
                 self._undo = []
             last = entries[-1]
             self._index, self._term, self._clock = last.index, last.term, clock
+            self.repeated = repeated
             self._forget_expired()
             return results
 
@@ -290,6 +296,12 @@ class MemStateMachine:
                 except BoltraftError as err:
                     out.append(err)
             return out
+
+    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
+        """The current value of each ``(bucket path, key)`` (BucketStateMachine.get_values):
+        None where absent, a bucket, or unreadable."""
+        got = self.read([{"op": "get", "bucket": list(p), "key": k} for p, k in keys])
+        return [v if type(v) is bytes else None for v in got]
 
     def snapshot(self, parent: Path, *, rate: float = 0.0) -> SnapshotInfo:
         """Returns the description of a snapshot of the applied state written into
@@ -693,7 +705,7 @@ class MemStateMachine:
             reverse=req.get("reverse", False),
             after=req.get("after"),
         )
-        return {"items": [[k, v] for k, v in items], "next": token}
+        return {"items": [[k, v] for k, v in items], "next": token, "index": self._index}
 
     @staticmethod
     def _scan(

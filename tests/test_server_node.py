@@ -87,14 +87,15 @@ def test_a_reqs_frame_is_answered_per_request_in_resps_frames(
         [12, "not a map"],
         [13, {"op": "snapshot"}],  # cluster operations go in req frames
         [14, {"op": "nope"}],
+        [15, {"op": "watch", "bucket": "b"}],  # so do watches (their stream follows)
     ]
     world.pipeline(node_id, items)
     world.settle(8)
     got = world.pipelined(node_id)
-    assert sorted(got) == list(range(15))
+    assert sorted(got) == list(range(16))
     assert all(got[i] == {"ok": True, "result": None} for i in range(10))
     assert got[10] == got[11] == {"ok": True, "result": 1}
-    assert {got[i]["error"]["code"] for i in (12, 13, 14)} == {"bad_request"}
+    assert {got[i]["error"]["code"] for i in (12, 13, 14, 15)} == {"bad_request"}
     # the frame's writes were ONE proposal: one append and one fsync on the leader
     assert world.nodes[lead].counters["fsyncs"] == fsyncs + 1
     get = {"op": "get", "bucket": "b", "key": "k9"}

@@ -5,7 +5,8 @@
 Readys hand over and applies what it kept in one batch later: when its loop found nothing to
 do for ``LAZY_APPLY_IDLE_S``, at the next tick, before it handles anything but Raft messages,
 once ``LAZY_APPLY_ENTRIES``/``LAZY_APPLY_BYTES`` wait, and at once in a Ready that changes
-its role or membership, installs a snapshot or confirms reads (``Applier.select``).
+its role or membership, installs a snapshot or confirms reads, and always while the node
+serves watches (``Applier.select``).
 
 A full disk (the state machine's ``NoSpaceError``): the entries are kept, in order, and
 applied again at every tick, never skipped (the other replicas apply them).
@@ -69,11 +70,14 @@ class Applier:
         """The committed entries kept for a later apply, in index order."""
         return tuple(self._kept)
 
-    def select(self, rd: Ready, follower: bool, reads_waiting: bool) -> list[Entry]:
+    def select(
+        self, rd: Ready, follower: bool, reads_waiting: bool, watched: bool = False
+    ) -> list[Entry]:
         """The committed entries to apply in ``rd``: those kept from earlier Readys, then
         ``rd.committed_entries``; none when a ``follower`` keeps them all for a later batch
         (``lazy_apply``), which it does unless the Ready changes membership, installs a
-        snapshot or confirms reads, ``reads_waiting``, or the kept entries reach
+        snapshot or confirms reads, ``reads_waiting``, the node serves watches
+        (``watched``: their changes should not wait for a batch), or the kept entries reach
         ``LAZY_APPLY_ENTRIES`` or ``LAZY_APPLY_BYTES``. With a full disk every entry is
         kept for the retry at the next tick."""
         ents = rd.committed_entries
@@ -87,6 +91,7 @@ class Applier:
             and rd.snapshot is None
             and not rd.read_states
             and not reads_waiting
+            and not watched
         ):
             self.keep(ents)
             if len(self._kept) < LAZY_APPLY_ENTRIES and self._kept_bytes < LAZY_APPLY_BYTES:

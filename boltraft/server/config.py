@@ -30,6 +30,10 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``snapshot_chunk_bytes`` | int | 1048576 | snapshot transfer chunk size (at most 8 MiB) |
 | ``snapshot_window`` | int | 8 | snapshot chunks requested and not yet received |
 | ``snapshot_write_mb_s`` | int | 120 | rate limit of writing a snapshot copy, MB/s (0: none) |
+| ``watch_history_events`` | int | 100000 | changes kept for watches to resume from (0: none) |
+| ``watch_history_bytes`` | int | 67108864 | ... at most this many bytes of their keys and values |
+| ``watch_max_lag`` | int | 10000 | a watch this far behind with a full window: ``watch_lagged`` |
+| ``watch_max`` | int | 10000 | watches one node serves at once |
 | ``metrics_addr`` | str | "" | ``HOST:PORT`` serving ``/metrics``, ``/healthz``, ``/readyz`` |
 """
 
@@ -63,6 +67,10 @@ _INT_KEYS = {
     "snapshot_chunk_bytes": 4096,
     "snapshot_window": 1,
     "snapshot_write_mb_s": 0,
+    "watch_history_events": 0,
+    "watch_history_bytes": 1,
+    "watch_max_lag": 1,
+    "watch_max": 0,
 }
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
 _BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "lazy_apply", "fsync")
@@ -109,6 +117,12 @@ class ServerConfig:
     snapshot_chunk_bytes: int = 1 << 20  # <= MAX_SNAPSHOT_CHUNK
     snapshot_window: int = 8
     snapshot_write_mb_s: int = 120  # 0: unlimited
+    # the change feed (boltraft.server.watching): what a node keeps to resume watches from,
+    # and the bounds on its watches
+    watch_history_events: int = 100_000
+    watch_history_bytes: int = 64 << 20
+    watch_max_lag: int = 10_000
+    watch_max: int = 10_000
     metrics_addr: str = ""  # HOST:PORT of the HTTP metrics and health endpoint; "": none
 
     @property

@@ -291,6 +291,7 @@ class NodeMetrics:
             "snapshots": dict(snaps.stats),
             "made_bytes": self._made_bytes,
             "transfers": dict(node.ops.transfers.stats),
+            "watch": node.watches.status(),
             "errors": dict(node.replies.errors),
             "requests": dict(self._net.requests) if self._net is not None else {},
             "pending": obs.pending if obs is not None else 0,
@@ -481,6 +482,24 @@ class _SampleCollector(Collector):
             "boltraft_snapshot_transfers_failed_total",
             "Snapshot transfers (either way) that failed.",
             transfers.get("failed", 0),
+        )
+        watch = s["watch"]
+        yield gauge("boltraft_watches", "Watches this node streams to now.", watch["live"])
+        yield counter(
+            "boltraft_watch_events_total", "Changes this node added to its feed.", watch["events"]
+        )
+        yield counter(
+            "boltraft_watch_frames_total", "Event frames sent to watches.", watch["frames"]
+        )
+        yield counter(
+            "boltraft_watch_lagged_total",
+            "Watches ended because their client fell too far behind (watch_lagged).",
+            watch["lagged"],
+        )
+        yield gauge(
+            "boltraft_watch_oldest_index",
+            "The oldest Raft index a watch can start at on this node (compacted below).",
+            watch["oldest_index"],
         )
         transport = s["transport"]
         for name, key, doc in _TRANSPORT_COUNTERS:

@@ -72,6 +72,7 @@ from boltraft.server.service import DATA_OPS, Service
 from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
+from boltraft.server.watching import WATCH_OPS, WatchHub
 from boltraft.server.wire import FWD, FWD_RESP, REMOVED, REQS, SNAP, ok
 from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
@@ -80,7 +81,7 @@ log = logging.getLogger("boltraft.server")
 # pipelined data requests, writes a follower forwards and their answers: never cluster ops
 _DATA_FRAMES = frozenset((REQS, FWD, FWD_RESP))
 _CLUSTER_FRAMES = frozenset((SNAP, REMOVED))
-KNOWN_OPS = frozenset(DATA_OPS | CLUSTER_OPS | {"status", "stats"})
+KNOWN_OPS = frozenset(DATA_OPS | CLUSTER_OPS | WATCH_OPS | {"status", "stats"})
 """Every op a client request may name (the others are answered bad_request)."""
 _ROLE_NAMES = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate"}
 _ROLE_NAMES.update({Role.CANDIDATE: "candidate", Role.LEADER: "leader"})
@@ -169,6 +170,20 @@ class Node:
             self.counters,
             reopen_sm=reopen_sm,
             install_step=install_step,
+        )
+        self.watches = WatchHub(
+            self.state,
+            self.core,
+            sm,
+            self.replies,
+            net,
+            history_events=cfg.watch_history_events,
+            history_bytes=cfg.watch_history_bytes,
+            max_lag=cfg.watch_max_lag,
+            max_watches=cfg.watch_max,
+            request_timeout_s=cfg.request_timeout_ms / 1000,
+            cut_off_s=2 * cfg.election_tick * self._tick_s,
+            clock=clock,
         )
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
@@ -261,6 +276,7 @@ class Node:
             "service": dict(self.service.stats),
             "transport": self.net.counters(),
             "cluster": self.ops.status(),
+            "watch": self.watches.status(),
         }
 
     def close(self) -> None:
@@ -291,6 +307,9 @@ class Node:
             idle_apply = applier.has_kept and not self._deferred and not applier.full
             if idle_apply and timeout > LAZY_APPLY_IDLE_S:
                 timeout = LAZY_APPLY_IDLE_S
+            due = self.watches.due
+            if due is not None and due - clock() < timeout:
+                timeout = due - clock()
             frames = net.recv(timeout if timeout > 0 else 0.0)
             if idle_apply and not frames:
                 self.catch_up()
@@ -312,6 +331,7 @@ class Node:
         while self.raw.has_ready():  # self.raw: _on_log_full may start a new core
             self._handle_ready(self.raw.ready())
         service.send_queued()
+        self.watches.flush(self._clock())
         self.net.flush()
 
     def catch_up(self) -> None:
@@ -336,6 +356,7 @@ class Node:
         if now >= self._next_tick:
             self._next_tick = now + self._tick_s
         self.service.expire(now)
+        self.watches.tick(now)
         self.ops.tick(now)
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
@@ -404,6 +425,8 @@ class Node:
                 self.replies.reply(target, ok(self.observer.snapshot(float(since))))
         elif op in CLUSTER_OPS:
             self.ops.on_request(target, body, now)
+        elif op in WATCH_OPS:
+            self.watches.on_request(target, body, now)
         else:
             self.service.on_request(target, body, now)
 
@@ -416,7 +439,7 @@ class Node:
             target = Target(sender, rid, None, True, op if type(op) is str else "")
             if type(op) is not str:
                 self.service.bad(target, "a request body must be a map with a string 'op'")
-            elif is_cluster_op(body):
+            elif is_cluster_op(body) or body["op"] in WATCH_OPS:
                 self.service.bad(target, f"send {body['op']!r} in a 'req' frame, not in 'reqs'")
             else:
                 self._on_request(target, body, now)
@@ -429,7 +452,9 @@ class Node:
         if rd.early_messages:
             net.queue(self._outgoing(rd.early_messages))
             net.flush()
-        committed = self.applier.select(rd, state.role == Role.FOLLOWER, self.service.reads_waiting)
+        committed = self.applier.select(
+            rd, state.role == Role.FOLLOWER, self.service.reads_waiting, self.watches.live
+        )
         hs = rd.hard_state
         syncing = False
         if rd.snapshot is not None:
@@ -498,6 +523,7 @@ class Node:
             self.ops.on_applied(committed, rd.conf_state)
         if rd.read_states:
             self.service.on_read_states(rd.read_states)
+            self.watches.on_read_states(rd.read_states)
         self.raw.advance(rd)
 
     def _apply(self, ents: list[Entry]) -> bool:
@@ -506,6 +532,7 @@ class Node:
         it could not apply for the retry at the next tick; meanwhile a leader answers new
         writes ``unavailable`` and hands leadership over, and confirmed reads that would
         wait for the apply are answered ``unavailable``)."""
+        prior = self.watches.before_apply(ents)
         out = self.applier.apply(ents)
         state = self.state
         if out.entries:
@@ -521,9 +548,11 @@ class Node:
             self._warn_full(out.error)
             if out.entries:
                 self.service.on_applied(out.entries, out.results)
+                self.watches.reset(state.applied, "an apply was cut short by a full disk")
             self.service.on_apply_stalled()
             return False
         self.service.on_applied(out.entries, out.results)
+        self.watches.on_applied(out.entries, out.results, prior)
         self.observer.replied(ents[-1].index)
         return True
 
@@ -533,8 +562,9 @@ class Node:
         sm = self.ops.install(meta, hard_state, self.state.applied)
         state = self.state
         if sm is not None:
-            self.sm = self.service.sm = self.applier.sm = sm
+            self.sm = self.service.sm = self.applier.sm = self.watches.sm = sm
             state.applied = sm.applied[0]
+            self.watches.reset(state.applied, "it installed a snapshot")
         state.commit = max(state.commit, meta.index, state.applied)
 
     def _warn_full(self, err: NoSpaceError) -> None:
@@ -567,6 +597,7 @@ class Node:
         self.core.raw = self._start_core()
         self._on_soft_state("", Role.FOLLOWER)
         self.service.on_leader_change()
+        self.watches.on_leader_change()
         self._set_members(self.raw.status().conf_state)
 
     def _flush_stepping(self) -> None:
@@ -614,6 +645,7 @@ class Node:
             log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
             state.lead = lead
             self.service.on_leader_change()
+            self.watches.on_leader_change()
         if role == Role.LEADER and state.role != Role.LEADER:
             self._stamps.start(self.sm.clock_ms)
         state.role = role

@@ -39,6 +39,12 @@ class StateMachine(Protocol):
         """The largest command timestamp (``ts``) applied; 0 before any."""
         ...
 
+    @property
+    def repeated(self) -> list[int]:
+        """The indexes of the entries of the last ``apply`` that changed nothing because
+        their (cid, seq) was applied before (``BucketStateMachine``, "Repeats")."""
+        ...
+
     def apply(self, entries: Sequence[Entry]) -> list[Any]:
         """One result per entry (a BoltraftError in place of a command that failed), after
         applying ``entries`` and the applied index in ONE durable step; entries at or below
@@ -48,6 +54,11 @@ class StateMachine(Protocol):
 
     def read(self, requests: Sequence[Any]) -> list[Any]:
         """One result (or BoltraftError) per read request, all from one consistent view."""
+        ...
+
+    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
+        """The current value of each ``(bucket path, key)`` from one consistent view; None
+        where the key is absent, names a bucket, or cannot be read."""
         ...
 
     def sync(self) -> None:

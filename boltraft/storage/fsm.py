@@ -32,6 +32,11 @@ checked by ``commands.put_run`` in two comprehensions, its pairs written in one
 each; the results are the general path's. The general path also writes a run of plain puts
 to one bucket with one ``put_many``, after a loop over the decoded commands.
 
+Repeats. ``repeated`` lists the indexes of the entries of the last ``apply`` whose (cid, seq)
+was already recorded (or whose session had moved past it): they changed nothing, and their
+result is the original one (or ``session_expired``). A change feed built from the applied
+results (``boltraft.server.watching``) leaves them out.
+
 Batch atomicity. A batch runs inside a savepoint (``tx.savepoint()``, an LMDB nested
 transaction): when one of its ops fails, everything the batch wrote is undone, the batch's
 result is that error (``details["index"]`` names the failing op), and the other commands of
@@ -136,6 +141,7 @@ class BucketStateMachine:
         # Mirrors of the stored applied record, updated only after a commit.
         self._index, self._term, self._clock = read_applied(self.db)
         self._oldest_group: int | None = None  # dedup clean-up hint; None = unknown
+        self.repeated: list[int] = []  # see "Repeats" in the module docstring
 
     @property
     def applied(self) -> tuple[int, int]:
@@ -161,6 +167,32 @@ class BucketStateMachine:
         transaction; a request that fails has its BoltraftError in its place. Safe from any
         thread."""
         return execute_reads(self.db, requests)
+
+    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
+        """The current value of each ``(bucket path, key)``, all from ONE read transaction;
+        None where the key is absent, names a nested bucket, or cannot be read (its bucket
+        is missing, the key is invalid). What a change feed reads before an apply
+        (``boltraft.server.watching``): one bucket lookup per path, no request checking.
+        Safe from any thread."""
+        out: list[bytes | None] = []
+        with self.db.view() as tx:
+            buckets: dict[tuple[bytes, ...], Bucket | None] = {}
+            for path, key in keys:
+                if path in buckets:
+                    b = buckets[path]
+                else:
+                    try:
+                        b = buckets[path] = tx.bucket(path)
+                    except BoltraftError:
+                        b = buckets[path] = None
+                if b is None:
+                    out.append(None)
+                    continue
+                try:
+                    out.append(b.get(key))
+                except BoltraftError:
+                    out.append(None)
+        return out
 
     def content_hash(self) -> tuple[int, str]:
         """``(applied index, sha256 hex)`` of the whole bucket content (every bucket path,
@@ -216,6 +248,7 @@ class BucketStateMachine:
         """
         n = len(entries)
         results: list[Any] = [None] * n
+        self.repeated = []
         start = 0
         while start < n and entries[start].index <= self._index:
             start += 1
@@ -250,7 +283,9 @@ class BucketStateMachine:
                     if puts.rows[0][1] is None:
                         results[start:] = self._commit_plain_puts(puts, run[-1])
                     else:
-                        results[start:] = self._commit_puts(puts, run[0].index, run[-1])
+                        put, again = self._commit_puts(puts, run[0].index, run[-1])
+                        results[start:] = put
+                        self.repeated = [run[pos].index for pos in again]
                     return results
                 except NoSpaceError as err:
                     if err.details.get("disk_full"):
@@ -270,12 +305,15 @@ class BucketStateMachine:
                         work.append((pos, parse(data)))
                     except CommandError as err:
                         results[pos] = err
+        repeats: list[int] = []
         try:
-            self._commit(work, entries[start].index, entries[-1], results)
+            self._commit(work, entries[start].index, entries[-1], results, repeats)
         except NoSpaceError as err:
             if err.details.get("disk_full"):
                 raise
-            self._commit_one_by_one(work, entries, start, results)
+            repeats = []
+            self._commit_one_by_one(work, entries, start, results, repeats)
+        self.repeated = [entries[pos].index for pos in repeats]
         return results
 
     def _apply_one(self, e: Entry, cmd: Parsed) -> Any:
@@ -286,32 +324,43 @@ class BucketStateMachine:
         clock = ts if ts is not None and ts > self._clock else self._clock
         record = APPLIED.pack(e.index, e.term, clock)
 
-        def run(tx: Tx) -> tuple[Any, int | None]:
+        def run(tx: Tx) -> tuple[Any, int | None, bool]:
             if cid is None:
                 res = _execute_one(tx, body)
                 tx.put_state_record(record)
-                return res, self._oldest_group
+                return res, self._oldest_group, False
             assert seq is not None  # parse() sets cid and seq together
             dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
             res = dedup.lookup(cid, seq, clock)
-            if res is MISSING:
+            repeat = res is not MISSING
+            if not repeat:
                 res = _execute_one(tx, body)
                 dedup.record(cid, seq, clock, res)
             tx.put_state_record(record)
             dedup.finish(e.index, clock)
-            return res, dedup.oldest_group_ts
+            return res, dedup.oldest_group_ts, repeat
 
-        res, oldest = self.db.update_fn(run)
+        res, oldest, repeat = self.db.update_fn(run)
         self._committed(e, clock, oldest)
+        if repeat:
+            self.repeated = [e.index]
         return res
 
-    def _commit(self, work: Work, first_index: int, last: Entry, results: list[Any]) -> None:
-        def run(tx: Tx) -> tuple[int, int | None]:
+    def _commit(
+        self, work: Work, first_index: int, last: Entry, results: list[Any], repeats: list[int]
+    ) -> None:
+        """Applies ``work`` in one transaction (see ``_run``); adds the positions of its
+        repeated commands to ``repeats``. Raises NoSpaceError (nothing written)."""
+
+        def run(tx: Tx) -> tuple[int, int | None, list[int]]:
             if len(work) > 1:  # see the module docstring
                 tx.lift_state_record()
-            return self._run(tx, work, first_index, last, results)
+            mine: list[int] = []  # per attempt: update_fn may run this again
+            return (*self._run(tx, work, first_index, last, results, mine), mine)
 
-        self._committed(last, *self.db.update_fn(run))
+        clock, oldest, mine = self.db.update_fn(run)
+        self._committed(last, clock, oldest)
+        repeats.extend(mine)
 
     def _committed(self, last: Entry, clock: int, oldest: int | None) -> None:
         """Notes that a committed transaction applied everything up to ``last``, with the
@@ -337,8 +386,11 @@ class BucketStateMachine:
         self._committed(last, clock, self._oldest_group)
         return put
 
-    def _commit_puts(self, puts: commands.PutRun, first_index: int, last: Entry) -> list[Any]:
-        """Returns one result per put after applying the run ``puts`` (entries
+    def _commit_puts(
+        self, puts: commands.PutRun, first_index: int, last: Entry
+    ) -> tuple[list[Any], list[int]]:
+        """Returns one result per put, and the positions in the run of the repeated ones,
+        after applying the run ``puts`` (entries
         ``first_index`` .. ``last``) in one transaction: when none of its (cid, seq) has a
         record yet or repeats, the pairs in one ``put_many`` (every one gets the bucket's
         error when it cannot be opened) and the records in one call; otherwise through
@@ -349,26 +401,33 @@ class BucketStateMachine:
         clock = clocks[-1]
         ids = cast(list[tuple[bytes, int]], [(t[1], t[2]) for t in rows])  # all exactly-once
 
-        def run(tx: Tx) -> tuple[list[Any], int | None]:
+        def run(tx: Tx) -> tuple[list[Any], int | None, list[int]]:
             tx.lift_state_record()
             dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
             keys = dedup.unrecorded(ids, self._clock)
             if keys is None:  # a retry among them
                 out: list[Any] = [None] * len(rows)
-                oldest = self._run(tx, list(enumerate(rows)), first_index, last, out)[1]
-                return out, oldest
+                repeats: list[int] = []
+                work = list(enumerate(rows))
+                oldest = self._run(tx, work, first_index, last, out, repeats)[1]
+                return out, oldest, repeats
             put = _put_pairs(tx, puts.path, puts.pairs, {})
             dedup.record_many(ids, keys, clocks, put)
             tx.put_state_record(APPLIED.pack(last.index, last.term, clock))
             dedup.finish(first_index, clock)
-            return put, dedup.oldest_group_ts
+            return put, dedup.oldest_group_ts, []
 
-        put, oldest = self.db.update_fn(run)
+        put, oldest, repeats = self.db.update_fn(run)
         self._committed(last, clock, oldest)
-        return put
+        return put, repeats
 
     def _commit_one_by_one(
-        self, work: Work, entries: Sequence[Entry], start: int, results: list[Any]
+        self,
+        work: Work,
+        entries: Sequence[Entry],
+        start: int,
+        results: list[Any],
+        repeats: list[int],
     ) -> None:
         by_pos = dict(work)
         for pos in range(start, len(entries)):
@@ -378,7 +437,7 @@ class BucketStateMachine:
             parsed = by_pos.get(pos)
             one: Work = [] if parsed is None else [(pos, parsed)]
             try:
-                self._commit(one, e.index, e, results)
+                self._commit(one, e.index, e, results, repeats)
             except NoSpaceError as err:
                 if err.details.get("disk_full"):
                     raise
@@ -400,11 +459,13 @@ class BucketStateMachine:
         first_index: int,
         last: Entry,
         results: list[Any],
+        repeats: list[int],
     ) -> tuple[int, int | None]:
         """Returns ``(clock, oldest dedup group ts)`` after applying ``work`` in ``tx`` and
         writing the applied record (its caller lifted it, or not: see the module docstring);
-        fills ``results``. Raises NoSpaceError (which ``update_fn`` handles by growing the
-        map and running this again)."""
+        fills ``results`` and adds the positions of the repeated commands to ``repeats``.
+        Raises NoSpaceError (which ``update_fn`` handles by growing the map and running this
+        again)."""
         clock = self._clock
         cache: BucketCache = {}
         dedup: DedupRun | None = None  # made by the run's first command with a (cid, seq)
@@ -461,6 +522,8 @@ class BucketStateMachine:
                     path = None  # the command may delete or roll back buckets
                     res = _execute(tx, body, cache)
                 dedup.record(cid, seq, clock, res)
+            else:
+                repeats.append(pos)
             results[pos] = res
         tx.put_state_record(APPLIED.pack(last.index, last.term, clock))
         if dedup is None:  # no new records: the clean-up waits for a run that adds some

@@ -5,17 +5,20 @@ A read request is a map (the body of a client read request):
     {"op": "get", "bucket": path, "key": k}                  -> bytes | None
     {"op": "scan", "bucket": path, ["prefix": p | "start": s, "end": e], ["limit": n],
      ["reverse": bool], ["after": token]}                      -> {"items": [[k, v], ...],
-                                                                   "next": token | None}
+                                                                   "next": token | None,
+                                                                   "index": applied index}
     {"op": "buckets", ["bucket": path]}                        -> [name, ...] (root if absent)
     {"op": "count", "bucket": path}                            -> int
 
 ``path`` is a bucket name or a non-empty list of names; names, keys and bounds are bytes (str
 is UTF-8 encoded). In a scan, ``next`` is the opaque continuation token to pass as ``after``
-for the following page (None when the scan is complete); a nested bucket's entry has value
-None. The server's own fields "read", "max_lag", "v", "cid" and "seq" are accepted and
-ignored here. Every request is checked before the store is touched: BadRequestError for a
-missing field, an unknown field or a wrong type; the engine raises its own typed errors
-(BucketNotFoundError, InvalidArgumentError for a bad token...).
+for the following page (None when the scan is complete), and ``index`` the applied index of
+the state the page was read from (the "scan, then watch from ``index + 1``" pattern of
+docs/protocol.md, section 5.1); a nested bucket's entry has value None. The server's own
+fields "read", "max_lag", "v", "cid" and "seq" are accepted and ignored here. Every request
+is checked before the store is touched: BadRequestError for a missing field, an unknown
+field or a wrong type; the engine raises its own typed errors (BucketNotFoundError,
+InvalidArgumentError for a bad token...).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from boltraft.errors import BadRequestError, BoltraftError
+from boltraft.storage.applied import APPLIED
 from boltraft.storage.db import DB
 from boltraft.storage.tx import Tx
 
@@ -149,4 +153,6 @@ def _read(tx: Tx, req: dict[str, Any]) -> Any:
         reverse=req.get("reverse", False),
         after=req.get("after"),
     )
-    return {"items": [[k, v] for k, v in items], "next": token}
+    raw = tx.state_record()
+    index = APPLIED.unpack(raw)[0] if raw else 0
+    return {"items": [[k, v] for k, v in items], "next": token, "index": index}

@@ -1,0 +1,619 @@
+"""The change feed of one node: every change the state machine applied, as events, kept in a
+bounded ring and streamed to the watches of clients (docs/protocol.md, section 5.1; the wire
+form is ``boltraft.transport.watchwire``).
+
+Where the events come from. Before each apply the node hands the committed entries to
+``before_apply``, which decodes their commands and reads, in one read transaction, what they
+are about to change (the current value of each key a put or delete names, whether each
+bucket a ``create_bucket`` names exists). After the apply, ``on_applied`` turns each entry's
+result into events: a put (or a conditional put that held) is a ``put``; a delete that found
+its key (or a conditional delete that held) a ``delete``; a ``create_bucket`` that created
+the bucket a ``create_bucket``; a ``delete_bucket`` a ``delete_bucket`` (the keys and buckets
+inside it get no events of their own); a batch gives its ops' events at their positions. A
+command that failed, a repeated exactly-once write (``StateMachine.repeated``) and a
+``next_sequence`` give none. Every replica applies the same log to the same state, so every
+node derives the same events with the same ``(index, pos)``: a client resumes on any node.
+
+Retention. The ring holds the events of the entries from ``oldest`` to the applied index,
+at most ``history_events`` events and ``history_bytes`` bytes of keys and values; the
+oldest entries' events go first, whole entries at a time. A node starts with an empty ring
+(``oldest`` = its applied index + 1), and starts over after a snapshot install or an apply
+a full disk cut short (the changes in between are not known to it): a watch that would need
+what it does not hold gets ``compacted`` (``details["oldest_index"]``), and the client asks
+another node or reads the state with a ``scan`` and watches from its ``index + 1``.
+
+Sending. The events of an apply wait up to ``COALESCE_S`` (2 ms) for those of the next
+applies, then go out in one frame per watch (``due``, ``flush``: the node loop wakes up for
+it); a new watch's backlog and what returned credit allows go out at once.
+
+Flow. Each watch has a window (credit) of events sent and not yet acknowledged
+(``watch_ack``); the node sends nothing past it, so what ZeroMQ queues per watch is bounded by
+the window. A watch whose next event is ``max_lag`` events or more behind the ring's newest
+is ended with ``watch_lagged`` (the client watches again from its last index); one that
+acknowledged nothing for ``IDLE_S`` is dropped (its client is gone). A watch that was sent
+nothing for ``PROGRESS_S`` gets an empty frame carrying the applied index (so its client
+knows the node lives and how far it has seen). A node that heard no leader for
+``cut_off_s`` ends its watches with ``unavailable`` and refuses new ones: it may be cut off
+from the cluster, its changes behind, while its progress frames say it lives.
+
+Invariants: a watch's cursor is the sequence number of the next ring event it has not looked
+at (at least the ring's first); events of one watch leave in strictly increasing
+``(index, pos)`` order; each request is answered exactly once.
+
+Owned by the node loop's thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from boltraft.errors import (
+    BadRequestError,
+    BoltraftError,
+    CommandError,
+    CompactedError,
+    ProposalDroppedError,
+    RequestTimeoutError,
+    UnavailableError,
+    WatchLaggedError,
+    WatchNotFoundError,
+)
+from boltraft.packing import pack
+from boltraft.raft.types import Entry, EntryType, ReadState
+from boltraft.server.ports import Net, NodeView, Proposer, StateMachine
+from boltraft.server.replies import Replies, Target
+from boltraft.server.wire import fail, ok
+from boltraft.storage import commands
+from boltraft.storage.commands import (
+    BATCH,
+    CREATE_BUCKET,
+    DELETE,
+    DELETE_BUCKET,
+    DELETE_IF,
+    PUT,
+    PUT_IF,
+)
+from boltraft.transport.watchwire import Event, encode_end, encode_events_frame
+
+WATCH_OPS = frozenset(("watch", "watch_ack", "watch_cancel"))
+IDLE_S = 10.0  # a watch whose client acknowledged nothing for this long is dropped
+PROGRESS_S = 1.0  # a watch sent nothing for this long gets an empty frame with the index
+DEFAULT_WINDOW = 1024  # events in flight per watch unless the request says
+MAX_WINDOW = 65536
+MAX_FRAME_EVENTS = 512  # events in one frame
+# new events wait at most this long for more before they go out: one frame per watch then
+# carries the changes of several applies (at 1,000 writes/s, two), which halves what sending
+# costs the node and reading costs the watcher, for at most this much latency
+COALESCE_S = 0.002
+_NORMAL = int(EntryType.NORMAL)
+_WATCH_FIELDS = frozenset(
+    ("op", "bucket", "prefix", "recursive", "start_index", "prev_value", "window")
+)
+_CTX_PREFIX = b"watch:"  # read index contexts of watches starting "from now"
+
+Path = tuple[bytes, ...]
+
+
+@dataclass(slots=True)
+class _Watch:
+    """One client's watch: its filter, where it is in the ring, its credit and liveness."""
+
+    wid: int
+    ident: bytes
+    path: Path
+    prefix: bytes | None
+    recursive: bool
+    prev: bool
+    window: int
+    start: int  # events below this index are skipped
+    cursor: int  # ring sequence number of the next event to look at
+    acked_at: float
+    sent_at: float
+    unacked: int = 0
+    covered: int = 0  # every matching event up to this index was sent
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What decides which events it gets and how they are encoded."""
+        return (self.path, self.prefix, self.recursive, self.prev, self.start)
+
+
+@dataclass(slots=True)
+class _Prior:
+    """What the entries of one apply were about to change: key -> value before the apply
+    (None: absent), the buckets that existed; filled by ``before_apply``."""
+
+    values: dict[tuple[Path, bytes], bytes | None] = field(default_factory=dict)
+    buckets: dict[Path, bool] = field(default_factory=dict)
+    parsed: dict[int, Any] = field(default_factory=dict)  # entry index -> command body
+
+
+class WatchHub:
+    """The change feed and the watches of one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        view: NodeView,
+        core: Proposer,
+        sm: StateMachine,
+        replies: Replies,
+        net: Net,
+        *,
+        history_events: int,
+        history_bytes: int,
+        max_lag: int,
+        max_watches: int,
+        request_timeout_s: float,
+        cut_off_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        """``sm``: read for what the entries change (the node replaces it after a snapshot
+        install); ``history_events`` 0 turns the feed off (every watch gets ``compacted``);
+        ``cut_off_s``: a node that heard no leader for this long ends its watches and takes
+        no new ones (it may be cut off from the cluster, its changes behind)."""
+        self.view = view
+        self.core = core
+        self.sm = sm
+        self.replies = replies
+        self._net = net
+        self._cap_events = history_events
+        self._cap_bytes = history_bytes
+        self._max_lag = max_lag
+        self._max_watches = max_watches
+        self._timeout_s = request_timeout_s
+        self._cut_off_s = cut_off_s
+        self._leaderless_since: float | None = None
+        self._clock = clock
+        self._ring: deque[Event] = deque()
+        self._ring_index: deque[int] = deque()  # the index of each ring event (for bisect)
+        self._sizes: deque[int] = deque()
+        self._bytes = 0
+        self._base = 0  # sequence number of _ring[0]
+        self.oldest = view.applied + 1  # the oldest index whose events the ring holds
+        self._watches: dict[int, _Watch] = {}
+        self._ids = itertools.count(1)
+        self._ctx_ids = itertools.count(1)
+        # read index context -> (deadline, [(target, watch), ...]) for watches "from now"
+        self._starting: dict[bytes, tuple[float, list[tuple[Target, _Watch]]]] = {}
+        self._parked: list[tuple[int, Target, _Watch]] = []  # waiting for applied >= index
+        self.due: float | None = None  # when the events not yet sent go out (None: none)
+        self.stats = {"watches": 0, "events": 0, "frames": 0, "lagged": 0, "dropped": 0}
+
+    @property
+    def live(self) -> bool:
+        """True while this node streams to at least one watch."""
+        return bool(self._watches)
+
+    @property
+    def _end(self) -> int:
+        return self._base + len(self._ring)
+
+    # --- requests ----------------------------------------------------------------------------
+    def on_request(self, target: Target, body: dict[str, Any], now: float) -> None:
+        """Handles ``watch``, ``watch_ack`` and ``watch_cancel`` (one request kind per op)."""
+        op = body.get("op")
+        try:
+            if op == "watch":
+                self._on_watch(target, body, now)
+            elif op == "watch_ack":
+                self._on_ack(target, body, now)
+            else:
+                self._on_cancel(target, body)
+        except BoltraftError as err:
+            self.replies.reply(target, fail(err))
+
+    def _on_watch(self, target: Target, body: dict[str, Any], now: float) -> None:
+        unknown = body.keys() - _WATCH_FIELDS
+        if unknown:
+            raise BadRequestError(f"unknown field(s) {sorted(unknown)} for 'watch'")
+        path = _path(body.get("bucket"))
+        prefix = body.get("prefix")
+        if prefix is not None:
+            prefix = _bytes(prefix, "prefix")
+        recursive = _bool(body.get("recursive", False), "recursive")
+        prev = _bool(body.get("prev_value", False), "prev_value")
+        window = _uint(body.get("window", DEFAULT_WINDOW), "window")
+        if not 1 <= window <= MAX_WINDOW:
+            raise BadRequestError(f"window must be 1..{MAX_WINDOW}", field="window")
+        start = body.get("start_index")
+        if start is not None:
+            start = _uint(start, "start_index")
+        if self._cut_off(now):
+            raise UnavailableError(
+                f"this node has heard no leader for {self._cut_off_s:.1f} s: watch elsewhere"
+            )
+        if len(self._watches) + len(self._parked) >= self._max_watches:
+            raise UnavailableError(f"this node serves at most {self._max_watches} watches")
+        w = _Watch(
+            next(self._ids), target.ident, path, prefix, recursive, prev, window, 0, 0, now, now
+        )
+        if start is None:  # from now: after a read index confirmed by a quorum
+            ctx = _CTX_PREFIX + next(self._ctx_ids).to_bytes(8, "big")
+            try:
+                self.core.read_index(ctx)
+            except ProposalDroppedError:
+                raise self.view.not_leader_error() from None
+            self._starting[ctx] = (now + self._timeout_s, [(target, w)])
+            return
+        self._begin(target, w, max(start, 1))
+
+    def _begin(self, target: Target, w: _Watch, start: int) -> None:
+        """Starts ``w`` at index ``start``, or answers ``compacted``."""
+        if self._cap_events == 0 or start < self.oldest:
+            raise CompactedError(
+                f"index {start} is older than the oldest change this node retains",
+                oldest_index=self.oldest,
+                start_index=start,
+            )
+        w.start = start
+        w.covered = start - 1
+        w.cursor = self._base + bisect.bisect_left(self._ring_index, start)
+        self._watches[w.wid] = w
+        self.stats["watches"] += 1
+        self.replies.reply(
+            target, ok({"watch": w.wid, "start_index": start, "oldest_index": self.oldest})
+        )
+        self.deliver(self._clock())  # what the ring holds for it already
+
+    def _mine(self, target: Target, body: dict[str, Any]) -> _Watch:
+        wid = body.get("watch")
+        w = self._watches.get(wid) if type(wid) is int else None
+        if w is None or w.ident != target.ident:
+            raise WatchNotFoundError(f"no watch {wid!r} on this connection", watch=wid)
+        return w
+
+    def _on_ack(self, target: Target, body: dict[str, Any], now: float) -> None:
+        w = self._mine(target, body)
+        count = _uint(body.get("count", 0), "count")
+        w.unacked = max(0, w.unacked - count)
+        w.acked_at = now
+        self.replies.reply(target, ok(None))
+        self.deliver(now)
+
+    def _on_cancel(self, target: Target, body: dict[str, Any]) -> None:
+        w = self._mine(target, body)
+        del self._watches[w.wid]
+        self.replies.reply(target, ok(True))
+
+    # --- confirmation of "from now" ----------------------------------------------------------
+    def on_read_states(self, states: Sequence[ReadState]) -> None:
+        """Starts the watches whose read index a state confirms (at once when applied, else
+        once the node applied up to it)."""
+        for rs in states:
+            entry = self._starting.pop(rs.context, None)
+            if entry is None:
+                continue
+            for target, w in entry[1]:
+                self._parked.append((rs.index, target, w))
+        self._start_parked()
+
+    def _start_parked(self) -> None:
+        applied = self.view.applied
+        keep = []
+        for index, target, w in self._parked:
+            if index <= applied:
+                try:
+                    self._begin(target, w, index + 1)
+                except BoltraftError as err:
+                    self.replies.reply(target, fail(err))
+            else:
+                keep.append((index, target, w))
+        self._parked = keep
+
+    def on_leader_change(self) -> None:
+        """Fails the watches still waiting for a read index (it can no longer be
+        confirmed): their clients retry."""
+        if self._starting:
+            starting, self._starting = self._starting, {}
+            err = fail(UnavailableError("leadership changed before the read was confirmed"))
+            for _, waiting in starting.values():
+                for target, _ in waiting:
+                    self.replies.reply(target, err)
+
+    # --- the feed ----------------------------------------------------------------------------
+    def before_apply(self, ents: Sequence[Entry]) -> _Prior | None:
+        """What ``ents`` are about to change, read from the state machine before their apply
+        (None when the feed is off or nothing in them changes data)."""
+        if self._cap_events == 0:
+            return None
+        prior = _Prior()
+        applied = self.view.applied
+        gets: list[tuple[Path, bytes]] = []
+        paths: list[Path] = []
+        parse = commands.parse
+        for e in ents:
+            if e.index <= applied or not e.data or e.type != _NORMAL:
+                continue
+            try:
+                body = parse(e.data)[4]
+            except CommandError:
+                continue
+            prior.parsed[e.index] = body
+            for op in body[1] if body[0] == BATCH else (body,):
+                code = op[0]
+                if code in (PUT, PUT_IF, DELETE, DELETE_IF):
+                    gets.append((op[1], op[2]))
+                elif code == CREATE_BUCKET:
+                    paths.append(op[1])
+        if not prior.parsed:
+            return None
+        if gets:
+            prior.values.update(zip(gets, self.sm.get_values(gets), strict=True))
+        if paths:
+            found = self.sm.read([{"op": "count", "bucket": list(p)} for p in paths])
+            for p, res in zip(paths, found, strict=True):
+                prior.buckets[p] = not isinstance(res, BoltraftError)
+        return prior
+
+    def on_applied(
+        self, entries: Sequence[Entry], results: Sequence[Any], prior: _Prior | None
+    ) -> None:
+        """Adds the events of the applied ``entries`` (``results`` aligned with them; the
+        state machine's ``repeated`` names those that changed nothing) to the ring, then
+        sends what the watches may take. ``prior``: ``before_apply``'s answer."""
+        if prior is not None:
+            repeated = set(self.sm.repeated)
+            values, buckets = prior.values, prior.buckets
+            for e, res in zip(entries, results, strict=True):
+                body = prior.parsed.get(e.index)
+                if body is None or e.index in repeated or isinstance(res, BoltraftError):
+                    continue
+                if body[0] == BATCH:
+                    for pos, (op, r) in enumerate(zip(body[1], res, strict=True)):
+                        self._event(e.index, pos, op, r, values, buckets)
+                else:
+                    self._event(e.index, 0, body, res, values, buckets)
+            self._trim()
+        if self._parked:
+            self._start_parked()
+        if self._watches and self.due is None:
+            self.due = self._clock() + COALESCE_S
+
+    def flush(self, now: float) -> None:
+        """Sends the events that waited ``COALESCE_S`` (the node calls it every iteration,
+        and wakes up for ``due``)."""
+        if self.due is not None and now >= self.due:
+            self.deliver(now)
+
+    def _event(
+        self,
+        index: int,
+        pos: int,
+        op: Any,
+        res: Any,
+        values: dict[tuple[Path, bytes], bytes | None],
+        buckets: dict[Path, bool],
+    ) -> None:
+        """Adds the event of one applied op (``res``: its result) and notes its effect in
+        ``values`` and ``buckets`` (what the next ops of the same apply see as before)."""
+        code = op[0]
+        path: Path = op[1]
+        if code in (PUT, PUT_IF, DELETE, DELETE_IF):
+            key = op[2]
+            prev = values.get((path, key))
+            if code in (PUT, PUT_IF):
+                self._add(Event(index, pos, "put", path, key, op[3], prev))
+                values[(path, key)] = op[3]
+            elif code == DELETE_IF or res is True:
+                self._add(Event(index, pos, "delete", path, key, None, prev))
+                values[(path, key)] = None
+        elif code == CREATE_BUCKET:
+            if not buckets.get(path, False):
+                self._add(Event(index, pos, "create_bucket", path, None, None))
+            for i in range(1, len(path) + 1):  # if_not_exists creates the ancestors too
+                buckets[path[:i]] = True
+        elif code == DELETE_BUCKET:
+            self._add(Event(index, pos, "delete_bucket", path, None, None))
+            for p in [p for p in buckets if p[: len(path)] == path]:
+                buckets[p] = False
+            for k in [k for k in values if k[0][: len(path)] == path]:
+                values[k] = None
+
+    def _add(self, ev: Event) -> None:
+        size = 64 + len(ev.key or b"") + len(ev.value or b"") + len(ev.prev or b"")
+        size += sum(map(len, ev.bucket))
+        self._ring.append(ev)
+        self._ring_index.append(ev.index)
+        self._sizes.append(size)
+        self._bytes += size
+        self.stats["events"] += 1
+
+    def _trim(self) -> None:
+        """Drops the oldest entries' events (whole entries) past the retention limits."""
+        ring, index, sizes = self._ring, self._ring_index, self._sizes
+        while ring and (len(ring) > self._cap_events or self._bytes > self._cap_bytes):
+            first = index[0]
+            while index and index[0] == first:
+                ring.popleft()
+                index.popleft()
+                self._bytes -= sizes.popleft()
+                self._base += 1
+            self.oldest = first + 1
+
+    def reset(self, applied: int, why: str) -> None:
+        """Starts the ring over after ``applied`` (a snapshot install, or an apply cut short:
+        the changes up to it are not known here); ends every watch with ``unavailable``
+        (its client resumes on a node that has them)."""
+        self._ring.clear()
+        self._ring_index.clear()
+        self._sizes.clear()
+        self._bytes = 0
+        self.oldest = applied + 1
+        err = UnavailableError(f"this node's change feed started over: {why}")
+        for w in list(self._watches.values()):
+            self._end_watch(w, err)
+        for _, target, _ in self._parked:
+            self.replies.reply(target, fail(err))
+        self._parked = []
+
+    # --- sending -----------------------------------------------------------------------------
+    def deliver(self, now: float) -> None:
+        """Sends each watch the events it may take now (its window), one frame per watch;
+        watches with the same filter at the same place share one encoding."""
+        self.due = None
+        if not self._watches:
+            return
+        end = self._end
+        applied = self.view.applied
+        shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
+        for w in list(self._watches.values()):
+            while w.cursor < end and w.wid in self._watches:
+                if w.unacked >= w.window:  # the client is the bottleneck
+                    if end - w.cursor >= self._max_lag:
+                        self.stats["lagged"] += 1
+                        self._end_watch(
+                            w,
+                            WatchLaggedError(
+                                f"the watch fell {end - w.cursor} events behind the newest "
+                                f"(the limit is {self._max_lag})",
+                                index=w.covered,
+                            ),
+                        )
+                    break
+                room = min(w.window - w.unacked, MAX_FRAME_EVENTS)
+                key = (*w.key, w.cursor, room)
+                got = shared.get(key)
+                if got is None:
+                    got = shared[key] = self._collect(w, room, end, applied)
+                count, cursor, packed, covered = got
+                w.cursor = cursor
+                if count == 0:  # its progress goes out with the next frame or at PROGRESS_S
+                    break
+                w.covered = covered
+                w.unacked += count
+                self._send(w, encode_events_frame(w.wid, covered, packed), now)
+
+    def _collect(self, w: _Watch, room: int, end: int, applied: int) -> tuple[int, int, bytes, int]:
+        """``(count, new cursor, packed events, covered index)`` of the next ``room``
+        events for ``w`` from its cursor."""
+        ring = self._ring
+        base = self._base
+        cursor = w.cursor
+        out: list[list[Any]] = []
+        path, prefix, recursive, prev, start = w.key
+        depth = len(path)
+        while cursor < end and len(out) < room:
+            ev = ring[cursor - base]
+            if ev.index >= start and _matches(ev, path, depth, prefix, recursive):
+                out.append(ev.to_wire(prev))
+            cursor += 1
+        covered = applied if cursor >= end else ring[cursor - base].index - 1
+        return len(out), cursor, pack(out), covered
+
+    def _send(self, w: _Watch, frame: bytes, now: float) -> None:
+        w.sent_at = now
+        self.stats["frames"] += 1
+        if not self._net.reply(w.ident, frame):  # its client is gone (or not reading)
+            self.stats["dropped"] += 1
+            del self._watches[w.wid]
+
+    def _end_watch(self, w: _Watch, err: BoltraftError) -> None:
+        self._watches.pop(w.wid, None)
+        self._net.reply(w.ident, encode_end(w.wid, w.covered, err))
+
+    def _cut_off(self, now: float) -> bool:
+        """True once this node has heard no leader for ``cut_off_s`` (it notes when that
+        began)."""
+        if self.view.leader_recently_heard(now):
+            self._leaderless_since = None
+            return False
+        if self._leaderless_since is None:
+            self._leaderless_since = now
+        return now - self._leaderless_since >= self._cut_off_s
+
+    def tick(self, now: float) -> None:
+        """Drops the watches whose client went quiet, sends progress to those sent nothing
+        for ``PROGRESS_S``, ends every watch when the node seems cut off from the cluster
+        (``cut_off_s``), and times out the starts whose read index was not confirmed."""
+        if self._starting:
+            late = [c for c, (deadline, _) in self._starting.items() if deadline <= now]
+            for ctx in late:
+                err = fail(RequestTimeoutError("read index not confirmed"))
+                for target, _ in self._starting.pop(ctx)[1]:
+                    self.replies.reply(target, err)
+        if self._cut_off(now) and self._watches:
+            cut = UnavailableError(
+                f"this node has heard no leader for {self._cut_off_s:.1f} s: its changes may "
+                "be behind; watch elsewhere"
+            )
+            for w in list(self._watches.values()):
+                self._end_watch(w, cut)
+        if not self._watches:
+            return
+        self.deliver(now)
+        applied = self.view.applied
+        for w in list(self._watches.values()):
+            if now - w.acked_at > IDLE_S:
+                self.stats["dropped"] += 1
+                del self._watches[w.wid]
+            elif now - w.sent_at >= PROGRESS_S:
+                if w.cursor >= self._end:
+                    w.covered = max(w.covered, applied)
+                self._send(w, encode_events_frame(w.wid, w.covered, b"\x90"), now)
+
+    def status(self) -> dict[str, int]:
+        """Counters for the ``status`` op: watches live now, the ring, totals."""
+        return {
+            **self.stats,
+            "live": len(self._watches),
+            "ring_events": len(self._ring),
+            "ring_bytes": self._bytes,
+            "oldest_index": self.oldest,
+        }
+
+
+def _matches(ev: Event, path: Path, depth: int, prefix: bytes | None, recursive: bool) -> bool:
+    """True when ``ev`` concerns a watch of ``path`` (``depth`` names) with ``prefix`` and
+    ``recursive``: a key event in the bucket (or below it when recursive) whose key (or
+    whose nested bucket's name, below it) starts with the prefix; a bucket event of a
+    bucket directly in it (or below it when recursive), by the same rule; the creation of
+    the bucket itself; and the deletion of the bucket itself or of one of its ancestors."""
+    b = ev.bucket
+    if ev.key is None and len(b) <= depth and path[: len(b)] == b:
+        return ev.type == "delete_bucket" or len(b) == depth
+    if ev.key is None:  # a bucket event: the bucket's name is its "key" in its parent
+        if len(b) <= depth or b[:depth] != path:
+            return False
+        if len(b) > depth + 1 and not recursive:
+            return False
+        name = b[depth]
+    elif b == path:
+        name = ev.key
+    elif recursive and len(b) > depth and b[:depth] == path:
+        name = b[depth]
+    else:
+        return False
+    return prefix is None or name.startswith(prefix)
+
+
+def _path(value: Any) -> Path:
+    if type(value) is bytes or type(value) is str:
+        value = [value]
+    if type(value) is not list or not value:
+        raise BadRequestError("bucket must be a bucket name or a non-empty list of names")
+    return tuple(_bytes(v, "bucket") for v in value)
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        return value.encode()
+    raise BadRequestError(f"{what} must be bytes or str", field=what)
+
+
+def _bool(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise BadRequestError(f"{what} must be a boolean", field=what)
+    return value
+
+
+def _uint(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0 or value > commands.MAX_UINT:
+        raise BadRequestError(f"{what} must be an integer >= 0", field=what)
+    return value

@@ -1,0 +1,107 @@
+"""``Client.watch`` against scripted fake nodes (real ZeroMQ sockets, tests/fake_node.py):
+where a watch resumes after a node ends it or refuses it, and that it delivers each change
+once, in order, when the next node sends again what it already had."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fake_node import FakeNode, fail, ok
+
+from boltraft.client import Client
+from boltraft.errors import CompactedError, UnavailableError
+from boltraft.packing import pack
+from boltraft.transport.watchwire import Event, encode_end, encode_events_frame
+
+
+def ev(index: int, pos: int) -> list[Any]:
+    return Event(index, pos, "put", (b"b",), b"k%d.%d" % (index, pos), b"v").to_wire(False)
+
+
+def frames(wid: int, index: int, *events: list[Any]) -> bytes:
+    return encode_events_frame(wid, index, pack(list(events)))
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[FakeNode]]:
+    made: list[FakeNode] = []
+    yield made
+    for n in made:
+        n.close()
+
+
+def test_a_watch_resumes_on_the_next_node_from_its_last_index_without_repeats(
+    nodes: list[FakeNode],
+) -> None:
+    a_calls: list[dict[str, Any]] = []
+    b_calls: list[dict[str, Any]] = []
+
+    def node_a(rid: int, body: dict[str, Any]) -> list[bytes]:
+        if body["op"] != "watch":
+            return [ok(rid)]
+        a_calls.append(body)
+        if len(a_calls) == 1:  # two of the three changes of entry 5, then the end
+            return [
+                ok(rid, {"watch": 1, "start_index": 5, "oldest_index": 1}),
+                frames(1, 4, ev(5, 0), ev(5, 1)),
+                encode_end(1, 4, UnavailableError("the feed started over")),
+            ]
+        return [fail(rid, CompactedError("too old", oldest_index=9))]
+
+    def node_b(rid: int, body: dict[str, Any]) -> list[bytes]:
+        if body["op"] != "watch":
+            return [ok(rid)]
+        b_calls.append(body)
+        return [
+            ok(rid, {"watch": 7, "start_index": body["start_index"], "oldest_index": 1}),
+            frames(7, 6, ev(5, 0), ev(5, 1), ev(5, 2), ev(6, 0)),
+        ]
+
+    nodes += [FakeNode(node_a), FakeNode(node_b)]
+    with Client([n.endpoint for n in nodes]) as c:
+        w = c.watch("b", start_index=5)
+        got = [next(w) for _ in range(4)]
+        w.close()
+    assert [(e.index, e.pos) for e in got] == [(5, 0), (5, 1), (5, 2), (6, 0)]
+    assert [b.get("start_index") for b in a_calls] == [5, 5]
+    assert [b["start_index"] for b in b_calls] == [5]  # entry 5 was not seen whole
+    assert w.progress == 6 and w.resumes == 1
+
+
+def test_a_watch_resumes_after_the_progress_index_when_that_is_later(
+    nodes: list[FakeNode],
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def node(rid: int, body: dict[str, Any]) -> list[bytes]:
+        if body["op"] != "watch":
+            return [ok(rid)]
+        calls.append(body)
+        if len(calls) == 1:
+            return [
+                ok(rid, {"watch": 1, "start_index": 3, "oldest_index": 1}),
+                frames(1, 3, ev(3, 0)),
+                frames(1, 40),  # progress: nothing matched up to 40
+                encode_end(1, 40, UnavailableError("the feed started over")),
+            ]
+        return [ok(rid, {"watch": 2, "start_index": body["start_index"], "oldest_index": 1})]
+
+    nodes.append(FakeNode(node))
+    with Client([nodes[0].endpoint]) as c:
+        w = c.watch("b")  # from now: the node says it starts at 3
+        assert (next(w).index, w.poll(0.5)) == (3, 0)
+        w.close()
+    assert "start_index" not in calls[0]
+    assert calls[1]["start_index"] == 41
+
+
+def test_compacted_everywhere_is_raised_with_the_oldest_index(nodes: list[FakeNode]) -> None:
+    def node(oldest: int) -> Any:
+        return lambda rid, body: [fail(rid, CompactedError("too old", oldest_index=oldest))]
+
+    nodes += [FakeNode(node(50)), FakeNode(node(30))]
+    with Client([n.endpoint for n in nodes]) as c, pytest.raises(CompactedError) as info:
+        c.watch("b", start_index=2)
+    assert info.value.details["oldest_index"] == 30
