@@ -63,7 +63,7 @@ class Rig:
         self.net = FakeNet()
         self.core = FakeCore()
         self.now = 100.0
-        self.replies = Replies(self.net)  # type: ignore[arg-type]
+        self.replies = Replies(self.net, frozenset())  # type: ignore[arg-type]
         opts = {"history_events": 1000, "history_bytes": 1 << 20, "max_lag": 100}
         opts.update(limits)
         self.hub = WatchHub(
