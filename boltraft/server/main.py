@@ -37,6 +37,7 @@ from boltraft.server.node import Node
 from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
 from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.fsutil import check_free_space
 from boltraft.transport.zmq_transport import PeerTransport
 
 log = logging.getLogger("boltraft.server")
@@ -124,7 +125,8 @@ def serve(
     node asks to be added to (boltraft.server.membership).
 
     ``values`` are the configuration values from flags and config file (None = unset).
-    Raises DataDirLockedError when another process serves ``data``, ConfigError on a bad
+    Raises DataDirLockedError when another process serves ``data``, OSError (ENOSPC) when
+    its disk cannot take ``fsutil.START_FREE_BYTES`` more, ConfigError on a bad
     configuration (before anything in ``data`` changes besides creating the folders). A
     start that fails before the node serves leaves no new data directory behind.
 
@@ -147,6 +149,7 @@ def _serve(
     health: HealthServer | None = None
     try:
         check_removed(datadir.path)
+        check_free_space(datadir.path)  # a full disk: refused before anything is written
         cfg = resolve_config(values, datadir.read_node_info(), data)
         metrics = NodeMetrics(cfg.id, cfg.listen) if cfg.metrics_addr else None
         if metrics is not None:  # first: an address in use fails before anything is written

@@ -177,6 +177,7 @@ class Node:
         # or at close, not in a write of its own on every commit
         self._unwritten_hs: HardState | None = None
         self._full_log = LogEvery(FULL_WARN_S)  # the full-disk warning, now and then
+        self._logged_lead = ""  # the leader the last "leader is now" line named
 
     def _start_core(self) -> RawNode:
         """A consensus core started from what the log store holds (what a restart of the
@@ -550,17 +551,19 @@ class Node:
         self._warn_full(err)
         sole_voter = self.state.conf_state.voters == (self.id,)
         self.service.on_log_full(self.logstore.last_index(), sole_voter)
-        self._restart_core()
+        self._restart_core(quiet=True)
 
-    def _restart_core(self) -> None:
+    def _restart_core(self, quiet: bool = False) -> None:
         """Starts a new consensus core from what the log store holds, as a restart of the
         process would: the committed entries kept for a later apply come again from the new
         core, the node is a follower until an election says otherwise, and reads waiting for
-        a confirmation are answered (the new core knows none)."""
+        a confirmation are answered (the new core knows none). ``quiet``: the leader the new
+        core forgot is not logged as a leader change (a full log restarts the core at every
+        append it cannot take, and the same leader is heard again at once)."""
         self.applier.take_kept()
         self._unwritten_hs = None
         self.core.raw = self._start_core()
-        self._on_soft_state("", Role.FOLLOWER)
+        self._on_soft_state("", Role.FOLLOWER, quiet)
         self.service.on_leader_change()
         self._set_members(self.raw.status().conf_state)
 
@@ -603,10 +606,14 @@ class Node:
                 return [x for x in msgs if x.type != MessageType.SNAP]
         return msgs
 
-    def _on_soft_state(self, lead: str, role: Role) -> None:
+    def _on_soft_state(self, lead: str, role: Role, quiet: bool = False) -> None:
+        """Records the core's leader and role. A leader change is logged unless ``quiet``
+        or it names the leader the last such line named (a quiet change and back)."""
         state = self.state
         if lead != state.lead:
-            log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
+            if not quiet and lead != self._logged_lead:
+                log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
+                self._logged_lead = lead
             state.lead = lead
             self.service.on_leader_change()
         if role == Role.LEADER and state.role != Role.LEADER:
