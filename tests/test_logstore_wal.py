@@ -536,4 +536,4 @@ def test_a_torn_final_write_in_the_reserved_zeros_is_cut_and_logged(
     s = WalLogStore(killed, segment_bytes=1 << 20)
     assert (s.last_index(), s.initial_state()[0]) == (10, HardState(1, "n1", 10))
     s.close()
-    assert "cut a torn final write at offset %d" % offs[-3] in caplog.text
+    assert f"cut a torn final write at offset {offs[-3]}" in caplog.text
