@@ -537,3 +537,16 @@ def test_a_torn_final_write_in_the_reserved_zeros_is_cut_and_logged(
     assert (s.last_index(), s.initial_state()[0]) == (10, HardState(1, "n1", 10))
     s.close()
     assert f"cut a torn final write at offset {offs[-3]}" in caplog.text
+
+
+def test_a_record_whose_length_was_flipped_past_the_end_is_corruption(tmp_path: Path) -> None:
+    files = written(tmp_path, 64 << 20, 100, 2)
+    offs = record_offsets(files[0])
+    victim = offs[len(offs) // 2]
+    raw = bytearray(files[0].read_bytes())
+    raw[victim + 3] ^= 0x01  # the length's high byte: it claims 16 MiB more than the file
+    files[0].write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError) as err:
+        WalLogStore(tmp_path)
+    assert err.value.details == {"path": str(files[0]), "offset": victim}
+    assert files[0].read_bytes() == bytes(raw)

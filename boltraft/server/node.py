@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from boltraft.errors import BoltraftError, CorruptionError, NoSpaceError, SnapshotError
+from boltraft.errors import BoltraftError, NoSpaceError, SnapshotError
 from boltraft.raft.config import Config
 from boltraft.raft.rawnode import RawNode
 from boltraft.raft.types import (
@@ -114,10 +114,7 @@ class Node:
         """``observer``: sees the commit stages (default: none); ``reopen_sm``: opens the
         state machine again after a snapshot install replaced its files (None: this node
         cannot install snapshots); ``install_step``: a fault-injection point at each step of
-        a snapshot install (``boltraft.server.snapshots``).
-
-        Raises CorruptionError when the log ends below the index the state machine applied
-        (committed entries of this node's log were lost)."""
+        a snapshot install (``boltraft.server.snapshots``)."""
         wire.register_kinds()
         self.cfg = cfg
         self.id = cfg.id
@@ -133,14 +130,6 @@ class Node:
         self._tick_s = cfg.tick_ms / 1000
         self.state = NodeState(cfg.id, cfg.listen, cfg.election_tick * self._tick_s)
         self.state.applied = self.state.commit = sm.applied[0]
-        if sm.applied[0] > logstore.last_index():
-            raise CorruptionError(
-                f"node {cfg.id}: its raft log ends at index {logstore.last_index()}, below "
-                f"the index its state applied ({sm.applied[0]}): committed entries of the "
-                "log are lost; wipe the data directory and add the node again",
-                last_index=logstore.last_index(),
-                applied=sm.applied[0],
-            )
         self._hard_state: HardState = HardState()
         self.core = CoreHandle(self._start_core())
         self._set_members(self.raw.status().conf_state, initial=cfg.peers)

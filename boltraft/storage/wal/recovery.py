@@ -5,10 +5,12 @@ or bad record at the very END of the last segment is a torn write (nothing from 
 ever synced: a store fsyncs each append and rotation fsyncs a segment before opening the
 next): the file is cut there, and ``Recovered.torn`` says where and how much. The END means
 that nothing but zeros (the preallocated tail) follows the bytes the bad record's header
-claims, or that those run past the end of the file: a record damaged in the middle (a
-flipped bit), with written records after it, is CorruptionError, never a cut that would drop
-the records after it. A last segment left without its ``STATE`` record (a rotation or
-``apply_snapshot`` that crashed while opening it) is removed. Anything bad elsewhere raises
+claims (or those run past the end of the file), and that no whole valid record starts in
+the written bytes after the bad one's start (``_torn_tail``): a record damaged in the
+middle (a flipped bit, also one in its length), with written records after it, is
+CorruptionError, never a cut that would drop the records after it. A last segment left
+without its ``STATE`` record (a rotation or ``apply_snapshot`` that crashed while opening
+it) is removed. Anything bad elsewhere raises
 CorruptionError naming the file and offset.
 
 Replay rules (``_Replay``): the first segment's ``STATE`` sets the snapshot and hard state;
@@ -177,18 +179,36 @@ def _replay_segment(rp: _Replay, file: Path, seg: int, last: bool, first: bool) 
 
 
 _ZEROS = memoryview(bytes(1 << 16))
+TORN_MAX = 8 << 20
+"""A torn final write is at most this long (a node's appends are far smaller): a bad record
+followed by more written bytes than this is damage, never a torn write."""
+_CANDIDATE = re.compile(rb"(?=[\s\S]{8}[\x01-\x06])")  # a record type byte at offset 8
 
 
 def _torn_tail(data: memoryview, off: int) -> bool:
-    """True when the bad record at ``off`` can be a torn final write: the bytes its header
-    claims run past the end of ``data``, or only zeros follow them (a header too short to
-    read counts as running past the end)."""
+    """True when the bad record at ``off`` can be a torn final write: only zeros follow the
+    bytes its header claims (or those run past the end of ``data``; a header too short to
+    read claims nothing), and no whole valid record starts among the written bytes after
+    its first one (a flipped bit in its length would otherwise hide the records after it),
+    which are at most ``TORN_MAX``."""
     end = off + fmt.HEADER_SIZE
     if end <= len(data):
         end += fmt.HEADER.unpack_from(data, off)[0]
     for pos in range(end, len(data), len(_ZEROS)):
         chunk = data[pos : pos + len(_ZEROS)]
         if chunk != _ZEROS[: len(chunk)]:
+            return False
+    written = min(end, len(data))
+    while written > off:
+        lo = max(off, written - len(_ZEROS))
+        if data[lo:written] != _ZEROS[: written - lo]:
+            break
+        written = lo
+    if written - off > TORN_MAX:
+        return False
+    region = bytes(data[off + 1 : written])
+    for m in _CANDIDATE.finditer(region):
+        if fmt.read_record(memoryview(region), m.start()) is not None:
             return False
     return True
 
