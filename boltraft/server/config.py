@@ -31,6 +31,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``snapshot_window`` | int | 8 | snapshot chunks requested and not yet received |
 | ``snapshot_write_mb_s`` | int | 120 | rate limit of writing a snapshot copy, MB/s (0: none) |
 | ``metrics_addr`` | str | "" | ``HOST:PORT`` serving ``/metrics``, ``/healthz``, ``/readyz`` |
+| ``corrupt_check_ms`` | int | 0 | the leader compares the replicas' hashes this often (0: never) |
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ _INT_KEYS = {
     "max_batch": 1,
     "dedup_window_ms": 0,
     "request_timeout_ms": 1,
+    "corrupt_check_ms": 0,
     "max_inflight_bytes": 1,
     "max_apply_bytes": 1,
     "snapshot_entries": 1,
@@ -110,6 +112,7 @@ class ServerConfig:
     snapshot_window: int = 8
     snapshot_write_mb_s: int = 120  # 0: unlimited
     metrics_addr: str = ""  # HOST:PORT of the HTTP metrics and health endpoint; "": none
+    corrupt_check_ms: int = 0  # boltraft.server.corruptcheck; 0: no periodic check
 
     @property
     def members(self) -> dict[str, str]:

@@ -65,6 +65,7 @@ from boltraft.server.applying import LAZY_APPLY_IDLE_S, Applier
 from boltraft.server.clusterops import OPS as CLUSTER_OPS
 from boltraft.server.clusterops import ClusterOps
 from boltraft.server.config import ServerConfig
+from boltraft.server.corruptcheck import CorruptCheck
 from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
 from boltraft.server.replies import Replies, Target
@@ -72,7 +73,7 @@ from boltraft.server.service import Service
 from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
-from boltraft.server.wire import FWD, FWD_RESP, REMOVED, REQS, SNAP, ok
+from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, REQS, SNAP, ok
 from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
 log = logging.getLogger("boltraft.server")
@@ -144,6 +145,9 @@ class Node:
             "apply_disk_full": 0,
         }
         self.replies = Replies(net)
+        self.corrupt = CorruptCheck(
+            self.state, net, lambda: self.sm.content_hash(), cfg.corrupt_check_ms / 1000
+        )
         self.service = Service(
             self.state,
             self.core,
@@ -155,6 +159,7 @@ class Node:
             max_batch=cfg.max_batch,
             request_timeout_s=cfg.request_timeout_ms / 1000,
             stamp=lambda: self._stamps.stamp(self.sm.clock_ms),
+            on_corruption=self.corrupt.raise_alarm,
         )
         self.ops = ClusterOps(
             cfg,
@@ -253,6 +258,8 @@ class Node:
             "applied": state.applied,
             "last_index": self.logstore.last_index(),
             "disk_full": state.disk_full,
+            "corrupt": self.corrupt.alarm,
+            "corrupt_check": self.corrupt.status(),
             "leader_gap_max_ms": round(state.leader_gap * 1000, 1),
             "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
             "addrs": {m: state.addr_of(m) for m in cs.members()},
@@ -277,6 +284,7 @@ class Node:
                 self._unwritten_hs = None
             self.ops.close()
         finally:
+            self.corrupt.close()
             self._syncer.close()
 
     # --- the loop ----------------------------------------------------------------------------
@@ -336,6 +344,7 @@ class Node:
             self._next_tick = now + self._tick_s
         self.service.expire(now)
         self.ops.tick(now)
+        self.corrupt.tick(now)
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind
@@ -376,6 +385,8 @@ class Node:
             self.service.on_forward_reply(frame.payload)
         elif kind in _CLUSTER_FRAMES:
             self.ops.on_frame(frame)
+        elif kind == HASH:
+            self.corrupt.on_frame(frame.sender.decode(errors="replace"), frame.payload)
         else:
             self.counters["unexpected_frames"] = self.counters.get("unexpected_frames", 0) + 1
 

@@ -23,10 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from boltraft.errors import BadRequestError, BoltraftError
+import lmdb
+
+from boltraft.errors import BadRequestError, BoltraftError, CorruptionError
 from boltraft.storage.db import DB
 from boltraft.storage.tx import Tx
 
+LMDB_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadRslotError)
+"""What LMDB raises when it reads a damaged page."""
 _IGNORED = frozenset({"op", "read", "max_lag", "v", "cid", "seq"})
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # op -> (required fields, optional fields)
@@ -115,7 +119,8 @@ def execute_read(db: DB, request: Any) -> Any:
 def execute_reads(db: DB, requests: Sequence[Any]) -> list[Any]:
     """Returns one entry per request, in order: its result as ``execute_read`` would return
     it, or the BoltraftError instance it failed with (one bad or refused read never stops
-    the others). All of them run in ONE read transaction, so they see one snapshot and a
+    the others; a value that fails its checksum, or a page LMDB finds damaged, is a
+    CorruptionError there). All of them run in ONE read transaction, so they see one snapshot and a
     bucket path is walked once; an empty ``requests`` gives [] without opening one."""
     if not requests:
         return []
@@ -127,6 +132,8 @@ def execute_reads(db: DB, requests: Sequence[Any]) -> list[Any]:
                 append(_read(tx, validate_read(request)))
             except BoltraftError as err:
                 append(err)
+            except LMDB_DAMAGE as exc:  # LMDB found a damaged page: never served
+                append(CorruptionError(f"the state store is damaged: {exc}"))
     return out
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from boltraft.client import Client
+from boltraft.errors import CorruptionError
 from boltraft.storage.wal import format as fmt
 
-from .cluster import Cluster
+from .cluster import Cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +60,74 @@ def test_a_bit_flipped_in_the_middle_of_a_nodes_wal_stops_it_with_a_corruption_e
     assert line.startswith("error: corruption: "), line
     assert f"raft log segment {segment}: bad record at offset" in line
     assert segment.read_bytes() == bytes(raw)  # nothing was cut
+
+
+def _flip_everywhere(file: Path, value: bytes) -> int:
+    """Flips one bit of every copy of ``value`` in ``file`` (LMDB's copy-on-write leaves old
+    copies in free pages; the live one is among them), writing through the page cache a
+    running node's map reads; returns how many copies there were."""
+    raw = bytearray(file.read_bytes())
+    at, copies = raw.find(value), 0
+    while at >= 0:
+        raw[at + len(value) // 2] ^= 0x08
+        copies += 1
+        at = raw.find(value, at + 1)
+    with open(file, "r+b") as f:
+        f.write(bytes(raw))
+    return copies
+
+
+ROTTING = b"a precious value that will rot on one replica"
+
+
+def test_a_node_never_serves_a_value_that_rotted_and_refuses_to_restart(cluster: Cluster) -> None:
+    with Client(cluster.endpoints, timeout=20) as cl:
+        cl.create_bucket("b")
+        cl.put("b", b"k", ROTTING)
+        cl.put("b", b"other", b"fine")
+        last = cl.status()["commit"]
+    victim = next(n for n in cluster.ids if n != cluster.leader())
+    cluster.wait_applied(victim, last)
+    assert _flip_everywhere(cluster.root / victim / "state" / "data.mdb", ROTTING) >= 1
+    with Client([cluster.addrs[victim]], timeout=10) as one:
+        with pytest.raises(CorruptionError) as err:
+            one.get("b", b"k", read="stale")
+        assert err.value.code == "corruption"
+        with pytest.raises(CorruptionError):
+            one.get("b", b"k")  # linearizable: confirmed by the leader, read here
+        assert one.get("b", b"other", read="stale") == b"fine"
+    st = cluster.status(victim)
+    assert st is not None and "fails its checksum" in st["corrupt"]
+    assert st["service"]["corrupt_reads"] == 2
+    with Client(cluster.endpoints, timeout=20) as cl:  # the others serve it
+        cl.put("b", b"after", b"x")
+    cluster.stop(victim)
+    line = _refused(cluster, victim)
+    assert line.startswith("error: corruption: the state store "), line
+    assert "failed its check" in line and "fails its checksum" in line
+
+
+def test_the_periodic_check_raises_the_alarm_of_a_replica_that_rotted(make_cluster: Any) -> None:
+    c = make_cluster({"corrupt_check_ms": 200})
+    with Client(c.endpoints, timeout=20) as cl:
+        cl.create_bucket("b")
+        cl.put("b", b"k", ROTTING)
+        last = cl.status()["commit"]
+    lead = c.wait_for_leader()
+    victim = next(n for n in c.ids if n != lead)
+    c.wait_applied(victim, last)
+
+    def rounds(node_id: str) -> int:
+        st = c.status(node_id)
+        return st["corrupt_check"]["compared"] if st else 0
+
+    wait_until(lambda: rounds(lead) >= 1, 20, "a compared round")
+    assert c.status(lead)["corrupt"] == ""  # type: ignore[index]
+    _flip_everywhere(c.root / victim / "state" / "data.mdb", ROTTING)
+
+    def alarm() -> str:
+        st = c.status(victim)
+        return st["corrupt"] if st else ""
+
+    assert "fails its checksum" in wait_until(alarm, 20, "the victim's alarm")
+    assert c.running(victim)
