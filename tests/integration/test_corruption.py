@@ -80,14 +80,23 @@ def _flip_everywhere(file: Path, value: bytes) -> int:
 ROTTING = b"a precious value that will rot on one replica"
 
 
+def _wait_holds(c: Cluster, node_id: str, key: bytes, value: bytes) -> None:
+    """Returns once ``node_id`` serves ``value`` at ``key`` of bucket ``b`` (it applied it)."""
+
+    def holds() -> bool:
+        with Client([c.addrs[node_id]], timeout=5) as one:
+            return one.get("b", key, read="stale") == value
+
+    wait_until(holds, 20, f"{node_id} to apply {key!r}")
+
+
 def test_a_node_never_serves_a_value_that_rotted_and_refuses_to_restart(cluster: Cluster) -> None:
     with Client(cluster.endpoints, timeout=20) as cl:
         cl.create_bucket("b")
         cl.put("b", b"k", ROTTING)
         cl.put("b", b"other", b"fine")
-        last = cl.status()["commit"]
-    victim = next(n for n in cluster.ids if n != cluster.leader())
-    cluster.wait_applied(victim, last)
+    victim = next(n for n in cluster.ids if n != cluster.wait_for_leader())
+    _wait_holds(cluster, victim, b"other", b"fine")
     assert _flip_everywhere(cluster.root / victim / "state" / "data.mdb", ROTTING) >= 1
     with Client([cluster.addrs[victim]], timeout=10) as one:
         with pytest.raises(CorruptionError) as err:
@@ -112,10 +121,9 @@ def test_the_periodic_check_raises_the_alarm_of_a_replica_that_rotted(make_clust
     with Client(c.endpoints, timeout=20) as cl:
         cl.create_bucket("b")
         cl.put("b", b"k", ROTTING)
-        last = cl.status()["commit"]
     lead = c.wait_for_leader()
     victim = next(n for n in c.ids if n != lead)
-    c.wait_applied(victim, last)
+    _wait_holds(c, victim, b"k", ROTTING)
 
     def rounds(node_id: str) -> int:
         st = c.status(node_id)
@@ -123,7 +131,7 @@ def test_the_periodic_check_raises_the_alarm_of_a_replica_that_rotted(make_clust
 
     wait_until(lambda: rounds(lead) >= 1, 20, "a compared round")
     assert c.status(lead)["corrupt"] == ""  # type: ignore[index]
-    _flip_everywhere(c.root / victim / "state" / "data.mdb", ROTTING)
+    assert _flip_everywhere(c.root / victim / "state" / "data.mdb", ROTTING) >= 1
 
     def alarm() -> str:
         st = c.status(victim)
@@ -131,3 +139,19 @@ def test_the_periodic_check_raises_the_alarm_of_a_replica_that_rotted(make_clust
 
     assert "fails its checksum" in wait_until(alarm, 20, "the victim's alarm")
     assert c.running(victim)
+
+
+def test_a_write_that_needs_a_rotted_value_stops_that_replica_only(cluster: Cluster) -> None:
+    with Client(cluster.endpoints, timeout=20) as cl:
+        cl.create_bucket("b")
+        cl.put("b", b"k", ROTTING)
+        victim = next(n for n in cluster.ids if n != cluster.wait_for_leader())
+        _wait_holds(cluster, victim, b"k", ROTTING)
+        assert _flip_everywhere(cluster.root / victim / "state" / "data.mdb", ROTTING) >= 1
+        cl.put("b", b"k", b"replaced", if_value=ROTTING)  # the others apply it
+        cluster.procs[victim].wait(timeout=20)
+    assert cluster.procs[victim].returncode == 1
+    text = (cluster.root / f"{victim}.log").read_text()
+    last_line = text.strip().splitlines()[-1]
+    assert last_line.startswith("error: corruption: the stored value of key"), text[-3000:]
+    assert "Traceback" not in text
