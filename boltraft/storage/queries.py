@@ -26,6 +26,7 @@ from typing import Any
 import lmdb
 
 from boltraft.errors import BadRequestError, BoltraftError, CorruptionError
+from boltraft.storage.commands import MAX_PATH_BYTES, MAX_PATH_DEPTH
 from boltraft.storage.db import DB
 from boltraft.storage.tx import Tx
 
@@ -58,13 +59,23 @@ def _bytes(value: Any, field: str) -> bytes:
 
 
 def _path(value: Any) -> tuple[bytes, ...]:
+    """The bucket path ``value`` names; BadRequestError past the limits of write paths
+    (``commands.MAX_PATH_DEPTH`` names, ``commands.MAX_PATH_BYTES`` bytes)."""
     if type(value) is list or type(value) is tuple:
         if not value:
             raise _bad("field 'bucket' must name at least one bucket", field="bucket")
-        return tuple([_bytes(name, "bucket") for name in value])
-    if type(value) is bytes or type(value) is str:
-        return (_bytes(value, "bucket"),)
-    raise _bad("field 'bucket' must be a bucket name or a list of names", field="bucket")
+        path = tuple([_bytes(name, "bucket") for name in value[: MAX_PATH_DEPTH + 1]])
+    elif type(value) is bytes or type(value) is str:
+        path = (_bytes(value, "bucket"),)
+    else:
+        raise _bad("field 'bucket' must be a bucket name or a list of names", field="bucket")
+    if len(path) > MAX_PATH_DEPTH or sum(map(len, path)) > MAX_PATH_BYTES:
+        raise _bad(
+            f"field 'bucket': a bucket path has at most {MAX_PATH_DEPTH} names of at most "
+            f"{MAX_PATH_BYTES} bytes in all",
+            field="bucket",
+        )
+    return path
 
 
 def validate_read(request: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 import zmq
 
 from boltraft.client import Client
+from boltraft.errors import BadRequestError, MalformedCommandError
 from boltraft.transport.codec import PROTOCOL_VERSION, decode_frame
 
 from .cluster import Cluster, wait_until
@@ -275,3 +276,21 @@ def test_deeply_nested_bodies_are_answered_and_kill_no_node(cluster: Cluster) ->
                 assert answer.request_id == depth and not answer.ok
                 assert answer.error.code in ("malformed_frame", "malformed_command")
     _serving(cluster, "after-depth")
+
+
+def test_a_bucket_path_past_the_limits_is_refused_before_it_reaches_the_log(
+    cluster: Cluster,
+) -> None:
+    deep = [b"a"] * 65
+    lead = cluster.wait_for_leader()
+    with Client([cluster.addrs[lead]], timeout=10) as cl:
+        cl.create_bucket("hostile", if_not_exists=True)
+        before = _status(cluster, lead)["last_index"]
+        with pytest.raises(MalformedCommandError, match="at most 64 names"):
+            cl.create_bucket(deep, if_not_exists=True)
+        with pytest.raises(MalformedCommandError):
+            cl.create_bucket([b"x" * 200] * 21, if_not_exists=True)  # 4200 bytes
+        assert _status(cluster, lead)["last_index"] == before  # nothing was proposed
+        with pytest.raises(BadRequestError):
+            cl.get(deep, b"k")
+    _serving(cluster, "after-deep-paths")
