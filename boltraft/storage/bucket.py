@@ -336,19 +336,25 @@ class Bucket:
         limit: int | None = None,
         reverse: bool = False,
         after: bytes | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[list[Item], bytes | None]:
         """Returns ``(items, token)``: entries with ``prefix`` and ``start <= key < end``.
 
         All bounds are optional and combine (intersection). Items come in key order, or
         descending with ``reverse``; nested buckets appear with value None. At most ``limit``
-        items (None = all); ``token`` is None when nothing is left, otherwise an opaque bytes
-        token: pass it back as ``after`` (with the same other arguments) for the next page.
-        Raises InvalidArgumentError (a bound not bytes/str, ``limit`` < 1, a bad token).
+        items (None = all), and with ``max_bytes`` no more items once their keys and values
+        total ``max_bytes`` or more (at least one item: a page of one large value passes it);
+        ``token`` is None when nothing is left, otherwise an opaque bytes token: pass it back
+        as ``after`` (with the same other arguments) for the next page. Raises
+        InvalidArgumentError (a bound not bytes/str, ``limit`` or ``max_bytes`` < 1, a bad
+        token).
         """
         self._check_read()
         lo, hi = _bounds(prefix, start, end)
         if limit is not None and (type(limit) is not int or limit < 1):
             raise InvalidArgumentError(f"limit must be a positive int, not {limit!r}")
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
+            raise InvalidArgumentError(f"max_bytes must be a positive int, not {max_bytes!r}")
         if after is not None:
             last = decode_token(after)
             if reverse:
@@ -358,12 +364,15 @@ class Bucket:
         if hi is not None and lo >= hi:
             return [], None
         items: list[Item] = []
-        want = None if limit is None else limit + 1
+        total = 0
+        budget = max_bytes
         for item in self._entries(lo, hi, reverse):
-            items.append(item)
-            if want is not None and len(items) == want:
-                items.pop()
+            if len(items) == limit or (budget is not None and total >= budget):
                 return items, encode_token(items[-1][0])
+            items.append(item)
+            if budget is not None:
+                value = item[1]
+                total += len(item[0]) + (0 if value is None else len(value))
         return items, None
 
     def _entries(self, lo: bytes, hi: bytes | None, reverse: bool) -> Iterator[Item]:

@@ -11,11 +11,12 @@ A read request is a map (the body of a client read request):
 
 ``path`` is a bucket name or a non-empty list of names; names, keys and bounds are bytes (str
 is UTF-8 encoded). In a scan, ``next`` is the opaque continuation token to pass as ``after``
-for the following page (None when the scan is complete); a nested bucket's entry has value
-None. The server's own fields "read", "max_lag", "v", "cid" and "seq" are accepted and
-ignored here. Every request is checked before the store is touched: BadRequestError for a
-missing field, an unknown field or a wrong type; the engine raises its own typed errors
-(BucketNotFoundError, InvalidArgumentError for a bad token...).
+for the following page (None when the scan is complete); a page holds at most ``limit``
+items and stops once their keys and values reach ``SCAN_PAGE_BYTES``; a nested bucket's
+entry has value None. The server's own fields "read", "max_lag", "v", "cid" and "seq" are
+accepted and ignored here. Every request is checked before the store is touched:
+BadRequestError for a missing field, an unknown field or a wrong type; the engine raises its
+own typed errors (BucketNotFoundError, InvalidArgumentError for a bad token...).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from boltraft.storage.commands import MAX_PATH_BYTES, MAX_PATH_DEPTH
 from boltraft.storage.db import DB
 from boltraft.storage.tx import Tx
 
+SCAN_PAGE_BYTES = 4 << 20
+"""A scan answer stops after the item that brings its keys and values to this many bytes
+(with ``next`` set): one answer stays far below the 16 MiB frame limit."""
 LMDB_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadRslotError)
 """What LMDB raises when it reads a damaged page."""
 _IGNORED = frozenset({"op", "read", "max_lag", "v", "cid", "seq"})
@@ -166,5 +170,6 @@ def _read(tx: Tx, req: dict[str, Any]) -> Any:
         limit=req.get("limit"),
         reverse=req.get("reverse", False),
         after=req.get("after"),
+        max_bytes=SCAN_PAGE_BYTES,
     )
     return {"items": [[k, v] for k, v in items], "next": token}

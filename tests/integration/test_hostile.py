@@ -294,3 +294,25 @@ def test_a_bucket_path_past_the_limits_is_refused_before_it_reaches_the_log(
         with pytest.raises(BadRequestError):
             cl.get(deep, b"k")
     _serving(cluster, "after-deep-paths")
+
+
+def test_a_scan_larger_than_a_frame_comes_in_pages_the_client_follows(cluster: Cluster) -> None:
+    value = b"v" * 1024
+    with Client(cluster.endpoints, timeout=30) as cl:
+        cl.create_bucket("big")
+        for lo in range(0, 20_000, 500):
+            cl.batch(
+                [
+                    {"op": "put", "bucket": "big", "key": b"k%06d" % i, "value": value}
+                    for i in range(lo, lo + 500)
+                ]
+            )
+        page = cl.scan("big")  # ~20.6 MB of keys and values: more than one 16 MiB frame
+        assert page.next is None and len(page.items) == 20_000
+        assert page.items[0] == (b"k000000", value) and page.items[-1][0] == b"k019999"
+        part = cl.scan("big", limit=7_000, reverse=True)
+        assert len(part.items) == 7_000 and part.next is not None
+        assert part.items[-1][0] == b"k013000"
+        with Client([cluster.addrs[cluster.wait_for_leader()]], timeout=10) as one:
+            raw = one._read({"op": "scan", "bucket": [b"big"]}, None, None, None)
+        assert raw["next"] is not None and len(raw["items"]) < 20_000  # one node answer
