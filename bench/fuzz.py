@@ -228,7 +228,7 @@ def _edge(rng: random.Random) -> Any:
         return [rng.choice(_NAMES) for _ in range(rng.choice([0, 2, 70, 300]))]
     if pick == 10:
         return rng.choice(_READ_OPS + _WRITE_OPS + ["", "nope", "status"])
-    return rng.choice(IDS + ["", "n9", "a/../b", "\x00"])
+    return rng.choice([*IDS, "", "n9", "a/../b", "\x00"])
 
 
 def _containers(obj: Any, out: list[Any], depth: int = 0) -> list[Any]:
