@@ -8,7 +8,9 @@ raises UnavailableError.
   identity = its node id, so ``Incoming.sender`` of a peer frame is that id (UTF-8); a
   client's sender is an opaque routing id to hand back to ``reply()``. ``ROUTER_HANDOVER``
   lets a restarted peer or client take over its old identity; ``ROUTER_MANDATORY`` turns an
-  unroutable reply into a counted drop instead of a silent one.
+  unroutable reply into a counted drop instead of a silent one. Its ``SNDHWM`` is sized from
+  bytes (``REPLY_QUEUE_BYTES``): a client that does not read its answers holds at most that
+  much of the node's memory, and its later answers are dropped and counted.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -83,6 +85,13 @@ _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
 DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
+REPLY_FRAME_BYTES = 4 << 20
+"""The node splits its answers into frames of at most this much (one answer larger than
+that, a scan page of 4 MiB plus its last item, travels alone)."""
+REPLY_QUEUE_BYTES = 64 << 20
+"""What ZeroMQ may hold for one connection on the ROUTER (answers its client has not read
+yet, beyond what the kernel's socket buffer took): the ROUTER's ``SNDHWM`` is this divided
+by ``REPLY_FRAME_BYTES``; an answer past it is dropped and counted (``reply_dropped``)."""
 _COUNTERS = (
     "sent",
     "dropped",
@@ -236,7 +245,7 @@ class PeerTransport:
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        router.setsockopt(zmq.SNDHWM, max(sndhwm, 1000))
+        router.setsockopt(zmq.SNDHWM, REPLY_QUEUE_BYTES // REPLY_FRAME_BYTES)
         router.setsockopt(zmq.RCVHWM, rcvhwm)
         # ZeroMQ itself disconnects a sender of a frame over twice the limit, before buffering it
         router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_size + 1024)

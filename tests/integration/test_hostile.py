@@ -316,3 +316,33 @@ def test_a_scan_larger_than_a_frame_comes_in_pages_the_client_follows(cluster: C
         with Client([cluster.addrs[cluster.wait_for_leader()]], timeout=10) as one:
             raw = one._read({"op": "scan", "bucket": [b"big"]}, None, None, None)
         assert raw["next"] is not None and len(raw["items"]) < 20_000  # one node answer
+
+
+def test_answers_a_client_never_reads_are_bounded_in_bytes(cluster: Cluster) -> None:
+    """Finding 4: 400 gets of a 1 MiB value whose answers are never read. The ROUTER holds
+    at most REPLY_QUEUE_BYTES of answers for a connection (beyond the kernel's socket
+    buffer): the rest is dropped and counted, and the other clients are served."""
+    lead = cluster.wait_for_leader()
+    with Client([cluster.addrs[lead]], timeout=20) as cl:
+        cl.create_bucket("hostile", if_not_exists=True)
+        cl.put("hostile", b"big", os.urandom(1 << 20))
+    before = _status(cluster, lead)["transport"]["reply_dropped"]
+    greedy: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
+    greedy.setsockopt(zmq.LINGER, 0)
+    greedy.setsockopt(zmq.RCVBUF, 4096)  # and it reads nothing: the answers stay on the node
+    greedy.setsockopt(zmq.RCVHWM, 1)
+    greedy.connect(cluster.addrs[lead])
+    try:
+        for rid in range(400):
+            get = {"op": "get", "bucket": b"hostile", "key": b"big", "read": "stale"}
+            greedy.send(msgpack.packb([PROTOCOL_VERSION, "req", rid, get]))
+
+        def dropped() -> int:
+            return _status(cluster, lead)["transport"]["reply_dropped"] - before
+
+        # the ROUTER holds 16 frames (REPLY_QUEUE_BYTES / REPLY_FRAME_BYTES), the socket
+        # buffers a few more
+        assert wait_until(lambda: dropped() >= 300, 30, "the answers past the queue dropped")
+        _serving(cluster, "beside-a-greedy-client")
+    finally:
+        greedy.close()
