@@ -85,6 +85,11 @@ _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
 DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
+RECV_BYTES = 16 << 20
+"""One ``recv`` takes frames until their bytes reach this (at least one frame): the rest
+waits in ZeroMQ's queues, raw, for the next call. A sender of large frames so holds up the
+node loop, and the other senders' frames behind it, for at most about that much input per
+iteration (the ROUTER takes the connections' frames in turn)."""
 REPLY_FRAME_BYTES = 4 << 20
 """The node splits its answers into frames of at most this much (one answer larger than
 that, a scan page of 4 MiB plus its last item, travels alone)."""
@@ -452,8 +457,9 @@ class PeerTransport:
 
     # --- receiving ---------------------------------------------------------------------------
     def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
-        """Returns the decoded frames available now (at most ``max_frames``), waiting up to
-        ``timeout`` seconds for the first one; [] when nothing came in.
+        """Returns the decoded frames available now (at most ``max_frames``, and no more
+        once they total ``RECV_BYTES``), waiting up to ``timeout`` seconds for the first one;
+        [] when nothing came in.
 
         Never raises for bad input: such frames are counted and dropped."""
         self._live()
@@ -473,12 +479,18 @@ class PeerTransport:
             for sock, _ in ready:
                 if sock in monitors:
                     self._watch(sock, monitors[sock], downs)
+        budget = RECV_BYTES
         for sock, _ in ready:
             if sock in monitors:
                 continue
             peer = by_socket.get(sock)
             for parts in drain(sock, max_frames - len(out)):
                 take(parts, peer, out)
+                budget -= len(parts[-1])
+                if budget <= 0:
+                    break
+            if budget <= 0:
+                break
         return downs + out if downs else out
 
     def _watch(self, monitor: zmq.Socket, peer: str, downs: list[Incoming]) -> None:
