@@ -81,7 +81,8 @@ class Page(NamedTuple):
     """One page of a scan: ``items`` in scan order (a nested bucket's value is None),
     ``next``, the token to pass as ``after`` for the next page (None: the scan is complete),
     and ``applied_index``, the applied index the page was read at (0 from a node that does
-    not say): ``Client.watch(..., start_index=page.applied_index + 1)`` sees every change
+    not say; when ``Client.scan`` followed several pages of the node, the first one's, the
+    lowest): ``Client.watch(..., start_index=page.applied_index + 1)`` sees every change
     after the page."""
 
     items: list[tuple[bytes, bytes | None]]
@@ -319,7 +320,10 @@ class Client:
         """Returns one Page of ``bucket`` in key order (``reverse``: descending): the keys
         with ``prefix``, or in ``[start, end)`` (either bound optional), at most ``limit``
         items (all of them when None); ``after`` continues from a previous
-        Page's ``next``. Raises BadRequestError when ``prefix`` is mixed with a range."""
+        Page's ``next``. A node answers at most 4 MiB of keys and values at once
+        (``SCAN_PAGE_BYTES``): this follows its ``next`` tokens, one read each (so a scan
+        of more than that is not one snapshot), until ``limit`` items or the end. Raises
+        BadRequestError when ``prefix`` is mixed with a range."""
         if prefix is not None and (start is not None or end is not None):
             raise BadRequestError("give prefix or a start/end range, not both")
         body: dict[str, Any] = {"op": "scan", "bucket": _path(bucket)}
@@ -334,17 +338,29 @@ class Client:
             body["reverse"] = True
         if after is not None:
             body["after"] = _bytes(after, "after")
-        result = self._read(body, read, max_lag, timeout)
-        if not isinstance(result, dict) or not isinstance(result.get("items"), list):
-            raise ProtocolError("a scan result must be a map with 'items'", result=repr(result))
-        items = result["items"]
-        for item in items:
-            if type(item) is not list or len(item) != 2:
-                raise ProtocolError("scan items must be [key, value] pairs", item=repr(item))
-        index = result.get("index", 0)
-        if type(index) is not int or index < 0:
-            raise ProtocolError("a scan's index must be an integer >= 0", index=repr(index))
-        return Page([(k, v) for k, v in items], result.get("next"), index)
+        items: list[tuple[bytes, bytes | None]] = []
+        first_index: int | None = None
+        while True:
+            result = self._read(body, read, max_lag, timeout)
+            if not isinstance(result, dict) or not isinstance(result.get("items"), list):
+                raise ProtocolError("a scan result must be a map with 'items'", result=repr(result))
+            for item in result["items"]:
+                if type(item) is not list or len(item) != 2:
+                    raise ProtocolError("scan items must be [key, value] pairs", item=repr(item))
+                items.append((item[0], item[1]))
+            index = result.get("index", 0)
+            if type(index) is not int or index < 0:
+                raise ProtocolError("a scan's index must be an integer >= 0", index=repr(index))
+            if first_index is None:  # the pages' lowest: a watch from it + 1 misses nothing
+                first_index = index
+            token = result.get("next")
+            if token is None or (limit is not None and len(items) >= limit):
+                return Page(items, token, first_index)
+            if type(token) is not bytes:
+                raise ProtocolError("a scan's next token must be bytes", token=repr(token))
+            body["after"] = token
+            if limit is not None:
+                body["limit"] = limit - len(items)
 
     def scan_all(
         self,

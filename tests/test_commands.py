@@ -470,3 +470,34 @@ def test_put_run_agrees_with_parse(datas: list[bytes]) -> None:
         assert _run_of(datas) == (paths.pop(), [(t[4][2], t[4][3]) for t in puts], puts)
     else:
         assert commands.put_run(datas) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        [b"a"] * (commands.MAX_PATH_DEPTH + 1),
+        [b"x" * 100] * 41,  # 41 names, 4100 bytes
+        b"y" * (commands.MAX_PATH_BYTES + 1),
+    ],
+)
+def test_a_bucket_path_past_the_limits_is_refused_before_proposing_and_in_the_log(
+    path: object,
+) -> None:
+    with pytest.raises(MalformedCommandError, match="at most 64 names") as err:
+        commands.encode({"op": "create_bucket", "bucket": path, "if_not_exists": True})
+    assert err.value.details["max_depth"] == commands.MAX_PATH_DEPTH
+    with pytest.raises(MalformedCommandError, match="batch op 0"):
+        commands.encode({"op": "batch", "ops": [{"op": "delete_bucket", "bucket": path}]})
+    names = tuple(path) if isinstance(path, list) else (path,)
+    body = [commands.CREATE_BUCKET, names, True]
+    logged = msgpack.packb([commands.VERSION, None, None, None, body])
+    with pytest.raises(MalformedCommandError, match="at most 64 names"):
+        commands.parse(logged)
+
+
+def test_a_bucket_path_at_the_limits_is_accepted() -> None:
+    deep = [b"a"] * commands.MAX_PATH_DEPTH
+    wide = [b"x" * 64] * 64  # 4096 bytes
+    for path in (deep, wide):
+        data = commands.encode({"op": "create_bucket", "bucket": path, "if_not_exists": True})
+        assert commands.parse(data)[4][1] == tuple(path)

@@ -234,3 +234,25 @@ def test_paged_scan_matches_a_sorted_model(
                 if token is None:
                     break
         assert got == [(k, k[::-1]) for k in want]
+
+
+def test_max_bytes_cuts_a_page_after_the_item_that_reaches_it(db: DB) -> None:
+    with db.update() as tx:
+        b = tx.create_bucket("sized")
+        for i in range(10):
+            b.put(b"k%d" % i, b"v" * 98)  # 100 bytes of key and value each
+        b.create_bucket("k55")  # a nested bucket counts its name only
+    with db.view() as tx:
+        b = tx.bucket("sized")
+        items, token = b.scan(max_bytes=250)
+        assert [k for k, _ in items] == [b"k0", b"k1", b"k2"] and token is not None
+        seen = [k for k, _ in items]
+        while token is not None:
+            items, token = b.scan(max_bytes=250, after=token, limit=2)
+            assert 1 <= len(items) <= 2
+            seen += [k for k, _ in items]
+        assert seen == sorted([b"k%d" % i for i in range(10)] + [b"k55"])
+        assert b.scan(max_bytes=1)[0] == [(b"k0", b"v" * 98)]  # at least one item
+        assert b.scan(max_bytes=10_000) == (b.scan()[0], None)
+        with pytest.raises(errors.InvalidArgumentError):
+            b.scan(max_bytes=0)

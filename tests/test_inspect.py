@@ -13,6 +13,7 @@ from boltraft_cli.main import main
 from click.testing import CliRunner
 
 from boltraft.storage.db import DB
+from boltraft.storage.layout import seal
 
 
 def run(*args: str, code: int = 0) -> str:
@@ -121,7 +122,7 @@ def test_check_fails_on_a_corrupt_store(demo: Path) -> None:
     with DB.open(demo) as db:
         data = db.env.open_db(None)  # the user data live in the main db
         with db.env.begin(write=True) as txn:
-            txn.put(b"\xf1\x63orphan", b"v", db=data)  # under bucket id 99 (format 5)
+            txn.put(b"\xf1\x63orphan", seal(b"\xf1\x63orphan", b"v"), db=data)  # bucket id 99
     out = run(str(demo), "check", code=1)
     assert "orphan key(s) under unknown bucket id 99" in out
     report = json.loads(CliRunner().invoke(main, ["inspect", str(demo), "check", "--json"]).stdout)

@@ -494,3 +494,59 @@ def test_a_full_disk_refuses_an_append_writing_nothing_then_appends_once_freed(
             assert s.entries(1, 21) == batch(1, 11) + batch(11, 21)
         finally:
             s.close()
+
+
+@pytest.mark.parametrize("where", ["payload", "crc", "length down"])
+def test_a_record_damaged_in_the_middle_of_the_last_segment_is_corruption_not_a_torn_tail(
+    tmp_path: Path, where: str
+) -> None:
+    files = written(tmp_path, 64 << 20, 300, 2)  # one segment: the last, with 150 records
+    assert len(files) == 1
+    offs = record_offsets(files[0])
+    victim = offs[len(offs) // 2]
+    raw = bytearray(files[0].read_bytes())
+    pos = {
+        "payload": victim + fmt.HEADER_SIZE + 5,
+        "crc": victim + 4,
+        "length down": victim + 1,  # a shorter length: the next "record" is inside this one
+    }[where]
+    raw[pos] ^= 0x01
+    files[0].write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError, match="with written records after it") as err:
+        WalLogStore(tmp_path)
+    assert err.value.details == {"path": str(files[0]), "offset": victim}
+    assert files[0].read_bytes() == bytes(raw)  # nothing was cut
+
+
+def test_a_torn_final_write_in_the_reserved_zeros_is_cut_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wal = tmp_path / "wal"
+    s = WalLogStore(wal, segment_bytes=1 << 20)
+    s.append(batch(1, 11), HardState(1, "n1", 10))
+    s.append(batch(11, 21), HardState(1, "n1", 20))
+    killed = tmp_path / "killed"
+    shutil.copytree(wal, killed)  # no close() ran: the reserved zeros follow the records
+    s.close()
+    file = segments(killed)[0]
+    offs = record_offsets(file, open_store=True)
+    raw = bytearray(file.read_bytes())
+    raw[offs[-3] + fmt.HEADER_SIZE + 2 : offs[-1]] = bytes(offs[-1] - offs[-3] - 11)
+    file.write_bytes(bytes(raw))  # the second append's page never reached the disk
+    s = WalLogStore(killed, segment_bytes=1 << 20)
+    assert (s.last_index(), s.initial_state()[0]) == (10, HardState(1, "n1", 10))
+    s.close()
+    assert f"cut a torn final write at offset {offs[-3]}" in caplog.text
+
+
+def test_a_record_whose_length_was_flipped_past_the_end_is_corruption(tmp_path: Path) -> None:
+    files = written(tmp_path, 64 << 20, 100, 2)
+    offs = record_offsets(files[0])
+    victim = offs[len(offs) // 2]
+    raw = bytearray(files[0].read_bytes())
+    raw[victim + 3] ^= 0x01  # the length's high byte: it claims 16 MiB more than the file
+    files[0].write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError) as err:
+        WalLogStore(tmp_path)
+    assert err.value.details == {"path": str(files[0]), "offset": victim}
+    assert files[0].read_bytes() == bytes(raw)

@@ -6,6 +6,7 @@ on a real full filesystem: ``tests/integration/test_disk_full.py``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -271,3 +272,21 @@ def test_a_node_closes_cleanly_on_a_full_disk(world: World) -> None:
     assert f._unwritten_hs is None and f.disk_full
     _store(f).full = False
     free_state_machine(f)
+
+
+def test_a_follower_whose_log_stays_full_does_not_log_each_core_restart_as_a_leader_change(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    lead, follower = _ready_follower(world)
+    f = world.nodes[follower]
+    _store(f).full = True
+    caplog.set_level(logging.INFO, logger="boltraft.server")
+    for k in range(10):  # every append fails: ten core restarts, the leader heard again
+        world.request(lead, 10 + k, _put(f"k{k}"))
+        world.settle()
+        world.step()
+    assert f.counters["log_disk_full"] >= 10
+    changes = [r for r in caplog.records if f"{follower}: leader is now" in r.getMessage()]
+    assert changes == []
+    _store(f).full = False
+    _run_until(world, lambda: _converged(world), "the catch-up")

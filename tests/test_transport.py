@@ -378,3 +378,30 @@ def test_frames_from_a_lost_peer_are_dropped_until_its_connection_is_back(
     assert a.connected("n2")
     its_router.close(0)
     its_dealer.close(0)
+
+
+def test_one_recv_takes_frames_up_to_its_byte_budget_and_leaves_the_rest_queued(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    node = make("n1")
+    big = codec.encode_frame(codec.KIND_REQ, 1, {"op": "status", "pad": b"x" * (10 << 20)})
+    small = codec.encode_frame(codec.KIND_REQ, 2, {"op": "status"})
+    greedy, other = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    for s in (greedy, other):
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(node.endpoint)
+    for _ in range(8):
+        greedy.send(big)
+    other.send(small)
+    end = time.monotonic() + DEADLINE
+    got: list[Incoming] = []
+    calls = 0
+    while len(got) < 9:
+        assert time.monotonic() < end, f"got {len(got)} frames"
+        batch = node.recv(timeout=0.05)
+        if batch:
+            calls += 1
+            assert sum(1 for f in batch if f.payload[0] == 1) <= 2  # 16 MiB: two 10 MiB frames
+        got += batch
+    assert calls >= 4
+    assert sorted(f.payload[0] for f in got) == [1] * 8 + [2]

@@ -35,6 +35,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``watch_max_lag`` | int | 10000 | a watch this far behind with a full window: ``watch_lagged`` |
 | ``watch_max`` | int | 10000 | watches one node serves at once |
 | ``metrics_addr`` | str | "" | ``HOST:PORT`` serving ``/metrics``, ``/healthz``, ``/readyz`` |
+| ``corrupt_check_ms`` | int | 0 | the leader compares the replicas' hashes this often (0: never) |
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ _INT_KEYS = {
     "max_batch": 1,
     "dedup_window_ms": 0,
     "request_timeout_ms": 1,
+    "corrupt_check_ms": 0,
     "max_inflight_bytes": 1,
     "max_apply_bytes": 1,
     "snapshot_entries": 1,
@@ -124,6 +126,7 @@ class ServerConfig:
     watch_max_lag: int = 10_000
     watch_max: int = 10_000
     metrics_addr: str = ""  # HOST:PORT of the HTTP metrics and health endpoint; "": none
+    corrupt_check_ms: int = 0  # boltraft.server.corruptcheck; 0: no periodic check
 
     @property
     def members(self) -> dict[str, str]:

@@ -20,12 +20,13 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import zmq
 
-from boltraft.errors import ConfigError, DiskFailedError
+from boltraft.errors import ConfigError, CorruptionError, DiskFailedError
 from boltraft.raft.types import LogStore
 from boltraft.server.config import ServerConfig, resolve_config
 from boltraft.server.datadir import DataDir, NewDirGuard, current_boot_id
@@ -37,6 +38,7 @@ from boltraft.server.node import Node
 from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
 from boltraft.storage.fsm import BucketStateMachine
+from boltraft.storage.fsutil import check_free_space
 from boltraft.transport.zmq_transport import PeerTransport
 
 log = logging.getLogger("boltraft.server")
@@ -102,6 +104,22 @@ def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachin
     return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
 
 
+def check_state_store(sm: BucketStateMachine, path: Path) -> None:
+    """Checks the whole state store at ``path`` before the node serves it: its structure
+    (``layout.check_store``: what ``boltraft inspect DATA/state check`` reports) and the
+    checksum of every value. Raises CorruptionError naming the first problems found; takes
+    time in proportion to the data."""
+    problems = sm.db.check()
+    if problems:
+        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" * (len(problems) > 3))
+        raise CorruptionError(
+            f"the state store {path} failed its check: {shown}; restore the node from a "
+            "snapshot of another member (wipe its data directory and add it again)",
+            path=str(path),
+            problems=problems[:20],
+        )
+
+
 def close_state_machine(sms: list[StateMachine], datadir: DataDir) -> None:
     """Flushes and closes every state machine in ``sms`` (closed ones are skipped), then
     removes ``DATA/state.unsynced``; when a flush fails the marker stays (the next start
@@ -124,7 +142,8 @@ def serve(
     node asks to be added to (boltraft.server.membership).
 
     ``values`` are the configuration values from flags and config file (None = unset).
-    Raises DataDirLockedError when another process serves ``data``, ConfigError on a bad
+    Raises DataDirLockedError when another process serves ``data``, OSError (ENOSPC) when
+    its disk cannot take ``fsutil.START_FREE_BYTES`` more, ConfigError on a bad
     configuration (before anything in ``data`` changes besides creating the folders). A
     start that fails before the node serves leaves no new data directory behind.
 
@@ -147,6 +166,7 @@ def _serve(
     health: HealthServer | None = None
     try:
         check_removed(datadir.path)
+        check_free_space(datadir.path)  # a full disk: refused before anything is written
         cfg = resolve_config(values, datadir.read_node_info(), data)
         metrics = NodeMetrics(cfg.id, cfg.listen) if cfg.metrics_addr else None
         if metrics is not None:  # first: an address in use fails before anything is written
@@ -173,9 +193,11 @@ def _serve(
                 log.info("node %s: %s", cfg.id, recovered)
             if join and bootstrap_for_join(logstore, join):
                 log.info("node %s: joining the cluster at %s", cfg.id, join)
-            sm: StateMachine = open_state_machine(cfg, datadir)
+            opened_sm = open_state_machine(cfg, datadir)
+            sm: StateMachine = opened_sm
             node: Node | None = None
             try:
+                check_state_store(opened_sm, datadir.state_path)
                 transport = open_transport(cfg)
                 try:
                     net = hooks.wrap_net(transport)

@@ -65,6 +65,7 @@ from boltraft.server.applying import LAZY_APPLY_IDLE_S, Applier
 from boltraft.server.clusterops import OPS as CLUSTER_OPS
 from boltraft.server.clusterops import ClusterOps
 from boltraft.server.config import ServerConfig
+from boltraft.server.corruptcheck import CorruptCheck
 from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
 from boltraft.server.replies import Replies, Target
@@ -73,7 +74,7 @@ from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
 from boltraft.server.watching import WATCH_OPS, WatchHub
-from boltraft.server.wire import FWD, FWD_RESP, REMOVED, REQS, SNAP, ok
+from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, REQS, SNAP, ok
 from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
 log = logging.getLogger("boltraft.server")
@@ -147,6 +148,9 @@ class Node:
             "apply_disk_full": 0,
         }
         self.replies = Replies(net, KNOWN_OPS)
+        self.corrupt = CorruptCheck(
+            self.state, net, lambda: self.sm.content_hash(), cfg.corrupt_check_ms / 1000
+        )
         self.service = Service(
             self.state,
             self.core,
@@ -158,6 +162,7 @@ class Node:
             max_batch=cfg.max_batch,
             request_timeout_s=cfg.request_timeout_ms / 1000,
             stamp=lambda: self._stamps.stamp(self.sm.clock_ms),
+            on_corruption=self.corrupt.raise_alarm,
         )
         self.ops = ClusterOps(
             cfg,
@@ -194,6 +199,7 @@ class Node:
         # or at close, not in a write of its own on every commit
         self._unwritten_hs: HardState | None = None
         self._full_log = LogEvery(FULL_WARN_S)  # the full-disk warning, now and then
+        self._logged_lead = ""  # the leader the last "leader is now" line named
 
     def _start_core(self) -> RawNode:
         """A consensus core started from what the log store holds (what a restart of the
@@ -269,6 +275,8 @@ class Node:
             "applied": state.applied,
             "last_index": self.logstore.last_index(),
             "disk_full": state.disk_full,
+            "corrupt": self.corrupt.alarm,
+            "corrupt_check": self.corrupt.status(),
             "leader_gap_max_ms": round(state.leader_gap * 1000, 1),
             "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
             "addrs": {m: state.addr_of(m) for m in cs.members()},
@@ -294,6 +302,7 @@ class Node:
                 self._unwritten_hs = None
             self.ops.close()
         finally:
+            self.corrupt.close()
             self._syncer.close()
 
     # --- the loop ----------------------------------------------------------------------------
@@ -358,6 +367,7 @@ class Node:
         self.service.expire(now)
         self.watches.tick(now)
         self.ops.tick(now)
+        self.corrupt.tick(now)
 
     def _dispatch(self, frame: Incoming, now: float) -> None:
         kind = frame.kind
@@ -400,6 +410,8 @@ class Node:
             self.service.on_forward_reply(frame.payload)
         elif kind in _CLUSTER_FRAMES:
             self.ops.on_frame(frame)
+        elif kind == HASH:
+            self.corrupt.on_frame(frame.sender.decode(errors="replace"), frame.payload)
         else:
             self.counters["unexpected_frames"] = self.counters.get("unexpected_frames", 0) + 1
 
@@ -585,17 +597,19 @@ class Node:
         self._warn_full(err)
         sole_voter = self.state.conf_state.voters == (self.id,)
         self.service.on_log_full(self.logstore.last_index(), sole_voter)
-        self._restart_core()
+        self._restart_core(quiet=True)
 
-    def _restart_core(self) -> None:
+    def _restart_core(self, quiet: bool = False) -> None:
         """Starts a new consensus core from what the log store holds, as a restart of the
         process would: the committed entries kept for a later apply come again from the new
         core, the node is a follower until an election says otherwise, and reads waiting for
-        a confirmation are answered (the new core knows none)."""
+        a confirmation are answered (the new core knows none). ``quiet``: the leader the new
+        core forgot is not logged as a leader change (a full log restarts the core at every
+        append it cannot take, and the same leader is heard again at once)."""
         self.applier.take_kept()
         self._unwritten_hs = None
         self.core.raw = self._start_core()
-        self._on_soft_state("", Role.FOLLOWER)
+        self._on_soft_state("", Role.FOLLOWER, quiet)
         self.service.on_leader_change()
         self.watches.on_leader_change()
         self._set_members(self.raw.status().conf_state)
@@ -639,10 +653,14 @@ class Node:
                 return [x for x in msgs if x.type != MessageType.SNAP]
         return msgs
 
-    def _on_soft_state(self, lead: str, role: Role) -> None:
+    def _on_soft_state(self, lead: str, role: Role, quiet: bool = False) -> None:
+        """Records the core's leader and role. A leader change is logged unless ``quiet``
+        or it names the leader the last such line named (a quiet change and back)."""
         state = self.state
         if lead != state.lead:
-            log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
+            if not quiet and lead != self._logged_lead:
+                log.info("%s: leader is now %r (role %s)", self.id, lead, _ROLE_NAMES.get(role))
+                self._logged_lead = lead
             state.lead = lead
             self.service.on_leader_change()
             self.watches.on_leader_change()

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from boltraft.server.ports import Net
 from boltraft.server.wire import FWD_RESP, encode_ok, encode_response, encode_resps, ok
 from boltraft.transport.codec import encode_frame
+from boltraft.transport.zmq_transport import REPLY_FRAME_BYTES
 
 
 class Target(NamedTuple):
@@ -64,12 +65,13 @@ class Replies:
             self._net.reply(target.ident, encode_ok(target.rid, result))
 
     def send(self) -> None:
-        """Sends the batched ``resps`` and ``fwdresp`` frames queued so far."""
+        """Sends the batched ``resps`` and ``fwdresp`` frames queued so far (``resps`` split
+        into frames of at most ``REPLY_FRAME_BYTES``, what the ROUTER's queue is sized by)."""
         net = self._net
         if self._resps:
             resps, self._resps = self._resps, {}
             for ident, pairs in resps.items():
-                for frame in encode_resps(pairs):
+                for frame in encode_resps(pairs, REPLY_FRAME_BYTES):
                     net.reply(ident, frame)
         if self._fwd:
             out, self._fwd = self._fwd, {}

@@ -29,6 +29,7 @@ from typing import Any
 from boltraft.errors import (
     BadRequestError,
     BoltraftError,
+    CorruptionError,
     LagExceededError,
     MalformedFrameError,
     NoSpaceError,
@@ -71,11 +72,13 @@ class Service:
         max_batch: int,
         request_timeout_s: float,
         stamp: Callable[[], int],
+        on_corruption: Callable[[str], None] = lambda why: None,
     ) -> None:
         """``sm``: the state machine reads are served from (the node replaces it after a
         snapshot install); ``counters``: the node's counters this service adds to;
         ``stamp``: the time in ms the leader stamps into commands
-        (``boltraft.server.stamps``)."""
+        (``boltraft.server.stamps``); ``on_corruption``: told why when a read found
+        damaged data (answered ``corruption``, never served)."""
         self.view = view
         self.core = core
         self.sm = sm
@@ -86,6 +89,7 @@ class Service:
         self._max_batch = max_batch
         self._timeout_s = request_timeout_s
         self._stamp = stamp
+        self._on_corruption = on_corruption
         self._writes: list[Request] = []  # this iteration, to propose
         self._reads: list[Request] = []  # this iteration, to read_index
         self._pending: dict[int, tuple[int, Target]] = {}  # index -> (term, target)
@@ -95,7 +99,13 @@ class Service:
         self._forwarded: dict[int, tuple[float, Target, str]] = {}
         self._fwd_out: dict[str, list[list[Any]]] = {}  # leader id -> [[fid, body], ...]
         self._ids = itertools.count(1)
-        self.stats = {"writes": 0, "reads": 0, "forwarded": 0, "bad_requests": 0}
+        self.stats = {
+            "writes": 0,
+            "reads": 0,
+            "forwarded": 0,
+            "bad_requests": 0,
+            "corrupt_reads": 0,
+        }
 
     @property
     def reads_waiting(self) -> bool:
@@ -390,6 +400,9 @@ class Service:
         replies = self.replies
         for (target, _), result in zip(reads, results, strict=True):
             if isinstance(result, BoltraftError):
+                if isinstance(result, CorruptionError):
+                    self.stats["corrupt_reads"] += 1
+                    self._on_corruption(f"node {self.view.id}: a read found {result.message}")
                 replies.reply(target, fail(result))
             else:
                 replies.reply_ok(target, result)

@@ -17,6 +17,8 @@ any tool that decodes a node's frames. Kinds:
 - ``[1, "snap", name, sid, ...]``: snapshot transfer (``boltraft.server.snaptransfer``).
 - ``[1, "removed", {"by": ID, "term": T}]``: a leader tells a non-member it is not in the
   cluster (``boltraft.server.membership``).
+- ``[1, "hash", "ask", round]`` leader -> member and ``[1, "hash", "is", round, applied,
+  sha256]`` member -> leader: the periodic corruption check (``boltraft.server.corruptcheck``).
 
 A response map is ``{"ok": true, "result": R}`` or ``{"ok": false, "error": E}`` with ``E``
 the error's stable wire form (``BoltraftError.to_wire``); ``ok``/``fail`` build them.
@@ -180,6 +182,28 @@ def _decode_removed(fields: list[Any]) -> dict[str, Any]:
     return fields[0]
 
 
+HASH = "hash"
+_SHA_HEX = frozenset("0123456789abcdef")
+
+
+def _decode_hash(fields: list[Any]) -> list[Any]:
+    """The fields of a ``hash`` frame: ``["ask", round]`` or ``["is", round, applied,
+    sha256]``; raises MalformedFrameError for any other shape (a round or index that is not
+    a uint up to ``codec.MAX_INDEX``, a sha256 that is not 64 lowercase hex digits)."""
+    if not fields or fields[0] not in ("ask", "is"):
+        raise MalformedFrameError("unknown hash message")
+    want = 2 if fields[0] == "ask" else 4
+    if len(fields) != want or any(
+        type(v) is not int or not 0 <= v <= codec.MAX_INDEX for v in fields[1:3]
+    ):
+        raise MalformedFrameError(f"malformed hash {fields[0]!r} message")
+    if want == 4 and (
+        type(fields[3]) is not str or len(fields[3]) != 64 or not _SHA_HEX.issuperset(fields[3])
+    ):
+        raise MalformedFrameError("a hash is 64 lowercase hex digits")
+    return fields
+
+
 def register_kinds() -> None:
     """Teaches the codec every frame kind above (idempotent)."""
     codec.register_kind(FWD, _decode_pairs)
@@ -188,6 +212,7 @@ def register_kinds() -> None:
     codec.register_kind(RESPS, _decode_pairs)
     codec.register_kind(SNAP, _decode_snap)
     codec.register_kind(REMOVED, _decode_removed)
+    codec.register_kind(HASH, _decode_hash)
 
 
 def ok(result: Any) -> dict[str, Any]:

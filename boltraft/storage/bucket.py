@@ -35,7 +35,7 @@ from boltraft.storage.keys import (
     show_bytes,
     show_path,
 )
-from boltraft.storage.layout import RECORD, SubDbs
+from boltraft.storage.layout import RECORD, SubDbs, seal, unseal
 
 # Bucket and transaction states; 0 is the only one that allows writes, <= 1 allows reads.
 WRITE = 0
@@ -169,13 +169,18 @@ class Bucket:
         """Returns the value of ``key``, or None if it is absent or names a nested bucket.
 
         Raises KeyRequiredError, KeyTooLargeError (a key this bucket could never hold),
-        InvalidArgumentError (not bytes/str), TxClosedError.
+        InvalidArgumentError (not bytes/str), TxClosedError, CorruptionError (the stored
+        value fails its checksum).
         """
         if self._state > READ:
             raise refusal(self._state, show_path(self.path))
         if type(key) is not bytes or not key or len(key) > self._max_key:
             key = self._key(key)
-        return self._tx._txn.get(self._prefix + key)
+        full = self._prefix + key
+        stored = self._tx._txn.get(full)
+        if stored is None or not self._tx._dbs.crc:
+            return stored
+        return unseal(full, stored)
 
     def put(self, key: bytes, value: bytes) -> None:
         """Sets ``key`` to ``value`` (overwriting any old value).
@@ -202,7 +207,7 @@ class Bucket:
         full = self._prefix + k
         if self._has_children is not False and self._names_bucket(full):
             raise self._incompatible(k)
-        return full, value
+        return full, seal(full, value) if self._tx._dbs.crc else value
 
     def put_many(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[BoltraftError | None]:
         """Returns one result per ``(key, value)`` pair, in order: None once it is set, or
@@ -225,6 +230,8 @@ class Bucket:
                 if type(k) is bytes and 0 < len(k) <= max_key
                 if type(v) is bytes and len(v) <= max_value
             ]
+            if self._tx._dbs.crc:
+                items = [(k, seal(k, v)) for k, v in items]
             if len(items) == len(pairs):
                 out = [None] * len(items)
         if out is None:
@@ -293,12 +300,15 @@ class Bucket:
         ``expect`` None means "``key`` must be absent"; the caller has checked the arguments.
 
         Raises IncompatibleValueError (``key`` names a nested bucket), ConditionFailedError
-        (``details["current"]``), NoSpaceError(retry=True) (the transaction is then doomed).
+        (``details["current"]``), NoSpaceError(retry=True) (the transaction is then doomed),
+        CorruptionError (the current value fails its checksum).
         """
         full = self._prefix + key
         if self._names_bucket(full):
             raise self._incompatible(key)
         current = self._tx._txn.get(full)
+        if current is not None and self._tx._dbs.crc:
+            current = unseal(full, current)
         if current != expect:
             raise ConditionFailedError(
                 f"condition failed for key {show_bytes(key)} in bucket {show_path(self.path)}",
@@ -308,7 +318,7 @@ class Bucket:
             if value is None:
                 self._tx._txn.delete(full)
             else:
-                self._tx._txn.put(full, value)
+                self._tx._txn.put(full, seal(full, value) if self._tx._dbs.crc else value)
         except lmdb.MapFullError:
             raise self._tx._doom()
 
@@ -326,19 +336,25 @@ class Bucket:
         limit: int | None = None,
         reverse: bool = False,
         after: bytes | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[list[Item], bytes | None]:
         """Returns ``(items, token)``: entries with ``prefix`` and ``start <= key < end``.
 
         All bounds are optional and combine (intersection). Items come in key order, or
         descending with ``reverse``; nested buckets appear with value None. At most ``limit``
-        items (None = all); ``token`` is None when nothing is left, otherwise an opaque bytes
-        token: pass it back as ``after`` (with the same other arguments) for the next page.
-        Raises InvalidArgumentError (a bound not bytes/str, ``limit`` < 1, a bad token).
+        items (None = all), and with ``max_bytes`` no more items once their keys and values
+        total ``max_bytes`` or more (at least one item: a page of one large value passes it);
+        ``token`` is None when nothing is left, otherwise an opaque bytes token: pass it back
+        as ``after`` (with the same other arguments) for the next page. Raises
+        InvalidArgumentError (a bound not bytes/str, ``limit`` or ``max_bytes`` < 1, a bad
+        token).
         """
         self._check_read()
         lo, hi = _bounds(prefix, start, end)
         if limit is not None and (type(limit) is not int or limit < 1):
             raise InvalidArgumentError(f"limit must be a positive int, not {limit!r}")
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
+            raise InvalidArgumentError(f"max_bytes must be a positive int, not {max_bytes!r}")
         if after is not None:
             last = decode_token(after)
             if reverse:
@@ -348,12 +364,15 @@ class Bucket:
         if hi is not None and lo >= hi:
             return [], None
         items: list[Item] = []
-        want = None if limit is None else limit + 1
+        total = 0
+        budget = max_bytes
         for item in self._entries(lo, hi, reverse):
-            items.append(item)
-            if want is not None and len(items) == want:
-                items.pop()
+            if len(items) == limit or (budget is not None and total >= budget):
                 return items, encode_token(items[-1][0])
+            items.append(item)
+            if budget is not None:
+                value = item[1]
+                total += len(item[0]) + (0 if value is None else len(value))
         return items, None
 
     def _entries(self, lo: bytes, hi: bytes | None, reverse: bool) -> Iterator[Item]:

@@ -21,11 +21,13 @@ and its body, one of:
 (``if_not_exists`` also creates missing ancestors, like ``mkdir -p``; without it the parent
 must exist. ``if_absent``/``if_value`` make put and delete conditional.)
 
-``path`` is a bucket name or a non-empty list of names; names, keys and values are bytes, and
-str is accepted and UTF-8 encoded. Validation is strict about structure and types (unknown
-fields, wrong types, conflicting conditions are refused); what only the engine can judge (an
-empty key, a key too long for its bucket, an invalid bucket name) is left to the engine, which
-answers with its own typed error when the command is applied.
+``path`` is a bucket name or a non-empty list of at most ``MAX_PATH_DEPTH`` (64) names
+totalling at most ``MAX_PATH_BYTES`` (4096) bytes, checked when a command is encoded (the
+leader refuses it before proposing) and again when the log is read; names, keys and values
+are bytes, and str is accepted and UTF-8 encoded. Validation is strict about structure and
+types (unknown fields, wrong types, conflicting conditions are refused); what only the
+engine can judge (an empty key, a key too long for its bucket, an invalid bucket name) is
+left to the engine, which answers with its own typed error when the command is applied.
 
 The normalized map has only the fields present (``if_absent: False`` and
 ``if_not_exists: False`` are dropped), the path as a tuple of bytes, keys/values/cid as bytes.
@@ -63,6 +65,10 @@ VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_CID_BYTES = 128  # keeps the dedup key well under LMDB's 511-byte key limit
 MAX_UINT = (1 << 64) - 1
+MAX_PATH_DEPTH = 64
+"""A bucket path names at most this many buckets (nesting levels)."""
+MAX_PATH_BYTES = 4096
+"""The names of a bucket path total at most this many bytes."""
 
 # Opcodes of log version 1 (stable: they are in every log written so far).
 PUT, PUT_IF, DELETE, DELETE_IF, CREATE_BUCKET, DELETE_BUCKET, NEXT_SEQUENCE, BATCH = range(8)
@@ -95,10 +101,33 @@ def _as_path(value: Any, field: str = "bucket") -> tuple[bytes, ...]:
     if t is list or t is tuple:
         if not value:
             raise _malformed(f"field {field!r} must name at least one bucket", field=field)
-        return tuple([_as_bytes(name, field) for name in value])
+        if len(value) > MAX_PATH_DEPTH:
+            raise _path_too_long(field, len(value), 0)
+        path = tuple([_as_bytes(name, field) for name in value])
+        size = sum(map(len, path))
+        if size > MAX_PATH_BYTES:
+            raise _path_too_long(field, len(path), size)
+        return path
     if t is bytes or t is str:
-        return (_as_bytes(value, field),)
+        name = _as_bytes(value, field)
+        if len(name) > MAX_PATH_BYTES:
+            raise _path_too_long(field, 1, len(name))
+        return (name,)
     raise _malformed(f"field {field!r} must be a bucket name or a list of names", field=field)
+
+
+def _path_too_long(field: str, depth: int, size: int) -> MalformedCommandError:
+    """The error of a bucket path over ``MAX_PATH_DEPTH`` names or ``MAX_PATH_BYTES``
+    (``size`` 0: not measured, the names were too many)."""
+    return _malformed(
+        f"field {field!r}: a bucket path has at most {MAX_PATH_DEPTH} names of at most "
+        f"{MAX_PATH_BYTES} bytes in all",
+        field=field,
+        depth=depth,
+        size=size,
+        max_depth=MAX_PATH_DEPTH,
+        max_bytes=MAX_PATH_BYTES,
+    )
 
 
 def _as_bool(value: Any, field: str) -> bool:
@@ -328,9 +357,15 @@ def encode(cmd: Command) -> bytes:
 def _check_path(path: Any) -> None:
     if type(path) is not tuple or not path:
         raise _malformed("a bucket path must be a non-empty array of names", field="bucket")
+    if len(path) > MAX_PATH_DEPTH:
+        raise _path_too_long("bucket", len(path), 0)
+    size = 0
     for name in path:
         if type(name) is not bytes:
             raise _malformed("bucket names must be bytes in the log", field="bucket")
+        size += len(name)
+    if size > MAX_PATH_BYTES:
+        raise _path_too_long("bucket", len(path), size)
 
 
 def _check_body(body: Any, top: bool) -> None:

@@ -17,7 +17,7 @@ from typing import Protocol
 import lmdb
 
 from boltraft.storage.keys import as_bytes, prefix_end
-from boltraft.storage.layout import SubDbs
+from boltraft.storage.layout import SubDbs, unseal
 
 Item = tuple[bytes, bytes | None]
 
@@ -42,11 +42,13 @@ def _walk(
     hi: bytes | None,
     reverse: bool,
     values: bool,
+    crc: bool = False,
 ) -> Iterator[Item]:
     """Yields ``(key, value)`` for the stored keys ``prefix + key`` with ``lo <= key < hi``.
 
     ``hi`` None means "to the end of the bucket". With ``values`` False every value is None
-    (used for bucket entries, whose stored value is an internal record).
+    (used for bucket entries, whose stored value is an internal record); with ``crc`` each
+    value is verified and unsealed (``layout.unseal``: CorruptionError when it fails).
     """
     plen = len(prefix)
     upper = prefix + hi if hi is not None else prefix_end(prefix)
@@ -58,7 +60,7 @@ def _walk(
             for k, v in cur.iternext():
                 if upper is not None and k >= upper:
                     return
-                yield k[plen:], v
+                yield k[plen:], unseal(k, v) if crc else v
         else:
             for k in cur.iternext(keys=True, values=False):
                 if upper is not None and k >= upper:
@@ -73,7 +75,7 @@ def _walk(
         for k, v in cur.iterprev():
             if k < low:
                 return
-            yield k[plen:], v
+            yield k[plen:], unseal(k, v) if crc else v
     else:
         for k in cur.iterprev(keys=True, values=False):
             if k < low:
@@ -95,9 +97,10 @@ def walk_bucket(
 
     Nested buckets appear with value None; ``nested`` False says the bucket has none (the
     ``buckets`` sub-db is then not read). The walk reads through ``txn``; it must be consumed
-    before that transaction ends.
+    before that transaction ends. A value that fails its checksum raises CorruptionError
+    when the walk reaches it.
     """
-    values = _walk(txn, dbs.data, prefix, lo, hi, reverse, True)
+    values = _walk(txn, dbs.data, prefix, lo, hi, reverse, True, dbs.crc)
     if not nested:
         return values
     children = _walk(txn, dbs.buckets, prefix, lo, hi, reverse, False)

@@ -79,6 +79,7 @@ from typing import Any, cast
 from boltraft.errors import (
     BoltraftError,
     CommandError,
+    CorruptionError,
     InvalidArgumentError,
     NoSpaceError,
 )
@@ -243,7 +244,9 @@ class BucketStateMachine:
         ``entries`` must be in log order; those at or below the applied index are skipped, the
         rest must continue it without a gap. Raises InvalidArgumentError for a gap or disorder
         (nothing applied), NoSpaceError when not even the applied index fits under the quota
-        or the disk is full (``details["disk_full"]``; see the module docstring), and lets
+        or the disk is full (``details["disk_full"]``; see the module docstring),
+        CorruptionError when a value a command reads fails its checksum (nothing applied:
+        this replica cannot apply the entry as the others do, and must not go on), and lets
         LMDB's own I/O errors through.
         """
         n = len(entries)
@@ -550,7 +553,7 @@ def _execute(tx: Tx, body: Body, cache: BucketCache) -> Any:
         except BoltraftError:
             cache.clear()  # buckets first seen inside the savepoint are gone
             raise
-    except NoSpaceError:
+    except (NoSpaceError, CorruptionError):
         raise
     except BoltraftError as err:
         return err

@@ -29,6 +29,14 @@ appends fill their pages (a single command leaves the record in place:
 leaf, so a commit that changes a sub-db (the dedup records of exactly-once writes, in
 ``meta``) also writes that leaf and its branch.
 
+Value checksums (every format): a store whose ``sys`` sub-db holds ``VALUE_CRC_KEY`` stores
+each user value followed by 4 bytes, the CRC32 (little-endian) of its stored key and the
+value (``seal``), and every read verifies it (``unseal``: CorruptionError for a value that
+does not match, so a flipped bit is never served and a value is never read under another
+key). A new store is created with it; a store opened writable without it (made before value
+checksums) is migrated in one write transaction that seals every value and sets the key; a
+read-only open of such a store serves its values as they are (``SubDbs.crc`` False).
+
 Formats 3 and 4 (``FORMATS_LOW_DATA``) put the user data first, under prefixes of tag 0
 (below ``DATA_END``), and ``STATE_KEY`` among the sub-db records after it: the same logical
 content, served as it is. Format 4 keys the dedup records seq first, formats 3 client id first
@@ -44,6 +52,7 @@ in the same parent.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,10 +81,35 @@ DATA_END = b"\x09"  # formats 3 and 4: data keys sort below it, the internal rec
 HIGH_DATA = bytes((HIGH_TAG + 1,))  # format 5: data keys sort from here ...
 HIGH_DATA_END = bytes((HIGH_TAG + 9,))  # ... up to here
 NEXT_ID_KEY = b"next_id"
+VALUE_CRC_KEY = b"value_crc"  # in sys: the user values carry their checksum (``seal``)
+VALUE_CRC = b"crc32"
 
 RECORD = struct.Struct(">QQ")
 """A bucket record: (bucket id, last sequence number handed out by next_sequence)."""
 U64 = struct.Struct(">Q")
+_CRC = struct.Struct("<I")
+CRC_SIZE = _CRC.size
+
+
+def seal(full_key: bytes, value: bytes) -> bytes:
+    """Returns what a checksummed store keeps for ``value`` at ``full_key``: the value, then
+    the CRC32 of key and value."""
+    return value + _CRC.pack(zlib.crc32(value, zlib.crc32(full_key)))
+
+
+def unseal(full_key: bytes, stored: bytes) -> bytes:
+    """Returns the value ``seal(full_key, value)`` kept. Raises CorruptionError (details
+    ``key`` in hex) when ``stored`` is too short or its checksum does not match."""
+    value = stored[:-CRC_SIZE]
+    if len(stored) < CRC_SIZE or _CRC.unpack_from(stored, len(value))[0] != zlib.crc32(
+        value, zlib.crc32(full_key)
+    ):
+        raise CorruptionError(
+            f"the stored value of key {full_key.hex()} fails its checksum: the state store "
+            "is damaged",
+            key=full_key.hex(),
+        )
+    return value
 
 
 class SubDbs(NamedTuple):
@@ -89,6 +123,7 @@ class SubDbs(NamedTuple):
     sys: lmdb._Database
     main: lmdb._Database
     format: bytes = FORMAT
+    crc: bool = True  # the user values carry their checksum (``seal``)
     tag: int = HIGH_TAG
     root: bytes = bucket_prefix(ROOT_ID, HIGH_TAG)
     state_key: bytes = STATE_KEY_TAIL
@@ -114,6 +149,16 @@ def _keys_between(cur: lmdb.Cursor[bytes], lo: bytes, hi: bytes | None) -> Itera
         if hi is not None and k >= hi:
             return
         yield k
+
+
+def _items_between(cur: lmdb.Cursor[bytes], lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Yields the items ``lo <= key < hi`` of ``cur``'s db."""
+    if not (cur.set_range(lo) if lo else cur.first()):
+        return
+    for k, v in cur.iternext():
+        if k >= hi:
+            return
+        yield k, v
 
 
 def data_keys(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> Iterator[bytes]:
@@ -249,6 +294,11 @@ def _check(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> list[str]:
             orphans[split[0]] += 1
         elif k in entry_keys:
             problems.append(f"key {k!r} is both a value and a bucket")
+    if dbs.crc:
+        first, end = data_range(dbs)
+        for k, v in _items_between(txn.cursor(db=dbs.data), first, end):
+            if len(v) < CRC_SIZE or seal(k, v[:-CRC_SIZE]) != v:
+                problems.append(f"the value of data key {k!r} fails its checksum")
     for bid, n in sorted(orphans.items()):
         where = "the root" if bid == ROOT_ID else f"unknown bucket id {bid}"
         problems.append(f"{n} orphan key(s) under {where}")
@@ -318,6 +368,24 @@ def open_store(env: lmdb.Environment, p: Path) -> SubDbs:
             fmt = FORMAT
             txn.put(FORMAT_KEY, FORMAT, db=dbs.sys)
             txn.put(NEXT_ID_KEY, U64.pack(ROOT_ID + 1), db=dbs.sys)
+            txn.put(VALUE_CRC_KEY, VALUE_CRC, db=dbs.sys)
         elif fmt not in FORMATS:
             raise CorruptionError(f"{p} has store format {fmt!r}, expected one of {FORMATS!r}")
-    return dbs._replace(**_format_fields(bytes(fmt)))
+        dbs = dbs._replace(**_format_fields(bytes(fmt)))
+        crc = txn.get(VALUE_CRC_KEY, db=dbs.sys)
+        if crc is None and not readonly:
+            _seal_all(txn, dbs)
+            crc = VALUE_CRC
+        if crc not in (None, VALUE_CRC):
+            raise CorruptionError(f"{p} has value checksums {crc!r}, expected {VALUE_CRC!r}")
+    return dbs._replace(crc=crc is not None)
+
+
+def _seal_all(txn: lmdb.Transaction[bytes], dbs: SubDbs) -> None:
+    """Migrates a store made before value checksums: seals every user value and sets
+    ``VALUE_CRC_KEY``, in the write transaction ``txn``."""
+    first, end = data_range(dbs)
+    sealed = [(k, seal(k, v)) for k, v in _items_between(txn.cursor(db=dbs.data), first, end)]
+    if sealed:
+        txn.cursor(db=dbs.data).putmulti(sealed)
+    txn.put(VALUE_CRC_KEY, VALUE_CRC, db=dbs.sys)

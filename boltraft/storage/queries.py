@@ -14,10 +14,11 @@ A read request is a map (the body of a client read request):
 is UTF-8 encoded). In a scan, ``next`` is the opaque continuation token to pass as ``after``
 for the following page (None when the scan is complete), and ``index`` the applied index of
 the state the page was read from (the "scan, then watch from ``index + 1``" pattern of
-docs/protocol.md, section 5.1); a nested bucket's entry has value None. The server's own
-fields "read", "max_lag", "v", "cid" and "seq" are accepted and ignored here. Every request
-is checked before the store is touched: BadRequestError for a missing field, an unknown
-field or a wrong type; the engine raises its own typed errors (BucketNotFoundError,
+docs/protocol.md, section 5.1); a page holds at most ``limit`` items and stops once their
+keys and values reach ``SCAN_PAGE_BYTES``; a nested bucket's entry has value None. The
+server's own fields "read", "max_lag", "v", "cid" and "seq" are accepted and ignored here.
+Every request is checked before the store is touched: BadRequestError for a missing field, an
+unknown field or a wrong type; the engine raises its own typed errors (BucketNotFoundError,
 InvalidArgumentError for a bad token...).
 """
 
@@ -26,11 +27,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from boltraft.errors import BadRequestError, BoltraftError
+import lmdb
+
+from boltraft.errors import BadRequestError, BoltraftError, CorruptionError
 from boltraft.storage.applied import APPLIED
+from boltraft.storage.commands import MAX_PATH_BYTES, MAX_PATH_DEPTH
 from boltraft.storage.db import DB
 from boltraft.storage.tx import Tx
 
+SCAN_PAGE_BYTES = 4 << 20
+"""A scan answer stops after the item that brings its keys and values to this many bytes
+(with ``next`` set): one answer stays far below the 16 MiB frame limit."""
+LMDB_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadRslotError)
+"""What LMDB raises when it reads a damaged page."""
 _IGNORED = frozenset({"op", "read", "max_lag", "v", "cid", "seq"})
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # op -> (required fields, optional fields)
@@ -58,13 +67,23 @@ def _bytes(value: Any, field: str) -> bytes:
 
 
 def _path(value: Any) -> tuple[bytes, ...]:
+    """The bucket path ``value`` names; BadRequestError past the limits of write paths
+    (``commands.MAX_PATH_DEPTH`` names, ``commands.MAX_PATH_BYTES`` bytes)."""
     if type(value) is list or type(value) is tuple:
         if not value:
             raise _bad("field 'bucket' must name at least one bucket", field="bucket")
-        return tuple([_bytes(name, "bucket") for name in value])
-    if type(value) is bytes or type(value) is str:
-        return (_bytes(value, "bucket"),)
-    raise _bad("field 'bucket' must be a bucket name or a list of names", field="bucket")
+        path = tuple([_bytes(name, "bucket") for name in value[: MAX_PATH_DEPTH + 1]])
+    elif type(value) is bytes or type(value) is str:
+        path = (_bytes(value, "bucket"),)
+    else:
+        raise _bad("field 'bucket' must be a bucket name or a list of names", field="bucket")
+    if len(path) > MAX_PATH_DEPTH or sum(map(len, path)) > MAX_PATH_BYTES:
+        raise _bad(
+            f"field 'bucket': a bucket path has at most {MAX_PATH_DEPTH} names of at most "
+            f"{MAX_PATH_BYTES} bytes in all",
+            field="bucket",
+        )
+    return path
 
 
 def validate_read(request: Any) -> dict[str, Any]:
@@ -119,7 +138,8 @@ def execute_read(db: DB, request: Any) -> Any:
 def execute_reads(db: DB, requests: Sequence[Any]) -> list[Any]:
     """Returns one entry per request, in order: its result as ``execute_read`` would return
     it, or the BoltraftError instance it failed with (one bad or refused read never stops
-    the others). All of them run in ONE read transaction, so they see one snapshot and a
+    the others; a value that fails its checksum, or a page LMDB finds damaged, is a
+    CorruptionError there). All of them run in ONE read transaction, so they see one snapshot and a
     bucket path is walked once; an empty ``requests`` gives [] without opening one."""
     if not requests:
         return []
@@ -131,6 +151,8 @@ def execute_reads(db: DB, requests: Sequence[Any]) -> list[Any]:
                 append(_read(tx, validate_read(request)))
             except BoltraftError as err:
                 append(err)
+            except LMDB_DAMAGE as exc:  # LMDB found a damaged page: never served
+                append(CorruptionError(f"the state store is damaged: {exc}"))
     return out
 
 
@@ -152,6 +174,7 @@ def _read(tx: Tx, req: dict[str, Any]) -> Any:
         limit=req.get("limit"),
         reverse=req.get("reverse", False),
         after=req.get("after"),
+        max_bytes=SCAN_PAGE_BYTES,
     )
     raw = tx.state_record()
     index = APPLIED.unpack(raw)[0] if raw else 0

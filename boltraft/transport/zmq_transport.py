@@ -8,7 +8,9 @@ raises UnavailableError.
   identity = its node id, so ``Incoming.sender`` of a peer frame is that id (UTF-8); a
   client's sender is an opaque routing id to hand back to ``reply()``. ``ROUTER_HANDOVER``
   lets a restarted peer or client take over its old identity; ``ROUTER_MANDATORY`` turns an
-  unroutable reply into a counted drop instead of a silent one.
+  unroutable reply into a counted drop instead of a silent one. Its ``SNDHWM`` is sized from
+  bytes (``REPLY_QUEUE_BYTES``): a client that does not read its answers holds at most that
+  much of the node's memory, and its later answers are dropped and counted.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -83,6 +85,18 @@ _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
 DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
+RECV_BYTES = 16 << 20
+"""One ``recv`` takes frames until their bytes reach this (at least one frame): the rest
+waits in ZeroMQ's queues, raw, for the next call. A sender of large frames so holds up the
+node loop, and the other senders' frames behind it, for at most about that much input per
+iteration (the ROUTER takes the connections' frames in turn)."""
+REPLY_FRAME_BYTES = 4 << 20
+"""The node splits its answers into frames of at most this much (one answer larger than
+that, a scan page of 4 MiB plus its last item, travels alone)."""
+REPLY_QUEUE_BYTES = 64 << 20
+"""What ZeroMQ may hold for one connection on the ROUTER (answers its client has not read
+yet, beyond what the kernel's socket buffer took): the ROUTER's ``SNDHWM`` is this divided
+by ``REPLY_FRAME_BYTES``; an answer past it is dropped and counted (``reply_dropped``)."""
 _COUNTERS = (
     "sent",
     "dropped",
@@ -236,7 +250,7 @@ class PeerTransport:
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        router.setsockopt(zmq.SNDHWM, max(sndhwm, 1000))
+        router.setsockopt(zmq.SNDHWM, REPLY_QUEUE_BYTES // REPLY_FRAME_BYTES)
         router.setsockopt(zmq.RCVHWM, rcvhwm)
         # ZeroMQ itself disconnects a sender of a frame over twice the limit, before buffering it
         router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_size + 1024)
@@ -443,8 +457,9 @@ class PeerTransport:
 
     # --- receiving ---------------------------------------------------------------------------
     def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
-        """Returns the decoded frames available now (at most ``max_frames``), waiting up to
-        ``timeout`` seconds for the first one; [] when nothing came in.
+        """Returns the decoded frames available now (at most ``max_frames``, and no more
+        once they total ``RECV_BYTES``), waiting up to ``timeout`` seconds for the first one;
+        [] when nothing came in.
 
         Never raises for bad input: such frames are counted and dropped."""
         self._live()
@@ -464,12 +479,18 @@ class PeerTransport:
             for sock, _ in ready:
                 if sock in monitors:
                     self._watch(sock, monitors[sock], downs)
+        budget = RECV_BYTES
         for sock, _ in ready:
             if sock in monitors:
                 continue
             peer = by_socket.get(sock)
             for parts in drain(sock, max_frames - len(out)):
                 take(parts, peer, out)
+                budget -= len(parts[-1])
+                if budget <= 0:
+                    break
+            if budget <= 0:
+                break
         return downs + out if downs else out
 
     def _watch(self, monitor: zmq.Socket, peer: str, downs: list[Incoming]) -> None:

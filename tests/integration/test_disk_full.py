@@ -115,15 +115,22 @@ def test_a_one_node_cluster_whose_disk_fills_refuses_writes_and_serves_reads(
             print(c.dump_logs()[-6000:])
 
 
-def test_a_node_that_starts_on_a_full_disk_says_so_in_one_line(tmp_path: Path) -> None:
-    c = Cluster(tmp_path, n=1)
+@pytest.mark.parametrize(("nodes", "free_left"), [(1, 0), (3, 64 << 10)])
+def test_a_node_that_starts_on_a_full_disk_says_so_in_one_line(
+    tmp_path: Path, nodes: int, free_left: int
+) -> None:
+    """``free_left``: 0, no write at all succeeds; 64 KiB, a follower of a 3-node cluster
+    could open its stores and follow the leader, until its first append failed."""
+    c = Cluster(tmp_path, n=nodes)
     with small_filesystem(tmp_path / "n1", mib=16) as fs:
         try:
             c.start()
             c.wait_for_leader()
-            c.stop()
+            c.stop("n1")
             filler = fill(fs)
-            run = subprocess.run(c.argv("n1"), capture_output=True, text=True, timeout=60)
+            if free_left:
+                os.truncate(filler, filler.stat().st_size - free_left)
+            run = subprocess.run(c.argv("n1"), capture_output=True, text=True, timeout=20)
             assert run.returncode == 1
             last = run.stderr.strip().splitlines()[-1]
             assert last.startswith("error: no_space: cannot start: [Errno 28]"), run.stderr
@@ -131,6 +138,7 @@ def test_a_node_that_starts_on_a_full_disk_says_so_in_one_line(tmp_path: Path) -
             filler.unlink()
             c.start()
             c.wait_for_leader()
+            c.wait_applied("n1", 1)
         finally:
             c.close()
 

@@ -13,6 +13,7 @@ import pytest
 import zmq
 
 from boltraft.client import Client
+from boltraft.errors import BadRequestError, MalformedCommandError
 from boltraft.transport.codec import PROTOCOL_VERSION, decode_frame
 
 from .cluster import Cluster, wait_until
@@ -275,3 +276,73 @@ def test_deeply_nested_bodies_are_answered_and_kill_no_node(cluster: Cluster) ->
                 assert answer.request_id == depth and not answer.ok
                 assert answer.error.code in ("malformed_frame", "malformed_command")
     _serving(cluster, "after-depth")
+
+
+def test_a_bucket_path_past_the_limits_is_refused_before_it_reaches_the_log(
+    cluster: Cluster,
+) -> None:
+    deep = [b"a"] * 65
+    lead = cluster.wait_for_leader()
+    with Client([cluster.addrs[lead]], timeout=10) as cl:
+        cl.create_bucket("hostile", if_not_exists=True)
+        before = _status(cluster, lead)["last_index"]
+        with pytest.raises(MalformedCommandError, match="at most 64 names"):
+            cl.create_bucket(deep, if_not_exists=True)
+        with pytest.raises(MalformedCommandError):
+            cl.create_bucket([b"x" * 200] * 21, if_not_exists=True)  # 4200 bytes
+        assert _status(cluster, lead)["last_index"] == before  # nothing was proposed
+        with pytest.raises(BadRequestError):
+            cl.get(deep, b"k")
+    _serving(cluster, "after-deep-paths")
+
+
+def test_a_scan_larger_than_a_frame_comes_in_pages_the_client_follows(cluster: Cluster) -> None:
+    value = b"v" * 1024
+    with Client(cluster.endpoints, timeout=30) as cl:
+        cl.create_bucket("big")
+        for lo in range(0, 20_000, 500):
+            cl.batch(
+                [
+                    {"op": "put", "bucket": "big", "key": b"k%06d" % i, "value": value}
+                    for i in range(lo, lo + 500)
+                ]
+            )
+        page = cl.scan("big")  # ~20.6 MB of keys and values: more than one 16 MiB frame
+        assert page.next is None and len(page.items) == 20_000
+        assert page.items[0] == (b"k000000", value) and page.items[-1][0] == b"k019999"
+        part = cl.scan("big", limit=7_000, reverse=True)
+        assert len(part.items) == 7_000 and part.next is not None
+        assert part.items[-1][0] == b"k013000"
+        with Client([cluster.addrs[cluster.wait_for_leader()]], timeout=10) as one:
+            raw = one._read({"op": "scan", "bucket": [b"big"]}, None, None, None)
+        assert raw["next"] is not None and len(raw["items"]) < 20_000  # one node answer
+
+
+def test_answers_a_client_never_reads_are_bounded_in_bytes(cluster: Cluster) -> None:
+    """Finding 4: 400 gets of a 1 MiB value whose answers are never read. The ROUTER holds
+    at most REPLY_QUEUE_BYTES of answers for a connection (beyond the kernel's socket
+    buffer): the rest is dropped and counted, and the other clients are served."""
+    lead = cluster.wait_for_leader()
+    with Client([cluster.addrs[lead]], timeout=20) as cl:
+        cl.create_bucket("hostile", if_not_exists=True)
+        cl.put("hostile", b"big", os.urandom(1 << 20))
+    before = _status(cluster, lead)["transport"]["reply_dropped"]
+    greedy: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
+    greedy.setsockopt(zmq.LINGER, 0)
+    greedy.setsockopt(zmq.RCVBUF, 4096)  # and it reads nothing: the answers stay on the node
+    greedy.setsockopt(zmq.RCVHWM, 1)
+    greedy.connect(cluster.addrs[lead])
+    try:
+        for rid in range(400):
+            get = {"op": "get", "bucket": b"hostile", "key": b"big", "read": "stale"}
+            greedy.send(msgpack.packb([PROTOCOL_VERSION, "req", rid, get]))
+
+        def dropped() -> int:
+            return _status(cluster, lead)["transport"]["reply_dropped"] - before
+
+        # the ROUTER holds 16 frames (REPLY_QUEUE_BYTES / REPLY_FRAME_BYTES), the socket
+        # buffers a few more
+        assert wait_until(lambda: dropped() >= 300, 30, "the answers past the queue dropped")
+        _serving(cluster, "beside-a-greedy-client")
+    finally:
+        greedy.close()

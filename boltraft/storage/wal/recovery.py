@@ -1,11 +1,17 @@
 """Rebuilds a WAL's state from its segments when it is opened.
 
 ``recover(path, sync)`` reads every segment in order and checks every record's CRC. A short
-or bad record in the LAST segment is a torn write (nothing from there on was ever synced: a
-store fsyncs each append and rotation fsyncs a segment before opening the next): the file is
-cut there. A last segment left without its ``STATE`` record (a rotation or ``apply_snapshot``
-that crashed while opening it) is removed. Anything bad elsewhere raises CorruptionError
-naming the file and offset.
+or bad record at the very END of the last segment is a torn write (nothing from there on was
+ever synced: a store fsyncs each append and rotation fsyncs a segment before opening the
+next): the file is cut there, and ``Recovered.torn`` says where and how much. The END means
+that nothing but zeros (the preallocated tail) follows the bytes the bad record's header
+claims (or those run past the end of the file), and that no whole valid record starts in
+the written bytes after the bad one's start (``_torn_tail``): a record damaged in the
+middle (a flipped bit, also one in its length), with written records after it, is
+CorruptionError, never a cut that would drop the records after it. A last segment left
+without its ``STATE`` record (a rotation or ``apply_snapshot`` that crashed while opening
+it) is removed. Anything bad elsewhere raises
+CorruptionError naming the file and offset.
 
 Replay rules (``_Replay``): the first segment's ``STATE`` sets the snapshot and hard state;
 ``ENTRIES`` at ``i`` replaces everything from ``i``; ``SNAPSHOT`` drops the prefix it covers;
@@ -49,6 +55,7 @@ class Recovered:
     index: LogIndex = field(default_factory=LogIndex)
     segments: list[int] = field(default_factory=list)
     tail_size: int = 0
+    torn: tuple[str, int, int] | None = None  # a cut torn tail: (file, offset, bytes cut)
 
 
 class _Replay:
@@ -126,10 +133,15 @@ def _replay_segment(rp: _Replay, file: Path, seg: int, last: bool, first: bool) 
     while off < len(data) or off == 0:
         rec = fmt.read_record(data, off)
         if rec is None:
-            if last:
-                return None if off == 0 else off
+            if last and off == 0:
+                return None
+            if last and _torn_tail(data, off):
+                return off
             raise CorruptionError(
-                f"raft log segment {file}: bad record at offset {off}", path=str(file), offset=off
+                f"raft log segment {file}: bad record at offset {off}"
+                + (" with written records after it" if last else ""),
+                path=str(file),
+                offset=off,
             )
         rtype, payload, nxt = rec
         try:
@@ -141,7 +153,7 @@ def _replay_segment(rp: _Replay, file: Path, seg: int, last: bool, first: bool) 
                 rp.entries(payload, seg, off, nxt - off)
             elif rtype == fmt.RecordType.ENTRIES_HS:  # its HARD_STATE must follow
                 hs_rec = fmt.read_record(data, nxt)
-                if hs_rec is None and last:
+                if hs_rec is None and last and _torn_tail(data, nxt):
                     return off  # torn inside the append: drop it whole
                 if hs_rec is None or hs_rec[0] != fmt.RecordType.HARD_STATE:
                     raise ValueError("ENTRIES_HS is not followed by its HARD_STATE record")
@@ -164,6 +176,41 @@ def _replay_segment(rp: _Replay, file: Path, seg: int, last: bool, first: bool) 
             ) from None
         off = nxt
     return off
+
+
+_ZEROS = memoryview(bytes(1 << 16))
+TORN_MAX = 8 << 20
+"""A torn final write is at most this long (a node's appends are far smaller): a bad record
+followed by more written bytes than this is damage, never a torn write."""
+_CANDIDATE = re.compile(rb"(?=[\s\S]{8}[\x01-\x06])")  # a record type byte at offset 8
+
+
+def _torn_tail(data: memoryview, off: int) -> bool:
+    """True when the bad record at ``off`` can be a torn final write: only zeros follow the
+    bytes its header claims (or those run past the end of ``data``; a header too short to
+    read claims nothing), and no whole valid record starts among the written bytes after
+    its first one (a flipped bit in its length would otherwise hide the records after it),
+    which are at most ``TORN_MAX``."""
+    end = off + fmt.HEADER_SIZE
+    if end <= len(data):
+        end += fmt.HEADER.unpack_from(data, off)[0]
+    for pos in range(end, len(data), len(_ZEROS)):
+        chunk = data[pos : pos + len(_ZEROS)]
+        if chunk != _ZEROS[: len(chunk)]:
+            return False
+    written = min(end, len(data))
+    while written > off:
+        lo = max(off, written - len(_ZEROS))
+        if data[lo:written] != _ZEROS[: written - lo]:
+            break
+        written = lo
+    if written - off > TORN_MAX:
+        return False
+    region = bytes(data[off + 1 : written])
+    for m in _CANDIDATE.finditer(region):
+        if fmt.read_record(memoryview(region), m.start()) is not None:
+            return False
+    return True
 
 
 def _mapped(file: Path) -> memoryview:
@@ -211,7 +258,10 @@ def recover(path: Path, sync: bool) -> Recovered:
             break
         out.segments.append(seq)
         out.tail_size = size
-        if last and size != file.stat().st_size:  # a torn tail: cut it off
+        full = file.stat().st_size
+        if last and size != full:  # a torn tail: cut it off
+            if any(_mapped(file)[size : size + fmt.HEADER_SIZE]):  # not the reserved zeros
+                out.torn = (str(file), size, full - size)
             fd = os.open(file, os.O_RDWR)
             try:
                 os.ftruncate(fd, size)

@@ -22,6 +22,7 @@ Not thread-safe: one thread (or a lock held by the caller) uses a store at a tim
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from operator import itemgetter
@@ -48,6 +49,7 @@ from boltraft.storage.wal.cache import EntryCache
 from boltraft.storage.wal.files import open_segment, preallocate, segment_name, write_all
 from boltraft.storage.wal.recovery import recover
 
+log = logging.getLogger(__name__)
 _EMPTY_HS = HardState()
 _EMPTY_CS = ConfState()
 _INDEX = itemgetter(1)
@@ -65,7 +67,8 @@ class WalLogStore:
     memory (the leader sends what it just appended); older entries are read back from disk.
 
     Raises DataDirLockedError when another open store (in any process) holds ``path``,
-    CorruptionError when a segment is damaged other than by a torn final write,
+    CorruptionError when a segment is damaged other than by a torn final write (a record
+    that cannot be read, with written records after it, is damage: see ``.recovery``),
     InvalidArgumentError for a ``segment_bytes`` or ``cache_bytes`` below 1.
     """
 
@@ -91,6 +94,11 @@ class WalLogStore:
         self._fds: dict[int, int] = {}  # segment -> open descriptor (the last one appends)
         try:
             rec = recover(self.path, sync)
+            if rec.torn is not None:
+                log.warning(
+                    "raft log segment %s: cut a torn final write at offset %d (%d bytes)",
+                    *rec.torn,
+                )
             self._hs = rec.hs
             self._snap = rec.snap
             self._idx = rec.index  # invariant: _idx.first == _snap.index + 1
