@@ -342,13 +342,15 @@ def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
             client.put("x", "k", "v")
             take(w, 1)
 
-            def scraped() -> str | None:
+            def scraped() -> str | None:  # a sample the loop published after the put
                 status, text = c.get(lead, "/metrics")
-                return text if status == 200 and metric(text, "boltraft_watches") == 1 else None
+                if status != 200 or metric(text, "boltraft_watches") != 1:
+                    return None
+                events = metric(text, "boltraft_watch_events_total") or 0
+                return text if events >= 2 else None  # the bucket, the put
 
-            text = wait_until(scraped, 20, "the leader's metrics to show the watch")
+            text = wait_until(scraped, 20, "the leader's metrics to show the watch and its events")
             w.close()
-        assert (metric(text, "boltraft_watch_events_total") or 0) >= 2  # the bucket, the put
         assert (metric(text, "boltraft_watch_frames_total") or 0) >= 1
         assert metric(text, "boltraft_watch_lagged_total") == 0
         assert metric(text, "boltraft_watch_oldest_index") == 1
