@@ -38,7 +38,8 @@
     │   ├── RequestTimeoutError           timeout
     │   ├── UnavailableError              unavailable
     │   ├── NodeRemovedError              node_removed
-    │   └── MembershipError               membership_error
+    │   ├── MembershipError               membership_error
+    │   └── PermissionDeniedError         permission_denied
     ├── ProtocolError                     (the wire)
     │   ├── MalformedFrameError           malformed_frame
     │   ├── FrameTooLargeError            frame_too_large
@@ -301,6 +302,13 @@ class NodeRemovedError(ClusterError):
 
 class MembershipError(ClusterError):
     code = "membership_error"
+
+
+class PermissionDeniedError(ClusterError):
+    """The client's key does not have the role the request needs (``details["role"]``: the
+    key's role, ``details["needs"]``: the role that would do); nothing was changed."""
+
+    code = "permission_denied"
 
 
 # --- the wire --------------------------------------------------------------------------------

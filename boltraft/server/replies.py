@@ -18,12 +18,16 @@ from boltraft.transport.codec import encode_frame
 class Target(NamedTuple):
     """Where an answer goes: ``via`` None means the client ``ident`` on our ROUTER (in a
     ``resps`` frame with others when ``many``: the request came in a ``reqs`` frame); else
-    the peer id whose forwarded write ``rid`` this is."""
+    the peer id whose forwarded write ``rid`` this is. ``INTERNAL`` (an empty ident, which
+    no ROUTER gives a connection) is the node's own request: its answer goes nowhere."""
 
     ident: bytes
     rid: int
     via: str | None = None
     many: bool = False
+
+
+INTERNAL = Target(b"", 0)
 
 
 class Replies:
@@ -41,6 +45,8 @@ class Replies:
         if target.via is None and not response.get("ok"):
             code = str(response.get("error", {}).get("code"))
             self.errors[code] = self.errors.get(code, 0) + 1
+        if not target.ident:
+            return
         if target.many:
             self._resps.setdefault(target.ident, []).append([target.rid, response])
         elif target.via is not None:
@@ -51,7 +57,7 @@ class Replies:
     def reply_ok(self, target: Target, result: Any) -> None:
         """``reply(target, ok(result))`` without building the map for a client on our ROUTER
         (the hot path of every write and read)."""
-        if target.many or target.via is not None:
+        if target.many or target.via is not None or not target.ident:
             self.reply(target, ok(result))
         else:
             self._net.reply(target.ident, encode_ok(target.rid, result))
