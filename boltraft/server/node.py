@@ -185,6 +185,7 @@ class Node:
         # or at close, not in a write of its own on every commit
         self._unwritten_hs: HardState | None = None
         self._full_log = LogEvery(FULL_WARN_S)  # the full-disk warning, now and then
+        self._refused_log = LogEvery(FULL_WARN_S)  # peer frames refused by the allow-list
 
     def _start_core(self) -> RawNode:
         """A consensus core started from what the log store holds (what a restart of the
@@ -419,6 +420,15 @@ class Node:
                 items[:] = allowed
             return True
         self.counters["refused_frames"] = self.counters.get("refused_frames", 0) + 1
+        who = access.principal(frame.user)
+        if self._refused_log.due(kind, self._clock()):
+            log.warning(
+                "%s: refused a %r frame as %r from %s",
+                self.id,
+                kind,
+                frame.sender.decode(errors="replace"),
+                "an unknown key" if who is None else f"{who.kind} {who.name!r}",
+            )
         return False
 
     def _revoke(self, node_id: str) -> None:

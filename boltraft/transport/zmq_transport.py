@@ -7,7 +7,10 @@ raises UnavailableError.
 - The ROUTER is bound at the node's address and serves peers AND clients. A peer's DEALER has
   identity = its node id, so ``Incoming.sender`` of a peer frame is that id (UTF-8); a
   client's sender is an opaque routing id to hand back to ``reply()``. ``ROUTER_HANDOVER``
-  lets a restarted peer or client take over its old identity; ``ROUTER_MANDATORY`` turns an
+  lets a restarted peer or client take over its old identity (not with keys: there a
+  connection with a routing id in use is refused, so that no key can cut a live member's
+  connection off by taking its id; a restarted peer's DEALER connects again once its old
+  connection's close was seen); ``ROUTER_MANDATORY`` turns an
   unroutable reply into a counted drop instead of a silent one.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
@@ -276,7 +279,9 @@ class PeerTransport:
             router.setsockopt(opt, value)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # with keys a routing id is not handed over: a connection that took a member's id
+        # would cut that member's own connection off
+        router.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
         router.setsockopt(zmq.SNDHWM, max(sndhwm, 1000))
         router.setsockopt(zmq.RCVHWM, rcvhwm)
         # ZeroMQ itself disconnects a sender of a frame over twice the limit, before buffering it
