@@ -272,3 +272,19 @@ def test_a_transport_with_keys_refuses_a_key_it_does_not_allow(tmp_path: Path) -
     finally:
         t1.close()
         t2.close()
+
+
+def test_a_node_serves_only_with_its_own_keys_folder(tmp_path: Path) -> None:
+    from boltraft.server.main import load_node_keys
+
+    init_keys(tmp_path / "k", ["n1", "n2"], {"app": "write"})
+    cfg = ServerConfig("n1", tmp_path, "tcp://127.0.0.1:7301", keys=str(tmp_path / "k" / "n1"))
+    keys = load_node_keys(cfg)
+    assert keys is not None and keys.name == "n1"
+    for other in ("n2", "app"):
+        wrong = ServerConfig(
+            "n1", tmp_path, "tcp://127.0.0.1:7301", keys=str(tmp_path / "k" / other)
+        )
+        with pytest.raises(ConfigError, match="not of node 'n1'"):
+            load_node_keys(wrong)
+    assert load_node_keys(ServerConfig("n1", tmp_path, "tcp://127.0.0.1:7301")) is None

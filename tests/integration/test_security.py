@@ -436,3 +436,37 @@ def test_serve_refuses_a_non_loopback_address_without_keys(tmp_path: Path) -> No
         done.stderr
     )
     assert not (tmp_path / "d").exists()
+
+
+def _cli(c: SecureCluster, *args: str) -> subprocess.CompletedProcess[bytes]:
+    cmd = [sys.executable, "-c", SERVE, *args, "--timeout", "10"]
+    env = {k: v for k, v in os.environ.items() if k != "BOLTRAFT_KEYS"}
+    env["BOLTRAFT_ENDPOINTS"] = ",".join(c.endpoints)
+    return subprocess.run(cmd, env=env, cwd=c.root, capture_output=True, timeout=120)
+
+
+def test_the_keys_commands_add_and_revoke_clients_cluster_wide(secure: SecureCluster) -> None:
+    admin, app = str(secure.keys_dir / "admin"), str(secure.keys_dir / "app")
+    refused = _cli(secure, "keys", "add-client", str(secure.keys_dir), "sly:admin", "--keys", app)
+    assert b"error: permission_denied" in refused.stderr
+    assert not (secure.keys_dir / "sly").exists()  # nothing written for a refused key
+    made = _cli(secure, "keys", "add-client", str(secure.keys_dir), "late:write", "--keys", admin)
+    assert made.returncode == 0, made.stderr
+    late = str(secure.keys_dir / "late")
+    assert (Path(late) / "self.json").stat().st_mode & 0o777 == 0o600
+    assert _cli(secure, "bucket", "create", "sec", "--keys", late).returncode == 0
+    assert _cli(secure, "put", "sec", "k", "v", "--keys", late).returncode == 0
+    ro = _cli(secure, "put", "sec", "k", "w", "--keys", str(secure.keys_dir / "ro"))
+    assert b"error: permission_denied" in ro.stderr
+    assert _cli(secure, "keys", "revoke", "late", "--keys", admin).returncode == 0
+    # a new connection with a revoked key: refused in the handshake on every node, once
+    # each node applied the revocation
+    wait_until(
+        lambda: all(status(a, 1.0, keys=secure.keys("late")) is None for a in secure.endpoints),
+        20,
+        "the revocation on every node",
+    )
+    gone = _cli(secure, "get", "sec", "k", "--keys", late)
+    assert gone.returncode != 0 and b"error: timeout" in gone.stderr
+    with secure.client("ro") as cl:
+        assert cl.get("sec", "k") == b"v"
