@@ -29,7 +29,12 @@ out together in one ``reqs`` frame, and answers come back in ``resps`` frames (e
 still waits for its own answer). ``--single-frames`` sends every request in its own ``req``
 frame instead (``"frames"`` in the output says which).
 
+``--secure`` starts the cluster with CurveZMQ keys (``boltraft keys init``, docs/security.md)
+and drives it over CURVE with an admin client key; ``"secure"`` in the output says which.
+``--keys DIR`` gives the client keys folder for a cluster given with ``--endpoints``.
+
     python bench/cluster.py                       # starts a temporary local cluster
+    python bench/cluster.py --secure              # the same, with CURVE on every socket
     python bench/cluster.py --endpoints tcp://127.0.0.1:7301,tcp://127.0.0.1:7302,...
 """
 
@@ -54,6 +59,7 @@ from boltraft_cli.up import node_plan, serve_argv, stop_children
 from boltraft.benchmark.floor import run_floor_bench
 from boltraft.errors import BoltraftError
 from boltraft.server.probe import request, wait_for_leader
+from boltraft.transport.curve import client_options, init_keys, load_keys
 from boltraft.transport.zmq_transport import drain
 
 BUCKET = "bench"
@@ -92,12 +98,16 @@ def _worker(
     value_size: int,
     single: bool,
     conn: Connection,
+    keys: str | None = None,
 ) -> None:
-    """Runs ``streams`` closed-loop request streams against ``addr``; sends back
-    (latencies in seconds measured after the warm-up, error count)."""
+    """Runs ``streams`` closed-loop request streams against ``addr`` (over CURVE with the
+    client keys folder ``keys``); sends back (latencies in seconds measured after the
+    warm-up, error count)."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    for opt, v in ({} if keys is None else client_options(load_keys(keys))).items():
+        sock.setsockopt(opt, v)
     sock.connect(addr)
     value = os.urandom(value_size)
     packb, unpackb, now = msgpack.packb, msgpack.unpackb, time.perf_counter
@@ -206,6 +216,7 @@ def run_phase(
     single: bool = False,
     pids: dict[str, int] | None = None,
     leader: str = "",
+    keys: str | None = None,
 ) -> dict[str, float]:
     """Returns ops/s, p50/p90/p99 (ms) and errors of one workload at one concurrency; with
     ``pids`` (node id -> process id), also the leader's and the followers' mean CPU
@@ -220,7 +231,7 @@ def run_phase(
         parent, child = spawn.Pipe(duplex=False)
         p = spawn.Process(
             target=_worker,
-            args=(addr, kind, streams, w, start_at, warmup, duration, size, single, child),
+            args=(addr, kind, streams, w, start_at, warmup, duration, size, single, child, keys),
         )
         p.start()
         workers.append((p, parent))
@@ -274,7 +285,10 @@ def main() -> None:
     )
     ap.add_argument("--no-floor", action="store_true", help="skip the write floor")
     ap.add_argument("--floor-writes", type=int, default=2000, help="timed writes of the floor")
+    ap.add_argument("--secure", action="store_true", help="start the nodes with CURVE keys")
+    ap.add_argument("--keys", help="client keys folder of the --endpoints cluster")
     args = ap.parse_args()
+    keys_dir: str | None = args.keys
 
     procs: list[subprocess.Popen[bytes]] = []
     pids: dict[str, int] = {}  # node id -> process id, when this script started the nodes
@@ -292,18 +306,27 @@ def main() -> None:
                 except BoltraftError as err:
                     raise SystemExit(f"error: the write floor: {err.code}: {err.message}")
             plan = node_plan(root, args.nodes, "127.0.0.1", _free_base_port(args.nodes))
+            keys_root = root / "keys" if args.secure else None
+            if keys_root is not None:
+                init_keys(keys_root, [n for n, _, _ in plan], {"bench": "admin"})
+                keys_dir = str(keys_root / "bench")
             for i in range(len(plan)):
+                argv = serve_argv(plan, i, keys=keys_root)
                 with open(root / f"{plan[i][0]}.log", "ab") as logf:
-                    procs.append(subprocess.Popen(serve_argv(plan, i), stdout=logf, stderr=logf))
+                    procs.append(subprocess.Popen(argv, stdout=logf, stderr=logf))
                 pids[plan[i][0]] = procs[-1].pid
             endpoints = [addr for _, addr, _ in plan]
-        leader = wait_for_leader(endpoints, time.monotonic() + 30)
+        keys = None if keys_dir is None else load_keys(keys_dir)
+        leader = wait_for_leader(endpoints, time.monotonic() + 30, keys=keys)
         if leader is None:
             raise SystemExit("error: no leader elected within 30 s")
         addr = next(
-            a for a in endpoints if (request(a, {"op": "status"}, 2.0) or {}).get("id") == leader
+            a
+            for a in endpoints
+            if (request(a, {"op": "status"}, 2.0, keys=keys) or {}).get("id") == leader
         )
-        request(addr, {"op": "create_bucket", "bucket": BUCKET, "if_not_exists": True}, 10.0)
+        create = {"op": "create_bucket", "bucket": BUCKET, "if_not_exists": True}
+        request(addr, create, 10.0, keys=keys)
         result: dict[str, Any] = {
             "nodes": len(endpoints),
             "leader": leader,
@@ -311,6 +334,7 @@ def main() -> None:
             "duration_s": args.duration,
             "fsync": True,
             "frames": "req" if args.single_frames else "reqs",
+            "secure": keys is not None,
         }
         result.update({k: v for k, v in floor.items() if k.startswith("floor_")})
         for kind in args.workloads.split(","):
@@ -326,10 +350,11 @@ def main() -> None:
                     args.single_frames,
                     pids,
                     leader,
+                    keys_dir,
                 )
                 for k, v in r.items():
                     result[f"{kind}_c{c}_{k}"] = v
-        st = request(addr, {"op": "status"}, 2.0)
+        st = request(addr, {"op": "status"}, 2.0, keys=keys)
         result["leader_fsyncs"] = st["node"]["fsyncs"]
         result["leader_readys"] = st["node"]["readys"]
         print(json.dumps(result))

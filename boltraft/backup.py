@@ -35,6 +35,7 @@ from boltraft.server.config import check_address
 from boltraft.server.datadir import DataDir, NewDirGuard, NodeInfo
 from boltraft.storage.db import DB
 from boltraft.storage.snapshot import DATA_FILE
+from boltraft.transport.curve import PartyKeys
 
 MAGIC = b"BOLTRAFT-BACKUP\n"
 FORMAT = 1
@@ -63,15 +64,17 @@ def backup(
     timeout: float = 60.0,
     progress: Progress | None = None,
     on_header: Callable[[dict[str, Any]], None] | None = None,
+    keys: PartyKeys | None = None,
 ) -> dict[str, Any]:
     """Returns the header written to the backup ``path`` after streaming a fresh snapshot
-    from a node of ``endpoints``. ``on_header(header)`` is called once the size is known.
+    from a node of ``endpoints`` (over CURVE with an admin's ``keys``). ``on_header(header)``
+    is called once the size is known.
 
     Raises ChecksumMismatchError when the stream does not match the node's sha256 (``path``
     is not created then), RequestTimeoutError and the node's typed errors."""
     dest = Path(path)
     partial = dest.with_name(dest.name + ".partial")
-    with Client(endpoints, timeout=timeout) as client:
+    with Client(endpoints, timeout=timeout, keys=keys) as client:
         ep = _pick_endpoint(client, timeout)
         info = client.backup_begin(ep, timeout=timeout)
         token = info["backup"]

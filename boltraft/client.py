@@ -55,6 +55,7 @@ from boltraft.errors import (
     UnavailableError,
 )
 from boltraft.transport import codec
+from boltraft.transport.curve import PartyKeys, load_keys
 from boltraft.transport.rpc import RETRYABLE, Channel, parse_endpoints
 from boltraft.transport.watchwire import EVENTS, Event, decode_events_frame
 from boltraft.transport.zmq_transport import connect_dealer, drain, monitor_events
@@ -134,8 +135,10 @@ class Client:
     ``timeout``: seconds a call may take in all (retries included); ``attempt_timeout``:
     seconds one attempt waits for its answer before the call tries the next endpoint;
     ``client_id``: the cid of every write (1..128 bytes; random when None; reuse one only
-    for the same logical writer); ``read``: the default read level. Thread-safe (one call at
-    a time). Raises BadRequestError for bad arguments."""
+    for the same logical writer); ``read``: the default read level; ``keys``: a client keys
+    folder (``boltraft keys init``) or its loaded ``PartyKeys``, for a cluster with CURVE
+    (docs/security.md). Thread-safe (one call at a time). Raises BadRequestError for bad
+    arguments, ConfigError for an unusable keys folder."""
 
     def __init__(
         self,
@@ -147,6 +150,7 @@ class Client:
         attempt_timeout: float = 1.0,
         backoff: tuple[float, float] = (0.02, 1.0),
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+        keys: str | os.PathLike[str] | PartyKeys | None = None,
     ) -> None:
         if read not in READ_LEVELS:
             raise BadRequestError(f"read must be one of {READ_LEVELS}, not {read!r}")
@@ -165,6 +169,7 @@ class Client:
             attempt_timeout=attempt_timeout,
             backoff=backoff,
             max_frame_size=max_frame_size,
+            keys=keys if keys is None or isinstance(keys, PartyKeys) else load_keys(keys),
         )
         self._closed = False
 
@@ -481,6 +486,17 @@ class Client:
         limit = self.timeout if timeout is None else timeout
         body = {"op": "remove", "id": node_id, "timeout_ms": int(limit * 1000)}
         return self._call(body, timeout=limit)
+
+    def set_key(
+        self, name: str, kind: str, key: str, role: str, *, timeout: float | None = None
+    ) -> None:
+        """Sets the cluster's allow-list entry of ``name`` (a ``kind`` "client" with ``role``
+        read, write or admin; or a "node", role "node") to the CURVE public ``key`` (Z85);
+        an empty ``key`` revokes the name. In effect on every node once applied there, no
+        restart needed; an admin key's request. Raises PermissionDeniedError,
+        MalformedCommandError for a bad entry, BadRequestError on a node without keys."""
+        body = {"op": "keys", "name": name, "kind": kind, "key": key, "role": role}
+        self._call(body, write=True, timeout=timeout)
 
     def transfer_leader(self, node_id: str | None = None, *, timeout: float | None = None) -> dict:
         """Returns ``{"leader", "leader_addr"}`` once ``node_id`` (default: the most

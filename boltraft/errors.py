@@ -38,7 +38,11 @@
     │   ├── RequestTimeoutError           timeout
     │   ├── UnavailableError              unavailable
     │   ├── NodeRemovedError              node_removed
-    │   └── MembershipError               membership_error
+    │   ├── MembershipError               membership_error
+    │   ├── WatchLaggedError              watch_lagged
+    │   ├── WatchNotFoundError            watch_not_found
+    │   ├── CompactedError                compacted
+    │   └── PermissionDeniedError         permission_denied
     ├── ProtocolError                     (the wire)
     │   ├── MalformedFrameError           malformed_frame
     │   ├── FrameTooLargeError            frame_too_large
@@ -324,6 +328,13 @@ class CompactedError(ClusterError):
     state with a ``scan`` and watch from the scan's ``index + 1``."""
 
     code = "compacted"
+
+
+class PermissionDeniedError(ClusterError):
+    """The client's key does not have the role the request needs (``details["role"]``: the
+    key's role, ``details["needs"]``: the role that would do); nothing was changed."""
+
+    code = "permission_denied"
 
 
 # --- the wire --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import click
 
 from boltraft.errors import LocalFileError
 
-from .common import client_options, handle_errors
+from .common import client_keys, client_options, handle_errors
 from .output import emit, output_options
 from .progress import byte_bar
 
@@ -42,6 +42,7 @@ def backup_cmd(file: str, no_progress: bool, endpoints: str, timeout: float) -> 
             timeout=max(timeout, 60.0),
             on_header=lambda h: bar.start(int(h["size"])),
             progress=bar.advance,
+            keys=client_keys(),
         )
     emit(
         header,

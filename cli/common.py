@@ -1,9 +1,11 @@
 """Helpers shared by the client commands: their options, their inputs and their error exit.
 
 Conventions of every client command: ``--endpoints`` (comma-separated; env
-``BOLTRAFT_ENDPOINTS``; default: the three ports ``boltraft up`` uses), ``--timeout`` seconds
-per command, ``-w/--write-out simple|json|table`` (``--json`` short for ``-w json``). Output,
-encodings, the error line and exit codes: cli/output.py.
+``BOLTRAFT_ENDPOINTS``; default: the three ports ``boltraft up`` uses), ``--keys`` (a client
+keys folder, env ``BOLTRAFT_KEYS``; default: ``boltraft-data/keys/admin`` when the folder
+``boltraft up`` made is in the current directory, else none: no CURVE), ``--timeout``
+seconds per command, ``-w/--write-out simple|json|table`` (``--json`` short for ``-w
+json``). Output, encodings, the error line and exit codes: cli/output.py.
 
 Keys and values on the command line are the bytes the shell passed (``os.fsencode``), or
 hex with ``--hex``; a value ``-`` is read from stdin, ``--file F`` from a file.
@@ -22,11 +24,15 @@ import click
 
 from boltraft.client import Client
 from boltraft.errors import BoltraftError, UsageError
+from boltraft.transport.curve import PartyKeys, load_keys
 
 from .output import echo_json, fail, file_error, output_options
 
 DEFAULT_ENDPOINTS = "tcp://127.0.0.1:7301,tcp://127.0.0.1:7302,tcp://127.0.0.1:7303"
 ENDPOINTS_ENV = "BOLTRAFT_ENDPOINTS"
+KEYS_ENV = "BOLTRAFT_KEYS"
+UP_KEYS = os.path.join("boltraft-data", "keys", "admin")  # what ``boltraft up`` makes here
+_KEYS_META = "boltraft.keys"
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -38,6 +44,15 @@ __all__ = ["echo_json", "fail"]
 def client_options(f: F) -> F:
     """Returns ``f`` with the ``--endpoints``, ``--timeout`` and output options."""
     f = output_options(f)
+    f = click.option(
+        "--keys",
+        envvar=KEYS_ENV,
+        expose_value=False,
+        callback=_remember_keys,
+        type=click.Path(file_okay=False),
+        help=f"A client keys folder for a cluster with CURVE (env {KEYS_ENV}) "
+        f"[{UP_KEYS} when it exists].",
+    )(f)
     f = click.option(
         "--timeout",
         default=5.0,
@@ -94,10 +109,26 @@ def handle_errors(f: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _remember_keys(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_KEYS_META] = value
+
+
+def client_keys() -> PartyKeys | None:
+    """Returns the keys of the running command: ``--keys`` (or ``BOLTRAFT_KEYS``), else
+    ``UP_KEYS`` when that folder exists, else None. Raises ConfigError for an unusable
+    folder. Call it on the command's thread (it reads the click context)."""
+    ctx = click.get_current_context(silent=True)
+    given = None if ctx is None else ctx.meta.get(_KEYS_META)
+    if given:
+        return load_keys(given)
+    return load_keys(UP_KEYS) if os.path.isdir(UP_KEYS) else None
+
+
 @contextmanager
 def connect(endpoints: str, timeout: float) -> Iterator[Client]:
-    """A Client of ``endpoints`` for the ``with`` block, closed when it ends."""
-    client = Client(endpoints, timeout=timeout)
+    """A Client of ``endpoints`` (with ``client_keys()``) for the ``with`` block, closed
+    when it ends."""
+    client = Client(endpoints, timeout=timeout, keys=client_keys())
     try:
         yield client
     finally:

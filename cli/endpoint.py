@@ -19,21 +19,22 @@ import click
 
 from boltraft.client import Client, parse_endpoints
 from boltraft.errors import BoltraftError, NoLeaderError, UnavailableError
+from boltraft.transport.curve import PartyKeys
 
-from .common import client_options, handle_errors
+from .common import client_keys, client_options, handle_errors
 from .kv import discover
 from .output import emit, fail, one_line
 
 _PROBE_BUCKET = [b"\x00boltraft-health-probe"]  # never created: the read answers not found
 
 
-def check(endpoint: str, timeout: float) -> dict[str, Any]:
+def check(endpoint: str, timeout: float, keys: PartyKeys | None = None) -> dict[str, Any]:
     """``{"endpoint", "health", "took_ms", "error"}`` of one member (see the module
-    docstring)."""
+    docstring), asked with ``keys``."""
     t0 = time.perf_counter()
     error: BoltraftError | None = None
     try:
-        with Client(endpoint, timeout=timeout) as c:
+        with Client(endpoint, timeout=timeout, keys=keys) as c:
             st = c.status(endpoint)
             if st.get("disk_full"):
                 error = UnavailableError(str(st["disk_full"]))
@@ -69,9 +70,10 @@ def health_cmd(endpoints: str, timeout: float) -> None:
     error; exits 4 when any member is unhealthy."""
     members = discover(parse_endpoints(endpoints), timeout)
     results: dict[str, dict[str, Any]] = {}
+    keys = client_keys()
 
     def run(ep: str) -> None:
-        results[ep] = check(ep, timeout)
+        results[ep] = check(ep, timeout, keys)
 
     threads = [threading.Thread(target=run, args=(ep,)) for ep in members]
     for t in threads:

@@ -22,6 +22,7 @@ from .common import (
     arg_bytes,
     bucket_path,
     check_read,
+    client_keys,
     client_options,
     connect,
     handle_errors,
@@ -285,10 +286,11 @@ def ask_all(
     """Asks every endpoint (in parallel) for ``op`` (``status``); endpoint -> its answer or
     the error it gave."""
     out: dict[str, dict[str, Any] | BoltraftError] = {}
+    keys = client_keys()
 
     def ask(endpoint: str) -> None:
         try:
-            with Client(endpoint, timeout=timeout) as c:
+            with Client(endpoint, timeout=timeout, keys=keys) as c:
                 out[endpoint] = c.status(endpoint) if op == "status" else c.members(endpoint)
         except BoltraftError as err:
             out[endpoint] = err

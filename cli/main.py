@@ -1,8 +1,8 @@
 """The ``boltraft`` console script: the click group ``main``.
 
 Each command family lives in its own module (``serve``, ``up``, ``bench``, ``inspect``,
-``kv``, ``txn``, ``cluster``, ``endpoint``, ``backup``), whose ``register`` adds its commands
-to ``main`` here.
+``kv``, ``txn``, ``cluster``, ``endpoint``, ``backup``, ``keys``), whose ``register`` adds its
+commands to ``main`` here.
 
 ``main`` never lets a traceback out: every failure becomes one line
 ``error: <code>: <message>`` on stderr and the exit status of its kind (cli/output.py): a
@@ -126,6 +126,7 @@ def _register() -> None:
         "endpoint",
         "backup",
         "chaos",
+        "keys",
     ):
         module = importlib.import_module(f"boltraft_cli.{name}")
         module.register(main)

@@ -2,9 +2,11 @@
 
 A start that fails prints one line ``error: <code>: <message>`` and leaves no new data
 directory behind; ``--metrics-addr HOST:PORT`` serves ``/metrics``, ``/healthz`` and
-``/readyz`` (docs/operations.md). The defaults shown in ``--help`` are the node's own
-(``boltraft.server.defaults``). What a node writes is its log: ``-w json`` (or
-``--log-format json``) makes each log line one JSON object; ``-w table`` is a usage error.
+``/readyz`` (docs/operations.md); ``--keys DIR/ID`` turns CurveZMQ on (docs/security.md), and
+without it a node refuses an address other than loopback unless ``--insecure``. The defaults
+shown in ``--help`` are the node's own (``boltraft.server.defaults``). What a node writes is
+its log: ``-w json`` (or ``--log-format json``) makes each log line one JSON object; ``-w
+table`` is a usage error.
 """
 
 from __future__ import annotations
@@ -66,6 +68,18 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     help="Serve /metrics, /healthz and /readyz over HTTP at HOST:PORT [none].",
 )
 @click.option(
+    "--keys",
+    "keys",
+    type=click.Path(file_okay=False),
+    help="This node's CurveZMQ keys folder (boltraft keys init DIR: DIR/ID) [none].",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Serve without keys on an address other than loopback (logs a warning).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -95,6 +109,8 @@ def serve_cmd(
     join: str | None,
     snapshot_entries: int | None,
     metrics_addr: str | None,
+    keys: str | None,
+    insecure: bool | None,
     log_level: str,
     log_format: str | None,
 ) -> None:
@@ -128,6 +144,8 @@ def serve_cmd(
             "log_store": log_store,
             "snapshot_entries": snapshot_entries,
             "metrics_addr": metrics_addr,
+            "keys": keys,
+            "insecure": insecure,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         data_dir = data or values.pop("data", None)

@@ -1,16 +1,19 @@
 """``boltraft up``: a local cluster of ``boltraft serve`` child processes, in the foreground.
 
 Node ``nI`` of N listens on ``base_port + I - 1``, serves its metrics and health
-(``/metrics``, ``/healthz``, ``/readyz``) on ``metrics_base_port + I - 1`` and keeps its data
-in ``DATA/nI``; the command lines are the same on every run, so running it again brings the
-same data back. Every port is checked before anything starts: a port in use (another
-cluster, say) is refused in one line, and the leader reported is one of this cluster's
-nodes.
+(``/metrics``, ``/healthz``, ``/readyz``) on ``metrics_base_port + I - 1`` and keeps its
+data in ``DATA/nI``; the command lines are the same on every run, so running it again brings
+the same data back. The cluster runs with CurveZMQ: the first run makes its keys in
+``DATA/keys`` (one folder per node and ``admin``, the client key every ``boltraft`` command
+run from the same directory finds: cli/common.py), later runs use them again. Every port is
+checked before anything starts: a port in use (another cluster, say) is refused in one line,
+and the leader reported is one of this cluster's nodes.
 
 Once a leader is known it prints the cluster: ``-w simple`` as lines with a few commands to
-try, ``-w table`` the nodes as a table, ``-w json`` one JSON object (``data``, ``nodes``:
-``id``, ``listen``, ``pid``, ``metrics``, ``data``, ``log`` each, ``endpoints``,
-``leader``) on stdout, with its progress lines on stderr so the JSON is all stdout holds.
+try, ``-w table`` the nodes as a table, ``-w json`` one JSON object (``data``, ``keys``: the
+admin keys folder, ``nodes``: ``id``, ``listen``, ``pid``, ``metrics``, ``data``, ``log``
+each, ``endpoints``, ``leader``) on stdout, with its progress lines on stderr so the JSON is
+all stdout holds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from types import FrameType
 
 import click
 
+from boltraft.errors import ConfigError
+from boltraft.transport.curve import PartyKeys, init_keys, load_keys
+
+from .common import UP_KEYS
 from .output import echo_json, output_options, print_table, write_out
 
 SERVE = "from boltraft_cli.main import main; main()"
@@ -39,18 +46,39 @@ def node_plan(data: Path, nodes: int, host: str, base_port: int) -> list[tuple[s
 
 
 def serve_argv(
-    plan: list[tuple[str, str, Path]], i: int, metrics_addr: str | None = None
+    plan: list[tuple[str, str, Path]],
+    i: int,
+    metrics_addr: str | None = None,
+    keys: Path | None = None,
 ) -> list[str]:
-    """Returns the command line of node ``i`` of ``plan`` (the same on every run)."""
+    """Returns the command line of node ``i`` of ``plan`` (the same on every run), with the
+    node's folder under the keys folder ``keys`` when given."""
     node_id, addr, ddir = plan[i]
     argv = [sys.executable, "-c", SERVE, "serve", "--id", node_id, "--data", str(ddir)]
     argv += ["--listen", addr]
+    if keys is not None:
+        argv += ["--keys", str(keys / node_id)]
     if metrics_addr:
         argv += ["--metrics-addr", metrics_addr]
     for other_id, other_addr, _ in plan:
         if other_id != node_id:
             argv += ["--peer", f"{other_id}={other_addr}"]
     return argv
+
+
+def cluster_keys(root: Path, node_ids: list[str]) -> PartyKeys:
+    """Returns the admin's keys of the local cluster under ``root/keys``, making the keys
+    folder (a folder per node and ``admin``) on the first run. Raises ConfigError when the
+    folder exists without a node of ``node_ids`` (the cluster grew: make it again)."""
+    folder = root / "keys"
+    if not folder.exists():
+        init_keys(folder, node_ids, {"admin": "admin"})
+    missing = [n for n in node_ids if not (folder / n).is_dir()]
+    if missing:
+        raise ConfigError(
+            f"{folder} has no keys for {', '.join(missing)}: remove it to make new keys"
+        )
+    return load_keys(folder / "admin")
 
 
 def ports_in_use(host: str, ports: list[int]) -> list[int]:
@@ -101,7 +129,7 @@ def stop_children(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -
 def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: int | None) -> None:
     """Start a local cluster and keep it running until Ctrl-C; run again to get the same data
     back. Node logs go to DATA/nN.log."""
-    from boltraft.errors import ConfigError, UnavailableError
+    from boltraft.errors import UnavailableError
     from boltraft.server.probe import status, wait_for_leader
 
     fmt = write_out()
@@ -126,6 +154,7 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
     root = Path(data).absolute()
     root.mkdir(parents=True, exist_ok=True)
     plan = node_plan(root, nodes, host, base_port)
+    admin = cluster_keys(root, [node_id for node_id, _, _ in plan])
     metrics = [f"{host}:{p}" for p in mports]
     addr_of = {node_id: addr for node_id, addr, _ in plan}
     stopping: list[int] = []
@@ -141,7 +170,7 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
                 # A new session: Ctrl-C reaches only us, and we stop the children in order.
                 procs.append(
                     subprocess.Popen(
-                        serve_argv(plan, i, metrics[i]),
+                        serve_argv(plan, i, metrics[i], root / "keys"),
                         stdout=logf,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
@@ -173,9 +202,11 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
         while leader is None and not stopping and time.monotonic() < deadline:
             if all(p.poll() is not None for p in procs):
                 break
-            found = wait_for_leader([a for _, a, _ in plan], min(deadline, time.monotonic() + 1))
+            found = wait_for_leader(
+                [a for _, a, _ in plan], min(deadline, time.monotonic() + 1), keys=admin
+            )
             if found is not None:  # one of ours: it answers at one of our addresses as itself
-                st = status(addr_of.get(found, ""), timeout=1.0) if found in addr_of else None
+                st = status(addr_of[found], timeout=1.0, keys=admin) if found in addr_of else None
                 mine = st is not None and st.get("listen") == addr_of[found]
                 leader = found if mine else None
         if leader is None and not stopping:
@@ -184,6 +215,7 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
             echo_json(
                 {
                     "data": str(root),
+                    "keys": str(root / "keys" / "admin"),
                     "nodes": described,
                     "endpoints": endpoints.split(","),
                     "leader": leader,
@@ -197,14 +229,19 @@ def up_cmd(data: str, nodes: int, base_port: int, host: str, metrics_base_port: 
                     for d in described
                 ],
             )
-            click.echo(f"leader: {leader}; endpoints: {endpoints}; Ctrl-C stops the cluster.")
+            click.echo(
+                f"leader: {leader}; endpoints: {endpoints}; keys: {root / 'keys' / 'admin'}; "
+                "Ctrl-C stops the cluster."
+            )
         elif leader is not None:
-            click.echo(f"leader: {leader}. Try, from another terminal:")
+            click.echo(f"leader: {leader}. Try, from another terminal in this directory:")
             env = (
                 ""
                 if base_port == 7301 and host == "127.0.0.1" and nodes == 3
                 else (f"BOLTRAFT_ENDPOINTS={endpoints} ")
             )
+            if Path(UP_KEYS).absolute() != root / "keys" / "admin":
+                env += f"BOLTRAFT_KEYS={root / 'keys' / 'admin'} "
             click.echo(f"  {env}boltraft bucket create config")
             click.echo(f"  {env}boltraft put config color blue")
             click.echo(f"  {env}boltraft get config color")

@@ -173,6 +173,7 @@ class MemStateMachine:
         self._sessions: dict[bytes, tuple[int, int]] = {}
         self._undo: list[Callable[[], None]] = []
         self.repeated: list[int] = []  # as BucketStateMachine.repeated
+        self._keys: dict[str, tuple[str, str, str]] = {}  # the allow-list (not in snapshots)
         self._closed = False
         self._lock = threading.RLock()
 
@@ -194,6 +195,10 @@ class MemStateMachine:
     def close(self) -> None:
         """Closes the state machine (idempotent); ``applied`` stays readable."""
         self._closed = True
+
+    def key_records(self) -> dict[str, tuple[str, str, str]]:
+        """The allow-list entries applied ``keys`` commands left (see the Protocol)."""
+        return dict(self._keys)
 
     def sync(self) -> None:
         """Nothing to make durable. Raises TxClosedError once closed (like the real one)."""
@@ -629,6 +634,9 @@ class MemStateMachine:
         """Returns the result of one op other than a batch; raises the engine's errors, and
         like the engine writes nothing before a check fails (but see create_bucket)."""
         code, path = body[0], body[1]
+        if code == commands.KEYS:
+            self._keys[body[1].decode()] = (body[2].decode(), body[3].decode(), body[4].decode())
+            return commands.KEYS_SET
         if code == CREATE_BUCKET:
             names = self._names(path)
             if body[2]:  # like mkdir -p; ancestors created before a failure stay

@@ -524,3 +524,23 @@ def test_status_reports_the_longest_silence_of_the_leader(world: World) -> None:
     world.settle()
     assert world.nodes[follower].lead == lead
     assert world.nodes[follower].status_dict()["leader_gap_max_ms"] >= 5 * TICK_MS
+
+
+def test_an_answer_to_a_forwarded_write_counts_only_from_the_leader_it_went_to(
+    world: World,
+) -> None:
+    lead = world.elect()
+    follower, other = (i for i in world.nodes if i != lead)
+    world.lost.add(frozenset((follower, lead)))  # the fwd frame is taken and not answered
+    world.request(follower, 1, _put("k", "v", if_value="nothing like this"))
+    world.step(advance=False)
+    assert 1 not in world.responses(follower)
+    forged = [[fid, {"ok": True, "result": None}] for fid in range(1, 100)]
+    world.nets[follower].inbox.append(Incoming("fwdresp", forged, other.encode(), None))
+    world.step(advance=False)
+    assert 1 not in world.responses(follower)  # not the leader's answer: dropped
+    assert world.nodes[follower].counters["fwdresp_wrong_peer"] >= 1
+    world.close_connection(follower, lead)
+    world.step(advance=False)
+    resp = world.responses(follower)[1]
+    assert not resp.ok and resp.error.code == "unavailable"

@@ -83,10 +83,12 @@ class ChaosCluster:
 
     # --- processes ---------------------------------------------------------------------------
     def argv(self, node_id: str, join: str | None = None) -> list[str]:
-        """The ``serve`` command line of ``node_id`` (a new node joining at ``join``)."""
+        """The ``serve`` command line of ``node_id`` (a new node joining at ``join``). The
+        nodes run without keys (``--insecure``): their addresses are loopback or live in the
+        network namespaces the run creates, which only this machine reaches."""
         n = self.nodes[node_id]
         argv = ["serve", "--id", node_id, "--data", str(n.data), "--listen", n.addr]
-        argv += ["--config", str(self.config_path)]
+        argv += ["--config", str(self.config_path), "--insecure"]
         if join is not None:
             argv += ["--join", join]
         else:

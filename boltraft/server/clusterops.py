@@ -81,9 +81,11 @@ class ClusterOps:
         *,
         reopen_sm: Callable[[], StateMachine] | None = None,
         install_step: Callable[[str], None] = lambda step: None,
+        revoke: Callable[[str], None] = lambda node_id: None,
     ) -> None:
         """``sm``: the node's state machine (see ``install``); ``counters``: the node's
-        counters the parts add to; ``reopen_sm``: opens the state
+        counters the parts add to; ``revoke``: revokes a removed node's key
+        (``Membership``); ``reopen_sm``: opens the state
         machine again after a snapshot install replaced its files (None: this node cannot
         install snapshots); ``install_step``: a fault-injection point at each install step
         (``boltraft.server.snapshots``)."""
@@ -94,7 +96,7 @@ class ClusterOps:
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="boltraft-ops")
         self.snapshots = Snapshots(cfg, view, sm, logstore, self._pool, install_step)
         self.transfers = Transfers(cfg, view, core, net, self.snapshots)
-        self.members = Membership(cfg, view, core, logstore, replies, net, counters)
+        self.members = Membership(cfg, view, core, logstore, replies, net, counters, revoke)
         self._backups: dict[str, _Backup] = {}
         self._sm = sm
         self._hashing: list[tuple[Future[tuple[int, str]], Target]] = []

@@ -36,6 +36,11 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``watch_max`` | int | 10000 | watches one node serves at once |
 | ``metrics_addr`` | str | "" | ``HOST:PORT`` serving ``/metrics``, ``/healthz``, ``/readyz`` |
 | ``corrupt_check_ms`` | int | 0 | the leader compares the replicas' hashes this often (0: never) |
+| ``keys`` | str | "" | this node's CURVE keys folder (``boltraft keys init``; docs/security.md) |
+| ``insecure`` | bool | false | serve without keys on an address other than loopback |
+
+A node without ``keys`` refuses to listen on an address other than loopback unless
+``insecure`` is set (``check_secure``).
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ _INT_KEYS = {
     "watch_max": 0,
 }
 MAX_SNAPSHOT_CHUNK = 8 << 20  # a chunk frame stays well under the transport's frame limit
-_BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "lazy_apply", "fsync")
+_BOOL_KEYS = ("pre_vote", "check_quorum", "lazy_commit", "lazy_apply", "fsync", "insecure")
 LOG_STORES = (defaults.LOG_STORE, "lmdb")  # log_store values; the first: a new node's default
 
 
@@ -127,6 +132,8 @@ class ServerConfig:
     watch_max: int = 10_000
     metrics_addr: str = ""  # HOST:PORT of the HTTP metrics and health endpoint; "": none
     corrupt_check_ms: int = 0  # boltraft.server.corruptcheck; 0: no periodic check
+    keys: str = ""  # the node's CURVE keys folder; "": no CURVE
+    insecure: bool = False  # without keys, listen on an address other than loopback anyway
 
     @property
     def members(self) -> dict[str, str]:
@@ -278,9 +285,35 @@ def resolve_config(
         if addr != "" and (not sep or not host or not port.isdigit() or int(port) > 65535):
             raise ConfigError("metrics_addr must be HOST:PORT", key="metrics_addr")
         changes["metrics_addr"] = addr
+    if "keys" in vals:
+        if not isinstance(vals["keys"], str):
+            raise ConfigError("keys must be the path of a keys folder", key="keys")
+        changes["keys"] = vals["keys"]
     cfg = replace(cfg, **changes)
     if cfg.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK:
         raise ConfigError(f"snapshot_chunk_bytes must be at most {MAX_SNAPSHOT_CHUNK}")
     if cfg.heartbeat_tick >= cfg.election_tick:
         raise ConfigError("heartbeat_tick must be smaller than election_tick")
     return cfg
+
+
+def is_loopback(addr: str) -> bool:
+    """True when the ``tcp://HOST:PORT`` address ``addr`` binds a loopback interface only
+    (127.0.0.0/8, ::1, localhost)."""
+    host = addr.partition("://")[2].rpartition(":")[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def check_secure(cfg: ServerConfig) -> bool:
+    """True when ``cfg`` serves without keys on an address other than loopback, which
+    ``insecure`` allows (the caller warns); False when it has keys or listens on loopback.
+    Raises ConfigError when neither keys nor ``insecure`` are given for such an address."""
+    if cfg.keys or is_loopback(cfg.listen):
+        return False
+    if not cfg.insecure:
+        raise ConfigError(
+            f"refusing to serve {cfg.listen} without keys: anyone who reaches it could read, "
+            "write and join; give --keys DIR/ID (boltraft keys init) or --insecure",
+            listen=cfg.listen,
+        )
+    return True

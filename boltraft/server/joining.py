@@ -16,6 +16,7 @@ from boltraft.errors import BoltraftError, NotLeaderError, RequestTimeoutError
 from boltraft.raft.types import LogStore
 from boltraft.server.probe import request
 from boltraft.server.wire import conf_from_json
+from boltraft.transport.curve import PartyKeys
 
 log = logging.getLogger("boltraft.server")
 
@@ -23,7 +24,9 @@ JOIN_TIMEOUT_S = 120.0  # one join request: catching a learner up may take a whi
 RETRY_S = 1.0
 
 
-def bootstrap_for_join(logstore: LogStore, join_addr: str, timeout: float = 30.0) -> bool:
+def bootstrap_for_join(
+    logstore: LogStore, join_addr: str, timeout: float = 30.0, keys: PartyKeys | None = None
+) -> bool:
     """True after bootstrapping an EMPTY log store with the membership the cluster at
     ``join_addr`` keeps at the base of its log (asked of its leader), so that this node
     replays the cluster's log from the same start (or receives a snapshot); False, changing
@@ -37,7 +40,7 @@ def bootstrap_for_join(logstore: LogStore, join_addr: str, timeout: float = 30.0
     addr = join_addr
     while True:
         try:
-            info = request(addr, {"op": "members"}, timeout=2.0)
+            info = request(addr, {"op": "members"}, timeout=2.0, keys=keys)
             if info.get("leader") == info.get("id"):
                 return bool(logstore.bootstrap(conf_from_json(info["log_base"])))
             addr = info.get("leader_addr") or join_addr
@@ -50,17 +53,22 @@ def bootstrap_for_join(logstore: LogStore, join_addr: str, timeout: float = 30.0
 
 
 def request_join(
-    node_id: str, addr: str, join_addr: str, should_stop: Callable[[], bool]
+    node_id: str,
+    addr: str,
+    join_addr: str,
+    should_stop: Callable[[], bool],
+    keys: PartyKeys | None = None,
 ) -> threading.Thread:
     """A started daemon thread that asks the cluster at ``join_addr`` to add this node (id
-    ``node_id`` at ``addr``) until it is a voter or ``should_stop()``."""
+    ``node_id`` at ``addr``) until it is a voter or ``should_stop()``. With ``keys`` (the
+    node's own, which an admin registered: ``boltraft keys add-node``) it asks over CURVE."""
     body = {"op": "join", "id": node_id, "addr": addr, "timeout_ms": int(JOIN_TIMEOUT_S * 1000)}
 
     def run() -> None:
         target = join_addr
         while not should_stop():
             try:
-                request(target, body, timeout=JOIN_TIMEOUT_S)
+                request(target, body, timeout=JOIN_TIMEOUT_S, keys=keys)
                 log.info("%s: joined the cluster as a voter", node_id)
                 return
             except NotLeaderError as err:

@@ -28,7 +28,8 @@ import zmq
 
 from boltraft.errors import ConfigError, CorruptionError, DiskFailedError
 from boltraft.raft.types import LogStore
-from boltraft.server.config import ServerConfig, resolve_config
+from boltraft.server.access import Access
+from boltraft.server.config import ServerConfig, check_secure, resolve_config
 from boltraft.server.datadir import DataDir, NewDirGuard, current_boot_id
 from boltraft.server.health import HealthServer
 from boltraft.server.joining import bootstrap_for_join, request_join
@@ -39,6 +40,7 @@ from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.fsutil import check_free_space
+from boltraft.transport.curve import PartyKeys, load_keys
 from boltraft.transport.zmq_transport import PeerTransport
 
 log = logging.getLogger("boltraft.server")
@@ -168,6 +170,15 @@ def _serve(
         check_removed(datadir.path)
         check_free_space(datadir.path)  # a full disk: refused before anything is written
         cfg = resolve_config(values, datadir.read_node_info(), data)
+        if check_secure(cfg):
+            log.warning(
+                "node %s serves %s WITHOUT keys (--insecure): anyone who reaches it can read, "
+                "write, join and take backups",
+                cfg.id,
+                cfg.listen,
+            )
+        keys = load_node_keys(cfg)
+        access = None if keys is None else Access(keys)
         metrics = NodeMetrics(cfg.id, cfg.listen) if cfg.metrics_addr else None
         if metrics is not None:  # first: an address in use fails before anything is written
             health = HealthServer(metrics, cfg.metrics_addr)
@@ -191,14 +202,14 @@ def _serve(
             recovered = recover(datadir.path, logstore)  # a half-done snapshot install
             if recovered:
                 log.info("node %s: %s", cfg.id, recovered)
-            if join and bootstrap_for_join(logstore, join):
+            if join and bootstrap_for_join(logstore, join, keys=keys):
                 log.info("node %s: joining the cluster at %s", cfg.id, join)
             opened_sm = open_state_machine(cfg, datadir)
             sm: StateMachine = opened_sm
             node: Node | None = None
             try:
                 check_state_store(opened_sm, datadir.state_path)
-                transport = open_transport(cfg)
+                transport = open_transport(cfg, keys, access)
                 try:
                     net = hooks.wrap_net(transport)
                     if metrics is not None:
@@ -211,6 +222,7 @@ def _serve(
                         observer=observer,
                         reopen_sm=lambda: open_state_machine(cfg, datadir),
                         install_step=hooks.install_step,
+                        access=access,
                     )
                     log.info(
                         "node %s serving on %s (data %s, peers %s)",
@@ -222,7 +234,7 @@ def _serve(
                     if metrics is not None:
                         metrics.attach(node)
                     if join:
-                        request_join(cfg.id, cfg.listen, join, stop)
+                        request_join(cfg.id, cfg.listen, join, stop, keys)
                     guard.keep()  # the node serves: its data is the cluster's now
                     try:
                         node.run(lambda: stop() or node.ops.halted is not None)
@@ -252,11 +264,29 @@ def _serve(
     return status
 
 
-def open_transport(cfg: ServerConfig) -> PeerTransport:
-    """The node's transport bound at ``cfg.listen``; raises ConfigError when the address
-    cannot be bound (in use, not this machine's)."""
+def load_node_keys(cfg: ServerConfig) -> PartyKeys | None:
+    """Returns the node's CURVE keys from ``cfg.keys`` (None without). Raises ConfigError
+    when the folder is unusable or belongs to another party than this node."""
+    if not cfg.keys:
+        return None
+    keys = load_keys(cfg.keys)
+    if keys.kind != "node" or keys.name != cfg.id:
+        raise ConfigError(
+            f"{cfg.keys} holds the keys of {keys.kind} {keys.name!r}, not of node {cfg.id!r}"
+        )
+    return keys
+
+
+def open_transport(
+    cfg: ServerConfig, keys: PartyKeys | None = None, access: Access | None = None
+) -> PeerTransport:
+    """The node's transport bound at ``cfg.listen`` (CURVE with ``keys``, admitting the
+    keys ``access`` allows); raises ConfigError when the address cannot be bound (in use,
+    not this machine's)."""
     try:
-        return PeerTransport(cfg.id, cfg.listen)
+        return PeerTransport(
+            cfg.id, cfg.listen, keys=keys, allow=None if access is None else access.allow
+        )
     except zmq.ZMQError as exc:
         raise ConfigError(f"cannot listen on {cfg.listen}: {exc.strerror}") from None
 

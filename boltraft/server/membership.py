@@ -8,7 +8,8 @@ client follows the hint):
   Idempotent (a voter already at ADDR is answered at once; concurrent joins of one id share
   one procedure). A member at ANOTHER address is re-added at ADDR (as a learner first, then
   promoted again): a node that comes back at a new address replaces its old entry.
-- ``{"op": "remove", "id": ID}``: remove ID (success when it is not a member). Removing the
+- ``{"op": "remove", "id": ID}``: remove ID (success when it is not a member), then revoke
+  its CURVE key (``revoke``, on a node with keys: a ``keys`` write). Removing the
   leader first hands leadership to the most up-to-date voter and answers ``not_leader`` so
   that the client repeats the call at the new leader.
 - ``{"op": "members"}``: any node; voters, learners, addresses, leader, and (on the leader)
@@ -36,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,8 +111,12 @@ class Membership:
         replies: Replies,
         net: Net,
         counters: dict[str, int],
+        revoke: Callable[[str], None] = lambda node_id: None,
     ) -> None:
-        """``counters``: the node's counters this part adds to."""
+        """``counters``: the node's counters this part adds to; ``revoke``: called with the
+        id of a node once its removal is in effect, to revoke its CURVE key (a no-op
+        without keys)."""
+        self._revoke = revoke
         self.cfg = cfg
         self.view = view
         self.core = core
@@ -270,6 +276,7 @@ class Membership:
         nid = op.node_id
         if op.kind == "remove":
             if nid not in cs.members():
+                self._revoke(nid)
                 self._answer(op, {"removed": nid, **conf_to_json(cs)})
             else:
                 self._propose(op, ConfChangeType.REMOVE_NODE)

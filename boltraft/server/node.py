@@ -61,6 +61,7 @@ from boltraft.raft.types import (
     SnapshotMeta,
 )
 from boltraft.server import wire
+from boltraft.server.access import PEER_FRAMES, Access, denied, permits
 from boltraft.server.applying import LAZY_APPLY_IDLE_S, Applier
 from boltraft.server.clusterops import OPS as CLUSTER_OPS
 from boltraft.server.clusterops import ClusterOps
@@ -68,13 +69,14 @@ from boltraft.server.config import ServerConfig
 from boltraft.server.corruptcheck import CorruptCheck
 from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
-from boltraft.server.replies import Replies, Target
+from boltraft.server.replies import INTERNAL, Replies, Target
 from boltraft.server.service import DATA_OPS, Service
 from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
 from boltraft.server.watching import WATCH_OPS, WatchHub
-from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, REQS, SNAP, ok
+from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, REQS, SNAP, fail, ok
+from boltraft.storage.commands import KEYS_SET
 from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
 log = logging.getLogger("boltraft.server")
@@ -114,12 +116,17 @@ class Node:
         observer: CommitObserver | None = None,
         reopen_sm: Callable[[], StateMachine] | None = None,
         install_step: Callable[[str], None] = lambda step: None,
+        access: Access | None = None,
     ) -> None:
         """``observer``: sees the commit stages (default: none); ``reopen_sm``: opens the
         state machine again after a snapshot install replaced its files (None: this node
         cannot install snapshots); ``install_step``: a fault-injection point at each step of
-        a snapshot install (``boltraft.server.snapshots``)."""
+        a snapshot install (``boltraft.server.snapshots``); ``access``: the allow-list of a
+        node with CURVE keys, which every frame is checked against (None: no checks)."""
         wire.register_kinds()
+        self._access = access
+        if access is not None:
+            access.load(sm.key_records())
         self.cfg = cfg
         self.id = cfg.id
         self.net = net
@@ -175,6 +182,7 @@ class Node:
             self.counters,
             reopen_sm=reopen_sm,
             install_step=install_step,
+            revoke=self._revoke,
         )
         self.watches = WatchHub(
             self.state,
@@ -200,6 +208,7 @@ class Node:
         self._unwritten_hs: HardState | None = None
         self._full_log = LogEvery(FULL_WARN_S)  # the full-disk warning, now and then
         self._logged_lead = ""  # the leader the last "leader is now" line named
+        self._refused_log = LogEvery(FULL_WARN_S)  # peer frames refused by the allow-list
 
     def _start_core(self) -> RawNode:
         """A consensus core started from what the log store holds (what a restart of the
@@ -374,6 +383,9 @@ class Node:
         if kind == PEER_DOWN:
             self._on_peer_down(frame.payload)
             return
+        access = self._access
+        if access is not None and not self._admitted(access, frame):
+            return
         if kind != "raft" and self.applier.has_kept and not self.applier.full:
             self.catch_up()  # requests and cluster operations see every entry it knows committed
         if kind == "raft":
@@ -407,13 +419,66 @@ class Node:
         elif kind == FWD:
             self.service.on_forward(frame.sender.decode(errors="replace"), frame.payload)
         elif kind == FWD_RESP:
-            self.service.on_forward_reply(frame.payload)
+            peer = frame.peer or frame.sender.decode(errors="replace")
+            self.service.on_forward_reply(peer, frame.payload)
         elif kind in _CLUSTER_FRAMES:
             self.ops.on_frame(frame)
         elif kind == HASH:
             self.corrupt.on_frame(frame.sender.decode(errors="replace"), frame.payload)
         else:
             self.counters["unexpected_frames"] = self.counters.get("unexpected_frames", 0) + 1
+
+    def _admitted(self, access: Access, frame: Incoming) -> bool:
+        """True when ``frame`` may be handled: a peer frame from the member it claims to
+        be, or client requests the connection's key may send (the others are answered
+        ``permission_denied`` here, and the frame goes on with the rest). A frame refused
+        whole is counted in ``refused_frames``."""
+        kind = frame.kind
+        if kind in PEER_FRAMES:
+            if access.admits_peer_frame(frame):
+                return True
+        elif kind == "req" or kind == REQS:
+            who = access.principal(frame.user)
+            if kind == "req":
+                rid, body = frame.payload
+                if who is not None and permits(who, body):
+                    return True
+                op = body.get("op") if type(body) is dict else None
+                target = Target(frame.sender, rid, None, False, op if type(op) is str else "")
+                self.replies.reply(target, fail(denied(who, body)))
+                self.counters["denied"] = self.counters.get("denied", 0) + 1
+                return False
+            items = frame.payload
+            allowed = [it for it in items if who is not None and permits(who, it[1])]
+            if len(allowed) < len(items):
+                for rid, body in items:
+                    if who is None or not permits(who, body):
+                        op = body.get("op") if type(body) is dict else None
+                        target = Target(
+                            frame.sender, rid, None, True, op if type(op) is str else ""
+                        )
+                        self.replies.reply(target, fail(denied(who, body)))
+                self.counters["denied"] = self.counters.get("denied", 0) + 1
+                items[:] = allowed
+            return True
+        self.counters["refused_frames"] = self.counters.get("refused_frames", 0) + 1
+        who = access.principal(frame.user)
+        if self._refused_log.due(kind, self._clock()):
+            log.warning(
+                "%s: refused a %r frame as %r from %s",
+                self.id,
+                kind,
+                frame.sender.decode(errors="replace"),
+                "an unknown key" if who is None else f"{who.kind} {who.name!r}",
+            )
+        return False
+
+    def _revoke(self, node_id: str) -> None:
+        """Revokes the CURVE key of the removed node ``node_id`` through the log (a ``keys``
+        write nobody waits for); nothing without keys."""
+        if self._access is not None:
+            body = {"op": "keys", "name": node_id, "kind": "node", "key": "", "role": "node"}
+            self.service.on_request(INTERNAL, body, self._clock())
 
     def _on_peer_down(self, peer: str) -> None:
         """The connection to ``peer`` closed: when ``peer`` leads, the core forgets it and
@@ -439,6 +504,8 @@ class Node:
             self.ops.on_request(target, body, now)
         elif op in WATCH_OPS:
             self.watches.on_request(target, body, now)
+        elif op == "keys" and self._access is None:
+            self.service.bad(target, "this node runs without CURVE keys: no allow-list to change")
         else:
             self.service.on_request(target, body, now)
 
@@ -566,6 +633,8 @@ class Node:
         self.service.on_applied(out.entries, out.results)
         self.watches.on_applied(out.entries, out.results, prior)
         self.observer.replied(ents[-1].index)
+        if self._access is not None and KEYS_SET in out.results:
+            self._access.load(self.sm.key_records())
         return True
 
     def _install(self, meta: SnapshotMeta, hard_state: HardState) -> None:
@@ -577,6 +646,8 @@ class Node:
             self.sm = self.service.sm = self.applier.sm = self.watches.sm = sm
             state.applied = sm.applied[0]
             self.watches.reset(state.applied, "it installed a snapshot")
+            if self._access is not None:
+                self._access.load(sm.key_records())
         state.commit = max(state.commit, meta.index, state.applied)
 
     def _warn_full(self, err: NoSpaceError) -> None:

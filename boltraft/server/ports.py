@@ -65,6 +65,11 @@ class StateMachine(Protocol):
         """Makes every applied entry durable."""
         ...
 
+    def key_records(self) -> dict[str, tuple[str, str, str]]:
+        """The replicated CURVE allow-list entries, name -> (kind, key, role); an empty key
+        is a revoked one (applied ``keys`` commands, ``boltraft.storage.commands``)."""
+        ...
+
     def content_hash(self) -> tuple[int, str]:
         """``(applied index, sha256 hex)`` of the replicated content, from one consistent
         view: equal on replicas at the same applied index. Safe from a worker thread."""

@@ -20,13 +20,18 @@ class Target(NamedTuple):
     """Where an answer goes: ``via`` None means the client ``ident`` on our ROUTER (in a
     ``resps`` frame with others when ``many``: the request came in a ``reqs`` frame); else
     the peer id whose forwarded write ``rid`` this is. ``op`` is the request's op as the
-    client sent it ("" when it sent none), for the error counts."""
+    client sent it ("" when it sent none), for the error counts. ``INTERNAL`` (an empty
+    ident, which no ROUTER gives a connection) is the node's own request: its answer goes
+    nowhere."""
 
     ident: bytes
     rid: int
     via: str | None = None
     many: bool = False
     op: str = ""
+
+
+INTERNAL = Target(b"", 0)
 
 
 class Replies:
@@ -49,6 +54,8 @@ class Replies:
             code = str(response.get("error", {}).get("code"))
             key = (target.op if target.op in self._ops else "unknown", code)
             self.errors[key] = self.errors.get(key, 0) + 1
+        if not target.ident:
+            return
         if target.many:
             self._resps.setdefault(target.ident, []).append([target.rid, response])
         elif target.via is not None:
@@ -59,7 +66,7 @@ class Replies:
     def reply_ok(self, target: Target, result: Any) -> None:
         """``reply(target, ok(result))`` without building the map for a client on our ROUTER
         (the hot path of every write and read)."""
-        if target.many or target.via is not None:
+        if target.many or target.via is not None or not target.ident:
             self.reply(target, ok(result))
         else:
             self._net.reply(target.ident, encode_ok(target.rid, result))

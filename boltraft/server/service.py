@@ -44,7 +44,9 @@ from boltraft.server.wire import FWD, fail
 from boltraft.storage import commands
 from boltraft.transport.codec import encode_frame
 
-WRITE_OPS = frozenset(("put", "delete", "create_bucket", "delete_bucket", "next_sequence", "batch"))
+WRITE_OPS = frozenset(
+    ("put", "delete", "create_bucket", "delete_bucket", "next_sequence", "batch", "keys")
+)
 READ_OPS = frozenset(("get", "scan", "buckets", "count"))
 DATA_OPS = WRITE_OPS | READ_OPS
 _ELSEWHERE = "; read from another node"  # ends the answer to a read a full disk stalled
@@ -154,16 +156,23 @@ class Service:
             else:
                 self._count("bad_fwd")
 
-    def on_forward_reply(self, items: Any) -> None:
-        """Relays the leader's answers (``fwdresp`` frame) to our clients."""
+    def on_forward_reply(self, peer: str, items: Any) -> None:
+        """Relays the leader's answers (``fwdresp`` frame from ``peer``) to our clients; an
+        answer to a write that was not forwarded to ``peer`` is dropped and counted."""
         if not isinstance(items, list):
             self._count("bad_fwd")
             return
+        forwarded = self._forwarded
         for item in items:
             if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
-                entry = self._forwarded.pop(item[0], None)
-                if entry is not None:
-                    self.replies.reply(entry[1], item[1])
+                entry = forwarded.get(item[0])
+                if entry is None:
+                    continue
+                if entry[2] != peer:
+                    self._count("fwdresp_wrong_peer")
+                    continue
+                del forwarded[item[0]]
+                self.replies.reply(entry[1], item[1])
             else:
                 self._count("bad_fwd")
 

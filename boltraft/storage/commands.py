@@ -17,6 +17,9 @@ and its body, one of:
     {"op": "delete_bucket", "bucket": path}
     {"op": "next_sequence", "bucket": path}
     {"op": "batch", "ops": [body, ...]}      atomic; bodies only (no envelope, no nested batch)
+    {"op": "keys", "name": n, "kind": "node" | "client", "key": k, "role": r}
+                                             the CURVE allow-list entry of party ``n``
+                                             (``key`` Z85, or empty: revoked); never in a batch
 
 (``if_not_exists`` also creates missing ancestors, like ``mkdir -p``; without it the parent
 must exist. ``if_absent``/``if_value`` make put and delete conditional.)
@@ -40,7 +43,7 @@ and read by every replica, so the applier decodes without per-field map work::
           [DELETE, path, key]                [DELETE_IF, path, key, expect]
           [CREATE_BUCKET, path, if_not_exists]
           [DELETE_BUCKET, path]              [NEXT_SEQUENCE, path]
-          [BATCH, [body, ...]]
+          [BATCH, [body, ...]]                [KEYS, name, kind, key, role]
     path: [bytes, ...]   (PUT_IF with expect nil means "must be absent")
 
 The first element is the version: a later version may change everything after it.
@@ -72,8 +75,12 @@ MAX_PATH_BYTES = 4096
 
 # Opcodes of log version 1 (stable: they are in every log written so far).
 PUT, PUT_IF, DELETE, DELETE_IF, CREATE_BUCKET, DELETE_BUCKET, NEXT_SEQUENCE, BATCH = range(8)
+KEYS = 8
 # Body arity per opcode, the opcode included (BATCH's sub-bodies are checked one by one).
-_ARITY = (4, 5, 3, 4, 3, 2, 2, 2)
+_ARITY = (4, 5, 3, 4, 3, 2, 2, 2, 5)
+KEY_KINDS = (b"node", b"client")
+KEY_ROLES = (b"read", b"write", b"admin", b"node")
+KEYS_SET = "keys_set"  # the result of an applied KEYS command
 
 Command = dict[str, Any]
 Body = tuple[Any, ...]
@@ -169,6 +176,10 @@ _FIELDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "delete_bucket": (("bucket",), {"bucket": _as_path}),
     "next_sequence": (("bucket",), {"bucket": _as_path}),
     "batch": (("ops",), {"ops": None}),
+    "keys": (
+        ("name", "kind", "key", "role"),
+        {"name": _as_bytes, "kind": _as_bytes, "key": _as_bytes, "role": _as_bytes},
+    ),
 }
 _ENVELOPE: dict[str, Callable[[Any, str], bytes | int]] = {
     "cid": _as_cid,
@@ -190,6 +201,8 @@ def _body_map(cmd: Any, top: bool) -> Command:
     required, allowed = spec
     if op == "batch" and not top:
         raise _malformed("a batch cannot contain a batch", field="op")
+    if op == "keys" and not top:
+        raise _malformed("a batch cannot contain a keys command", field="op")
     out: Command = {"op": op}
     for field, value in cmd.items():
         if field == "op" or (top and field == "v"):
@@ -212,7 +225,23 @@ def _body_map(cmd: Any, top: bool) -> Command:
         del out["if_not_exists"]
     if "if_absent" in out and "if_value" in out:
         raise _malformed("'if_value' and 'if_absent' exclude each other", field="if_absent")
+    if op == "keys":
+        _check_keys(out["name"], out["kind"], out["key"], out["role"])
     return out
+
+
+def _check_keys(name: bytes, kind: bytes, key: bytes, role: bytes) -> None:
+    """Raises MalformedCommandError unless the fields make an allow-list entry: a name of
+    1..64 bytes, a known kind and role (``node`` exactly for a node's key), a key of 40
+    bytes (Z85) or none (revoked: whatever kind the name had)."""
+    if not 0 < len(name) <= 64:
+        raise _malformed("a keys 'name' has 1..64 bytes", field="name")
+    if kind not in KEY_KINDS:
+        raise _malformed("a keys 'kind' is node or client", field="kind")
+    if len(key) not in (0, 40):
+        raise _malformed("a keys 'key' is a Z85 CURVE key (40 characters) or empty", field="key")
+    if role not in KEY_ROLES or (key and (role == b"node") != (kind == b"node")):
+        raise _malformed("a keys 'role' is read, write or admin (node for a node)", field="role")
 
 
 def _in_batch(err: MalformedCommandError | UnknownCommandError, i: int) -> None:
@@ -279,6 +308,8 @@ def _to_body(c: Command) -> Body:
         return (DELETE_BUCKET, c["bucket"])
     if op == "next_sequence":
         return (NEXT_SEQUENCE, c["bucket"])
+    if op == "keys":
+        return (KEYS, c["name"], c["kind"], c["key"], c["role"])
     return (BATCH, tuple([_to_body(sub) for sub in c["ops"]]))
 
 
@@ -303,6 +334,8 @@ def body_to_map(body: Body) -> Command:
         return {"op": "delete_bucket", "bucket": body[1]}
     if code == NEXT_SEQUENCE:
         return {"op": "next_sequence", "bucket": body[1]}
+    if code == KEYS:
+        return {"op": "keys", "name": body[1], "kind": body[2], "key": body[3], "role": body[4]}
     return {"op": "batch", "ops": [body_to_map(sub) for sub in body[1]]}
 
 
@@ -392,6 +425,13 @@ def _check_body(body: Any, top: bool) -> None:
             except (MalformedCommandError, UnknownCommandError) as err:
                 _in_batch(err, i)
                 raise
+        return
+    if code == KEYS:
+        if not top:
+            raise _malformed("a batch cannot contain a keys command", field="op")
+        if any(type(f) is not bytes for f in body[1:]):
+            raise _malformed("the fields of a keys command are bytes", op=code)
+        _check_keys(*body[1:])
         return
     _check_path(body[1])
     if code == CREATE_BUCKET:

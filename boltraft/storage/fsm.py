@@ -76,6 +76,8 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, cast
 
+import msgpack
+
 from boltraft.errors import (
     BoltraftError,
     CommandError,
@@ -106,6 +108,7 @@ from boltraft.storage.snapio import write_snapshot
 from boltraft.storage.snapshot import SnapshotInfo
 from boltraft.storage.tx import Tx
 
+KEYS_PREFIX = b"sm.k"  # meta keys of the CURVE allow-list: KEYS_PREFIX + name -> [kind, key, role]
 BATCH_PATH_MIN = 8
 """Runs of at least this many puts to one bucket, all plain or all exactly-once, take the
 batch path (``_commit_plain_puts``, ``_commit_puts``); shorter runs take the general path,
@@ -219,6 +222,17 @@ class BucketStateMachine:
                         h.update(b"K" + pack([key, value]))
                 stack.extend(reversed(children))
         return index, h.hexdigest()
+
+    def key_records(self) -> dict[str, tuple[str, str, str]]:
+        """Returns the replicated CURVE allow-list entries, name -> (kind, key, role) (an
+        empty key: revoked), as applied ``keys`` commands left them. Safe from any thread."""
+        with self.db.view() as tx:
+            rows = tx.meta_scan(KEYS_PREFIX)
+        out = {}
+        for k, v in rows:
+            kind, key, role = msgpack.unpackb(v)
+            out[k[len(KEYS_PREFIX) :].decode()] = (kind.decode(), key.decode(), role.decode())
+        return out
 
     def sync(self) -> None:
         """Makes every applied entry durable (the log may then forget them)."""
@@ -595,6 +609,9 @@ def _op(tx: Tx, body: Body, cache: BucketCache) -> Any:
     """Returns the result of one non-batch op. Raises the engine's typed errors; a failing op
     writes nothing (the engine's guarantee)."""
     code = body[0]
+    if code == commands.KEYS:
+        tx.meta_put(KEYS_PREFIX + body[1], pack(body[2:]))
+        return commands.KEYS_SET
     path = body[1]
     if code == CREATE_BUCKET:
         if body[2]:

@@ -57,6 +57,9 @@ _MEANINGS = {
     "unavailable": "The node cannot serve now (shutting down, overloaded, unreachable).",
     "node_removed": "This node was removed from the cluster.",
     "membership_error": "A membership change was refused (another one is in progress).",
+    "permission_denied": "The request needs a role the client's CURVE key does not have "
+    "(``details``: ``role``, ``needs``), or the key was revoked; nothing changed "
+    "(docs/security.md).",
     "protocol_error": "The frame or request broke the protocol.",
     "malformed_frame": "The frame is not valid msgpack of the right shape; answered only "
     "when the request id could be read.",

@@ -29,6 +29,7 @@ from boltraft.errors import (
     UnavailableError,
 )
 from boltraft.transport import codec
+from boltraft.transport.curve import PartyKeys, client_options
 from boltraft.transport.zmq_transport import connect_dealer, drain, monitor_events
 
 RETRYABLE = frozenset(
@@ -88,7 +89,9 @@ class Channel:
     """Returns a channel to ``endpoints`` (see ``parse_endpoints``); one thread at a time.
 
     ``attempt_timeout``: seconds one attempt waits for its answer; ``backoff``: (first delay,
-    cap) in seconds between failed attempts. Raises BadRequestError for bad arguments."""
+    cap) in seconds between failed attempts; ``keys``: CURVE on every socket with these
+    client keys (a node that refuses them never answers: the call times out). Raises
+    BadRequestError for bad arguments."""
 
     def __init__(
         self,
@@ -97,8 +100,10 @@ class Channel:
         attempt_timeout: float = 1.0,
         backoff: tuple[float, float] = (0.02, 1.0),
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+        keys: PartyKeys | None = None,
     ) -> None:
         self._endpoints = parse_endpoints(endpoints)
+        self._curve = {} if keys is None else client_options(keys)
         if not attempt_timeout > 0:
             raise BadRequestError("attempt_timeout must be > 0")
         self.attempt_timeout = float(attempt_timeout)
@@ -147,7 +152,7 @@ class Channel:
         sock = self._sockets.get(ep)
         if sock is None:
             try:
-                sock = connect_dealer(self._ctx, ep, self.max_frame_size, monitor=True)
+                sock = connect_dealer(self._ctx, ep, self.max_frame_size, self._curve, monitor=True)
             except zmq.ZMQError as exc:
                 raise BadRequestError(f"invalid endpoint {ep!r}: {exc}", endpoint=ep) from None
             monitor = sock.get_monitor_socket()

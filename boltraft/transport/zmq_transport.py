@@ -7,10 +7,13 @@ raises UnavailableError.
 - The ROUTER is bound at the node's address and serves peers AND clients. A peer's DEALER has
   identity = its node id, so ``Incoming.sender`` of a peer frame is that id (UTF-8); a
   client's sender is an opaque routing id to hand back to ``reply()``. ``ROUTER_HANDOVER``
-  lets a restarted peer or client take over its old identity; ``ROUTER_MANDATORY`` turns an
-  unroutable reply into a counted drop instead of a silent one. Its ``SNDHWM`` is sized from
-  bytes (``REPLY_QUEUE_BYTES``): a client that does not read its answers holds at most that
-  much of the node's memory, and its later answers are dropped and counted.
+  lets a restarted peer or client take over its old identity (not with keys: there a
+  connection with a routing id in use is refused, so that no key can cut a live member's
+  connection off by taking its id; a restarted peer's DEALER connects again once its old
+  connection's close was seen); ``ROUTER_MANDATORY`` turns an unroutable reply into a counted
+  drop instead of a silent one. Its ``SNDHWM`` is sized from bytes (``REPLY_QUEUE_BYTES``): a
+  client that does not read its answers holds at most that much of the node's memory, and
+  its later answers are dropped and counted.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -23,6 +26,11 @@ raises UnavailableError.
 - Batching: ``queue()`` collects messages, ``flush()`` sends ONE "raft" frame per peer with
   everything queued for it (halved only if it would exceed ``max_frame_size``). ``send(msgs)``
   is ``queue(msgs)`` + ``flush()``.
+- With keys (``boltraft.transport.curve``) every socket speaks CURVE: the ROUTER is a CURVE
+  server whose ZAP handler admits only the keys ``allow`` accepts (an unknown key's
+  connection is closed in the handshake, before any frame is read), and each frame read on
+  it carries its connection's key in ``Incoming.user``, for the node to bind to a member
+  or a client role. Peer DEALERs connect with the node's own key pair.
 - Inbound frames are decoded by ``boltraft.transport.codec``; malformed, oversized, unknown
   version or kind frames are counted and dropped, never raised. A bad "req" whose request id
   could be read is answered with its protocol error, so a client is not left waiting.
@@ -52,7 +60,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import zmq
@@ -67,6 +75,7 @@ from boltraft.errors import (
 )
 from boltraft.raft.types import Message
 from boltraft.transport import codec
+from boltraft.transport.curve import Authenticator, PartyKeys, client_options, server_options
 
 PEER_DOWN = "peer_down"  # Incoming.kind: the connection to the peer named by the payload closed
 
@@ -138,6 +147,27 @@ def drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
             return
 
 
+def drain_users(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str | None]]:
+    """``drain`` for a CURVE ROUTER: yields each whole message with the "User-Id" of its
+    connection (the client's public key, Z85; None when the socket has no authenticator).
+    The routing-id part is read as a zero-copy Frame, whose properties carry it."""
+    for _ in range(limit):
+        try:
+            head = _recv(sock, _NB, False)
+        except zmq.Again:
+            return
+        parts = [head.bytes]
+        while _get(sock, _RCVMORE):
+            parts.append(_recv(sock, _NB, True))
+        try:
+            user: str | None = str(head.get("User-Id"))
+        except zmq.ZMQError:  # no authenticator: no such property
+            user = None
+        yield parts, user
+        if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
+            return
+
+
 def monitor_events(monitor: zmq.Socket) -> Iterator[int]:
     """Yields the events waiting on a socket monitor's PAIR socket (``zmq.EVENT_*``
     values), never blocking."""
@@ -158,12 +188,15 @@ class Incoming(NamedTuple):
     client's opaque id): answer with ``transport.reply(sender, frame)``. ``peer`` is None for
     frames that came in on the ROUTER, and the peer's id for frames that came back on our
     DEALER to that peer (replies a peer's ROUTER sent to our identity); answer those with
-    ``send_frame(peer, frame)``."""
+    ``send_frame(peer, frame)``. ``user`` is the CURVE public key (Z85) the sender's
+    connection authenticated with, for frames on the ROUTER of a transport with keys; None
+    otherwise (a routing id alone proves nothing: any connection may choose one)."""
 
     kind: str
     payload: Any
     sender: bytes
     peer: str | None
+    user: str | None = None
 
 
 def _check_addr(addr: Any) -> str:
@@ -226,7 +259,12 @@ class PeerTransport:
         sndhwm: int = DEFAULT_SNDHWM,
         rcvhwm: int = DEFAULT_RCVHWM,
         context: zmq.Context | None = None,
+        keys: PartyKeys | None = None,
+        allow: Callable[[str], bool] | None = None,
     ) -> None:
+        """``keys``: the node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves
+        with the cluster's server key pair and admits the client keys ``allow`` accepts,
+        and each peer DEALER connects with the node's own key pair; None: no CURVE."""
         self._id_bytes = self._check_id(node_id)
         self.node_id = node_id
         self.max_frame_size = max_frame_size  # frames above it are dropped, both directions
@@ -246,10 +284,18 @@ class PeerTransport:
         self._watching = zmq.Poller()  # the same and the DEALERs' monitors
         self._watch_at = 0.0  # monotonic time the monitors are due to be looked at
         self._closed = False
+        self._dealer_curve: dict[int, Any] = {} if keys is None else client_options(keys)
+        self._auth: Authenticator | None = None
+        if keys is not None:  # the ZAP handler must run before the ROUTER binds
+            self._auth = Authenticator(self._ctx, allow or (lambda key: False))
         router = self._ctx.socket(zmq.ROUTER)
+        for opt, value in ({} if keys is None else server_options(keys)).items():
+            router.setsockopt(opt, value)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # with keys a routing id is not handed over: a connection that took a member's id
+        # would cut that member's own connection off
+        router.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
         router.setsockopt(zmq.SNDHWM, REPLY_QUEUE_BYTES // REPLY_FRAME_BYTES)
         router.setsockopt(zmq.RCVHWM, rcvhwm)
         # ZeroMQ itself disconnects a sender of a frame over twice the limit, before buffering it
@@ -258,6 +304,8 @@ class PeerTransport:
             router.bind(_check_addr(listen))
         except zmq.ZMQError as exc:
             router.close(0)
+            if self._auth is not None:
+                self._auth.stop()
             if self._own_context:
                 self._ctx.term()
             raise UnavailableError(f"cannot listen on {listen}: {exc}", addr=listen) from None
@@ -309,6 +357,7 @@ class PeerTransport:
             zmq.SNDHWM: self._sndhwm,
             zmq.HEARTBEAT_IVL: 1000,
             zmq.HEARTBEAT_TIMEOUT: 3000,
+            **self._dealer_curve,
         }
         try:
             sock = connect_dealer(self._ctx, addr, self.max_frame_size, options, monitor=True)
@@ -483,6 +532,10 @@ class PeerTransport:
         for sock, _ in ready:
             if sock in monitors:
                 continue
+            if sock is self._router and self._auth is not None:
+                for parts, user in drain_users(sock, max_frames - len(out)):
+                    take(parts, None, out, user)
+                continue
             peer = by_socket.get(sock)
             for parts in drain(sock, max_frames - len(out)):
                 take(parts, peer, out)
@@ -506,7 +559,9 @@ class PeerTransport:
                 self._counts["peer_disconnects"] += 1
                 downs.append(Incoming(PEER_DOWN, peer, peer.encode(), peer))
 
-    def _take(self, parts: list[bytes], peer: str | None, out: list[Incoming]) -> None:
+    def _take(
+        self, parts: list[bytes], peer: str | None, out: list[Incoming], user: str | None = None
+    ) -> None:
         c = self._counts
         if peer is None:
             if len(parts) != 2:
@@ -539,7 +594,7 @@ class PeerTransport:
             return
         c["received"] += 1
         c["bytes_received"] += len(data)
-        out.append(Incoming(kind, payload, sender, peer))
+        out.append(Incoming(kind, payload, sender, peer, user))
 
     # --- state -------------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
@@ -572,6 +627,8 @@ class PeerTransport:
         self._by_socket.clear()
         self._queued.clear()
         self._router.close(0)
+        if self._auth is not None:
+            self._auth.stop()
         if self._own_context:
             self._ctx.term()
 

@@ -4,8 +4,10 @@ exactly-once retries, linearizable reads, garbage frames, and ``boltraft up``.""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ import pytest
 import zmq
 
 from boltraft.client import Client
+from boltraft.errors import RequestTimeoutError
 from boltraft.server.datadir import DataDir
 from boltraft.server.wire import REQS, RESPS, register_kinds
 from boltraft.transport.codec import decode_frame, encode_request
@@ -240,10 +243,27 @@ def test_garbage_frames_leave_the_node_serving(cluster: Cluster) -> None:
         assert c.get("g", "k") == b"still serving"
 
 
-def test_boltraft_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
-    base = free_ports(1)[0]
-    while not all(p > 1024 for p in (base, base + 1, base + 2)):
+def _up_base_port() -> int:
+    """A base port for ``boltraft up``: its three node ports and the three metrics ports
+    1000 above them were free a moment ago."""
+    while True:
         base = free_ports(1)[0]
+        ports = [base + i for i in range(3)] + [base + 1000 + i for i in range(3)]
+        if not 1024 < base < 64000:
+            continue
+        try:
+            free = True
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            free = False
+        if free:
+            return base
+
+
+def test_boltraft_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
+    base = _up_base_port()
     argv = [sys.executable, "-c", SERVE, "up", "--data", str(tmp_path / "d")]
     argv += ["--base-port", str(base)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -258,10 +278,12 @@ def test_boltraft_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
             lines.append(line)
         eps = [f"tcp://127.0.0.1:{base + i}" for i in range(3)]
         assert any(",".join(eps) in line for line in lines)
-        with Client(eps, timeout=10) as c:
+        with Client(eps, timeout=10, keys=tmp_path / "d" / "keys" / "admin") as c:
             c.create_bucket("config", if_not_exists=True)
             c.put("config", "color", "blue")
             assert c.get("config", "color") == b"blue"
+        with Client(eps, timeout=1.0) as anonymous, pytest.raises(RequestTimeoutError):
+            anonymous.status()  # the cluster up makes speaks CURVE
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         rest = proc.stdout.read().decode()
@@ -275,9 +297,7 @@ def test_boltraft_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
 
 
 def test_boltraft_up_write_out_json_prints_one_document_on_stdout(tmp_path: Path) -> None:
-    base = free_ports(1)[0]
-    while not all(p > 1024 for p in (base, base + 1, base + 2)):
-        base = free_ports(1)[0]
+    base = _up_base_port()
     argv = [sys.executable, "-c", SERVE, "up", "-w", "json", "--data", str(tmp_path / "d")]
     argv += ["--base-port", str(base)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -292,7 +312,8 @@ def test_boltraft_up_write_out_json_prints_one_document_on_stdout(tmp_path: Path
         assert [n["id"] for n in doc["nodes"]] == ["n1", "n2", "n3"]
         assert [n["listen"] for n in doc["nodes"]] == eps
         assert doc["data"] == str(tmp_path / "d")
-        with Client(eps, timeout=10) as c:
+        assert doc["keys"] == str(tmp_path / "d" / "keys" / "admin")
+        with Client(eps, timeout=10, keys=doc["keys"]) as c:
             c.create_bucket("config", if_not_exists=True)
             c.put("config", "color", "blue")
         proc.send_signal(signal.SIGINT)
@@ -326,3 +347,47 @@ def test_serve_write_out_json_logs_one_json_object_per_line(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_boltraft_up_is_secure_and_the_cli_beside_it_finds_its_keys(tmp_path: Path) -> None:
+    base = _up_base_port()
+    argv = [sys.executable, "-c", SERVE, "up", "--base-port", str(base)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("Ctrl-C stops") for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            line = proc.stdout.readline().decode()
+            assert line, "boltraft up exited early:\n" + "".join(lines)
+            lines.append(line)
+        hints = [line.strip() for line in lines if "boltraft put" in line]
+        assert hints and "BOLTRAFT_KEYS" not in hints[0]  # found from this directory
+        keys = tmp_path / "boltraft-data" / "keys"
+        assert (keys / "admin" / "self.json").stat().st_mode & 0o777 == 0o600
+        eps = ",".join(f"tcp://127.0.0.1:{base + i}" for i in range(3))
+        env = {k: v for k, v in os.environ.items() if k != "BOLTRAFT_KEYS"}
+        env["BOLTRAFT_ENDPOINTS"] = eps
+
+        def cli(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[bytes]:
+            cmd = [sys.executable, "-c", SERVE, *args, "--timeout", "10"]
+            return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, timeout=60)
+
+        assert cli("bucket", "create", "config").returncode == 0
+        assert cli("put", "config", "color", "blue").returncode == 0
+        got = cli("get", "config", "color")
+        assert got.returncode == 0 and got.stdout.strip() == b"blue", got
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        cmd = [sys.executable, "-c", SERVE, "get", "config", "color", "--timeout", "1"]
+        far = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, timeout=60)
+        assert far.returncode != 0 and b"error: timeout" in far.stderr  # no keys: nothing
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
