@@ -13,7 +13,7 @@ import pytest
 
 from boltraft.errors import ConfigError, MalformedCommandError
 from boltraft.raft.types import Message, MessageType
-from boltraft.server.access import Access, Principal, needs, permits
+from boltraft.server.access import PEER_FRAMES, Access, Principal, needs, permits
 from boltraft.server.config import ServerConfig, check_secure, is_loopback
 from boltraft.storage import commands
 from boltraft.transport.curve import (
@@ -163,6 +163,9 @@ def test_roles() -> None:
         ({"op": "transfer_leader"}, "admin"),
         ({"op": "keys"}, "admin"),
         ({"op": "anything new"}, "admin"),
+        ({"op": "watch"}, "read"),
+        ({"op": "watch_ack"}, "read"),
+        ({"op": "watch_cancel"}, "read"),
     ):
         assert needs(body["op"]) == least
     assert permits(ro, {"op": "get"}) and not permits(ro, put)
@@ -203,6 +206,9 @@ def test_a_peer_frame_is_admitted_only_from_the_member_it_claims(tmp_path: Path)
     assert not access.admits_peer_frame(_raft("n3", b"n2", None, peer="n2"))
     fwdresp = Incoming("fwdresp", [], b"n2", None, app)
     assert not access.admits_peer_frame(fwdresp)
+    assert "hash" in PEER_FRAMES  # the corrupt check's frames: bound to their member too
+    assert access.admits_peer_frame(Incoming("hash", {}, b"n2", None, n2))
+    assert not access.admits_peer_frame(Incoming("hash", {}, b"n2", None, app))
     access.load({"n2": ("node", "", "node")})  # removed: revoked
     assert not access.admits_peer_frame(_raft("n2", b"n2", n2))
 
