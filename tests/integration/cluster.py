@@ -34,6 +34,13 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
         time.sleep(interval)
 
 
+def ctrl_c_reaches_it() -> None:
+    """A ``preexec_fn`` that gives the child the default SIGINT disposition, as a command
+    started from a terminal has: one started from a shell's background job inherits SIGINT
+    ignored, and Python then never turns Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Cluster:
     """``n`` nodes n1..nN; ``start()`` launches the ones not running."""
 

@@ -19,7 +19,7 @@ import pytest
 from boltraft.chaos.cluster import ChaosCluster
 from boltraft.chaos.net import Loopback, clean_stale, namespaces_unsupported
 
-from .cluster import wait_until
+from .cluster import ctrl_c_reaches_it, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -151,6 +151,7 @@ def start_runner(tmp_path: Path, faults: str) -> tuple[subprocess.Popen[str], Pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_reaches_it,
     )
 
     def recording() -> bool:

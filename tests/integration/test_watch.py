@@ -22,7 +22,7 @@ from boltraft.client import Client, Watch
 from boltraft.errors import BadRequestError, CompactedError, WatchNotFoundError
 from boltraft.transport.watchwire import Event
 
-from .cluster import Cluster, wait_until
+from .cluster import Cluster, ctrl_c_reaches_it, wait_until
 from .opscluster import OpsCluster
 from .test_operations import MetricsCluster, metric
 
@@ -315,6 +315,7 @@ def test_the_watch_command_prints_one_json_line_per_change_until_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=ctrl_c_reaches_it,
     )
     try:
         assert proc.stdout is not None
