@@ -12,8 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from boltraft.chaos.net import free_ports
 from boltraft.server.probe import status
@@ -178,3 +182,32 @@ class Cluster:
     def close(self) -> None:
         """Returns None once every node process is gone."""
         self.stop(timeout=10)
+
+
+C = TypeVar("C", bound=Cluster)
+
+
+@contextmanager
+def running(c: C, request: pytest.FixtureRequest) -> Iterator[C]:
+    """Starts ``c``, waits for a leader and yields ``c``; stops it afterwards, printing every
+    node's log when the test failed (or never ran)."""
+    try:
+        c.start()
+        c.wait_for_leader()
+        yield c
+    finally:
+        c.close()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            print(c.dump_logs())
+
+
+def wait_connected(c: Cluster) -> None:
+    """Waits until every node reports a connection to each other node (only a connection
+    that exists can be seen to close)."""
+
+    def connected() -> bool:
+        sts = [c.status(i) for i in c.ids]
+        return all(st and st["transport"]["peers_connected"] == len(c.ids) - 1 for st in sts)
+
+    wait_until(connected, 20, "every node connected to every other")

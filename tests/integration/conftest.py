@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import Cluster
+from .cluster import Cluster, running
 from .opscluster import OpsCluster
 
 
@@ -24,15 +24,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """Yields a started 3-node cluster with an agreed leader; stops it afterwards."""
     c = Cluster(tmp_path)
-    try:
-        c.start()
-        c.wait_for_leader()
+    with running(c, request):
         yield c
-    finally:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from boltraft.client import Client
 
-from .cluster import Cluster, wait_until
+from .cluster import Cluster, running, wait_connected, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,21 +32,10 @@ class FirstLeads(Cluster):
 @pytest.fixture
 def first_leads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FirstLeads]:
     c = FirstLeads(tmp_path, tick_ms=TICK_MS)
-    try:
-        c.start()
+    with running(c, request):
         assert c.wait_for_leader() == "n1"
-
-        def connected() -> bool:  # only a connection that exists can be seen to close
-            sts = [c.status(i) for i in c.ids]
-            return all(st and st["transport"]["peers_connected"] == 2 for st in sts)
-
-        wait_until(connected, 20, "every node connected to both others")
+        wait_connected(c)
         yield c
-    finally:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
 
 
 def test_the_survivors_elect_a_leader_when_the_leaders_connections_close(

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import Cluster, free_ports, wait_until
+from .cluster import Cluster, free_ports, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +52,8 @@ class MetricsCluster(Cluster):
 @pytest.fixture
 def mcluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetricsCluster]:
     c = MetricsCluster(tmp_path)
-    try:
-        c.start()
-        c.wait_for_leader()
+    with running(c, request):
         yield c
-    finally:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
 
 
 def metric(text: str, name: str, labels: str = "") -> float | None:

@@ -30,7 +30,7 @@ from boltraft.storage import commands
 from boltraft.transport.codec import PROTOCOL_VERSION
 from boltraft.transport.curve import PartyKeys, add_party, new_keypair
 
-from .cluster import SERVE, free_ports, wait_until
+from .cluster import SERVE, free_ports, running, wait_until
 from .securecluster import (
     HANDSHAKE_REFUSED,
     SecureCluster,
@@ -48,15 +48,8 @@ pytestmark = pytest.mark.integration
 def secure(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecureCluster]:
     """A started 3-node cluster with keys and an agreed leader; logs printed on failure."""
     c = SecureCluster(tmp_path)
-    try:
-        c.start()
-        c.wait_for_leader()
+    with running(c, request):
         yield c
-    finally:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
 
 
 def _st(c: SecureCluster, node_id: str) -> dict[str, Any]:

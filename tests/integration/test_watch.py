@@ -22,7 +22,7 @@ from boltraft.client import Client, Watch
 from boltraft.errors import BadRequestError, CompactedError, WatchNotFoundError
 from boltraft.transport.watchwire import Event
 
-from .cluster import Cluster, ctrl_c_reaches_it, wait_until
+from .cluster import Cluster, ctrl_c_reaches_it, running, wait_connected, wait_until
 from .opscluster import OpsCluster
 from .test_operations import MetricsCluster, metric
 
@@ -81,21 +81,9 @@ class Writer(threading.Thread):
 @pytest.fixture
 def three(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
-    try:
-        c.start()
-        c.wait_for_leader()
-
-        def connected() -> bool:  # only a connection that exists can be seen to close
-            sts = [c.status(i) for i in c.ids]
-            return all(st and st["transport"]["peers_connected"] == 2 for st in sts)
-
-        wait_until(connected, 20, "every node connected to both others")
+    with running(c, request):
+        wait_connected(c)
         yield c
-    finally:
-        c.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print(c.dump_logs())
 
 
 def test_a_watch_gets_every_acknowledged_change_once_in_order_across_a_leader_sigkill_and_a_restart(
