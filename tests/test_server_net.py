@@ -19,9 +19,12 @@ from boltraft.server.wire import (
     encode_ok,
     encode_response,
     encode_resps,
+    register_kinds,
 )
 from boltraft.transport import codec
 from boltraft.transport.zmq_transport import PeerTransport
+
+register_kinds()  # the tests decode reqs and resps frames themselves, as a node would
 
 RESULTS: list[Any] = [
     None,
