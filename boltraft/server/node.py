@@ -631,10 +631,12 @@ class Node:
             self.service.on_apply_stalled()
             return False
         self.service.on_applied(out.entries, out.results)
-        self.watches.on_applied(out.entries, out.results, prior)
-        self.observer.replied(ents[-1].index)
         if self._access is not None and KEYS_SET in out.results:
             self._access.load(self.sm.key_records())
+        # the answers leave now, before the Ready's messages and the change feed's work
+        self.service.send_queued()
+        self.observer.replied(ents[-1].index)
+        self.watches.on_applied(out.entries, out.results, prior)
         return True
 
     def _install(self, meta: SnapshotMeta, hard_state: HardState) -> None:
