@@ -38,6 +38,7 @@ from boltraft.server.metrics import NodeMetrics
 from boltraft.server.node import Node
 from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
+from boltraft.storage.db import DEFAULT_QUOTA
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.fsutil import check_free_space
 from boltraft.transport.curve import PartyKeys, load_keys
@@ -96,14 +97,21 @@ def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachin
     - Synced (no boot id, or ``fsync`` off): every apply commit fsyncs the data pages but
       not the meta page (LMDB ``sync=True, metasync=False``): a machine crash can undo the
       last commit, which the log replays, and never corrupts the store.
+
+    The whole quota is mapped from the start (address space, not memory): a map that grew
+    would be remapped, which drops every mapped page from the RSS and maps them again as
+    they are read, so RSS would fall and climb back under a steady workload
+    (``boltraft.storage.db``).
     """
+    window = cfg.dedup_window_ms
+    maps = {"quota": DEFAULT_QUOTA, "initial_map_size": DEFAULT_QUOTA}
     boot = current_boot_id() if cfg.fsync else None
     if boot is None:
         return BucketStateMachine(
-            datadir.state_path, sync=True, metasync=False, dedup_window_ms=cfg.dedup_window_ms
+            datadir.state_path, sync=True, metasync=False, dedup_window_ms=window, **maps
         )
     datadir.mark_state_unsynced(boot)
-    return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
+    return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=window, **maps)
 
 
 def check_state_store(sm: BucketStateMachine, path: Path) -> None:
