@@ -463,3 +463,23 @@ def test_the_keys_commands_add_and_revoke_clients_cluster_wide(secure: SecureClu
     assert gone.returncode != 0 and b"error: timeout" in gone.stderr
     with secure.client("ro") as cl:
         assert cl.get("sec", "k") == b"v"
+
+
+def test_bench_cluster_drives_a_cluster_with_keys(secure: SecureCluster) -> None:
+    """``bench cluster --endpoints`` takes a client keys folder as ``--keys``, as every client
+    command does (the number of distinct keys is ``--key-space``)."""
+
+    def bench(name: str) -> subprocess.CompletedProcess[bytes]:
+        cmd = [sys.executable, "-c", SERVE, "bench", "cluster", "--endpoints"]
+        cmd += [",".join(secure.endpoints), "--keys", str(secure.keys_dir / name)]
+        cmd += ["--clients", "2", "--ops", "60", "--key-space", "7", "--no-progress"]
+        env = {k: v for k, v in os.environ.items() if k != "BOLTRAFT_KEYS"}
+        return subprocess.run(cmd, env=env, cwd=secure.root, capture_output=True, timeout=120)
+
+    ro = bench("ro")  # may not make the benchmark's bucket
+    assert ro.returncode != 0 and b"error: permission_denied" in ro.stderr, ro.stderr
+    done = bench("app")
+    assert done.returncode == 0, done.stderr
+    assert b"write c2" in done.stdout and b"errors:" not in done.stdout
+    with secure.client("ro") as cl:
+        assert [b for b in cl.buckets() if b.startswith(b"boltraft-bench-")] == []
