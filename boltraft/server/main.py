@@ -177,7 +177,15 @@ def _serve(
     try:
         check_removed(datadir.path)
         check_free_space(datadir.path)  # a full disk: refused before anything is written
-        cfg = resolve_config(values, datadir.read_node_info(), data)
+        remembered = datadir.read_node_info()
+        cfg = resolve_config(values, remembered, data)
+        if remembered is not None and remembered.keys != cfg.keys:
+            log.warning(
+                "node %s: keys folder %s replaces %s (remembered in node.json from now on)",
+                cfg.id,
+                cfg.keys or "(none)",
+                remembered.keys or "(none)",
+            )
         if check_secure(cfg):
             log.warning(
                 "node %s serves %s WITHOUT keys (--insecure): anyone who reaches it can read, "
@@ -190,7 +198,7 @@ def _serve(
         metrics = NodeMetrics(cfg.id, cfg.listen) if cfg.metrics_addr else None
         if metrics is not None:  # first: an address in use fails before anything is written
             health = HealthServer(metrics, cfg.metrics_addr)
-        if datadir.read_node_info() != cfg.node_info():
+        if remembered != cfg.node_info():
             datadir.write_node_info(cfg.node_info())
         opened = datadir.open_log_store(cfg.log_store, sync=cfg.fsync)  # may refuse the kind
         logstore = hooks.wrap_log(opened)

@@ -5,7 +5,9 @@ replicated allow-list work cluster-wide without a restart."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -483,3 +485,36 @@ def test_bench_cluster_drives_a_cluster_with_keys(secure: SecureCluster) -> None
     assert b"write c2" in done.stdout and b"errors:" not in done.stdout
     with secure.client("ro") as cl:
         assert [b for b in cl.buckets() if b.startswith(b"boltraft-bench-")] == []
+
+
+def test_a_restart_without_keys_serves_with_the_remembered_ones(secure: SecureCluster) -> None:
+    """node.json remembers ``--keys``: a node restarted with ``--data`` alone speaks CURVE
+    again; a restart with another folder uses it, says so, and remembers it."""
+
+    def relaunch(node_id: str, keys: list[str]) -> None:
+        argv = secure.argv(node_id)
+        at = argv.index("--keys")
+        argv = argv[:at] + keys + argv[at + 2 :]
+        secure.stop(node_id)
+        with open(secure.root / f"{node_id}.log", "ab") as logf:
+            secure.procs[node_id] = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT)
+
+    node_json = secure.root / "n3" / "node.json"
+    assert json.loads(node_json.read_text())["keys"] == str(secure.keys_dir / "n3")
+    relaunch("n3", [])
+    with secure.client("app") as cl:
+        cl.create_bucket("rk")
+        cl.put("rk", "k", "v1")
+    lead = secure.wait_for_leader()
+    secure.wait_applied("n3", _st(secure, lead)["commit"])  # over CURVE with admin's keys
+    with secure.client("ro", "n3") as cl:
+        assert cl.get("rk", "k", read="stale") == b"v1"
+    assert status(secure.addrs["n3"], 1.0) is None  # a plain client gets nothing
+
+    moved = secure.root / "moved-keys" / "n3"
+    shutil.copytree(secure.keys_dir / "n3", moved)
+    relaunch("n3", ["--keys", str(moved)])
+    wait_until(lambda: secure.status("n3"), 20, "n3 back with the moved keys")
+    assert json.loads(node_json.read_text())["keys"] == str(moved)
+    log = (secure.root / "n3.log").read_text(errors="replace")
+    assert f"keys folder {moved} replaces {secure.keys_dir / 'n3'}" in log
