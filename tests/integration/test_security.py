@@ -518,3 +518,66 @@ def test_a_restart_without_keys_serves_with_the_remembered_ones(secure: SecureCl
     assert json.loads(node_json.read_text())["keys"] == str(moved)
     log = (secure.root / "n3.log").read_text(errors="replace")
     assert f"keys folder {moved} replaces {secure.keys_dir / 'n3'}" in log
+
+
+@pytest.fixture
+def netns() -> Iterator[tuple[str, str]]:
+    """A network namespace of this test whose own loopback interface is up and also holds
+    10.214.7.1/32 (an address outside 127.0.0.0/8 that nothing else on the machine uses):
+    (name, address). Removed at the end."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a network namespace needs root and the ip command")
+    name = f"brsec-{os.getpid()}"
+
+    def ip(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+    made = ip("netns", "add", name)
+    if made.returncode != 0:
+        pytest.skip(f"ip netns add failed: {made.stderr.strip()}")
+    try:
+        for cmd in (
+            ("link", "set", "lo", "up"),
+            ("addr", "add", "10.214.7.1/32", "dev", "lo"),
+        ):
+            done = ip("-n", name, *cmd)
+            assert done.returncode == 0, f"ip -n {name} {' '.join(cmd)}: {done.stderr}"
+        yield name, "10.214.7.1"
+    finally:
+        ip("netns", "del", name)
+
+
+def test_serve_on_a_non_loopback_address_needs_keys_or_insecure(
+    netns: tuple[str, str], tmp_path: Path
+) -> None:
+    """In a namespace of its own, ``serve`` on a real non-loopback interface without keys
+    refuses to start; with ``--insecure`` it serves there and logs the warning."""
+    name, host = netns
+    listen = f"tcp://{host}:7000"
+    inside = ["ip", "netns", "exec", name, sys.executable, "-c"]
+    serve = [*inside, SERVE, "serve", "--id", "n1", "--data", str(tmp_path / "d")]
+    serve += ["--listen", listen]
+    refused = subprocess.run(serve, capture_output=True, timeout=60)
+    assert refused.returncode != 0
+    assert f"error: config_error: refusing to serve {listen} without keys".encode() in (
+        refused.stderr
+    )
+    assert not (tmp_path / "d").exists()
+
+    probe = "import sys\nfrom boltraft.server.probe import status\n"
+    probe += f"sys.exit(0 if (status({listen!r}, 2.0) or {{}}).get('id') == 'n1' else 1)"
+    log_path = tmp_path / "n1.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*serve, "--insecure"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(
+            lambda: proc.poll() is None
+            and subprocess.run([*inside, probe], timeout=60).returncode == 0,
+            60,
+            f"n1 answering at {listen}",
+        )
+        text = log_path.read_text(errors="replace")
+        assert f"node n1 serves {listen} WITHOUT keys (--insecure)" in text
+    finally:
+        proc.terminate()
+        proc.wait(30)
