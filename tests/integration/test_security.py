@@ -571,8 +571,9 @@ def test_serve_on_a_non_loopback_address_needs_keys_or_insecure(
         proc = subprocess.Popen([*serve, "--insecure"], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(
-            lambda: proc.poll() is None
-            and subprocess.run([*inside, probe], timeout=60).returncode == 0,
+            lambda: (
+                proc.poll() is None and subprocess.run([*inside, probe], timeout=60).returncode == 0
+            ),
             60,
             f"n1 answering at {listen}",
         )
