@@ -11,11 +11,17 @@ Prints ONE JSON object::
 
     ops, ops_per_s, errors, duration_s, warmup_s, settings (procs, threads, keys, ...)
     nodes: {ID: {role, rss_start_mb, rss_end_mb, rss_max_mb, growth_mb_per_min,
-                 anon_start_mb, anon_end_mb}}
+                 anon_start_mb, anon_end_mb, anon_growth_mb_per_min,
+                 file_start_mb, file_end_mb, state_db_mb}}
 
 ``rss_start_mb`` is the first sample after ``--warmup`` seconds, ``rss_end_mb`` the last;
 ``growth_mb_per_min`` is the slope of a least-squares line through the samples after the
-warm-up; ``anon_*`` are ``RssAnon`` (the heap, without the mapped files such as LMDB's).
+warm-up. RSS is two parts, reported apart because they are bounded by different things:
+``anon_*`` is ``RssAnon`` (the heap: what the node allocated), ``file_*`` is ``RssFile``
+(pages of mapped files, nearly all of them the state DB's LMDB file). The mapped file pages
+cannot exceed the files' size: ``state_db_mb`` is the size of the state DB's ``data.mdb``
+at the end, which holds the data and the exactly-once records of the last
+``dedup_window_ms``, so it stops growing once that window is full.
 
 ``--catch-up N``: after the warm-up one follower is stopped (``--catch-up-signal``: SIGKILL,
 a crash, by default; or SIGTERM) for N seconds while the writes go on, then started again;
@@ -26,7 +32,7 @@ caught up.
 
 Node settings: ``--set KEY=JSON`` (a config file key for every node, repeatable, e.g.
 ``--set dedup_window_ms=60000``), ``--serve-arg ARG`` (a ``boltraft serve`` argument).
-``--series`` adds every sample (``series: {ID: [[s, RSS MB, RssAnon MB], ...]}``);
+``--series`` adds every sample (``series: {ID: [[s, RSS MB, RssAnon MB, RssFile MB], ...]}``);
 ``--keep DIR`` keeps the cluster's data and logs in DIR.
 
 ``--trace`` (to find what holds memory): ``kill -USR1 PID`` of a node starts tracemalloc
@@ -94,9 +100,9 @@ from boltraft_cli.main import main; main()
 """
 
 
-def rss_kb(pid: int) -> tuple[int, int]:
-    """Returns (VmRSS, RssAnon) of process ``pid`` in KiB ((0, 0) when it is gone)."""
-    rss = anon = 0
+def rss_kb(pid: int) -> tuple[int, int, int]:
+    """Returns (VmRSS, RssAnon, RssFile) of process ``pid`` in KiB (zeros when it is gone)."""
+    rss = anon = file = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -104,9 +110,11 @@ def rss_kb(pid: int) -> tuple[int, int]:
                     rss = int(line.split()[1])
                 elif line.startswith("RssAnon:"):
                     anon = int(line.split()[1])
+                elif line.startswith("RssFile:"):
+                    file = int(line.split()[1])
     except OSError:
         pass
-    return rss, anon
+    return rss, anon, file
 
 
 def slope_per_min(samples: list[tuple[float, float]]) -> float:
@@ -169,6 +177,13 @@ class Cluster:
                 p.kill()
                 p.wait()
         self.procs[i] = None
+
+    def state_db_bytes(self, i: int) -> int:
+        """Returns the size of node ``i``'s state DB file (0 when there is none)."""
+        try:
+            return (self.root / self.ids[i] / "state" / "data.mdb").stat().st_size
+        except OSError:
+            return 0
 
     def pid(self, i: int) -> int | None:
         p = self.procs[i]
@@ -275,7 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             send.close()
             workers.append(p)
             pipes.append(recv)
-        series: dict[int, list[tuple[float, float, float]]] = {i: [] for i in range(3)}
+        series: dict[int, list[tuple[float, float, float, float]]] = {i: [] for i in range(3)}
         excluded: dict[int, tuple[float, float]] = {}  # node -> (from, to) not steady
         catch: dict[str, Any] | None = None
         next_sample = time.time()
@@ -285,9 +300,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for i in range(3):
                     pid = cluster.pid(i)
                     if pid is not None:
-                        rss, anon = rss_kb(pid)
+                        rss, anon, file = rss_kb(pid)
                         if rss:
-                            series[i].append((now - t0, rss / 1024, anon / 1024))
+                            series[i].append((now - t0, rss / 1024, anon / 1024, file / 1024))
                 next_sample += args.interval
             if args.catch_up and catch is None and now - t0 >= args.warmup:
                 sig = signal.SIGKILL if args.catch_up_signal == "kill" else signal.SIGTERM
@@ -316,9 +331,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_start_mb": round(steady[0][1], 1),
                 "rss_end_mb": round(steady[-1][1], 1),
                 "rss_max_mb": round(max(s[1] for s in steady), 1),
-                "growth_mb_per_min": round(slope_per_min([(t, v) for t, v, _ in steady]), 3),
+                "growth_mb_per_min": round(slope_per_min([(s[0], s[1]) for s in steady]), 3),
                 "anon_start_mb": round(steady[0][2], 1),
                 "anon_end_mb": round(steady[-1][2], 1),
+                "anon_growth_mb_per_min": round(slope_per_min([(s[0], s[2]) for s in steady]), 3),
+                "file_start_mb": round(steady[0][3], 1),
+                "file_end_mb": round(steady[-1][3], 1),
+                "state_db_mb": round(cluster.state_db_bytes(i) / 2**20, 1),
                 "samples": len(steady),
             }
         result: dict[str, Any] = {
@@ -342,7 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["catch_up"] = catch
         if args.series:
             result["series"] = {
-                cluster.ids[i]: [[round(t, 1), round(v, 1), round(a, 1)] for t, v, a in s]
+                cluster.ids[i]: [[round(x, 1) for x in sample] for sample in s]
                 for i, s in series.items()
             }
         return result
@@ -361,7 +380,7 @@ def catch_up(
     lead: int,
     down_s: float,
     sig: int,
-    series: dict[int, list[tuple[float, float, float]]],
+    series: dict[int, list[tuple[float, float, float, float]]],
     t0: float,
 ) -> dict[str, Any]:
     """Stops a follower for ``down_s`` seconds, restarts it and samples its RSS every 0.1 s
@@ -389,9 +408,9 @@ def catch_up(
         pid = cluster.pid(pos)
         if pid is None:
             break
-        rss = rss_kb(pid)[0] / 1024
+        rss, anon, file = (kb / 1024 for kb in rss_kb(pid))
         peak = max(peak, rss)
-        series[pos].append((time.time() - t0, rss, rss_kb(pid)[1] / 1024))
+        series[pos].append((time.time() - t0, rss, anon, file))
         if time.time() - last_probe >= 0.5:
             last_probe = time.time()
             st = probe_status(cluster.addrs[pos], timeout=0.3)

@@ -24,6 +24,7 @@ import click
 
 from boltraft.errors import BoltraftError, MissingExtraError
 
+from .common import client_keys, keys_option
 from .output import emit, fail, one_line, output_options
 
 
@@ -137,7 +138,9 @@ def _workload_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workload", type=click.Choice(["write", "read", "mixed"]), default="write"),
         click.option("--read-ratio", default=0.5, show_default=True, help="Reads in mixed."),
         click.option("--value-size", default=100, show_default=True, help="Bytes per value."),
-        click.option("--keys", default=1000, show_default=True, help="Distinct keys."),
+        click.option(
+            "--key-space", default=1000, show_default=True, help="Distinct keys written/read."
+        ),
         click.option("--processes", default=0, help="Client processes [min(clients, cpus)]."),
         click.option("--duration", type=float, help="Seconds per run [5 unless --ops]."),
         click.option("--ops", type=int, help="Total operations per run instead of a duration."),
@@ -160,7 +163,7 @@ def _spec(kw: dict[str, Any]) -> Any:
         workload=kw["workload"],
         read_ratio=kw["read_ratio"],
         value_size=kw["value_size"],
-        keys=kw["keys"],
+        key_space=kw["key_space"],
         processes=kw["processes"],
         duration_s=kw["duration"],
         ops=kw["ops"],
@@ -199,27 +202,28 @@ def _progress(enabled: bool) -> Any:
 
 
 def _run_in_own_bucket(
-    spec: Any, counts: list[int], eps: list[str], keep: bool, progress: Any
+    spec: Any, counts: list[int], eps: list[str], keep: bool, progress: Any, keys: Any
 ) -> list[dict[str, Any]]:
     """The runs against ``eps`` in a new bucket of their own, deleted after (unless
-    ``keep``: then its name is printed)."""
+    ``keep``: then its name is printed), every client with the client keys ``keys``
+    (None: no CURVE)."""
     import secrets
 
     from boltraft.benchmark import clusterbench
     from boltraft.client import Client
 
     bucket = f"boltraft-bench-{secrets.token_hex(4)}"
-    with Client(eps, timeout=30.0) as c:
+    with Client(eps, timeout=30.0, keys=keys) as c:
         c.create_bucket(bucket)  # refused if it exists: it is the benchmark's own
     try:
         return clusterbench.run_series(
-            spec, counts, eps, nodes=None, progress=progress, bucket=bucket
+            spec, counts, eps, nodes=None, progress=progress, bucket=bucket, keys=keys
         )
     finally:
         if keep:
             click.echo(f"the benchmark's keys are kept in bucket {bucket}", err=True)
         else:
-            with Client(eps, timeout=30.0) as c:
+            with Client(eps, timeout=30.0, keys=keys) as c:
                 c.delete_bucket(bucket)
 
 
@@ -260,6 +264,7 @@ def _finish(
 @click.option(
     "--keep", is_flag=True, help="With --endpoints: keep the benchmark's bucket after the run."
 )
+@keys_option
 @_workload_options
 @click.pass_context
 def cluster_cmd(
@@ -274,7 +279,7 @@ def cluster_cmd(
     **kw: Any,
 ) -> None:
     """Drive a workload against a local cluster (started here) or --endpoints (in a bucket
-    of its own, deleted after the run unless --keep)."""
+    of its own, deleted after the run unless --keep; --keys DIR for a cluster with CURVE)."""
     need_extra("hdrh", "tqdm")
     from boltraft.benchmark import clusterbench
     from boltraft.benchmark.floor import run_floor_bench
@@ -292,13 +297,15 @@ def cluster_cmd(
             raise click.UsageError("--nodes sizes a local cluster: not with --endpoints")
     elif keep:
         raise click.UsageError("--keep applies to --endpoints only")
+    elif ctx.get_parameter_source("keys") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--keys applies to --endpoints only")
     floor_res = None
     try:
         spec = _spec(kw)
         progress = _progress(not kw["no_progress"])
         if endpoints:
             eps = [e.strip() for e in endpoints.split(",") if e.strip()]
-            runs = _run_in_own_bucket(spec, counts, eps, keep, progress)
+            runs = _run_in_own_bucket(spec, counts, eps, keep, progress, client_keys())
         else:
             if floor:  # where the local cluster keeps its data: the system's temporary folder
                 floor_res = run_floor_bench(

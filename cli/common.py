@@ -41,10 +41,10 @@ R = TypeVar("R")
 __all__ = ["echo_json", "fail"]
 
 
-def client_options(f: F) -> F:
-    """Returns ``f`` with the ``--endpoints``, ``--timeout`` and output options."""
-    f = output_options(f)
-    f = click.option(
+def keys_option(f: F) -> F:
+    """Returns ``f`` with the ``--keys`` option (env ``BOLTRAFT_KEYS``), read back with
+    ``client_keys()``."""
+    return click.option(
         "--keys",
         envvar=KEYS_ENV,
         expose_value=False,
@@ -53,6 +53,11 @@ def client_options(f: F) -> F:
         help=f"A client keys folder for a cluster with CURVE (env {KEYS_ENV}) "
         f"[{UP_KEYS} when it exists].",
     )(f)
+
+
+def client_options(f: F) -> F:
+    """Returns ``f`` with the ``--endpoints``, ``--keys``, ``--timeout`` and output options."""
+    f = keys_option(output_options(f))
     f = click.option(
         "--timeout",
         default=5.0,

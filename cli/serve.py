@@ -71,7 +71,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     "--keys",
     "keys",
     type=click.Path(file_okay=False),
-    help="This node's CurveZMQ keys folder (boltraft keys init DIR: DIR/ID) [none].",
+    help="This node's CurveZMQ keys folder (boltraft keys init DIR: DIR/ID), remembered in "
+    "DATA/node.json; '' serves without keys [the remembered folder, else none].",
 )
 @click.option(
     "--insecure",

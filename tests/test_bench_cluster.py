@@ -50,7 +50,9 @@ def test_cli_cluster_writes_a_result(cluster: LocalCluster, tmp_path: Path) -> N
 
 
 def test_mixed_stale_reads(cluster: LocalCluster) -> None:
-    spec = WorkloadSpec(workload="mixed", read_ratio=0.7, keys=300, ops=200, read_level="stale")
+    spec = WorkloadSpec(
+        workload="mixed", read_ratio=0.7, key_space=300, ops=200, read_level="stale"
+    )
     (run,) = run_series(spec, [3], cluster.endpoints, nodes=3)
     assert run["errors"] == {}
     reads, writes = run["latency"]["read"]["count"], run["latency"]["write"]["count"]

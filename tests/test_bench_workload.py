@@ -129,7 +129,7 @@ def test_factory_failure_fails_the_start() -> None:
         WorkloadSpec(read_level="eventual"),
         WorkloadSpec(read_ratio=1.5),
         WorkloadSpec(clients=0),
-        WorkloadSpec(keys=0),
+        WorkloadSpec(key_space=0),
         WorkloadSpec(duration_s=1.0, ops=10),
         WorkloadSpec(ops=0),
         WorkloadSpec(rate=0.0),

@@ -101,6 +101,7 @@ def test_every_command_refuses_an_unknown_option_in_one_line(path: tuple[str, ..
         (("endpoint", "health", "--timeout", "0.3"), "unavailable", EXIT_UNAVAILABLE),
         (("inspect", "/no/such/store", "buckets"), "data_dir_not_found", EXIT_NOT_FOUND),
         (("bench", "cluster", "--keep"), "usage", EXIT_USAGE),  # --keep needs --endpoints
+        (("bench", "cluster", "--keys", "k"), "usage", EXIT_USAGE),  # --keys needs --endpoints
         (("bench", "cluster", "--endpoints", "tcp://h:1", "--nodes", "5"), "usage", EXIT_USAGE),
         (("up", "--nodes", "0"), "usage", EXIT_USAGE),
         (("chaos", "run", "--faults", "kill,bogus"), "usage", EXIT_USAGE),

@@ -100,6 +100,24 @@ def test_restart_with_only_data_uses_node_json(tmp_path: Path) -> None:
         resolve_config({"id": "n3"}, info, tmp_path)
 
 
+def test_the_keys_folder_is_remembered_absolute_and_a_given_one_replaces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = resolve_config({"id": "n1", "listen": "tcp://127.0.0.1:1", "keys": "k/n1"}, None, "d")
+    assert first.keys == str(tmp_path / "k" / "n1")
+    info = first.node_info()
+    assert NodeInfo.from_json(info.to_json(), "node.json") == info
+    assert info.to_json()["keys"] == str(tmp_path / "k" / "n1")
+    assert resolve_config({}, info, "d").keys == info.keys  # a restart without --keys
+    assert resolve_config({"keys": "/new/n1"}, info, "d").keys == "/new/n1"
+    assert resolve_config({"keys": ""}, info, "d").keys == ""  # --keys '' forgets them
+    plain = resolve_config({"id": "n1", "listen": "tcp://127.0.0.1:1"}, None, "d").node_info()
+    assert "keys" not in plain.to_json()
+    with pytest.raises(ConfigError, match="'keys'"):
+        NodeInfo.from_json({"id": "n1", "listen": "x", "keys": 3}, "node.json")
+
+
 @pytest.mark.parametrize(
     "values",
     [

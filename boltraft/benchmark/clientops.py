@@ -12,6 +12,7 @@ from typing import Any
 
 from boltraft.benchmark import hist
 from boltraft.benchmark.workload import WorkloadSpec, key_name
+from boltraft.transport.curve import PartyKeys
 
 PREFILL_BATCH = 256  # puts per atomic batch when filling the key space before reads
 RTT_PROBES = 100  # status round trips timed before each run
@@ -45,6 +46,7 @@ class ClientOperatorFactory:
 
     ``spread``: rotate the endpoint list by the client index, so reads spread over every
     node; otherwise every client starts at ``endpoints[0]`` (put the leader first).
+    ``keys``: the client keys of a cluster with CURVE (None: plain sockets).
     """
 
     endpoints: tuple[str, ...]
@@ -52,6 +54,7 @@ class ClientOperatorFactory:
     read_level: str = "linearizable"
     timeout: float = 10.0
     spread: bool = False
+    keys: PartyKeys | None = None
 
     def _client(self, index: int) -> Any:
         from boltraft.client import Client
@@ -60,13 +63,13 @@ class ClientOperatorFactory:
         if self.spread and eps:
             k = index % len(eps)
             eps = eps[k:] + eps[:k]
-        return Client(eps, timeout=self.timeout)
+        return Client(eps, timeout=self.timeout, keys=self.keys)
 
     def __call__(self, index: int) -> ClientOperator:
         return ClientOperator(self._client(index), self.bucket, self.read_level)
 
     def prepare(self, spec: WorkloadSpec) -> None:
-        """Creates the bucket and, when the workload reads, fills every key of ``spec.keys``
+        """Creates the bucket and, when the workload reads, fills every key of ``spec.key_space``
         with a value (atomic batches of ``PREFILL_BATCH`` puts)."""
         client = self._client(0)
         try:
@@ -74,8 +77,8 @@ class ClientOperatorFactory:
             if spec.workload == "write":
                 return
             value = b"v" * spec.value_size
-            for lo in range(0, spec.keys, PREFILL_BATCH):
-                hi = min(spec.keys, lo + PREFILL_BATCH)
+            for lo in range(0, spec.key_space, PREFILL_BATCH):
+                hi = min(spec.key_space, lo + PREFILL_BATCH)
                 client.batch(
                     [
                         {"op": "put", "bucket": [self.bucket], "key": key_name(i), "value": value}

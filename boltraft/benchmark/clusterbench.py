@@ -20,16 +20,18 @@ from boltraft.benchmark.workload import WorkloadSpec, run_workload
 from boltraft.errors import BadRequestError, BoltraftError
 from boltraft.server.probe import request as probe_request
 from boltraft.server.probe import status as probe_status
+from boltraft.transport.curve import PartyKeys
 
 SWEEP_DELAYS_MS: tuple[float, ...] = (0, 1, 2, 5, 10, 20)
 
 ProgressFactory = Callable[[WorkloadSpec, str], Callable[[int, float], None] | None]
 
 
-def find_leader(endpoints: Sequence[str]) -> str | None:
-    """Returns the endpoint of the node the answering nodes name as leader, or None."""
+def find_leader(endpoints: Sequence[str], keys: PartyKeys | None = None) -> str | None:
+    """Returns the endpoint of the node the answering nodes name as leader (asked over
+    CURVE with ``keys``), or None."""
     for ep in endpoints:
-        st = probe_status(ep, timeout=1.0)
+        st = probe_status(ep, timeout=1.0, keys=keys)
         if st and st.get("lead"):
             addr = st.get("leader_addr") or (ep if st.get("role") == "leader" else None)
             if addr:
@@ -42,14 +44,16 @@ def fetch_stages(
     since: float,
     e2e_mean_ms: float | None,
     client_rtt: dict[str, Any] | None = None,
+    keys: PartyKeys | None = None,
 ) -> dict | None:
     """Returns the stage breakdown of the leader's batches finished at or after ``since`` (wall
     clock), or None when there is no leader, it keeps no stage records, or it did not answer.
-    ``client_rtt`` becomes the ``client_network`` stage (see ``breakdown.summarize``)."""
+    ``client_rtt`` becomes the ``client_network`` stage (see ``breakdown.summarize``);
+    ``keys``: the client keys of a cluster with CURVE."""
     if leader is None:
         return None
     try:
-        snap = probe_request(leader, {"op": "stats", "since": since}, timeout=5.0)
+        snap = probe_request(leader, {"op": "stats", "since": since}, timeout=5.0, keys=keys)
     except BoltraftError:
         return None
     if not isinstance(snap, dict) or not isinstance(snap.get("records"), list):
@@ -75,17 +79,23 @@ def run_series(
     progress: ProgressFactory | None = None,
     label_prefix: str = "",
     bucket: str = "bench",
+    keys: PartyKeys | None = None,
 ) -> list[dict[str, Any]]:
     """Returns one run per client count of ``clients``, in order, against ``endpoints``,
-    with the keys in ``bucket`` (made if missing).
+    with the keys in ``bucket`` (made if missing); every client and probe uses the client
+    keys ``keys`` (a cluster with CURVE) when given.
 
     Writes start at the leader (found with ``status``); reads spread over all endpoints.
     Raises BadRequestError on a bad spec, and RuntimeError when a worker fails."""
     specs = specs_for(spec, clients)
-    leader = find_leader(endpoints)
+    leader = find_leader(endpoints, keys)
     ordered = [leader, *[e for e in endpoints if e != leader]] if leader else list(endpoints)
     factory = ClientOperatorFactory(
-        tuple(ordered), bucket=bucket, read_level=spec.read_level, spread=spec.workload != "write"
+        tuple(ordered),
+        bucket=bucket,
+        read_level=spec.read_level,
+        spread=spec.workload != "write",
+        keys=keys,
     )
     factory.prepare(specs[0])
     runs = []
@@ -97,7 +107,9 @@ def run_series(
         write_mean = measured["latency"]["write"]["mean_ms"] or None
         stages = None
         if write_mean is not None:  # the breakdown follows writes only
-            stages = fetch_stages(leader or find_leader(endpoints), since, write_mean, rtt)
+            stages = fetch_stages(
+                leader or find_leader(endpoints, keys), since, write_mean, rtt, keys
+            )
         config = dataclasses.asdict(s)
         config.update(
             nodes=nodes,

@@ -63,7 +63,7 @@ class WorkloadSpec:
     workload: str = "write"  # write | read | mixed
     read_ratio: float = 0.5  # fraction of reads in "mixed", 0..1
     value_size: int = 100  # bytes per written value, >= 0
-    keys: int = 1000  # keys drawn uniformly from k00000000 .. k{keys-1}
+    key_space: int = 1000  # keys drawn uniformly from k00000000 .. k{key_space-1}
     clients: int = 1  # concurrent clients (threads spread over processes)
     processes: int = 0  # worker processes; 0: min(clients, cpu count)
     duration_s: float | None = None  # run length; default 5 s when ops is not given either
@@ -82,8 +82,8 @@ class WorkloadSpec:
             raise BadRequestError(f"read ratio must be within 0..1, got {self.read_ratio}")
         if self.value_size < 0 or self.value_size > 1 << 20:
             raise BadRequestError(f"value size must be 0..1048576, got {self.value_size}")
-        if not 1 <= self.keys <= 100_000_000:
-            raise BadRequestError(f"keys must be 1..100000000, got {self.keys}")
+        if not 1 <= self.key_space <= 100_000_000:
+            raise BadRequestError(f"key space must be 1..100000000, got {self.key_space}")
         if not 1 <= self.clients <= 4096:
             raise BadRequestError(f"clients must be 1..4096, got {self.clients}")
         if self.processes < 0:
@@ -136,7 +136,7 @@ def _client_loop(
     reads_only = spec.workload == "read"
     mixed = spec.workload == "mixed"
     ratio = spec.read_ratio
-    keys = spec.keys
+    key_space = spec.key_space
     clock = time.monotonic
     # spread scheduled clients over one interval so they do not fire in lockstep
     scheduled = start + interval * (st.index / spec.clients) if interval else 0.0
@@ -155,7 +155,7 @@ def _client_loop(
                 scheduled += interval
             else:
                 t0 = now
-            key = key_name(rng.randrange(keys))
+            key = key_name(rng.randrange(key_space))
             is_read = reads_only or (mixed and rng.random() < ratio)
             try:
                 if is_read:

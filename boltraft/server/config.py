@@ -36,11 +36,14 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``watch_max`` | int | 10000 | watches one node serves at once |
 | ``metrics_addr`` | str | "" | ``HOST:PORT`` serving ``/metrics``, ``/healthz``, ``/readyz`` |
 | ``corrupt_check_ms`` | int | 0 | the leader compares the replicas' hashes this often (0: never) |
-| ``keys`` | str | "" | this node's CURVE keys folder (``boltraft keys init``; docs/security.md) |
+| ``keys`` | str | node.json | this node's CURVE keys folder (docs/security.md) |
 | ``insecure`` | bool | false | serve without keys on an address other than loopback |
 
 A node without ``keys`` refuses to listen on an address other than loopback unless
-``insecure`` is set (``check_secure``).
+``insecure`` is set (``check_secure``). The keys folder is remembered in node.json as an
+absolute path, so a restart without ``--keys`` serves with the same keys; a ``keys`` given
+on a restart replaces the remembered folder (and is remembered from then on), and ``""``
+(``--keys ''``) forgets it: the node serves without keys.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ class ServerConfig:
 
     def node_info(self) -> NodeInfo:
         """Returns what node.json should hold for this configuration."""
-        return NodeInfo(self.id, self.listen, dict(self.peers))
+        return NodeInfo(self.id, self.listen, dict(self.peers), self.keys)
 
 
 def parse_peer(spec: str) -> tuple[str, str]:
@@ -236,7 +239,8 @@ def resolve_config(
     ``node_info`` remembered in the data directory.
 
     A remembered id cannot change (ConfigError); a missing id or listen address on a first
-    start is a ConfigError; every value is type-checked.
+    start is a ConfigError; every value is type-checked. ``keys`` falls back to the
+    remembered folder and is made absolute ("" stays "": no keys).
     """
     vals = {k: v for k, v in values.items() if v is not None}
     node_id = vals.get("id")
@@ -288,7 +292,9 @@ def resolve_config(
     if "keys" in vals:
         if not isinstance(vals["keys"], str):
             raise ConfigError("keys must be the path of a keys folder", key="keys")
-        changes["keys"] = vals["keys"]
+        changes["keys"] = str(Path(vals["keys"]).absolute()) if vals["keys"] else ""
+    elif node_info is not None:
+        changes["keys"] = node_info.keys
     cfg = replace(cfg, **changes)
     if cfg.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK:
         raise ConfigError(f"snapshot_chunk_bytes must be at most {MAX_SNAPSHOT_CHUNK}")

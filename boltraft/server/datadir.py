@@ -3,7 +3,8 @@
 ```
 DATA/
   LOCK        an exclusive flock(2) held by the one process that serves DATA
-  node.json   {"id", "listen", "peers": {id: addr}} written on first start
+  node.json   {"id", "listen", "peers": {id: addr}, "keys": folder} written on first start
+              ("keys" only for a node with CURVE keys: their folder's absolute path)
   wal/        the Raft log as a segmented write-ahead log (WalLogStore: LOCK, NNN.wal), or
   log/        the Raft log in LMDB (LmdbLogStore: LOCK, data.mdb, lock.mdb)
   state/      the bucket state machine (BucketStateMachine)
@@ -41,16 +42,25 @@ from boltraft.storage.wal import WalLogStore
 class NodeInfo:
     """What node.json remembers so that ``--data DIR`` alone restarts a node.
 
-    Invariant: ``id`` is not a key of ``peers`` (peers are the OTHER initial members).
+    Invariant: ``id`` is not a key of ``peers`` (peers are the OTHER initial members);
+    ``keys`` is "" (no CURVE) or the absolute path of the node's keys folder.
     """
 
     id: str
     listen: str
     peers: dict[str, str] = field(default_factory=dict)
+    keys: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """Returns the JSON-ready form."""
-        return {"id": self.id, "listen": self.listen, "peers": dict(sorted(self.peers.items()))}
+        """Returns the JSON-ready form (without ``keys`` when there are none)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "listen": self.listen,
+            "peers": dict(sorted(self.peers.items())),
+        }
+        if self.keys:
+            out["keys"] = self.keys
+        return out
 
     @staticmethod
     def from_json(data: Any, source: str) -> NodeInfo:
@@ -58,6 +68,7 @@ class NodeInfo:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object", path=source)
         node_id, listen, peers = data.get("id"), data.get("listen"), data.get("peers", {})
+        keys = data.get("keys", "")
         if not isinstance(node_id, str) or not node_id:
             raise ConfigError(f"{source}: 'id' must be a non-empty string", path=source)
         if not isinstance(listen, str) or not listen:
@@ -66,7 +77,9 @@ class NodeInfo:
             isinstance(k, str) and isinstance(v, str) for k, v in peers.items()
         ):
             raise ConfigError(f"{source}: 'peers' must map ids to addresses", path=source)
-        return NodeInfo(node_id, listen, dict(peers))
+        if not isinstance(keys, str):
+            raise ConfigError(f"{source}: 'keys' must be a folder's path", path=source)
+        return NodeInfo(node_id, listen, dict(peers), keys)
 
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")

@@ -38,6 +38,7 @@ from boltraft.server.metrics import NodeMetrics
 from boltraft.server.node import Node
 from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
+from boltraft.storage.db import DEFAULT_QUOTA
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.fsutil import check_free_space
 from boltraft.transport.curve import PartyKeys, load_keys
@@ -96,14 +97,21 @@ def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachin
     - Synced (no boot id, or ``fsync`` off): every apply commit fsyncs the data pages but
       not the meta page (LMDB ``sync=True, metasync=False``): a machine crash can undo the
       last commit, which the log replays, and never corrupts the store.
+
+    The whole quota is mapped from the start (address space, not memory): a map that grew
+    would be remapped, which drops every mapped page from the RSS and maps them again as
+    they are read, so RSS would fall and climb back under a steady workload
+    (``boltraft.storage.db``).
     """
+    window = cfg.dedup_window_ms
+    maps = {"quota": DEFAULT_QUOTA, "initial_map_size": DEFAULT_QUOTA}
     boot = current_boot_id() if cfg.fsync else None
     if boot is None:
         return BucketStateMachine(
-            datadir.state_path, sync=True, metasync=False, dedup_window_ms=cfg.dedup_window_ms
+            datadir.state_path, sync=True, metasync=False, dedup_window_ms=window, **maps
         )
     datadir.mark_state_unsynced(boot)
-    return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=cfg.dedup_window_ms)
+    return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=window, **maps)
 
 
 def check_state_store(sm: BucketStateMachine, path: Path) -> None:
@@ -169,7 +177,15 @@ def _serve(
     try:
         check_removed(datadir.path)
         check_free_space(datadir.path)  # a full disk: refused before anything is written
-        cfg = resolve_config(values, datadir.read_node_info(), data)
+        remembered = datadir.read_node_info()
+        cfg = resolve_config(values, remembered, data)
+        if remembered is not None and remembered.keys != cfg.keys:
+            log.warning(
+                "node %s: keys folder %s replaces %s (remembered in node.json from now on)",
+                cfg.id,
+                cfg.keys or "(none)",
+                remembered.keys or "(none)",
+            )
         if check_secure(cfg):
             log.warning(
                 "node %s serves %s WITHOUT keys (--insecure): anyone who reaches it can read, "
@@ -182,7 +198,7 @@ def _serve(
         metrics = NodeMetrics(cfg.id, cfg.listen) if cfg.metrics_addr else None
         if metrics is not None:  # first: an address in use fails before anything is written
             health = HealthServer(metrics, cfg.metrics_addr)
-        if datadir.read_node_info() != cfg.node_info():
+        if remembered != cfg.node_info():
             datadir.write_node_info(cfg.node_info())
         opened = datadir.open_log_store(cfg.log_store, sync=cfg.fsync)  # may refuse the kind
         logstore = hooks.wrap_log(opened)

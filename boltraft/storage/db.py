@@ -18,6 +18,10 @@ raises NoSpaceError(retry=True), so do all later ones, and nothing of it is comm
 ``update_fn`` then grows the map (doubling, capped at ``quota``) and runs ``fn`` again;
 ``update()`` grows the map and raises NoSpaceError(retry=True) so the caller can retry. Once
 the map is at its quota, NoSpaceError(retry=False): nothing is written, reads go on.
+Growing remaps the file: every page this process had mapped leaves its RSS and comes back
+as it is read again. A long-running writer that must keep its RSS steady (the server's state
+DB) opens with ``initial_map_size`` equal to its ``quota``: the map is address space only
+(without LMDB's WRITEMAP the file grows with the data, not with the map), and never remaps.
 
 A full disk (LMDB cannot write its pages: ENOSPC, EDQUOT, or a short write, which LMDB
 reports as EIO, while little is free: ``fsutil.lmdb_disk_full``; at commit or when a large
@@ -75,6 +79,8 @@ from boltraft.storage.opening import open_readonly, open_writable, round_map
 from boltraft.storage.tx import Known, Tx
 
 T = TypeVar("T")
+
+DEFAULT_QUOTA = 8 << 30  # the map never grows past this by default
 
 
 class _Gate:
@@ -199,7 +205,7 @@ class DB:
         sync: bool = True,
         metasync: bool | None = None,
         max_value_size: int = 1 << 20,
-        quota: int = 8 << 30,
+        quota: int = DEFAULT_QUOTA,
         initial_map_size: int = 64 << 20,
     ) -> DB:
         """Returns the store in directory ``path``, creating it (writable opens only).

@@ -5,7 +5,9 @@ replicated allow-list work cluster-wide without a restart."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -463,3 +465,120 @@ def test_the_keys_commands_add_and_revoke_clients_cluster_wide(secure: SecureClu
     assert gone.returncode != 0 and b"error: timeout" in gone.stderr
     with secure.client("ro") as cl:
         assert cl.get("sec", "k") == b"v"
+
+
+def test_bench_cluster_drives_a_cluster_with_keys(secure: SecureCluster) -> None:
+    """``bench cluster --endpoints`` takes a client keys folder as ``--keys``, as every client
+    command does (the number of distinct keys is ``--key-space``)."""
+
+    def bench(name: str) -> subprocess.CompletedProcess[bytes]:
+        cmd = [sys.executable, "-c", SERVE, "bench", "cluster", "--endpoints"]
+        cmd += [",".join(secure.endpoints), "--keys", str(secure.keys_dir / name)]
+        cmd += ["--clients", "2", "--ops", "60", "--key-space", "7", "--no-progress"]
+        env = {k: v for k, v in os.environ.items() if k != "BOLTRAFT_KEYS"}
+        return subprocess.run(cmd, env=env, cwd=secure.root, capture_output=True, timeout=120)
+
+    ro = bench("ro")  # may not make the benchmark's bucket
+    assert ro.returncode != 0 and b"error: permission_denied" in ro.stderr, ro.stderr
+    done = bench("app")
+    assert done.returncode == 0, done.stderr
+    assert b"write c2" in done.stdout and b"errors:" not in done.stdout
+    with secure.client("ro") as cl:
+        assert [b for b in cl.buckets() if b.startswith(b"boltraft-bench-")] == []
+
+
+def test_a_restart_without_keys_serves_with_the_remembered_ones(secure: SecureCluster) -> None:
+    """node.json remembers ``--keys``: a node restarted with ``--data`` alone speaks CURVE
+    again; a restart with another folder uses it, says so, and remembers it."""
+
+    def relaunch(node_id: str, keys: list[str]) -> None:
+        argv = secure.argv(node_id)
+        at = argv.index("--keys")
+        argv = argv[:at] + keys + argv[at + 2 :]
+        secure.stop(node_id)
+        with open(secure.root / f"{node_id}.log", "ab") as logf:
+            secure.procs[node_id] = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT)
+
+    node_json = secure.root / "n3" / "node.json"
+    assert json.loads(node_json.read_text())["keys"] == str(secure.keys_dir / "n3")
+    relaunch("n3", [])
+    with secure.client("app") as cl:
+        cl.create_bucket("rk")
+        cl.put("rk", "k", "v1")
+    lead = secure.wait_for_leader()
+    secure.wait_applied("n3", _st(secure, lead)["commit"])  # over CURVE with admin's keys
+    with secure.client("ro", "n3") as cl:
+        assert cl.get("rk", "k", read="stale") == b"v1"
+    assert status(secure.addrs["n3"], 1.0) is None  # a plain client gets nothing
+
+    moved = secure.root / "moved-keys" / "n3"
+    shutil.copytree(secure.keys_dir / "n3", moved)
+    relaunch("n3", ["--keys", str(moved)])
+    wait_until(lambda: secure.status("n3"), 20, "n3 back with the moved keys")
+    assert json.loads(node_json.read_text())["keys"] == str(moved)
+    log = (secure.root / "n3.log").read_text(errors="replace")
+    assert f"keys folder {moved} replaces {secure.keys_dir / 'n3'}" in log
+
+
+@pytest.fixture
+def netns() -> Iterator[tuple[str, str]]:
+    """A network namespace of this test whose own loopback interface is up and also holds
+    10.214.7.1/32 (an address outside 127.0.0.0/8 that nothing else on the machine uses):
+    (name, address). Removed at the end."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a network namespace needs root and the ip command")
+    name = f"brsec-{os.getpid()}"
+
+    def ip(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+    made = ip("netns", "add", name)
+    if made.returncode != 0:
+        pytest.skip(f"ip netns add failed: {made.stderr.strip()}")
+    try:
+        for cmd in (
+            ("link", "set", "lo", "up"),
+            ("addr", "add", "10.214.7.1/32", "dev", "lo"),
+        ):
+            done = ip("-n", name, *cmd)
+            assert done.returncode == 0, f"ip -n {name} {' '.join(cmd)}: {done.stderr}"
+        yield name, "10.214.7.1"
+    finally:
+        ip("netns", "del", name)
+
+
+def test_serve_on_a_non_loopback_address_needs_keys_or_insecure(
+    netns: tuple[str, str], tmp_path: Path
+) -> None:
+    """In a namespace of its own, ``serve`` on a real non-loopback interface without keys
+    refuses to start; with ``--insecure`` it serves there and logs the warning."""
+    name, host = netns
+    listen = f"tcp://{host}:7000"
+    inside = ["ip", "netns", "exec", name, sys.executable, "-c"]
+    serve = [*inside, SERVE, "serve", "--id", "n1", "--data", str(tmp_path / "d")]
+    serve += ["--listen", listen]
+    refused = subprocess.run(serve, capture_output=True, timeout=60)
+    assert refused.returncode != 0
+    assert f"error: config_error: refusing to serve {listen} without keys".encode() in (
+        refused.stderr
+    )
+    assert not (tmp_path / "d").exists()
+
+    probe = "import sys\nfrom boltraft.server.probe import status\n"
+    probe += f"sys.exit(0 if (status({listen!r}, 2.0) or {{}}).get('id') == 'n1' else 1)"
+    log_path = tmp_path / "n1.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*serve, "--insecure"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(
+            lambda: (
+                proc.poll() is None and subprocess.run([*inside, probe], timeout=60).returncode == 0
+            ),
+            60,
+            f"n1 answering at {listen}",
+        )
+        text = log_path.read_text(errors="replace")
+        assert f"node n1 serves {listen} WITHOUT keys (--insecure)" in text
+    finally:
+        proc.terminate()
+        proc.wait(30)
