@@ -21,8 +21,8 @@ following the contract in ``boltraft.raft.types``:
    thread while step 3 applies (``boltraft.server.syncer``); with nothing to apply, while
    the loop steps the Raft messages and requests already waiting (``_flush_stepping``),
    or inline when there are none;
-3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes, then
-   answer read states (a read waits until applied >= its read index). A follower with
+3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes (the
+   answers leave at once, before anything else of the Ready), then answer read states (a read waits until applied >= its read index). A follower with
    ``lazy_apply`` keeps them instead and applies what it kept in one batch later
    (``boltraft.server.applying``); its flush then runs without a thread hand-off (step 2);
 4. send ``messages``, after the flush (persist before send). Without a flush a follower
