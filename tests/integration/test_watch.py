@@ -320,6 +320,48 @@ def test_the_watch_command_prints_one_json_line_per_change_until_ctrl_c(
     assert lines[0]["index"] == start
 
 
+def test_scan_json_prints_the_applied_index_it_read_at_and_a_watch_after_it_misses_nothing(
+    three: Cluster,
+) -> None:
+    with Client(three.endpoints) as client:
+        client.create_bucket("sc")
+        client.put("sc", "k1", "one")
+        client.put("sc", "k2", "two")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from boltraft_cli.main import main; main()",
+                "scan",
+                "sc",
+                "-w",
+                "json",
+                "--endpoints",
+                ",".join(three.endpoints),
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        client.put("sc", "k3", "three")
+        w = client.watch("sc", start_index=out["applied_index"] + 1)
+        after = take(w, 1)
+        w.close()
+        w = client.watch("sc", start_index=1)
+        everything = take(w, 4)  # the bucket's creation, then the three puts
+        w.close()
+    assert out["items"] == [{"key": "k1", "value": "one"}, {"key": "k2", "value": "two"}]
+    assert [e.key for e in after] == [b"k3"]
+    assert [(e.type, e.key) for e in everything] == [
+        ("create_bucket", None),
+        ("put", b"k1"),
+        ("put", b"k2"),
+        ("put", b"k3"),
+    ]
+    assert everything[2].index <= out["applied_index"] < everything[3].index
+
+
 def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
     c = MetricsCluster(tmp_path)
     try:
