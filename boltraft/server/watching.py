@@ -16,11 +16,14 @@ node derives the same events with the same ``(index, pos)``: a client resumes on
 
 Retention. The ring holds the events of the entries from ``oldest`` to the applied index,
 at most ``history_events`` events and ``history_bytes`` bytes of keys and values; the
-oldest entries' events go first, whole entries at a time. A node starts with an empty ring
-(``oldest`` = its applied index + 1), and starts over after a snapshot install or an apply
-a full disk cut short (the changes in between are not known to it): a watch that would need
-what it does not hold gets ``compacted`` (``details["oldest_index"]``), and the client asks
-another node or reads the state with a ``scan`` and watches from its ``index + 1``.
+oldest entries' events go first, whole entries at a time. Each apply's events are also
+written to the node's history on disk (``boltraft.server.watchlog``, when the node has
+one): a node starts with the ring it had when it stopped, as far as that history reaches
+its applied index, else with an empty ring (``oldest`` = its applied index + 1). It starts
+over after a snapshot install or an apply a full disk cut short (the changes in between are
+not known to it): a watch that would need what it does not hold gets ``compacted``
+(``details["oldest_index"]``), and the client asks another node or reads the state with a
+``scan`` and watches from its ``index + 1``.
 
 Sending. The events of an apply wait up to ``COALESCE_S`` (2 ms) for those of the next
 applies, then go out in one frame per watch (``due``, ``flush``: the node loop wakes up for
@@ -67,6 +70,7 @@ from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType, ReadState
 from boltraft.server.ports import Net, NodeView, Proposer, StateMachine
 from boltraft.server.replies import Replies, Target
+from boltraft.server.watchlog import WatchLog
 from boltraft.server.wire import fail, ok
 from boltraft.storage import commands
 from boltraft.storage.commands import (
@@ -151,11 +155,14 @@ class WatchHub:
         request_timeout_s: float,
         cut_off_s: float,
         clock: Callable[[], float],
+        history: WatchLog | None = None,
     ) -> None:
         """``sm``: read for what the entries change (the node replaces it after a snapshot
         install); ``history_events`` 0 turns the feed off (every watch gets ``compacted``);
         ``cut_off_s``: a node that heard no leader for this long ends its watches and takes
-        no new ones (it may be cut off from the cluster, its changes behind)."""
+        no new ones (it may be cut off from the cluster, its changes behind); ``history``:
+        the history on disk, loaded here (its caller opens and closes it; None: the ring
+        lives in memory only)."""
         self.view = view
         self.core = core
         self.sm = sm
@@ -175,6 +182,8 @@ class WatchHub:
         self._bytes = 0
         self._base = 0  # sequence number of _ring[0]
         self.oldest = view.applied + 1  # the oldest index whose events the ring holds
+        self._history = history if history_events > 0 else None
+        self._logged = view.applied  # the last index the history on disk covers
         self._watches: dict[int, _Watch] = {}
         self._ids = itertools.count(1)
         self._ctx_ids = itertools.count(1)
@@ -183,6 +192,13 @@ class WatchHub:
         self._parked: list[tuple[int, Target, _Watch]] = []  # waiting for applied >= index
         self.due: float | None = None  # when the events not yet sent go out (None: none)
         self.stats = {"watches": 0, "events": 0, "frames": 0, "lagged": 0, "dropped": 0}
+        if self._history is not None:
+            self.oldest, events = self._history.load(view.applied)
+            for ev in events:
+                self._add(ev)
+            self._trim()
+        elif history is not None:
+            history.clear()  # the feed is off: a history on disk would go stale
 
     @property
     def live(self) -> bool:
@@ -356,6 +372,7 @@ class WatchHub:
         """Adds the events of the applied ``entries`` (``results`` aligned with them; the
         state machine's ``repeated`` names those that changed nothing) to the ring, then
         sends what the watches may take. ``prior``: ``before_apply``'s answer."""
+        mark = len(self._ring)
         if prior is not None:
             repeated = set(self.sm.repeated)
             values, buckets = prior.values, prior.buckets
@@ -368,6 +385,13 @@ class WatchHub:
                         self._event(e.index, pos, op, r, values, buckets)
                 else:
                     self._event(e.index, 0, body, res, values, buckets)
+        if self._history is not None and entries and entries[-1].index > self._logged:
+            first = max(entries[0].index, self._logged + 1)
+            self._logged = entries[-1].index
+            ring = self._ring
+            new = [ring[i] for i in range(mark - len(ring), 0)]  # from the right: O(new)
+            self._history.append(first, self._logged, new)
+        if prior is not None:
             self._trim()
         if self._parked:
             self._start_parked()
@@ -434,6 +458,8 @@ class WatchHub:
                 self._bytes -= sizes.popleft()
                 self._base += 1
             self.oldest = first + 1
+        if self._history is not None:
+            self._history.drop_before(self.oldest)
 
     def reset(self, applied: int, why: str) -> None:
         """Starts the ring over after ``applied`` (a snapshot install, or an apply cut short:
@@ -444,6 +470,9 @@ class WatchHub:
         self._sizes.clear()
         self._bytes = 0
         self.oldest = applied + 1
+        if self._history is not None:
+            self._history.clear()
+            self._logged = applied
         err = UnavailableError(f"this node's change feed started over: {why}")
         for w in list(self._watches.values()):
             self._end_watch(w, err)
