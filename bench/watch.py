@@ -33,6 +33,7 @@ got its answer. Prints ONE JSON object:
 | ``watchers_cpu_s_per_s`` | CPU the watcher processes used, per second (the same machine) |
 | ``watch_frames_per_s`` | ``events`` frames the 3 nodes sent, per second (with watchers) |
 | ``rate``, ``writers``, ``watchers``, ``watch_on``, ``duration_s`` | the settings |
+| ``watch_procs``, ``watch_tick_ms`` | (also settings) |
 
     python bench/watch.py                        # 1,000 writes/s, 100 watchers, 10 s a phase
     python bench/watch.py --rate 200 --watchers 10 --duration 3
@@ -128,10 +129,12 @@ def write_phase(eps: list[str], rate: float, writers: int, seconds: float) -> li
     return ws
 
 
-def watch_proc(eps_list: list[list[str]], ready: Any, stop: Any, out: Any) -> None:
+def watch_proc(eps_list: list[list[str]], tick: float, ready: Any, stop: Any, out: Any) -> None:
     """One process of watchers: one thread serving them all (``wait_watches``, then
     ``Watch.take``), noting (key, arrival) of each event until ``stop`` is set; puts each
-    watch's list on ``out``."""
+    watch's list on ``out``. It reads at most once per ``tick`` seconds (0: as soon as
+    something arrives): what arrived meanwhile, for all its watches, is read in one round,
+    and the wait counts in the delivery latency."""
     got: list[list[tuple[bytes, float]]] = [[] for _ in eps_list]
     watches = []
     for eps in eps_list:
@@ -140,7 +143,12 @@ def watch_proc(eps_list: list[list[str]], ready: Any, stop: Any, out: Any) -> No
     ready.release()
 
     index = {id(w): i for i, w in enumerate(watches)}
+    woke = 0.0
     while not stop.is_set():
+        delay = woke + tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        woke = time.monotonic()
         for w in wait_watches(watches, 0.2):
             now = time.monotonic()  # when this batch was received and decoded
             got[index[id(w)]].extend((ev.key or b"", now) for ev in w.take())
@@ -156,6 +164,12 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=10)
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--watch-procs", type=int, default=4)
+    ap.add_argument(
+        "--watch-tick-ms",
+        type=float,
+        default=1.0,
+        help="a watcher process reads at most once per this many ms (0: at every arrival)",
+    )
     ap.add_argument(
         "--watch-on",
         choices=("all", "followers"),
@@ -194,7 +208,10 @@ def main() -> None:
                 rotations.append([first, *[e for e in eps if e != first]])
             parts = [rotations[p :: args.watch_procs] for p in range(args.watch_procs)]
             procs = [
-                ctx.Process(target=watch_proc, args=(part, ready, stop, out)) for part in parts
+                ctx.Process(
+                    target=watch_proc, args=(part, args.watch_tick_ms / 1000, ready, stop, out)
+                )
+                for part in parts
             ]
             for p in procs:
                 p.start()
@@ -259,6 +276,8 @@ def main() -> None:
         "writers": args.writers,
         "watchers": args.watchers,
         "watch_on": args.watch_on,
+        "watch_procs": args.watch_procs,
+        "watch_tick_ms": args.watch_tick_ms,
         "duration_s": args.duration,
     }
     print(json.dumps(result, sort_keys=True))
