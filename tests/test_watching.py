@@ -228,8 +228,7 @@ def test_credit_bounds_what_is_in_flight_and_acks_give_more(rig: Rig) -> None:
     rig.apply(*[put([b"b"], b"k%d" % i, b"v") for i in range(8)])
     assert len(rig.events(wid)) == 3
     assert rig.request({"op": "watch_ack", "watch": wid, "count": 2})["ok"]
-    rig.hub.deliver(rig.now)
-    assert [e[0] for e in rig.events(wid)] == [1, 2, 3, 4, 5]
+    assert [e[0] for e in rig.events(wid)] == [1, 2, 3, 4, 5]  # nothing was due: at once
     assert rig.request({"op": "watch_ack", "watch": wid, "count": 3}, b"other")["error"][
         "code"
     ] == ("watch_not_found")  # another connection's watch
@@ -405,3 +404,18 @@ def test_a_reset_clears_the_history_on_disk(tmp_path: Path) -> None:
         assert again.hub.oldest == 2
         assert [e[4] for e in again.events(again.watch(start_index=2))] == [b"k"]
         again.sm.close()
+
+
+def test_an_ack_while_a_flush_is_due_sends_nothing_before_it(rig: Rig) -> None:
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    slow, other = rig.watch(window=1), rig.watch(ident=b"client-2")
+    ents = [Entry(1, 2, EntryType.NORMAL, commands.encode({**put([b"b"], b"k", b"v"), "v": 1}))]
+    prior = rig.hub.before_apply(ents)
+    rig.hub.on_applied(ents, rig.sm.apply(ents), prior)
+    rig.view.applied = rig.index = 2
+    frames = len(rig.net.sent)
+    assert rig.request({"op": "watch_ack", "watch": slow, "count": 1})["ok"]
+    assert len(rig.net.sent) == frames + 1  # the answer: the change waits for the flush
+    rig.hub.flush(rig.now + COALESCE_S)
+    assert [e[0] for e in rig.events(slow)] == [1, 2]
+    assert [e[0] for e in rig.events(other)] == [1, 2]

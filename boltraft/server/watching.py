@@ -27,7 +27,9 @@ not known to it): a watch that would need what it does not hold gets ``compacted
 
 Sending. The events of an apply wait up to ``COALESCE_S`` (2 ms) for those of the next
 applies, then go out in one frame per watch (``due``, ``flush``: the node loop wakes up for
-it); a new watch's backlog and what returned credit allows go out at once.
+it); a new watch's backlog goes out at once, and so does what returned credit allows a
+watch, unless a flush is due (then it goes with the flush: an acknowledgement never sends
+the other watches their changes early, which would cut short every watch's coalescing).
 
 Flow. Each watch has a window (credit) of events sent and not yet acknowledged
 (``watch_ack``); the node sends nothing past it, so what ZeroMQ queues per watch is bounded by
@@ -274,7 +276,7 @@ class WatchHub:
         self.replies.reply(
             target, ok({"watch": w.wid, "start_index": start, "oldest_index": self.oldest})
         )
-        self.deliver(self._clock())  # what the ring holds for it already
+        self._deliver_to(w, self._clock())  # what the ring holds for it already
 
     def _mine(self, target: Target, body: dict[str, Any]) -> _Watch:
         wid = body.get("watch")
@@ -289,7 +291,8 @@ class WatchHub:
         w.unacked = max(0, w.unacked - count)
         w.acked_at = now
         self.replies.reply(target, ok(None))
-        self.deliver(now)
+        if self.due is None:  # else what it may take now goes out at ``due``, with the rest
+            self._deliver_to(w, now)
 
     def _on_cancel(self, target: Target, body: dict[str, Any]) -> None:
         w = self._mine(target, body)
@@ -487,35 +490,47 @@ class WatchHub:
         self.due = None
         if not self._watches:
             return
-        end = self._end
-        applied = self.view.applied
         shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
         for w in list(self._watches.values()):
-            while w.cursor < end and w.wid in self._watches:
-                if w.unacked >= w.window:  # the client is the bottleneck
-                    if end - w.cursor >= self._max_lag:
-                        self.stats["lagged"] += 1
-                        self._end_watch(
-                            w,
-                            WatchLaggedError(
-                                f"the watch fell {end - w.cursor} events behind the newest "
-                                f"(the limit is {self._max_lag})",
-                                index=w.covered,
-                            ),
-                        )
-                    break
-                room = min(w.window - w.unacked, MAX_FRAME_EVENTS)
-                key = (*w.key, w.cursor, room)
-                got = shared.get(key)
-                if got is None:
-                    got = shared[key] = self._collect(w, room, end, applied)
-                count, cursor, packed, covered = got
-                w.cursor = cursor
-                if count == 0:  # its progress goes out with the next frame or at PROGRESS_S
-                    break
-                w.covered = covered
-                w.unacked += count
-                self._send(w, encode_events_frame(w.wid, covered, packed), now)
+            self._deliver_to(w, now, shared)
+
+    def _deliver_to(
+        self,
+        w: _Watch,
+        now: float,
+        shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] | None = None,
+    ) -> None:
+        """Sends ``w`` the events it may take now; ``shared``: the encodings already made
+        in this round (by filter, place and room), which it adds to. Ends it with
+        ``watch_lagged`` when its window stays full ``max_lag`` events behind."""
+        end = self._end
+        if shared is None:
+            shared = {}
+        while w.cursor < end and w.wid in self._watches:
+            if w.unacked >= w.window:  # the client is the bottleneck
+                if end - w.cursor >= self._max_lag:
+                    self.stats["lagged"] += 1
+                    self._end_watch(
+                        w,
+                        WatchLaggedError(
+                            f"the watch fell {end - w.cursor} events behind the newest "
+                            f"(the limit is {self._max_lag})",
+                            index=w.covered,
+                        ),
+                    )
+                break
+            room = min(w.window - w.unacked, MAX_FRAME_EVENTS)
+            key = (*w.key, w.cursor, room)
+            got = shared.get(key)
+            if got is None:
+                got = shared[key] = self._collect(w, room, end, self.view.applied)
+            count, cursor, packed, covered = got
+            w.cursor = cursor
+            if count == 0:  # its progress goes out with the next frame or at PROGRESS_S
+                break
+            w.covered = covered
+            w.unacked += count
+            self._send(w, encode_events_frame(w.wid, covered, packed), now)
 
     def _collect(self, w: _Watch, room: int, end: int, applied: int) -> tuple[int, int, bytes, int]:
         """``(count, new cursor, packed events, covered index)`` of the next ``room``
