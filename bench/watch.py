@@ -31,7 +31,9 @@ got its answer. Prints ONE JSON object:
 | ``write_errors`` | puts that raised (both phases) |
 | ``nodes_cpu_s_per_s``, ``nodes_cpu_with_watchers_s_per_s`` | CPU the 3 nodes used, per second |
 | ``watchers_cpu_s_per_s`` | CPU the watcher processes used, per second (the same machine) |
+| ``watch_frames_per_s`` | ``events`` frames the 3 nodes sent, per second (with watchers) |
 | ``rate``, ``writers``, ``watchers``, ``watch_on``, ``duration_s`` | the settings |
+| ``watch_procs``, ``watch_tick_ms`` | (also settings) |
 
     python bench/watch.py                        # 1,000 writes/s, 100 watchers, 10 s a phase
     python bench/watch.py --rate 200 --watchers 10 --duration 3
@@ -63,6 +65,15 @@ def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` used so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def frames_sent(prober: Prober, eps: list[str]) -> int:
+    """The ``events`` frames the nodes of ``eps`` sent so far (their ``status``); raises
+    SystemExit when one does not answer."""
+    got = prober.statuses(eps, timeout=5.0)
+    if len(got) != len(eps):
+        raise SystemExit("error: a node did not answer its status")
+    return sum(int(st["watch"]["frames"]) for st in got.values())
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -118,10 +129,12 @@ def write_phase(eps: list[str], rate: float, writers: int, seconds: float) -> li
     return ws
 
 
-def watch_proc(eps_list: list[list[str]], ready: Any, stop: Any, out: Any) -> None:
-    """One process of watchers: one thread serving them all (``wait_watches``), noting
-    (key, arrival) of each event until ``stop`` is set; puts each watch's list on
-    ``out``."""
+def watch_proc(eps_list: list[list[str]], tick: float, ready: Any, stop: Any, out: Any) -> None:
+    """One process of watchers: one thread serving them all (``wait_watches``, then
+    ``Watch.take``), noting (key, arrival) of each event until ``stop`` is set; puts each
+    watch's list on ``out``. It reads at most once per ``tick`` seconds (0: as soon as
+    something arrives): what arrived meanwhile, for all its watches, is read in one round,
+    and the wait counts in the delivery latency."""
     got: list[list[tuple[bytes, float]]] = [[] for _ in eps_list]
     watches = []
     for eps in eps_list:
@@ -130,12 +143,15 @@ def watch_proc(eps_list: list[list[str]], ready: Any, stop: Any, out: Any) -> No
     ready.release()
 
     index = {id(w): i for i, w in enumerate(watches)}
+    woke = 0.0
     while not stop.is_set():
+        delay = woke + tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        woke = time.monotonic()
         for w in wait_watches(watches, 0.2):
-            mine = got[index[id(w)]]
-            for _ in range(w.poll(0)):  # what it received: no wait
-                ev = next(w)
-                mine.append((ev.key or b"", time.monotonic()))
+            now = time.monotonic()  # when this batch was received and decoded
+            got[index[id(w)]].extend((ev.key or b"", now) for ev in w.take())
     for w in watches:
         w.close()
     for g in got:
@@ -148,6 +164,12 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=10)
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--watch-procs", type=int, default=4)
+    ap.add_argument(
+        "--watch-tick-ms",
+        type=float,
+        default=1.0,
+        help="a watcher process reads at most once per this many ms (0: at every arrival)",
+    )
     ap.add_argument(
         "--watch-on",
         choices=("all", "followers"),
@@ -186,17 +208,22 @@ def main() -> None:
                 rotations.append([first, *[e for e in eps if e != first]])
             parts = [rotations[p :: args.watch_procs] for p in range(args.watch_procs)]
             procs = [
-                ctx.Process(target=watch_proc, args=(part, ready, stop, out)) for part in parts
+                ctx.Process(
+                    target=watch_proc, args=(part, args.watch_tick_ms / 1000, ready, stop, out)
+                )
+                for part in parts
             ]
             for p in procs:
                 p.start()
             for _ in procs:
                 ready.acquire()
+            f2 = frames_sent(prober, eps)
             c2 = sum(cpu_s(p) for p in node_pids)
             w2 = sum(cpu_s(p.pid) for p in procs if p.pid is not None)
             watched = write_phase(eps, args.rate, args.writers, args.duration)
             c3 = sum(cpu_s(p) for p in node_pids)
             w3 = sum(cpu_s(p.pid) for p in procs if p.pid is not None)
+            f3 = frames_sent(prober, eps)
             time.sleep(1.0)  # the last changes reach the watchers (missing ones are counted)
             stop.set()
             lists = [out.get() for _ in range(args.watchers)]
@@ -244,10 +271,13 @@ def main() -> None:
         "nodes_cpu_s_per_s": round((c1 - c0) / (args.duration + 0.2), 3),
         "nodes_cpu_with_watchers_s_per_s": round((c3 - c2) / (args.duration + 0.2), 3),
         "watchers_cpu_s_per_s": round((w3 - w2) / (args.duration + 0.2), 3),
+        "watch_frames_per_s": round((f3 - f2) / (args.duration + 0.2), 1),
         "rate": args.rate,
         "writers": args.writers,
         "watchers": args.watchers,
         "watch_on": args.watch_on,
+        "watch_procs": args.watch_procs,
+        "watch_tick_ms": args.watch_tick_ms,
         "duration_s": args.duration,
     }
     print(json.dumps(result, sort_keys=True))

@@ -611,6 +611,7 @@ class Client:
 
 
 WATCH_SILENCE_S = 3.0  # a node that sent a watch nothing for this long is taken as gone
+WATCH_CHECK_S = 0.1  # how often wait_watches looks at each watch's monitor and silence
 _ENDED_RETRY = frozenset((*RETRYABLE, "watch_lagged", "watch_not_found"))
 
 
@@ -663,6 +664,7 @@ class Watch:
         self.last_index = 0
         self._unacked = 0  # delivered to the caller, not yet acknowledged to the node
         self._heard = 0.0
+        self._checked = 0.0  # when wait_watches last looked at its monitor and silence
         self._closed = False
         self._known = start_index is not None  # where to resume is known
         self.resumes = 0  # how many times it started again on a node (for tests, tools)
@@ -681,6 +683,25 @@ class Watch:
         if self._unacked >= self._window // 4:
             self._ack()
         return ev
+
+    def take(self, limit: int | None = None) -> list[Event]:
+        """The events waiting now, at most ``limit`` (all when None), in order and without
+        waiting: what iterating would give, for one call instead of one per event (``poll``
+        or ``wait_watches`` first to wait for some); empty when none are waiting."""
+        buf = self._buf
+        n = len(buf) if limit is None else max(0, min(limit, len(buf)))
+        if n == 0:
+            return []
+        if n == len(buf):
+            out = list(buf)
+            buf.clear()
+        else:
+            out = [buf.popleft() for _ in range(n)]
+        self.last_index = out[-1].index
+        self._unacked += n
+        if self._unacked >= self._window // 4:
+            self._ack()
+        return out
 
     def __enter__(self) -> Watch:
         return self
@@ -704,26 +725,24 @@ class Watch:
             self._subscribe()
 
     def poll(self, timeout: float) -> int:
-        """Waits up to ``timeout`` seconds for events (not at all when some are waiting);
-        returns how many are waiting to be iterated. Resuming on another node may take
-        longer (up to ``reconnect_timeout``). Raises what ends the watch."""
+        """Waits up to ``timeout`` seconds for events; returns how many are waiting to be
+        iterated, at once (reading nothing more) when some already are. Resuming on another
+        node may take longer (up to ``reconnect_timeout``). Raises what ends the watch."""
+        if self._buf:
+            return len(self._buf)
         deadline = time.monotonic() + timeout
         while not self._closed:
             if self._wid is None:
                 self._subscribe()
             assert self._poller is not None
-            wait = 0 if self._buf else max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            wait = max(0, math.ceil((deadline - time.monotonic()) * 1000))
             for sock, _ in self._poller.poll(wait):
                 if sock is self._monitor and self._monitor is not None:
                     if _disconnected(self._monitor):
                         self._lost()  # the node closed the connection
                         break
                     continue
-                for parts in drain(sock, 1024):
-                    if len(parts) == 1:
-                        self._frame(parts[0])
-                    if self._wid is None:  # the watch ended: it starts again
-                        break
+                self._read()
                 if self._wid is None:
                     break
             now = time.monotonic()
@@ -732,6 +751,24 @@ class Watch:
             if self._buf or now >= deadline:
                 break
         return len(self._buf)
+
+    def _read(self) -> None:
+        """Handles the frames waiting on the socket now (never blocks); stops after a frame
+        that ended the watch. Raises what ends the watch."""
+        assert self._sock is not None
+        for parts in drain(self._sock, 1024):
+            if len(parts) == 1:
+                self._frame(parts[0])
+            if self._wid is None:  # the watch ended: it starts again
+                return
+
+    def _check(self, now: float) -> None:
+        """Moves the watch on to the next node when its monitor saw the connection close or
+        the node sent nothing for ``WATCH_SILENCE_S`` (never blocks)."""
+        if self._wid is None or self._monitor is None:
+            return
+        if _disconnected(self._monitor) or now - self._heard > WATCH_SILENCE_S:
+            self._lost()
 
     # --- the stream --------------------------------------------------------------------------
     def _frame(self, data: bytes) -> None:
@@ -749,10 +786,14 @@ class Watch:
                 return  # an earlier watch's
             self._heard = time.monotonic()
             last = self._recv_last
-            for ev in events:
-                if last is None or (ev.index, ev.pos) > last:
-                    self._buf.append(ev)
-                    last = (ev.index, ev.pos)
+            if events and (last is None or (events[0].index, events[0].pos) > last):
+                self._buf.extend(events)  # a frame's events come in increasing order
+                last = (events[-1].index, events[-1].pos)
+            else:
+                for ev in events:
+                    if last is None or (ev.index, ev.pos) > last:
+                        self._buf.append(ev)
+                        last = (ev.index, ev.pos)
             self._recv_last = last
             if index > self.progress:
                 self.progress = index
@@ -903,24 +944,30 @@ class Watch:
 def wait_watches(watches: Sequence[Watch], timeout: float) -> list[Watch]:
     """The watches of ``watches`` that have events waiting, after waiting up to ``timeout``
     seconds for one of them (not at all when one has some already): one thread can serve
-    many watches. Raises what ends one of them."""
+    many watches. One poll covers their connections; what arrived is read and decoded
+    without a poll of each watch; their monitors and silences are looked at every
+    ``WATCH_CHECK_S``. Raises what ends one of them."""
     ready = [w for w in watches if w._buf]
     if ready:
         return ready
     poller = zmq.Poller()
     owner: dict[Any, Watch] = {}
     for w in watches:
-        if w._sock is None or w._monitor is None:  # between nodes: it starts again now
-            w.poll(0)
+        if w._closed:
             continue
-        for sock in (w._sock, w._monitor):
-            poller.register(sock, zmq.POLLIN)
-            owner[sock] = w
-    hit = {owner[sock] for sock, _ in poller.poll(max(0, math.ceil(timeout * 1000)))}
-    quiet = time.monotonic() - WATCH_SILENCE_S
-    for w in watches:
-        if w in hit or w._heard < quiet:
+        if w._sock is None or w._wid is None:  # between nodes: it starts again now
             w.poll(0)
+            if w._sock is None or w._wid is None:
+                continue
+        poller.register(w._sock, zmq.POLLIN)
+        owner[w._sock] = w
+    for sock, _ in poller.poll(max(0, math.ceil(timeout * 1000))):
+        owner[sock]._read()
+    now = time.monotonic()
+    for w in watches:
+        if now - w._checked >= WATCH_CHECK_S:
+            w._checked = now
+            w._check(now)
     return [w for w in watches if w._buf]
 
 

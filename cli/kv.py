@@ -182,7 +182,9 @@ def scan_cmd(
     timeout: float,
 ) -> None:
     """Print the keys of BUCKET in order, one "KEY<TAB>VALUE" line each; a nested bucket
-    prints as "KEY/" (no TAB). -w json prints [{"key", "value"}] (value null for a bucket).
+    prints as "KEY/" (no TAB). -w json prints {"applied_index": N, "items": [{"key",
+    "value"}]} (value null for a bucket): N is the applied index the scan read at (the
+    lowest of its pages'), so "watch BUCKET --from-index N+1" misses no later change.
 
     Pages are fetched as needed; each page is one read, so a long scan is not one snapshot."""
     check_read(read, max_lag)
@@ -192,29 +194,37 @@ def scan_cmd(
     items: list[tuple[bytes, bytes | None]] = []
     page_size = _SCAN_PAGE if limit is None else min(limit, _SCAN_PAGE)
     path = bucket_path(bucket)
+    applied: int | None = None
+    count = 0
+    after: bytes | None = None
     with connect(endpoints, timeout) as c:
-        it = c.scan_all(
-            path,
-            prefix=opt_bytes(prefix, hex_, "--prefix"),
-            start=opt_bytes(start, hex_, "--start"),
-            end=opt_bytes(end, hex_, "--end"),
-            reverse=reverse,
-            page_size=page_size,
-            read=read,
-            max_lag=max_lag,
-        )
-        for count, (k, v) in enumerate(it, 1):
-            if fmt != "simple":
-                items.append((k, v))
-            elif v is None:
-                echo_line(_text(k, hex_) + b"/")
-            else:
-                echo_line(_text(k, hex_), _text(v, hex_))
-            if limit is not None and count >= limit:
+        while limit is None or count < limit:
+            page = c.scan(
+                path,
+                prefix=opt_bytes(prefix, hex_, "--prefix"),
+                start=opt_bytes(start, hex_, "--start"),
+                end=opt_bytes(end, hex_, "--end"),
+                limit=page_size if limit is None else min(page_size, limit - count),
+                reverse=reverse,
+                after=after,
+                read=read,
+                max_lag=max_lag,
+            )
+            applied = page.applied_index if applied is None else min(applied, page.applied_index)
+            for k, v in page.items:
+                if fmt != "simple":
+                    items.append((k, v))
+                elif v is None:
+                    echo_line(_text(k, hex_) + b"/")
+                else:
+                    echo_line(_text(k, hex_), _text(v, hex_))
+            count += len(page.items)
+            if page.next is None:
                 break
+            after = page.next
     if fmt != "simple":
         emit(
-            [{"key": k, "value": v} for k, v in items],
+            {"applied_index": applied or 0, "items": [{"key": k, "value": v} for k, v in items]},
             table=(
                 ["KEY", "VALUE"],
                 [[_text(k, hex_), "(bucket)" if v is None else _text(v, hex_)] for k, v in items],

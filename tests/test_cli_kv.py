@@ -64,11 +64,13 @@ def test_quick_start_flow(node: FakeNode) -> None:
     assert ok(run(node, "get", "config", "color")) == b"blue\n"
     assert ok(run(node, "get", "config", "empty")) == b"\n"
     assert ok(run(node, "scan", "config")) == b"color\tblue\nempty\t\nsub/\n"
-    assert json.loads(ok(run(node, "scan", "config", "--json"))) == [
+    scanned = json.loads(ok(run(node, "scan", "config", "--json")))
+    assert scanned["items"] == [
         {"key": "color", "value": "blue"},
         {"key": "empty", "value": ""},
         {"key": "sub", "value": None},
     ]
+    assert type(scanned["applied_index"]) is int
     assert ok(run(node, "bucket", "list")) == b"config\n"
     assert ok(run(node, "bucket", "list", "config")) == b"sub\n"
     assert json.loads(ok(run(node, "bucket", "list", "config", "--json"))) == ["sub"]
@@ -90,7 +92,7 @@ def test_scan_options(node: FakeNode, store: FakeStore) -> None:
     assert ok(run(node, "scan", "b", "--start", "k2", "--end", "k5", "--reverse")) == (
         b"k4\tv4\nk3\tv3\nk2\tv2\n"
     )
-    assert len(json.loads(ok(run(node, "scan", "b", "--json", "--limit", "5")))) == 5
+    assert len(json.loads(ok(run(node, "scan", "b", "--json", "--limit", "5")))["items"]) == 5
     assert ok(run(node, "scan", "b", "--read", "stale", "--max-lag", "4", "--prefix", "o")) == (
         b"other\to\n"
     )

@@ -4,13 +4,14 @@ once, in order, when the next node sends again what it already had."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fake_node import FakeNode, fail, ok
 
-from boltraft.client import Client
+from boltraft.client import Client, wait_watches
 from boltraft.errors import CompactedError, UnavailableError
 from boltraft.packing import pack
 from boltraft.transport.watchwire import Event, encode_end, encode_events_frame
@@ -105,3 +106,38 @@ def test_compacted_everywhere_is_raised_with_the_oldest_index(nodes: list[FakeNo
     with Client([n.endpoint for n in nodes]) as c, pytest.raises(CompactedError) as info:
         c.watch("b", start_index=2)
     assert info.value.details["oldest_index"] == 30
+
+
+def test_take_hands_over_what_is_waiting_in_order_and_acknowledges_it(
+    nodes: list[FakeNode],
+) -> None:
+    acks: list[int] = []
+
+    def node(rid: int, body: dict[str, Any]) -> list[bytes]:
+        if body["op"] == "watch_ack":
+            acks.append(body["count"])
+            return [ok(rid)]
+        if body["op"] != "watch":
+            return [ok(rid)]
+        return [
+            ok(rid, {"watch": 1, "start_index": 5, "oldest_index": 1}),
+            frames(1, 6, ev(5, 0), ev(5, 1), ev(6, 0)),
+            frames(1, 8, ev(7, 0), ev(8, 0), ev(8, 1)),
+        ]
+
+    nodes.append(FakeNode(node))
+    with Client([nodes[0].endpoint]) as c:
+        w = c.watch("b", start_index=5, window=8)  # acknowledges every 2 events
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 6:
+            assert time.monotonic() < deadline, got
+            for ready in wait_watches([w], 0.2):
+                got += ready.take(2)
+        assert w.take() == []
+        while sum(acks) < 5:  # what is left unacknowledged stays below window // 4
+            assert time.monotonic() < deadline, acks
+            time.sleep(0.01)
+        w.close()
+    assert [(e.index, e.pos) for e in got] == [(5, 0), (5, 1), (6, 0), (7, 0), (8, 0), (8, 1)]
+    assert w.last_index == 8 and w.progress == 8

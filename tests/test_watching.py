@@ -17,6 +17,7 @@ from boltraft.raft.types import Entry, EntryType, ReadState, Role
 from boltraft.server.replies import Replies, Target
 from boltraft.server.state import NodeState
 from boltraft.server.watching import COALESCE_S, IDLE_S, PROGRESS_S, WatchHub
+from boltraft.server.watchlog import WatchLog
 from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.transport.watchwire import decode_events_frame
@@ -60,6 +61,7 @@ class Rig:
         self.view = NodeState("n1", "tcp://127.0.0.1:1", 1.0)
         self.view.lead = "n1"
         self.view.role = Role.LEADER  # hears itself: never cut off unless a test says
+        self.view.applied = self.sm.applied[0]  # a state machine opened again: where it was
         self.net = FakeNet()
         self.core = FakeCore()
         self.now = 100.0
@@ -78,7 +80,7 @@ class Rig:
             clock=lambda: self.now,
             **opts,
         )
-        self.index = 0
+        self.index = self.view.applied
         self.rids = iter(range(1, 1 << 30))
 
     def apply(self, *cmds: dict[str, Any]) -> list[Any]:
@@ -226,8 +228,7 @@ def test_credit_bounds_what_is_in_flight_and_acks_give_more(rig: Rig) -> None:
     rig.apply(*[put([b"b"], b"k%d" % i, b"v") for i in range(8)])
     assert len(rig.events(wid)) == 3
     assert rig.request({"op": "watch_ack", "watch": wid, "count": 2})["ok"]
-    rig.hub.deliver(rig.now)
-    assert [e[0] for e in rig.events(wid)] == [1, 2, 3, 4, 5]
+    assert [e[0] for e in rig.events(wid)] == [1, 2, 3, 4, 5]  # nothing was due: at once
     assert rig.request({"op": "watch_ack", "watch": wid, "count": 3}, b"other")["error"][
         "code"
     ] == ("watch_not_found")  # another connection's watch
@@ -348,3 +349,73 @@ def test_a_node_that_hears_no_leader_for_long_ends_its_watches_and_takes_none(ri
     assert answer["error"]["code"] == "unavailable"
     rig.view.leader_heard = rig.now  # the leader is back
     assert rig.request({"op": "watch", "bucket": [b"b"], "start_index": 1})["ok"]
+
+
+def test_a_hub_started_again_on_its_history_on_disk_serves_the_changes_from_before(
+    tmp_path: Path,
+) -> None:
+    with WatchLog(tmp_path / "watch") as history:
+        rig = Rig(tmp_path, history=history)
+        rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+        rig.apply(put([b"b"], b"k", b"1"), put([b"b"], b"k", b"2"))
+        rig.apply({"op": "delete", "bucket": [b"b"], "key": b"k"})
+        rig.apply({"op": "delete", "bucket": [b"b"], "key": b"k"})  # found nothing: no event
+        rig.apply({"op": "batch", "ops": [put([b"b"], b"x", b"a"), put([b"b"], b"y", b"b")]})
+        before = rig.events(rig.watch(prev_value=True))
+        rig.sm.close()
+    with WatchLog(tmp_path / "watch") as history:
+        again = Rig(tmp_path, history=history)  # the same state, the hub made anew
+        assert again.hub.oldest == 1
+        wid = again.watch(prev_value=True)
+        again.apply(put([b"b"], b"x", b"c"))
+        got = again.events(wid)
+        again.sm.close()
+    assert len(before) == 6
+    assert got == [*before, (7, 0, "put", (b"b",), b"x", b"c", b"a")]
+
+
+def test_a_hub_whose_history_on_disk_stops_short_of_the_state_starts_empty(
+    tmp_path: Path,
+) -> None:
+    with WatchLog(tmp_path / "watch") as history:
+        rig = Rig(tmp_path, history=history)
+        rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+        rig.sm.close()
+    rig = Rig(tmp_path)  # applies without the history: it stops short of the state
+    rig.apply(put([b"b"], b"k", b"1"))
+    rig.sm.close()
+    with WatchLog(tmp_path / "watch") as history:
+        again = Rig(tmp_path, history=history)
+        assert again.hub.oldest == 3
+        answer = again.request({"op": "watch", "bucket": [b"b"], "start_index": 1})
+        again.sm.close()
+    assert answer["error"]["code"] == "compacted"
+
+
+def test_a_reset_clears_the_history_on_disk(tmp_path: Path) -> None:
+    with WatchLog(tmp_path / "watch") as history:
+        rig = Rig(tmp_path, history=history)
+        rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+        rig.hub.reset(1, "it installed a snapshot")
+        rig.apply(put([b"b"], b"k", b"1"))
+        rig.sm.close()
+    with WatchLog(tmp_path / "watch") as history:
+        again = Rig(tmp_path, history=history)
+        assert again.hub.oldest == 2
+        assert [e[4] for e in again.events(again.watch(start_index=2))] == [b"k"]
+        again.sm.close()
+
+
+def test_an_ack_while_a_flush_is_due_sends_nothing_before_it(rig: Rig) -> None:
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    slow, other = rig.watch(window=1), rig.watch(ident=b"client-2")
+    ents = [Entry(1, 2, EntryType.NORMAL, commands.encode({**put([b"b"], b"k", b"v"), "v": 1}))]
+    prior = rig.hub.before_apply(ents)
+    rig.hub.on_applied(ents, rig.sm.apply(ents), prior)
+    rig.view.applied = rig.index = 2
+    frames = len(rig.net.sent)
+    assert rig.request({"op": "watch_ack", "watch": slow, "count": 1})["ok"]
+    assert len(rig.net.sent) == frames + 1  # the answer: the change waits for the flush
+    rig.hub.flush(rig.now + COALESCE_S)
+    assert [e[0] for e in rig.events(slow)] == [1, 2]
+    assert [e[0] for e in rig.events(other)] == [1, 2]

@@ -182,6 +182,11 @@ class DataDir:
         return self.path / "state"
 
     @property
+    def watch_path(self) -> Path:
+        """Returns the folder of the change feed's history (``boltraft.server.watchlog``)."""
+        return self.path / "watch"
+
+    @property
     def snapshots_path(self) -> Path:
         """Returns the folder of the snapshots."""
         return self.path / "snapshots"

@@ -38,6 +38,7 @@ from boltraft.server.metrics import NodeMetrics
 from boltraft.server.node import Node
 from boltraft.server.ports import CommitObserver, Net, StateMachine
 from boltraft.server.snapshots import recover
+from boltraft.server.watchlog import WatchLog
 from boltraft.storage.db import DEFAULT_QUOTA
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.fsutil import check_free_space
@@ -226,6 +227,7 @@ def _serve(
             try:
                 check_state_store(opened_sm, datadir.state_path)
                 transport = open_transport(cfg, keys, access)
+                watch_log = WatchLog(datadir.watch_path)
                 try:
                     net = hooks.wrap_net(transport)
                     if metrics is not None:
@@ -239,6 +241,7 @@ def _serve(
                         reopen_sm=lambda: open_state_machine(cfg, datadir),
                         install_step=hooks.install_step,
                         access=access,
+                        watch_log=watch_log,
                     )
                     log.info(
                         "node %s serving on %s (data %s, peers %s)",
@@ -266,6 +269,7 @@ def _serve(
                         status = 3
                     log.info("node %s stopping (signal %d)", cfg.id, stop.signal)
                 finally:
+                    watch_log.close()
                     transport.close()
             finally:  # a snapshot install may have replaced node.sm
                 close_state_machine([sm] if node is None else [sm, node.sm], datadir)

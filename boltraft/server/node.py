@@ -75,6 +75,7 @@ from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
 from boltraft.server.watching import WATCH_OPS, WatchHub
+from boltraft.server.watchlog import WatchLog
 from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, REQS, SNAP, fail, ok
 from boltraft.storage.commands import KEYS_SET
 from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
@@ -117,12 +118,14 @@ class Node:
         reopen_sm: Callable[[], StateMachine] | None = None,
         install_step: Callable[[str], None] = lambda step: None,
         access: Access | None = None,
+        watch_log: WatchLog | None = None,
     ) -> None:
         """``observer``: sees the commit stages (default: none); ``reopen_sm``: opens the
         state machine again after a snapshot install replaced its files (None: this node
         cannot install snapshots); ``install_step``: a fault-injection point at each step of
         a snapshot install (``boltraft.server.snapshots``); ``access``: the allow-list of a
-        node with CURVE keys, which every frame is checked against (None: no checks)."""
+        node with CURVE keys, which every frame is checked against (None: no checks);
+        ``watch_log``: the change feed's history on disk (None: in memory only)."""
         wire.register_kinds()
         self._access = access
         if access is not None:
@@ -197,6 +200,7 @@ class Node:
             request_timeout_s=cfg.request_timeout_ms / 1000,
             cut_off_s=2 * cfg.election_tick * self._tick_s,
             clock=clock,
+            history=watch_log,
         )
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)

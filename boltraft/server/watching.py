@@ -16,15 +16,20 @@ node derives the same events with the same ``(index, pos)``: a client resumes on
 
 Retention. The ring holds the events of the entries from ``oldest`` to the applied index,
 at most ``history_events`` events and ``history_bytes`` bytes of keys and values; the
-oldest entries' events go first, whole entries at a time. A node starts with an empty ring
-(``oldest`` = its applied index + 1), and starts over after a snapshot install or an apply
-a full disk cut short (the changes in between are not known to it): a watch that would need
-what it does not hold gets ``compacted`` (``details["oldest_index"]``), and the client asks
-another node or reads the state with a ``scan`` and watches from its ``index + 1``.
+oldest entries' events go first, whole entries at a time. Each apply's events are also
+written to the node's history on disk (``boltraft.server.watchlog``, when the node has
+one): a node starts with the ring it had when it stopped, as far as that history reaches
+its applied index, else with an empty ring (``oldest`` = its applied index + 1). It starts
+over after a snapshot install or an apply a full disk cut short (the changes in between are
+not known to it): a watch that would need what it does not hold gets ``compacted``
+(``details["oldest_index"]``), and the client asks another node or reads the state with a
+``scan`` and watches from its ``index + 1``.
 
 Sending. The events of an apply wait up to ``COALESCE_S`` (2 ms) for those of the next
 applies, then go out in one frame per watch (``due``, ``flush``: the node loop wakes up for
-it); a new watch's backlog and what returned credit allows go out at once.
+it); a new watch's backlog goes out at once, and so does what returned credit allows a
+watch, unless a flush is due (then it goes with the flush: an acknowledgement never sends
+the other watches their changes early, which would cut short every watch's coalescing).
 
 Flow. Each watch has a window (credit) of events sent and not yet acknowledged
 (``watch_ack``); the node sends nothing past it, so what ZeroMQ queues per watch is bounded by
@@ -67,6 +72,7 @@ from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType, ReadState
 from boltraft.server.ports import Net, NodeView, Proposer, StateMachine
 from boltraft.server.replies import Replies, Target
+from boltraft.server.watchlog import WatchLog
 from boltraft.server.wire import fail, ok
 from boltraft.storage import commands
 from boltraft.storage.commands import (
@@ -151,11 +157,14 @@ class WatchHub:
         request_timeout_s: float,
         cut_off_s: float,
         clock: Callable[[], float],
+        history: WatchLog | None = None,
     ) -> None:
         """``sm``: read for what the entries change (the node replaces it after a snapshot
         install); ``history_events`` 0 turns the feed off (every watch gets ``compacted``);
         ``cut_off_s``: a node that heard no leader for this long ends its watches and takes
-        no new ones (it may be cut off from the cluster, its changes behind)."""
+        no new ones (it may be cut off from the cluster, its changes behind); ``history``:
+        the history on disk, loaded here (its caller opens and closes it; None: the ring
+        lives in memory only)."""
         self.view = view
         self.core = core
         self.sm = sm
@@ -175,6 +184,8 @@ class WatchHub:
         self._bytes = 0
         self._base = 0  # sequence number of _ring[0]
         self.oldest = view.applied + 1  # the oldest index whose events the ring holds
+        self._history = history if history_events > 0 else None
+        self._logged = view.applied  # the last index the history on disk covers
         self._watches: dict[int, _Watch] = {}
         self._ids = itertools.count(1)
         self._ctx_ids = itertools.count(1)
@@ -183,6 +194,13 @@ class WatchHub:
         self._parked: list[tuple[int, Target, _Watch]] = []  # waiting for applied >= index
         self.due: float | None = None  # when the events not yet sent go out (None: none)
         self.stats = {"watches": 0, "events": 0, "frames": 0, "lagged": 0, "dropped": 0}
+        if self._history is not None:
+            self.oldest, events = self._history.load(view.applied)
+            for ev in events:
+                self._add(ev)
+            self._trim()
+        elif history is not None:
+            history.clear()  # the feed is off: a history on disk would go stale
 
     @property
     def live(self) -> bool:
@@ -258,7 +276,7 @@ class WatchHub:
         self.replies.reply(
             target, ok({"watch": w.wid, "start_index": start, "oldest_index": self.oldest})
         )
-        self.deliver(self._clock())  # what the ring holds for it already
+        self._deliver_to(w, self._clock())  # what the ring holds for it already
 
     def _mine(self, target: Target, body: dict[str, Any]) -> _Watch:
         wid = body.get("watch")
@@ -273,7 +291,8 @@ class WatchHub:
         w.unacked = max(0, w.unacked - count)
         w.acked_at = now
         self.replies.reply(target, ok(None))
-        self.deliver(now)
+        if self.due is None:  # else what it may take now goes out at ``due``, with the rest
+            self._deliver_to(w, now)
 
     def _on_cancel(self, target: Target, body: dict[str, Any]) -> None:
         w = self._mine(target, body)
@@ -356,6 +375,7 @@ class WatchHub:
         """Adds the events of the applied ``entries`` (``results`` aligned with them; the
         state machine's ``repeated`` names those that changed nothing) to the ring, then
         sends what the watches may take. ``prior``: ``before_apply``'s answer."""
+        mark = len(self._ring)
         if prior is not None:
             repeated = set(self.sm.repeated)
             values, buckets = prior.values, prior.buckets
@@ -368,6 +388,13 @@ class WatchHub:
                         self._event(e.index, pos, op, r, values, buckets)
                 else:
                     self._event(e.index, 0, body, res, values, buckets)
+        if self._history is not None and entries and entries[-1].index > self._logged:
+            first = max(entries[0].index, self._logged + 1)
+            self._logged = entries[-1].index
+            ring = self._ring
+            new = [ring[i] for i in range(mark - len(ring), 0)]  # from the right: O(new)
+            self._history.append(first, self._logged, new)
+        if prior is not None:
             self._trim()
         if self._parked:
             self._start_parked()
@@ -434,6 +461,8 @@ class WatchHub:
                 self._bytes -= sizes.popleft()
                 self._base += 1
             self.oldest = first + 1
+        if self._history is not None:
+            self._history.drop_before(self.oldest)
 
     def reset(self, applied: int, why: str) -> None:
         """Starts the ring over after ``applied`` (a snapshot install, or an apply cut short:
@@ -444,6 +473,9 @@ class WatchHub:
         self._sizes.clear()
         self._bytes = 0
         self.oldest = applied + 1
+        if self._history is not None:
+            self._history.clear()
+            self._logged = applied
         err = UnavailableError(f"this node's change feed started over: {why}")
         for w in list(self._watches.values()):
             self._end_watch(w, err)
@@ -458,35 +490,47 @@ class WatchHub:
         self.due = None
         if not self._watches:
             return
-        end = self._end
-        applied = self.view.applied
         shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
         for w in list(self._watches.values()):
-            while w.cursor < end and w.wid in self._watches:
-                if w.unacked >= w.window:  # the client is the bottleneck
-                    if end - w.cursor >= self._max_lag:
-                        self.stats["lagged"] += 1
-                        self._end_watch(
-                            w,
-                            WatchLaggedError(
-                                f"the watch fell {end - w.cursor} events behind the newest "
-                                f"(the limit is {self._max_lag})",
-                                index=w.covered,
-                            ),
-                        )
-                    break
-                room = min(w.window - w.unacked, MAX_FRAME_EVENTS)
-                key = (*w.key, w.cursor, room)
-                got = shared.get(key)
-                if got is None:
-                    got = shared[key] = self._collect(w, room, end, applied)
-                count, cursor, packed, covered = got
-                w.cursor = cursor
-                if count == 0:  # its progress goes out with the next frame or at PROGRESS_S
-                    break
-                w.covered = covered
-                w.unacked += count
-                self._send(w, encode_events_frame(w.wid, covered, packed), now)
+            self._deliver_to(w, now, shared)
+
+    def _deliver_to(
+        self,
+        w: _Watch,
+        now: float,
+        shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] | None = None,
+    ) -> None:
+        """Sends ``w`` the events it may take now; ``shared``: the encodings already made
+        in this round (by filter, place and room), which it adds to. Ends it with
+        ``watch_lagged`` when its window stays full ``max_lag`` events behind."""
+        end = self._end
+        if shared is None:
+            shared = {}
+        while w.cursor < end and w.wid in self._watches:
+            if w.unacked >= w.window:  # the client is the bottleneck
+                if end - w.cursor >= self._max_lag:
+                    self.stats["lagged"] += 1
+                    self._end_watch(
+                        w,
+                        WatchLaggedError(
+                            f"the watch fell {end - w.cursor} events behind the newest "
+                            f"(the limit is {self._max_lag})",
+                            index=w.covered,
+                        ),
+                    )
+                break
+            room = min(w.window - w.unacked, MAX_FRAME_EVENTS)
+            key = (*w.key, w.cursor, room)
+            got = shared.get(key)
+            if got is None:
+                got = shared[key] = self._collect(w, room, end, self.view.applied)
+            count, cursor, packed, covered = got
+            w.cursor = cursor
+            if count == 0:  # its progress goes out with the next frame or at PROGRESS_S
+                break
+            w.covered = covered
+            w.unacked += count
+            self._send(w, encode_events_frame(w.wid, covered, packed), now)
 
     def _collect(self, w: _Watch, room: int, end: int, applied: int) -> tuple[int, int, bytes, int]:
         """``(count, new cursor, packed events, covered index)`` of the next ``room``

@@ -89,18 +89,17 @@ def decode_events_frame(
     wid, index, raw, err = fields
     if type(wid) is not int or type(index) is not int or type(raw) is not list:
         raise ProtocolError("an events frame is [watch_id, index, [event, ...], error]")
-    events = []
+    events: list[Event] = []
+    append = events.append
     for item in raw:
-        if (
-            type(item) is not list
-            or len(item) != 7
-            or type(item[0]) is not int
-            or type(item[1]) is not int
-            or item[2] not in _TYPES
-            or type(item[3]) is not list
-        ):
+        if type(item) is not list or len(item) != 7:
             raise ProtocolError("a malformed watch event", event=repr(item)[:200])
-        events.append(Event(item[0], item[1], item[2], tuple(item[3]), item[4], item[5], item[6]))
+        at, pos, kind, bucket, key, value, prev = item
+        if type(at) is not int or type(pos) is not int or type(bucket) is not list:
+            raise ProtocolError("a malformed watch event", event=repr(item)[:200])
+        if kind not in _TYPES:
+            raise ProtocolError("a malformed watch event", event=repr(item)[:200])
+        append(Event(at, pos, kind, tuple(bucket), key, value, prev))
     error = None
     if err is not None:
         error = BoltraftError.from_wire(err) if isinstance(err, dict) else None

@@ -130,6 +130,36 @@ def test_a_watch_gets_every_acknowledged_change_once_in_order_across_a_leader_si
     assert all(e.type == "put" and e.bucket == (b"b",) for e in seen)
 
 
+def test_a_restarted_node_serves_watches_from_before_its_restart(three: Cluster) -> None:
+    c = three
+    lead = c.wait_for_leader()
+    node = next(i for i in c.ids if i != lead)
+    with Client(c.endpoints, timeout=20) as client:
+        client.create_bucket("r")
+        for round_ in range(2):  # a SIGKILL, then a clean stop
+            for i in range(50):
+                client.put("r", b"k%03d" % (50 * round_ + i), b"v")
+            applied = (c.status(c.wait_for_leader()) or {"applied": 0})["applied"]
+            c.wait_applied(node, applied)
+            if round_ == 0:
+                c.kill(node)
+            else:
+                c.stop(node)
+            c.start(node)
+            c.wait_applied(node, applied)
+        with Client([c.endpoints[c.ids.index(node)]], timeout=20) as one:
+            w = one.watch("r", start_index=1, reconnect_timeout=5)
+            got = take(w, 101)
+            client.put("r", "end", "1")
+            [end] = take(w, 1)
+            w.close()
+    assert [(e.type, e.key) for e in got] == [
+        ("create_bucket", None),
+        *(("put", b"k%03d" % i) for i in range(100)),
+    ]
+    assert ordered([*got, end]) and end.key == b"end"
+
+
 def test_filters_prefix_recursive_and_bucket_events(three: Cluster) -> None:
     with Client(three.endpoints) as client:
         client.create_bucket("f")
@@ -318,6 +348,48 @@ def test_the_watch_command_prints_one_json_line_per_change_until_ctrl_c(
         ("put", "k2", "two", ["cli"]),
     ]
     assert lines[0]["index"] == start
+
+
+def test_scan_json_prints_the_applied_index_it_read_at_and_a_watch_after_it_misses_nothing(
+    three: Cluster,
+) -> None:
+    with Client(three.endpoints) as client:
+        client.create_bucket("sc")
+        client.put("sc", "k1", "one")
+        client.put("sc", "k2", "two")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from boltraft_cli.main import main; main()",
+                "scan",
+                "sc",
+                "-w",
+                "json",
+                "--endpoints",
+                ",".join(three.endpoints),
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        client.put("sc", "k3", "three")
+        w = client.watch("sc", start_index=out["applied_index"] + 1)
+        after = take(w, 1)
+        w.close()
+        w = client.watch("sc", start_index=1)
+        everything = take(w, 4)  # the bucket's creation, then the three puts
+        w.close()
+    assert out["items"] == [{"key": "k1", "value": "one"}, {"key": "k2", "value": "two"}]
+    assert [e.key for e in after] == [b"k3"]
+    assert [(e.type, e.key) for e in everything] == [
+        ("create_bucket", None),
+        ("put", b"k1"),
+        ("put", b"k2"),
+        ("put", b"k3"),
+    ]
+    assert everything[2].index <= out["applied_index"] < everything[3].index
 
 
 def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
