@@ -13,7 +13,9 @@ raises UnavailableError.
   connection's close was seen); ``ROUTER_MANDATORY`` turns an unroutable reply into a counted
   drop instead of a silent one. Its ``SNDHWM`` is sized from bytes (``REPLY_QUEUE_BYTES``): a
   client that does not read its answers holds at most that much of the node's memory, and
-  its later answers are dropped and counted.
+  its later answers are dropped and counted. Its ``RCVHWM`` is sized from bytes too
+  (``INBOUND_QUEUE_BYTES``, with ``MAXMSGSIZE`` at the frame limit): ZeroMQ holds at most
+  that much of one connection's frames before it stops reading from it.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -93,7 +95,6 @@ _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
-DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
 RECV_BYTES = 16 << 20
 """One ``recv`` takes frames until their bytes reach this (at least one frame): the rest
 waits in ZeroMQ's queues, raw, for the next call. A sender of large frames so holds up the
@@ -102,6 +103,12 @@ iteration (the ROUTER takes the connections' frames in turn)."""
 REPLY_FRAME_BYTES = 4 << 20
 """The node splits its answers into frames of at most this much (one answer larger than
 that, a scan page of 4 MiB plus its last item, travels alone)."""
+INBOUND_QUEUE_BYTES = 64 << 20
+"""What ZeroMQ may hold of one connection's inbound frames on the ROUTER, read off the
+socket and not yet taken by ``recv``: its ``RCVHWM`` is this divided by the largest frame
+it takes in (``MAXMSGSIZE``, the frame limit and 1 KiB), less the one frame it may be
+reading when the queue fills (it then stops reading that connection: the sender waits on
+TCP). The kernel's socket buffer comes on top."""
 REPLY_QUEUE_BYTES = 64 << 20
 """What ZeroMQ may hold for one connection on the ROUTER (answers its client has not read
 yet, beyond what the kernel's socket buffer took): the ROUTER's ``SNDHWM`` is this divided
@@ -190,13 +197,22 @@ class Incoming(NamedTuple):
     DEALER to that peer (replies a peer's ROUTER sent to our identity); answer those with
     ``send_frame(peer, frame)``. ``user`` is the CURVE public key (Z85) the sender's
     connection authenticated with, for frames on the ROUTER of a transport with keys; None
-    otherwise (a routing id alone proves nothing: any connection may choose one)."""
+    otherwise (a routing id alone proves nothing: any connection may choose one). ``size``
+    is the encoded frame's length."""
 
     kind: str
     payload: Any
     sender: bytes
     peer: str | None
     user: str | None = None
+    size: int = 0  # the frame's bytes
+
+
+def inbound_hwm(max_frame_size: int) -> int:
+    """Returns the ROUTER's ``RCVHWM`` (frames queued per connection) for frames of at most
+    ``max_frame_size`` bytes: what keeps the queue and the frame ZeroMQ is reading within
+    ``INBOUND_QUEUE_BYTES``, at least 1."""
+    return max(1, INBOUND_QUEUE_BYTES // (max_frame_size + 1024) - 1)
 
 
 def _check_addr(addr: Any) -> str:
@@ -257,14 +273,16 @@ class PeerTransport:
         *,
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
         sndhwm: int = DEFAULT_SNDHWM,
-        rcvhwm: int = DEFAULT_RCVHWM,
+        rcvhwm: int | None = None,
         context: zmq.Context | None = None,
         keys: PartyKeys | None = None,
         allow: Callable[[str], bool] | None = None,
     ) -> None:
-        """``keys``: the node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves
-        with the cluster's server key pair and admits the client keys ``allow`` accepts,
-        and each peer DEALER connects with the node's own key pair; None: no CURVE."""
+        """``rcvhwm``: the ROUTER's inbound queue per connection in frames (None: sized
+        from ``INBOUND_QUEUE_BYTES``, see ``inbound_hwm``). ``keys``: the node's CURVE
+        keys (``boltraft.transport.curve``): the ROUTER serves with the cluster's server
+        key pair and admits the client keys ``allow`` accepts, and each peer DEALER
+        connects with the node's own key pair; None: no CURVE."""
         self._id_bytes = self._check_id(node_id)
         self.node_id = node_id
         self.max_frame_size = max_frame_size  # frames above it are dropped, both directions
@@ -297,9 +315,10 @@ class PeerTransport:
         # would cut that member's own connection off
         router.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
         router.setsockopt(zmq.SNDHWM, REPLY_QUEUE_BYTES // REPLY_FRAME_BYTES)
-        router.setsockopt(zmq.RCVHWM, rcvhwm)
-        # ZeroMQ itself disconnects a sender of a frame over twice the limit, before buffering it
-        router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_size + 1024)
+        # ZeroMQ itself disconnects a sender of a frame over the limit (and the 1 KiB a
+        # frame's header may add), before buffering it
+        router.setsockopt(zmq.MAXMSGSIZE, max_frame_size + 1024)
+        router.setsockopt(zmq.RCVHWM, inbound_hwm(max_frame_size) if rcvhwm is None else rcvhwm)
         try:
             router.bind(_check_addr(listen))
         except zmq.ZMQError as exc:
@@ -594,7 +613,7 @@ class PeerTransport:
             return
         c["received"] += 1
         c["bytes_received"] += len(data)
-        out.append(Incoming(kind, payload, sender, peer, user))
+        out.append(Incoming(kind, payload, sender, peer, user, len(data)))
 
     # --- state -------------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
