@@ -554,6 +554,11 @@ class PeerTransport:
             if sock is self._router and self._auth is not None:
                 for parts, user in drain_users(sock, max_frames - len(out)):
                     take(parts, None, out, user)
+                    budget -= len(parts[-1])
+                    if budget <= 0:
+                        break
+                if budget <= 0:
+                    break
                 continue
             peer = by_socket.get(sock)
             for parts in drain(sock, max_frames - len(out)):
