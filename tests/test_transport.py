@@ -19,7 +19,6 @@ from boltraft.transport.zmq_transport import (
     Incoming,
     PeerTransport,
     drain,
-    inbound_hwm,
 )
 
 ANY = "tcp://127.0.0.1:*"
@@ -406,42 +405,3 @@ def test_one_recv_takes_frames_up_to_its_byte_budget_and_leaves_the_rest_queued(
         got += batch
     assert calls >= 4
     assert sorted(f.payload[0] for f in got) == [1] * 8 + [2]
-
-
-def test_the_routers_inbound_queue_per_connection_is_bounded_in_bytes(
-    make: Callable[..., PeerTransport], ctx: zmq.Context
-) -> None:
-    """Finding 4 of issue 19, inbound half: a client sends frames of the largest size as
-    fast as its connection takes them to a node that does not read; ZeroMQ holds at most
-    INBOUND_QUEUE_BYTES of them (RCVHWM sized from the frame limit), then the sender waits
-    on TCP. Before, it held 10,000 frames per connection."""
-    limit = 1 << 20
-    node = make("n1", max_frame_size=limit)
-    assert node.router.getsockopt(zmq.RCVHWM) == inbound_hwm(limit) == 62
-    assert node.router.getsockopt(zmq.MAXMSGSIZE) == limit + 1024
-    assert inbound_hwm(codec.DEFAULT_MAX_FRAME_SIZE) == 2
-    greedy = ctx.socket(zmq.DEALER)
-    greedy.setsockopt(zmq.LINGER, 0)
-    greedy.setsockopt(zmq.SNDHWM, 1)
-    greedy.setsockopt(zmq.SNDBUF, 1 << 16)
-    greedy.connect(node.endpoint)
-    frame = codec.encode_frame(codec.KIND_REQ, 1, {"op": "status", "pad": b"x" * (limit - 64)})
-    assert len(frame) <= limit
-    took = 0
-    end = time.monotonic() + DEADLINE
-    # it sends until its connection takes nothing for 0.5 s (the node's queue and the TCP
-    # buffers are full), or well past what the bound allows
-    while took < 400 and greedy.poll(500, zmq.POLLOUT):
-        assert time.monotonic() < end, took
-        greedy.send(frame, zmq.NOBLOCK)
-        took += 1
-    # the queue, the frame ZeroMQ was reading, the sender's own queue of one, and what the
-    # kernel's socket buffers on both ends hold (a few MiB on loopback)
-    assert took <= inbound_hwm(limit) + 2 + 16, took
-    got = 0
-    while got < took:  # every frame taken was queued whole and is handed over
-        batch = node.recv(timeout=1.0)
-        assert batch, f"{got} of {took}"
-        got += len(batch)
-    assert got == took
-    greedy.close(0)

@@ -13,9 +13,8 @@ raises UnavailableError.
   connection's close was seen); ``ROUTER_MANDATORY`` turns an unroutable reply into a counted
   drop instead of a silent one. Its ``SNDHWM`` is sized from bytes (``REPLY_QUEUE_BYTES``): a
   client that does not read its answers holds at most that much of the node's memory, and
-  its later answers are dropped and counted. Its ``RCVHWM`` is sized from bytes too
-  (``INBOUND_QUEUE_BYTES``, with ``MAXMSGSIZE`` at the frame limit): ZeroMQ holds at most
-  that much of one connection's frames before it stops reading from it.
+  its later answers are dropped and counted. Its ``RCVHWM`` stays in frames
+  (``DEFAULT_RCVHWM``), with ``MAXMSGSIZE`` at the frame limit: see ``DEFAULT_RCVHWM``.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -95,6 +94,15 @@ _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
+DEFAULT_RCVHWM = 10000
+"""Inbound frames ZeroMQ queues per connection on the ROUTER before it stops reading that
+connection. It is not sized from bytes (a couple of frames of the largest size): with
+libzmq 4.3.5, a connection whose input a full queue stopped and that then breaks is
+flagged in error, and libzmq may still write on it afterwards (answering a ZMTP heartbeat
+PING buffered behind the stopped frame; every peer's DEALER sends one a second), which
+fails its assertion ``!_io_error`` (``stream_engine_base.cpp:310``) and aborts the process.
+With a queue of two frames, network partitions aborted every node. Memory per connection
+is bounded by the intake (``boltraft.server.intake``) only for what the node took in."""
 RECV_BYTES = 16 << 20
 """One ``recv`` takes frames until their bytes reach this (at least one frame): the rest
 waits in ZeroMQ's queues, raw, for the next call. A sender of large frames so holds up the
@@ -103,12 +111,6 @@ iteration (the ROUTER takes the connections' frames in turn)."""
 REPLY_FRAME_BYTES = 4 << 20
 """The node splits its answers into frames of at most this much (one answer larger than
 that, a scan page of 4 MiB plus its last item, travels alone)."""
-INBOUND_QUEUE_BYTES = 64 << 20
-"""What ZeroMQ may hold of one connection's inbound frames on the ROUTER, read off the
-socket and not yet taken by ``recv``: its ``RCVHWM`` is this divided by the largest frame
-it takes in (``MAXMSGSIZE``, the frame limit and 1 KiB), less the one frame it may be
-reading when the queue fills (it then stops reading that connection: the sender waits on
-TCP). The kernel's socket buffer comes on top."""
 REPLY_QUEUE_BYTES = 64 << 20
 """What ZeroMQ may hold for one connection on the ROUTER (answers its client has not read
 yet, beyond what the kernel's socket buffer took): the ROUTER's ``SNDHWM`` is this divided
@@ -208,13 +210,6 @@ class Incoming(NamedTuple):
     size: int = 0  # the frame's bytes
 
 
-def inbound_hwm(max_frame_size: int) -> int:
-    """Returns the ROUTER's ``RCVHWM`` (frames queued per connection) for frames of at most
-    ``max_frame_size`` bytes: what keeps the queue and the frame ZeroMQ is reading within
-    ``INBOUND_QUEUE_BYTES``, at least 1."""
-    return max(1, INBOUND_QUEUE_BYTES // (max_frame_size + 1024) - 1)
-
-
 def _check_addr(addr: Any) -> str:
     if type(addr) is not str or "://" not in addr:
         raise BadRequestError(f"invalid ZeroMQ address {addr!r} (want tcp://HOST:PORT)")
@@ -273,16 +268,15 @@ class PeerTransport:
         *,
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
         sndhwm: int = DEFAULT_SNDHWM,
-        rcvhwm: int | None = None,
+        rcvhwm: int = DEFAULT_RCVHWM,
         context: zmq.Context | None = None,
         keys: PartyKeys | None = None,
         allow: Callable[[str], bool] | None = None,
     ) -> None:
-        """``rcvhwm``: the ROUTER's inbound queue per connection in frames (None: sized
-        from ``INBOUND_QUEUE_BYTES``, see ``inbound_hwm``). ``keys``: the node's CURVE
-        keys (``boltraft.transport.curve``): the ROUTER serves with the cluster's server
-        key pair and admits the client keys ``allow`` accepts, and each peer DEALER
-        connects with the node's own key pair; None: no CURVE."""
+        """``rcvhwm``: the ROUTER's inbound queue per connection, in frames. ``keys``: the
+        node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves with the
+        cluster's server key pair and admits the client keys ``allow`` accepts, and each
+        peer DEALER connects with the node's own key pair; None: no CURVE."""
         self._id_bytes = self._check_id(node_id)
         self.node_id = node_id
         self.max_frame_size = max_frame_size  # frames above it are dropped, both directions
@@ -315,10 +309,10 @@ class PeerTransport:
         # would cut that member's own connection off
         router.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
         router.setsockopt(zmq.SNDHWM, REPLY_QUEUE_BYTES // REPLY_FRAME_BYTES)
-        # ZeroMQ itself disconnects a sender of a frame over the limit (and the 1 KiB a
-        # frame's header may add), before buffering it
+        # ZeroMQ itself disconnects a sender of a frame over the limit (with 1 KiB of slack),
+        # before buffering it
         router.setsockopt(zmq.MAXMSGSIZE, max_frame_size + 1024)
-        router.setsockopt(zmq.RCVHWM, inbound_hwm(max_frame_size) if rcvhwm is None else rcvhwm)
+        router.setsockopt(zmq.RCVHWM, rcvhwm)
         try:
             router.bind(_check_addr(listen))
         except zmq.ZMQError as exc:
