@@ -42,7 +42,8 @@
     │   ├── WatchLaggedError              watch_lagged
     │   ├── WatchNotFoundError            watch_not_found
     │   ├── CompactedError                compacted
-    │   └── PermissionDeniedError         permission_denied
+    │   ├── PermissionDeniedError         permission_denied
+    │   └── OverloadedError               overloaded
     ├── ProtocolError                     (the wire)
     │   ├── MalformedFrameError           malformed_frame
     │   ├── FrameTooLargeError            frame_too_large
@@ -335,6 +336,14 @@ class PermissionDeniedError(ClusterError):
     key's role, ``details["needs"]``: the role that would do); nothing was changed."""
 
     code = "permission_denied"
+
+
+class OverloadedError(ClusterError):
+    """The node holds as many bytes of unanswered requests as it takes, from this
+    connection or from all of them (``details["limit"]``: the budget that was full); the
+    request was not taken in and nothing changed. The client retries after a backoff."""
+
+    code = "overloaded"
 
 
 # --- the wire --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import click
 
 from boltraft.errors import BoltraftError, IncompatibleValueError, KeyNotFoundError
 from boltraft.storage.db import DB
+from boltraft.storage.pagecheck import check_pages
 
 from .output import echo_json, fail, json_bytes, output_options, print_table, show, write_out
 
@@ -238,8 +239,12 @@ def stats_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def check_cmd(ctx: click.Context, as_json: bool) -> None:
     """Verify the store's internal consistency; exit 1 if a problem is found."""
-    with opened(ctx) as db:
-        problems = db.check()
+    data = store_dir(ctx.obj) / "data.mdb"
+    # the pages first, from the file: LMDB aborts the process on some damaged pages
+    problems = check_pages(data) if data.is_file() else []
+    if not problems:
+        with opened(ctx) as db:
+            problems = db.check(pages=False)
     if as_json:
         emit_json({"ok": not problems, "problems": problems})
     elif problems:

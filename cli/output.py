@@ -77,6 +77,7 @@ UNAVAILABLE_CODES = frozenset(
         "not_leader",
         "lag_exceeded",
         "proposal_dropped",
+        "overloaded",
     )
 )
 

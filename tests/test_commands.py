@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import msgpack
@@ -9,8 +10,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from boltraft.errors import MalformedCommandError, UnknownCommandError, UnsupportedVersionError
+from boltraft.errors import (
+    MalformedCommandError,
+    UnknownCommandError,
+    UnsupportedVersionError,
+    ValueTooLargeError,
+)
 from boltraft.storage import commands
+from boltraft.storage.db import DB
 
 ROUND_TRIPS = [
     {"op": "put", "bucket": [b"a"], "key": b"k", "value": b"v"},
@@ -501,3 +508,25 @@ def test_a_bucket_path_at_the_limits_is_accepted() -> None:
     for path in (deep, wide):
         data = commands.encode({"op": "create_bucket", "bucket": path, "if_not_exists": True})
         assert commands.parse(data)[4][1] == tuple(path)
+
+
+def test_a_put_over_the_value_limit_is_refused_when_encoded() -> None:
+    """Issue 19: a value the apply would refuse never reaches the log (the leader refuses it
+    before proposing); at the limit it is encoded, by the fast path and the general one."""
+    at = b"v" * commands.MAX_VALUE_BYTES
+    over = at + b"v"
+    for extra in ({}, {"if_absent": True}):
+        assert commands.encode({"op": "put", "bucket": "b", "key": "k", "value": at, **extra})
+        with pytest.raises(ValueTooLargeError) as err:
+            commands.encode({"op": "put", "bucket": "b", "key": "k", "value": over, **extra})
+        assert err.value.details["size"] == len(over)
+    ops = [
+        {"op": "put", "bucket": "b", "key": "k", "value": b"small"},
+        {"op": "put", "bucket": "b", "key": "k2", "value": over},
+    ]
+    with pytest.raises(ValueTooLargeError) as err:
+        commands.encode({"op": "batch", "ops": ops})
+    assert err.value.details["index"] == 1
+    # the limit is the state machine's
+    default = inspect.signature(DB.open).parameters["max_value_size"].default
+    assert default == commands.MAX_VALUE_BYTES

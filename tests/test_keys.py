@@ -7,19 +7,23 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 from boltraft.errors import ConfigError, MalformedCommandError
 from boltraft.raft.types import Message, MessageType
 from boltraft.server.access import PEER_FRAMES, Access, Principal, needs, permits
 from boltraft.server.config import ServerConfig, check_secure, is_loopback
 from boltraft.storage import commands
+from boltraft.transport import codec, zmq_transport
 from boltraft.transport.curve import (
     KNOWN_FILE,
     SELF_FILE,
     add_party,
+    client_options,
     init_keys,
     load_keys,
     new_keypair,
@@ -294,3 +298,45 @@ def test_a_node_serves_only_with_its_own_keys_folder(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="not of node 'n1'"):
             load_node_keys(wrong)
     assert load_node_keys(ServerConfig("n1", tmp_path, "tcp://127.0.0.1:7301")) is None
+
+
+def test_one_recv_with_keys_takes_frames_up_to_its_byte_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The byte budget of one ``recv`` (RECV_BYTES) holds on a transport with keys too: of
+    six 10 MiB frames waiting on the ROUTER, one call takes two. (ZeroMQ's queue of one
+    connection holds fewer than six: the waiting frames are handed over by a stand-in for
+    ``drain_users``, called once a real frame made the ROUTER readable.)"""
+    init_keys(tmp_path, ["n1"], {"app": "write"})
+    node_keys, app = load_keys(tmp_path / "n1"), load_keys(tmp_path / "app")
+    t = PeerTransport("n1", "tcp://127.0.0.1:*", keys=node_keys, allow={app.public}.__contains__)
+    big = codec.encode_frame(codec.KIND_REQ, 1, {"op": "status", "pad": b"x" * (10 << 20)})
+    handed: list[int] = []
+    real_drain = zmq_transport.drain_users
+
+    def six_waiting(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str | None]]:
+        for parts, user in real_drain(sock, limit):
+            handed.append(len(parts[-1]))
+            yield parts, user
+        for _ in range(5):
+            handed.append(len(big))
+            yield [b"app-conn", big], app.public
+
+    client = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        client.setsockopt(zmq.LINGER, 0)
+        for opt, value in client_options(app).items():
+            client.setsockopt(opt, value)
+        client.connect(t.endpoint)
+        client.send(big)
+        monkeypatch.setattr(zmq_transport, "drain_users", six_waiting)
+        end = time.monotonic() + 10
+        batch: list[Incoming] = []
+        while not batch:
+            assert time.monotonic() < end, "the client's frame never came"
+            batch = t.recv(0.05)
+        assert len(batch) == 2 and all(f.user == app.public for f in batch)
+        assert len(handed) == 2  # the rest stays where it waits
+    finally:
+        client.close()
+        t.close()

@@ -544,3 +544,21 @@ def test_an_answer_to_a_forwarded_write_counts_only_from_the_leader_it_went_to(
     world.step(advance=False)
     resp = world.responses(follower)[1]
     assert not resp.ok and resp.error.code == "unavailable"
+
+
+def test_a_put_over_the_value_limit_is_answered_before_it_reaches_the_log(world: World) -> None:
+    """Issue 19: the leader refuses a value the apply would refuse when it encodes the
+    command; nothing is proposed, and the next write goes on."""
+    lead = world.elect()
+    world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+    world.settle()
+    node = world.nodes[lead]
+    last = node.logstore.last_index()
+    world.request(lead, 2, _put("big", "v" * ((1 << 20) + 1)))
+    node.process(world.nets[lead].recv())
+    resp = world.responses(lead)[2]
+    assert not resp.ok and resp.error.code == "value_too_large"
+    assert node.logstore.last_index() == last
+    world.request(lead, 3, _put("small", "v"))
+    world.settle()
+    assert world.responses(lead)[3].ok

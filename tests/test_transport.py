@@ -14,7 +14,12 @@ import zmq
 from boltraft import errors
 from boltraft.raft.types import Entry, Message, MessageType
 from boltraft.transport import codec
-from boltraft.transport.zmq_transport import PEER_DOWN, Incoming, PeerTransport, drain
+from boltraft.transport.zmq_transport import (
+    PEER_DOWN,
+    Incoming,
+    PeerTransport,
+    drain,
+)
 
 ANY = "tcp://127.0.0.1:*"
 DEADLINE = 10.0

@@ -23,6 +23,8 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``request_timeout_ms`` | int | 1000 | a forwarded write or pending read is failed after this |
 | ``max_inflight_bytes`` | int | 4194304 | entry data sent to a follower and not yet acknowledged |
 | ``max_apply_bytes`` | int | 1048576 | entry data handed to the state machine per Ready |
+| ``max_client_pending_bytes`` | int | 8388608 | one connection's unanswered requests (frames) |
+| ``max_pending_bytes`` | int | 67108864 | ... all connections' (``overloaded`` past either) |
 | ``snapshot_entries`` | int | 100000 | snapshot after this many applied entries since the last |
 | ``snapshot_log_bytes`` | int | 67108864 | ... or after this many bytes of applied command data |
 | ``snapshot_keep_entries`` | int | 5000 | log entries kept below a snapshot when compacting |
@@ -57,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from boltraft.errors import ConfigError
-from boltraft.server import defaults
+from boltraft.server import defaults, intake
 from boltraft.server.datadir import NodeInfo
 
 _INT_KEYS = {
@@ -70,6 +72,8 @@ _INT_KEYS = {
     "corrupt_check_ms": 0,
     "max_inflight_bytes": 1,
     "max_apply_bytes": 1,
+    "max_client_pending_bytes": 1,
+    "max_pending_bytes": 1,
     "snapshot_entries": 1,
     "snapshot_log_bytes": 1,
     "snapshot_keep_entries": 0,
@@ -120,6 +124,10 @@ class ServerConfig:
     # its largest write transaction allocated for reuse.
     max_inflight_bytes: int = 4 << 20
     max_apply_bytes: int = 1 << 20
+    # boltraft.server.intake: the bytes of client request frames a node holds unanswered,
+    # per connection and in all; a frame past either is answered overloaded
+    max_client_pending_bytes: int = intake.MAX_CLIENT_PENDING_BYTES
+    max_pending_bytes: int = intake.MAX_PENDING_BYTES
     snapshot_entries: int = defaults.SNAPSHOT_ENTRIES
     snapshot_log_bytes: int = 64 << 20
     snapshot_keep_entries: int = 5_000

@@ -42,6 +42,7 @@ from boltraft.server.watchlog import WatchLog
 from boltraft.storage.db import DEFAULT_QUOTA
 from boltraft.storage.fsm import BucketStateMachine
 from boltraft.storage.fsutil import check_free_space
+from boltraft.storage.pagecheck import check_pages
 from boltraft.transport.curve import PartyKeys, load_keys
 from boltraft.transport.zmq_transport import PeerTransport
 
@@ -115,20 +116,37 @@ def open_state_machine(cfg: ServerConfig, datadir: DataDir) -> BucketStateMachin
     return BucketStateMachine(datadir.state_path, sync=False, dedup_window_ms=window, **maps)
 
 
+def _damaged(path: Path, problems: list[str]) -> CorruptionError:
+    shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" * (len(problems) > 3))
+    return CorruptionError(
+        f"the state store {path} failed its check: {shown}; restore the node from a "
+        "snapshot of another member (wipe its data directory and add it again)",
+        path=str(path),
+        problems=problems[:20],
+    )
+
+
+def check_state_pages(path: Path) -> None:
+    """Checks the page structure of the state store at ``path`` from its file, before LMDB
+    opens it (``pagecheck.check_pages``: LMDB aborts the process on some damaged pages,
+    already while opening). Raises CorruptionError naming the first problems found; a
+    directory without a store yet passes."""
+    data = path / "data.mdb"
+    if data.is_file():
+        problems = check_pages(data)
+        if problems:
+            raise _damaged(path, problems)
+
+
 def check_state_store(sm: BucketStateMachine, path: Path) -> None:
-    """Checks the whole state store at ``path`` before the node serves it: its structure
-    (``layout.check_store``: what ``boltraft inspect DATA/state check`` reports) and the
-    checksum of every value. Raises CorruptionError naming the first problems found; takes
-    time in proportion to the data."""
-    problems = sm.db.check()
+    """Checks the whole state store at ``path`` before the node serves it, after
+    ``check_state_pages``: its buckets and keys (``layout.check_store``: what ``boltraft
+    inspect DATA/state check`` reports with the pages) and the checksum of every value.
+    Raises CorruptionError naming the first problems found; takes time in proportion to
+    the data."""
+    problems = sm.db.check(pages=False)
     if problems:
-        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" * (len(problems) > 3))
-        raise CorruptionError(
-            f"the state store {path} failed its check: {shown}; restore the node from a "
-            "snapshot of another member (wipe its data directory and add it again)",
-            path=str(path),
-            problems=problems[:20],
-        )
+        raise _damaged(path, problems)
 
 
 def close_state_machine(sms: list[StateMachine], datadir: DataDir) -> None:
@@ -221,6 +239,7 @@ def _serve(
                 log.info("node %s: %s", cfg.id, recovered)
             if join and bootstrap_for_join(logstore, join, keys=keys):
                 log.info("node %s: joining the cluster at %s", cfg.id, join)
+            check_state_pages(datadir.state_path)
             opened_sm = open_state_machine(cfg, datadir)
             sm: StateMachine = opened_sm
             node: Node | None = None

@@ -67,6 +67,7 @@ from boltraft.server.clusterops import OPS as CLUSTER_OPS
 from boltraft.server.clusterops import ClusterOps
 from boltraft.server.config import ServerConfig
 from boltraft.server.corruptcheck import CorruptCheck
+from boltraft.server.intake import Intake
 from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
 from boltraft.server.replies import INTERNAL, Replies, Target
@@ -157,7 +158,8 @@ class Node:
             "log_disk_full": 0,
             "apply_disk_full": 0,
         }
-        self.replies = Replies(net, KNOWN_OPS)
+        self.intake = Intake(cfg.max_client_pending_bytes, cfg.max_pending_bytes)
+        self.replies = Replies(net, KNOWN_OPS, self.intake)
         self.corrupt = CorruptCheck(
             self.state, net, lambda: self.sm.content_hash(), cfg.corrupt_check_ms / 1000
         )
@@ -298,6 +300,7 @@ class Node:
             "transport": self.net.counters(),
             "cluster": self.ops.status(),
             "watch": self.watches.status(),
+            "intake": self.intake.status(),
         }
 
     def close(self) -> None:
@@ -417,9 +420,21 @@ class Node:
             rid, body = frame.payload
             op = body.get("op") if type(body) is dict else None
             target = Target(frame.sender, rid, None, False, op if type(op) is str else "")
-            self._on_request(target, body, now)
+            refused = self.intake.admit(frame.sender, (rid,), frame.size)
+            if refused is None:
+                self._on_request(target, body, now)
+            else:
+                self.replies.refuse(target, fail(refused))
         elif kind == REQS:
-            self._on_requests(frame.sender, frame.payload, now)
+            items = frame.payload
+            refused = self.intake.admit(frame.sender, [it[0] for it in items], frame.size)
+            if refused is None:
+                self._on_requests(frame.sender, items, now)
+            else:
+                for rid, body in items:
+                    op = body.get("op") if type(body) is dict else None
+                    target = Target(frame.sender, rid, None, True, op if type(op) is str else "")
+                    self.replies.refuse(target, fail(refused))
         elif kind == FWD:
             self.service.on_forward(frame.sender.decode(errors="replace"), frame.payload)
         elif kind == FWD_RESP:

@@ -3,13 +3,15 @@
 An answer to a client's ``req`` frame leaves at once (one ``resp`` frame); answers to a
 ``reqs`` frame wait in ``resps`` batches per client, answers to a peer's ``fwd`` frame in
 ``fwdresp`` batches per peer, until ``send()`` (the loop calls it after each apply and at the
-end of each iteration). Each request gets at most one answer.
+end of each iteration). Each request gets at most one answer; a client's answer releases
+its request's bytes in the node's ``Intake``.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from boltraft.server.intake import Intake
 from boltraft.server.ports import Net
 from boltraft.server.wire import FWD_RESP, encode_ok, encode_response, encode_resps, ok
 from boltraft.transport.codec import encode_frame
@@ -40,16 +42,24 @@ class Replies:
     ``errors`` counts the error answers to clients by (op, error code); an op not in
     ``ops`` counts as ``unknown``, so the keys stay few whatever clients send."""
 
-    def __init__(self, net: Net, ops: frozenset[str]) -> None:
+    def __init__(self, net: Net, ops: frozenset[str], intake: Intake | None = None) -> None:
+        """``intake``: told of each answer to a client, to release that request's bytes."""
         self._net = net
         self._ops = ops
+        self._intake = intake
         self._resps: dict[bytes, list[list[Any]]] = {}  # client ident -> [[rid, resp], ...]
         self._fwd: dict[str, list[list[Any]]] = {}  # peer id -> [[fid, resp], ...]
         self.errors: dict[tuple[str, str], int] = {}
 
     def reply(self, target: Target, response: dict[str, Any]) -> None:
         """Answers ``target`` with the response map (batched when it is a peer's or came in
-        a ``reqs`` frame)."""
+        a ``reqs`` frame); a client's request leaves the intake's count."""
+        if self._intake is not None and target.via is None:
+            self._intake.release(target.ident, target.rid)
+        self.refuse(target, response)
+
+    def refuse(self, target: Target, response: dict[str, Any]) -> None:
+        """``reply`` for a request the intake did not take in (its count stays as it is)."""
         if target.via is None and not response.get("ok"):
             code = str(response.get("error", {}).get("code"))
             key = (target.op if target.op in self._ops else "unknown", code)
@@ -69,6 +79,8 @@ class Replies:
         if target.many or target.via is not None or not target.ident:
             self.reply(target, ok(result))
         else:
+            if self._intake is not None:
+                self._intake.release(target.ident, target.rid)
             self._net.reply(target.ident, encode_ok(target.rid, result))
 
     def send(self) -> None:

@@ -26,7 +26,9 @@ must exist. ``if_absent``/``if_value`` make put and delete conditional.)
 
 ``path`` is a bucket name or a non-empty list of at most ``MAX_PATH_DEPTH`` (64) names
 totalling at most ``MAX_PATH_BYTES`` (4096) bytes, checked when a command is encoded (the
-leader refuses it before proposing) and again when the log is read; names, keys and values
+leader refuses it before proposing) and again when the log is read. A put's value is at most
+``MAX_VALUE_BYTES``, checked when a command is encoded only (ValueTooLargeError, as the
+apply would answer; an entry already in a log is left to the apply); names, keys and values
 are bytes, and str is accepted and UTF-8 encoded. Validation is strict about structure and
 types (unknown fields, wrong types, conflicting conditions are refused); what only the
 engine can judge (an empty key, a key too long for its bucket, an invalid bucket name) is
@@ -61,13 +63,22 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from boltraft.errors import MalformedCommandError, UnknownCommandError, UnsupportedVersionError
+from boltraft.errors import (
+    MalformedCommandError,
+    UnknownCommandError,
+    UnsupportedVersionError,
+    ValueTooLargeError,
+)
 from boltraft.packing import pack
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_CID_BYTES = 128  # keeps the dedup key well under LMDB's 511-byte key limit
 MAX_UINT = (1 << 64) - 1
+MAX_VALUE_BYTES = 1 << 20
+"""The largest value a put may store: the state machine's (``DB.open``'s default
+``max_value_size``). ``encode`` refuses a put over it, which the apply would refuse after
+the entry had gone through the log and to every replica."""
 MAX_PATH_DEPTH = 64
 """A bucket path names at most this many buckets (nesting levels)."""
 MAX_PATH_BYTES = 4096
@@ -374,16 +385,38 @@ def _plain_put(cmd: Any) -> bytes | None:
         key = key.encode()
     if type(value) is str:
         value = value.encode()
+    if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
+        return None  # the validating path refuses it
     return pack((VERSION, cid, seq, ts, (PUT, (bucket,), key, value)))
 
 
 def encode(cmd: Command) -> bytes:
-    """Returns the log encoding of ``cmd`` after validating it. Raises like ``validate``."""
+    """Returns the log encoding of ``cmd`` after validating it. Raises like ``validate``,
+    and ValueTooLargeError for a put whose value is over ``MAX_VALUE_BYTES``."""
     fast = _plain_put(cmd)  # the common command, checked field by field without a rebuild
     if fast is not None:
         return fast
     c = validate(cmd)
+    if c["op"] == "put":
+        _check_value_size(c["value"], None)
+    elif c["op"] == "batch":
+        for i, sub in enumerate(c["ops"]):
+            if sub["op"] == "put":
+                _check_value_size(sub["value"], i)
     return pack((VERSION, c.get("cid"), c.get("seq"), c.get("ts"), _to_body(c)))
+
+
+def _check_value_size(value: bytes, index: int | None) -> None:
+    """Raises ValueTooLargeError (with the op's ``index`` in a batch) for a put's value
+    over ``MAX_VALUE_BYTES``."""
+    if len(value) > MAX_VALUE_BYTES:
+        where = {} if index is None else {"index": index}
+        raise ValueTooLargeError(
+            f"value of {len(value)} bytes is too large: at most {MAX_VALUE_BYTES} bytes",
+            size=len(value),
+            max=MAX_VALUE_BYTES,
+            **where,
+        )
 
 
 # --- the log form ----------------------------------------------------------------------------

@@ -76,6 +76,7 @@ from boltraft.storage.layout import (
     walk_buckets,
 )
 from boltraft.storage.opening import open_readonly, open_writable, round_map
+from boltraft.storage.pagecheck import check_pages
 from boltraft.storage.tx import Known, Tx
 
 T = TypeVar("T")
@@ -449,8 +450,17 @@ class DB:
             for path, bid, seq in walked
         ]
 
-    def check(self) -> list[str]:
-        """Returns the consistency problems of the store (an empty list means it is sound)."""
+    def check(self, *, pages: bool = True) -> list[str]:
+        """Returns the consistency problems of the store (an empty list means it is sound).
+
+        With ``pages``, the file's page structure is checked first (``check_pages``, read
+        from the file: meant for a store no process writes); when it has problems they are
+        the answer, as LMDB may abort the process on reading a damaged page. Without it,
+        only what LMDB reads: the buckets, keys and value checksums."""
+        if pages:
+            damaged = check_pages(self.path / "data.mdb")
+            if damaged:
+                return damaged
         with self.view() as tx:
             return check_store(tx._txn, self._dbs)
 

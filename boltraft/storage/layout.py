@@ -341,9 +341,17 @@ def open_store(env: lmdb.Environment, p: Path) -> SubDbs:
     """Returns the db handles, creating an empty store in a fresh writable environment.
 
     Raises CorruptionError when the environment holds something else or another format
-    (also an older one of ours), and DataDirNotFoundError for a read-only open of an
-    environment that has no store yet.
+    (also an older one of ours), or LMDB finds a damaged page on the way (it aborts the
+    process on some: ``pagecheck.check_pages`` finds them first), and DataDirNotFoundError
+    for a read-only open of an environment that has no store yet.
     """
+    try:
+        return _open_store(env, p)
+    except lmdb.CorruptedError as exc:
+        raise CorruptionError(f"cannot open the store in {p}: {exc}", path=str(p)) from None
+
+
+def _open_store(env: lmdb.Environment, p: Path) -> SubDbs:
     subs = {BUCKETS_DB, META_DB, SYS_DB}
     readonly = env.flags()["readonly"]
     with env.begin() as txn:

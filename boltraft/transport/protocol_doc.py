@@ -54,7 +54,10 @@ _MEANINGS = {
     "leader (leader_id, leader_addr), lag and max_lag.",
     "timeout": "The node gave up waiting (commit, read index or forwarding); "
     "the client library also raises it when a call's own timeout runs out.",
-    "unavailable": "The node cannot serve now (shutting down, overloaded, unreachable).",
+    "unavailable": "The node cannot serve now (shutting down, unreachable).",
+    "overloaded": "The node holds as many bytes of unanswered requests as it takes, from "
+    "this connection (``max_client_pending_bytes``) or from all (``max_pending_bytes``; "
+    "``details.limit``); nothing was taken in or changed.",
     "node_removed": "This node was removed from the cluster.",
     "membership_error": "A membership change was refused (another one is in progress).",
     "permission_denied": "The request needs a role the client's CURVE key does not have "

@@ -41,6 +41,7 @@ RETRYABLE = frozenset(
         "proposal_dropped",
         "node_removed",
         "lag_exceeded",
+        "overloaded",
     }
 )
 _DRAIN_MAX = 1024  # answers read from one socket before the deadline is looked at again

@@ -13,7 +13,8 @@ raises UnavailableError.
   connection's close was seen); ``ROUTER_MANDATORY`` turns an unroutable reply into a counted
   drop instead of a silent one. Its ``SNDHWM`` is sized from bytes (``REPLY_QUEUE_BYTES``): a
   client that does not read its answers holds at most that much of the node's memory, and
-  its later answers are dropped and counted.
+  its later answers are dropped and counted. Its ``RCVHWM`` stays in frames
+  (``DEFAULT_RCVHWM``), with ``MAXMSGSIZE`` at the frame limit: see ``DEFAULT_RCVHWM``.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -93,7 +94,15 @@ _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
-DEFAULT_RCVHWM = 10000  # inbound frames queued by ZeroMQ before it stops reading a socket
+DEFAULT_RCVHWM = 10000
+"""Inbound frames ZeroMQ queues per connection on the ROUTER before it stops reading that
+connection. It is not sized from bytes (a couple of frames of the largest size): with
+libzmq 4.3.5, a connection whose input a full queue stopped and that then breaks is
+flagged in error, and libzmq may still write on it afterwards (answering a ZMTP heartbeat
+PING buffered behind the stopped frame; every peer's DEALER sends one a second), which
+fails its assertion ``!_io_error`` (``stream_engine_base.cpp:310``) and aborts the process.
+With a queue of two frames, network partitions aborted every node. Memory per connection
+is bounded by the intake (``boltraft.server.intake``) only for what the node took in."""
 RECV_BYTES = 16 << 20
 """One ``recv`` takes frames until their bytes reach this (at least one frame): the rest
 waits in ZeroMQ's queues, raw, for the next call. A sender of large frames so holds up the
@@ -190,13 +199,15 @@ class Incoming(NamedTuple):
     DEALER to that peer (replies a peer's ROUTER sent to our identity); answer those with
     ``send_frame(peer, frame)``. ``user`` is the CURVE public key (Z85) the sender's
     connection authenticated with, for frames on the ROUTER of a transport with keys; None
-    otherwise (a routing id alone proves nothing: any connection may choose one)."""
+    otherwise (a routing id alone proves nothing: any connection may choose one). ``size``
+    is the encoded frame's length."""
 
     kind: str
     payload: Any
     sender: bytes
     peer: str | None
     user: str | None = None
+    size: int = 0  # the frame's bytes
 
 
 def _check_addr(addr: Any) -> str:
@@ -262,9 +273,10 @@ class PeerTransport:
         keys: PartyKeys | None = None,
         allow: Callable[[str], bool] | None = None,
     ) -> None:
-        """``keys``: the node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves
-        with the cluster's server key pair and admits the client keys ``allow`` accepts,
-        and each peer DEALER connects with the node's own key pair; None: no CURVE."""
+        """``rcvhwm``: the ROUTER's inbound queue per connection, in frames. ``keys``: the
+        node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves with the
+        cluster's server key pair and admits the client keys ``allow`` accepts, and each
+        peer DEALER connects with the node's own key pair; None: no CURVE."""
         self._id_bytes = self._check_id(node_id)
         self.node_id = node_id
         self.max_frame_size = max_frame_size  # frames above it are dropped, both directions
@@ -297,9 +309,10 @@ class PeerTransport:
         # would cut that member's own connection off
         router.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
         router.setsockopt(zmq.SNDHWM, REPLY_QUEUE_BYTES // REPLY_FRAME_BYTES)
+        # ZeroMQ itself disconnects a sender of a frame over the limit (with 1 KiB of slack),
+        # before buffering it
+        router.setsockopt(zmq.MAXMSGSIZE, max_frame_size + 1024)
         router.setsockopt(zmq.RCVHWM, rcvhwm)
-        # ZeroMQ itself disconnects a sender of a frame over twice the limit, before buffering it
-        router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_size + 1024)
         try:
             router.bind(_check_addr(listen))
         except zmq.ZMQError as exc:
@@ -535,6 +548,11 @@ class PeerTransport:
             if sock is self._router and self._auth is not None:
                 for parts, user in drain_users(sock, max_frames - len(out)):
                     take(parts, None, out, user)
+                    budget -= len(parts[-1])
+                    if budget <= 0:
+                        break
+                if budget <= 0:
+                    break
                 continue
             peer = by_socket.get(sock)
             for parts in drain(sock, max_frames - len(out)):
@@ -594,7 +612,7 @@ class PeerTransport:
             return
         c["received"] += 1
         c["bytes_received"] += len(data)
-        out.append(Incoming(kind, payload, sender, peer, user))
+        out.append(Incoming(kind, payload, sender, peer, user, len(data)))
 
     # --- state -------------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:

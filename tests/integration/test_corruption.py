@@ -155,3 +155,61 @@ def test_a_write_that_needs_a_rotted_value_stops_that_replica_only(cluster: Clus
     last_line = text.strip().splitlines()[-1]
     assert last_line.startswith("error: corruption: the stored value of key"), text[-3000:]
     assert "Traceback" not in text
+
+
+PAGE = 4096  # LMDB's page size here (the OS page size)
+_TYPE_BITS = 0x03  # P_BRANCH | P_LEAF
+
+
+def _flip_page_headers(file: Path, field: str) -> int:
+    """Flips one bit of a header field of every branch and leaf page of the LMDB file
+    ``file`` (the live ones are among them): ``flags``: the bit saying branch or leaf;
+    ``lower``: bit 2 of ``mp_lower`` (where the page's free space starts). Returns how many
+    pages it changed."""
+    raw = bytearray(file.read_bytes())
+    flipped = 0
+    for pgno in range(2, len(raw) // PAGE):  # pages 0 and 1 are the meta pages
+        at = pgno * PAGE
+        kind = raw[at + 10] & _TYPE_BITS
+        if int.from_bytes(raw[at : at + 8], "little") != pgno or kind not in (1, 2):
+            continue  # never written, or not a branch or leaf page
+        if field == "flags":
+            raw[at + 10] ^= kind
+        else:
+            raw[at + 12] ^= 0x04
+        flipped += 1
+    file.write_bytes(bytes(raw))
+    return flipped
+
+
+@pytest.mark.parametrize("field", ["flags", "lower"])
+def test_a_flipped_page_header_in_the_state_store_stops_the_node_with_a_corruption_error(
+    cluster: Cluster, field: str
+) -> None:
+    """Finding 12: the page headers of a stopped node's state DB damaged; the node refuses
+    to start with a ``corruption`` error (LMDB itself would abort the process on the first
+    scan through such a page, or start and serve), and ``inspect check`` reports it."""
+    with Client(cluster.endpoints, timeout=20) as cl:
+        cl.create_bucket("b")
+        for i in range(0, 400, 50):
+            ops = [
+                {"op": "put", "bucket": "b", "key": b"k%04d" % j, "value": b"v" * 200}
+                for j in range(i, i + 50)
+            ]
+            cl.batch(ops)
+        last = cl.status()["commit"]
+    victim = next(n for n in cluster.ids if n != cluster.wait_for_leader())
+    cluster.wait_applied(victim, last)
+    cluster.stop(victim)
+    state = cluster.root / victim / "state"
+    assert _flip_page_headers(state / "data.mdb", field) >= 2
+    line = _refused(cluster, victim)
+    assert line.startswith("error: corruption: the state store "), line
+    assert "failed its check" in line and "page" in line
+    check = subprocess.run(
+        [*cluster.serve_argv(), "inspect", str(cluster.root / victim), "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 1 and "problem: " in check.stdout, check.stdout + check.stderr

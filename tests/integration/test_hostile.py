@@ -5,6 +5,8 @@ and that nothing it should not touch changed. Waits are polls with deadlines."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +328,84 @@ def test_answers_a_client_never_reads_are_bounded_in_bytes(cluster: Cluster) -> 
         _serving(cluster, "beside-a-greedy-client")
     finally:
         greedy.close()
+
+
+GREEDY_S = 8.0  # how long the greedy client sends
+
+
+def _greedy_frames() -> list[bytes]:
+    """Frames of about 15 MiB: valid writes (a ``reqs`` frame of 1 MiB puts), one put of a
+    value over the value limit, and bytes that are not msgpack."""
+    mib = 1 << 20
+    value = os.urandom(mib - 64)
+    puts = [
+        [i, {"op": "put", "bucket": b"greedy", "key": b"k%d" % i, "value": value}]
+        for i in range(14)
+    ]
+    big = {"op": "put", "bucket": b"greedy", "key": b"big", "value": b"v" * (15 * mib)}
+    return [
+        msgpack.packb([PROTOCOL_VERSION, "reqs", puts]),
+        msgpack.packb([PROTOCOL_VERSION, "req", 99, big]),
+        b"\xc1" + os.urandom(15 * mib),
+    ]
+
+
+def test_a_greedy_client_of_large_frames_is_held_to_its_budget_and_the_others_are_served(
+    cluster: Cluster,
+) -> None:
+    """Finding 4, inbound half: a client sends 15 MiB frames to the leader as fast as its
+    connection takes them, never waiting for an answer. What it has in progress is bounded
+    by the intake (its frames past it are answered ``overloaded``), another client's writes
+    and reads are all answered, and once the greedy client stops, the leader holds no
+    request bytes of it."""
+    lead = cluster.wait_for_leader()
+    with Client([cluster.addrs[lead]], timeout=20) as cl:
+        cl.create_bucket("greedy")
+        cl.create_bucket("hostile", if_not_exists=True)
+    frames = _greedy_frames()
+    answers: dict[str, int] = {}
+    stop = threading.Event()
+
+    def greedy() -> None:
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 2)
+        s.connect(cluster.addrs[lead])
+        n = 0
+        try:
+            while not stop.is_set():
+                if s.poll(20, zmq.POLLOUT):
+                    s.send(frames[n % len(frames)], zmq.NOBLOCK, copy=False)
+                    n += 1
+                while s.poll(0):
+                    _, kind, *rest = msgpack.unpackb(s.recv(), raw=False)
+                    for item in rest[0] if kind == "resps" else [rest]:
+                        resp = item[-1]
+                        code = "ok" if resp.get("ok") else resp["error"]["code"]
+                        answers[code] = answers.get(code, 0) + 1
+        finally:
+            s.close()
+
+    thread = threading.Thread(target=greedy)
+    thread.start()
+    served = 0
+    try:
+        end = time.monotonic() + GREEDY_S
+        with Client([cluster.addrs[lead]], timeout=30) as other:
+            while time.monotonic() < end:
+                key = b"beside-greedy-%d" % served
+                other.put("hostile", key, b"ok")
+                assert other.get("hostile", key) == b"ok"
+                served += 1
+    finally:
+        stop.set()
+        thread.join(30)
+    assert served >= 2
+    assert answers.get("overloaded", 0) > 0, answers  # the intake's budget was reached
+
+    def drained() -> bool:
+        intake = _status(cluster, lead)["intake"]
+        return bool(intake["clients"] <= 1 and intake["bytes"] < 1024)  # the status asking
+
+    wait_until(drained, 60, "the leader to answer the greedy client's requests in progress")
+    _serving(cluster, "after-a-greedy-client")
