@@ -22,8 +22,8 @@ following the contract in ``boltraft.raft.types``:
    the loop steps the Raft messages and requests already waiting (``_flush_stepping``),
    or inline when there are none;
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes (the
-   answers leave at once, before anything else of the Ready), then answer read states (a read waits until applied >= its read index). A follower with
-   ``lazy_apply`` keeps them instead and applies what it kept in one batch later
+   answers leave at once, before anything else of the Ready), then answer read states (a
+   read waits until applied >= its read index). A follower with ``lazy_apply`` keeps them instead and applies what it kept in one batch later
    (``boltraft.server.applying``); its flush then runs without a thread hand-off (step 2);
 4. send ``messages``, after the flush (persist before send). Without a flush a follower
    sends them before applying (heartbeat responses confirm reads), a leader after (it
