@@ -23,8 +23,9 @@ following the contract in ``boltraft.raft.types``:
    or inline when there are none;
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes (the
    answers leave at once, before anything else of the Ready), then answer read states (a
-   read waits until applied >= its read index). A follower with ``lazy_apply`` keeps them instead and applies what it kept in one batch later
-   (``boltraft.server.applying``); its flush then runs without a thread hand-off (step 2);
+   read waits until applied >= its read index). A follower with ``lazy_apply`` keeps them
+   instead and applies what it kept in one batch later (``boltraft.server.applying``); its
+   flush then runs without a thread hand-off (step 2);
 4. send ``messages``, after the flush (persist before send). Without a flush a follower
    sends them before applying (heartbeat responses confirm reads), a leader after (it
    answers its clients first);
