@@ -25,6 +25,11 @@ from boltraft.server.probe import status
 SERVE = "from boltraft_cli.main import main; main()"
 
 
+def cli_argv(*args: str) -> list[str]:
+    """The command line of ``boltraft ARGS...`` run with this interpreter."""
+    return [sys.executable, "-c", SERVE, *args]
+
+
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
     """Returns the first truthy value of ``predicate()``; raises AssertionError naming
     ``what`` after ``timeout`` seconds."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from smallfs import fill, free_bytes, small_filesystem
 
 from boltraft import Client
 
-from .cluster import Cluster, wait_until
+from .cluster import Cluster, cli_argv, wait_until
 from .opscluster import OpsCluster
 
 pytestmark = pytest.mark.integration
@@ -89,8 +88,7 @@ def test_a_one_node_cluster_whose_disk_fills_refuses_writes_and_serves_reads(
     env = {**os.environ, "BOLTRAFT_ENDPOINTS": c.addrs["n1"]}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-c", "from boltraft_cli.main import main; main()", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run(cli_argv(*args), capture_output=True, text=True, env=env, timeout=60)
 
     with small_filesystem(tmp_path / "n1", mib=16) as fs:
         try:

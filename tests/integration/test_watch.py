@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from boltraft.client import Client, Watch
 from boltraft.errors import BadRequestError, CompactedError, WatchNotFoundError
 from boltraft.transport.watchwire import Event
 
-from .cluster import Cluster, ctrl_c_reaches_it, running, wait_connected, wait_until
+from .cluster import Cluster, cli_argv, ctrl_c_reaches_it, running, wait_connected, wait_until
 from .opscluster import OpsCluster
 from .test_operations import MetricsCluster, metric
 
@@ -317,19 +316,7 @@ def test_the_watch_command_prints_one_json_line_per_change_until_ctrl_c(
         start = client.scan("cli").applied_index
         client.put("cli", "k2", "two")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from boltraft_cli.main import main; main()",
-            "watch",
-            "cli",
-            "--from-index",
-            str(start),
-            "-w",
-            "json",
-            "--endpoints",
-            eps,
-        ],
+        cli_argv("watch", "cli", "--from-index", str(start), "-w", "json", "--endpoints", eps),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -358,17 +345,7 @@ def test_scan_json_prints_the_applied_index_it_read_at_and_a_watch_after_it_miss
         client.put("sc", "k1", "one")
         client.put("sc", "k2", "two")
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from boltraft_cli.main import main; main()",
-                "scan",
-                "sc",
-                "-w",
-                "json",
-                "--endpoints",
-                ",".join(three.endpoints),
-            ],
+            cli_argv("scan", "sc", "-w", "json", "--endpoints", ",".join(three.endpoints)),
             capture_output=True,
             timeout=60,
         )
