@@ -36,14 +36,22 @@ def keys_group() -> None:
     """CurveZMQ keys: make them, add and revoke clients and nodes."""
 
 
-def _new_pair(folder: str, name: str) -> tuple[str, str]:
-    """A fresh key pair for the new party ``name``, once FOLDER is known to be a keys
-    folder without ``name`` in it (so the cluster is told only of a folder that can be
-    written). Raises ConfigError otherwise."""
+def _add_party(
+    folder: str, name: str, kind: str, role: str, endpoints: str, timeout: float
+) -> Path:
+    """Returns the folder made for the new party ``name`` under the keys folder ``folder``,
+    after the cluster allowed its fresh key (as ``kind`` with ``role``). The folder is
+    checked first (a keys folder without ``name`` in it), so the cluster is told only of a
+    key whose folder can be written; a refused request (a non-admin key) writes nothing.
+    Raises ConfigError for the folder, or the cluster's error."""
     find_node_folder(folder)
     if (Path(folder) / name).exists():
         raise ConfigError(f"{Path(folder) / name} already exists", path=str(Path(folder) / name))
-    return new_keypair()
+    pub, sec = new_keypair()
+    with connect(endpoints, timeout) as c:
+        c.set_key(name, kind, pub, role)
+    add_party(folder, name, kind, role, (pub, sec))
+    return Path(folder) / name
 
 
 def _names(text: str) -> list[str]:
@@ -75,14 +83,8 @@ def init_cmd(folder: str, nodes: str, clients: str) -> None:
 def add_client_cmd(folder: str, spec: str, endpoints: str, timeout: float) -> None:
     """Create FOLDER/NAME for a new client with ROLE and allow its key cluster-wide."""
     ((name, role),) = parse_clients([spec]).items()
-    pub, sec = _new_pair(folder, name)
-    with connect(endpoints, timeout) as c:
-        c.set_key(name, "client", pub, role)  # refused for a non-admin: nothing written
-    keys = add_party(folder, name, "client", role, (pub, sec))
-    emit(
-        {"name": name, "role": role, "folder": str(keys.path)},
-        simple=lambda: click.echo(str(keys.path)),
-    )
+    path = _add_party(folder, name, "client", role, endpoints, timeout)
+    emit({"name": name, "role": role, "folder": str(path)}, simple=lambda: click.echo(str(path)))
 
 
 @keys_group.command("add-node")
@@ -93,11 +95,8 @@ def add_client_cmd(folder: str, spec: str, endpoints: str, timeout: float) -> No
 def add_node_cmd(folder: str, node_id: str, endpoints: str, timeout: float) -> None:
     """Create FOLDER/ID for a new node and bind its key to member id ID cluster-wide; then
     start it with serve --keys FOLDER/ID --join ADDR."""
-    pub, sec = _new_pair(folder, check_name(node_id, "node id"))
-    with connect(endpoints, timeout) as c:
-        c.set_key(node_id, "node", pub, "node")
-    keys = add_party(folder, node_id, "node", "node", (pub, sec))
-    emit({"name": node_id, "folder": str(keys.path)}, simple=lambda: click.echo(str(keys.path)))
+    path = _add_party(folder, check_name(node_id, "node id"), "node", "node", endpoints, timeout)
+    emit({"name": node_id, "folder": str(path)}, simple=lambda: click.echo(str(path)))
 
 
 @keys_group.command("revoke")
