@@ -262,20 +262,28 @@ def _up_base_port() -> int:
             return base
 
 
+def _lines_until(proc: subprocess.Popen[bytes], prefix: str) -> list[str]:
+    """The lines ``proc`` printed up to and including the first that starts with
+    ``prefix``; fails the test when it exits first or takes over 60 s."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any(line.startswith(prefix) for line in lines):
+        assert time.monotonic() < deadline, "".join(lines)
+        line = proc.stdout.readline().decode()
+        assert line, "boltraft up exited early:\n" + "".join(lines)
+        lines.append(line)
+    return lines
+
+
 def test_boltraft_up_serves_and_stops_on_sigint(tmp_path: Path) -> None:
     base = _up_base_port()
     argv = [sys.executable, "-c", SERVE, "up", "--data", str(tmp_path / "d")]
     argv += ["--base-port", str(base)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: list[str] = []
     try:
+        lines = _lines_until(proc, "leader:")
         assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while not any(line.startswith("leader:") for line in lines):
-            assert time.monotonic() < deadline, "".join(lines)
-            line = proc.stdout.readline().decode()
-            assert line, "boltraft up exited early:\n" + "".join(lines)
-            lines.append(line)
         eps = [f"tcp://127.0.0.1:{base + i}" for i in range(3)]
         assert any(",".join(eps) in line for line in lines)
         with Client(eps, timeout=10, keys=tmp_path / "d" / "keys" / "admin") as c:
@@ -353,15 +361,8 @@ def test_boltraft_up_is_secure_and_the_cli_beside_it_finds_its_keys(tmp_path: Pa
     base = _up_base_port()
     argv = [sys.executable, "-c", SERVE, "up", "--base-port", str(base)]
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while not any(line.startswith("Ctrl-C stops") for line in lines):
-            assert time.monotonic() < deadline, "".join(lines)
-            line = proc.stdout.readline().decode()
-            assert line, "boltraft up exited early:\n" + "".join(lines)
-            lines.append(line)
+        lines = _lines_until(proc, "Ctrl-C stops")
         hints = [line.strip() for line in lines if "boltraft put" in line]
         assert hints and "BOLTRAFT_KEYS" not in hints[0]  # found from this directory
         keys = tmp_path / "boltraft-data" / "keys"
