@@ -70,15 +70,16 @@ from boltraft.errors import (
     ValueTooLargeError,
 )
 from boltraft.packing import pack
+from boltraft.storage.keys import MAX_VALUE_SIZE, check_value
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_CID_BYTES = 128  # keeps the dedup key well under LMDB's 511-byte key limit
 MAX_UINT = (1 << 64) - 1
-MAX_VALUE_BYTES = 1 << 20
-"""The largest value a put may store: the state machine's (``DB.open``'s default
-``max_value_size``). ``encode`` refuses a put over it, which the apply would refuse after
-the entry had gone through the log and to every replica."""
+MAX_VALUE_BYTES = MAX_VALUE_SIZE
+"""The largest value a put may store: the state machine's. ``encode`` refuses a put over
+it, which the apply would refuse after the entry had gone through the log and to every
+replica."""
 MAX_PATH_DEPTH = 64
 """A bucket path names at most this many buckets (nesting levels)."""
 MAX_PATH_BYTES = 4096
@@ -407,16 +408,14 @@ def encode(cmd: Command) -> bytes:
 
 
 def _check_value_size(value: bytes, index: int | None) -> None:
-    """Raises ValueTooLargeError (with the op's ``index`` in a batch) for a put's value
-    over ``MAX_VALUE_BYTES``."""
-    if len(value) > MAX_VALUE_BYTES:
-        where = {} if index is None else {"index": index}
-        raise ValueTooLargeError(
-            f"value of {len(value)} bytes is too large: at most {MAX_VALUE_BYTES} bytes",
-            size=len(value),
-            max=MAX_VALUE_BYTES,
-            **where,
-        )
+    """Raises the engine's ValueTooLargeError (with the op's ``index`` in a batch) for a
+    put's value over ``MAX_VALUE_BYTES``."""
+    try:
+        check_value(value, MAX_VALUE_BYTES)
+    except ValueTooLargeError as err:
+        if index is not None:
+            err.details["index"] = index
+        raise
 
 
 # --- the log form ----------------------------------------------------------------------------

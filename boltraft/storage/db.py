@@ -68,6 +68,7 @@ from boltraft.storage.bucket import (
 )
 from boltraft.storage.copier import copy_store
 from boltraft.storage.fsutil import lmdb_disk_full
+from boltraft.storage.keys import MAX_VALUE_SIZE
 from boltraft.storage.layout import (
     SubDbs,
     check_store,
@@ -205,7 +206,7 @@ class DB:
         readonly: bool = False,
         sync: bool = True,
         metasync: bool | None = None,
-        max_value_size: int = 1 << 20,
+        max_value_size: int = MAX_VALUE_SIZE,
         quota: int = DEFAULT_QUOTA,
         initial_map_size: int = 64 << 20,
     ) -> DB:

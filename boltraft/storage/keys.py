@@ -32,6 +32,9 @@ TOKEN_VERSION = b"\x01"
 HIGH_TAG = 0xF0
 """The prefix tag of format 5 stores (see the module docstring)."""
 
+MAX_VALUE_SIZE = 1 << 20
+"""The largest value a store takes by default (``DB.open``'s ``max_value_size``)."""
+
 
 def bucket_prefix(bucket_id: int, tag: int = 0) -> bytes:
     """Returns the key prefix of bucket ``bucket_id`` (0 <= id < 2**64) in a store whose
