@@ -545,18 +545,14 @@ class PeerTransport:
         for sock, _ in ready:
             if sock in monitors:
                 continue
-            if sock is self._router and self._auth is not None:
-                for parts, user in drain_users(sock, max_frames - len(out)):
-                    take(parts, None, out, user)
-                    budget -= len(parts[-1])
-                    if budget <= 0:
-                        break
-                if budget <= 0:
-                    break
-                continue
             peer = by_socket.get(sock)
-            for parts in drain(sock, max_frames - len(out)):
-                take(parts, peer, out)
+            limit = max_frames - len(out)
+            if sock is self._router and self._auth is not None:
+                frames = drain_users(sock, limit)  # each with its connection's key
+            else:
+                frames = ((parts, None) for parts in drain(sock, limit))
+            for parts, user in frames:
+                take(parts, peer, out, user)
                 budget -= len(parts[-1])
                 if budget <= 0:
                     break
