@@ -678,10 +678,7 @@ class Watch:
                 raise StopIteration
             self.poll(1.0)
         ev = self._buf.popleft()
-        self.last_index = ev.index
-        self._unacked += 1
-        if self._unacked >= self._window // 4:
-            self._ack()
+        self._delivered(1, ev.index)
         return ev
 
     def take(self, limit: int | None = None) -> list[Event]:
@@ -697,11 +694,16 @@ class Watch:
             buf.clear()
         else:
             out = [buf.popleft() for _ in range(n)]
-        self.last_index = out[-1].index
+        self._delivered(n, out[-1].index)
+        return out
+
+    def _delivered(self, n: int, last_index: int) -> None:
+        """Notes ``n`` more events handed to the caller, the last at ``last_index``, and
+        acknowledges them once a quarter of the window waits for it."""
+        self.last_index = last_index
         self._unacked += n
         if self._unacked >= self._window // 4:
             self._ack()
-        return out
 
     def __enter__(self) -> Watch:
         return self
