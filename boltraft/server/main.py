@@ -29,6 +29,7 @@ import zmq
 from boltraft.errors import ConfigError, CorruptionError, DiskFailedError
 from boltraft.raft.types import LogStore
 from boltraft.server.access import Access
+from boltraft.server.collector import settle
 from boltraft.server.config import ServerConfig, check_secure, resolve_config
 from boltraft.server.datadir import DataDir, NewDirGuard, current_boot_id
 from boltraft.server.health import HealthServer
@@ -193,6 +194,7 @@ def _serve(
     datadir = DataDir.open(data)
     status = 0
     health: HealthServer | None = None
+    metrics: NodeMetrics | None = None
     try:
         check_removed(datadir.path)
         check_free_space(datadir.path)  # a full disk: refused before anything is written
@@ -274,6 +276,7 @@ def _serve(
                     if join:
                         request_join(cfg.id, cfg.listen, join, stop, keys)
                     guard.keep()  # the node serves: its data is the cluster's now
+                    settle()
                     try:
                         node.run(lambda: stop() or node.ops.halted is not None)
                     except OSError as exc:  # a full disk is NoSpaceError, handled in the loop
@@ -299,6 +302,8 @@ def _serve(
     finally:
         if health is not None:
             health.close()
+        if metrics is not None:
+            metrics.close()
         datadir.close()
     return status
 

@@ -17,6 +17,7 @@ its one thread.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from boltraft.raft.types import (
     Message,
     Role,
 )
+from boltraft.server.collector import PauseTimer
 from boltraft.server.node import KNOWN_OPS
 from boltraft.server.ports import CommitObserver, Net, NullObserver
 from boltraft.storage.proxy import LogStoreProxy
@@ -46,6 +48,8 @@ _MAX_PENDING_BATCHES = 100_000
 
 # 100 us .. 6.6 s, doubling: an fsync, an apply and a commit all fit
 LATENCY_BUCKETS = tuple(0.0001 * 2**i for i in range(17))
+# 10 us .. 0.66 s, doubling: a young collection takes tens of microseconds, a full one more
+GC_BUCKETS = tuple(0.00001 * 2**i for i in range(17))
 
 
 class TimedLogStore(LogStoreProxy):
@@ -222,6 +226,17 @@ class NodeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.gc_pause_seconds = Histogram(
+            "boltraft_gc_pause_seconds",
+            "Time the process stood still in one collection of Python's cyclic garbage "
+            "collector, by generation (2: a full collection).",
+            labelnames=["generation"],
+            buckets=GC_BUCKETS,
+            registry=self.registry,
+        )
+        self._gc_timer = PauseTimer(
+            lambda gen, seconds: self.gc_pause_seconds.labels(str(gen)).observe(seconds)
+        )
         self.last_iteration: float | None = None  # time.monotonic() of the loop's last turn
         self._sample: dict[str, Any] | None = None
         self._node: Any = None
@@ -232,6 +247,10 @@ class NodeMetrics:
         self._made_bytes = 0
         self._made_seen = 0
         self.registry.register(_SampleCollector(self))
+
+    def close(self) -> None:
+        """Stops timing the garbage collector (the histograms keep what they hold)."""
+        self._gc_timer.close()
 
     # --- composing with the node's seams ------------------------------------------------------
     def observer(self, inner: CommitObserver | None) -> MetricsObserver:
@@ -383,6 +402,12 @@ class _SampleCollector(Collector):
         )
         info.add_metric([m.node_id, m.listen, __version__], 1)
         yield info
+        yield GaugeMetricFamily(
+            "boltraft_gc_frozen_objects",
+            "Objects in the garbage collector's permanent generation (frozen when the node "
+            "started: never walked by a collection).",
+            value=gc.get_freeze_count(),
+        )
         s = m.current()
         if s is None:
             return

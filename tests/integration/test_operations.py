@@ -120,6 +120,14 @@ def test_metrics_health_and_readiness_over_http(mcluster: MetricsCluster) -> Non
     assert (metric(text, "boltraft_transport_sent_bytes_total") or 0) > 0
     assert (metric(text, "boltraft_transport_sent_messages_total") or 0) > 0
     assert metric(text, "boltraft_snapshots_created_total") == 0
+    assert (metric(text, "boltraft_gc_frozen_objects") or 0) > 1000  # frozen at start
+    assert "# TYPE boltraft_gc_pause_seconds histogram" in text
+
+    def young_collections() -> float:
+        page = c.get(leader, "/metrics")[1]
+        return metric(page, "boltraft_gc_pause_seconds_count", 'generation="0"') or 0
+
+    wait_until(lambda: young_collections() >= 1, 20, "a young collection timed")
     assert (
         metric(
             text, "boltraft_node_info", f'id="{leader}",listen="{c.addrs[leader]}",version="0.1.0"'
