@@ -29,7 +29,6 @@ import zmq
 from boltraft.errors import ConfigError, CorruptionError, DiskFailedError
 from boltraft.raft.types import LogStore
 from boltraft.server.access import Access
-from boltraft.server.collector import settle
 from boltraft.server.config import ServerConfig, check_secure, resolve_config
 from boltraft.server.datadir import DataDir, NewDirGuard, current_boot_id
 from boltraft.server.health import HealthServer
@@ -276,7 +275,6 @@ def _serve(
                     if join:
                         request_join(cfg.id, cfg.listen, join, stop, keys)
                     guard.keep()  # the node serves: its data is the cluster's now
-                    settle()
                     try:
                         node.run(lambda: stop() or node.ops.halted is not None)
                     except OSError as exc:  # a full disk is NoSpaceError, handled in the loop

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -35,7 +35,6 @@ from boltraft.raft.types import (
     Message,
     Role,
 )
-from boltraft.server.collector import PauseTimer
 from boltraft.server.node import KNOWN_OPS
 from boltraft.server.ports import CommitObserver, Net, NullObserver
 from boltraft.storage.proxy import LogStoreProxy
@@ -197,6 +196,29 @@ class MetricsObserver:
 
     def snapshot(self, since: float = 0.0) -> dict[str, Any]:
         return self.inner.snapshot(since)
+
+
+class PauseTimer:
+    """Times every collection of Python's cyclic garbage collector in this process, from the
+    moment it is made until ``close``: ``record(generation, seconds)`` is called after each
+    one, on the thread that ran it (any thread: ``record`` must be thread-safe). It only
+    measures: what the collector does is unchanged."""
+
+    def __init__(self, record: Callable[[int, float], None]) -> None:
+        self._record = record
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._record(info["generation"], time.perf_counter() - self._started)
+
+    def close(self) -> None:
+        """Stops timing; calling it again does nothing."""
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
 
 class NodeMetrics:
@@ -402,12 +424,6 @@ class _SampleCollector(Collector):
         )
         info.add_metric([m.node_id, m.listen, __version__], 1)
         yield info
-        yield GaugeMetricFamily(
-            "boltraft_gc_frozen_objects",
-            "Objects in the garbage collector's permanent generation (frozen when the node "
-            "started: never walked by a collection).",
-            value=gc.get_freeze_count(),
-        )
         s = m.current()
         if s is None:
             return
