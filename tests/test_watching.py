@@ -20,7 +20,7 @@ from boltraft.server.watching import COALESCE_S, IDLE_S, PROGRESS_S, WatchHub
 from boltraft.server.watchlog import WatchLog
 from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
-from boltraft.transport.watchwire import decode_events_frame
+from boltraft.transport.watchwire import decode_batch
 
 CLIENT = b"client-1"
 
@@ -116,12 +116,16 @@ class Rig:
         """(index, pos, type, bucket, key, value, prev) of every event sent to ``wid``."""
         out = []
         for _, frame in self.net.sent:
-            if frame[1] == "events" and frame[2] == wid:
-                out += decode_events_frame(frame[2:])[2]
+            if frame[1] == "events_batch":
+                out += [ev for w, _, evs, _ in decode_batch(frame[2:]) if w == wid for ev in evs]
         return [(e.index, e.pos, e.type, e.bucket, e.key, e.value, e.prev) for e in out]
 
+    def items(self, wid: int) -> list[list[Any]]:
+        """The ``[watch_id, index, list, error]`` items sent for ``wid``, in order."""
+        return [i for _, f in self.net.sent if f[1] == "events_batch" for i in f[3] if i[0] == wid]
+
     def ends(self, wid: int) -> list[Any]:
-        return [f[5] for _, f in self.net.sent if f[1] == "events" and f[2] == wid and f[5]]
+        return [i[3] for i in self.items(wid) if i[3]]
 
 
 @pytest.fixture
@@ -254,19 +258,47 @@ def test_progress_frames_and_a_quiet_client_is_dropped(rig: Rig) -> None:
     rig.apply(put([b"nothing"], b"k", b"v"))  # fails: nothing to send
     rig.now += PROGRESS_S
     rig.hub.tick(rig.now)
-    frames = [f for _, f in rig.net.sent if f[1] == "events" and f[2] == wid]
-    assert frames[-1][3:] == [1, [], None]  # progress: applied index 1, no events
+    assert rig.items(wid)[-1] == [wid, 1, None, None]  # progress: applied index 1, no events
     rig.now += IDLE_S + 0.1
     rig.hub.tick(rig.now)
     assert rig.hub.status()["live"] == 0
     assert rig.request({"op": "watch_cancel", "watch": wid})["error"]["code"] == ("watch_not_found")
 
 
-def test_a_client_that_is_gone_loses_its_watch(rig: Rig) -> None:
-    rig.watch()
+def test_a_refused_frame_keeps_the_watch_and_goes_again(rig: Rig) -> None:
+    wid = rig.watch()
+    rig.net.gone.add(CLIENT)  # the transport refuses its frames (queue full, or gone)
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]}, put([b"b"], b"k", b"v"))
+    assert rig.hub.status()["live"] == 1
+    assert rig.hub.status()["refused"] == 1
+    rig.net.gone.clear()
+    rig.now += PROGRESS_S
+    rig.hub.tick(rig.now)
+    assert [(e[0], e[2]) for e in rig.events(wid)] == [(1, "create_bucket"), (2, "put")]
     rig.net.gone.add(CLIENT)
-    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    rig.now += IDLE_S + 0.1  # a client that is gone stops acknowledging: dropped
+    rig.hub.tick(rig.now)
     assert rig.hub.status()["live"] == 0
+
+
+def test_one_frame_per_connection_carries_every_watch_and_shares_their_events(
+    rig: Rig,
+) -> None:
+    a, b, c = rig.watch(), rig.watch(), rig.watch(prefix=b"x")
+    other = rig.watch(ident=b"client-2")
+    before = len(rig.net.sent)
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]}, put([b"b"], b"k", b"v"))
+    frames = [(ident, f) for ident, f in rig.net.sent[before:] if f[1] == "events_batch"]
+    assert [ident for ident, _ in frames] == [CLIENT, b"client-2"]
+    mine = frames[0][1]
+    assert len(mine[2]) == 2  # a and b share one list; c (a prefix) has its own
+    assert [i[0] for i in mine[3]] == [a, b, c]
+    assert mine[3][0][2] == mine[3][1][2] != mine[3][2][2]
+    decoded = decode_batch(mine[2:])
+    assert decoded[0][2] is decoded[1][2]  # a client decodes a shared list once
+    for wid in (a, b, other):
+        assert [e[0] for e in rig.events(wid)] == [1, 2]
+    assert [e[0] for e in rig.events(c)] == [1]  # the bucket's creation; not key k
 
 
 def test_from_now_starts_after_the_confirmed_read_index(rig: Rig) -> None:

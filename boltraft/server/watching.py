@@ -72,7 +72,7 @@ from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType, ReadState
 from boltraft.server.ports import Net, NodeView, Proposer, StateMachine
 from boltraft.server.replies import Replies, Target
-from boltraft.server.watchlog import WatchLog
+from boltraft.server.watchlog import Change, WatchLog
 from boltraft.server.wire import fail, ok
 from boltraft.storage import commands
 from boltraft.storage.commands import (
@@ -84,14 +84,15 @@ from boltraft.storage.commands import (
     PUT,
     PUT_IF,
 )
-from boltraft.transport.watchwire import Event, encode_end, encode_events_frame
+from boltraft.transport.watchwire import encode_batch, encode_item
 
 WATCH_OPS = frozenset(("watch", "watch_ack", "watch_cancel"))
 IDLE_S = 10.0  # a watch whose client acknowledged nothing for this long is dropped
 PROGRESS_S = 1.0  # a watch sent nothing for this long gets an empty frame with the index
 DEFAULT_WINDOW = 1024  # events in flight per watch unless the request says
 MAX_WINDOW = 65536
-MAX_FRAME_EVENTS = 512  # events in one frame
+MAX_FRAME_EVENTS = 512  # events of one watch in one frame's item
+FRAME_BYTES = 1 << 20  # a connection's frame goes out once its event lists pass this size
 # new events wait at most this long for more before they go out: one frame per watch then
 # carries the changes of several applies (at 1,000 writes/s, two), which halves what sending
 # costs the node and reading costs the watcher, for at most this much latency
@@ -127,6 +128,19 @@ class _Watch:
     def key(self) -> tuple[Any, ...]:
         """What decides which events it gets and how they are encoded."""
         return (self.path, self.prefix, self.recursive, self.prev, self.start)
+
+
+@dataclass(slots=True)
+class _Out:
+    """What one round of sending has for one connection: the packed event lists and the
+    watches' items of its frame, and each watch's ``(cursor, covered, unacked)`` before its
+    item (put back when the transport refuses the frame)."""
+
+    lists: list[bytes] = field(default_factory=list)
+    slots: dict[tuple[Any, ...], int] = field(default_factory=dict)  # list key -> position
+    items: list[bytes] = field(default_factory=list)
+    undo: list[tuple[_Watch, int, int, int]] = field(default_factory=list)
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -178,7 +192,7 @@ class WatchHub:
         self._cut_off_s = cut_off_s
         self._leaderless_since: float | None = None
         self._clock = clock
-        self._ring: deque[Event] = deque()
+        self._ring: deque[Change] = deque()
         self._ring_index: deque[int] = deque()  # the index of each ring event (for bisect)
         self._sizes: deque[int] = deque()
         self._bytes = 0
@@ -193,7 +207,15 @@ class WatchHub:
         self._starting: dict[bytes, tuple[float, list[tuple[Target, _Watch]]]] = {}
         self._parked: list[tuple[int, Target, _Watch]] = []  # waiting for applied >= index
         self.due: float | None = None  # when the events not yet sent go out (None: none)
-        self.stats = {"watches": 0, "events": 0, "frames": 0, "lagged": 0, "dropped": 0}
+        self.stats = {
+            "watches": 0,
+            "events": 0,
+            "frames": 0,
+            "lagged": 0,
+            "dropped": 0,
+            "refused": 0,
+        }
+        self._out: dict[bytes, _Out] = {}  # what this round sends each connection
         if self._history is not None:
             self.oldest, events = self._history.load(view.applied)
             for ev in events:
@@ -224,6 +246,7 @@ class WatchHub:
                 self._on_cancel(target, body)
         except BoltraftError as err:
             self.replies.reply(target, fail(err))
+        self._send_out()
 
     def _on_watch(self, target: Target, body: dict[str, Any], now: float) -> None:
         unknown = body.keys() - _WATCH_FIELDS
@@ -310,6 +333,7 @@ class WatchHub:
             for target, w in entry[1]:
                 self._parked.append((rs.index, target, w))
         self._start_parked()
+        self._send_out()
 
     def _start_parked(self) -> None:
         applied = self.view.applied
@@ -398,6 +422,7 @@ class WatchHub:
             self._trim()
         if self._parked:
             self._start_parked()
+            self._send_out()
         if self._watches and self.due is None:
             self.due = self._clock() + COALESCE_S
 
@@ -406,6 +431,8 @@ class WatchHub:
         and wakes up for ``due``)."""
         if self.due is not None and now >= self.due:
             self.deliver(now)
+        elif self._out:
+            self._send_out()
 
     def _event(
         self,
@@ -424,28 +451,28 @@ class WatchHub:
             key = op[2]
             prev = values.get((path, key))
             if code in (PUT, PUT_IF):
-                self._add(Event(index, pos, "put", path, key, op[3], prev))
+                self._add((index, pos, "put", path, key, op[3], prev))
                 values[(path, key)] = op[3]
             elif code == DELETE_IF or res is True:
-                self._add(Event(index, pos, "delete", path, key, None, prev))
+                self._add((index, pos, "delete", path, key, None, prev))
                 values[(path, key)] = None
         elif code == CREATE_BUCKET:
             if not buckets.get(path, False):
-                self._add(Event(index, pos, "create_bucket", path, None, None))
+                self._add((index, pos, "create_bucket", path, None, None, None))
             for i in range(1, len(path) + 1):  # if_not_exists creates the ancestors too
                 buckets[path[:i]] = True
         elif code == DELETE_BUCKET:
-            self._add(Event(index, pos, "delete_bucket", path, None, None))
+            self._add((index, pos, "delete_bucket", path, None, None, None))
             for p in [p for p in buckets if p[: len(path)] == path]:
                 buckets[p] = False
             for k in [k for k in values if k[0][: len(path)] == path]:
                 values[k] = None
 
-    def _add(self, ev: Event) -> None:
-        size = 64 + len(ev.key or b"") + len(ev.value or b"") + len(ev.prev or b"")
-        size += sum(map(len, ev.bucket))
+    def _add(self, ev: Change) -> None:
+        size = 64 + len(ev[4] or b"") + len(ev[5] or b"") + len(ev[6] or b"")
+        size += sum(map(len, ev[3]))
         self._ring.append(ev)
-        self._ring_index.append(ev.index)
+        self._ring_index.append(ev[0])
         self._sizes.append(size)
         self._bytes += size
         self.stats["events"] += 1
@@ -482,17 +509,22 @@ class WatchHub:
         for _, target, _ in self._parked:
             self.replies.reply(target, fail(err))
         self._parked = []
+        self._send_out()
 
     # --- sending -----------------------------------------------------------------------------
     def deliver(self, now: float) -> None:
-        """Sends each watch the events it may take now (its window), one frame per watch;
-        watches with the same filter at the same place share one encoding."""
+        """Sends each watch the events it may take now (its window): one frame per
+        connection for all its watches; watches with the same filter at the same place share
+        one encoding."""
+        self._deliver_all(now)
+        self._send_out()
+
+    def _deliver_all(self, now: float) -> None:
         self.due = None
-        if not self._watches:
-            return
-        shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
-        for w in list(self._watches.values()):
-            self._deliver_to(w, now, shared)
+        if self._watches:
+            shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
+            for w in list(self._watches.values()):
+                self._deliver_to(w, now, shared)
 
     def _deliver_to(
         self,
@@ -500,9 +532,10 @@ class WatchHub:
         now: float,
         shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] | None = None,
     ) -> None:
-        """Sends ``w`` the events it may take now; ``shared``: the encodings already made
-        in this round (by filter, place and room), which it adds to. Ends it with
-        ``watch_lagged`` when its window stays full ``max_lag`` events behind."""
+        """Queues for ``w`` the events it may take now (``_send_out`` sends them);
+        ``shared``: the encodings already made in this round (by filter, place and room),
+        which it adds to. Ends it with ``watch_lagged`` when its window stays full
+        ``max_lag`` events behind."""
         end = self._end
         if shared is None:
             shared = {}
@@ -525,12 +558,10 @@ class WatchHub:
             if got is None:
                 got = shared[key] = self._collect(w, room, end, self.view.applied)
             count, cursor, packed, covered = got
-            w.cursor = cursor
-            if count == 0:  # its progress goes out with the next frame or at PROGRESS_S
+            if count == 0:  # its progress goes out with the next item or at PROGRESS_S
+                w.cursor = cursor
                 break
-            w.covered = covered
-            w.unacked += count
-            self._send(w, encode_events_frame(w.wid, covered, packed), now)
+            self._queue(w, now, key, packed, covered, count, cursor)
 
     def _collect(self, w: _Watch, room: int, end: int, applied: int) -> tuple[int, int, bytes, int]:
         """``(count, new cursor, packed events, covered index)`` of the next ``room``
@@ -538,27 +569,76 @@ class WatchHub:
         ring = self._ring
         base = self._base
         cursor = w.cursor
-        out: list[list[Any]] = []
+        out: list[Change] = []
         path, prefix, recursive, prev, start = w.key
         depth = len(path)
         while cursor < end and len(out) < room:
             ev = ring[cursor - base]
-            if ev.index >= start and _matches(ev, path, depth, prefix, recursive):
-                out.append(ev.to_wire(prev))
+            if ev[0] >= start and _matches(ev, path, depth, prefix, recursive):
+                out.append(ev if prev or ev[6] is None else (*ev[:6], None))
             cursor += 1
-        covered = applied if cursor >= end else ring[cursor - base].index - 1
+        covered = applied if cursor >= end else ring[cursor - base][0] - 1
         return len(out), cursor, pack(out), covered
 
-    def _send(self, w: _Watch, frame: bytes, now: float) -> None:
+    def _queue(
+        self,
+        w: _Watch,
+        now: float,
+        key: tuple[Any, ...] | None = None,
+        packed: bytes = b"",
+        covered: int = -1,
+        count: int = 0,
+        cursor: int = -1,
+    ) -> None:
+        """Adds ``w``'s item to its connection's frame: ``count`` events (``packed``, the
+        list of ``key``, shared with the other watches of the frame that get it) up to ring
+        sequence ``cursor`` and progress ``covered`` (none: an empty item, its progress);
+        notes ``w``'s state before it, which a refused frame puts back."""
+        out = self._out.get(w.ident)
+        if out is None:
+            out = self._out[w.ident] = _Out()
+        out.undo.append((w, w.cursor, w.covered, w.unacked))
+        slot = None
+        if count:
+            assert key is not None
+            slot = out.slots.get(key)
+            if slot is None:
+                slot = out.slots[key] = len(out.lists)
+                out.lists.append(packed)
+                out.size += len(packed)
+            w.cursor = cursor
+            w.covered = covered
+            w.unacked += count
         w.sent_at = now
+        out.items.append(encode_item(w.wid, w.covered, slot, None))
+        if out.size >= FRAME_BYTES:
+            self._send_one(w.ident, self._out.pop(w.ident))
+
+    def _send_out(self) -> None:
+        """Sends each connection the frame of what was queued for its watches."""
+        if self._out:
+            out, self._out = self._out, {}
+            for ident, o in out.items():
+                self._send_one(ident, o)
+
+    def _send_one(self, ident: bytes, out: _Out) -> None:
+        """Sends ``out`` to ``ident``; when the transport refuses it (the client is gone or
+        its queue is full), puts its watches back where they were before it: what it held
+        goes out again later (a client that is gone stops acknowledging, and its watches are
+        dropped after ``IDLE_S``)."""
         self.stats["frames"] += 1
-        if not self._net.reply(w.ident, frame):  # its client is gone (or not reading)
-            self.stats["dropped"] += 1
-            del self._watches[w.wid]
+        if not self._net.reply(ident, encode_batch(out.lists, out.items)):
+            self.stats["refused"] += 1
+            for w, cursor, covered, unacked in reversed(out.undo):
+                w.cursor, w.covered, w.unacked = cursor, covered, unacked
 
     def _end_watch(self, w: _Watch, err: BoltraftError) -> None:
+        """Ends ``w`` with ``err`` (its last item, after what was queued for it)."""
         self._watches.pop(w.wid, None)
-        self._net.reply(w.ident, encode_end(w.wid, w.covered, err))
+        out = self._out.get(w.ident)
+        if out is None:
+            out = self._out[w.ident] = _Out()
+        out.items.append(encode_item(w.wid, w.covered, None, err))
 
     def _cut_off(self, now: float) -> bool:
         """True once this node has heard no leader for ``cut_off_s`` (it notes when that
@@ -587,18 +667,18 @@ class WatchHub:
             )
             for w in list(self._watches.values()):
                 self._end_watch(w, cut)
-        if not self._watches:
-            return
-        self.deliver(now)
-        applied = self.view.applied
-        for w in list(self._watches.values()):
-            if now - w.acked_at > IDLE_S:
-                self.stats["dropped"] += 1
-                del self._watches[w.wid]
-            elif now - w.sent_at >= PROGRESS_S:
-                if w.cursor >= self._end:
-                    w.covered = max(w.covered, applied)
-                self._send(w, encode_events_frame(w.wid, w.covered, b"\x90"), now)
+        if self._watches:
+            self._deliver_all(now)
+            applied = self.view.applied
+            for w in list(self._watches.values()):
+                if now - w.acked_at > IDLE_S:
+                    self.stats["dropped"] += 1
+                    del self._watches[w.wid]
+                elif now - w.sent_at >= PROGRESS_S:
+                    if w.cursor >= self._end:
+                        w.covered = max(w.covered, applied)
+                    self._queue(w, now)
+        self._send_out()
 
     def status(self) -> dict[str, int]:
         """Counters for the ``status`` op: watches live now, the ring, totals."""
@@ -611,23 +691,24 @@ class WatchHub:
         }
 
 
-def _matches(ev: Event, path: Path, depth: int, prefix: bytes | None, recursive: bool) -> bool:
+def _matches(ev: Change, path: Path, depth: int, prefix: bytes | None, recursive: bool) -> bool:
     """True when ``ev`` concerns a watch of ``path`` (``depth`` names) with ``prefix`` and
     ``recursive``: a key event in the bucket (or below it when recursive) whose key (or
     whose nested bucket's name, below it) starts with the prefix; a bucket event of a
     bucket directly in it (or below it when recursive), by the same rule; the creation of
     the bucket itself; and the deletion of the bucket itself or of one of its ancestors."""
-    b = ev.bucket
-    if ev.key is None and len(b) <= depth and path[: len(b)] == b:
-        return ev.type == "delete_bucket" or len(b) == depth
-    if ev.key is None:  # a bucket event: the bucket's name is its "key" in its parent
+    b = ev[3]
+    key = ev[4]
+    if key is None and len(b) <= depth and path[: len(b)] == b:
+        return ev[2] == "delete_bucket" or len(b) == depth
+    if key is None:  # a bucket event: the bucket's name is its "key" in its parent
         if len(b) <= depth or b[:depth] != path:
             return False
         if len(b) > depth + 1 and not recursive:
             return False
         name = b[depth]
     elif b == path:
-        name = ev.key
+        name = key
     elif recursive and len(b) > depth and b[:depth] == path:
         name = b[depth]
     else:

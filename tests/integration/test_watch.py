@@ -391,6 +391,7 @@ def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
             w.close()
         assert (metric(text, "boltraft_watch_frames_total") or 0) >= 1
         assert metric(text, "boltraft_watch_lagged_total") == 0
+        assert metric(text, "boltraft_watch_refused_total") == 0
         assert metric(text, "boltraft_watch_oldest_index") == 1
         assert metric(text, "boltraft_client_requests_total", 'op="watch"') == 1
     finally:
