@@ -71,7 +71,6 @@ class Rig:
         self.hub = WatchHub(
             self.view,
             self.core,  # type: ignore[arg-type]
-            self.sm,
             self.replies,
             self.net,  # type: ignore[arg-type]
             max_watches=10,
@@ -80,6 +79,7 @@ class Rig:
             clock=lambda: self.now,
             **opts,
         )
+        self.sm.report = self.hub.report  # as the node sets it
         self.index = self.view.applied
         self.rids = iter(range(1, 1 << 30))
 
@@ -89,10 +89,9 @@ class Rig:
             self.index += 1
             data = commands.encode({**cmd, "v": 1, "ts": 1})
             ents.append(Entry(1, self.index, EntryType.NORMAL, data))
-        prior = self.hub.before_apply(ents)
         results = self.sm.apply(ents)
         self.view.applied = self.index
-        self.hub.on_applied(ents, results, prior)
+        self.hub.on_applied(ents)
         self.hub.flush(self.now + COALESCE_S)  # the node's loop, once they are due
         return results
 
@@ -354,8 +353,8 @@ def test_the_events_of_an_apply_wait_for_the_next_applies_at_most_coalesce_s(rig
     wid = rig.watch()
     sent = len(rig.events(wid))
     ents = [Entry(1, 2, EntryType.NORMAL, commands.encode({**put([b"b"], b"k", b"v"), "v": 1}))]
-    prior = rig.hub.before_apply(ents)
-    rig.hub.on_applied(ents, rig.sm.apply(ents), prior)
+    rig.sm.apply(ents)
+    rig.hub.on_applied(ents)
     rig.view.applied = 2
     rig.hub.flush(rig.now)  # not due yet
     assert len(rig.events(wid)) == sent
@@ -442,8 +441,8 @@ def test_an_ack_while_a_flush_is_due_sends_nothing_before_it(rig: Rig) -> None:
     rig.apply({"op": "create_bucket", "bucket": [b"b"]})
     slow, other = rig.watch(window=1), rig.watch(ident=b"client-2")
     ents = [Entry(1, 2, EntryType.NORMAL, commands.encode({**put([b"b"], b"k", b"v"), "v": 1}))]
-    prior = rig.hub.before_apply(ents)
-    rig.hub.on_applied(ents, rig.sm.apply(ents), prior)
+    rig.sm.apply(ents)
+    rig.hub.on_applied(ents)
     rig.view.applied = rig.index = 2
     frames = len(rig.net.sent)
     assert rig.request({"op": "watch_ack", "watch": slow, "count": 1})["ok"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from boltraft.server.watchlog import SUFFIX, Change, WatchLog
+from boltraft.server.watchlog import SUFFIX, WatchLog
+from boltraft.storage.changes import Change
 
 
 def ev(index: int, pos: int = 0, key: bytes = b"k", prev: bytes | None = None) -> Change:

@@ -2,17 +2,12 @@
 bounded ring and streamed to the watches of clients (docs/protocol.md, section 5.1; the wire
 form is ``boltraft.transport.watchwire``).
 
-Where the events come from. Before each apply the node hands the committed entries to
-``before_apply``, which decodes their commands and reads, in one read transaction, what they
-are about to change (the current value of each key a put or delete names, whether each
-bucket a ``create_bucket`` names exists). After the apply, ``on_applied`` turns each entry's
-result into events: a put (or a conditional put that held) is a ``put``; a delete that found
-its key (or a conditional delete that held) a ``delete``; a ``create_bucket`` that created
-the bucket a ``create_bucket``; a ``delete_bucket`` a ``delete_bucket`` (the keys and buckets
-inside it get no events of their own); a batch gives its ops' events at their positions. A
-command that failed, a repeated exactly-once write (``StateMachine.repeated``) and a
-``next_sequence`` give none. Every replica applies the same log to the same state, so every
-node derives the same events with the same ``(index, pos)``: a client resumes on any node.
+Where the events come from. The state machine reports the changes it makes while it
+applies (its ``report`` hook is ``on_changes``; the rules, and where the previous values
+come from, are in ``boltraft.storage.changes``); the ring keeps them as plain ``Change``
+tuples. After the apply, ``on_applied`` writes them to the history and schedules the
+sending. Every replica applies the same log to the same state, so every node derives the
+same events with the same ``(index, pos)``: a client resumes on any node.
 
 Retention. The ring holds the events of the entries from ``oldest`` to the applied index,
 at most ``history_events`` events and ``history_bytes`` bytes of keys and values; the
@@ -26,17 +21,22 @@ not known to it): a watch that would need what it does not hold gets ``compacted
 ``scan`` and watches from its ``index + 1``.
 
 Sending. The events of an apply wait up to ``COALESCE_S`` (2 ms) for those of the next
-applies, then go out in one frame per watch (``due``, ``flush``: the node loop wakes up for
-it); a new watch's backlog goes out at once, and so does what returned credit allows a
-watch, unless a flush is due (then it goes with the flush: an acknowledgement never sends
-the other watches their changes early, which would cut short every watch's coalescing).
+applies (``due``, ``flush``: the node loop wakes up for it), then go out in ONE
+``events_batch`` frame per client connection, carrying an item for every watch of that
+connection (watches that get the same events share one packed list); progress and the
+end of a watch ride in the same frames. A new watch's backlog goes out at once, and so
+does what returned credit allows a watch, unless a flush is due (then it goes with the
+flush: an acknowledgement never sends the other watches their changes early, which would
+cut short every watch's coalescing). A frame the transport refuses (the client's queue is
+full, or it is gone) puts its watches back where they were before it (``refused``): they
+get the same events again with the next round.
 
 Flow. Each watch has a window (credit) of events sent and not yet acknowledged
 (``watch_ack``); the node sends nothing past it, so what ZeroMQ queues per watch is bounded by
 the window. A watch whose next event is ``max_lag`` events or more behind the ring's newest
 is ended with ``watch_lagged`` (the client watches again from its last index); one that
 acknowledged nothing for ``IDLE_S`` is dropped (its client is gone). A watch that was sent
-nothing for ``PROGRESS_S`` gets an empty frame carrying the applied index (so its client
+nothing for ``PROGRESS_S`` gets an empty item carrying the applied index (so its client
 knows the node lives and how far it has seen). A node that heard no leader for
 ``cut_off_s`` ends its watches with ``unavailable`` and refuses new ones: it may be cut off
 from the cluster, its changes behind, while its progress frames say it lives.
@@ -60,7 +60,6 @@ from typing import Any
 from boltraft.errors import (
     BadRequestError,
     BoltraftError,
-    CommandError,
     CompactedError,
     ProposalDroppedError,
     RequestTimeoutError,
@@ -70,30 +69,22 @@ from boltraft.errors import (
 )
 from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType, ReadState
-from boltraft.server.ports import Net, NodeView, Proposer, StateMachine
+from boltraft.server.ports import Net, NodeView, Proposer
 from boltraft.server.replies import Replies, Target
-from boltraft.server.watchlog import Change, WatchLog
+from boltraft.server.watchlog import WatchLog
 from boltraft.server.wire import fail, ok
 from boltraft.storage import commands
-from boltraft.storage.commands import (
-    BATCH,
-    CREATE_BUCKET,
-    DELETE,
-    DELETE_BUCKET,
-    DELETE_IF,
-    PUT,
-    PUT_IF,
-)
+from boltraft.storage.changes import Change, Report
 from boltraft.transport.watchwire import encode_batch, encode_item
 
 WATCH_OPS = frozenset(("watch", "watch_ack", "watch_cancel"))
 IDLE_S = 10.0  # a watch whose client acknowledged nothing for this long is dropped
-PROGRESS_S = 1.0  # a watch sent nothing for this long gets an empty frame with the index
+PROGRESS_S = 1.0  # a watch sent nothing for this long gets an empty item with the index
 DEFAULT_WINDOW = 1024  # events in flight per watch unless the request says
 MAX_WINDOW = 65536
 MAX_FRAME_EVENTS = 512  # events of one watch in one frame's item
 FRAME_BYTES = 1 << 20  # a connection's frame goes out once its event lists pass this size
-# new events wait at most this long for more before they go out: one frame per watch then
+# new events wait at most this long for more before they go out: one frame per connection then
 # carries the changes of several applies (at 1,000 writes/s, two), which halves what sending
 # costs the node and reading costs the watcher, for at most this much latency
 COALESCE_S = 0.002
@@ -143,16 +134,6 @@ class _Out:
     size: int = 0
 
 
-@dataclass(slots=True)
-class _Prior:
-    """What the entries of one apply were about to change: key -> value before the apply
-    (None: absent), the buckets that existed; filled by ``before_apply``."""
-
-    values: dict[tuple[Path, bytes], bytes | None] = field(default_factory=dict)
-    buckets: dict[Path, bool] = field(default_factory=dict)
-    parsed: dict[int, Any] = field(default_factory=dict)  # entry index -> command body
-
-
 class WatchHub:
     """The change feed and the watches of one node (see the module docstring)."""
 
@@ -160,7 +141,6 @@ class WatchHub:
         self,
         view: NodeView,
         core: Proposer,
-        sm: StateMachine,
         replies: Replies,
         net: Net,
         *,
@@ -173,15 +153,13 @@ class WatchHub:
         clock: Callable[[], float],
         history: WatchLog | None = None,
     ) -> None:
-        """``sm``: read for what the entries change (the node replaces it after a snapshot
-        install); ``history_events`` 0 turns the feed off (every watch gets ``compacted``);
+        """``history_events`` 0 turns the feed off (every watch gets ``compacted``);
         ``cut_off_s``: a node that heard no leader for this long ends its watches and takes
         no new ones (it may be cut off from the cluster, its changes behind); ``history``:
         the history on disk, loaded here (its caller opens and closes it; None: the ring
         lives in memory only)."""
         self.view = view
         self.core = core
-        self.sm = sm
         self.replies = replies
         self._net = net
         self._cap_events = history_events
@@ -359,67 +337,35 @@ class WatchHub:
                     self.replies.reply(target, err)
 
     # --- the feed ----------------------------------------------------------------------------
-    def before_apply(self, ents: Sequence[Entry]) -> _Prior | None:
-        """What ``ents`` are about to change, read from the state machine before their apply
-        (None when the feed is off or nothing in them changes data)."""
-        if self._cap_events == 0:
-            return None
-        prior = _Prior()
-        applied = self.view.applied
-        gets: list[tuple[Path, bytes]] = []
-        paths: list[Path] = []
-        parse = commands.parse
-        for e in ents:
-            if e.index <= applied or not e.data or e.type != _NORMAL:
-                continue
-            try:
-                body = parse(e.data)[4]
-            except CommandError:
-                continue
-            prior.parsed[e.index] = body
-            for op in body[1] if body[0] == BATCH else (body,):
-                code = op[0]
-                if code in (PUT, PUT_IF, DELETE, DELETE_IF):
-                    gets.append((op[1], op[2]))
-                elif code == CREATE_BUCKET:
-                    paths.append(op[1])
-        if not prior.parsed:
-            return None
-        if gets:
-            prior.values.update(zip(gets, self.sm.get_values(gets), strict=True))
-        if paths:
-            found = self.sm.read([{"op": "count", "bucket": list(p)} for p in paths])
-            for p, res in zip(paths, found, strict=True):
-                prior.buckets[p] = not isinstance(res, BoltraftError)
-        return prior
+    @property
+    def report(self) -> Report | None:
+        """The hook the state machine reports its changes to (``on_changes``; None when
+        the feed is off: the state machine then notes none)."""
+        return self.on_changes if self._cap_events else None
 
-    def on_applied(
-        self, entries: Sequence[Entry], results: Sequence[Any], prior: _Prior | None
-    ) -> None:
-        """Adds the events of the applied ``entries`` (``results`` aligned with them; the
-        state machine's ``repeated`` names those that changed nothing) to the ring, then
-        sends what the watches may take. ``prior``: ``before_apply``'s answer."""
-        mark = len(self._ring)
-        if prior is not None:
-            repeated = set(self.sm.repeated)
-            values, buckets = prior.values, prior.buckets
-            for e, res in zip(entries, results, strict=True):
-                body = prior.parsed.get(e.index)
-                if body is None or e.index in repeated or isinstance(res, BoltraftError):
-                    continue
-                if body[0] == BATCH:
-                    for pos, (op, r) in enumerate(zip(body[1], res, strict=True)):
-                        self._event(e.index, pos, op, r, values, buckets)
-                else:
-                    self._event(e.index, 0, body, res, values, buckets)
+    def on_changes(self, changes: list[Change]) -> None:
+        """Adds the changes of one committed apply transaction to the ring (the state
+        machine's ``report`` hook: ``boltraft.storage.changes``)."""
+        add = self._add
+        for ch in changes:
+            add(ch)
+
+    def on_applied(self, entries: Sequence[Entry]) -> None:
+        """After the apply of ``entries`` (their changes reported to ``on_changes``):
+        writes their changes to the history, drops what retention no longer keeps, starts
+        the parked watches it allows, and schedules the sending."""
         if self._history is not None and entries and entries[-1].index > self._logged:
             first = max(entries[0].index, self._logged + 1)
             self._logged = entries[-1].index
             ring = self._ring
-            new = [ring[i] for i in range(mark - len(ring), 0)]  # from the right: O(new)
+            new = []  # from the right: O(new)
+            i = len(ring) - 1
+            while i >= 0 and ring[i][0] >= first:
+                new.append(ring[i])
+                i -= 1
+            new.reverse()
             self._history.append(first, self._logged, new)
-        if prior is not None:
-            self._trim()
+        self._trim()
         if self._parked:
             self._start_parked()
             self._send_out()
@@ -433,40 +379,6 @@ class WatchHub:
             self.deliver(now)
         elif self._out:
             self._send_out()
-
-    def _event(
-        self,
-        index: int,
-        pos: int,
-        op: Any,
-        res: Any,
-        values: dict[tuple[Path, bytes], bytes | None],
-        buckets: dict[Path, bool],
-    ) -> None:
-        """Adds the event of one applied op (``res``: its result) and notes its effect in
-        ``values`` and ``buckets`` (what the next ops of the same apply see as before)."""
-        code = op[0]
-        path: Path = op[1]
-        if code in (PUT, PUT_IF, DELETE, DELETE_IF):
-            key = op[2]
-            prev = values.get((path, key))
-            if code in (PUT, PUT_IF):
-                self._add((index, pos, "put", path, key, op[3], prev))
-                values[(path, key)] = op[3]
-            elif code == DELETE_IF or res is True:
-                self._add((index, pos, "delete", path, key, None, prev))
-                values[(path, key)] = None
-        elif code == CREATE_BUCKET:
-            if not buckets.get(path, False):
-                self._add((index, pos, "create_bucket", path, None, None, None))
-            for i in range(1, len(path) + 1):  # if_not_exists creates the ancestors too
-                buckets[path[:i]] = True
-        elif code == DELETE_BUCKET:
-            self._add((index, pos, "delete_bucket", path, None, None, None))
-            for p in [p for p in buckets if p[: len(path)] == path]:
-                buckets[p] = False
-            for k in [k for k in values if k[0][: len(path)] == path]:
-                values[k] = None
 
     def _add(self, ev: Change) -> None:
         size = 64 + len(ev[4] or b"") + len(ev[5] or b"") + len(ev[6] or b"")

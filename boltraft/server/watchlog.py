@@ -9,10 +9,10 @@ the state machine no longer holds. So the node writes each apply's events as it 
 
 Format. A folder of segment files ``NNNNNNNNNNNN.wlog`` (a sequence number: the order they
 were written in). Each segment is a run of records, each ``length (u32 BE) | crc32 (u32
-BE) | msgpack [first, last, [event, ...]]``: the events (``Change`` tuples, as arrays: the
-wire form of docs/protocol.md section 5.1, the previous value kept) of the applied entries
-``first..last``, every one of them (an apply that changed nothing writes a record without
-events, so the records leave no gap).
+BE) | msgpack [first, last, [event, ...]]``: the events (``storage.changes.Change``
+tuples, as arrays: the wire form of docs/protocol.md section 5.1, the previous value kept)
+of the applied entries ``first..last``, every one of them (an apply that changed nothing
+writes a record without events, so the records leave no gap).
 Appends are plain writes, not synced: a killed process loses nothing; a machine crash may
 lose the tail, which ``load`` then finds missing.
 
@@ -44,6 +44,7 @@ from typing import Any
 import msgpack
 
 from boltraft.packing import pack
+from boltraft.storage.changes import Change
 from boltraft.transport.watchwire import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ SEGMENT_BYTES = 4 << 20  # a segment is closed and a new one begun past this siz
 SUFFIX = ".wlog"
 _HEADER = struct.Struct(">II")
 _TYPES = frozenset(EVENT_TYPES)
-
-Change = tuple[int, int, str, tuple[bytes, ...], bytes | None, bytes | None, bytes | None]
-"""One change, as the feed keeps it: ``(index, pos, type, bucket, key, value, prev)`` (the
-fields of ``watchwire.Event``; a plain tuple costs less to make and keep than an object)."""
 
 
 class WatchLog:
