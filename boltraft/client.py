@@ -621,7 +621,9 @@ class _Link:
     per round, and ``wait_watches`` polls one socket per node. It routes each item of a
     frame to the watch with that id (items of watch ids it no longer knows: an ended
     watch's, dropped) and each answer to the request awaiting it. Lives while a watch holds
-    it (``users``); ``dead`` once its connection closed (every watch on it then resumes)."""
+    it (``users``); ``dead`` once its connection closed (every watch on it then resumes).
+    The watches' acknowledgements wait in ``acks`` and go in one ``watch_ack`` request
+    (``send_acks``) before the next wait for frames."""
 
     def __init__(self, ctx: zmq.Context[Any], ep: str, max_frame: int) -> None:
         self.ep = ep
@@ -631,6 +633,8 @@ class _Link:
         self.watches: dict[int, Watch] = {}  # watch id -> the watch streaming on it
         self.owners: dict[int, Watch] = {}  # request id -> the watch that sent it
         self.answer: tuple[int, codec.Response] | None = None  # of the request awaited
+        self.acks: dict[int, int] = {}  # watch id -> events delivered, not acknowledged yet
+        self.ack_rids: set[int] = set()  # the requests of send_acks not answered yet
         self.awaited: int | None = None
         self.rids = itertools.count(1)
         self.users = 0
@@ -650,6 +654,19 @@ class _Link:
             return rid
         self.owners[rid] = owner
         return rid
+
+    def send_acks(self) -> None:
+        """Sends the acknowledgements waiting in ``acks`` in ONE request."""
+        if self.acks:
+            acks, self.acks = self.acks, {}
+            rid = next(self.rids)
+            body = {"op": "watch_ack", "acks": [[wid, n] for wid, n in acks.items()]}
+            self.sock.setsockopt(zmq.SNDTIMEO, 0)
+            try:
+                self.sock.send(codec.encode_request(rid, body))
+            except zmq.ZMQError:
+                return  # dropped: the silence or the monitor moves the watches on
+            self.ack_rids.add(rid)
 
     def read(self) -> None:
         """Handles the frames waiting now (never blocks); stops after the answer awaited
@@ -685,6 +702,16 @@ class _Link:
                     return
                 if owner is not None:
                     owner._answer(resp)
+                elif resp.request_id in self.ack_rids:
+                    self.ack_rids.discard(resp.request_id)
+                    now = time.monotonic()
+                    for w in self.watches.values():
+                        w._heard = max(w._heard, now)
+                    if resp.ok and type(resp.result) is list:
+                        for wid in resp.result:  # the node forgot them: they start again
+                            w = self.watches.get(wid)
+                            if w is not None:
+                                w._unbind()
 
     def disconnected(self) -> bool:
         return _disconnected(self.monitor)
@@ -826,6 +853,7 @@ class Watch:
             return
         self._closed = True
         if self._link is not None and self._wid is not None:
+            self._link.acks.pop(self._wid, None)
             self._link.send(self, {"op": "watch_cancel", "watch": self._wid})
         self._drop()
 
@@ -847,6 +875,7 @@ class Watch:
                 self._subscribe()
             link = self._link
             assert link is not None
+            link.send_acks()
             wait = max(0, math.ceil((deadline - time.monotonic()) * 1000))
             got = dict(_poller([link]).poll(wait))
             if link.monitor in got and link.disconnected():
@@ -902,8 +931,10 @@ class Watch:
             self._unbind()  # the node forgot it: start again
 
     def _ack(self) -> None:
+        """Notes its acknowledgement on its link (``_Link.send_acks`` sends it)."""
         if self._link is not None and self._wid is not None:
-            self._link.send(self, {"op": "watch_ack", "watch": self._wid, "count": self._unacked})
+            acks = self._link.acks
+            acks[self._wid] = acks.get(self._wid, 0) + self._unacked
             self._unacked = 0
 
     def _unbind(self) -> None:
@@ -1061,6 +1092,8 @@ def wait_watches(watches: Sequence[Watch], timeout: float) -> list[Watch]:
         links.setdefault(id(w._link), w._link)
     if links:
         live = sorted(links.values(), key=lambda link: link.serial)
+        for link in live:
+            link.send_acks()
         got = dict(_poller(live).poll(max(0, math.ceil(timeout * 1000))))
         now = time.monotonic()
         for link in live:

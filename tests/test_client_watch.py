@@ -121,8 +121,8 @@ def test_take_hands_over_what_is_waiting_in_order_and_acknowledges_it(
 
     def node(rid: int, body: dict[str, Any]) -> list[bytes]:
         if body["op"] == "watch_ack":
-            acks.append(body["count"])
-            return [ok(rid)]
+            acks.extend(n for wid, n in body["acks"] if wid == 1)
+            return [ok(rid, [])]
         if body["op"] != "watch":
             return [ok(rid)]
         return [
@@ -143,7 +143,7 @@ def test_take_hands_over_what_is_waiting_in_order_and_acknowledges_it(
         assert w.take() == []
         while sum(acks) < 5:  # what is left unacknowledged stays below window // 4
             assert time.monotonic() < deadline, acks
-            time.sleep(0.01)
+            wait_watches([w], 0.01)  # the acknowledgements go before the next wait
         w.close()
     assert [(e.index, e.pos) for e in got] == [(5, 0), (5, 1), (6, 0), (7, 0), (8, 0), (8, 1)]
     assert w.last_index == 8 and w.progress == 8
@@ -183,5 +183,46 @@ def test_the_watches_of_a_thread_share_one_connection_per_node_and_its_frames(
         w2.close()
     assert got == {1: [(5, 0), (6, 0)], 2: [(5, 0), (6, 0)]}
     assert len(set(nodes[0].idents)) == 1  # both watches (and their cancels): one connection
-    ops = [b["op"] for b in nodes[0].bodies()]
+    ops = [b["op"] for b in nodes[0].bodies() if b["op"] != "watch_ack"]
     assert ops == ["watch", "watch", "watch_cancel", "watch_cancel"]
+
+
+def test_the_acknowledgements_of_a_connection_go_in_one_request(nodes: list[FakeNode]) -> None:
+    acks: list[list[list[int]]] = []
+    wids = iter(range(1, 100))
+
+    def node(rid: int, body: dict[str, Any]) -> list[bytes]:
+        if body["op"] == "watch_ack":
+            acks.append(body["acks"])
+            return [ok(rid, [2])]  # the node no longer knows watch 2: it starts again
+        if body["op"] != "watch":
+            return [ok(rid)]
+        wid = next(wids)
+        out = [ok(rid, {"watch": wid, "start_index": 5, "oldest_index": 1})]
+        if wid == 2:
+            out.append(
+                encode_batch(
+                    [pack([ev(5, 0), ev(6, 0)])],
+                    [encode_item(1, 6, 0, None), encode_item(2, 6, 0, None)],
+                )
+            )
+        return out
+
+    nodes.append(FakeNode(node))
+    with Client([nodes[0].endpoint]) as c:
+        w1 = c.watch("b", start_index=5, window=8)  # acknowledges every 2 events
+        w2 = c.watch("b", start_index=5, window=8)
+        deadline = time.monotonic() + 10
+        while len(w1._buf) < 2 or len(w2._buf) < 2:
+            assert time.monotonic() < deadline
+            wait_watches([w1, w2], 0.2)
+        assert len(w1.take()) == len(w2.take()) == 2
+        assert acks == []  # they wait for the next wait
+        while not acks or w2.resumes == 0:
+            assert time.monotonic() < deadline, acks
+            wait_watches([w1, w2], 0.05)
+        w1.close()
+        w2.close()
+    assert acks[0] == [[1, 2], [2, 2]]
+    watches = [b for b in nodes[0].bodies() if b["op"] == "watch"]
+    assert len(watches) == 3 and watches[2]["start_index"] == 7  # watch 2 again, after 6

@@ -450,3 +450,22 @@ def test_an_ack_while_a_flush_is_due_sends_nothing_before_it(rig: Rig) -> None:
     rig.hub.flush(rig.now + COALESCE_S)
     assert [e[0] for e in rig.events(slow)] == [1, 2]
     assert [e[0] for e in rig.events(other)] == [1, 2]
+
+
+def test_one_ack_request_gives_credit_to_several_watches_of_the_connection(rig: Rig) -> None:
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    a, b = rig.watch(window=1), rig.watch(window=1)
+    foreign = rig.watch(ident=b"client-2", window=1)
+    rig.apply(put([b"b"], b"k1", b"v"), put([b"b"], b"k2", b"v"))
+    assert [len(rig.events(w)) for w in (a, b, foreign)] == [1, 1, 1]  # windows full
+    before = len(rig.net.sent)
+    answer = rig.request({"op": "watch_ack", "acks": [[a, 1], [b, 1], [foreign, 1], [99, 1]]})
+    assert answer == {"ok": True, "result": [foreign, 99]}  # not this connection's
+    frames = [f for _, f in rig.net.sent[before:] if f[1] == "events_batch"]
+    assert len(frames) == 1 and [i[0] for i in frames[0][3]] == [a, b]  # one frame for both
+    assert [len(rig.events(w)) for w in (a, b, foreign)] == [2, 2, 1]
+    for bad in ([[a]], [[a, -1]], [["x", 1]], 7):
+        answer = rig.request({"op": "watch_ack", "acks": bad})
+        assert answer["error"]["code"] == "bad_request", bad
+    answer = rig.request({"op": "watch_ack", "acks": [], "watch": a})
+    assert answer["error"]["code"] == "bad_request"

@@ -287,13 +287,43 @@ class WatchHub:
         return w
 
     def _on_ack(self, target: Target, body: dict[str, Any], now: float) -> None:
-        w = self._mine(target, body)
-        count = _uint(body.get("count", 0), "count")
+        """``{watch, count}``: one watch's credit (answered nil, or ``watch_not_found``);
+        ``{acks: [[watch, count], ...]}``: several watches' of this connection at once
+        (answered with the ids among them it does not know here)."""
+        acks = body.get("acks")
+        if acks is None:
+            w = self._mine(target, body)
+            self._credit(w, _uint(body.get("count", 0), "count"), now)
+            self.replies.reply(target, ok(None))
+            if self.due is None:  # else what it may take now goes out at ``due``, with the rest
+                self._deliver_to(w, now)
+            return
+        if "watch" in body or "count" in body or type(acks) is not list:
+            raise BadRequestError("acks must be a list of [watch, count] without watch or count")
+        pairs = []
+        for pair in acks:
+            if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int:
+                raise BadRequestError("acks must be a list of [watch, count]", field="acks")
+            pairs.append((pair[0], _uint(pair[1], "count")))
+        unknown = []
+        mine = []
+        for wid, count in pairs:
+            got = self._watches.get(wid)
+            if got is None or got.ident != target.ident:
+                unknown.append(wid)
+                continue
+            self._credit(got, count, now)
+            mine.append(got)
+        self.replies.reply(target, ok(unknown))
+        if self.due is None:
+            shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
+            for got in mine:
+                self._deliver_to(got, now, shared)
+
+    @staticmethod
+    def _credit(w: _Watch, count: int, now: float) -> None:
         w.unacked = max(0, w.unacked - count)
         w.acked_at = now
-        self.replies.reply(target, ok(None))
-        if self.due is None:  # else what it may take now goes out at ``due``, with the rest
-            self._deliver_to(w, now)
 
     def _on_cancel(self, target: Target, body: dict[str, Any]) -> None:
         w = self._mine(target, body)
