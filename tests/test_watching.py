@@ -469,3 +469,15 @@ def test_one_ack_request_gives_credit_to_several_watches_of_the_connection(rig: 
         assert answer["error"]["code"] == "bad_request", bad
     answer = rig.request({"op": "watch_ack", "acks": [], "watch": a})
     assert answer["error"]["code"] == "bad_request"
+
+
+def test_watches_with_different_room_share_a_list_unless_theirs_is_smaller(rig: Rig) -> None:
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    a, b, small = rig.watch(window=10), rig.watch(window=20), rig.watch(window=2)
+    before = len(rig.net.sent)
+    rig.apply(put([b"b"], b"k1", b"v"), put([b"b"], b"k2", b"v"), put([b"b"], b"k3", b"v"))
+    [frame] = [f for _, f in rig.net.sent[before:] if f[1] == "events_batch"]
+    slots = {i[0]: i[2] for i in frame[3]}
+    assert slots[a] == slots[b] != slots[small]  # a and b: one list despite their room
+    assert len(frame[2]) == 2
+    assert [len(rig.events(w)) for w in (a, b, small)] == [4, 4, 2]  # with the creation

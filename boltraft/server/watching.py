@@ -114,11 +114,8 @@ class _Watch:
     sent_at: float
     unacked: int = 0
     covered: int = 0  # every matching event up to this index was sent
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        """What decides which events it gets and how they are encoded."""
-        return (self.path, self.prefix, self.recursive, self.prev, self.start)
+    # what decides which events it gets and how they are encoded (set with ``start``)
+    key: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -270,6 +267,7 @@ class WatchHub:
                 start_index=start,
             )
         w.start = start
+        w.key = (w.path, w.prefix, w.recursive, w.prev, start)
         w.covered = start - 1
         w.cursor = self._base + bisect.bisect_left(self._ring_index, start)
         self._watches[w.wid] = w
@@ -475,9 +473,9 @@ class WatchHub:
         shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] | None = None,
     ) -> None:
         """Queues for ``w`` the events it may take now (``_send_out`` sends them);
-        ``shared``: the encodings already made in this round (by filter, place and room),
-        which it adds to. Ends it with ``watch_lagged`` when its window stays full
-        ``max_lag`` events behind."""
+        ``shared``: the encodings already made in this round (by filter and place, and
+        room when that is less than a frame's), which it adds to. Ends it with
+        ``watch_lagged`` when its window stays full ``max_lag`` events behind."""
         end = self._end
         if shared is None:
             shared = {}
@@ -495,10 +493,17 @@ class WatchHub:
                     )
                 break
             room = min(w.window - w.unacked, MAX_FRAME_EVENTS)
-            key = (*w.key, w.cursor, room)
+            # the watches with this filter at this place share the events of a full frame;
+            # one whose window has less room than that gets its own
+            key: tuple[Any, ...] = (*w.key, w.cursor)
             got = shared.get(key)
             if got is None:
-                got = shared[key] = self._collect(w, room, end, self.view.applied)
+                got = shared[key] = self._collect(w, MAX_FRAME_EVENTS, end, self.view.applied)
+            if got[0] > room:
+                key = (*key, room)
+                got = shared.get(key)
+                if got is None:
+                    got = shared[key] = self._collect(w, room, end, self.view.applied)
             count, cursor, packed, covered = got
             if count == 0:  # its progress goes out with the next item or at PROGRESS_S
                 w.cursor = cursor
