@@ -867,6 +867,8 @@ class Watch:
         """Waits up to ``timeout`` seconds for events; returns how many are waiting to be
         iterated, at once (reading nothing more) when some already are. Resuming on another
         node may take longer (up to ``reconnect_timeout``). Raises what ends the watch."""
+        if self._link is not None:
+            self._link.send_acks()
         if self._buf:
             return len(self._buf)
         deadline = time.monotonic() + timeout
@@ -1078,6 +1080,9 @@ def wait_watches(watches: Sequence[Watch], timeout: float) -> list[Watch]:
     share them); what arrived is read and decoded once for every watch of the connection;
     their monitors and silences are looked at every ``WATCH_CHECK_S``. Raises what ends one
     of them."""
+    for w in watches:
+        if w._link is not None and w._link.acks:
+            w._link.send_acks()
     ready = [w for w in watches if w._buf]
     if ready:
         return ready
@@ -1092,8 +1097,6 @@ def wait_watches(watches: Sequence[Watch], timeout: float) -> list[Watch]:
         links.setdefault(id(w._link), w._link)
     if links:
         live = sorted(links.values(), key=lambda link: link.serial)
-        for link in live:
-            link.send_acks()
         got = dict(_poller(live).poll(max(0, math.ceil(timeout * 1000))))
         now = time.monotonic()
         for link in live:
