@@ -410,7 +410,10 @@ def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
                 if status != 200 or metric(text, "boltraft_watches") != 1:
                     return None
                 events = metric(text, "boltraft_watch_events_total") or 0
-                return text if events >= 2 else None  # the bucket, the put
+                frames = metric(text, "boltraft_watch_frames_total") or 0
+                # the bucket, the put; and the frame the client took them from (a sample
+                # taken between the apply and the flush 2 ms later has the events only)
+                return text if events >= 2 and frames >= 1 else None
 
             text = wait_until(scraped, 20, "the leader's metrics to show the watch and its events")
             w.close()
