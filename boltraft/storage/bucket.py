@@ -277,16 +277,28 @@ class Bucket:
         out: list[BoltraftError | None] = []
         prevs: list[bytes | None] = []
         crc = self._tx._dbs.crc
-        txn = self._tx._txn
+        replace = self._tx._txn.replace
+        prefix, max_key, max_value = self._prefix, self._max_key, self._max_value
+        plain = self._has_children is False  # the common case: no bucket-name check
         for key, value in pairs:
+            if (
+                plain
+                and type(key) is bytes
+                and 0 < len(key) <= max_key
+                and type(value) is bytes
+                and len(value) <= max_value
+            ):
+                full = prefix + key
+                stored = seal(full, value) if crc else value
+            else:
+                try:
+                    full, stored = self._stored(key, value)
+                except BoltraftError as err:
+                    out.append(err)
+                    prevs.append(None)
+                    continue
             try:
-                full, stored = self._stored(key, value)
-            except BoltraftError as err:
-                out.append(err)
-                prevs.append(None)
-                continue
-            try:
-                old = txn.replace(full, stored)
+                old = replace(full, stored)
             except lmdb.MapFullError:
                 raise self._tx._doom()
             out.append(None)
