@@ -31,7 +31,7 @@ got its answer. Prints ONE JSON object:
 | ``write_errors`` | puts that raised (both phases) |
 | ``nodes_cpu_s_per_s``, ``nodes_cpu_with_watchers_s_per_s`` | CPU the 3 nodes used, per second |
 | ``watchers_cpu_s_per_s`` | CPU the watcher processes used, per second (the same machine) |
-| ``watch_frames_per_s`` | ``events`` frames the 3 nodes sent, per second (with watchers) |
+| ``watch_frames_per_s`` | ``events_batch`` frames the 3 nodes sent, per second (with watchers) |
 | ``rate``, ``writers``, ``watchers``, ``watch_on``, ``duration_s`` | the settings |
 | ``watch_procs``, ``watch_tick_ms`` | (also settings) |
 
@@ -68,7 +68,7 @@ def cpu_s(pid: int) -> float:
 
 
 def frames_sent(prober: Prober, eps: list[str]) -> int:
-    """The ``events`` frames the nodes of ``eps`` sent so far (their ``status``); raises
+    """The ``events_batch`` frames the nodes of ``eps`` sent so far (their ``status``); raises
     SystemExit when one does not answer."""
     got = prober.statuses(eps, timeout=5.0)
     if len(got) != len(eps):

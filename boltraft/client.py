@@ -57,7 +57,7 @@ from boltraft.errors import (
 from boltraft.transport import codec
 from boltraft.transport.curve import PartyKeys, load_keys
 from boltraft.transport.rpc import RETRYABLE, Channel, parse_endpoints
-from boltraft.transport.watchwire import EVENTS, Event, decode_events_frame
+from boltraft.transport.watchwire import EVENTS_BATCH, Event, decode_batch
 from boltraft.transport.zmq_transport import connect_dealer, drain, monitor_events
 
 __all__ = [
@@ -611,8 +611,144 @@ class Client:
 
 
 WATCH_SILENCE_S = 3.0  # a node that sent a watch nothing for this long is taken as gone
-WATCH_CHECK_S = 0.1  # how often wait_watches looks at each watch's monitor and silence
+WATCH_CHECK_S = 0.1  # how often wait_watches looks at each connection's monitor
 _ENDED_RETRY = frozenset((*RETRYABLE, "watch_lagged", "watch_not_found"))
+
+
+class _Link:
+    """One DEALER connection (and its monitor) to one node, shared by the watches of one
+    thread on that node (``_link``): the node sends all of them one ``events_batch`` frame
+    per round, and ``wait_watches`` polls one socket per node. It routes each item of a
+    frame to the watch with that id (items of watch ids it no longer knows: an ended
+    watch's, dropped) and each answer to the request awaiting it. Lives while a watch holds
+    it (``users``); ``dead`` once its connection closed (every watch on it then resumes).
+    The watches' acknowledgements wait in ``acks`` and go in one ``watch_ack`` request
+    (``send_acks``) before the next wait for frames."""
+
+    def __init__(self, ctx: zmq.Context[Any], ep: str, max_frame: int) -> None:
+        self.ep = ep
+        self.max_frame = max_frame
+        self.sock = connect_dealer(ctx, ep, max_frame, monitor=True)
+        self.monitor = self.sock.get_monitor_socket()
+        self.watches: dict[int, Watch] = {}  # watch id -> the watch streaming on it
+        self.owners: dict[int, Watch] = {}  # request id -> the watch that sent it
+        self.answer: tuple[int, codec.Response] | None = None  # of the request awaited
+        self.acks: dict[int, int] = {}  # watch id -> events delivered, not acknowledged yet
+        self.ack_rids: set[int] = set()  # the requests of send_acks not answered yet
+        self.awaited: int | None = None
+        self.rids = itertools.count(1)
+        self.users = 0
+        self.dead = False
+        self.checked = 0.0  # when wait_watches last looked at its monitor
+        self.serial = next(_serials)  # names it in _poller's cache (an id() can be reused)
+
+    def send(self, owner: Watch, body: dict[str, Any], wait: float = 0.0) -> int:
+        """Sends ``body`` for ``owner``, waiting up to ``wait`` seconds for a connection;
+        returns its request id (a send that could not go is dropped: the silence or the
+        monitor moves the watch on)."""
+        rid = next(self.rids)
+        self.sock.setsockopt(zmq.SNDTIMEO, max(0, int(wait * 1000)))
+        try:
+            self.sock.send(codec.encode_request(rid, body))
+        except zmq.ZMQError:
+            return rid
+        self.owners[rid] = owner
+        return rid
+
+    def send_acks(self) -> None:
+        """Sends the acknowledgements waiting in ``acks`` in ONE request."""
+        if self.acks:
+            acks, self.acks = self.acks, {}
+            rid = next(self.rids)
+            body = {"op": "watch_ack", "acks": [[wid, n] for wid, n in acks.items()]}
+            self.sock.setsockopt(zmq.SNDTIMEO, 0)
+            try:
+                self.sock.send(codec.encode_request(rid, body))
+            except zmq.ZMQError:
+                return  # dropped: the silence or the monitor moves the watches on
+            self.ack_rids.add(rid)
+
+    def read(self) -> None:
+        """Handles the frames waiting now (never blocks); stops after the answer awaited
+        (``awaited``), so that the frames after it go to the watch it starts."""
+        for parts in drain(self.sock, 1024):
+            if len(parts) != 1:
+                continue
+            try:
+                frame = codec.unpack_frame(parts[0], self.max_frame)
+            except BoltraftError:
+                continue
+            kind = frame[1]
+            if kind == EVENTS_BATCH:
+                try:
+                    items = decode_batch(frame[2:])
+                except ProtocolError:
+                    continue
+                now = time.monotonic()
+                for wid, index, events, err in items:
+                    w = self.watches.get(wid)
+                    if w is not None:
+                        w._item(index, events, err, now)
+                if self.dead:  # the last watch on it ended and let go of it
+                    return
+            elif kind == codec.KIND_RESP:
+                try:
+                    resp = codec.decode_frame(parts[0], self.max_frame)[1]
+                except BoltraftError:
+                    continue
+                owner = self.owners.pop(resp.request_id, None)
+                if resp.request_id == self.awaited:
+                    self.answer = (resp.request_id, resp)
+                    return
+                if owner is not None:
+                    owner._answer(resp)
+                elif resp.request_id in self.ack_rids:
+                    self.ack_rids.discard(resp.request_id)
+                    now = time.monotonic()
+                    for w in self.watches.values():
+                        w._heard = max(w._heard, now)
+                    if resp.ok and type(resp.result) is list:
+                        for wid in resp.result:  # the node forgot them: they start again
+                            w = self.watches.get(wid)
+                            if w is not None:
+                                w._unbind()
+
+    def disconnected(self) -> bool:
+        return _disconnected(self.monitor)
+
+    def fail(self) -> None:
+        """Its connection closed: every watch on it resumes (on its next node)."""
+        self.dead = True
+        _forget_link(self)
+        for w in list(self.watches.values()):
+            w._lost()
+
+    def close(self) -> None:
+        self.dead = True
+        _forget_link(self)
+        self.sock.disable_monitor()
+        self.monitor.close(0)
+        self.sock.close(0)
+
+
+_local = threading.local()  # links: {(endpoint, max frame): _Link} of this thread
+_serials = itertools.count(1)
+
+
+def _link(ctx: zmq.Context[Any], ep: str, max_frame: int) -> _Link:
+    """This thread's live link to ``ep`` (made when it has none), with one more user."""
+    links: dict[tuple[str, int], _Link] = _local.__dict__.setdefault("links", {})
+    link = links.get((ep, max_frame))
+    if link is None or link.dead:
+        link = links[(ep, max_frame)] = _Link(ctx, ep, max_frame)
+    link.users += 1
+    return link
+
+
+def _forget_link(link: _Link) -> None:
+    links: dict[tuple[str, int], _Link] = _local.__dict__.get("links", {})
+    if links.get((link.ep, link.max_frame)) is link:
+        del links[(link.ep, link.max_frame)]
 
 
 class Watch:
@@ -620,8 +756,9 @@ class Watch:
     its Raft ``index`` and its ``pos`` in a batch, in increasing ``(index, pos)`` order,
     each exactly once, across node failures, leader changes and restarts.
 
-    How: the watch streams from one node (docs/protocol.md, section 5.1). When that node's
-    connection closes, it sends nothing (not even its progress, every second) for
+    How: the watch streams from one node (docs/protocol.md, section 5.1), on a connection
+    the watches of one thread on that node share (``_Link``). When that node's connection
+    closes, it sends nothing (not even its progress, every second) for
     ``WATCH_SILENCE_S``, or it ends the watch with a retryable error (``watch_lagged``,
     ``unavailable``, ...), the watch starts again on the same or the next node from the last
     index it received (skipping the events of that index it has), or from the node's last
@@ -631,7 +768,8 @@ class Watch:
     node took it for ``reconnect_timeout`` seconds, and any other error that ends it.
 
     ``last_index`` is the index of every change delivered so far, ``progress`` the index up
-    to which every matching change was received. Not thread-safe; ``close()`` cancels it.
+    to which every matching change was received. Not thread-safe (use a watch from the
+    thread that made it); ``close()`` cancels it.
     """
 
     def __init__(
@@ -653,18 +791,15 @@ class Watch:
         self._reconnect_timeout = reconnect_timeout
         self._max_frame = max_frame_size
         self._ctx: zmq.Context[Any] = zmq.Context.instance()
-        self._sock: zmq.Socket | None = None
-        self._monitor: zmq.Socket | None = None
-        self._poller: zmq.Poller | None = None
+        self._link: _Link | None = None
         self._wid: int | None = None
-        self._rids = itertools.count(1)
         self._buf: deque[Event] = deque()
         self._recv_last: tuple[int, int] | None = None  # (index, pos) of the last received
+        self._error: BoltraftError | None = None  # what ended it, raised at the next read
         self.progress = 0 if start_index is None else start_index - 1
         self.last_index = 0
         self._unacked = 0  # delivered to the caller, not yet acknowledged to the node
         self._heard = 0.0
-        self._checked = 0.0  # when wait_watches last looked at its monitor and silence
         self._closed = False
         self._known = start_index is not None  # where to resume is known
         self.resumes = 0  # how many times it started again on a node (for tests, tools)
@@ -675,6 +810,7 @@ class Watch:
     def __next__(self) -> Event:
         while not self._buf:
             if self._closed:
+                self._raise()
                 raise StopIteration
             self.poll(1.0)
         ev = self._buf.popleft()
@@ -712,12 +848,13 @@ class Watch:
         self.close()
 
     def close(self) -> None:
-        """Cancels the watch on its node (best effort) and closes the socket."""
-        if self._closed:
+        """Cancels the watch on its node (best effort) and lets go of its connection."""
+        if self._closed and self._link is None:
             return
         self._closed = True
-        if self._sock is not None and self._wid is not None:
-            self._send({"op": "watch_cancel", "watch": self._wid})
+        if self._link is not None and self._wid is not None:
+            self._link.acks.pop(self._wid, None)
+            self._link.send(self, {"op": "watch_cancel", "watch": self._wid})
         self._drop()
 
     def start(self) -> None:
@@ -730,107 +867,83 @@ class Watch:
         """Waits up to ``timeout`` seconds for events; returns how many are waiting to be
         iterated, at once (reading nothing more) when some already are. Resuming on another
         node may take longer (up to ``reconnect_timeout``). Raises what ends the watch."""
+        if self._link is not None:
+            self._link.send_acks()
         if self._buf:
             return len(self._buf)
         deadline = time.monotonic() + timeout
         while not self._closed:
             if self._wid is None:
                 self._subscribe()
-            assert self._poller is not None
+            link = self._link
+            assert link is not None
+            link.send_acks()
             wait = max(0, math.ceil((deadline - time.monotonic()) * 1000))
-            for sock, _ in self._poller.poll(wait):
-                if sock is self._monitor and self._monitor is not None:
-                    if _disconnected(self._monitor):
-                        self._lost()  # the node closed the connection
-                        break
-                    continue
-                self._read()
-                if self._wid is None:
-                    break
+            got = dict(_poller([link]).poll(wait))
+            if link.monitor in got and link.disconnected():
+                link.fail()  # the node closed the connection
+            elif link.sock in got:
+                link.read()
+            self._raise()
             now = time.monotonic()
             if self._wid is not None and now - self._heard > WATCH_SILENCE_S:
                 self._lost()  # the node sent nothing, not even its progress
             if self._buf or now >= deadline:
                 break
+        self._raise()
         return len(self._buf)
 
-    def _read(self) -> None:
-        """Handles the frames waiting on the socket now (never blocks); stops after a frame
-        that ended the watch. Raises what ends the watch."""
-        assert self._sock is not None
-        for parts in drain(self._sock, 1024):
-            if len(parts) == 1:
-                self._frame(parts[0])
-            if self._wid is None:  # the watch ended: it starts again
-                return
-
-    def _check(self, now: float) -> None:
-        """Moves the watch on to the next node when its monitor saw the connection close or
-        the node sent nothing for ``WATCH_SILENCE_S`` (never blocks)."""
-        if self._wid is None or self._monitor is None:
-            return
-        if _disconnected(self._monitor) or now - self._heard > WATCH_SILENCE_S:
-            self._lost()
+    def _raise(self) -> None:
+        """Raises the error that ended the watch, once."""
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
     # --- the stream --------------------------------------------------------------------------
-    def _frame(self, data: bytes) -> None:
-        try:
-            frame = codec.unpack_frame(data, self._max_frame)
-        except BoltraftError:
-            return
-        kind = frame[1]
-        if kind == EVENTS:
-            try:
-                wid, index, events, err = decode_events_frame(frame[2:])
-            except ProtocolError:
-                return
-            if wid != self._wid:
-                return  # an earlier watch's
-            self._heard = time.monotonic()
-            last = self._recv_last
-            if events and (last is None or (events[0].index, events[0].pos) > last):
-                self._buf.extend(events)  # a frame's events come in increasing order
-                last = (events[-1].index, events[-1].pos)
+    def _item(self, index: int, events: list[Event], err: BoltraftError | None, now: float) -> None:
+        """Takes this watch's item of an ``events_batch`` frame (``_Link.read``)."""
+        self._heard = now
+        last = self._recv_last
+        if events and (last is None or (events[0].index, events[0].pos) > last):
+            self._buf.extend(events)  # a list's events come in increasing order
+            last = (events[-1].index, events[-1].pos)
+        else:
+            for ev in events:
+                if last is None or (ev.index, ev.pos) > last:
+                    self._buf.append(ev)
+                    last = (ev.index, ev.pos)
+        self._recv_last = last
+        if index > self.progress:
+            self.progress = index
+        if err is not None:
+            self._unbind()
+            if err.code not in _ENDED_RETRY:
+                self._closed = True
+                self._error = err
+                self._drop()
             else:
-                for ev in events:
-                    if last is None or (ev.index, ev.pos) > last:
-                        self._buf.append(ev)
-                        last = (ev.index, ev.pos)
-            self._recv_last = last
-            if index > self.progress:
-                self.progress = index
-            if err is not None:
-                self._wid = None
-                if err.code not in _ENDED_RETRY:
-                    self._closed = True
-                    raise err
                 self.resumes += 1
-            elif not events:  # progress: the node knows we are alive
-                self._ack()
-        elif kind == codec.KIND_RESP:
-            self._heard = time.monotonic()
-            if len(frame) == 4 and isinstance(frame[3], dict) and not frame[3].get("ok"):
-                err = BoltraftError.from_wire(frame[3].get("error"))
-                if err.code == "watch_not_found":  # the node forgot it: start again
-                    self._wid = None
+        elif not events:  # progress: the node knows we are alive
+            self._ack()
+
+    def _answer(self, resp: codec.Response) -> None:
+        """An answer to one of its ``watch_ack`` or ``watch_cancel`` requests."""
+        self._heard = time.monotonic()
+        if not resp.ok and resp.error is not None and resp.error.code == "watch_not_found":
+            self._unbind()  # the node forgot it: start again
 
     def _ack(self) -> None:
-        if self._sock is not None and self._wid is not None:
-            self._send({"op": "watch_ack", "watch": self._wid, "count": self._unacked})
+        """Notes its acknowledgement on its link (``_Link.send_acks`` sends it)."""
+        if self._link is not None and self._wid is not None:
+            acks = self._link.acks
+            acks[self._wid] = acks.get(self._wid, 0) + self._unacked
             self._unacked = 0
 
-    def _send(self, body: dict[str, Any], wait: float = 0.0) -> int:
-        """Sends ``body`` to the current node, waiting up to ``wait`` seconds for a
-        connection; returns its request id (a send that could not go is dropped: the
-        silence or the monitor moves the watch on)."""
-        rid = next(self._rids)
-        assert self._sock is not None
-        self._sock.setsockopt(zmq.SNDTIMEO, max(0, int(wait * 1000)))
-        try:
-            self._sock.send(codec.encode_request(rid, body))
-        except zmq.ZMQError:
-            pass
-        return rid
+    def _unbind(self) -> None:
+        """The watch no longer streams on its link (it ended there)."""
+        if self._link is not None and self._wid is not None:
+            self._link.watches.pop(self._wid, None)
+        self._wid = None
 
     def _lost(self) -> None:
         """The node is gone: the watch starts again on the next node."""
@@ -839,23 +952,17 @@ class Watch:
         self.resumes += 1
 
     def _drop(self) -> None:
-        if self._sock is not None:
-            assert self._monitor is not None
-            self._sock.disable_monitor()
-            self._monitor.close(0)
-            self._sock.close(0)
-        self._sock = self._monitor = self._poller = None
-        self._wid = None
+        """Lets go of its link (closed when no other watch holds it)."""
+        self._unbind()
+        link, self._link = self._link, None
+        if link is not None:
+            link.users -= 1
+            if link.users <= 0:
+                link.close()
 
     def _connect(self) -> None:
         self._drop()
-        ep = self._eps[self._ep]
-        sock = connect_dealer(self._ctx, ep, self._max_frame, monitor=True)
-        self._sock = sock
-        self._monitor = sock.get_monitor_socket()
-        self._poller = zmq.Poller()
-        self._poller.register(sock, zmq.POLLIN)
-        self._poller.register(self._monitor, zmq.POLLIN)
+        self._link = _link(self._ctx, self._eps[self._ep], self._max_frame)
 
     def _subscribe(self) -> None:
         """Starts the watch on a node from where it left off (see the class docstring)."""
@@ -863,7 +970,7 @@ class Watch:
         compacted: dict[int, CompactedError] = {}
         failures = 0
         while True:
-            if self._sock is None:
+            if self._link is None or self._link.dead:
                 self._connect()
             body = dict(self._body)
             if self._known:
@@ -878,6 +985,7 @@ class Watch:
                 compacted[self._ep] = err
                 if len(compacted) == len(self._eps):
                     self._closed = True
+                    self._drop()
                     oldest = min(int(e.details.get("oldest_index", 0)) for e in compacted.values())
                     raise CompactedError(
                         f"no node retains the changes from index {body.get('start_index')}",
@@ -888,6 +996,7 @@ class Watch:
             except BoltraftError as err:
                 if err.code not in _ENDED_RETRY:
                     self._closed = True
+                    self._drop()
                     raise
                 result = None
             if result is not None:
@@ -897,8 +1006,11 @@ class Watch:
                     or type(result.get("start_index")) is not int
                 ):
                     self._closed = True
+                    self._drop()
                     raise ProtocolError("a watch's answer must be {watch, start_index, ...}")
+                assert self._link is not None
                 self._wid = int(result["watch"])
+                self._link.watches[self._wid] = self
                 self._known = True
                 first = int(result["start_index"])
                 if first - 1 > self.progress:
@@ -907,6 +1019,7 @@ class Watch:
                 return
             if time.monotonic() >= give_up:
                 self._closed = True
+                self._drop()
                 raise RequestTimeoutError(f"no node took the watch for {self._reconnect_timeout} s")
             failures += 1
             self._drop()
@@ -916,60 +1029,90 @@ class Watch:
 
     def _request(self, body: dict[str, Any]) -> Any:
         """Returns the result of ``body`` sent to the current node; raises its error, or
-        UnavailableError when it does not answer within the attempt timeout (events of an
-        earlier watch that arrive meanwhile are dropped: it starts again after them)."""
-        rid = self._send(body, self._attempt_timeout)
-        assert self._poller is not None
-        deadline = time.monotonic() + self._attempt_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UnavailableError("the node did not answer the watch in time")
-            for sock, _ in self._poller.poll(max(1, int(remaining * 1000))):
-                if sock is self._monitor and self._monitor is not None:
-                    if _disconnected(self._monitor):
-                        raise UnavailableError("the node closed the connection")
-                    continue
-                for parts in drain(sock, 1024):
-                    if len(parts) != 1:
-                        continue
-                    try:
-                        kind, resp = codec.decode_frame(parts[0], self._max_frame)
-                    except BoltraftError:
-                        continue
-                    if kind == codec.KIND_RESP and resp.request_id == rid:
-                        if resp.ok:
-                            return resp.result
-                        raise resp.error or ProtocolError("a failed answer without an error")
+        UnavailableError when it does not answer within the attempt timeout (what arrives
+        meanwhile for the other watches of the link goes to them)."""
+        link = self._link
+        assert link is not None
+        rid = link.send(self, body, self._attempt_timeout)
+        link.owners.pop(rid, None)
+        link.awaited, link.answer = rid, None
+        try:
+            deadline = time.monotonic() + self._attempt_timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise UnavailableError("the node did not answer the watch in time")
+                got = dict(_poller([link]).poll(max(1, int(remaining * 1000))))
+                if link.monitor in got and link.disconnected():
+                    link.fail()
+                    raise UnavailableError("the node closed the connection")
+                if link.sock in got:
+                    link.read()
+                if link.answer is not None:
+                    resp = link.answer[1]
+                    if resp.ok:
+                        return resp.result
+                    raise resp.error or ProtocolError("a failed answer without an error")
+        finally:
+            link.awaited, link.answer = None, None
+
+
+def _poller(links: Sequence[_Link]) -> zmq.Poller:
+    """A poller of the sockets and monitors of ``links``; this thread keeps the last few
+    it made, so that a thread waiting on the same watches again and again makes none."""
+    cache: dict[tuple[int, ...], zmq.Poller] = _local.__dict__.setdefault("pollers", {})
+    key = tuple(link.serial for link in links)
+    poller = cache.get(key)
+    if poller is None:
+        if len(cache) >= 8:
+            cache.clear()
+        poller = cache[key] = zmq.Poller()
+        for link in links:
+            poller.register(link.sock, zmq.POLLIN)
+            poller.register(link.monitor, zmq.POLLIN)
+    return poller
 
 
 def wait_watches(watches: Sequence[Watch], timeout: float) -> list[Watch]:
     """The watches of ``watches`` that have events waiting, after waiting up to ``timeout``
     seconds for one of them (not at all when one has some already): one thread can serve
-    many watches. One poll covers their connections; what arrived is read and decoded
-    without a poll of each watch; their monitors and silences are looked at every
-    ``WATCH_CHECK_S``. Raises what ends one of them."""
+    many watches. One poll covers their connections (one per node: the watches of a thread
+    share them); what arrived is read and decoded once for every watch of the connection;
+    their monitors and silences are looked at every ``WATCH_CHECK_S``. Raises what ends one
+    of them."""
+    for w in watches:
+        if w._link is not None and w._link.acks:
+            w._link.send_acks()
     ready = [w for w in watches if w._buf]
     if ready:
         return ready
-    poller = zmq.Poller()
-    owner: dict[Any, Watch] = {}
+    links: dict[int, _Link] = {}
     for w in watches:
         if w._closed:
             continue
-        if w._sock is None or w._wid is None:  # between nodes: it starts again now
+        if w._link is None or w._wid is None:  # between nodes: it starts again now
             w.poll(0)
-            if w._sock is None or w._wid is None:
+            if w._link is None or w._wid is None:
                 continue
-        poller.register(w._sock, zmq.POLLIN)
-        owner[w._sock] = w
-    for sock, _ in poller.poll(max(0, math.ceil(timeout * 1000))):
-        owner[sock]._read()
+        links.setdefault(id(w._link), w._link)
+    if links:
+        live = sorted(links.values(), key=lambda link: link.serial)
+        got = dict(_poller(live).poll(max(0, math.ceil(timeout * 1000))))
+        now = time.monotonic()
+        for link in live:
+            if link.sock in got:
+                link.read()
+            if link.monitor in got or now - link.checked >= WATCH_CHECK_S:
+                link.checked = now
+                if link.disconnected():
+                    link.fail()
+    elif timeout > 0:
+        time.sleep(min(timeout, WATCH_CHECK_S))
     now = time.monotonic()
     for w in watches:
-        if now - w._checked >= WATCH_CHECK_S:
-            w._checked = now
-            w._check(now)
+        w._raise()
+        if w._wid is not None and now - w._heard > WATCH_SILENCE_S:
+            w._lost()
     return [w for w in watches if w._buf]
 
 

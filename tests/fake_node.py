@@ -41,6 +41,7 @@ class FakeNode:
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[tuple[int, dict[str, Any]]] = []
+        self.idents: list[bytes] = []  # the connection (routing id) of each request
         self._ctx = zmq.Context()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -70,6 +71,7 @@ class FakeNode:
                 if kind != "req":
                     continue
                 self.requests.append((req.request_id, req.body))
+                self.idents.append(ident)
                 frames = self.handler(req.request_id, req.body)
                 if frames is CRASH:
                     self.crashed.set()

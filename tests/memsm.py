@@ -24,6 +24,9 @@ What it copies from the real one:
   tripped through ``boltraft.storage.dedup.encode_result``/``decode_result`` as the real
   table stores it. The clock is the largest leader-stamped ``ts`` applied so far; a record
   lives while ``clock <= its ts + dedup_window_ms``.
+- With a ``report`` hook, ``apply`` hands it the changes it made
+  (``boltraft.storage.changes``), all of one ``apply`` in one call: the real one calls it
+  once per transaction, which for a run that fits is once per ``apply`` too.
 - ``apply`` skips the leading entries at or below the applied index and raises
   InvalidArgumentError (``index``, ``expected``) for a gap or disorder, applying nothing.
   Non-NORMAL entries and empty data (the leader's no-op) only advance the applied index.
@@ -78,6 +81,7 @@ from boltraft.errors import (
 from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType
 from boltraft.storage import commands
+from boltraft.storage.changes import Change, Report
 from boltraft.storage.commands import (
     BATCH,
     CREATE_BUCKET,
@@ -173,6 +177,7 @@ class MemStateMachine:
         self._sessions: dict[bytes, tuple[int, int]] = {}
         self._undo: list[Callable[[], None]] = []
         self.repeated: list[int] = []  # as BucketStateMachine.repeated
+        self.report: Report | None = None  # as BucketStateMachine.report
         self._keys: dict[str, tuple[str, str, str]] = {}  # the allow-list (not in snapshots)
         self._closed = False
         self._lock = threading.RLock()
@@ -240,6 +245,7 @@ class MemStateMachine:
             self._check_open()
             clock = self._clock
             self._undo = []
+            noted: list[Change] | None = None if self.report is None else []
             try:
                 for pos in range(start, n):
                     _, _, etype, data = entries[pos]
@@ -252,8 +258,9 @@ class MemStateMachine:
                         continue
                     if ts is not None and ts > clock:
                         clock = ts
+                    index = entries[pos].index
                     if cid is None or seq is None:
-                        results[pos] = self._execute(body)
+                        results[pos] = self._execute(body, noted, index)
                         continue
                     record = self._dedup.get((cid, seq))
                     if record is not None:
@@ -272,7 +279,7 @@ class MemStateMachine:
                         results[pos] = expired_error(cid, seq)
                         repeated.append(entries[pos].index)
                         continue
-                    res = self._execute(body)
+                    res = self._execute(body, noted, index)
                     self._record((cid, seq), clock, encode_result(res))
                     results[pos] = res
             except BaseException:
@@ -284,6 +291,8 @@ class MemStateMachine:
             self._index, self._term, self._clock = last.index, last.term, clock
             self.repeated = repeated
             self._forget_expired()
+            if noted and self.report is not None:
+                self.report(noted)
             return results
 
     def read(self, requests: Sequence[Any]) -> list[Any]:
@@ -301,12 +310,6 @@ class MemStateMachine:
                 except BoltraftError as err:
                     out.append(err)
             return out
-
-    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
-        """The current value of each ``(bucket path, key)`` (BucketStateMachine.get_values):
-        None where absent, a bucket, or unreadable."""
-        got = self.read([{"op": "get", "bucket": list(p), "key": k} for p, k in keys])
-        return [v if type(v) is bytes else None for v in got]
 
     def snapshot(self, parent: Path, *, rate: float = 0.0) -> SnapshotInfo:
         """Returns the description of a snapshot of the applied state written into
@@ -612,40 +615,49 @@ class MemStateMachine:
         return self._add_child(parent, name)
 
     # applying
-    def _execute(self, body: Body) -> Any:
-        """Returns the result of one command body, or its error instance."""
+    def _execute(self, body: Body, noted: list[Change] | None, index: int) -> Any:
+        """Returns the result of one command body (of entry ``index``), or its error
+        instance; adds its changes to ``noted``."""
         if body[0] != BATCH:
             try:
-                return self._op(body)
+                return self._op(body, noted, index, 0)
             except BoltraftError as err:
                 return err
         mark = len(self._undo)
+        noted_mark = 0 if noted is None else len(noted)
         out = []
         for i, sub in enumerate(body[1]):
             try:
-                out.append(self._op(sub))
+                out.append(self._op(sub, noted, index, i))
             except BoltraftError as err:
                 err.details.setdefault("index", i)
                 self._rollback(mark)
+                if noted is not None:
+                    del noted[noted_mark:]
                 return err
         return out
 
-    def _op(self, body: Body) -> Any:
-        """Returns the result of one op other than a batch; raises the engine's errors, and
-        like the engine writes nothing before a check fails (but see create_bucket)."""
+    def _op(self, body: Body, noted: list[Change] | None, index: int, pos: int) -> Any:
+        """Returns the result of one op other than a batch (at ``pos`` of entry ``index``)
+        and adds its change to ``noted``; raises the engine's errors, and like the engine
+        writes nothing before a check fails (but see create_bucket)."""
         code, path = body[0], body[1]
         if code == commands.KEYS:
             self._keys[body[1].decode()] = (body[2].decode(), body[3].decode(), body[4].decode())
             return commands.KEYS_SET
         if code == CREATE_BUCKET:
             names = self._names(path)
+            created = True
             if body[2]:  # like mkdir -p; ancestors created before a failure stay
                 b = self._root
                 for i in range(1, len(names) + 1):
                     child = b.children.get(names[i - 1])
+                    created = child is None
                     b = child if child is not None else self._create(b, names[:i])
             else:
                 self._create(self._walk(names[:-1]), names)
+            if noted is not None and created:
+                noted.append((index, pos, "create_bucket", path, None, None, None))
             return None
         if code == DELETE_BUCKET:
             names = self._names(path)
@@ -654,6 +666,8 @@ class MemStateMachine:
             fits = _prefix_len(parent.id) + len(name) <= self.max_key_size
             if fits and name in parent.children:
                 self._remove_child(parent, name)
+                if noted is not None:
+                    noted.append((index, pos, "delete_bucket", path, None, None, None))
                 return None
             if fits and name in parent.keys:
                 raise IncompatibleValueError(
@@ -668,12 +682,16 @@ class MemStateMachine:
         if code == PUT:
             new = self._value(body[3])
             self._not_a_bucket(b, key, path)
+            if noted is not None:
+                noted.append((index, pos, "put", path, key, new, b.keys.get(key)))
             self._set_key(b, key, new)
             return None
         if code == DELETE:
             self._not_a_bucket(b, key, path)
             if key not in b.keys:
                 return False
+            if noted is not None:
+                noted.append((index, pos, "delete", path, key, None, b.keys[key]))
             self._set_key(b, key, None)
             return True
         value: bytes | None = None  # None: delete
@@ -689,6 +707,9 @@ class MemStateMachine:
                 f"condition failed for key {key!r} in bucket {show_path(path)}", current=current
             )
         self._set_key(b, key, value)
+        if noted is not None:
+            kind = "put" if value is not None else "delete"
+            noted.append((index, pos, kind, path, key, value, current))
         return None if value is not None else True
 
     # reading (boltraft.storage.queries._read and Bucket.scan/count)

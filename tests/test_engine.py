@@ -278,6 +278,51 @@ def test_put_many_answers_each_pair_like_put_and_writes_the_valid_ones(db: DB) -
             b.put_many([(b"a", b"1")])
 
 
+def test_replace_replace_many_and_pop_write_like_put_and_delete_and_give_the_old_value(
+    db: DB,
+) -> None:
+    with db.update() as tx:
+        for name, nested in (("b", True), ("flat", False)):  # the checked path; the fast one
+            b = tx.create_bucket(name)
+            if nested:
+                b.create_bucket("nested")
+            assert b.replace(b"a", b"1") is None
+            assert b.replace(b"a", b"2") == b"1"
+            res, prevs = b.replace_many(
+                [
+                    (b"a", b"3"),
+                    (b"k" * (b.max_key_size + 1), b"x"),
+                    (b"b", b"v" * (db.max_value_size + 1)),
+                    (b"", b"x"),
+                    (b"a", b"4"),  # sees the pair before it
+                    ("c", b"5"),
+                ]
+            )
+            assert [type(r) for r in res] == [
+                type(None),
+                errors.KeyTooLargeError,
+                errors.ValueTooLargeError,
+                errors.KeyRequiredError,
+                type(None),
+                type(None),
+            ]
+            assert prevs == [b"2", None, None, None, b"3", None]
+            assert b.get(b"a") == b"4" and b.get(b"c") == b"5"
+            assert b.pop(b"a") == b"4" and b.get(b"a") is None
+            assert b.pop(b"a") is None
+        b = tx.bucket("b")
+        with pytest.raises(errors.IncompatibleValueError):
+            b.replace(b"nested", b"x")
+        with pytest.raises(errors.IncompatibleValueError):
+            b.pop(b"nested")
+        res, prevs = b.replace_many([(b"nested", b"x")])
+        assert [type(r) for r in res] == [errors.IncompatibleValueError] and prevs == [None]
+    with db.view() as tx:
+        assert [(k, v) for k, v in tx.bucket("b").scan()[0]] == [(b"c", b"5"), (b"nested", None)]
+        with pytest.raises(errors.ReadOnlyTxError):
+            tx.bucket("b").replace_many([(b"a", b"1")])
+
+
 def test_put_if_and_delete_if(db: DB) -> None:
     with db.update() as tx:
         b = tx.create_bucket("b")

@@ -47,6 +47,7 @@ from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType
 from boltraft.server.ports import StateMachine
 from boltraft.storage import commands
+from boltraft.storage.changes import Change
 from boltraft.storage.fsm import BATCH_PATH_MIN, BucketStateMachine
 from boltraft.storage.snapshot import META_FILE, SnapshotInfo, file_sha256, restore_snapshot
 
@@ -871,11 +872,14 @@ def test_both_kinds_answer_random_runs_alike(
     """Random runs of commands (with conditions, batches, nested buckets, exactly-once pairs
     that repeat and expire, refused names, keys and values, undecodable entries, conf
     changes, replays of applied entries), applied to both kinds, give the same results, the
-    same reads and the same contents. The real one gets each run cut in pieces (its one
-    command and batch paths), the twin gets it whole."""
+    same reads, the same reported changes and the same contents. The real one gets each run
+    cut in pieces (its one command and batch paths), the twin gets it whole."""
     with tempfile.TemporaryDirectory(prefix="sm-conformance-") as d:
         real = BucketStateMachine(Path(d) / "s", sync=False, initial_map_size=1 << 20, **OPTS)
         twin = MemStateMachine(**OPTS)
+        real_changes: list[Change] = []
+        twin_changes: list[Change] = []
+        real.report, twin.report = real_changes.extend, twin_changes.extend
         try:
             prelude = [
                 ent(i + 1, cmd)
@@ -923,6 +927,7 @@ def test_both_kinds_answer_random_runs_alike(
                     got_real += real.apply(piece)
                 got_twin = twin.apply(run)
                 assert norm(got_real) == norm(got_twin), [e.data for e in run]
+                assert real_changes == twin_changes, [e.data for e in run]
                 assert real.applied == twin.applied == (index, history[-1].term)
                 assert real.clock_ms == twin.clock_ms
             assert dump(real.db) == twin.dump()
@@ -960,7 +965,64 @@ def test_repeated_names_the_writes_a_retry_did_not_apply_again(h: Harness, run: 
     assert get(h.sm, "a", b"new") == b"v"
 
 
-def test_get_values_reads_each_key_or_none(h: Harness) -> None:
-    h.sm.apply([ent(1, mk("a")), ent(2, put("a", b"k", b"v")), ent(3, mk(["a", "n"]))])
-    keys = [((b"a",), b"k"), ((b"a",), b"absent"), ((b"a",), b"n"), ((b"zz",), b"k")]
-    assert h.sm.get_values(keys) == [b"v", None, None, None]
+@pytest.mark.parametrize("split", [False, True])  # one apply (the general path); one each
+def test_the_changes_reported_follow_the_rules_of_the_feed(h: Harness, split: bool) -> None:
+    got: list[Change] = []
+    h.sm.report = got.extend
+    a, n = (b"a",), (b"a", b"n")
+    cmds = [
+        mk("a"),  # 1: created
+        put("a", b"k", b"v1"),  # 2: new key, no prev
+        put("a", b"k", b"v2"),  # 3: prev v1
+        delete("a", b"absent"),  # 4: found nothing: none
+        delete("a", b"k"),  # 5: prev v2
+        put("a", b"k", b"v3", if_absent=True),  # 6: held
+        put("a", b"k", b"v4", if_value=b"v3"),  # 7: held, prev v3
+        put("a", b"k", b"v5", if_value=b"nope"),  # 8: failed: none
+        delete("a", b"k", if_value=b"v4"),  # 9: held, prev v4
+        mk(["a", "n", "m"], if_not_exists=True),  # 10: one change, for the path named
+        mk("a", if_not_exists=True),  # 11: existed: none
+        mk("a"),  # 12: exists: failed, none
+        nextseq("a"),  # 13: none
+        {"op": "batch", "ops": [put("a", b"b", b"1"), put("a", b"b", b"2"), rm(["a", "n"])]},
+        {"op": "batch", "ops": [put("a", b"c", b"1"), put("nope", b"k", b"v")]},  # 15: none
+        once(put("a", b"e", b"1"), "c1", 1),  # 16
+        once(put("a", b"e", b"2"), "c1", 1),  # 17: a retry: none
+    ]
+    ents = [ent(i + 1, cmd) for i, cmd in enumerate(cmds)]
+    for part in [[e] for e in ents] if split else [ents]:
+        h.sm.apply(part)
+    assert got == [
+        (1, 0, "create_bucket", a, None, None, None),
+        (2, 0, "put", a, b"k", b"v1", None),
+        (3, 0, "put", a, b"k", b"v2", b"v1"),
+        (5, 0, "delete", a, b"k", None, b"v2"),
+        (6, 0, "put", a, b"k", b"v3", None),
+        (7, 0, "put", a, b"k", b"v4", b"v3"),
+        (9, 0, "delete", a, b"k", None, b"v4"),
+        (10, 0, "create_bucket", (b"a", b"n", b"m"), None, None, None),
+        (14, 0, "put", a, b"b", b"1", None),
+        (14, 1, "put", a, b"b", b"2", b"1"),
+        (14, 2, "delete_bucket", n, None, None, None),
+        (16, 0, "put", a, b"e", b"1", None),
+    ]
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_a_run_of_puts_reports_each_with_its_previous_value(h: Harness, exactly_once: bool) -> None:
+    got: list[Change] = []
+    h.sm.report = got.extend
+    h.sm.apply([ent(1, mk("a")), ent(2, put("a", b"k0", b"old"))])
+    n = BATCH_PATH_MIN + 2  # the real one's batch path
+    cmds = [put("a", b"k%d" % (i % 3), b"v%d" % i) for i in range(n)]
+    if exactly_once:
+        cmds = [once(c, "c1", i + 1) for i, c in enumerate(cmds)]
+    h.sm.apply([ent(3 + i, c) for i, c in enumerate(cmds)])
+    prev: dict[bytes, bytes | None] = {b"k0": b"old", b"k1": None, b"k2": None}
+    want: list[Change] = [(1, 0, "create_bucket", (b"a",), None, None, None)]
+    want.append((2, 0, "put", (b"a",), b"k0", b"old", None))
+    for i in range(n):
+        key = b"k%d" % (i % 3)
+        want.append((3 + i, 0, "put", (b"a",), key, b"v%d" % i, prev[key]))
+        prev[key] = b"v%d" % i
+    assert got == want

@@ -20,7 +20,7 @@ from boltraft.server.watching import COALESCE_S, IDLE_S, PROGRESS_S, WatchHub
 from boltraft.server.watchlog import WatchLog
 from boltraft.storage import commands
 from boltraft.storage.fsm import BucketStateMachine
-from boltraft.transport.watchwire import decode_events_frame
+from boltraft.transport.watchwire import decode_batch
 
 CLIENT = b"client-1"
 
@@ -71,7 +71,6 @@ class Rig:
         self.hub = WatchHub(
             self.view,
             self.core,  # type: ignore[arg-type]
-            self.sm,
             self.replies,
             self.net,  # type: ignore[arg-type]
             max_watches=10,
@@ -80,6 +79,7 @@ class Rig:
             clock=lambda: self.now,
             **opts,
         )
+        self.sm.report = self.hub.report  # as the node sets it
         self.index = self.view.applied
         self.rids = iter(range(1, 1 << 30))
 
@@ -89,10 +89,9 @@ class Rig:
             self.index += 1
             data = commands.encode({**cmd, "v": 1, "ts": 1})
             ents.append(Entry(1, self.index, EntryType.NORMAL, data))
-        prior = self.hub.before_apply(ents)
         results = self.sm.apply(ents)
         self.view.applied = self.index
-        self.hub.on_applied(ents, results, prior)
+        self.hub.on_applied(ents)
         self.hub.flush(self.now + COALESCE_S)  # the node's loop, once they are due
         return results
 
@@ -116,12 +115,16 @@ class Rig:
         """(index, pos, type, bucket, key, value, prev) of every event sent to ``wid``."""
         out = []
         for _, frame in self.net.sent:
-            if frame[1] == "events" and frame[2] == wid:
-                out += decode_events_frame(frame[2:])[2]
+            if frame[1] == "events_batch":
+                out += [ev for w, _, evs, _ in decode_batch(frame[2:]) if w == wid for ev in evs]
         return [(e.index, e.pos, e.type, e.bucket, e.key, e.value, e.prev) for e in out]
 
+    def items(self, wid: int) -> list[list[Any]]:
+        """The ``[watch_id, index, list, error]`` items sent for ``wid``, in order."""
+        return [i for _, f in self.net.sent if f[1] == "events_batch" for i in f[3] if i[0] == wid]
+
     def ends(self, wid: int) -> list[Any]:
-        return [f[5] for _, f in self.net.sent if f[1] == "events" and f[2] == wid and f[5]]
+        return [i[3] for i in self.items(wid) if i[3]]
 
 
 @pytest.fixture
@@ -254,19 +257,47 @@ def test_progress_frames_and_a_quiet_client_is_dropped(rig: Rig) -> None:
     rig.apply(put([b"nothing"], b"k", b"v"))  # fails: nothing to send
     rig.now += PROGRESS_S
     rig.hub.tick(rig.now)
-    frames = [f for _, f in rig.net.sent if f[1] == "events" and f[2] == wid]
-    assert frames[-1][3:] == [1, [], None]  # progress: applied index 1, no events
+    assert rig.items(wid)[-1] == [wid, 1, None, None]  # progress: applied index 1, no events
     rig.now += IDLE_S + 0.1
     rig.hub.tick(rig.now)
     assert rig.hub.status()["live"] == 0
     assert rig.request({"op": "watch_cancel", "watch": wid})["error"]["code"] == ("watch_not_found")
 
 
-def test_a_client_that_is_gone_loses_its_watch(rig: Rig) -> None:
-    rig.watch()
+def test_a_refused_frame_keeps_the_watch_and_goes_again(rig: Rig) -> None:
+    wid = rig.watch()
+    rig.net.gone.add(CLIENT)  # the transport refuses its frames (queue full, or gone)
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]}, put([b"b"], b"k", b"v"))
+    assert rig.hub.status()["live"] == 1
+    assert rig.hub.status()["refused"] == 1
+    rig.net.gone.clear()
+    rig.now += PROGRESS_S
+    rig.hub.tick(rig.now)
+    assert [(e[0], e[2]) for e in rig.events(wid)] == [(1, "create_bucket"), (2, "put")]
     rig.net.gone.add(CLIENT)
-    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    rig.now += IDLE_S + 0.1  # a client that is gone stops acknowledging: dropped
+    rig.hub.tick(rig.now)
     assert rig.hub.status()["live"] == 0
+
+
+def test_one_frame_per_connection_carries_every_watch_and_shares_their_events(
+    rig: Rig,
+) -> None:
+    a, b, c = rig.watch(), rig.watch(), rig.watch(prefix=b"x")
+    other = rig.watch(ident=b"client-2")
+    before = len(rig.net.sent)
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]}, put([b"b"], b"k", b"v"))
+    frames = [(ident, f) for ident, f in rig.net.sent[before:] if f[1] == "events_batch"]
+    assert [ident for ident, _ in frames] == [CLIENT, b"client-2"]
+    mine = frames[0][1]
+    assert len(mine[2]) == 2  # a and b share one list; c (a prefix) has its own
+    assert [i[0] for i in mine[3]] == [a, b, c]
+    assert mine[3][0][2] == mine[3][1][2] != mine[3][2][2]
+    decoded = decode_batch(mine[2:])
+    assert decoded[0][2] is decoded[1][2]  # a client decodes a shared list once
+    for wid in (a, b, other):
+        assert [e[0] for e in rig.events(wid)] == [1, 2]
+    assert [e[0] for e in rig.events(c)] == [1]  # the bucket's creation; not key k
 
 
 def test_from_now_starts_after_the_confirmed_read_index(rig: Rig) -> None:
@@ -322,8 +353,8 @@ def test_the_events_of_an_apply_wait_for_the_next_applies_at_most_coalesce_s(rig
     wid = rig.watch()
     sent = len(rig.events(wid))
     ents = [Entry(1, 2, EntryType.NORMAL, commands.encode({**put([b"b"], b"k", b"v"), "v": 1}))]
-    prior = rig.hub.before_apply(ents)
-    rig.hub.on_applied(ents, rig.sm.apply(ents), prior)
+    rig.sm.apply(ents)
+    rig.hub.on_applied(ents)
     rig.view.applied = 2
     rig.hub.flush(rig.now)  # not due yet
     assert len(rig.events(wid)) == sent
@@ -410,8 +441,8 @@ def test_an_ack_while_a_flush_is_due_sends_nothing_before_it(rig: Rig) -> None:
     rig.apply({"op": "create_bucket", "bucket": [b"b"]})
     slow, other = rig.watch(window=1), rig.watch(ident=b"client-2")
     ents = [Entry(1, 2, EntryType.NORMAL, commands.encode({**put([b"b"], b"k", b"v"), "v": 1}))]
-    prior = rig.hub.before_apply(ents)
-    rig.hub.on_applied(ents, rig.sm.apply(ents), prior)
+    rig.sm.apply(ents)
+    rig.hub.on_applied(ents)
     rig.view.applied = rig.index = 2
     frames = len(rig.net.sent)
     assert rig.request({"op": "watch_ack", "watch": slow, "count": 1})["ok"]
@@ -419,3 +450,34 @@ def test_an_ack_while_a_flush_is_due_sends_nothing_before_it(rig: Rig) -> None:
     rig.hub.flush(rig.now + COALESCE_S)
     assert [e[0] for e in rig.events(slow)] == [1, 2]
     assert [e[0] for e in rig.events(other)] == [1, 2]
+
+
+def test_one_ack_request_gives_credit_to_several_watches_of_the_connection(rig: Rig) -> None:
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    a, b = rig.watch(window=1), rig.watch(window=1)
+    foreign = rig.watch(ident=b"client-2", window=1)
+    rig.apply(put([b"b"], b"k1", b"v"), put([b"b"], b"k2", b"v"))
+    assert [len(rig.events(w)) for w in (a, b, foreign)] == [1, 1, 1]  # windows full
+    before = len(rig.net.sent)
+    answer = rig.request({"op": "watch_ack", "acks": [[a, 1], [b, 1], [foreign, 1], [99, 1]]})
+    assert answer == {"ok": True, "result": [foreign, 99]}  # not this connection's
+    frames = [f for _, f in rig.net.sent[before:] if f[1] == "events_batch"]
+    assert len(frames) == 1 and [i[0] for i in frames[0][3]] == [a, b]  # one frame for both
+    assert [len(rig.events(w)) for w in (a, b, foreign)] == [2, 2, 1]
+    for bad in ([[a]], [[a, -1]], [["x", 1]], 7):
+        answer = rig.request({"op": "watch_ack", "acks": bad})
+        assert answer["error"]["code"] == "bad_request", bad
+    answer = rig.request({"op": "watch_ack", "acks": [], "watch": a})
+    assert answer["error"]["code"] == "bad_request"
+
+
+def test_watches_with_different_room_share_a_list_unless_theirs_is_smaller(rig: Rig) -> None:
+    rig.apply({"op": "create_bucket", "bucket": [b"b"]})
+    a, b, small = rig.watch(window=10), rig.watch(window=20), rig.watch(window=2)
+    before = len(rig.net.sent)
+    rig.apply(put([b"b"], b"k1", b"v"), put([b"b"], b"k2", b"v"), put([b"b"], b"k3", b"v"))
+    [frame] = [f for _, f in rig.net.sent[before:] if f[1] == "events_batch"]
+    slots = {i[0]: i[2] for i in frame[3]}
+    assert slots[a] == slots[b] != slots[small]  # a and b: one list despite their room
+    assert len(frame[2]) == 2
+    assert [len(rig.events(w)) for w in (a, b, small)] == [4, 4, 2]  # with the creation

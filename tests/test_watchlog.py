@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from boltraft.server.watchlog import SUFFIX, WatchLog
-from boltraft.transport.watchwire import Event
+from boltraft.storage.changes import Change
 
 
-def ev(index: int, pos: int = 0, key: bytes = b"k", prev: bytes | None = None) -> Event:
-    return Event(index, pos, "put", (b"b",), key, b"v%d" % index, prev)
+def ev(index: int, pos: int = 0, key: bytes = b"k", prev: bytes | None = None) -> Change:
+    return (index, pos, "put", (b"b",), key, b"v%d" % index, prev)
 
 
 def fresh(path: Path, applied: int = 0, segment_bytes: int = 1 << 20) -> WatchLog:
@@ -104,7 +104,7 @@ def test_segments_roll_over_and_those_older_than_the_oldest_kept_go(tmp_path: Pa
     with WatchLog(tmp_path) as log:
         oldest, events = log.load(30)
     assert oldest <= 20
-    assert [e.index for e in events] == list(range(oldest, 31))
+    assert [e[0] for e in events] == list(range(oldest, 31))
 
 
 def test_clear_deletes_the_history(tmp_path: Path) -> None:

@@ -530,7 +530,15 @@ class _SampleCollector(Collector):
             "boltraft_watch_events_total", "Changes this node added to its feed.", watch["events"]
         )
         yield counter(
-            "boltraft_watch_frames_total", "Event frames sent to watches.", watch["frames"]
+            "boltraft_watch_frames_total",
+            "events_batch frames sent to clients (one per connection per round).",
+            watch["frames"],
+        )
+        yield counter(
+            "boltraft_watch_refused_total",
+            "events_batch frames the transport refused (queue full or client gone); their "
+            "watches stay and get the same changes again.",
+            watch["refused"],
         )
         yield counter(
             "boltraft_watch_lagged_total",

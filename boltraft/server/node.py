@@ -193,7 +193,6 @@ class Node:
         self.watches = WatchHub(
             self.state,
             self.core,
-            sm,
             self.replies,
             net,
             history_events=cfg.watch_history_events,
@@ -205,6 +204,7 @@ class Node:
             clock=clock,
             history=watch_log,
         )
+        sm.report = self.watches.report  # the apply reports its changes to the feed
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
         self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
@@ -631,7 +631,6 @@ class Node:
         it could not apply for the retry at the next tick; meanwhile a leader answers new
         writes ``unavailable`` and hands leadership over, and confirmed reads that would
         wait for the apply are answered ``unavailable``)."""
-        prior = self.watches.before_apply(ents)
         out = self.applier.apply(ents)
         state = self.state
         if out.entries:
@@ -656,7 +655,7 @@ class Node:
         # the answers leave now, before the Ready's messages and the change feed's work
         self.service.send_queued()
         self.observer.replied(ents[-1].index)
-        self.watches.on_applied(out.entries, out.results, prior)
+        self.watches.on_applied(out.entries)
         return True
 
     def _install(self, meta: SnapshotMeta, hard_state: HardState) -> None:
@@ -665,7 +664,8 @@ class Node:
         sm = self.ops.install(meta, hard_state, self.state.applied)
         state = self.state
         if sm is not None:
-            self.sm = self.service.sm = self.applier.sm = self.watches.sm = sm
+            self.sm = self.service.sm = self.applier.sm = sm
+            sm.report = self.watches.report
             state.applied = sm.applied[0]
             self.watches.reset(state.applied, "it installed a snapshot")
             if self._access is not None:

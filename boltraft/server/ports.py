@@ -19,12 +19,17 @@ from typing import Any, Protocol
 
 from boltraft.errors import BoltraftError
 from boltraft.raft.types import ConfChange, ConfState, Entry, Message, Role, Status
+from boltraft.storage.changes import Report
 from boltraft.storage.snapshot import SnapshotInfo
 from boltraft.transport.zmq_transport import Incoming
 
 
 class StateMachine(Protocol):
     """The replicated state: committed entries go in, in index order, exactly once."""
+
+    report: Report | None
+    """Takes the changes of each committed apply (``boltraft.storage.changes``); None: the
+    apply notes none."""
 
     @property
     def applied(self) -> tuple[int, int]:
@@ -54,11 +59,6 @@ class StateMachine(Protocol):
 
     def read(self, requests: Sequence[Any]) -> list[Any]:
         """One result (or BoltraftError) per read request, all from one consistent view."""
-        ...
-
-    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
-        """The current value of each ``(bucket path, key)`` from one consistent view; None
-        where the key is absent, names a bucket, or cannot be read."""
         ...
 
     def sync(self) -> None:

@@ -2,17 +2,12 @@
 bounded ring and streamed to the watches of clients (docs/protocol.md, section 5.1; the wire
 form is ``boltraft.transport.watchwire``).
 
-Where the events come from. Before each apply the node hands the committed entries to
-``before_apply``, which decodes their commands and reads, in one read transaction, what they
-are about to change (the current value of each key a put or delete names, whether each
-bucket a ``create_bucket`` names exists). After the apply, ``on_applied`` turns each entry's
-result into events: a put (or a conditional put that held) is a ``put``; a delete that found
-its key (or a conditional delete that held) a ``delete``; a ``create_bucket`` that created
-the bucket a ``create_bucket``; a ``delete_bucket`` a ``delete_bucket`` (the keys and buckets
-inside it get no events of their own); a batch gives its ops' events at their positions. A
-command that failed, a repeated exactly-once write (``StateMachine.repeated``) and a
-``next_sequence`` give none. Every replica applies the same log to the same state, so every
-node derives the same events with the same ``(index, pos)``: a client resumes on any node.
+Where the events come from. The state machine reports the changes it makes while it
+applies (its ``report`` hook is ``on_changes``; the rules, and where the previous values
+come from, are in ``boltraft.storage.changes``); the ring keeps them as plain ``Change``
+tuples. After the apply, ``on_applied`` writes them to the history and schedules the
+sending. Every replica applies the same log to the same state, so every node derives the
+same events with the same ``(index, pos)``: a client resumes on any node.
 
 Retention. The ring holds the events of the entries from ``oldest`` to the applied index,
 at most ``history_events`` events and ``history_bytes`` bytes of keys and values; the
@@ -26,17 +21,22 @@ not known to it): a watch that would need what it does not hold gets ``compacted
 ``scan`` and watches from its ``index + 1``.
 
 Sending. The events of an apply wait up to ``COALESCE_S`` (2 ms) for those of the next
-applies, then go out in one frame per watch (``due``, ``flush``: the node loop wakes up for
-it); a new watch's backlog goes out at once, and so does what returned credit allows a
-watch, unless a flush is due (then it goes with the flush: an acknowledgement never sends
-the other watches their changes early, which would cut short every watch's coalescing).
+applies (``due``, ``flush``: the node loop wakes up for it), then go out in ONE
+``events_batch`` frame per client connection, carrying an item for every watch of that
+connection (watches that get the same events share one packed list); progress and the
+end of a watch ride in the same frames. A new watch's backlog goes out at once, and so
+does what returned credit allows a watch, unless a flush is due (then it goes with the
+flush: an acknowledgement never sends the other watches their changes early, which would
+cut short every watch's coalescing). A frame the transport refuses (the client's queue is
+full, or it is gone) puts its watches back where they were before it (``refused``): they
+get the same events again with the next round.
 
 Flow. Each watch has a window (credit) of events sent and not yet acknowledged
 (``watch_ack``); the node sends nothing past it, so what ZeroMQ queues per watch is bounded by
 the window. A watch whose next event is ``max_lag`` events or more behind the ring's newest
 is ended with ``watch_lagged`` (the client watches again from its last index); one that
 acknowledged nothing for ``IDLE_S`` is dropped (its client is gone). A watch that was sent
-nothing for ``PROGRESS_S`` gets an empty frame carrying the applied index (so its client
+nothing for ``PROGRESS_S`` gets an empty item carrying the applied index (so its client
 knows the node lives and how far it has seen). A node that heard no leader for
 ``cut_off_s`` ends its watches with ``unavailable`` and refuses new ones: it may be cut off
 from the cluster, its changes behind, while its progress frames say it lives.
@@ -60,7 +60,6 @@ from typing import Any
 from boltraft.errors import (
     BadRequestError,
     BoltraftError,
-    CommandError,
     CompactedError,
     ProposalDroppedError,
     RequestTimeoutError,
@@ -70,29 +69,22 @@ from boltraft.errors import (
 )
 from boltraft.packing import pack
 from boltraft.raft.types import Entry, EntryType, ReadState
-from boltraft.server.ports import Net, NodeView, Proposer, StateMachine
+from boltraft.server.ports import Net, NodeView, Proposer
 from boltraft.server.replies import Replies, Target
 from boltraft.server.watchlog import WatchLog
 from boltraft.server.wire import fail, ok
 from boltraft.storage import commands
-from boltraft.storage.commands import (
-    BATCH,
-    CREATE_BUCKET,
-    DELETE,
-    DELETE_BUCKET,
-    DELETE_IF,
-    PUT,
-    PUT_IF,
-)
-from boltraft.transport.watchwire import Event, encode_end, encode_events_frame
+from boltraft.storage.changes import Change, Report
+from boltraft.transport.watchwire import encode_batch, encode_item
 
 WATCH_OPS = frozenset(("watch", "watch_ack", "watch_cancel"))
 IDLE_S = 10.0  # a watch whose client acknowledged nothing for this long is dropped
-PROGRESS_S = 1.0  # a watch sent nothing for this long gets an empty frame with the index
+PROGRESS_S = 1.0  # a watch sent nothing for this long gets an empty item with the index
 DEFAULT_WINDOW = 1024  # events in flight per watch unless the request says
 MAX_WINDOW = 65536
-MAX_FRAME_EVENTS = 512  # events in one frame
-# new events wait at most this long for more before they go out: one frame per watch then
+MAX_FRAME_EVENTS = 512  # events of one watch in one frame's item
+FRAME_BYTES = 1 << 20  # a connection's frame goes out once its event lists pass this size
+# new events wait at most this long for more before they go out: one frame per connection then
 # carries the changes of several applies (at 1,000 writes/s, two), which halves what sending
 # costs the node and reading costs the watcher, for at most this much latency
 COALESCE_S = 0.002
@@ -122,21 +114,21 @@ class _Watch:
     sent_at: float
     unacked: int = 0
     covered: int = 0  # every matching event up to this index was sent
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        """What decides which events it gets and how they are encoded."""
-        return (self.path, self.prefix, self.recursive, self.prev, self.start)
+    # what decides which events it gets and how they are encoded (set with ``start``)
+    key: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
-class _Prior:
-    """What the entries of one apply were about to change: key -> value before the apply
-    (None: absent), the buckets that existed; filled by ``before_apply``."""
+class _Out:
+    """What one round of sending has for one connection: the packed event lists and the
+    watches' items of its frame, and each watch's ``(cursor, covered, unacked)`` before its
+    item (put back when the transport refuses the frame)."""
 
-    values: dict[tuple[Path, bytes], bytes | None] = field(default_factory=dict)
-    buckets: dict[Path, bool] = field(default_factory=dict)
-    parsed: dict[int, Any] = field(default_factory=dict)  # entry index -> command body
+    lists: list[bytes] = field(default_factory=list)
+    slots: dict[tuple[Any, ...], int] = field(default_factory=dict)  # list key -> position
+    items: list[bytes] = field(default_factory=list)
+    undo: list[tuple[_Watch, int, int, int]] = field(default_factory=list)
+    size: int = 0
 
 
 class WatchHub:
@@ -146,7 +138,6 @@ class WatchHub:
         self,
         view: NodeView,
         core: Proposer,
-        sm: StateMachine,
         replies: Replies,
         net: Net,
         *,
@@ -159,15 +150,13 @@ class WatchHub:
         clock: Callable[[], float],
         history: WatchLog | None = None,
     ) -> None:
-        """``sm``: read for what the entries change (the node replaces it after a snapshot
-        install); ``history_events`` 0 turns the feed off (every watch gets ``compacted``);
+        """``history_events`` 0 turns the feed off (every watch gets ``compacted``);
         ``cut_off_s``: a node that heard no leader for this long ends its watches and takes
         no new ones (it may be cut off from the cluster, its changes behind); ``history``:
         the history on disk, loaded here (its caller opens and closes it; None: the ring
         lives in memory only)."""
         self.view = view
         self.core = core
-        self.sm = sm
         self.replies = replies
         self._net = net
         self._cap_events = history_events
@@ -178,7 +167,7 @@ class WatchHub:
         self._cut_off_s = cut_off_s
         self._leaderless_since: float | None = None
         self._clock = clock
-        self._ring: deque[Event] = deque()
+        self._ring: deque[Change] = deque()
         self._ring_index: deque[int] = deque()  # the index of each ring event (for bisect)
         self._sizes: deque[int] = deque()
         self._bytes = 0
@@ -193,7 +182,15 @@ class WatchHub:
         self._starting: dict[bytes, tuple[float, list[tuple[Target, _Watch]]]] = {}
         self._parked: list[tuple[int, Target, _Watch]] = []  # waiting for applied >= index
         self.due: float | None = None  # when the events not yet sent go out (None: none)
-        self.stats = {"watches": 0, "events": 0, "frames": 0, "lagged": 0, "dropped": 0}
+        self.stats = {
+            "watches": 0,
+            "events": 0,
+            "frames": 0,
+            "lagged": 0,
+            "dropped": 0,
+            "refused": 0,
+        }
+        self._out: dict[bytes, _Out] = {}  # what this round sends each connection
         if self._history is not None:
             self.oldest, events = self._history.load(view.applied)
             for ev in events:
@@ -224,6 +221,7 @@ class WatchHub:
                 self._on_cancel(target, body)
         except BoltraftError as err:
             self.replies.reply(target, fail(err))
+        self._send_out()
 
     def _on_watch(self, target: Target, body: dict[str, Any], now: float) -> None:
         unknown = body.keys() - _WATCH_FIELDS
@@ -269,6 +267,7 @@ class WatchHub:
                 start_index=start,
             )
         w.start = start
+        w.key = (w.path, w.prefix, w.recursive, w.prev, start)
         w.covered = start - 1
         w.cursor = self._base + bisect.bisect_left(self._ring_index, start)
         self._watches[w.wid] = w
@@ -286,13 +285,43 @@ class WatchHub:
         return w
 
     def _on_ack(self, target: Target, body: dict[str, Any], now: float) -> None:
-        w = self._mine(target, body)
-        count = _uint(body.get("count", 0), "count")
+        """``{watch, count}``: one watch's credit (answered nil, or ``watch_not_found``);
+        ``{acks: [[watch, count], ...]}``: several watches' of this connection at once
+        (answered with the ids among them it does not know here)."""
+        acks = body.get("acks")
+        if acks is None:
+            w = self._mine(target, body)
+            self._credit(w, _uint(body.get("count", 0), "count"), now)
+            self.replies.reply(target, ok(None))
+            if self.due is None:  # else what it may take now goes out at ``due``, with the rest
+                self._deliver_to(w, now)
+            return
+        if "watch" in body or "count" in body or type(acks) is not list:
+            raise BadRequestError("acks must be a list of [watch, count] without watch or count")
+        pairs = []
+        for pair in acks:
+            if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int:
+                raise BadRequestError("acks must be a list of [watch, count]", field="acks")
+            pairs.append((pair[0], _uint(pair[1], "count")))
+        unknown = []
+        mine = []
+        for wid, count in pairs:
+            got = self._watches.get(wid)
+            if got is None or got.ident != target.ident:
+                unknown.append(wid)
+                continue
+            self._credit(got, count, now)
+            mine.append(got)
+        self.replies.reply(target, ok(unknown))
+        if self.due is None:
+            shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
+            for got in mine:
+                self._deliver_to(got, now, shared)
+
+    @staticmethod
+    def _credit(w: _Watch, count: int, now: float) -> None:
         w.unacked = max(0, w.unacked - count)
         w.acked_at = now
-        self.replies.reply(target, ok(None))
-        if self.due is None:  # else what it may take now goes out at ``due``, with the rest
-            self._deliver_to(w, now)
 
     def _on_cancel(self, target: Target, body: dict[str, Any]) -> None:
         w = self._mine(target, body)
@@ -310,6 +339,7 @@ class WatchHub:
             for target, w in entry[1]:
                 self._parked.append((rs.index, target, w))
         self._start_parked()
+        self._send_out()
 
     def _start_parked(self) -> None:
         applied = self.view.applied
@@ -335,69 +365,38 @@ class WatchHub:
                     self.replies.reply(target, err)
 
     # --- the feed ----------------------------------------------------------------------------
-    def before_apply(self, ents: Sequence[Entry]) -> _Prior | None:
-        """What ``ents`` are about to change, read from the state machine before their apply
-        (None when the feed is off or nothing in them changes data)."""
-        if self._cap_events == 0:
-            return None
-        prior = _Prior()
-        applied = self.view.applied
-        gets: list[tuple[Path, bytes]] = []
-        paths: list[Path] = []
-        parse = commands.parse
-        for e in ents:
-            if e.index <= applied or not e.data or e.type != _NORMAL:
-                continue
-            try:
-                body = parse(e.data)[4]
-            except CommandError:
-                continue
-            prior.parsed[e.index] = body
-            for op in body[1] if body[0] == BATCH else (body,):
-                code = op[0]
-                if code in (PUT, PUT_IF, DELETE, DELETE_IF):
-                    gets.append((op[1], op[2]))
-                elif code == CREATE_BUCKET:
-                    paths.append(op[1])
-        if not prior.parsed:
-            return None
-        if gets:
-            prior.values.update(zip(gets, self.sm.get_values(gets), strict=True))
-        if paths:
-            found = self.sm.read([{"op": "count", "bucket": list(p)} for p in paths])
-            for p, res in zip(paths, found, strict=True):
-                prior.buckets[p] = not isinstance(res, BoltraftError)
-        return prior
+    @property
+    def report(self) -> Report | None:
+        """The hook the state machine reports its changes to (``on_changes``; None when
+        the feed is off: the state machine then notes none)."""
+        return self.on_changes if self._cap_events else None
 
-    def on_applied(
-        self, entries: Sequence[Entry], results: Sequence[Any], prior: _Prior | None
-    ) -> None:
-        """Adds the events of the applied ``entries`` (``results`` aligned with them; the
-        state machine's ``repeated`` names those that changed nothing) to the ring, then
-        sends what the watches may take. ``prior``: ``before_apply``'s answer."""
-        mark = len(self._ring)
-        if prior is not None:
-            repeated = set(self.sm.repeated)
-            values, buckets = prior.values, prior.buckets
-            for e, res in zip(entries, results, strict=True):
-                body = prior.parsed.get(e.index)
-                if body is None or e.index in repeated or isinstance(res, BoltraftError):
-                    continue
-                if body[0] == BATCH:
-                    for pos, (op, r) in enumerate(zip(body[1], res, strict=True)):
-                        self._event(e.index, pos, op, r, values, buckets)
-                else:
-                    self._event(e.index, 0, body, res, values, buckets)
+    def on_changes(self, changes: list[Change]) -> None:
+        """Adds the changes of one committed apply transaction to the ring (the state
+        machine's ``report`` hook: ``boltraft.storage.changes``)."""
+        add = self._add
+        for ch in changes:
+            add(ch)
+
+    def on_applied(self, entries: Sequence[Entry]) -> None:
+        """After the apply of ``entries`` (their changes reported to ``on_changes``):
+        writes their changes to the history, drops what retention no longer keeps, starts
+        the parked watches it allows, and schedules the sending."""
         if self._history is not None and entries and entries[-1].index > self._logged:
             first = max(entries[0].index, self._logged + 1)
             self._logged = entries[-1].index
             ring = self._ring
-            new = [ring[i] for i in range(mark - len(ring), 0)]  # from the right: O(new)
+            new = []  # from the right: O(new)
+            i = len(ring) - 1
+            while i >= 0 and ring[i][0] >= first:
+                new.append(ring[i])
+                i -= 1
+            new.reverse()
             self._history.append(first, self._logged, new)
-        if prior is not None:
-            self._trim()
+        self._trim()
         if self._parked:
             self._start_parked()
+            self._send_out()
         if self._watches and self.due is None:
             self.due = self._clock() + COALESCE_S
 
@@ -406,46 +405,14 @@ class WatchHub:
         and wakes up for ``due``)."""
         if self.due is not None and now >= self.due:
             self.deliver(now)
+        elif self._out:
+            self._send_out()
 
-    def _event(
-        self,
-        index: int,
-        pos: int,
-        op: Any,
-        res: Any,
-        values: dict[tuple[Path, bytes], bytes | None],
-        buckets: dict[Path, bool],
-    ) -> None:
-        """Adds the event of one applied op (``res``: its result) and notes its effect in
-        ``values`` and ``buckets`` (what the next ops of the same apply see as before)."""
-        code = op[0]
-        path: Path = op[1]
-        if code in (PUT, PUT_IF, DELETE, DELETE_IF):
-            key = op[2]
-            prev = values.get((path, key))
-            if code in (PUT, PUT_IF):
-                self._add(Event(index, pos, "put", path, key, op[3], prev))
-                values[(path, key)] = op[3]
-            elif code == DELETE_IF or res is True:
-                self._add(Event(index, pos, "delete", path, key, None, prev))
-                values[(path, key)] = None
-        elif code == CREATE_BUCKET:
-            if not buckets.get(path, False):
-                self._add(Event(index, pos, "create_bucket", path, None, None))
-            for i in range(1, len(path) + 1):  # if_not_exists creates the ancestors too
-                buckets[path[:i]] = True
-        elif code == DELETE_BUCKET:
-            self._add(Event(index, pos, "delete_bucket", path, None, None))
-            for p in [p for p in buckets if p[: len(path)] == path]:
-                buckets[p] = False
-            for k in [k for k in values if k[0][: len(path)] == path]:
-                values[k] = None
-
-    def _add(self, ev: Event) -> None:
-        size = 64 + len(ev.key or b"") + len(ev.value or b"") + len(ev.prev or b"")
-        size += sum(map(len, ev.bucket))
+    def _add(self, ev: Change) -> None:
+        size = 64 + len(ev[4] or b"") + len(ev[5] or b"") + len(ev[6] or b"")
+        size += sum(map(len, ev[3]))
         self._ring.append(ev)
-        self._ring_index.append(ev.index)
+        self._ring_index.append(ev[0])
         self._sizes.append(size)
         self._bytes += size
         self.stats["events"] += 1
@@ -482,17 +449,22 @@ class WatchHub:
         for _, target, _ in self._parked:
             self.replies.reply(target, fail(err))
         self._parked = []
+        self._send_out()
 
     # --- sending -----------------------------------------------------------------------------
     def deliver(self, now: float) -> None:
-        """Sends each watch the events it may take now (its window), one frame per watch;
-        watches with the same filter at the same place share one encoding."""
+        """Sends each watch the events it may take now (its window): one frame per
+        connection for all its watches; watches with the same filter at the same place share
+        one encoding."""
+        self._deliver_all(now)
+        self._send_out()
+
+    def _deliver_all(self, now: float) -> None:
         self.due = None
-        if not self._watches:
-            return
-        shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
-        for w in list(self._watches.values()):
-            self._deliver_to(w, now, shared)
+        if self._watches:
+            shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] = {}
+            for w in list(self._watches.values()):
+                self._deliver_to(w, now, shared)
 
     def _deliver_to(
         self,
@@ -500,8 +472,9 @@ class WatchHub:
         now: float,
         shared: dict[tuple[Any, ...], tuple[int, int, bytes, int]] | None = None,
     ) -> None:
-        """Sends ``w`` the events it may take now; ``shared``: the encodings already made
-        in this round (by filter, place and room), which it adds to. Ends it with
+        """Queues for ``w`` the events it may take now (``_send_out`` sends them);
+        ``shared``: the encodings already made in this round (by filter and place, and
+        room when that is less than a frame's), which it adds to. Ends it with
         ``watch_lagged`` when its window stays full ``max_lag`` events behind."""
         end = self._end
         if shared is None:
@@ -520,17 +493,22 @@ class WatchHub:
                     )
                 break
             room = min(w.window - w.unacked, MAX_FRAME_EVENTS)
-            key = (*w.key, w.cursor, room)
+            # the watches with this filter at this place share the events of a full frame;
+            # one whose window has less room than that gets its own
+            key: tuple[Any, ...] = (*w.key, w.cursor)
             got = shared.get(key)
             if got is None:
-                got = shared[key] = self._collect(w, room, end, self.view.applied)
+                got = shared[key] = self._collect(w, MAX_FRAME_EVENTS, end, self.view.applied)
+            if got[0] > room:
+                key = (*key, room)
+                got = shared.get(key)
+                if got is None:
+                    got = shared[key] = self._collect(w, room, end, self.view.applied)
             count, cursor, packed, covered = got
-            w.cursor = cursor
-            if count == 0:  # its progress goes out with the next frame or at PROGRESS_S
+            if count == 0:  # its progress goes out with the next item or at PROGRESS_S
+                w.cursor = cursor
                 break
-            w.covered = covered
-            w.unacked += count
-            self._send(w, encode_events_frame(w.wid, covered, packed), now)
+            self._queue(w, now, key, packed, covered, count, cursor)
 
     def _collect(self, w: _Watch, room: int, end: int, applied: int) -> tuple[int, int, bytes, int]:
         """``(count, new cursor, packed events, covered index)`` of the next ``room``
@@ -538,27 +516,76 @@ class WatchHub:
         ring = self._ring
         base = self._base
         cursor = w.cursor
-        out: list[list[Any]] = []
+        out: list[Change] = []
         path, prefix, recursive, prev, start = w.key
         depth = len(path)
         while cursor < end and len(out) < room:
             ev = ring[cursor - base]
-            if ev.index >= start and _matches(ev, path, depth, prefix, recursive):
-                out.append(ev.to_wire(prev))
+            if ev[0] >= start and _matches(ev, path, depth, prefix, recursive):
+                out.append(ev if prev or ev[6] is None else (*ev[:6], None))
             cursor += 1
-        covered = applied if cursor >= end else ring[cursor - base].index - 1
+        covered = applied if cursor >= end else ring[cursor - base][0] - 1
         return len(out), cursor, pack(out), covered
 
-    def _send(self, w: _Watch, frame: bytes, now: float) -> None:
+    def _queue(
+        self,
+        w: _Watch,
+        now: float,
+        key: tuple[Any, ...] | None = None,
+        packed: bytes = b"",
+        covered: int = -1,
+        count: int = 0,
+        cursor: int = -1,
+    ) -> None:
+        """Adds ``w``'s item to its connection's frame: ``count`` events (``packed``, the
+        list of ``key``, shared with the other watches of the frame that get it) up to ring
+        sequence ``cursor`` and progress ``covered`` (none: an empty item, its progress);
+        notes ``w``'s state before it, which a refused frame puts back."""
+        out = self._out.get(w.ident)
+        if out is None:
+            out = self._out[w.ident] = _Out()
+        out.undo.append((w, w.cursor, w.covered, w.unacked))
+        slot = None
+        if count:
+            assert key is not None
+            slot = out.slots.get(key)
+            if slot is None:
+                slot = out.slots[key] = len(out.lists)
+                out.lists.append(packed)
+                out.size += len(packed)
+            w.cursor = cursor
+            w.covered = covered
+            w.unacked += count
         w.sent_at = now
+        out.items.append(encode_item(w.wid, w.covered, slot, None))
+        if out.size >= FRAME_BYTES:
+            self._send_one(w.ident, self._out.pop(w.ident))
+
+    def _send_out(self) -> None:
+        """Sends each connection the frame of what was queued for its watches."""
+        if self._out:
+            out, self._out = self._out, {}
+            for ident, o in out.items():
+                self._send_one(ident, o)
+
+    def _send_one(self, ident: bytes, out: _Out) -> None:
+        """Sends ``out`` to ``ident``; when the transport refuses it (the client is gone or
+        its queue is full), puts its watches back where they were before it: what it held
+        goes out again later (a client that is gone stops acknowledging, and its watches are
+        dropped after ``IDLE_S``)."""
         self.stats["frames"] += 1
-        if not self._net.reply(w.ident, frame):  # its client is gone (or not reading)
-            self.stats["dropped"] += 1
-            del self._watches[w.wid]
+        if not self._net.reply(ident, encode_batch(out.lists, out.items)):
+            self.stats["refused"] += 1
+            for w, cursor, covered, unacked in reversed(out.undo):
+                w.cursor, w.covered, w.unacked = cursor, covered, unacked
 
     def _end_watch(self, w: _Watch, err: BoltraftError) -> None:
+        """Ends ``w`` with ``err`` (its last item, after what was queued for it)."""
         self._watches.pop(w.wid, None)
-        self._net.reply(w.ident, encode_end(w.wid, w.covered, err))
+        out = self._out.get(w.ident)
+        if out is None:
+            out = self._out[w.ident] = _Out()
+        out.items.append(encode_item(w.wid, w.covered, None, err))
 
     def _cut_off(self, now: float) -> bool:
         """True once this node has heard no leader for ``cut_off_s`` (it notes when that
@@ -587,18 +614,18 @@ class WatchHub:
             )
             for w in list(self._watches.values()):
                 self._end_watch(w, cut)
-        if not self._watches:
-            return
-        self.deliver(now)
-        applied = self.view.applied
-        for w in list(self._watches.values()):
-            if now - w.acked_at > IDLE_S:
-                self.stats["dropped"] += 1
-                del self._watches[w.wid]
-            elif now - w.sent_at >= PROGRESS_S:
-                if w.cursor >= self._end:
-                    w.covered = max(w.covered, applied)
-                self._send(w, encode_events_frame(w.wid, w.covered, b"\x90"), now)
+        if self._watches:
+            self._deliver_all(now)
+            applied = self.view.applied
+            for w in list(self._watches.values()):
+                if now - w.acked_at > IDLE_S:
+                    self.stats["dropped"] += 1
+                    del self._watches[w.wid]
+                elif now - w.sent_at >= PROGRESS_S:
+                    if w.cursor >= self._end:
+                        w.covered = max(w.covered, applied)
+                    self._queue(w, now)
+        self._send_out()
 
     def status(self) -> dict[str, int]:
         """Counters for the ``status`` op: watches live now, the ring, totals."""
@@ -611,23 +638,24 @@ class WatchHub:
         }
 
 
-def _matches(ev: Event, path: Path, depth: int, prefix: bytes | None, recursive: bool) -> bool:
+def _matches(ev: Change, path: Path, depth: int, prefix: bytes | None, recursive: bool) -> bool:
     """True when ``ev`` concerns a watch of ``path`` (``depth`` names) with ``prefix`` and
     ``recursive``: a key event in the bucket (or below it when recursive) whose key (or
     whose nested bucket's name, below it) starts with the prefix; a bucket event of a
     bucket directly in it (or below it when recursive), by the same rule; the creation of
     the bucket itself; and the deletion of the bucket itself or of one of its ancestors."""
-    b = ev.bucket
-    if ev.key is None and len(b) <= depth and path[: len(b)] == b:
-        return ev.type == "delete_bucket" or len(b) == depth
-    if ev.key is None:  # a bucket event: the bucket's name is its "key" in its parent
+    b = ev[3]
+    key = ev[4]
+    if key is None and len(b) <= depth and path[: len(b)] == b:
+        return ev[2] == "delete_bucket" or len(b) == depth
+    if key is None:  # a bucket event: the bucket's name is its "key" in its parent
         if len(b) <= depth or b[:depth] != path:
             return False
         if len(b) > depth + 1 and not recursive:
             return False
         name = b[depth]
     elif b == path:
-        name = ev.key
+        name = key
     elif recursive and len(b) > depth and b[:depth] == path:
         name = b[depth]
     else:

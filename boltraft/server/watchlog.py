@@ -9,9 +9,10 @@ the state machine no longer holds. So the node writes each apply's events as it 
 
 Format. A folder of segment files ``NNNNNNNNNNNN.wlog`` (a sequence number: the order they
 were written in). Each segment is a run of records, each ``length (u32 BE) | crc32 (u32
-BE) | msgpack [first, last, [event, ...]]``: the events (``watchwire.Event.to_wire(True)``,
-the previous value kept) of the applied entries ``first..last``, every one of them (an
-apply that changed nothing writes a record without events, so the records leave no gap).
+BE) | msgpack [first, last, [event, ...]]``: the events (``storage.changes.Change``
+tuples, as arrays: the wire form of docs/protocol.md section 5.1, the previous value kept)
+of the applied entries ``first..last``, every one of them (an apply that changed nothing
+writes a record without events, so the records leave no gap).
 Appends are plain writes, not synced: a killed process loses nothing; a machine crash may
 lose the tail, which ``load`` then finds missing.
 
@@ -43,7 +44,8 @@ from typing import Any
 import msgpack
 
 from boltraft.packing import pack
-from boltraft.transport.watchwire import EVENT_TYPES, Event
+from boltraft.storage.changes import Change
+from boltraft.transport.watchwire import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +80,13 @@ class WatchLog:
                 out.append((int(p.stem), p))
         return sorted(out)
 
-    def load(self, applied: int) -> tuple[int, list[Event]]:
+    def load(self, applied: int) -> tuple[int, list[Change]]:
         """``(oldest, events)``: the events of the entries ``oldest..applied`` in ``(index,
         pos)`` order, as the records hold them (``oldest`` = ``applied + 1`` and no events
         when they do not reach ``applied``). Keeps the segments that hold them, deletes the
         others, and begins a new segment for ``append``. An unreadable segment is
         logged and counts as ending there."""
-        events: list[Event] = []
+        events: list[Change] = []
         oldest: int | None = None
         last = 0
         segments: list[tuple[int, int]] = []
@@ -103,7 +105,7 @@ class WatchLog:
                     oldest = first
                 elif first <= last:  # applied again after a machine crash
                     cut = len(events)
-                    while cut and events[cut - 1].index >= first:
+                    while cut and events[cut - 1][0] >= first:
                         cut -= 1
                     del events[cut:]
                     oldest = min(oldest, first)
@@ -113,7 +115,7 @@ class WatchLog:
             if seg_last is not None:
                 segments.append((seq, seg_last))
         if oldest is not None and last > applied:
-            while events and events[-1].index > applied:
+            while events and events[-1][0] > applied:
                 events.pop()
             last = applied
         if oldest is None or last < applied:
@@ -136,20 +138,13 @@ class WatchLog:
         self._size = 0
         self._segments.append((seq, 0))
 
-    def append(self, first: int, last: int, events: Sequence[Event]) -> None:
+    def append(self, first: int, last: int, events: Sequence[Change]) -> None:
         """Writes the record of the entries ``first..last`` (``events``: all theirs, in
         order). A failed write breaks the history (see the class docstring); it raises
         nothing."""
         if self.broken or self._fd is None:
             return
-        # tuples pack as arrays: the same bytes as ``to_wire(True)``, without building lists
-        body = pack(
-            (
-                first,
-                last,
-                [(e.index, e.pos, e.type, e.bucket, e.key, e.value, e.prev) for e in events],
-            )
-        )
+        body = pack((first, last, events))  # tuples pack as arrays
         try:
             os.write(self._fd, _HEADER.pack(len(body), zlib.crc32(body)) + body)
         except OSError as exc:
@@ -214,7 +209,7 @@ class WatchLog:
         self.close()
 
 
-def _records(data: bytes) -> list[tuple[int, int, list[Event]]]:
+def _records(data: bytes) -> list[tuple[int, int, list[Change]]]:
     """The whole, well-formed records at the start of segment ``data`` (a torn or corrupt
     one ends it)."""
     out = []
@@ -235,7 +230,7 @@ def _records(data: bytes) -> list[tuple[int, int, list[Event]]]:
     return out
 
 
-def _record(value: Any) -> tuple[int, int, list[Event]] | None:
+def _record(value: Any) -> tuple[int, int, list[Change]] | None:
     """The ``(first, last, events)`` of a decoded record, or None when its shape is wrong."""
     if type(value) is not list or len(value) != 3:
         return None
@@ -253,5 +248,5 @@ def _record(value: Any) -> tuple[int, int, list[Event]] | None:
             or type(item[3]) is not list
         ):
             return None
-        events.append(Event(item[0], item[1], item[2], tuple(item[3]), item[4], item[5], item[6]))
+        events.append((item[0], item[1], item[2], tuple(item[3]), item[4], item[5], item[6]))
     return first, last, events

@@ -34,8 +34,15 @@ to one bucket with one ``put_many``, after a loop over the decoded commands.
 
 Repeats. ``repeated`` lists the indexes of the entries of the last ``apply`` whose (cid, seq)
 was already recorded (or whose session had moved past it): they changed nothing, and their
-result is the original one (or ``session_expired``). A change feed built from the applied
-results (``boltraft.server.watching``) leaves them out.
+result is the original one (or ``session_expired``).
+
+Changes. With a ``report`` hook (``boltraft.storage.changes``), the apply notes each change
+of the data as it writes it (the previous value from the write itself: ``Bucket.replace``,
+``replace_many``, ``pop``) and hands the changes of each committed transaction to the hook
+(a change feed: ``boltraft.server.watching``). What a transaction noted is dropped when it
+does not commit (``update_fn`` runs it again after growing the map; the quota's
+entry-by-entry fallback), and a failed batch's changes go with its savepoint. Without the
+hook, the apply writes as it would with none (``put_many``'s one LMDB call).
 
 Batch atomicity. A batch runs inside a savepoint (``tx.savepoint()``, an LMDB nested
 transaction): when one of its ops fails, everything the batch wrote is undone, the batch's
@@ -90,6 +97,11 @@ from boltraft.raft.types import Entry, EntryType
 from boltraft.storage import commands
 from boltraft.storage.applied import APPLIED, read_applied
 from boltraft.storage.bucket import Bucket
+from boltraft.storage.changes import CREATE_BUCKET as _CREATE_BUCKET
+from boltraft.storage.changes import DELETE as _DELETE
+from boltraft.storage.changes import DELETE_BUCKET as _DELETE_BUCKET
+from boltraft.storage.changes import PUT as _PUT
+from boltraft.storage.changes import Change, Report
 from boltraft.storage.commands import (
     BATCH,
     CREATE_BUCKET,
@@ -117,6 +129,7 @@ _NORMAL = int(EntryType.NORMAL)
 
 Work = list[tuple[int, Parsed]]  # (position in the entries, decoded command)
 BucketCache = dict[tuple[bytes, ...], Bucket]  # per transaction; cleared when buckets may go
+Noted = list[Change] | None  # a transaction's changes so far (None: no report hook)
 
 
 class BucketStateMachine:
@@ -146,6 +159,7 @@ class BucketStateMachine:
         self._index, self._term, self._clock = read_applied(self.db)
         self._oldest_group: int | None = None  # dedup clean-up hint; None = unknown
         self.repeated: list[int] = []  # see "Repeats" in the module docstring
+        self.report: Report | None = None  # see "Changes" in the module docstring
 
     @property
     def applied(self) -> tuple[int, int]:
@@ -171,32 +185,6 @@ class BucketStateMachine:
         transaction; a request that fails has its BoltraftError in its place. Safe from any
         thread."""
         return execute_reads(self.db, requests)
-
-    def get_values(self, keys: Sequence[tuple[tuple[bytes, ...], bytes]]) -> list[bytes | None]:
-        """The current value of each ``(bucket path, key)``, all from ONE read transaction;
-        None where the key is absent, names a nested bucket, or cannot be read (its bucket
-        is missing, the key is invalid). What a change feed reads before an apply
-        (``boltraft.server.watching``): one bucket lookup per path, no request checking.
-        Safe from any thread."""
-        out: list[bytes | None] = []
-        with self.db.view() as tx:
-            buckets: dict[tuple[bytes, ...], Bucket | None] = {}
-            for path, key in keys:
-                if path in buckets:
-                    b = buckets[path]
-                else:
-                    try:
-                        b = buckets[path] = tx.bucket(path)
-                    except BoltraftError:
-                        b = buckets[path] = None
-                if b is None:
-                    out.append(None)
-                    continue
-                try:
-                    out.append(b.get(key))
-                except BoltraftError:
-                    out.append(None)
-        return out
 
     def content_hash(self) -> tuple[int, str]:
         """``(applied index, sha256 hex)`` of the whole bucket content (every bucket path,
@@ -324,7 +312,8 @@ class BucketStateMachine:
                         results[pos] = err
         repeats: list[int] = []
         try:
-            self._commit(work, entries[start].index, entries[-1], results, repeats)
+            offset = entries[start].index - start
+            self._commit(work, entries[start].index, entries[-1], results, repeats, offset)
         except NoSpaceError as err:
             if err.details.get("disk_full"):
                 raise
@@ -341,49 +330,65 @@ class BucketStateMachine:
         clock = ts if ts is not None and ts > self._clock else self._clock
         record = APPLIED.pack(e.index, e.term, clock)
 
-        def run(tx: Tx) -> tuple[Any, int | None, bool]:
+        report = self.report
+
+        def run(tx: Tx) -> tuple[Any, int | None, bool, Noted]:
+            noted: Noted = None if report is None else []
             if cid is None:
-                res = _execute_one(tx, body)
+                res = _execute_one(tx, body, noted, e.index)
                 tx.put_state_record(record)
-                return res, self._oldest_group, False
+                return res, self._oldest_group, False, noted
             assert seq is not None  # parse() sets cid and seq together
             dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
             res = dedup.lookup(cid, seq, clock)
             repeat = res is not MISSING
             if not repeat:
-                res = _execute_one(tx, body)
+                res = _execute_one(tx, body, noted, e.index)
                 dedup.record(cid, seq, clock, res)
             tx.put_state_record(record)
             dedup.finish(e.index, clock)
-            return res, dedup.oldest_group_ts, repeat
+            return res, dedup.oldest_group_ts, repeat, noted
 
-        res, oldest, repeat = self.db.update_fn(run)
-        self._committed(e, clock, oldest)
+        res, oldest, repeat, noted = self.db.update_fn(run)
+        self._committed(e, clock, oldest, noted)
         if repeat:
             self.repeated = [e.index]
         return res
 
     def _commit(
-        self, work: Work, first_index: int, last: Entry, results: list[Any], repeats: list[int]
+        self,
+        work: Work,
+        first_index: int,
+        last: Entry,
+        results: list[Any],
+        repeats: list[int],
+        offset: int,
     ) -> None:
-        """Applies ``work`` in one transaction (see ``_run``); adds the positions of its
-        repeated commands to ``repeats``. Raises NoSpaceError (nothing written)."""
+        """Applies ``work`` in one transaction (see ``_run``; ``offset``: an entry's index
+        minus its position); adds the positions of its repeated commands to ``repeats``.
+        Raises NoSpaceError (nothing written)."""
+        report = self.report
 
-        def run(tx: Tx) -> tuple[int, int | None, list[int]]:
+        def run(tx: Tx) -> tuple[int, int | None, list[int], Noted]:
             if len(work) > 1:  # see the module docstring
                 tx.lift_state_record()
             mine: list[int] = []  # per attempt: update_fn may run this again
-            return (*self._run(tx, work, first_index, last, results, mine), mine)
+            noted: Noted = None if report is None else []
+            clock, oldest = self._run(tx, work, first_index, last, results, mine, noted, offset)
+            return clock, oldest, mine, noted
 
-        clock, oldest, mine = self.db.update_fn(run)
-        self._committed(last, clock, oldest)
+        clock, oldest, mine, noted = self.db.update_fn(run)
+        self._committed(last, clock, oldest, noted)
         repeats.extend(mine)
 
-    def _committed(self, last: Entry, clock: int, oldest: int | None) -> None:
+    def _committed(self, last: Entry, clock: int, oldest: int | None, noted: Noted = None) -> None:
         """Notes that a committed transaction applied everything up to ``last``, with the
-        clock at ``clock`` and its oldest dedup group at ``oldest``."""
+        clock at ``clock`` and its oldest dedup group at ``oldest``, and reports the changes
+        it ``noted``."""
         self._index, self._term, self._clock = last.index, last.term, clock
         self._oldest_group = oldest
+        if noted and self.report is not None:
+            self.report(noted)
 
     def _commit_plain_puts(self, puts: commands.PutRun, last: Entry) -> list[Any]:
         """Returns one result per put after applying the run ``puts`` of plain puts (none
@@ -392,15 +397,18 @@ class BucketStateMachine:
         NoSpaceError (nothing written)."""
         clock = max([self._clock, *[t[3] or 0 for t in puts.rows]])
         record = APPLIED.pack(last.index, last.term, clock)
+        report = self.report
+        first = last.index - len(puts.rows) + 1
 
-        def run(tx: Tx) -> list[Any]:
+        def run(tx: Tx) -> tuple[list[Any], Noted]:
             tx.lift_state_record()
-            put = _put_pairs(tx, puts.path, puts.pairs, {})
+            noted: Noted = None if report is None else []
+            put = _put_pairs(tx, puts.path, puts.pairs, {}, noted, range(first, last.index + 1))
             tx.put_state_record(record)
-            return put
+            return put, noted
 
-        put = self.db.update_fn(run)
-        self._committed(last, clock, self._oldest_group)
+        put, noted = self.db.update_fn(run)
+        self._committed(last, clock, self._oldest_group, noted)
         return put
 
     def _commit_puts(
@@ -418,24 +426,28 @@ class BucketStateMachine:
         clock = clocks[-1]
         ids = cast(list[tuple[bytes, int]], [(t[1], t[2]) for t in rows])  # all exactly-once
 
-        def run(tx: Tx) -> tuple[list[Any], int | None, list[int]]:
+        report = self.report
+
+        def run(tx: Tx) -> tuple[list[Any], int | None, list[int], Noted]:
             tx.lift_state_record()
+            noted: Noted = None if report is None else []
             dedup = DedupRun(tx, self.dedup_window_ms, self._oldest_group)
             keys = dedup.unrecorded(ids, self._clock)
             if keys is None:  # a retry among them
                 out: list[Any] = [None] * len(rows)
                 repeats: list[int] = []
                 work = list(enumerate(rows))
-                oldest = self._run(tx, work, first_index, last, out, repeats)[1]
-                return out, oldest, repeats
-            put = _put_pairs(tx, puts.path, puts.pairs, {})
+                oldest = self._run(tx, work, first_index, last, out, repeats, noted, first_index)[1]
+                return out, oldest, repeats, noted
+            indexes = range(first_index, last.index + 1)
+            put = _put_pairs(tx, puts.path, puts.pairs, {}, noted, indexes)
             dedup.record_many(ids, keys, clocks, put)
             tx.put_state_record(APPLIED.pack(last.index, last.term, clock))
             dedup.finish(first_index, clock)
-            return put, dedup.oldest_group_ts, []
+            return put, dedup.oldest_group_ts, [], noted
 
-        put, oldest, repeats = self.db.update_fn(run)
-        self._committed(last, clock, oldest)
+        put, oldest, repeats, noted = self.db.update_fn(run)
+        self._committed(last, clock, oldest, noted)
         return put, repeats
 
     def _commit_one_by_one(
@@ -454,7 +466,7 @@ class BucketStateMachine:
             parsed = by_pos.get(pos)
             one: Work = [] if parsed is None else [(pos, parsed)]
             try:
-                self._commit(one, e.index, e, results, repeats)
+                self._commit(one, e.index, e, results, repeats, e.index - pos)
             except NoSpaceError as err:
                 if err.details.get("disk_full"):
                     raise
@@ -477,10 +489,13 @@ class BucketStateMachine:
         last: Entry,
         results: list[Any],
         repeats: list[int],
+        noted: Noted = None,
+        offset: int = 0,
     ) -> tuple[int, int | None]:
         """Returns ``(clock, oldest dedup group ts)`` after applying ``work`` in ``tx`` and
         writing the applied record (its caller lifted it, or not: see the module docstring);
-        fills ``results`` and adds the positions of the repeated commands to ``repeats``.
+        fills ``results``, adds the positions of the repeated commands to ``repeats`` and
+        the changes to ``noted`` (an entry's index: its position + ``offset``).
         Raises NoSpaceError (which ``update_fn`` handles by growing the map and running this
         again)."""
         clock = self._clock
@@ -510,13 +525,13 @@ class BucketStateMachine:
                     pairs.append((b2[2], b2[3]))
                     k += 1
                 path = None
-                put = _put_pairs(tx, where, pairs, cache)
+                put = _put_pairs(tx, where, pairs, cache, noted, [p + offset for p in positions])
                 for p2, r in zip(positions, put, strict=True):
                     results[p2] = r
                 continue
             if cid is None:  # not a put: those went into a run of plain puts above
                 path = None  # the command may delete or roll back buckets
-                results[pos] = _execute(tx, body, cache)
+                results[pos] = _execute(tx, body, cache, noted, pos + offset)
                 continue
             assert seq is not None  # parse() sets cid and seq together
             if dedup is None:
@@ -529,7 +544,11 @@ class BucketStateMachine:
                             path = None
                             b = _get_bucket(tx, body[1], cache)
                             path = body[1]
-                        b.put(body[2], body[3])
+                        if noted is None:
+                            b.put(body[2], body[3])
+                        else:
+                            prev = b.replace(body[2], body[3])
+                            noted.append((pos + offset, 0, _PUT, body[1], body[2], body[3], prev))
                         res = None
                     except NoSpaceError:
                         raise
@@ -537,7 +556,7 @@ class BucketStateMachine:
                         res = err
                 else:
                     path = None  # the command may delete or roll back buckets
-                    res = _execute(tx, body, cache)
+                    res = _execute(tx, body, cache, noted, pos + offset)
                 dedup.record(cid, seq, clock, res)
             else:
                 repeats.append(pos)
@@ -549,23 +568,27 @@ class BucketStateMachine:
         return clock, dedup.oldest_group_ts
 
 
-def _execute(tx: Tx, body: Body, cache: BucketCache) -> Any:
-    """Returns the result of one non-put command, or its error instance. Raises NoSpaceError."""
+def _execute(tx: Tx, body: Body, cache: BucketCache, noted: Noted, index: int) -> Any:
+    """Returns the result of one non-put command (of entry ``index``), or its error
+    instance; adds its changes to ``noted`` (a failed batch: none). Raises NoSpaceError."""
     try:
         if body[0] != BATCH:
-            return _op(tx, body, cache)
+            return _op(tx, body, cache, noted, index, 0)
+        mark = 0 if noted is None else len(noted)
         try:
             with tx.savepoint():
                 out = []
                 for i, sub in enumerate(body[1]):
                     try:
-                        out.append(_op(tx, sub, cache))
+                        out.append(_op(tx, sub, cache, noted, index, i))
                     except BoltraftError as err:
                         err.details.setdefault("index", i)
                         raise
                 return out
         except BoltraftError:
             cache.clear()  # buckets first seen inside the savepoint are gone
+            if noted is not None:
+                del noted[mark:]  # the batch's writes were undone
             raise
     except (NoSpaceError, CorruptionError):
         raise
@@ -573,21 +596,33 @@ def _execute(tx: Tx, body: Body, cache: BucketCache) -> Any:
         return err
 
 
-def _execute_one(tx: Tx, body: Body) -> Any:
-    """Returns the result of one command's ``body``, or its error instance. Raises
-    NoSpaceError."""
+def _execute_one(tx: Tx, body: Body, noted: Noted, index: int) -> Any:
+    """Returns the result of one command's ``body`` (entry ``index``), or its error
+    instance; adds its changes to ``noted``. Raises NoSpaceError."""
     if body[0] != PUT:
-        return _execute(tx, body, {})
-    return _put_pairs(tx, body[1], [(body[2], body[3])], {})[0]
+        return _execute(tx, body, {}, noted, index)
+    return _put_pairs(tx, body[1], [(body[2], body[3])], {}, noted, (index,))[0]
 
 
 def _put_pairs(
-    tx: Tx, path: tuple[bytes, ...], pairs: list[tuple[bytes, bytes]], cache: BucketCache
+    tx: Tx,
+    path: tuple[bytes, ...],
+    pairs: list[tuple[bytes, bytes]],
+    cache: BucketCache,
+    noted: Noted = None,
+    indexes: Sequence[int] = (),
 ) -> list[Any]:
     """Returns ``Bucket.put_many``'s results for ``pairs`` in the bucket ``path``, or the
-    bucket's error for every pair when it cannot be opened. Raises NoSpaceError."""
+    bucket's error for every pair when it cannot be opened; adds a change for each pair
+    written to ``noted`` (``indexes``: each pair's entry index). Raises NoSpaceError."""
     try:
         b = _get_bucket(tx, path, cache)
+        if noted is not None:
+            out, prevs = b.replace_many(pairs)
+            for (k, v), err, prev, index in zip(pairs, out, prevs, indexes, strict=True):
+                if err is None:
+                    noted.append((index, 0, _PUT, path, k, v, prev))
+            return out
         if len(pairs) == 1:  # one put: no cursor, no comprehension
             b.put(*pairs[0])
             return [None]
@@ -605,9 +640,18 @@ def _get_bucket(tx: Tx, path: tuple[bytes, ...], cache: BucketCache) -> Bucket:
     return b
 
 
-def _op(tx: Tx, body: Body, cache: BucketCache) -> Any:
-    """Returns the result of one non-batch op. Raises the engine's typed errors; a failing op
-    writes nothing (the engine's guarantee)."""
+def _exists(tx: Tx, path: tuple[bytes, ...]) -> bool:
+    try:
+        tx.bucket(path)
+    except BoltraftError:
+        return False
+    return True
+
+
+def _op(tx: Tx, body: Body, cache: BucketCache, noted: Noted, index: int, pos: int) -> Any:
+    """Returns the result of one non-batch op (at ``pos`` of entry ``index``) and adds its
+    change to ``noted``. Raises the engine's typed errors; a failing op writes nothing (the
+    engine's guarantee)."""
     code = body[0]
     if code == commands.KEYS:
         tx.meta_put(KEYS_PREFIX + body[1], pack(body[2:]))
@@ -615,22 +659,43 @@ def _op(tx: Tx, body: Body, cache: BucketCache) -> Any:
     path = body[1]
     if code == CREATE_BUCKET:
         if body[2]:
+            existed = noted is not None and _exists(tx, path)
             tx.create_bucket_if_not_exists(path)
         else:
+            existed = False
             tx.create_bucket(path)
+        if noted is not None and not existed:
+            noted.append((index, pos, _CREATE_BUCKET, path, None, None, None))
         return None
     if code == DELETE_BUCKET:
         tx.delete_bucket(path)
         cache.clear()
+        if noted is not None:
+            noted.append((index, pos, _DELETE_BUCKET, path, None, None, None))
         return None
     b = _get_bucket(tx, path, cache)
     if code == PUT:
-        return b.put(body[2], body[3])
+        if noted is None:
+            return b.put(body[2], body[3])
+        prev = b.replace(body[2], body[3])
+        noted.append((index, pos, _PUT, path, body[2], body[3], prev))
+        return None
     if code == PUT_IF:
-        return b.put_if(body[2], body[3], body[4])
+        b.put_if(body[2], body[3], body[4])
+        if noted is not None:
+            noted.append((index, pos, _PUT, path, body[2], body[3], body[4]))
+        return None
     if code == DELETE:
-        return b.delete(body[2])
+        if noted is None:
+            return b.delete(body[2])
+        prev = b.pop(body[2])
+        if prev is None:
+            return False
+        noted.append((index, pos, _DELETE, path, body[2], None, prev))
+        return True
     if code == NEXT_SEQUENCE:
         return b.next_sequence()
     b.delete_if(body[2], body[3])  # DELETE_IF: parse() admits no other opcode here
+    if noted is not None:
+        noted.append((index, pos, _DELETE, path, body[2], None, body[3]))
     return True

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from boltraft.client import Client, Watch
+from boltraft.client import Client, Watch, wait_watches
 from boltraft.errors import BadRequestError, CompactedError, WatchNotFoundError
 from boltraft.transport.watchwire import Event
 
@@ -285,6 +285,31 @@ def test_many_watchers_at_once_each_get_every_change(three: Cluster) -> None:
     assert all(g == [b"k%03d" % i for i in range(100)] for g in got)
 
 
+def test_the_watches_of_a_thread_get_one_frame_per_node_per_round(three: Cluster) -> None:
+    ep = leader_first(three)[0]
+    with Client([ep]) as client:
+        client.create_bucket("f")
+        watches = [client.watch("f") for _ in range(10)]  # all on one node, one thread
+
+        def frames() -> int:
+            return int(client.status(ep)["watch"]["frames"])
+
+        before = frames()
+        client.put("f", b"k", b"v")
+        got: list[list[Event]] = [[] for _ in watches]
+        deadline = time.monotonic() + 30
+        while any(not g for g in got):
+            assert time.monotonic() < deadline, [len(g) for g in got]
+            for w in wait_watches(watches, 0.2):
+                got[watches.index(w)] += w.take()
+        sent = frames() - before
+        for w in watches:
+            w.close()
+    assert all([e.key for e in g] == [b"k"] for g in got)
+    # one events_batch frame carried the change to all ten (a progress round may add one)
+    assert 1 <= sent <= 2, sent
+
+
 def test_bad_watch_requests_get_typed_errors_and_change_nothing(three: Cluster) -> None:
     with Client(three.endpoints) as client:
         client.create_bucket("x")
@@ -385,12 +410,16 @@ def test_the_metrics_show_the_watches(tmp_path: Path) -> None:
                 if status != 200 or metric(text, "boltraft_watches") != 1:
                     return None
                 events = metric(text, "boltraft_watch_events_total") or 0
-                return text if events >= 2 else None  # the bucket, the put
+                frames = metric(text, "boltraft_watch_frames_total") or 0
+                # the bucket, the put; and the frame the client took them from (a sample
+                # taken between the apply and the flush 2 ms later has the events only)
+                return text if events >= 2 and frames >= 1 else None
 
             text = wait_until(scraped, 20, "the leader's metrics to show the watch and its events")
             w.close()
         assert (metric(text, "boltraft_watch_frames_total") or 0) >= 1
         assert metric(text, "boltraft_watch_lagged_total") == 0
+        assert metric(text, "boltraft_watch_refused_total") == 0
         assert metric(text, "boltraft_watch_oldest_index") == 1
         assert metric(text, "boltraft_client_requests_total", 'op="watch"') == 1
     finally:
