@@ -32,6 +32,7 @@ All functions are pure and thread-safe.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -395,6 +396,26 @@ def unpack_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> l
     if type(kind) is not str:
         raise _bad("the frame kind must be a string")
     return frame
+
+
+def peek_fields(data: bytes) -> tuple[str, msgpack.Unpacker] | None:
+    """Returns the kind of frame ``data`` and a reader positioned at its first field
+    (msgpack's ``Unpacker``: ``unpack()``, ``skip()``, ``read_array_header()``), having read
+    only the frame's array header, version and kind: a look into a frame that is not decoded
+    (the request ids of a frame refused unread) costs only what it reads. None when ``data``
+    does not start like a version-1 frame. The reader raises msgpack's exceptions or
+    ValueError on malformed input: its callers catch them."""
+    reader = msgpack.Unpacker(io.BytesIO(data), max_buffer_size=max(len(data), 1))
+    try:
+        if reader.read_array_header() < 2:
+            return None
+        version = reader.unpack()
+        if type(version) is not int or version != PROTOCOL_VERSION:
+            return None
+        kind = reader.unpack()
+    except Exception:  # msgpack raises many unrelated types on garbage
+        return None
+    return (kind, reader) if type(kind) is str else None
 
 
 def decode_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
