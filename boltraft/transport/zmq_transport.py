@@ -1,8 +1,16 @@
 """The node's ZeroMQ transport: one ROUTER for everything inbound, one DEALER per peer outbound.
 
-THREADING: a PeerTransport and its sockets belong to ONE thread (the node loop); ZeroMQ sockets
-must never be shared between threads. Only ``close()`` ends its life; after it every method
-raises UnavailableError.
+THREADING: a PeerTransport is used by ONE thread (the node loop), and runs one thread of its
+own, the drain thread. ZeroMQ sockets are not thread-safe: the peer DEALERs and their
+monitors belong to the loop alone; the ROUTER and the inbox are shared, and every use of
+them, by either thread, holds the transport's ROUTER lock (``recv`` while it polls and
+reads, ``reply``, a frame sent back through the ROUTER, ``close``). The drain thread reads
+the ROUTER only while the loop has been out of ``recv`` for at least ``DRAIN_S`` (the loop
+marks entering and leaving ``recv``; the drain thread checks both under the lock), so the
+two never read at once, and the counters the drain thread moves (``malformed``,
+``replies``, ``reply_dropped``, ``drained``, the inbox's) are moved by the loop only under
+the lock or inside ``recv``. Only ``close()`` ends its life (it stops and joins the drain
+thread first); after it every method raises UnavailableError.
 
 - The ROUTER is bound at the node's address and serves peers AND clients. A peer's DEALER has
   identity = its node id, so ``Incoming.sender`` of a peer frame is that id (UTF-8); a
@@ -13,8 +21,24 @@ raises UnavailableError.
   connection's close was seen); ``ROUTER_MANDATORY`` turns an unroutable reply into a counted
   drop instead of a silent one. Its ``SNDHWM`` is sized from bytes (``REPLY_QUEUE_BYTES``): a
   client that does not read its answers holds at most that much of the node's memory, and
-  its later answers are dropped and counted. Its ``RCVHWM`` stays in frames
-  (``DEFAULT_RCVHWM``), with ``MAXMSGSIZE`` at the frame limit: see ``DEFAULT_RCVHWM``.
+  its later answers are dropped and counted. ``MAXMSGSIZE`` is the frame limit.
+- Inbound, ZeroMQ never stops reading a connection: ``RCVHWM`` is 0 (no limit) on the
+  ROUTER and on the peer DEALERs. (With libzmq 4.3.5, when a full queue has stopped a
+  connection's input and that connection breaks, libzmq answers a ZMTP heartbeat PING it
+  had read before on the broken connection, which fails its assertion ``!_io_error``,
+  ``stream_engine_base.cpp:310``, and aborts the process: any client flooding with
+  heartbeats on and dropping its connection would kill the node.) Memory is bounded by the
+  node instead: what it reads off its sockets goes, raw, into the inbox
+  (``boltraft.transport.inbox``: bytes per client connection, for all clients, per peer),
+  which refuses a frame past its budget: counted (``inbox_refused``), never decoded, and a
+  client ``req`` / ``reqs`` whose request ids can be read cheaply is answered through
+  ``answer_refused`` (``overloaded``). ``recv`` reads up to ``READ_FRAMES`` /
+  ``READ_BYTES`` per call, hands the loop at most ``max_frames`` / ``RECV_BYTES`` of them
+  (the inbox's oldest first) and decodes only those. While the loop is busy elsewhere (a
+  long apply, a snapshot) the drain thread reads the ROUTER into the inbox, so ZeroMQ's
+  queues do not grow meanwhile; a peer DEALER is read by ``recv`` alone. A frame is a
+  peer's when its sender is in the peer table (or it came on a DEALER); a node not in the
+  table counts as a client.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -32,9 +56,10 @@ raises UnavailableError.
   connection is closed in the handshake, before any frame is read), and each frame read on
   it carries its connection's key in ``Incoming.user``, for the node to bind to a member
   or a client role. Peer DEALERs connect with the node's own key pair.
-- Inbound frames are decoded by ``boltraft.transport.codec``; malformed, oversized, unknown
-  version or kind frames are counted and dropped, never raised. A bad "req" whose request id
-  could be read is answered with its protocol error, so a client is not left waiting.
+- Inbound frames are decoded by ``boltraft.transport.codec`` when ``recv`` hands them over;
+  malformed, oversized, unknown version or kind frames are counted and dropped, never
+  raised. A bad "req" whose request id could be read is answered with its protocol error,
+  so a client is not left waiting.
 - Each peer DEALER has a ZeroMQ socket monitor: when an established connection to a peer
   closes (its process exited: the kernel closes its sockets at once; or the connection
   broke, or ZeroMQ's heartbeat timed out), ``recv`` returns an ``Incoming`` of kind
@@ -53,8 +78,10 @@ unknown_peer (frames for a node neither in the peer table nor connected to the R
 sent_back (frames for a node not in the peer table, sent through the ROUTER on the connection
 its DEALER opened), replies, reply_dropped, bytes_sent (frames handed to ZeroMQ),
 bytes_received (good frames), peer_disconnects (connections to peers seen to close),
-from_lost_peer (frames dropped from a peer whose connection closed), peers_connected (peers
-with an established connection now).
+from_lost_peer (frames dropped from a peer whose connection closed), drained (frames the
+drain thread read), peers_connected (peers with an established connection now),
+inbox_frames / inbox_bytes (held in the inbox now: frames, and bytes charged),
+inbox_refused (frames the inbox refused).
 """
 
 from __future__ import annotations
