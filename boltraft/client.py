@@ -773,7 +773,7 @@ class Watch:
             self._lost()
 
     # --- the stream --------------------------------------------------------------------------
-    def _frame(self, data: bytes) -> None:
+    def _frame(self, data: bytes | memoryview) -> None:
         try:
             frame = codec.unpack_frame(data, self._max_frame)
         except BoltraftError:

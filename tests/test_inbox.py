@@ -223,3 +223,28 @@ def test_recv_reads_beyond_what_it_hands_over_into_the_inbox(client: zmq.Socket)
         assert len(set(ids)) == len(ids) and set(ids) <= set(range(1, 41))
     finally:
         t.close()
+
+
+def test_frames_read_without_a_copy_are_kept_and_decoded_like_the_others(
+    client: zmq.Socket,
+) -> None:
+    """A sender that already holds frames in the inbox has its next ones read zero-copy
+    (views of ZeroMQ's messages): kept within the budget, they decode like any frame."""
+    t = PeerTransport("n1", "tcp://127.0.0.1:*")
+    try:
+        client.connect(t.endpoint)
+        bodies = [
+            {"op": "put", "bucket": "b", "key": b"k%d" % i, "value": bytes(i)} for i in range(5)
+        ]
+        for i, body in enumerate(bodies):
+            client.send(codec.encode_request(i, body))
+        end = time.monotonic() + DEADLINE
+        while t.counters()["drained"] < 5:  # the loop stays out of recv meanwhile
+            assert time.monotonic() < end, t.counters()
+            time.sleep(0.001)
+        got = t.recv(0.0)
+        assert [(f.payload.request_id, f.payload.body) for f in got] == list(enumerate(bodies))
+        assert [type(f.payload.body["key"]) for f in got] == [bytes] * 5
+        assert t.counters()["inbox_frames"] == 0
+    finally:
+        t.close()

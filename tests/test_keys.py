@@ -29,7 +29,7 @@ from boltraft.transport.curve import (
     new_keypair,
     parse_clients,
 )
-from boltraft.transport.zmq_transport import Incoming, PeerTransport
+from boltraft.transport.zmq_transport import Incoming, Part, PeerTransport, ZeroCopy
 
 CLIENTS = {"admin": "admin", "app": "write", "ro": "read"}
 
@@ -317,8 +317,10 @@ def test_one_recv_with_keys_takes_frames_up_to_its_byte_budget(
     handed: list[int] = []
     real_drain = zmq_transport.drain_users
 
-    def six_waiting(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str | None]]:
-        for parts, user in real_drain(sock, limit):
+    def six_waiting(
+        sock: zmq.Socket, limit: int, zero_copy: ZeroCopy | None = None
+    ) -> Iterator[tuple[list[Part], str | None]]:
+        for parts, user in real_drain(sock, limit, zero_copy):
             handed.append(len(parts[-1]))
             yield parts, user
         for _ in range(5):

@@ -28,7 +28,7 @@ from boltraft.transport.codec import encode_frame
 from boltraft.transport.zmq_transport import REPLY_FRAME_BYTES
 
 
-def answer_refused(data: bytes, err: BoltraftError) -> list[bytes]:
+def answer_refused(data: bytes | memoryview, err: BoltraftError) -> list[bytes]:
     """Returns the frames that answer each request of the client frame ``data``, refused
     before it was decoded (the transport's inbox was full), with ``err``: a ``resp`` for a
     ``req`` frame, ``resps`` frames for a ``reqs`` frame; [] when no request id can be read

@@ -83,7 +83,7 @@ def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
     return fields[0]
 
 
-def request_ids(data: bytes) -> tuple[str, list[int]] | None:
+def request_ids(data: bytes | memoryview) -> tuple[str, list[int]] | None:
     """Returns the kind and the request ids of the client frame ``data`` without decoding
     it: ``("req", [id])``, or ``("reqs", [id, ...])`` with each item's body skipped. None for
     any other frame, or when an id cannot be read (a frame that is not well-formed that far,

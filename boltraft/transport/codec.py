@@ -32,7 +32,6 @@ All functions are pure and thread-safe.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -366,7 +365,9 @@ def register_kind(kind: str, decoder: FieldsDecoder, *, checks_plain: bool = Fal
     _KINDS[kind] = (decoder, checks_plain)
 
 
-def unpack_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> list[Any]:
+def unpack_frame(
+    data: bytes | memoryview, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> list[Any]:
     """Returns the raw frame array ``[version, kind, *fields]`` after the size, msgpack and
     version checks, without looking at the fields. Raises like ``decode_frame``."""
     if len(data) > max_frame_size:
@@ -398,14 +399,29 @@ def unpack_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> l
     return frame
 
 
-def peek_fields(data: bytes) -> tuple[str, msgpack.Unpacker] | None:
+class _Chunks:
+    """A file-like ``read(n)`` over a bytes-like object, a slice at a time (BytesIO would copy
+    a view whole)."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n < 0 else self._pos + n
+        chunk = self._view[self._pos : end].tobytes()
+        self._pos += len(chunk)
+        return chunk
+
+
+def peek_fields(data: bytes | memoryview) -> tuple[str, msgpack.Unpacker] | None:
     """Returns the kind of frame ``data`` and a reader positioned at its first field
     (msgpack's ``Unpacker``: ``unpack()``, ``skip()``, ``read_array_header()``), having read
     only the frame's array header, version and kind: a look into a frame that is not decoded
     (the request ids of a frame refused unread) costs only what it reads. None when ``data``
     does not start like a version-1 frame. The reader raises msgpack's exceptions or
     ValueError on malformed input: its callers catch them."""
-    reader = msgpack.Unpacker(io.BytesIO(data), max_buffer_size=max(len(data), 1))
+    reader = msgpack.Unpacker(_Chunks(data), max_buffer_size=max(len(data), 1))
     try:
         if reader.read_array_header() < 2:
             return None
@@ -418,7 +434,7 @@ def peek_fields(data: bytes) -> tuple[str, msgpack.Unpacker] | None:
     return (kind, reader) if type(kind) is str else None
 
 
-def decode_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
+def decode_frame(data: bytes | memoryview, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
     """Returns the decoded frame ``data``.
 
     Raises FrameTooLargeError, MalformedFrameError, BadRequestError or

@@ -43,10 +43,11 @@ PEER_BYTES = 32 << 20
 class Raw(NamedTuple):
     """One frame read off a socket, not decoded: ``sender`` is its ROUTER routing id (a
     peer's id, UTF-8, for frames on this node's DEALER to ``peer``), ``user`` its
-    connection's CURVE key (Z85) on a ROUTER with keys."""
+    connection's CURVE key (Z85) on a ROUTER with keys. ``data`` is bytes, or a view of
+    the ZeroMQ message (read without a copy)."""
 
     sender: bytes
-    data: bytes
+    data: bytes | memoryview
     peer: str | None = None
     user: str | None = None
 

@@ -171,25 +171,52 @@ _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
 
-def drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
+Part = bytes | memoryview  # a message part as read: bytes, or a view of a zero-copy Frame
+
+
+ZeroCopy = Callable[[bytes], object]
+"""Given a message's first part, true when its other parts are to be read zero-copy."""
+
+
+def _rest(sock: zmq.Socket, first: bytes, parts: list[Part], zero_copy: ZeroCopy | None) -> None:
+    """Reads the parts of a message after its ``first`` into ``parts``: as bytes, or as
+    views of zero-copy Frames when ``zero_copy(first)`` (no copy into Python for a part
+    that may be dropped at once; a Frame costs more than a copy for a small part)."""
+    if not _get(sock, _RCVMORE):  # the rest of a message arrives with its start
+        return
+    if zero_copy is not None and zero_copy(first):
+        while True:
+            parts.append(memoryview(_recv(sock, _NB, False)))  # type: ignore[arg-type]
+            if not _get(sock, _RCVMORE):
+                return
+    while True:
+        parts.append(_recv(sock, _NB, True))
+        if not _get(sock, _RCVMORE):
+            return
+
+
+def drain(sock: zmq.Socket, limit: int, zero_copy: ZeroCopy | None = None) -> Iterator[list[Part]]:
     """Yields the whole messages waiting on ``sock`` now, each as the list of its parts, at
     most ``limit`` of them; never blocks. It asks ZeroMQ whether more are waiting instead of
     reading until ``zmq.Again``, whose raising and catching costs more than a read. Parts
-    come as bytes: a zero-copy Frame costs more for messages this small."""
+    come as bytes (a zero-copy Frame costs more for messages this small), but those after
+    the first as views of zero-copy Frames when ``zero_copy(first part)``."""
     for _ in range(limit):
         try:
-            parts = [_recv(sock, _NB, True)]
+            first = _recv(sock, _NB, True)
         except zmq.Again:  # the poll's event was not a whole message after all
             return
-        while _get(sock, _RCVMORE):  # the rest of a message arrives with its start
-            parts.append(_recv(sock, _NB, True))
+        parts: list[Part] = [first]
+        _rest(sock, first, parts, zero_copy)
         yield parts
         # pyzmq types the backend's get() as int | bytes for every option; EVENTS is an int
         if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
             return
 
 
-def drain_users(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str | None]]:
+def drain_users(
+    sock: zmq.Socket, limit: int, zero_copy: ZeroCopy | None = None
+) -> Iterator[tuple[list[Part], str | None]]:
     """``drain`` for a CURVE ROUTER: yields each whole message with the "User-Id" of its
     connection (the client's public key, Z85; None when the socket has no authenticator).
     The routing-id part is read as a zero-copy Frame, whose properties carry it."""
@@ -198,9 +225,9 @@ def drain_users(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str
             head = _recv(sock, _NB, False)
         except zmq.Again:
             return
-        parts = [head.bytes]
-        while _get(sock, _RCVMORE):
-            parts.append(_recv(sock, _NB, True))
+        first = head.bytes
+        parts: list[Part] = [first]
+        _rest(sock, first, parts, zero_copy)
         try:
             user: str | None = str(head.get("User-Id"))
         except zmq.ZMQError:  # no authenticator: no such property
@@ -305,7 +332,7 @@ class PeerTransport:
         keys: PartyKeys | None = None,
         allow: Callable[[str], bool] | None = None,
         inbox: Inbox | None = None,
-        answer_refused: Callable[[bytes, BoltraftError], list[bytes]] | None = None,
+        answer_refused: Callable[[bytes | memoryview, BoltraftError], list[bytes]] | None = None,
         drain_s: float | None = DRAIN_S,
     ) -> None:
         """``keys``: the node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves
@@ -653,16 +680,16 @@ class PeerTransport:
         bytes) has room and the inbox is empty a frame goes to ``out`` (``room`` shrinks),
         else to the inbox: one it refuses is dropped, and a client's requests in it are
         answered. The caller holds the lock."""
+        c, inbox = self._counts, self._inbox
         if peer is not None:
-            frames_in: Iterable[tuple[list[bytes], str | None]] = (
+            frames_in: Iterable[tuple[list[Part], str | None]] = (
                 (parts, None) for parts in drain(sock, frames)
             )
             ident = peer.encode()
-        elif self._auth is not None:
-            frames_in = drain_users(sock, frames)  # each with its connection's key
+        elif self._auth is not None:  # each with its connection's key
+            frames_in = drain_users(sock, frames, inbox.held)
         else:
-            frames_in = ((parts, None) for parts in drain(sock, frames))
-        c, inbox = self._counts, self._inbox
+            frames_in = ((parts, None) for parts in drain(sock, frames, inbox.held))
         n = size = 0
         for parts, user in frames_in:
             n += 1
@@ -671,7 +698,8 @@ class PeerTransport:
             if len(parts) != (1 if peer is not None else 2):
                 c["malformed"] += 1
             else:
-                raw = Raw(parts[0], data, None, user) if peer is None else Raw(ident, data, peer)
+                sender = parts[0] if peer is None else ident
+                raw = Raw(sender, data, peer, user)  # type: ignore[arg-type]
                 if room[0] > 0 and room[1] > 0 and not len(inbox):
                     out.append(raw)
                     room[0] -= 1
