@@ -136,8 +136,12 @@ connection (``RCVHWM`` 0), so the node reads them out into the inbox, where thei
 are budgeted."""
 DRAIN_S = 0.002
 """The drain thread reads the ROUTER while the node loop has been out of ``recv`` for at
-least this long. While the loop is in ``recv`` the drain thread sleeps until it leaves (an
-idle node's drain thread wakes about twice per tick)."""
+least this long."""
+LOOK_S = 0.01
+"""How often the drain thread looks whether the loop has left ``recv`` while it is in it:
+so it starts reading between ``DRAIN_S`` and ``DRAIN_S + LOOK_S`` after the loop left. It
+looks rather than being woken by the loop as it leaves ``recv``: a wake-up at the start of
+every iteration would take the GIL from the loop just when it has work."""
 DRAIN_FRAMES = 1024
 """Frames the drain thread reads per hold of the ROUTER lock: the loop waits at most that
 long to answer a client."""
@@ -372,8 +376,6 @@ class PeerTransport:
         self._in_recv = False  # the loop is in recv(): the drain thread leaves the ROUTER alone
         self._left_recv = time.monotonic()  # when the loop last left recv()
         self._stop = threading.Event()
-        self._wake = threading.Event()  # set when the loop leaves recv and the drain thread waits
-        self._drain_waiting = False
         self._dealer_curve: dict[int, Any] = {} if keys is None else client_options(keys)
         self._auth: Authenticator | None = None
         if keys is not None:  # the ZAP handler must run before the ROUTER binds
@@ -633,8 +635,6 @@ class PeerTransport:
         finally:
             self._left_recv = time.monotonic()
             self._in_recv = False
-            if self._drain_waiting:  # the drain thread sleeps until the loop leaves recv
-                self._wake.set()
         return downs + out if downs else out
 
     def _gather(self, timeout: float, max_frames: int) -> tuple[list[Incoming], list[Raw]]:
@@ -724,14 +724,9 @@ class PeerTransport:
         ``recv`` for ``DRAIN_S`` or more, so that ZeroMQ's queues empty into the budgeted
         inbox while the loop is busy (a long apply, a snapshot); stops at ``close()``."""
         stop, router, after = self._stop, self._router, self._drain_s or DRAIN_S
-        wake = self._wake
         while not stop.is_set():
-            if self._in_recv:  # sleep until the loop leaves recv (it sets wake if asked)
-                self._drain_waiting = True
-                if self._in_recv:
-                    wake.wait()
-                self._drain_waiting = False
-                wake.clear()
+            if self._in_recv:
+                stop.wait(LOOK_S)
                 continue
             idle = time.monotonic() - self._left_recv
             if idle < after:
@@ -818,7 +813,6 @@ class PeerTransport:
         with self._lock:
             self._closed = True
         self._stop.set()
-        self._wake.set()
         if self._drainer is not None:
             self._drainer.join()
         for monitor in self._monitors:
