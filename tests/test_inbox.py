@@ -248,3 +248,39 @@ def test_frames_read_without_a_copy_are_kept_and_decoded_like_the_others(
         assert t.counters()["inbox_frames"] == 0
     finally:
         t.close()
+
+
+def test_the_field_reader_steps_over_every_msgpack_type_like_msgpack() -> None:
+    """``codec.FieldReader`` skips each msgpack type by its own rules (without decoding it):
+    every object below, packed, is stepped over to its end and unpacks to itself."""
+    objects: list[object] = [
+        None, True, False, 0, 127, 128, 255, 256, 65535, 65536, 2**32, 2**64 - 1, -1, -32,
+        -33, -128, -129, -32768, -32769, -(2**31) - 1, -(2**63), 1.5, "", "a" * 31, "b" * 32,
+        "c" * 256, "d" * 65536, b"", b"x" * 255, b"y" * 256, b"z" * 65536, [], list(range(15)),
+        list(range(16)), list(range(20000)), {}, {str(i): i for i in range(15)},
+        {str(i): [i, {"k": b"v"}] for i in range(16)}, {str(i): i for i in range(20000)},
+        msgpack.ExtType(1, b"a"), msgpack.ExtType(2, b"ab"), msgpack.ExtType(3, b"abcd"),
+        msgpack.ExtType(4, b"a" * 8), msgpack.ExtType(5, b"a" * 16), msgpack.ExtType(6, b"abc"),
+        msgpack.ExtType(7, b"a" * 300), msgpack.ExtType(8, b"a" * 70000),
+    ]  # fmt: skip
+    for obj in objects:
+        packed = msgpack.packb(obj)
+        reader = codec.FieldReader(packed + b"\x01")
+        assert reader.unpack() == obj, repr(obj)[:40]
+        assert reader.unpack() == 1  # the next object starts where the first ended
+    single = msgpack.packb(1.5, use_single_float=True)
+    assert codec.FieldReader(single).unpack() == 1.5
+    # 32-bit array and map headers (msgpack writes them past 65,535 items only)
+    assert codec.FieldReader(b"\xdd\x00\x00\x00\x02\x01\xa1x").unpack() == [1, "x"]
+    assert codec.FieldReader(b"\xdf\x00\x00\x00\x01\xa1k\x02").unpack() == {"k": 2}
+    for bad in (b"\xc1", b"\xc4\x05ab", b"\x92\x01", b"\xdd\xff\xff\xff\xff"):
+        with pytest.raises((ValueError, IndexError)):
+            codec.FieldReader(bad).skip()
+
+
+def test_the_field_reader_gives_up_past_its_object_budget() -> None:
+    many = msgpack.packb([1, "reqs", [[1, {"op": "put", "pad": [0] * codec.PEEK_OBJECTS}]]])
+    assert wire.request_ids(many) is None  # not readable cheaply: not answered
+    big = {"op": "put", "bucket": "b", "key": b"k", "value": bytes(1 << 20)}
+    frame = codec.encode_frame(wire.REQS, [[i, big] for i in range(14)])
+    assert wire.request_ids(memoryview(frame)) == ("reqs", list(range(14)))
