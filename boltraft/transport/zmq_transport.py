@@ -138,10 +138,11 @@ DRAIN_S = 0.002
 """The drain thread reads the ROUTER while the node loop has been out of ``recv`` for at
 least this long."""
 LOOK_S = 0.01
-"""How often the drain thread looks whether the loop has left ``recv`` while it is in it:
-so it starts reading between ``DRAIN_S`` and ``DRAIN_S + LOOK_S`` after the loop left. It
-looks rather than being woken by the loop as it leaves ``recv``: a wake-up at the start of
-every iteration would take the GIL from the loop just when it has work."""
+"""How often the drain thread looks whether the loop has been out of ``recv`` for
+``DRAIN_S``: so it starts reading at most ``DRAIN_S + LOOK_S`` after the loop left, and
+wakes at most 100 times a second. It looks rather than being woken by the loop as it
+leaves ``recv``: a wake-up at the start of every iteration would take the GIL from the
+loop just when it has work."""
 DRAIN_FRAMES = 1024
 """Frames the drain thread reads per hold of the ROUTER lock: the loop waits at most that
 long to answer a client."""
@@ -725,12 +726,8 @@ class PeerTransport:
         inbox while the loop is busy (a long apply, a snapshot); stops at ``close()``."""
         stop, router, after = self._stop, self._router, self._drain_s or DRAIN_S
         while not stop.is_set():
-            if self._in_recv:
+            if self._in_recv or time.monotonic() - self._left_recv < after:
                 stop.wait(LOOK_S)
-                continue
-            idle = time.monotonic() - self._left_recv
-            if idle < after:
-                stop.wait(after - idle)
                 continue
             n = 0
             with self._lock:
