@@ -339,9 +339,10 @@ class PermissionDeniedError(ClusterError):
 
 
 class OverloadedError(ClusterError):
-    """The node holds as many bytes of unanswered requests as it takes, from this
-    connection or from all of them (``details["limit"]``: the budget that was full); the
-    request was not taken in and nothing changed. The client retries after a backoff."""
+    """The node holds as many bytes of unanswered requests as it takes, or of frames read
+    and not yet taken, from this connection or from all of them (``details["limit"]``: the
+    budget that was full); the request was not taken in and nothing changed. The client
+    retries after a backoff."""
 
     code = "overloaded"
 

@@ -29,7 +29,7 @@ from boltraft.transport.curve import (
     new_keypair,
     parse_clients,
 )
-from boltraft.transport.zmq_transport import Incoming, PeerTransport
+from boltraft.transport.zmq_transport import Incoming, Part, PeerTransport, ZeroCopy
 
 CLIENTS = {"admin": "admin", "app": "write", "ro": "read"}
 
@@ -304,18 +304,23 @@ def test_one_recv_with_keys_takes_frames_up_to_its_byte_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The byte budget of one ``recv`` (RECV_BYTES) holds on a transport with keys too: of
-    six 10 MiB frames waiting on the ROUTER, one call takes two. (ZeroMQ's queue of one
-    connection holds fewer than six: the waiting frames are handed over by a stand-in for
-    ``drain_users``, called once a real frame made the ROUTER readable.)"""
+    six 10 MiB frames waiting on the ROUTER, one call hands over two, keeps one in the
+    inbox (a connection's budget is 8 MiB, or one frame) and refuses three. (ZeroMQ's queue
+    of one connection holds fewer than six: the waiting frames are handed over by a
+    stand-in for ``drain_users``, called once a real frame made the ROUTER readable.)"""
     init_keys(tmp_path, ["n1"], {"app": "write"})
     node_keys, app = load_keys(tmp_path / "n1"), load_keys(tmp_path / "app")
-    t = PeerTransport("n1", "tcp://127.0.0.1:*", keys=node_keys, allow={app.public}.__contains__)
+    t = PeerTransport(  # no drain thread: only recv() calls the stand-in
+        "n1", "tcp://127.0.0.1:*", keys=node_keys, allow={app.public}.__contains__, drain_s=None
+    )
     big = codec.encode_frame(codec.KIND_REQ, 1, {"op": "status", "pad": b"x" * (10 << 20)})
     handed: list[int] = []
     real_drain = zmq_transport.drain_users
 
-    def six_waiting(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str | None]]:
-        for parts, user in real_drain(sock, limit):
+    def six_waiting(
+        sock: zmq.Socket, limit: int, zero_copy: ZeroCopy | None = None
+    ) -> Iterator[tuple[list[Part], str | None]]:
+        for parts, user in real_drain(sock, limit, zero_copy):
             handed.append(len(parts[-1]))
             yield parts, user
         for _ in range(5):
@@ -336,7 +341,12 @@ def test_one_recv_with_keys_takes_frames_up_to_its_byte_budget(
             assert time.monotonic() < end, "the client's frame never came"
             batch = t.recv(0.05)
         assert len(batch) == 2 and all(f.user == app.public for f in batch)
-        assert len(handed) == 2  # the rest stays where it waits
+        assert len(handed) == 6
+        c = t.counters()
+        assert (c["inbox_frames"], c["inbox_refused"]) == (1, 3)
+        kept = t.recv(0.0)
+        assert len(kept) == 1 and kept[0].user == app.public
+        assert t.counters()["inbox_frames"] == 0
     finally:
         client.close()
         t.close()

@@ -37,6 +37,7 @@ from boltraft.server.membership import check_removed
 from boltraft.server.metrics import NodeMetrics
 from boltraft.server.node import Node
 from boltraft.server.ports import CommitObserver, Net, StateMachine
+from boltraft.server.replies import answer_refused
 from boltraft.server.snapshots import recover
 from boltraft.server.watchlog import WatchLog
 from boltraft.storage.db import DEFAULT_QUOTA
@@ -323,11 +324,16 @@ def open_transport(
     cfg: ServerConfig, keys: PartyKeys | None = None, access: Access | None = None
 ) -> PeerTransport:
     """The node's transport bound at ``cfg.listen`` (CURVE with ``keys``, admitting the
-    keys ``access`` allows); raises ConfigError when the address cannot be bound (in use,
-    not this machine's)."""
+    keys ``access`` allows), answering the requests of frames its inbox refuses
+    ``overloaded``; raises ConfigError when the address cannot be bound (in use, not this
+    machine's)."""
     try:
         return PeerTransport(
-            cfg.id, cfg.listen, keys=keys, allow=None if access is None else access.allow
+            cfg.id,
+            cfg.listen,
+            keys=keys,
+            allow=None if access is None else access.allow,
+            answer_refused=answer_refused,
         )
     except zmq.ZMQError as exc:
         raise ConfigError(f"cannot listen on {cfg.listen}: {exc.strerror}") from None

@@ -407,6 +407,11 @@ _TRANSPORT_COUNTERS = (
         "reply_dropped",
         "Answers to clients dropped (client gone or its queue full).",
     ),
+    (
+        "boltraft_transport_inbox_refused_frames_total",
+        "inbox_refused",
+        "Frames refused unread: their sender's or all clients' inbox budget was full.",
+    ),
 )
 _BAD_FRAMES = ("malformed", "oversized", "unsupported", "bad_request")
 

@@ -1,6 +1,7 @@
 """The node loop: ONE thread owns the consensus core, the network, the log store and the
-state machine, so none of them needs a lock (the one exception: the log's flush runs on
-the sync thread while the loop leaves the log store alone).
+state machine, so none of them needs a lock (the exceptions: the log's flush runs on the
+sync thread while the loop leaves the log store alone; the transport's drain thread reads
+the ROUTER, under the transport's own lock, while the loop is away from ``recv``).
 
 The loop drives its parts, each given what it needs and nothing more: the request service
 (``service``), the applier (``applying``), the cluster operations (``clusterops``:

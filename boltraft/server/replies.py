@@ -11,11 +11,36 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from boltraft.errors import BoltraftError
 from boltraft.server.intake import Intake
 from boltraft.server.ports import Net
-from boltraft.server.wire import FWD_RESP, encode_ok, encode_response, encode_resps, ok
+from boltraft.server.wire import (
+    FWD_RESP,
+    REQS,
+    encode_ok,
+    encode_response,
+    encode_resps,
+    fail,
+    ok,
+    request_ids,
+)
 from boltraft.transport.codec import encode_frame
 from boltraft.transport.zmq_transport import REPLY_FRAME_BYTES
+
+
+def answer_refused(data: bytes | memoryview, err: BoltraftError) -> list[bytes]:
+    """Returns the frames that answer each request of the client frame ``data``, refused
+    before it was decoded (the transport's inbox was full), with ``err``: a ``resp`` for a
+    ``req`` frame, ``resps`` frames for a ``reqs`` frame; [] when no request id can be read
+    cheaply (``wire.request_ids``). Pure: the transport calls it from its drain thread too."""
+    found = request_ids(data)
+    if found is None:
+        return []
+    kind, ids = found
+    response = fail(err)
+    if kind == REQS:
+        return encode_resps([[rid, response] for rid in ids], REPLY_FRAME_BYTES) if ids else []
+    return [encode_response(ids[0], response)]
 
 
 class Target(NamedTuple):

@@ -83,6 +83,35 @@ def _decode_reqs(fields: list[Any]) -> list[list[Any]]:
     return fields[0]
 
 
+def request_ids(data: bytes | memoryview) -> tuple[str, list[int]] | None:
+    """Returns the kind and the request ids of the client frame ``data`` without decoding
+    it: ``("req", [id])``, or ``("reqs", [id, ...])`` with each item's body skipped. None for
+    any other frame, or when an id cannot be read (a frame that is not well-formed that far,
+    a ``reqs`` frame of more than MAX_REQS items): such a frame gets no answer."""
+    peeked = codec.peek_fields(data)
+    if peeked is None or peeked[0] not in (codec.KIND_REQ, REQS):
+        return None
+    kind, reader = peeked
+    ids: list[int] = []
+    try:
+        if kind == codec.KIND_REQ:
+            ids.append(reader.unpack())
+        else:
+            count = reader.read_array_header()
+            if count > MAX_REQS:
+                return None
+            for _ in range(count):
+                if reader.read_array_header() != 2:
+                    return None
+                ids.append(reader.unpack())
+                reader.skip()
+    except Exception:  # msgpack raises many unrelated types on garbage
+        return None
+    if any(type(rid) is not int or not 0 <= rid <= codec.MAX_UINT for rid in ids):
+        return None
+    return kind, ids
+
+
 # ``[1, "resp", rid, {"ok": true, "result": r}]`` assembled from constant pieces: the array
 # header with version and kind, then the packed rid, then the map up to the result's value.
 _RESP_HEAD = b"\x94" + msgpack.packb([codec.PROTOCOL_VERSION, codec.KIND_RESP])[1:]

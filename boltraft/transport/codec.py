@@ -365,7 +365,9 @@ def register_kind(kind: str, decoder: FieldsDecoder, *, checks_plain: bool = Fal
     _KINDS[kind] = (decoder, checks_plain)
 
 
-def unpack_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> list[Any]:
+def unpack_frame(
+    data: bytes | memoryview, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> list[Any]:
     """Returns the raw frame array ``[version, kind, *fields]`` after the size, msgpack and
     version checks, without looking at the fields. Raises like ``decode_frame``."""
     if len(data) > max_frame_size:
@@ -397,7 +399,109 @@ def unpack_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> l
     return frame
 
 
-def decode_frame(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
+PEEK_OBJECTS = 65536
+"""What one ``FieldReader`` walks at most (msgpack objects, containers and scalars): a frame
+that takes more is not read cheaply."""
+# bytes after a msgpack type byte, for the scalars of fixed size (and the ext types' type
+# byte plus data); the bin/str/ext types with a length field and the containers are walked
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_FIXED.update({0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17})
+_LENGTH = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin, str: length bytes
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # ext: length bytes (then a type byte and the data)
+_CONTAINER = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # array, map: n, per
+
+
+class FieldReader:
+    """Reads a frame's msgpack array one element at a time from a view of it, without
+    copying what it skips: a string or binary is stepped over by its length, so skipping
+    the 1 MiB values of a ``reqs`` frame costs what its headers do. Raises ValueError
+    (malformed, truncated, or more than ``PEEK_OBJECTS`` objects walked) or IndexError."""
+
+    def __init__(self, data: bytes | memoryview, pos: int = 0) -> None:
+        self._view = memoryview(data)
+        self._pos = pos
+        self._budget = PEEK_OBJECTS
+
+    def _int(self, size: int) -> int:
+        start = self._pos
+        self._pos += size
+        if self._pos > len(self._view):
+            raise ValueError("truncated")
+        return int.from_bytes(self._view[start : self._pos], "big")
+
+    def read_array_header(self) -> int:
+        """Returns the length of the array that starts here, and steps into it."""
+        b = self._view[self._pos]
+        self._pos += 1
+        if 0x90 <= b <= 0x9F:
+            return b & 0x0F
+        if b == 0xDC or b == 0xDD:
+            return self._int(2 if b == 0xDC else 4)
+        raise ValueError("not an array")
+
+    def skip(self) -> None:
+        """Steps over the object that starts here, whole."""
+        view, pos, pending = self._view, self._pos, 1
+        while pending:
+            self._budget -= 1
+            if self._budget < 0:
+                raise ValueError("too many objects to read cheaply")
+            pending -= 1
+            b = view[pos]
+            pos += 1
+            if b <= 0x7F or b >= 0xE0:  # positive and negative fixint
+                continue
+            if b <= 0x8F:  # fixmap
+                pending += 2 * (b & 0x0F)
+            elif b <= 0x9F:  # fixarray
+                pending += b & 0x0F
+            elif b <= 0xBF:  # fixstr
+                pos += b & 0x1F
+            elif b in _FIXED:
+                pos += _FIXED[b]
+            elif b in _LENGTH:
+                size = _LENGTH[b]
+                pos += size + int.from_bytes(view[pos : pos + size], "big")
+            elif b in _EXT:
+                size = _EXT[b]
+                pos += size + 1 + int.from_bytes(view[pos : pos + size], "big")
+            elif b in _CONTAINER:
+                size, per = _CONTAINER[b]
+                pending += per * int.from_bytes(view[pos : pos + size], "big")
+                pos += size
+            else:
+                raise ValueError(f"reserved msgpack byte {b:#x}")
+        if pos > len(view):
+            raise ValueError("truncated")
+        self._pos = pos
+
+    def unpack(self) -> Any:
+        """Returns the object that starts here, decoded (for the small ones: an id)."""
+        start = self._pos
+        self.skip()
+        return msgpack.unpackb(self._view[start : self._pos])
+
+
+def peek_fields(data: bytes | memoryview) -> tuple[str, FieldReader] | None:
+    """Returns the kind of frame ``data`` and a reader positioned at its first field
+    (``FieldReader``), having read only the frame's array header, version and kind: a look
+    into a frame that is not decoded (the request ids of a frame refused unread) costs only
+    what it reads. None when ``data`` does not start like a version-1 frame. The reader
+    raises ValueError or IndexError on malformed input: its callers catch them."""
+    reader = FieldReader(data)
+    try:
+        if reader.read_array_header() < 2:
+            return None
+        version = reader.unpack()
+        if type(version) is not int or version != PROTOCOL_VERSION:
+            return None
+        kind = reader.unpack()
+    except Exception:  # msgpack raises many unrelated types on garbage
+        return None
+    return (kind, reader) if type(kind) is str else None
+
+
+def decode_frame(data: bytes | memoryview, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
     """Returns the decoded frame ``data``.
 
     Raises FrameTooLargeError, MalformedFrameError, BadRequestError or

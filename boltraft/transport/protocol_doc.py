@@ -56,8 +56,9 @@ _MEANINGS = {
     "the client library also raises it when a call's own timeout runs out.",
     "unavailable": "The node cannot serve now (shutting down, unreachable).",
     "overloaded": "The node holds as many bytes of unanswered requests as it takes, from "
-    "this connection (``max_client_pending_bytes``) or from all (``max_pending_bytes``; "
-    "``details.limit``); nothing was taken in or changed.",
+    "this connection (``max_client_pending_bytes``) or from all (``max_pending_bytes``), "
+    "or of frames read and not yet taken (8 MiB per connection, 32 MiB for all; "
+    "``details.limit``: the budget that was full); nothing was taken in or changed.",
     "node_removed": "This node was removed from the cluster.",
     "membership_error": "A membership change was refused (another one is in progress).",
     "permission_denied": "The request needs a role the client's CURVE key does not have "

@@ -1,8 +1,16 @@
 """The node's ZeroMQ transport: one ROUTER for everything inbound, one DEALER per peer outbound.
 
-THREADING: a PeerTransport and its sockets belong to ONE thread (the node loop); ZeroMQ sockets
-must never be shared between threads. Only ``close()`` ends its life; after it every method
-raises UnavailableError.
+THREADING: a PeerTransport is used by ONE thread (the node loop), and runs one thread of its
+own, the drain thread. ZeroMQ sockets are not thread-safe: the peer DEALERs and their
+monitors belong to the loop alone; the ROUTER and the inbox are shared, and every use of
+them, by either thread, holds the transport's ROUTER lock (``recv`` while it polls and
+reads, ``reply``, a frame sent back through the ROUTER, ``close``). The drain thread reads
+the ROUTER only while the loop has been out of ``recv`` for at least ``DRAIN_S`` (the loop
+marks entering and leaving ``recv``; the drain thread checks both under the lock), so the
+two never read at once, and the counters the drain thread moves (``malformed``,
+``replies``, ``reply_dropped``, ``drained``, the inbox's) are moved by the loop only under
+the lock or inside ``recv``. Only ``close()`` ends its life (it stops and joins the drain
+thread first); after it every method raises UnavailableError.
 
 - The ROUTER is bound at the node's address and serves peers AND clients. A peer's DEALER has
   identity = its node id, so ``Incoming.sender`` of a peer frame is that id (UTF-8); a
@@ -13,8 +21,24 @@ raises UnavailableError.
   connection's close was seen); ``ROUTER_MANDATORY`` turns an unroutable reply into a counted
   drop instead of a silent one. Its ``SNDHWM`` is sized from bytes (``REPLY_QUEUE_BYTES``): a
   client that does not read its answers holds at most that much of the node's memory, and
-  its later answers are dropped and counted. Its ``RCVHWM`` stays in frames
-  (``DEFAULT_RCVHWM``), with ``MAXMSGSIZE`` at the frame limit: see ``DEFAULT_RCVHWM``.
+  its later answers are dropped and counted. ``MAXMSGSIZE`` is the frame limit.
+- Inbound, ZeroMQ never stops reading a connection: ``RCVHWM`` is 0 (no limit) on the
+  ROUTER and on the peer DEALERs. (With libzmq 4.3.5, when a full queue has stopped a
+  connection's input and that connection breaks, libzmq answers a ZMTP heartbeat PING it
+  had read before on the broken connection, which fails its assertion ``!_io_error``,
+  ``stream_engine_base.cpp:310``, and aborts the process: any client flooding with
+  heartbeats on and dropping its connection would kill the node.) Memory is bounded by the
+  node instead: what it reads off its sockets goes, raw, into the inbox
+  (``boltraft.transport.inbox``: bytes per client connection, for all clients, per peer),
+  which refuses a frame past its budget: counted (``inbox_refused``), never decoded, and a
+  client ``req`` / ``reqs`` whose request ids can be read cheaply is answered through
+  ``answer_refused`` (``overloaded``). ``recv`` reads up to ``READ_FRAMES`` /
+  ``READ_BYTES`` per call, hands the loop at most ``max_frames`` / ``RECV_BYTES`` of them
+  (the inbox's oldest first) and decodes only those. While the loop is busy elsewhere (a
+  long apply, a snapshot) the drain thread reads the ROUTER into the inbox, so ZeroMQ's
+  queues do not grow meanwhile; a peer DEALER is read by ``recv`` alone. A frame is a
+  peer's when its sender is in the peer table (or it came on a DEALER); a node not in the
+  table counts as a client.
 - Each peer gets a DEALER (identity set before connect, ``SNDHWM`` bounded, ``IMMEDIATE`` so
   nothing queues for a peer that is not connected, ``linger=0``). Sends never block: when the
   queue is full or the peer is down the frame is dropped and counted; Raft's own retries
@@ -32,9 +56,10 @@ raises UnavailableError.
   connection is closed in the handshake, before any frame is read), and each frame read on
   it carries its connection's key in ``Incoming.user``, for the node to bind to a member
   or a client role. Peer DEALERs connect with the node's own key pair.
-- Inbound frames are decoded by ``boltraft.transport.codec``; malformed, oversized, unknown
-  version or kind frames are counted and dropped, never raised. A bad "req" whose request id
-  could be read is answered with its protocol error, so a client is not left waiting.
+- Inbound frames are decoded by ``boltraft.transport.codec`` when ``recv`` hands them over;
+  malformed, oversized, unknown version or kind frames are counted and dropped, never
+  raised. A bad "req" whose request id could be read is answered with its protocol error,
+  so a client is not left waiting.
 - Each peer DEALER has a ZeroMQ socket monitor: when an established connection to a peer
   closes (its process exited: the kernel closes its sockets at once; or the connection
   broke, or ZeroMQ's heartbeat timed out), ``recv`` returns an ``Incoming`` of kind
@@ -53,13 +78,16 @@ unknown_peer (frames for a node neither in the peer table nor connected to the R
 sent_back (frames for a node not in the peer table, sent through the ROUTER on the connection
 its DEALER opened), replies, reply_dropped, bytes_sent (frames handed to ZeroMQ),
 bytes_received (good frames), peer_disconnects (connections to peers seen to close),
-from_lost_peer (frames dropped from a peer whose connection closed), peers_connected (peers
-with an established connection now).
+from_lost_peer (frames dropped from a peer whose connection closed), drained (frames the
+drain thread read), peers_connected (peers with an established connection now),
+inbox_frames / inbox_bytes (held in the inbox now: frames, and bytes charged),
+inbox_refused (frames the inbox refused).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -77,6 +105,7 @@ from boltraft.errors import (
 from boltraft.raft.types import Message
 from boltraft.transport import codec
 from boltraft.transport.curve import Authenticator, PartyKeys, client_options, server_options
+from boltraft.transport.inbox import Inbox, Raw
 
 PEER_DOWN = "peer_down"  # Incoming.kind: the connection to the peer named by the payload closed
 
@@ -94,20 +123,29 @@ _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
-DEFAULT_RCVHWM = 10000
-"""Inbound frames ZeroMQ queues per connection on the ROUTER before it stops reading that
-connection. It is not sized from bytes (a couple of frames of the largest size): with
-libzmq 4.3.5, a connection whose input a full queue stopped and that then breaks is
-flagged in error, and libzmq may still write on it afterwards (answering a ZMTP heartbeat
-PING buffered behind the stopped frame; every peer's DEALER sends one a second), which
-fails its assertion ``!_io_error`` (``stream_engine_base.cpp:310``) and aborts the process.
-With a queue of two frames, network partitions aborted every node. Memory per connection
-is bounded by the intake (``boltraft.server.intake``) only for what the node took in."""
 RECV_BYTES = 16 << 20
-"""One ``recv`` takes frames until their bytes reach this (at least one frame): the rest
-waits in ZeroMQ's queues, raw, for the next call. A sender of large frames so holds up the
-node loop, and the other senders' frames behind it, for at most about that much input per
-iteration (the ROUTER takes the connections' frames in turn)."""
+"""One ``recv`` hands the node loop frames until their bytes reach this (at least one
+frame): the rest waits in the inbox, raw, for the next call. A sender of large frames so
+holds up the node loop, and the other senders' frames behind it, for at most about that
+much input per iteration (the ROUTER reads the connections' frames in turn)."""
+READ_FRAMES = 8192
+READ_BYTES = 64 << 20
+"""What one ``recv`` reads off its sockets at most (frames, and bytes: at least one frame
+per socket), into the inbox beyond what it hands the loop: ZeroMQ's queues do not stop a
+connection (``RCVHWM`` 0), so the node reads them out into the inbox, where their bytes
+are budgeted."""
+DRAIN_S = 0.002
+"""The drain thread reads the ROUTER while the node loop has been out of ``recv`` for at
+least this long."""
+LOOK_S = 0.01
+"""How often the drain thread looks whether the loop has been out of ``recv`` for
+``DRAIN_S``: so it starts reading at most ``DRAIN_S + LOOK_S`` after the loop left, and
+wakes at most 100 times a second. It looks rather than being woken by the loop as it
+leaves ``recv``: a wake-up at the start of every iteration would take the GIL from the
+loop just when it has work."""
+DRAIN_FRAMES = 1024
+"""Frames the drain thread reads per hold of the ROUTER lock: the loop waits at most that
+long to answer a client."""
 REPLY_FRAME_BYTES = 4 << 20
 """The node splits its answers into frames of at most this much (one answer larger than
 that, a scan page of 4 MiB plus its last item, travels alone)."""
@@ -133,30 +171,58 @@ _COUNTERS = (
     "bytes_received",
     "peer_disconnects",
     "from_lost_peer",
+    "drained",
 )
 _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
 
-def drain(sock: zmq.Socket, limit: int) -> Iterator[list[bytes]]:
+Part = bytes | memoryview  # a message part as read: bytes, or a view of a zero-copy Frame
+
+
+ZeroCopy = Callable[[bytes], object]
+"""Given a message's first part, true when its other parts are to be read zero-copy."""
+
+
+def _rest(sock: zmq.Socket, first: bytes, parts: list[Part], zero_copy: ZeroCopy | None) -> None:
+    """Reads the parts of a message after its ``first`` into ``parts``: as bytes, or as
+    views of zero-copy Frames when ``zero_copy(first)`` (no copy into Python for a part
+    that may be dropped at once; a Frame costs more than a copy for a small part)."""
+    if not _get(sock, _RCVMORE):  # the rest of a message arrives with its start
+        return
+    if zero_copy is not None and zero_copy(first):
+        while True:
+            parts.append(memoryview(_recv(sock, _NB, False)))  # type: ignore[arg-type]
+            if not _get(sock, _RCVMORE):
+                return
+    while True:
+        parts.append(_recv(sock, _NB, True))
+        if not _get(sock, _RCVMORE):
+            return
+
+
+def drain(sock: zmq.Socket, limit: int, zero_copy: ZeroCopy | None = None) -> Iterator[list[Part]]:
     """Yields the whole messages waiting on ``sock`` now, each as the list of its parts, at
     most ``limit`` of them; never blocks. It asks ZeroMQ whether more are waiting instead of
     reading until ``zmq.Again``, whose raising and catching costs more than a read. Parts
-    come as bytes: a zero-copy Frame costs more for messages this small."""
+    come as bytes (a zero-copy Frame costs more for messages this small), but those after
+    the first as views of zero-copy Frames when ``zero_copy(first part)``."""
     for _ in range(limit):
         try:
-            parts = [_recv(sock, _NB, True)]
+            first = _recv(sock, _NB, True)
         except zmq.Again:  # the poll's event was not a whole message after all
             return
-        while _get(sock, _RCVMORE):  # the rest of a message arrives with its start
-            parts.append(_recv(sock, _NB, True))
+        parts: list[Part] = [first]
+        _rest(sock, first, parts, zero_copy)
         yield parts
         # pyzmq types the backend's get() as int | bytes for every option; EVENTS is an int
         if not _get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
             return
 
 
-def drain_users(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str | None]]:
+def drain_users(
+    sock: zmq.Socket, limit: int, zero_copy: ZeroCopy | None = None
+) -> Iterator[tuple[list[Part], str | None]]:
     """``drain`` for a CURVE ROUTER: yields each whole message with the "User-Id" of its
     connection (the client's public key, Z85; None when the socket has no authenticator).
     The routing-id part is read as a zero-copy Frame, whose properties carry it."""
@@ -165,9 +231,9 @@ def drain_users(sock: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], str
             head = _recv(sock, _NB, False)
         except zmq.Again:
             return
-        parts = [head.bytes]
-        while _get(sock, _RCVMORE):
-            parts.append(_recv(sock, _NB, True))
+        first = head.bytes
+        parts: list[Part] = [first]
+        _rest(sock, first, parts, zero_copy)
         try:
             user: str | None = str(head.get("User-Id"))
         except zmq.ZMQError:  # no authenticator: no such property
@@ -268,15 +334,22 @@ class PeerTransport:
         *,
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
         sndhwm: int = DEFAULT_SNDHWM,
-        rcvhwm: int = DEFAULT_RCVHWM,
         context: zmq.Context | None = None,
         keys: PartyKeys | None = None,
         allow: Callable[[str], bool] | None = None,
+        inbox: Inbox | None = None,
+        answer_refused: Callable[[bytes | memoryview, BoltraftError], list[bytes]] | None = None,
+        drain_s: float | None = DRAIN_S,
     ) -> None:
-        """``rcvhwm``: the ROUTER's inbound queue per connection, in frames. ``keys``: the
-        node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves with the
-        cluster's server key pair and admits the client keys ``allow`` accepts, and each
-        peer DEALER connects with the node's own key pair; None: no CURVE."""
+        """``keys``: the node's CURVE keys (``boltraft.transport.curve``): the ROUTER serves
+        with the cluster's server key pair and admits the client keys ``allow`` accepts, and
+        each peer DEALER connects with the node's own key pair; None: no CURVE. ``inbox``:
+        the budgets of frames read and not yet taken (default: ``Inbox()``).
+        ``answer_refused(frame, error)``: the frames that answer the requests of a client
+        frame the inbox refused (``boltraft.server.replies.answer_refused``; it runs on the
+        drain thread too, so it must be pure); None: such frames get no answer. ``drain_s``:
+        how long the loop must have been out of ``recv`` before the drain thread reads the
+        ROUTER; None: no drain thread (the ROUTER is read only in ``recv``)."""
         self._id_bytes = self._check_id(node_id)
         self.node_id = node_id
         self.max_frame_size = max_frame_size  # frames above it are dropped, both directions
@@ -296,6 +369,14 @@ class PeerTransport:
         self._watching = zmq.Poller()  # the same and the DEALERs' monitors
         self._watch_at = 0.0  # monotonic time the monitors are due to be looked at
         self._closed = False
+        self._inbox = Inbox() if inbox is None else inbox
+        self._answer_refused = answer_refused
+        self._peer_ids: frozenset[bytes] = frozenset()  # replaced whole: the drain thread reads it
+        # the ROUTER and the inbox are used under this lock, by the loop and the drain thread
+        self._lock = threading.Lock()
+        self._in_recv = False  # the loop is in recv(): the drain thread leaves the ROUTER alone
+        self._left_recv = time.monotonic()  # when the loop last left recv()
+        self._stop = threading.Event()
         self._dealer_curve: dict[int, Any] = {} if keys is None else client_options(keys)
         self._auth: Authenticator | None = None
         if keys is not None:  # the ZAP handler must run before the ROUTER binds
@@ -312,7 +393,7 @@ class PeerTransport:
         # ZeroMQ itself disconnects a sender of a frame over the limit (with 1 KiB of slack),
         # before buffering it
         router.setsockopt(zmq.MAXMSGSIZE, max_frame_size + 1024)
-        router.setsockopt(zmq.RCVHWM, rcvhwm)
+        router.setsockopt(zmq.RCVHWM, 0)  # never stop reading a connection: module docstring
         try:
             router.bind(_check_addr(listen))
         except zmq.ZMQError as exc:
@@ -326,6 +407,13 @@ class PeerTransport:
         self.endpoint: str = router.getsockopt_string(zmq.LAST_ENDPOINT)  # the bound address
         self._poller.register(router, zmq.POLLIN)
         self._watching.register(router, zmq.POLLIN)
+        self._drain_s = drain_s
+        self._drainer: threading.Thread | None = None
+        if drain_s is not None:
+            self._drainer = threading.Thread(
+                target=self._drain_loop, name=f"boltraft-drain-{node_id}", daemon=True
+            )
+            self._drainer.start()
         try:
             for pid, addr in (peers or {}).items():
                 self.add_peer(pid, addr)
@@ -368,6 +456,7 @@ class PeerTransport:
         options: dict[int, Any] = {
             zmq.IDENTITY: self._id_bytes,  # before connect: peers route by it
             zmq.SNDHWM: self._sndhwm,
+            zmq.RCVHWM: 0,  # never stop reading a peer (see the module docstring)
             zmq.HEARTBEAT_IVL: 1000,
             zmq.HEARTBEAT_TIMEOUT: 3000,
             **self._dealer_curve,
@@ -378,6 +467,7 @@ class PeerTransport:
             raise BadRequestError(f"cannot connect to {addr}: {exc}", addr=addr) from None
         monitor = sock.get_monitor_socket()
         self._peers[peer_id] = (addr, sock)
+        self._peer_ids = frozenset(pid.encode() for pid in self._peers)
         self._by_socket[sock] = peer_id
         self._monitors[monitor] = peer_id
         self._up[peer_id] = False
@@ -394,6 +484,7 @@ class PeerTransport:
         old = self._peers.pop(peer_id, None)
         if old is None:
             return False
+        self._peer_ids = frozenset(pid.encode() for pid in self._peers)
         self._close_dealer(old[1])
         return True
 
@@ -490,8 +581,9 @@ class PeerTransport:
         ``unknown_peer``, when that peer is not connected either."""
         try:
             ident = peer_id.encode()
-            _send(self._router, ident, _MORE_NB)
-            _send(self._router, frame, _NB)
+            with self._lock:
+                _send(self._router, ident, _MORE_NB)
+                _send(self._router, frame, _NB)
         except (zmq.ZMQError, UnicodeEncodeError):
             self._counts["unknown_peer"] += 1
             return False
@@ -506,6 +598,14 @@ class PeerTransport:
         full. Never blocks."""
         if self._closed:
             raise UnavailableError("the transport is closed")
+        with self._lock:
+            sent = self._reply(sender, frame)
+        if sent:
+            self._counts["bytes_sent"] += len(frame)
+        return sent
+
+    def _reply(self, sender: bytes, frame: bytes) -> bool:
+        """``reply`` with the ROUTER lock held."""
         router = self._router
         try:
             _send(router, sender, _MORE_NB)  # a failure here leaves nothing half-sent
@@ -514,51 +614,137 @@ class PeerTransport:
             self._counts["reply_dropped"] += 1
             return False
         self._counts["replies"] += 1
-        self._counts["bytes_sent"] += len(frame)
         return True
 
     # --- receiving ---------------------------------------------------------------------------
     def recv(self, timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
         """Returns the decoded frames available now (at most ``max_frames``, and no more
         once they total ``RECV_BYTES``), waiting up to ``timeout`` seconds for the first one;
-        [] when nothing came in.
+        [] when nothing came in. Reads up to ``READ_FRAMES`` / ``READ_BYTES`` off the
+        sockets: what it does not hand over waits in the inbox.
 
         Never raises for bad input: such frames are counted and dropped."""
         self._live()
-        # whole milliseconds, rounded up: rounding down would spin on poll(0) for the last
-        # millisecond before every tick
+        self._in_recv = True
+        try:
+            with self._lock:
+                downs, raws = self._gather(timeout, max_frames)
+            out: list[Incoming] = []
+            take = self._take
+            for raw in raws:
+                take(raw, out)
+        finally:
+            self._left_recv = time.monotonic()
+            self._in_recv = False
+        return downs + out if downs else out
+
+    def _gather(self, timeout: float, max_frames: int) -> tuple[list[Incoming], list[Raw]]:
+        """``recv`` with the lock held: the PEER_DOWN events and the raw frames to decode
+        (the inbox's oldest, then those read now while the inbox is empty and there is
+        room)."""
+        inbox = self._inbox
         poller = self._poller
         if self._monitors:
             now = time.monotonic()
             if timeout > WATCH_S or now >= self._watch_at:
                 poller = self._watching
                 self._watch_at = now + WATCH_S
-        ready = poller.poll(max(0, math.ceil(timeout * 1000)))
-        out: list[Incoming] = []
-        take, by_socket, monitors = self._take, self._by_socket, self._monitors
+        # whole milliseconds, rounded up: rounding down would spin on poll(0) for the last
+        # millisecond before every tick
+        ready = poller.poll(0 if len(inbox) else max(0, math.ceil(timeout * 1000)))
+        by_socket, monitors = self._by_socket, self._monitors
         downs: list[Incoming] = []
         if poller is self._watching:  # the events first: a peer lost drops its frames
             for sock, _ in ready:
                 if sock in monitors:
                     self._watch(sock, monitors[sock], downs)
-        budget = RECV_BYTES
+        raws = inbox.take(max_frames, RECV_BYTES) if len(inbox) else []
+        room = [max_frames - len(raws), RECV_BYTES - sum(len(r.data) for r in raws)]
+        frames, nbytes = READ_FRAMES, READ_BYTES
         for sock, _ in ready:
             if sock in monitors:
                 continue
-            peer = by_socket.get(sock)
-            limit = max_frames - len(out)
-            if sock is self._router and self._auth is not None:
-                frames = drain_users(sock, limit)  # each with its connection's key
-            else:
-                frames = ((parts, None) for parts in drain(sock, limit))
-            for parts, user in frames:
-                take(parts, peer, out, user)
-                budget -= len(parts[-1])
-                if budget <= 0:
-                    break
-            if budget <= 0:
+            n, size = self._read(sock, by_socket.get(sock), frames, nbytes, raws, room)
+            frames -= n
+            nbytes -= size
+            if frames <= 0 or nbytes <= 0:
                 break
-        return downs + out if downs else out
+        return downs, raws
+
+    def _read(
+        self,
+        sock: zmq.Socket,
+        peer: str | None,
+        frames: int,
+        nbytes: int,
+        out: list[Raw],
+        room: list[int],
+    ) -> tuple[int, int]:
+        """Reads the whole messages waiting on ``sock`` (the ROUTER when ``peer`` is None,
+        else the DEALER to ``peer``), at most ``frames`` of them and none more once their
+        bytes reach ``nbytes``; returns how many and their bytes. While ``room`` (frames,
+        bytes) has room and the inbox is empty a frame goes to ``out`` (``room`` shrinks),
+        else to the inbox: one it refuses is dropped, and a client's requests in it are
+        answered. The caller holds the lock."""
+        c, inbox = self._counts, self._inbox
+        if peer is not None:
+            frames_in: Iterable[tuple[list[Part], str | None]] = (
+                (parts, None) for parts in drain(sock, frames)
+            )
+            ident = peer.encode()
+        elif self._auth is not None:  # each with its connection's key
+            frames_in = drain_users(sock, frames, inbox.held)
+        else:
+            frames_in = ((parts, None) for parts in drain(sock, frames, inbox.held))
+        n = size = 0
+        for parts, user in frames_in:
+            n += 1
+            data = parts[-1]
+            size += len(data)
+            if len(parts) != (1 if peer is not None else 2):
+                c["malformed"] += 1
+            else:
+                sender = parts[0] if peer is None else ident
+                raw = Raw(sender, data, peer, user)  # type: ignore[arg-type]
+                if room[0] > 0 and room[1] > 0 and not len(inbox):
+                    out.append(raw)
+                    room[0] -= 1
+                    room[1] -= len(data)
+                else:
+                    is_peer = peer is not None or raw.sender in self._peer_ids
+                    refused = inbox.put(raw, raw.sender, is_peer)
+                    if refused is not None and not is_peer and self._answer_refused is not None:
+                        for frame in self._answer_refused(data, refused):
+                            self._reply(raw.sender, frame)
+            if size >= nbytes:
+                break
+        return n, size
+
+    def _drain_loop(self) -> None:
+        """The drain thread: reads the ROUTER into the inbox while the loop has been out of
+        ``recv`` for ``DRAIN_S`` or more, so that ZeroMQ's queues empty into the budgeted
+        inbox while the loop is busy (a long apply, a snapshot); stops at ``close()``."""
+        stop, router, after = self._stop, self._router, self._drain_s or DRAIN_S
+        while not stop.is_set():
+            if self._in_recv or time.monotonic() - self._left_recv < after:
+                stop.wait(LOOK_S)
+                continue
+            n = 0
+            with self._lock:
+                if self._closed:
+                    return
+                # pyzmq types the backend's get() as int | bytes for every option
+                if (
+                    not self._in_recv
+                    and time.monotonic() - self._left_recv >= after
+                    and _get(router, _EVENTS) & _POLLIN  # type: ignore[operator]
+                ):
+                    n, _ = self._read(router, None, DRAIN_FRAMES, READ_BYTES, [], [0, 0])
+                    self._counts["drained"] += n
+            if n:
+                time.sleep(0)  # lets a loop waiting on the lock in
+            else:
+                stop.wait(after)
 
     def _watch(self, monitor: zmq.Socket, peer: str, downs: list[Incoming]) -> None:
         """Reads the events waiting on ``peer``'s monitor socket; a close of an established
@@ -573,23 +759,14 @@ class PeerTransport:
                 self._counts["peer_disconnects"] += 1
                 downs.append(Incoming(PEER_DOWN, peer, peer.encode(), peer))
 
-    def _take(
-        self, parts: list[bytes], peer: str | None, out: list[Incoming], user: str | None = None
-    ) -> None:
+    def _take(self, raw: Raw, out: list[Incoming]) -> None:
+        """Decodes ``raw`` into ``out``; a bad frame is counted and dropped (a bad ``req``
+        whose request id could be read is answered)."""
         c = self._counts
-        if peer is None:
-            if len(parts) != 2:
-                c["malformed"] += 1
-                return
-            sender, data = parts
-            if self._lost and sender in self._lost:
-                c["from_lost_peer"] += 1
-                return
-        else:
-            if len(parts) != 1:
-                c["malformed"] += 1
-                return
-            sender, data = peer.encode(), parts[0]
+        sender, data, peer = raw.sender, raw.data, raw.peer
+        if peer is None and self._lost and sender in self._lost:
+            c["from_lost_peer"] += 1
+            return
         try:
             kind, payload = codec.decode_frame(data, self.max_frame_size)
         except FrameTooLargeError:
@@ -608,13 +785,17 @@ class PeerTransport:
             return
         c["received"] += 1
         c["bytes_received"] += len(data)
-        out.append(Incoming(kind, payload, sender, peer, user, len(data)))
+        out.append(Incoming(kind, payload, sender, peer, raw.user, len(data)))
 
     # --- state -------------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         """Returns a copy of the counters (see the module docstring)."""
         out = dict(self._counts)
         out["peers_connected"] = sum(self._up.values())
+        inbox = self._inbox
+        out["inbox_frames"] = len(inbox)
+        out["inbox_bytes"] = inbox.bytes
+        out["inbox_refused"] = inbox.refused
         return out
 
     def connected(self, peer_id: str) -> bool:
@@ -622,16 +803,15 @@ class PeerTransport:
         and not seen to close)."""
         return self._up.get(peer_id, False)
 
-    @property
-    def router(self) -> zmq.Socket:
-        """Returns the ROUTER socket (to register in an outside ``zmq.Poller``; same thread)."""
-        return self._router
-
     def close(self) -> None:
         """Closes every socket (linger 0); calling it again does nothing."""
         if self._closed:
             return
-        self._closed = True
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        if self._drainer is not None:
+            self._drainer.join()
         for monitor in self._monitors:
             monitor.close(0)
         self._monitors.clear()

@@ -401,7 +401,7 @@ def test_a_greedy_client_of_large_frames_is_held_to_its_budget_and_the_others_ar
         stop.set()
         thread.join(30)
     assert served >= 2
-    assert answers.get("overloaded", 0) > 0, answers  # the intake's budget was reached
+    assert answers.get("overloaded", 0) > 0, answers  # the intake's or the inbox's budget
 
     def drained() -> bool:
         intake = _status(cluster, lead)["intake"]
