@@ -63,9 +63,11 @@ def flood(addr: str) -> None:
         n += 1
 
 
-def flood_zmtp(addr: str) -> None:
+def flood_zmtp(addr: str, report_after: int = 0) -> None:
     """Sends ``addr`` ZMTP 3.1 over a TCP socket as a DEALER would, a PING every six frames
-    between ``status`` requests and 1-byte frames, as fast as TCP takes them, forever."""
+    between ``status`` requests and 1-byte frames, as fast as TCP takes them, forever.
+    ``report_after``: once it has sent that many frames, prints ``flooded`` (tests wait for
+    that line)."""
     host, port = addr.removeprefix("tcp://").rsplit(":", 1)
     s = socket.create_connection((host, int(port)))
     # greeting: signature, version 3.1, mechanism NULL, as-server 0, filler
@@ -82,8 +84,12 @@ def flood_zmtp(addr: str) -> None:
     ping = b"\x04PING" + bytes(2)  # TTL 0
     req = msgpack.packb([1, "req", 1, {"op": "status"}])
     block = (bytes([4, len(ping)]) + ping + bytes([0, len(req)]) + req + b"\0\x01x" * 4) * 200
+    sent = 0
     while True:
         s.sendall(block)
+        sent += 6 * 200
+        if report_after and report_after <= sent < report_after + 6 * 200:
+            print("flooded", flush=True)
 
 
 def run(rounds: int, seed: int, zmtp: bool = False) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from boltraft.client import Client
 
@@ -26,37 +27,10 @@ from .cluster import Cluster, wait_until
 
 ROUNDS = 10
 FLOOD_FRAMES = 150_000  # each round: far more than a node's loop takes in meanwhile
-_FLOOD = """
-import socket
-import struct
-import sys
-
-import msgpack
-
-host, port = sys.argv[1].removeprefix("tcp://").rsplit(":", 1)
-want = int(sys.argv[2])
-s = socket.create_connection((host, int(port)))
-# ZMTP 3.1 greeting: signature, version 3.1, mechanism NULL, as-server 0, filler
-s.sendall(b"\\xff" + bytes(8) + b"\\x7f\\x03\\x01" + b"NULL".ljust(20, b"\\0") + bytes(32))
-props = b"".join(
-    bytes([len(k)]) + k + struct.pack(">I", len(v)) + v
-    for k, v in ((b"Socket-Type", b"DEALER"), (b"Identity", b""))
+_FLOOD = (  # bench/heartbeat_flood.py's ZMTP flooder, reporting once it sent N frames
+    f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2] / 'bench')!r}); "
+    "from heartbeat_flood import flood_zmtp; flood_zmtp(sys.argv[1], int(sys.argv[2]))"
 )
-ready = b"\\x05READY" + props
-s.sendall(bytes([4, len(ready)]) + ready)  # a short command frame
-got = b""  # the node's greeting and READY: a PING before them would end the handshake
-while len(got) < 66 or len(got) < 66 + got[65]:
-    got += s.recv(4096)
-ping = b"\\x04PING" + bytes(2)  # TTL 0
-req = msgpack.packb([1, "req", 1, {"op": "status"}])
-block = (bytes([4, len(ping)]) + ping + bytes([0, len(req)]) + req + b"\\0\\x01x" * 4) * 200
-sent = 0
-while True:
-    s.sendall(block)
-    sent += 6 * 200
-    if want <= sent < want + 6 * 200:
-        print("flooded", flush=True)
-"""
 
 
 def _flood_round(addr: str) -> str:
