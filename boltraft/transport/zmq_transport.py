@@ -134,9 +134,12 @@ READ_BYTES = 64 << 20
 per socket), into the inbox beyond what it hands the loop: ZeroMQ's queues do not stop a
 connection (``RCVHWM`` 0), so the node reads them out into the inbox, where their bytes
 are budgeted."""
-DRAIN_S = 0.002
+DRAIN_S = 0.02
 """The drain thread reads the ROUTER while the node loop has been out of ``recv`` for at
-least this long."""
+least this long: longer than the loop's ordinary work between two calls (an fsync, an
+apply of a batch), so that the drain thread stays off the GIL while the loop serves, and
+short enough that what ZeroMQ holds while the loop is busy is what arrives in
+``DRAIN_S + LOOK_S``."""
 LOOK_S = 0.01
 """How often the drain thread looks whether the loop has been out of ``recv`` for
 ``DRAIN_S``: so it starts reading at most ``DRAIN_S + LOOK_S`` after the loop left, and
