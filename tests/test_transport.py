@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -102,12 +103,14 @@ def test_one_frame_per_peer_per_flush(make: Callable[..., PeerTransport]) -> Non
 
 
 def test_unknown_and_unreachable_peers_are_dropped_and_counted(
-    make: Callable[..., PeerTransport], ctx: zmq.Context
+    make: Callable[..., PeerTransport],
 ) -> None:
-    a = make("n1")  # bound first: its own port cannot be the one freed below
-    dead = ctx.socket(zmq.ROUTER)
-    port = dead.bind_to_random_port("tcp://127.0.0.1")
-    dead.close(0)  # nothing listens there any more
+    a = make("n1")
+    # a port held bound and never listening: connections to it are refused, and no other
+    # process can bind it meanwhile (a freed port could be taken by a test running beside)
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     a.add_peer("n9", f"tcp://127.0.0.1:{port}")
     start = time.monotonic()
     for _ in range(50):
@@ -117,6 +120,7 @@ def test_unknown_and_unreachable_peers_are_dropped_and_counted(
     assert (c["dropped"], c["dropped_messages"], c["unknown_peer"], c["sent"]) == (50, 100, 50, 0)
     assert a.send_frame("n7", b"x") is False
     assert a.send_frame("n9", b"x") is False
+    held.close()
 
 
 def test_full_queue_drops_instead_of_blocking(
