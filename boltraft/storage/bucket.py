@@ -157,6 +157,17 @@ class Bucket:
             self._tx._txn.get(full, db=self._tx._dbs.buckets) is not None
         )
 
+    def _deleted(self, key: object) -> bytes:
+        """The stored key ``delete(key)`` and ``pop(key)`` remove; raises what they raise
+        before touching LMDB (nothing is deleted)."""
+        if self._state:
+            raise refusal(self._state, show_path(self.path))
+        k = key if type(key) is bytes and 0 < len(key) <= self._max_key else self._key(key)
+        full = self._prefix + k
+        if self._has_children is not False and self._names_bucket(full):
+            raise self._incompatible(k)
+        return full
+
     def _incompatible(self, key: bytes) -> IncompatibleValueError:
         return IncompatibleValueError(
             f"key {show_bytes(key)} in bucket {show_path(self.path)} is a nested bucket, "
@@ -309,13 +320,7 @@ class Bucket:
         """``delete``, returning the value ``key`` had (None: it was absent, nothing
         deleted), which LMDB's pop gives with the delete. Raises what ``delete`` raises,
         and CorruptionError (the old value fails its checksum)."""
-        if self._state:
-            raise refusal(self._state, show_path(self.path))
-        if type(key) is not bytes or not key or len(key) > self._max_key:
-            key = self._key(key)
-        full = self._prefix + key
-        if self._has_children is not False and self._names_bucket(full):
-            raise self._incompatible(key)
+        full = self._deleted(key)
         try:
             old = self._tx._txn.pop(full)
         except lmdb.MapFullError:
@@ -330,13 +335,7 @@ class Bucket:
         Raises like ``put`` (IncompatibleValueError when ``key`` names a nested bucket: use
         ``delete_bucket``).
         """
-        if self._state:
-            raise refusal(self._state, show_path(self.path))
-        if type(key) is not bytes or not key or len(key) > self._max_key:
-            key = self._key(key)
-        full = self._prefix + key
-        if self._has_children is not False and self._names_bucket(full):
-            raise self._incompatible(key)
+        full = self._deleted(key)
         try:
             return self._tx._txn.delete(full)
         except lmdb.MapFullError:
