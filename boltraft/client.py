@@ -605,6 +605,7 @@ class Client:
             attempt_timeout=self._chan.attempt_timeout,
             reconnect_timeout=reconnect_timeout,
             max_frame_size=self._chan.max_frame_size,
+            curve=self._chan.curve,
         )
         watch.start()
         return watch
@@ -625,10 +626,13 @@ class _Link:
     The watches' acknowledgements wait in ``acks`` and go in one ``watch_ack`` request
     (``send_acks``) before the next wait for frames."""
 
-    def __init__(self, ctx: zmq.Context[Any], ep: str, max_frame: int) -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], ep: str, max_frame: int, curve: Mapping[int, Any]
+    ) -> None:
         self.ep = ep
         self.max_frame = max_frame
-        self.sock = connect_dealer(ctx, ep, max_frame, monitor=True)
+        self.key = _link_key(ep, max_frame, curve)
+        self.sock = connect_dealer(ctx, ep, max_frame, curve, monitor=True)
         self.monitor = self.sock.get_monitor_socket()
         self.watches: dict[int, Watch] = {}  # watch id -> the watch streaming on it
         self.owners: dict[int, Watch] = {}  # request id -> the watch that sent it
@@ -731,24 +735,33 @@ class _Link:
         self.sock.close(0)
 
 
-_local = threading.local()  # links: {(endpoint, max frame): _Link} of this thread
+_local = threading.local()  # links: {_link_key(...): _Link} of this thread
 _serials = itertools.count(1)
+_LinkKey = tuple[str, int, tuple[tuple[int, Any], ...]]
 
 
-def _link(ctx: zmq.Context[Any], ep: str, max_frame: int) -> _Link:
-    """This thread's live link to ``ep`` (made when it has none), with one more user."""
-    links: dict[tuple[str, int], _Link] = _local.__dict__.setdefault("links", {})
-    link = links.get((ep, max_frame))
+def _link_key(ep: str, max_frame: int, curve: Mapping[int, Any]) -> _LinkKey:
+    """What a link is shared by: the node, the frame limit and the CURVE keys (watches of
+    clients with different keys never share a connection)."""
+    return ep, max_frame, tuple(sorted(curve.items()))
+
+
+def _link(ctx: zmq.Context[Any], ep: str, max_frame: int, curve: Mapping[int, Any]) -> _Link:
+    """This thread's live link to ``ep`` with ``curve`` (made when it has none), with one
+    more user."""
+    links: dict[_LinkKey, _Link] = _local.__dict__.setdefault("links", {})
+    key = _link_key(ep, max_frame, curve)
+    link = links.get(key)
     if link is None or link.dead:
-        link = links[(ep, max_frame)] = _Link(ctx, ep, max_frame)
+        link = links[key] = _Link(ctx, ep, max_frame, curve)
     link.users += 1
     return link
 
 
 def _forget_link(link: _Link) -> None:
-    links: dict[tuple[str, int], _Link] = _local.__dict__.get("links", {})
-    if links.get((link.ep, link.max_frame)) is link:
-        del links[(link.ep, link.max_frame)]
+    links: dict[_LinkKey, _Link] = _local.__dict__.get("links", {})
+    if links.get(link.key) is link:
+        del links[link.key]
 
 
 class Watch:
@@ -781,8 +794,10 @@ class Watch:
         attempt_timeout: float,
         reconnect_timeout: float,
         max_frame_size: int,
+        curve: Mapping[int, Any] = {},
     ) -> None:
         self._eps = list(endpoints)
+        self._curve = curve
         self._ep = 0
         self._body = body
         self._window = int(body["window"])
@@ -962,7 +977,7 @@ class Watch:
 
     def _connect(self) -> None:
         self._drop()
-        self._link = _link(self._ctx, self._eps[self._ep], self._max_frame)
+        self._link = _link(self._ctx, self._eps[self._ep], self._max_frame, self._curve)
 
     def _subscribe(self) -> None:
         """Starts the watch on a node from where it left off (see the class docstring)."""

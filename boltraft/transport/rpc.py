@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -104,7 +104,9 @@ class Channel:
         keys: PartyKeys | None = None,
     ) -> None:
         self._endpoints = parse_endpoints(endpoints)
-        self._curve = {} if keys is None else client_options(keys)
+        self.curve: Mapping[int, Any] = {} if keys is None else client_options(keys)
+        """The CURVE options of its sockets (empty without keys): a socket of the same
+        client to the same nodes (a watch's) must be made with them too."""
         if not attempt_timeout > 0:
             raise BadRequestError("attempt_timeout must be > 0")
         self.attempt_timeout = float(attempt_timeout)
@@ -153,7 +155,7 @@ class Channel:
         sock = self._sockets.get(ep)
         if sock is None:
             try:
-                sock = connect_dealer(self._ctx, ep, self.max_frame_size, self._curve, monitor=True)
+                sock = connect_dealer(self._ctx, ep, self.max_frame_size, self.curve, monitor=True)
             except zmq.ZMQError as exc:
                 raise BadRequestError(f"invalid endpoint {ep!r}: {exc}", endpoint=ep) from None
             monitor = sock.get_monitor_socket()

@@ -324,6 +324,32 @@ def test_a_read_key_cannot_write(secure: SecureCluster) -> None:
         assert ro.get("sec", "k") == b"v"
 
 
+def test_a_read_key_watches_over_curve(secure: SecureCluster) -> None:
+    """A watch speaks CURVE with its client's keys (the quick start's cluster has keys):
+    a read key's watch gets the changes a write key makes, in order."""
+    with secure.client("app") as app:
+        app.create_bucket("seen", if_not_exists=True)
+        with secure.client("ro") as ro:
+            w = ro.watch("seen", reconnect_timeout=10.0)
+            try:
+                app.put("seen", "k", b"1")
+                app.delete("seen", "k")
+                got: list[Any] = []
+
+                def two_events() -> bool:
+                    w.poll(0.5)
+                    got.extend(w.take())
+                    return len(got) >= 2
+
+                wait_until(two_events, 20, "the watch's two events")
+                assert [(e.type, e.key, e.value) for e in got] == [
+                    ("put", b"k", b"1"),
+                    ("delete", b"k", None),
+                ]
+            finally:
+                w.close()
+
+
 def test_a_write_key_cannot_join_back_up_or_manage(secure: SecureCluster) -> None:
     lead = secure.wait_for_leader()
     term = _st(secure, lead)["term"]
