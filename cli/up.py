@@ -82,10 +82,14 @@ def cluster_keys(root: Path, node_ids: list[str]) -> PartyKeys:
 
 
 def ports_in_use(host: str, ports: list[int]) -> list[int]:
-    """The ``ports`` of ``host`` that cannot be bound now (another process holds them)."""
+    """The ``ports`` of ``host`` that cannot be bound now (another process holds them).
+    Bound as the nodes bind them (ZeroMQ's listener and the metrics server set
+    ``SO_REUSEADDR``), so a port that only the connections of a cluster just stopped hold
+    (in TIME_WAIT) is free: ``up`` runs again at once after Ctrl-C."""
     busy = []
     for port in ports:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:

@@ -181,6 +181,29 @@ def test_up_refuses_ports_in_use_before_starting_anything(tmp_path: Path) -> Non
     assert not (tmp_path / "d").exists()
 
 
+def test_a_port_held_only_by_closed_connections_is_free_for_up() -> None:
+    """A cluster just stopped leaves its accepted connections in TIME_WAIT on its ports;
+    the nodes bind with SO_REUSEADDR, so ``up`` must not call those ports in use."""
+    from boltraft_cli.up import ports_in_use
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ's does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the listening side closes first: its port goes to TIME_WAIT
+        client.recv(1)
+        client.close()
+    assert ports_in_use("127.0.0.1", [port]) == []
+    with socket.socket() as live:
+        live.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        live.bind(("127.0.0.1", port))
+        live.listen()
+        assert ports_in_use("127.0.0.1", [port]) == [port]
+
+
 def test_help_shows_the_true_defaults() -> None:
     from boltraft.server.config import ServerConfig
 
