@@ -16,7 +16,7 @@ from boltraft.server import wire
 from boltraft.server.replies import answer_refused
 from boltraft.transport import codec
 from boltraft.transport.inbox import FRAME_COST, Inbox, Raw
-from boltraft.transport.zmq_transport import PeerTransport
+from boltraft.transport.zmq_transport import DRAIN_S, PeerTransport
 
 DEADLINE = 10.0
 
@@ -153,6 +153,19 @@ def _answers(sock: zmq.Socket, n: int) -> list[tuple[int, str]]:
     return got
 
 
+def _one_frame_transport(drain: bool) -> PeerTransport:
+    """A transport whose inbox keeps one client frame at a time (a connection holding
+    nothing is let in one) and answers the refused ones; ``drain``: with its drain thread."""
+    wire.register_kinds()
+    return PeerTransport(
+        "n1",
+        "tcp://127.0.0.1:*",
+        inbox=Inbox(per_client=1, clients=1 << 20, per_peer=1 << 20),
+        answer_refused=answer_refused,
+        drain_s=DRAIN_S if drain else None,
+    )
+
+
 def test_the_drain_thread_reads_the_router_while_the_loop_is_out_of_recv(
     client: zmq.Socket,
 ) -> None:
@@ -161,13 +174,7 @@ def test_the_drain_thread_reads_the_router_while_the_loop_is_out_of_recv(
     the rest, each of their requests answered ``overloaded``; the loop then takes the kept
     one and its bytes are released. Without the drain thread nothing would be read, and
     nothing answered."""
-    wire.register_kinds()
-    t = PeerTransport(
-        "n1",
-        "tcp://127.0.0.1:*",
-        inbox=Inbox(per_client=1, clients=1 << 20, per_peer=1 << 20),
-        answer_refused=answer_refused,
-    )
+    t = _one_frame_transport(drain=True)
     try:
         client.connect(t.endpoint)
         client.send(codec.encode_request(1, {"op": "status"}))
@@ -194,14 +201,7 @@ def test_recv_reads_beyond_what_it_hands_over_into_the_inbox(client: zmq.Socket)
     """Without the drain thread, ``recv`` reads every frame waiting and hands over at most
     ``max_frames``; the next frames wait in the inbox up to their budget, the rest is
     refused and answered, and later calls hand over what waits."""
-    wire.register_kinds()
-    t = PeerTransport(
-        "n1",
-        "tcp://127.0.0.1:*",
-        inbox=Inbox(per_client=1, clients=1 << 20, per_peer=1 << 20),
-        answer_refused=answer_refused,
-        drain_s=None,
-    )
+    t = _one_frame_transport(drain=False)
     try:
         client.connect(t.endpoint)
         for rid in range(1, 41):
