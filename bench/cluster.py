@@ -313,7 +313,7 @@ def main() -> None:
             for i in range(len(plan)):
                 argv = serve_argv(plan, i, keys=keys_root)
                 with open(root / f"{plan[i][0]}.log", "ab") as logf:
-                    procs.append(subprocess.Popen(argv, stdout=logf, stderr=logf))
+                    procs.append(subprocess.Popen(argv, stdout=logf, stderr=logf, cwd=root))
                 pids[plan[i][0]] = procs[-1].pid
             endpoints = [addr for _, addr, _ in plan]
         keys = None if keys_dir is None else load_keys(keys_dir)

@@ -178,7 +178,7 @@ class Nodes:
         i = self.ids.index(node_id)
         with open(self.root / f"{node_id}.log", "ab") as logf:
             self.procs[node_id] = subprocess.Popen(
-                serve_argv(self.plan, i), stdout=logf, stderr=subprocess.STDOUT
+                serve_argv(self.plan, i), stdout=logf, stderr=subprocess.STDOUT, cwd=self.root
             )
 
     def kill(self, node_id: str) -> None:

@@ -80,7 +80,9 @@ class Cluster:
                 if other != node_id:
                     argv += ["--peer", f"{other}={oaddr}"]
             with open(self.root / f"{node_id}.log", "ab") as log:
-                self.procs[node_id] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+                self.procs[node_id] = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+                )
 
     def exited(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]

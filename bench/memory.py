@@ -162,7 +162,9 @@ class Cluster:
         if self.trace:
             env = {**os.environ, "BR_TRACE_OUT": str(self.root / f"{node_id}.trace")}
         with open(self.root / f"{node_id}.log", "ab") as log:
-            self.procs[i] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.procs[i] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root
+            )
 
     def stop(self, i: int, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
         """Stops node ``i`` (``sig``, SIGKILL after ``timeout``) and waits for it."""

@@ -95,7 +95,7 @@ def _spawn(root: Path, node_id: str, addr: str, *extra: str) -> subprocess.Popen
     argv = [sys.executable, "-c", SERVE, "serve", "--id", node_id, "--data", str(root / node_id)]
     argv += ["--listen", addr, "--tick-ms", "50", "--log-level", "WARNING", *extra]
     logf = open(root / f"{node_id}.log", "ab")  # noqa: SIM115 (the child keeps it)
-    return subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT)
+    return subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, cwd=root)
 
 
 def _wait(pred: Any, timeout: float) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memworld import World
+from memworld import TICK_MS, World
 
 from boltraft.raft.types import (
     ConfChange,
@@ -20,7 +20,7 @@ from boltraft.raft.types import (
     Ready,
     SnapshotMeta,
 )
-from boltraft.server import applying
+from boltraft.server import applying, commitnotice
 from boltraft.server import node as node_mod
 from boltraft.server.node import Node
 from boltraft.transport import codec
@@ -302,3 +302,42 @@ def test_a_read_confirmed_ahead_of_the_commit_is_served_with_the_next_append(
     r = world.responses(follower)
     assert r[51].ok and r[51].result == b"yes"
     _check(world)
+
+
+def test_a_follower_serving_watches_learns_each_commit_at_once(world: World) -> None:
+    lead, follower = _ready(world)
+    f, leader = world.nodes[follower], world.nodes[lead]
+    other = next(i for i in world.nodes if i not in (lead, follower))
+    world.request(follower, 40, {"op": "watch", "bucket": "b"})
+    world.settle()
+    assert f.watches.live
+    assert leader.status_dict()["prompt_commit"] == [follower]  # its notice came in
+    world.request(lead, 50, _put("fresh", "yes"))
+    world.settle()  # no tick: the commit went out to the follower at once
+    assert world.responses(lead)[50].ok
+    assert f.commit == f.applied == leader.commit
+    assert _value(f, b"fresh") == b"yes"
+    assert world.nodes[other].commit < leader.commit  # lazy_commit still for the other
+    _check(world)
+
+
+def test_the_leader_forgets_a_follower_that_stopped_watching(world: World) -> None:
+    lead, follower = _ready(world)
+    leader = world.nodes[lead]
+    world.request(follower, 40, {"op": "watch", "bucket": "b"})
+    world.settle()
+    assert leader.status_dict()["prompt_commit"] == [follower]
+    wid = world.responses(follower)[40].result["watch"]
+    world.request(follower, 41, {"op": "watch_cancel", "watch": wid})
+    world.settle()
+    assert not world.nodes[follower].watches.live
+    ticks = round(commitnotice.EXPIRE_S * 1000 / TICK_MS)
+    for _ in range(ticks - 1):
+        world.step()
+    assert leader.status_dict()["prompt_commit"] == [follower]  # not expired yet
+    world.step()
+    world.step()
+    assert leader.status_dict()["prompt_commit"] == []
+    world.request(lead, 50, _put("fresh", "yes"))
+    world.settle()
+    assert world.nodes[follower].commit < leader.commit  # lazy again

@@ -176,7 +176,7 @@ def _app_resp(r: RaftState, m: Message) -> None:
     elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
         pr.become_probe()
         pr.become_replicate()
-    if not _commit_and_tell(r):
+    if not _commit_and_tell(r, m.frm):
         _send_all(r, m.frm)
     if m.frm == r.lead_transferee and pr.match == r.log.last_index():
         r.send(Message(MT.TIMEOUT_NOW, m.frm, r.id))
@@ -264,12 +264,13 @@ def self_acknowledge(r: RaftState) -> None:
         _commit_and_tell(r)
 
 
-def _commit_and_tell(r: RaftState) -> bool:
-    """Tells whether the match indexes raised the commit index and the followers were told
-    at once (``broadcast_append``): always, unless ``cfg.lazy_commit``. With it, only when
-    the newly committed entries hold the first entry of this term or the latest membership
-    change (so every member, and a removed one, learns those promptly); any other commit
-    reaches a follower with its next APP or heartbeat."""
+def _commit_and_tell(r: RaftState, frm: NodeId = NONE) -> bool:
+    """Tells whether the match indexes raised the commit index and ``frm`` was told at once.
+    Without ``cfg.lazy_commit`` every follower is told at once (``broadcast_append``). With
+    it, only the members of ``r.prompt_commit`` are, unless the newly committed entries hold
+    the first entry of this term or the latest membership change (then every member, and a
+    removed one, learns those promptly); any other commit reaches a follower with its next
+    APP or heartbeat."""
     old_commit = r.log.committed
     if not _maybe_commit(r):
         return False
@@ -277,7 +278,12 @@ def _commit_and_tell(r: RaftState) -> bool:
         old_commit < r.pending_conf_index <= r.log.committed
         or r.log.term_or_zero(old_commit) != r.term
     ):
-        return False
+        told = False
+        for nid in r.prompt_commit:
+            if nid != r.id and send_append(r, nid):
+                _send_all(r, nid)
+                told = told or nid == frm
+        return told
     broadcast_append(r)
     return True
 

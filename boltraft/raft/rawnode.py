@@ -8,7 +8,7 @@ collects work with ``ready()`` / ``advance(ready)`` following the contract writt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from boltraft.errors import BadRequestError
 from boltraft.raft.config import Config
@@ -144,6 +144,13 @@ class RawNode:
         """Tells the core that the runtime's connection to ``peer`` closed: a follower led
         by ``peer`` forgets it and campaigns soon (``Raft.peer_disconnected``)."""
         self.raft.peer_disconnected(peer)
+
+    def set_prompt_commit(self, members: Iterable[NodeId]) -> None:
+        """With ``lazy_commit``: while leading, tells ``members`` of every raised commit index
+        at once (an empty APP when nothing else goes to them), as without ``lazy_commit``;
+        the others learn it with their next APP or heartbeat. Replaces the previous set; ids
+        that are not members are ignored."""
+        self.raft.prompt_commit = frozenset(members)
 
     # --- output ------------------------------------------------------------------------------
     def has_ready(self) -> bool:

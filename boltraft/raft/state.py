@@ -93,6 +93,9 @@ class RaftState:
         self.read_only = ReadOnly()
         # leader: read requests (requester, context) waiting for the term's first commit
         self.pending_reads: list[tuple[NodeId, bytes]] = []
+        # with lazy_commit, the members a leader tells of every raised commit at once (set by
+        # the runtime, RawNode.set_prompt_commit; kept across terms and roles)
+        self.prompt_commit: frozenset[NodeId] = frozenset()
         self.become_follower(self.term, NONE)
 
     def promotable(self) -> bool:

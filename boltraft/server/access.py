@@ -15,9 +15,10 @@ everything else (membership, snapshots, backups, leadership transfer, ``hash``, 
 An op missing from these sets needs ``admin``. A node's own key (role ``node``) may read
 and may ``join`` under its own id only.
 
-Peer frames (``raft``, ``fwd``, ``fwdresp``, ``snap``, ``removed``, ``hash``) are accepted
-(``admits_peer_frame``) only from a connection whose key is a member's, whose routing id is
-that member's id, and, for ``raft``, whose every message names that member as its sender;
+Peer frames (``raft``, ``fwd``, ``fwdresp``, ``snap``, ``removed``, ``hash``, ``watching``)
+are accepted (``admits_peer_frame``) only from a connection whose key is a member's, whose
+routing id is that member's id, and, for ``raft``, whose every message names that member as
+its sender;
 frames that came back on this node's own connection to a peer (whose server proved the
 cluster key) must name that peer.
 
@@ -33,7 +34,7 @@ from typing import Any, NamedTuple
 
 from boltraft.errors import PermissionDeniedError
 from boltraft.server.watching import WATCH_OPS
-from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, SNAP
+from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, SNAP, WATCHING
 from boltraft.transport.curve import NODE_ROLE, PartyKeys
 from boltraft.transport.zmq_transport import Incoming
 
@@ -41,7 +42,7 @@ log = logging.getLogger("boltraft.server")
 
 READ = frozenset(("get", "scan", "buckets", "count", "status", "stats", "members")) | WATCH_OPS
 WRITE = READ | {"put", "delete", "create_bucket", "delete_bucket", "next_sequence", "batch"}
-PEER_FRAMES = frozenset(("raft", FWD, FWD_RESP, SNAP, REMOVED, HASH))
+PEER_FRAMES = frozenset(("raft", FWD, FWD_RESP, SNAP, REMOVED, HASH, WATCHING))
 _RANK = {"read": 0, "write": 1, "admin": 2}
 
 

@@ -67,6 +67,7 @@ from boltraft.server.access import PEER_FRAMES, Access, denied, permits
 from boltraft.server.applying import LAZY_APPLY_IDLE_S, Applier
 from boltraft.server.clusterops import OPS as CLUSTER_OPS
 from boltraft.server.clusterops import ClusterOps
+from boltraft.server.commitnotice import CommitNotices
 from boltraft.server.config import ServerConfig
 from boltraft.server.corruptcheck import CorruptCheck
 from boltraft.server.intake import Intake
@@ -79,7 +80,18 @@ from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
 from boltraft.server.watching import WATCH_OPS, WatchHub
 from boltraft.server.watchlog import WatchLog
-from boltraft.server.wire import FWD, FWD_RESP, HASH, REMOVED, REQS, SNAP, fail, ok
+from boltraft.server.wire import (
+    FWD,
+    FWD_RESP,
+    HASH,
+    REMOVED,
+    REQS,
+    SNAP,
+    WATCHING,
+    WATCHING_FRAME,
+    fail,
+    ok,
+)
 from boltraft.storage.commands import KEYS_SET
 from boltraft.transport.zmq_transport import PEER_DOWN, Incoming
 
@@ -208,6 +220,7 @@ class Node:
         sm.report = self.watches.report  # the apply reports its changes to the feed
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
+        self._notices = CommitNotices()  # prompt commits for followers serving watches
         self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
         # the latest hard state that only raised the commit index, not yet written (None when
         # the log store has the latest): Raft needs no durable commit index (a restart learns
@@ -295,6 +308,7 @@ class Node:
             "corrupt": self.corrupt.alarm,
             "corrupt_check": self.corrupt.status(),
             "leader_gap_max_ms": round(state.leader_gap * 1000, 1),
+            "prompt_commit": self._notices.members,
             "members": {"voters": list(cs.voters), "learners": list(cs.learners)},
             "addrs": {m: state.addr_of(m) for m in cs.members()},
             "node": dict(self.counters),
@@ -353,6 +367,10 @@ class Node:
             self._dispatch(frame, now)
         if now >= self._next_tick:
             self._tick(now)
+        state = self.state
+        watching = state.role == Role.FOLLOWER and self.watches.live
+        if self._notices.due(now, state.lead, watching):
+            self.net.send_frame(state.lead, WATCHING_FRAME)
         service = self.service
         service.flush(now)
         while self.raw.has_ready():  # self.raw: _on_log_full may start a new core
@@ -383,6 +401,8 @@ class Node:
         if now >= self._next_tick:
             self._next_tick = now + self._tick_s
         self.service.expire(now)
+        if self._notices.expire(now):
+            self.raw.set_prompt_commit(self._notices.members)
         self.watches.tick(now)
         self.ops.tick(now)
         self.corrupt.tick(now)
@@ -446,6 +466,10 @@ class Node:
             self.ops.on_frame(frame)
         elif kind == HASH:
             self.corrupt.on_frame(frame.sender.decode(errors="replace"), frame.payload)
+        elif kind == WATCHING:
+            peer = frame.peer or frame.sender.decode(errors="replace")
+            if peer in self.state.member_ids and self._notices.heard(peer, now):
+                self.raw.set_prompt_commit(self._notices.members)
         else:
             self.counters["unexpected_frames"] = self.counters.get("unexpected_frames", 0) + 1
 
@@ -703,6 +727,7 @@ class Node:
         self.applier.take_kept()
         self._unwritten_hs = None
         self.core.raw = self._start_core()
+        self.raw.set_prompt_commit(self._notices.members)
         self._on_soft_state("", Role.FOLLOWER, quiet)
         self.service.on_leader_change()
         self.watches.on_leader_change()

@@ -19,6 +19,8 @@ any tool that decodes a node's frames. Kinds:
   cluster (``boltraft.server.membership``).
 - ``[1, "hash", "ask", round]`` leader -> member and ``[1, "hash", "is", round, applied,
   sha256]`` member -> leader: the periodic corruption check (``boltraft.server.corruptcheck``).
+- ``[1, "watching"]`` follower -> leader over the peer DEALER: it serves watches, so the
+  leader tells it of each raised commit at once (``boltraft.server.commitnotice``).
 
 A response map is ``{"ok": true, "result": R}`` or ``{"ok": false, "error": E}`` with ``E``
 the error's stable wire form (``BoltraftError.to_wire``); ``ok``/``fail`` build them.
@@ -233,6 +235,19 @@ def _decode_hash(fields: list[Any]) -> list[Any]:
     return fields
 
 
+WATCHING = "watching"
+
+
+def _decode_watching(fields: list[Any]) -> list[Any]:
+    """The (empty) fields of a ``watching`` frame; raises MalformedFrameError otherwise."""
+    if fields:
+        raise MalformedFrameError("a watching frame carries nothing")
+    return fields
+
+
+WATCHING_FRAME = codec.encode_frame(WATCHING)
+
+
 def register_kinds() -> None:
     """Teaches the codec every frame kind above (idempotent)."""
     codec.register_kind(FWD, _decode_pairs)
@@ -242,6 +257,7 @@ def register_kinds() -> None:
     codec.register_kind(SNAP, _decode_snap)
     codec.register_kind(REMOVED, _decode_removed)
     codec.register_kind(HASH, _decode_hash)
+    codec.register_kind(WATCHING, _decode_watching)
 
 
 def ok(result: Any) -> dict[str, Any]:

@@ -326,12 +326,20 @@ def test_a_read_key_cannot_write(secure: SecureCluster) -> None:
 
 def test_a_read_key_watches_over_curve(secure: SecureCluster) -> None:
     """A watch speaks CURVE with its client's keys (the quick start's cluster has keys):
-    a read key's watch gets the changes a write key makes, in order."""
+    a read key's watch on a follower gets the changes a write key makes, in order, and the
+    follower's ``watching`` notice (a peer frame) reaches the leader."""
+    lead = secure.wait_for_leader()
+    follower = next(i for i in secure.ids if i != lead)
     with secure.client("app") as app:
         app.create_bucket("seen", if_not_exists=True)
-        with secure.client("ro") as ro:
+        with secure.client("ro", follower) as ro:
             w = ro.watch("seen", reconnect_timeout=10.0)
             try:
+                wait_until(
+                    lambda: _st(secure, lead)["prompt_commit"] == [follower],
+                    20,
+                    "the leader to list the follower",
+                )
                 app.put("seen", "k", b"1")
                 app.delete("seen", "k")
                 got: list[Any] = []

@@ -285,6 +285,32 @@ def test_many_watchers_at_once_each_get_every_change(three: Cluster) -> None:
     assert all(g == [b"k%03d" % i for i in range(100)] for g in got)
 
 
+def test_the_leader_tells_a_follower_serving_watches_each_commit_while_it_serves_them(
+    three: Cluster,
+) -> None:
+    """A follower with a watch sends its leader ``watching`` notices: the leader lists it in
+    ``prompt_commit`` of its status (and tells it of every commit at once) until the
+    notices stop, after the watch ended."""
+    lead = three.wait_for_leader()
+    follower = next(i for i in three.ids if i != lead)
+
+    def listed() -> list[str]:
+        st = three.status(lead)
+        return st["prompt_commit"] if st else ["no answer"]
+
+    assert listed() == []
+    with Client([three.addrs[follower]]) as client:
+        client.create_bucket("p")
+        w = client.watch("p")
+        try:
+            wait_until(lambda: listed() == [follower], 20, "the leader to list the follower")
+            client.put("p", b"k", b"v")
+            assert [(e.type, e.key) for e in take(w, 1)] == [("put", b"k")]
+        finally:
+            w.close()
+    wait_until(lambda: listed() == [], 30, "the leader to forget the follower")
+
+
 def test_the_watches_of_a_thread_get_one_frame_per_node_per_round(three: Cluster) -> None:
     ep = leader_first(three)[0]
     with Client([ep]) as client:

@@ -313,3 +313,34 @@ def test_lazy_commit_tells_a_new_terms_first_commit_at_once() -> None:
     net = Network(["a", "b", "c"], lazy_commit=True)
     net.elect("a")  # no tick: the no-op's commit went out by itself
     assert net.nodes["b"].status().commit == 1
+
+
+def test_lazy_commit_tells_the_prompt_commit_members_at_once() -> None:
+    net = Network(["a", "b", "c"], lazy_commit=True)
+    net.elect("a")
+    net.tick("a")
+    net.nodes["a"].set_prompt_commit(["b", "zz"])  # zz: not a member, ignored
+    since = len(net.delivered)
+    net.propose("a", b"x")
+    apps = _apps_from(net, "a", since)
+    # the entry to both, and a commit notice to b alone
+    assert sorted((m.to, len(m.entries)) for m in apps) == [("b", 0), ("b", 1), ("c", 1)]
+    assert _commits(net) == {"a": 2, "b": 2, "c": 1}
+    assert net.data_applied("b") == [b"x"] and net.data_applied("c") == []
+    net.nodes["a"].set_prompt_commit([])
+    net.propose("a", b"y")
+    assert _commits(net) == {"a": 3, "b": 2, "c": 2}
+
+
+def test_the_prompt_commit_members_outlive_a_change_of_leader() -> None:
+    net = Network(["a", "b", "c"], lazy_commit=True)
+    for nid in net.nodes:
+        net.nodes[nid].set_prompt_commit(["c"])
+    net.elect("a")
+    net.nodes["a"].transfer_leader("b")
+    net.settle()
+    assert net.leaders() == ["b"]
+    net.tick("b")
+    net.propose("b", b"x")
+    assert _commits(net)["c"] == net.nodes["b"].status().commit
+    assert _commits(net)["a"] < net.nodes["b"].status().commit
