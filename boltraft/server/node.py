@@ -375,6 +375,10 @@ class Node:
         service.flush(now)
         while self.raw.has_ready():  # self.raw: _on_log_full may start a new core
             self._handle_ready(self.raw.ready())
+        if service.writes_ready:  # an apply made room for a client's held writes
+            service.flush(now)
+            while self.raw.has_ready():
+                self._handle_ready(self.raw.ready())
         service.send_queued()
         self.watches.flush(self._clock())
         self.net.flush()

@@ -7,7 +7,8 @@ The node hands each data request to ``on_request``; the service only queues, and
   append, one fsync); each is remembered by (term, index) and answered when the entry at that
   index is applied: with the state machine's result when the term matches, else with
   ``proposal_dropped`` (the client retries with the same cid/seq, deduplication makes that
-  safe);
+  safe); a client's writes past its share of the log (``logshares``) are held, in order,
+  for a later flush;
 - writes on a follower: forwarded to the leader in ONE ``fwd`` frame and relayed back;
 - linearizable reads: every read of the iteration shares ONE ReadIndex context; they are
   served once the applied index reaches the confirmed read index;
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from boltraft.errors import (
@@ -38,6 +39,7 @@ from boltraft.errors import (
     UnavailableError,
 )
 from boltraft.raft.types import Entry, ReadState
+from boltraft.server.logshares import LogShares, Request, client_key
 from boltraft.server.ports import CommitObserver, Net, NodeView, Proposer, StateMachine
 from boltraft.server.replies import Replies, Target
 from boltraft.server.wire import FWD, fail
@@ -50,8 +52,8 @@ WRITE_OPS = frozenset(
 READ_OPS = frozenset(("get", "scan", "buckets", "count"))
 DATA_OPS = WRITE_OPS | READ_OPS
 _ELSEWHERE = "; read from another node"  # ends the answer to a read a full disk stalled
-
-Request = tuple[Target, dict[str, Any]]
+# a client's commands in the log and not yet applied, past which its writes wait (logshares)
+CLIENT_LOG_BYTES = 1 << 20
 
 
 class Service:
@@ -75,12 +77,14 @@ class Service:
         request_timeout_s: float,
         stamp: Callable[[], int],
         on_corruption: Callable[[str], None] = lambda why: None,
+        client_log_bytes: int = CLIENT_LOG_BYTES,
     ) -> None:
         """``sm``: the state machine reads are served from (the node replaces it after a
         snapshot install); ``counters``: the node's counters this service adds to;
         ``stamp``: the time in ms the leader stamps into commands
         (``boltraft.server.stamps``); ``on_corruption``: told why when a read found
-        damaged data (answered ``corruption``, never served)."""
+        damaged data (answered ``corruption``, never served); ``client_log_bytes``: each
+        client's share of the log (``boltraft.server.logshares``)."""
         self.view = view
         self.core = core
         self.sm = sm
@@ -107,7 +111,15 @@ class Service:
             "forwarded": 0,
             "bad_requests": 0,
             "corrupt_reads": 0,
+            "held_writes": 0,
         }
+        self._shares = LogShares(client_log_bytes)
+
+    @property
+    def writes_ready(self) -> bool:
+        """True when a client with held writes has room in the log again (the loop then
+        flushes once more in the same iteration)."""
+        return bool(self._shares.held) and self._shares.any_fits(self.view.applied)
 
     @property
     def reads_waiting(self) -> bool:
@@ -182,12 +194,13 @@ class Service:
         whose disk is full answers the writes ``unavailable`` instead (nothing proposed): it
         could not apply them, and hands leadership over."""
         view = self.view
-        if self._writes:
+        if self._writes or self._shares.held:
             writes, self._writes = self._writes, []
-            if not view.is_leader:
-                self._forward(writes, now)
+            if not view.is_leader:  # held writes too: this node led when they came
+                self._forward([*self._shares.take_held(), *writes], now)
             elif view.disk_full:  # retried (same cid and seq) at the leader it hands over to
-                self._fail_all(writes, UnavailableError(view.disk_full + "; retry"))
+                err = UnavailableError(view.disk_full + "; retry")
+                self._fail_all([*self._shares.take_held(), *writes], err)
             else:
                 self._propose(writes)
         if self._reads:
@@ -224,20 +237,43 @@ class Service:
         return True
 
     def _propose(self, writes: list[Request]) -> None:
+        """Proposes the held writes whose clients have room in the log again, then
+        ``writes``; a write whose client's share is full is held (``logshares``), and so
+        are that client's later ones."""
+        shares = self._shares
+        if shares.held:
+            writes = [*shares.take_held(), *writes]
         ts = self._stamp()
+        applied = self.view.applied
         datas: list[bytes] = []
         targets: list[Target] = []
+        keys: list[Hashable] = []
+        taking: dict[Hashable, int] = {}  # bytes each client takes in this round
+        full: set[Hashable] = set()
         encode = commands.encode
         for target, body in writes:
+            key = client_key(target, body)
+            if key in full:
+                shares.hold(key, (target, body))
+                continue
             cmd = dict(body)
             cmd["v"] = commands.VERSION
             cmd["ts"] = ts
             try:
-                datas.append(encode(cmd))
+                data = encode(cmd)
             except BoltraftError as err:
                 self.replies.reply(target, fail(err))
                 continue
+            took = taking.get(key, 0)
+            if not shares.fits(key, took, len(data), applied):
+                full.add(key)
+                shares.hold(key, (target, body))
+                self.stats["held_writes"] += 1
+                continue
+            taking[key] = took + len(data)
+            datas.append(data)
             targets.append(target)
+            keys.append(key)
         size = self._max_batch
         for start in range(0, len(datas), size):
             chunk = datas[start : start + size]
@@ -258,6 +294,11 @@ class Service:
                     dropped = ProposalDroppedError("entry was overwritten")
                     self.replies.reply(old[1], fail(dropped))
                 pending[i] = (term, target)
+            charged: dict[Hashable, int] = {}
+            for i, data in enumerate(chunk, start):
+                charged[keys[i]] = charged.get(keys[i], 0) + len(data)
+            for key, nbytes in charged.items():
+                shares.charge(key, last, nbytes)
 
     def _forward(self, writes: list[Request], now: float) -> None:
         lead = self.view.lead

@@ -409,3 +409,47 @@ def test_a_greedy_client_of_large_frames_is_held_to_its_budget_and_the_others_ar
 
     wait_until(drained, 60, "the leader to answer the greedy client's requests in progress")
     _serving(cluster, "after-a-greedy-client")
+
+
+def test_a_clients_writes_past_its_share_of_the_log_wait_and_another_clients_go_between(
+    cluster: Cluster,
+) -> None:
+    """A client's pipelined writes take at most its share of the log at a time
+    (``boltraft.server.logshares``): of a frame of fourteen 1 MiB puts the leader proposes
+    one, holds the others and proposes each as the one before it is applied, so a write
+    another client sends meanwhile goes into the log before the last of them. Every write
+    is applied, the greedy client's in its order (a watch sees the log's order)."""
+    lead = cluster.wait_for_leader()
+    with Client([cluster.addrs[lead]], timeout=20) as cl:
+        cl.create_bucket("greedy")
+        w = cl.watch("greedy")
+        held = _status(cluster, lead)["service"]["held_writes"]
+        s = _sock(cluster.addrs[lead], None)
+        try:
+            s.send(_greedy_frames()[0])
+            wait_until(
+                lambda: _status(cluster, lead)["service"]["held_writes"] > held,
+                20,
+                "the leader to hold the greedy client's writes",
+            )
+            cl.put("greedy", b"between", b"x")
+            answers: list[bool] = []
+            deadline = time.monotonic() + 60
+            while len(answers) < 14:
+                assert s.poll(max(1, int((deadline - time.monotonic()) * 1000))), answers
+                _, kind, *rest = msgpack.unpackb(s.recv(), raw=False)
+                assert kind == "resps", (kind, rest)
+                answers += [bool(item[-1].get("ok")) for item in rest[0]]
+            assert answers == [True] * 14
+        finally:
+            s.close()
+        keys: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(keys) < 15:
+            assert time.monotonic() < deadline, keys
+            if w.poll(0.2):
+                keys.append(next(w).key or b"")
+        w.close()
+    greedy = [b"k%d" % i for i in range(14)]
+    assert [k for k in keys if k != b"between"] == greedy
+    assert keys.index(b"between") < keys.index(b"k13")
