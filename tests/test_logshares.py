@@ -17,20 +17,33 @@ from boltraft.storage import commands
 
 def test_a_client_with_nothing_in_the_log_may_always_propose_one_write() -> None:
     s = LogShares(100)
-    assert s.fits("a", 0, 1000, applied=0)  # one write of any size
-    assert not s.fits("a", 1000, 1, applied=0)  # but nothing after it in the same round
-    assert s.fits("a", 40, 60, applied=0) and not s.fits("a", 40, 61, applied=0)
+    assert s.fits("a", 0, 1000)  # one write of any size
+    assert not s.fits("a", 1000, 1)  # but nothing after it in the same round
+    assert s.fits("a", 40, 60) and not s.fits("a", 40, 61)
 
 
 def test_what_a_client_has_in_the_log_counts_until_it_is_applied() -> None:
     s = LogShares(100)
     s.charge("a", 5, 70)
+    s.charge("b", 6, 30)
     s.charge("a", 7, 20)
-    assert s.in_log("a", applied=4) == 90
-    assert s.fits("a", 0, 10, applied=4) and not s.fits("a", 0, 11, applied=4)
-    assert s.in_log("b", applied=4) == 0 and s.fits("b", 0, 500, applied=4)
-    assert s.in_log("a", applied=5) == 20  # index 5 applied
-    assert s.in_log("a", applied=9) == 0 and s.fits("a", 0, 500, applied=9)
+    s.settle(4)
+    assert s.in_log("a") == 90 and s.in_log("b") == 30
+    assert s.fits("a", 0, 10) and not s.fits("a", 0, 11)
+    assert s.in_log("c") == 0 and s.fits("c", 0, 500)
+    s.settle(6)  # indexes 5 and 6 applied
+    assert s.in_log("a") == 20 and s.in_log("b") == 0
+    s.settle(9)
+    assert s.in_log("a") == 0 and s.fits("a", 0, 500)
+
+
+def test_clients_that_come_and_go_leave_nothing_behind() -> None:
+    s = LogShares(100)
+    for i in range(1000):  # a new connection for every write
+        s.charge(b"conn%d" % i, i + 1, 10)
+        s.settle(i)
+    s.settle(1000)
+    assert not s._bytes and not s._charges
 
 
 def test_held_writes_come_back_in_each_clients_order() -> None:

@@ -94,16 +94,22 @@ def _quorum_active(r: RaftState) -> bool:
 def send_append(r: RaftState, to: NodeId, send_if_empty: bool = True) -> bool:
     """Queues an APP (or a SNAP when the entries ``to`` needs are compacted) for ``to``.
     Returns False, sending nothing, for a paused or unknown member, when nothing is
-    missing and not ``send_if_empty``, or when a SNAP would go to an inactive member."""
+    missing and not ``send_if_empty``, or when a SNAP would go to an inactive member.
+
+    While ``to`` is probed (its log's match with ours is not known) an APP carries one
+    entry: a rejected APP costs a round trip, not ``max_size_per_msg`` of entries, however
+    many rejections it takes to find the match; once one is accepted, ``to`` replicates
+    in full messages."""
     pr = r.progress.get(to)
     if pr is None or pr.is_paused():
         return False
     log = r.log
     prev = pr.next - 1
     last = log.last_index()
+    size = 0 if pr.state == ProgressState.PROBE else r.cfg.max_size_per_msg
     try:
         prev_term = log.term(prev)
-        ents = log.entries(pr.next, last + 1, r.cfg.max_size_per_msg) if prev < last else []
+        ents = log.entries(pr.next, last + 1, size) if prev < last else []
     except LogCompactedError:
         return _send_snapshot(r, to, pr)
     if not ents and not send_if_empty:

@@ -13,8 +13,9 @@ never reach the budget: nothing changes for them.
 A client is its connection (its routing id), or for a write a follower forwarded, the
 follower and the write's ``cid`` (a write without one is a client of its own).
 
-Invariant: the entries charged to a key are in index order, each above the applied index
-the last ``settle`` saw; held writes keep each client's order. Owned by the loop's thread.
+Invariant: the charges are in index order, each above the applied index the last
+``settle`` saw, and a client's bytes are the sum of its charges; held writes keep each
+client's order. Owned by the loop's thread.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ def client_key(target: Target, body: dict[str, Any]) -> Hashable:
 
 
 class LogShares:
-    """Per client: the (last index, bytes) of its proposals not yet applied, and its held
-    writes."""
+    """Per client: the bytes of its proposals not yet applied, and its held writes.
+
+    The charges are kept in one queue in index order (proposals only ever go to the end of
+    the log), so ``settle`` forgets what the applied index passed for every client at once,
+    and a client with nothing in the log and nothing held takes no memory."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._log: dict[Hashable, deque[tuple[int, int]]] = {}
+        self._charges: deque[tuple[int, Hashable, int]] = deque()  # (last index, key, bytes)
         self._bytes: dict[Hashable, int] = {}
         self._held: dict[Hashable, list[Request]] = {}
 
@@ -51,28 +55,32 @@ class LogShares:
         """The writes held back, all clients together."""
         return sum(map(len, self._held.values()))
 
-    def in_log(self, key: Hashable, applied: int) -> int:
-        """The bytes ``key`` has proposed above ``applied`` (forgetting what was applied)."""
-        log = self._log.get(key)
-        if log is None:
-            return 0
-        while log and log[0][0] <= applied:
-            self._bytes[key] -= log.popleft()[1]
-        if not log:
-            del self._log[key], self._bytes[key]
-            return 0
-        return self._bytes[key]
+    def settle(self, applied: int) -> None:
+        """Forgets the charges of entries up to ``applied``."""
+        charges, nbytes = self._charges, self._bytes
+        while charges and charges[0][0] <= applied:
+            _, key, size = charges.popleft()
+            left = nbytes[key] - size
+            if left:
+                nbytes[key] = left
+            else:
+                del nbytes[key]
 
-    def fits(self, key: Hashable, taken: int, size: int, applied: int) -> bool:
+    def in_log(self, key: Hashable) -> int:
+        """The bytes ``key`` has proposed and not applied, as of the last ``settle``."""
+        return self._bytes.get(key, 0)
+
+    def fits(self, key: Hashable, taken: int, size: int) -> bool:
         """Tells whether ``key`` may propose ``size`` more bytes now, having taken ``taken``
         bytes earlier in this round (not ``charge``d yet): when it has nothing in the log
         and took nothing, or the total stays within ``limit``."""
-        total = self.in_log(key, applied) + taken
+        total = self._bytes.get(key, 0) + taken
         return total == 0 or total + size <= self.limit
 
     def charge(self, key: Hashable, last: int, size: int) -> None:
-        """Notes that ``key`` proposed ``size`` bytes in entries up to index ``last``."""
-        self._log.setdefault(key, deque()).append((last, size))
+        """Notes that ``key`` proposed ``size`` bytes in entries up to index ``last`` (at
+        least the last index charged before)."""
+        self._charges.append((last, key, size))
         self._bytes[key] = self._bytes.get(key, 0) + size
 
     def hold(self, key: Hashable, request: Request) -> None:
@@ -85,5 +93,7 @@ class LogShares:
         return [r for reqs in held.values() for r in reqs]
 
     def any_fits(self, applied: int) -> bool:
-        """Tells whether a client with held writes has nothing left in the log."""
-        return any(self.in_log(key, applied) == 0 for key in self._held)
+        """Tells whether a client with held writes has nothing left in the log up to
+        ``applied`` (settling first)."""
+        self.settle(applied)
+        return any(key not in self._bytes for key in self._held)

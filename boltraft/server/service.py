@@ -244,7 +244,7 @@ class Service:
         if shares.held:
             writes = [*shares.take_held(), *writes]
         ts = self._stamp()
-        applied = self.view.applied
+        shares.settle(self.view.applied)
         datas: list[bytes] = []
         targets: list[Target] = []
         keys: list[Hashable] = []
@@ -265,7 +265,7 @@ class Service:
                 self.replies.reply(target, fail(err))
                 continue
             took = taking.get(key, 0)
-            if not shares.fits(key, took, len(data), applied):
+            if not shares.fits(key, took, len(data)):
                 full.add(key)
                 shares.hold(key, (target, body))
                 self.stats["held_writes"] += 1

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from boltraft.errors import ProposalDroppedError
-from boltraft.raft.types import ConfChange, ConfChangeType, Message, MessageType, ProgressState
+from boltraft.raft.types import (
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    ProgressState,
+)
 
 from .network import Network
 
@@ -344,3 +352,42 @@ def test_the_prompt_commit_members_outlive_a_change_of_leader() -> None:
     net.propose("b", b"x")
     assert _commits(net)["c"] == net.nodes["b"].status().commit
     assert _commits(net)["a"] < net.nodes["b"].status().commit
+
+
+def test_a_probed_follower_gets_one_entry_per_append_until_its_log_matches() -> None:
+    """While the leader looks for where a follower's log matches its own (the follower is
+    probed), each APP carries one entry, however many entries the follower lacks or holds
+    wrongly: c lacks the thirty the leader wrote while it was cut off, and holds five of
+    the leader's term that the leader never wrote (a forged append, as a peer without keys
+    can send). Without the limit, the APP after the first rejection carried the 25 entries
+    c lacked past its last match, and with a follower whose forged entries make each
+    rejection step back one index, every round trip carried a full APP again."""
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.isolate("c")
+    for i in range(30):
+        net.propose("a", b"x%d" % i)
+    term = net.nodes["a"].status().term
+    c = net.nodes["c"]
+    last = c.raft.log.last_index()
+    forged = [Entry(term, last + 1 + i, EntryType.NORMAL, b"forged") for i in range(5)]
+    c.step(Message(MT.APP, "c", "a", term, c.raft.log.term(last), last, forged, 0))
+    net.send(net.process("c"))
+    assert c.raft.log.last_index() == last + 5
+    net.recover()
+    since = len(net.delivered)
+    net.tick("a", 3)
+    net.settle()
+    assert net.log_of("c") == net.log_of("a")
+    assert net.data_applied("c")[-1] == b"x29"
+    to_c = [m for m in net.delivered[since:] if (m.frm, m.to) == ("a", "c")]
+    first_ok = next(
+        i
+        for i, m in enumerate(net.delivered[since:])
+        if m.frm == "c" and m.type == MT.APP_RESP and not m.reject
+    )
+    probes = [m for m in net.delivered[since : since + first_ok] if (m.frm, m.to) == ("a", "c")]
+    probes = [m for m in probes if m.type == MT.APP]
+    assert all(len(m.entries) <= 1 for m in probes), [len(m.entries) for m in probes]
+    assert len(probes) >= 2  # rejected, then accepted
+    assert max(len(m.entries) for m in to_c if m.type == MT.APP) > 1  # then full APPs
