@@ -74,7 +74,7 @@ class LogShares:
         """Tells whether ``key`` may propose ``size`` more bytes now, having taken ``taken``
         bytes earlier in this round (not ``charge``d yet): when it has nothing in the log
         and took nothing, or the total stays within ``limit``."""
-        total = self._bytes.get(key, 0) + taken
+        total = self.in_log(key) + taken
         return total == 0 or total + size <= self.limit
 
     def charge(self, key: Hashable, last: int, size: int) -> None:
