@@ -457,6 +457,80 @@ def test_frames_left_by_a_flush_are_handled_without_waiting_for_a_tick(world: Wo
     assert world.responses(lead)[7].ok and node._deferred == []
 
 
+class SlowSyncStore(MemoryLogStore):
+    """A MemoryLogStore whose next flush, once ``slow`` is set, lasts until ``release`` is
+    set (at most 2 s): what arrives meanwhile is up to the loop."""
+
+    slow = False
+    release = threading.Event()
+
+    def sync(self) -> None:
+        super().sync()
+        if self.slow:
+            self.slow = False
+            self.release.wait(2.0)
+
+
+def test_frames_that_arrive_while_a_leader_applies_and_flushes_are_stepped(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, store=SlowSyncStore)
+    try:
+        lead = w.elect()
+        node, net = w.nodes[lead], w.nets[lead]
+        store: SlowSyncStore = node.logstore  # type: ignore[assignment]
+        store.release = threading.Event()
+        w.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+        w.settle(3)
+        w.request(lead, 2, _put("a", "1"))
+        node.process(net.recv())  # proposed
+        for f in w.nodes:  # the followers append it and acknowledge
+            if f != lead:
+                w.nodes[f].process(w.nets[f].recv())
+        w.request(lead, 3, _put("b", "2"))  # comes with the acknowledgements
+        real = net.recv
+
+        def recv(timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
+            frames = real(timeout, max_frames)
+            if any(f.kind == "req" and f.payload[0] == 4 for f in frames):
+                store.release.set()  # the loop took the write: the flush may end
+            return frames
+
+        net.recv = recv  # type: ignore[method-assign]
+        # the Ready holding entry 3 and committing entry 2 is flushed on the sync thread; write
+        # 4 comes while the loop applies entry 2
+        store.slow = True
+        apply = node.applier.apply
+
+        def applying(ents: list[Entry]) -> Any:
+            w.request(lead, 4, _put("c", "3"))
+            node.applier.apply = apply  # type: ignore[method-assign]
+            return apply(ents)
+
+        node.applier.apply = applying  # type: ignore[method-assign]
+        last = node.logstore.last_index()
+        node.process(real())
+        assert 2 in w.responses(lead)  # entry 2 was applied while the flush ran
+        assert node.counters["stepped_during_flush"] == 1
+        assert node.logstore.last_index() == last + 1  # write 4 waits for the next turn
+        timeouts: list[float] = []
+
+        def timed(timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
+            timeouts.append(timeout)
+            return real(timeout, max_frames)
+
+        net.recv = timed  # type: ignore[method-assign]
+        stops = iter([False, True])
+        node.run(lambda: next(stops))
+        assert timeouts[0] == 0.0  # a write queued during the flush does not wait for a tick
+        assert node.logstore.last_index() == last + 2
+        w.settle(5)
+        answers = w.responses(lead)
+        assert answers[3].ok and answers[4].ok
+    finally:
+        w.close()
+
+
 class AppendLog(MemoryLogStore):
     """A MemoryLogStore that records every append as (entry count, hard state)."""
 

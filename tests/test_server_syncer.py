@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -19,11 +20,17 @@ def test_runs_the_call_on_its_own_thread_and_wait_returns_after_it() -> None:
             release.wait(30)
             ran.append(threading.current_thread())
 
+        assert s.done  # nothing outstanding
         s.start(call)
-        assert s.busy and not ran
+        assert s.busy and not ran and not s.done
         release.set()
+        deadline = time.monotonic() + 30
+        while not s.done:  # finished, not yet waited for
+            assert time.monotonic() < deadline, "the call did not finish"
+            time.sleep(0.001)
+        assert s.busy and ran
         s.wait()
-        assert not s.busy
+        assert not s.busy and s.done
         assert ran and ran[0] is not threading.current_thread()
         s.wait()  # nothing outstanding: returns at once
     finally:

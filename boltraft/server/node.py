@@ -19,9 +19,10 @@ following the contract in ``boltraft.raft.types``:
 2. write entries + hard state in ONE log append (a hard state that only raises the commit
    index waits for the next append: ``_unwritten_hs``); when anything in it must be durable
    (entries, a new term or vote), flush it: on the sync
-   thread while step 3 applies (``boltraft.server.syncer``); with nothing to apply, while
-   the loop steps the Raft messages and requests already waiting (``_flush_stepping``),
-   or inline when there are none;
+   thread while step 3 applies (``boltraft.server.syncer``) and then, until the flush
+   ends, the loop steps the Raft messages and requests arriving (``_step_until_synced``);
+   with nothing to apply, the same from the start when frames are already waiting
+   (``_flush_stepping``), else inline;
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes (the
    answers leave at once, before anything else of the Ready), then answer read states (a
    read waits until applied >= its read index). A follower with ``lazy_apply`` keeps them
@@ -221,7 +222,7 @@ class Node:
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
         self._notices = CommitNotices()  # prompt commits for followers serving watches
-        self._deferred: list[Incoming] = []  # frames _flush_stepping left for the next turn
+        self._deferred: list[Incoming] = []  # frames a flush left for the next turn
         # the latest hard state that only raised the commit index, not yet written (None when
         # the log store has the latest): Raft needs no durable commit index (a restart learns
         # it again), so it is written with the next append of entries, a new term or vote,
@@ -342,10 +343,12 @@ class Node:
         """Runs the loop until ``should_stop()`` is true (checked at least once per tick)."""
         net, clock = self.net, self._clock
         while not should_stop():
-            # frames left by the last flush (_flush_stepping) are handled without waiting
-            timeout = 0.0 if self._deferred else self._next_tick - clock()
+            # frames left by the last flush (_step_until_synced), or requests it queued, are
+            # handled without waiting
+            busy = self._deferred or self.service.queued
+            timeout = 0.0 if busy else self._next_tick - clock()
             applier = self.applier
-            idle_apply = applier.has_kept and not self._deferred and not applier.full
+            idle_apply = applier.has_kept and not busy and not applier.full
             if idle_apply and timeout > LAZY_APPLY_IDLE_S:
                 timeout = LAZY_APPLY_IDLE_S
             due = self.watches.due
@@ -360,7 +363,7 @@ class Node:
         """Handles one iteration's frames, tick, batches and Readys."""
         now = self._clock()
         self.observer.iteration(now)
-        if self._deferred:  # left by the last flush (_flush_stepping): they came first
+        if self._deferred:  # left by the last flush (_step_until_synced): they came first
             frames = [*self._deferred, *frames]
             self._deferred = []
         for frame in frames:
@@ -625,7 +628,8 @@ class Node:
         if syncing:
             if committed and not self._apply(committed):
                 committed = []
-            self._syncer.wait()  # persist before sending what depends on it
+            # persist before sending what depends on it; what arrives meanwhile is stepped
+            self._step_until_synced(self.net.recv(0.0) if not self._syncer.done else [])
             if rd.entries:
                 self.observer.persisted(rd.entries[-1].index)
             if rd.messages:
@@ -738,34 +742,48 @@ class Node:
         self._set_members(self.raw.status().conf_state)
 
     def _flush_stepping(self) -> None:
-        """Flushes the log; meanwhile (the flush on the sync thread) steps the Raft
-        messages, data requests and forwarded writes that have already arrived, which would
-        otherwise wait for the flush. Frames that may touch the log store (snapshot
-        transfers, cluster operations, traffic from non-members) wait for the next
-        iteration, which then starts without waiting. With nothing waiting, the flush runs
-        here: a thread hand-off would only add its latency."""
+        """Flushes the log; meanwhile (the flush on the sync thread) steps the frames that
+        have already arrived and those that arrive before it ends (``_step_until_synced``).
+        With nothing waiting, the flush runs here: a thread hand-off would only add its
+        latency."""
         frames = self.net.recv(0.0)
         if not frames:
             self.logstore.sync()
             return
         self._syncer.start(self.logstore.sync)
-        now = self._clock()
-        members = self.state.member_ids
+        self._step_until_synced(frames)
+
+    def _step_until_synced(self, frames: list[Incoming]) -> None:
+        """Steps ``frames``, then what keeps arriving while the flush started on the sync
+        thread runs, and returns once the flush ended (re-raising its error). Stepped: Raft
+        messages from members, data requests and forwarded writes, which would otherwise
+        wait for the flush; the core's Readys they cause wait for the next turn, and so do
+        the requests the service queued (the loop then does not wait for a frame or a tick:
+        ``Service.queued``). Frames that may touch the log store (snapshot transfers,
+        cluster operations, traffic from non-members) wait for the next iteration, which
+        then starts without waiting."""
+        syncer = self._syncer
         stepped = 0
-        for frame in frames:
-            kind = frame.kind
-            if (
-                (kind == "raft" and all(m.frm in members for m in frame.payload))
-                or (kind == "req" and not is_cluster_op(frame.payload[1]))
-                or kind in _DATA_FRAMES
-                or kind == PEER_DOWN
-            ):
-                self._dispatch(frame, now)
-                stepped += 1
-            else:
-                self._deferred.append(frame)
+        while frames:
+            now = self._clock()
+            members = self.state.member_ids
+            for frame in frames:
+                kind = frame.kind
+                if (
+                    (kind == "raft" and all(m.frm in members for m in frame.payload))
+                    or (kind == "req" and not is_cluster_op(frame.payload[1]))
+                    or kind in _DATA_FRAMES
+                    or kind == PEER_DOWN
+                ):
+                    self._dispatch(frame, now)
+                    stepped += 1
+                else:
+                    self._deferred.append(frame)
+            if syncer.done or self._deferred:
+                break
+            frames = self.net.recv(0.0)
         self.counters["stepped_during_flush"] += stepped
-        self._syncer.wait()
+        syncer.wait()
 
     def _outgoing(self, msgs: list[Message]) -> list[Message]:
         for m in msgs:

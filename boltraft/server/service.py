@@ -122,6 +122,12 @@ class Service:
         return bool(self._shares.held) and self._shares.any_fits(self.view.applied)
 
     @property
+    def queued(self) -> bool:
+        """True while requests wait for the next ``flush`` (they came after this
+        iteration's)."""
+        return bool(self._writes or self._reads)
+
+    @property
     def reads_waiting(self) -> bool:
         """True while confirmed reads wait for the state machine to catch up."""
         return bool(self._waiting)

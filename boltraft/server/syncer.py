@@ -41,6 +41,12 @@ class Syncer:
         """Returns True between ``start`` and ``wait``."""
         return self._busy
 
+    @property
+    def done(self) -> bool:
+        """Returns True when no call is outstanding or the outstanding one has finished
+        (``wait`` then returns at once)."""
+        return not self._busy or not self._results.empty()
+
     def start(self, fn: Callable[[], None]) -> None:
         """Starts ``fn()`` on the helper thread and returns at once. Raises RuntimeError
         when a call is still outstanding or the syncer was closed."""
