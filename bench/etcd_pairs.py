@@ -110,9 +110,7 @@ def main() -> None:
                 if who == "etcd":
                     pair["etcd"] = run_etcd(args.etcd_bench, args.clients, args.duration, cwd)
                 else:
-                    pair["boltraft"] = run_boltraft(
-                        args.clients, args.duration, args.secure, cwd
-                    )
+                    pair["boltraft"] = run_boltraft(args.clients, args.duration, args.secure, cwd)
             pairs.append(pair)
     summary = summarize(pairs, args.clients)
     report = {

@@ -156,6 +156,7 @@ class DedupRun:
         "_meta",
         "_pairs",
         "_sessions",
+        "_stored",
         "_tx",
         "oldest_group_ts",
         "window_ms",
@@ -169,6 +170,8 @@ class DedupRun:
         self.window_ms = window_ms
         self._pairs: list[tuple[bytes, int]] = []
         self._sessions: dict[bytes, tuple[int, int]] = {}  # cid -> (seq, ts) applied here
+        # cid -> its stored session as read before this run wrote any (None: it has none)
+        self._stored: dict[bytes, bytes | None] = {}
         self._max_ts = -1
         self._key: tuple[bytes, int, bytes] | None = None  # (cid, seq, key) of the last lookup
         # A lower bound of the oldest group's max ts (None = unknown: clean-up looks;
@@ -199,6 +202,7 @@ class DedupRun:
         if mine is not None:
             return mine[0]
         raw = self._tx._txn.get(SESSION_PREFIX + cid, db=self._meta)
+        self._stored[cid] = raw  # sessions are written only by finish: it stays valid
         if raw is None:
             return -1
         seq, ts = _SESSION.unpack(raw)
@@ -292,23 +296,33 @@ class DedupRun:
 
     def _write_sessions(self) -> None:
         """Stores the sessions this run moved on, and moves the session index key of each
-        one whose bucket changed."""
+        one whose bucket changed, in one LMDB call for the puts (the keys are built here from
+        checked cids). Raises TxClosedError, NoSpaceError(retry=True)."""
         tx = self._tx
-        get, meta = tx._txn.get, self._meta
+        txn, meta, stored = tx._txn, self._meta, self._stored
+        puts: list[tuple[bytes, bytes]] = []
+        gone: list[bytes] = []  # index keys of sessions that moved to another bucket
         for cid, (seq, ts) in self._sessions.items():
-            raw = get(SESSION_PREFIX + cid, db=meta)
+            key = SESSION_PREFIX + cid
+            raw = stored[cid] if cid in stored else txn.get(key, db=meta)
             if raw is None:
-                tx.meta_put(SESSION_PREFIX + cid, _SESSION.pack(seq, ts))
-                tx.meta_put(session_index_key(cid, ts), b"")
+                puts.append((key, _SESSION.pack(seq, ts)))
+                puts.append((session_index_key(cid, ts), b""))
                 continue
             old_seq, old_ts = _SESSION.unpack(raw)
             if old_seq < seq:
-                tx.meta_put(SESSION_PREFIX + cid, _SESSION.pack(seq, ts))
-                key = session_index_key(cid, ts)
-                old = session_index_key(cid, old_ts)
-                if key != old:
-                    tx.meta_delete(old)
-                    tx.meta_put(key, b"")
+                puts.append((key, _SESSION.pack(seq, ts)))
+                if old_ts // SESSION_BUCKET_MS != ts // SESSION_BUCKET_MS:
+                    gone.append(session_index_key(cid, old_ts))
+                    puts.append((session_index_key(cid, ts), b""))
+        tx._check(True)
+        try:
+            for key in gone:
+                txn.delete(key, db=meta)
+            if puts:
+                txn.cursor(db=meta).putmulti(puts)
+        except lmdb.MapFullError:
+            raise tx._doom() from None
 
     def _clean_session_index(self, before: int) -> None:
         """Deletes the sessions whose newest apply is older than ``before``, and their index
