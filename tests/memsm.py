@@ -263,18 +263,15 @@ class MemStateMachine:
                         results[pos] = self._execute(body, noted, index)
                         continue
                     record = self._dedup.get((cid, seq))
-                    if record is not None:
-                        if clock <= record[0] + self.dedup_window_ms:
-                            results[pos] = decode_result(record[1])
-                        else:
-                            results[pos] = expired_error(cid, seq)
+                    if record is not None and clock <= record[0] + self.dedup_window_ms:
+                        results[pos] = decode_result(record[1])
                         repeated.append(entries[pos].index)
                         continue
                     session = self._sessions.get(cid)
-                    if (
+                    if (  # an expired record counts while its client's session lasts
                         session is not None
-                        and seq <= session[0]
                         and clock <= session[1] + self.dedup_window_ms + SESSION_MS
+                        and (record is not None or seq <= session[0])
                     ):
                         results[pos] = expired_error(cid, seq)
                         repeated.append(entries[pos].index)

@@ -365,3 +365,28 @@ def test_record_keys_sort_by_seq_first_and_never_collide() -> None:
     assert sorted(keys) == keys
     pairs = [(cid, seq) for cid in (b"a", b"ab", b"a\x00", b"\x01") for seq in (0, 1, 2**64 - 1)]
     assert len({dedup.record_key(c, s) for c, s in pairs}) == len(pairs)
+
+
+def test_a_reused_seq_after_its_session_expired_is_answered_alike_however_cleaned_up(
+    tmp_path: Path,
+) -> None:
+    """A client that comes back after its session expired (a day past its newest record's
+    window) and reuses a seq: its old record may still be stored where clean-up has not
+    reached it (bounded per run, so it depends on how the replica batched its applies) or
+    be gone. Every replica must answer alike: a new command."""
+    groups = dedup.GC_GROUPS_PER_RUN + 10  # more than one run's clean-up reaches
+    entries = [ent(1, {"op": "create_bucket", "bucket": "a"})]
+    entries.append(ent(2, seq_cmd("back", 5, 0)))  # the oldest group holds its record
+    entries += [ent(3 + i, seq_cmd(f"x{i}", 1, 1 + i)) for i in range(groups)]
+    late = groups + WINDOW + dedup.SESSION_MS + 10
+    tail = [ent(3 + groups, seq_cmd("z", 1, late)), ent(4 + groups, seq_cmd("back", 5, late))]
+    outcomes = []
+    # one run for the tail, or two: the first cleans up the oldest groups before "back" comes
+    for n, runs in enumerate(([tail], [tail[:1], tail[1:]])):
+        with BucketStateMachine(tmp_path / f"s{n}", dedup_window_ms=WINDOW) as sm:
+            for e in entries:  # one run each: one group each
+                sm.apply([e])
+            results = [r for run in runs for r in sm.apply(run)]
+            outcomes.append(comparable(results))
+    assert outcomes[0] == outcomes[1]
+    assert type(outcomes[0][1]) is int  # applied anew: the bucket's next sequence

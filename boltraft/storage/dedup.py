@@ -42,7 +42,9 @@ client's highest seq is refused with ``session_expired`` too, so a client's seqs
 applied in increasing order (one call at a time, or pipelined on one connection, as the
 client library does). A session is kept ``SESSION_MS`` (a day) after its newest record
 expired (again a logical rule, read against the clock); a retry later than that is a new
-command.
+command, whether or not clean-up has reached its old record yet (a stored record whose
+client's session expired no longer counts), so that replicas that batched their applies,
+and so their clean-up, differently answer it alike.
 
 The SESSION INDEX lets clean-up find the sessions to delete: ONE key per session,
 ``SINDEX_PREFIX + minute(u64 BE) + cid`` (empty value), where minute is the start of the
@@ -181,16 +183,18 @@ class DedupRun:
 
     def lookup(self, cid: bytes, seq: int, clock: int) -> Any:
         """The original result of ``(cid, seq)`` if its record is live at ``clock``; a
-        SessionExpiredError when its record expired, or when it has none and its client
-        already applied a seq at least as high (see SESSIONS); else MISSING (a new
-        command)."""
+        SessionExpiredError when its record expired while its client's session lasts, or
+        when it has none and its client already applied a seq at least as high (see
+        SESSIONS); else MISSING (a new command)."""
         key = self._key_of(cid, seq)
         self._key = (cid, seq, key)
         raw = self._tx._txn.get(key, db=self._meta)  # the txn of the moment (savepoints)
         if raw is not None:
-            if clock > _U64.unpack_from(raw)[0] + self.window_ms:
-                return expired_error(cid, seq)
-            return decode_result(raw[8:])
+            if clock <= _U64.unpack_from(raw)[0] + self.window_ms:
+                return decode_result(raw[8:])
+            if self._highest(cid, clock) < 0:  # its session expired too: see SESSIONS
+                return MISSING
+            return expired_error(cid, seq)
         if seq <= self._highest(cid, clock):
             return expired_error(cid, seq)
         return MISSING
