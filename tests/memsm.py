@@ -267,11 +267,16 @@ class MemStateMachine:
                         results[pos] = decode_result(record[1])
                         repeated.append(entries[pos].index)
                         continue
+                    # an expired record counts for SESSION_MS, as its session does
+                    recent = (
+                        record is not None
+                        and clock <= record[0] + self.dedup_window_ms + SESSION_MS
+                    )
                     session = self._sessions.get(cid)
-                    if (  # an expired record counts while its client's session lasts
+                    if recent or (
                         session is not None
+                        and seq <= session[0]
                         and clock <= session[1] + self.dedup_window_ms + SESSION_MS
-                        and (record is not None or seq <= session[0])
                     ):
                         results[pos] = expired_error(cid, seq)
                         repeated.append(entries[pos].index)

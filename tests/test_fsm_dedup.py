@@ -390,3 +390,26 @@ def test_a_reused_seq_after_its_session_expired_is_answered_alike_however_cleane
             outcomes.append(comparable(results))
     assert outcomes[0] == outcomes[1]
     assert type(outcomes[0][1]) is int  # applied anew: the bucket's next sequence
+
+
+def test_a_client_back_after_its_session_expired_starts_a_new_session_alike_everywhere(
+    tmp_path: Path,
+) -> None:
+    """A client whose session expired comes back and counts its seqs from 1 again: its old
+    records of the same seqs, stored or cleaned up depending on the replica's batching,
+    must not refuse the new writes anywhere."""
+    groups = dedup.GC_GROUPS_PER_RUN + 10
+    entries = [ent(1, {"op": "create_bucket", "bucket": "a"})]
+    entries += [ent(2 + s, seq_cmd("back", 1 + s, 0)) for s in range(3)]  # the oldest groups
+    entries += [ent(5 + i, seq_cmd(f"x{i}", 1, 1 + i)) for i in range(groups)]
+    late = groups + WINDOW + dedup.SESSION_MS + 10
+    tail = [ent(5 + groups, seq_cmd("z", 1, late))]
+    tail += [ent(6 + groups + s, seq_cmd("back", 1 + s, late)) for s in range(3)]
+    outcomes = []
+    for n, runs in enumerate(([tail], [tail[:1], tail[1:]])):
+        with BucketStateMachine(tmp_path / f"s{n}", dedup_window_ms=WINDOW) as sm:
+            for e in entries:
+                sm.apply([e])
+            outcomes.append(comparable([r for run in runs for r in sm.apply(run)]))
+    assert outcomes[0] == outcomes[1]
+    assert all(type(r) is int for r in outcomes[0])  # every write applied

@@ -42,9 +42,13 @@ client's highest seq is refused with ``session_expired`` too, so a client's seqs
 applied in increasing order (one call at a time, or pipelined on one connection, as the
 client library does). A session is kept ``SESSION_MS`` (a day) after its newest record
 expired (again a logical rule, read against the clock); a retry later than that is a new
-command, whether or not clean-up has reached its old record yet (a stored record whose
-client's session expired no longer counts), so that replicas that batched their applies,
-and so their clean-up, differently answer it alike.
+command. A stored record counts for ``SESSION_MS`` after it expired and no longer: an older
+one may or may not have been cleaned up yet (clean-up is bounded per run, and replicas
+batch their applies differently), so a lookup treats it as gone. Within that day the
+record's session lasts too (its ts is at least the record's) and refuses the pair
+whether or not the record is still there, so every replica answers alike; and a client
+that came back after its session expired, and reuses seqs, starts a new session that its
+old records do not touch.
 
 The SESSION INDEX lets clean-up find the sessions to delete: ONE key per session,
 ``SINDEX_PREFIX + minute(u64 BE) + cid`` (empty value), where minute is the start of the
@@ -183,18 +187,19 @@ class DedupRun:
 
     def lookup(self, cid: bytes, seq: int, clock: int) -> Any:
         """The original result of ``(cid, seq)`` if its record is live at ``clock``; a
-        SessionExpiredError when its record expired while its client's session lasts, or
-        when it has none and its client already applied a seq at least as high (see
+        SessionExpiredError when its record expired less than ``SESSION_MS`` ago, or when it
+        has no such record and its client already applied a seq at least as high (see
         SESSIONS); else MISSING (a new command)."""
         key = self._key_of(cid, seq)
         self._key = (cid, seq, key)
         raw = self._tx._txn.get(key, db=self._meta)  # the txn of the moment (savepoints)
         if raw is not None:
-            if clock <= _U64.unpack_from(raw)[0] + self.window_ms:
+            ts = _U64.unpack_from(raw)[0]
+            if clock <= ts + self.window_ms:
                 return decode_result(raw[8:])
-            if self._highest(cid, clock) < 0:  # its session expired too: see SESSIONS
-                return MISSING
-            return expired_error(cid, seq)
+            if clock <= ts + self.window_ms + SESSION_MS:
+                return expired_error(cid, seq)
+            # older: it counts no more, as where clean-up removed it (see SESSIONS)
         if seq <= self._highest(cid, clock):
             return expired_error(cid, seq)
         return MISSING
