@@ -492,8 +492,11 @@ def test_frames_that_arrive_while_a_leader_applies_and_flushes_are_stepped(
 
         def recv(timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
             frames = real(timeout, max_frames)
-            if any(f.kind == "req" and f.payload[0] == 4 for f in frames):
-                store.release.set()  # the loop took the write: the flush may end
+            taken = {f.payload[0] for f in frames if f.kind == "req"}
+            if 4 in taken:  # write 5 comes while the loop steps write 4
+                w.request(lead, 5, _put("d", "4"))
+            if 5 in taken:
+                store.release.set()  # the loop took both writes: the flush may end
             return frames
 
         net.recv = recv  # type: ignore[method-assign]
@@ -511,8 +514,8 @@ def test_frames_that_arrive_while_a_leader_applies_and_flushes_are_stepped(
         last = node.logstore.last_index()
         node.process(real())
         assert 2 in w.responses(lead)  # entry 2 was applied while the flush ran
-        assert node.counters["stepped_during_flush"] == 1
-        assert node.logstore.last_index() == last + 1  # write 4 waits for the next turn
+        assert node.counters["stepped_during_flush"] == 2  # writes 4 and 5
+        assert node.logstore.last_index() == last + 1  # they wait for the next turn
         timeouts: list[float] = []
 
         def timed(timeout: float = 0.0, max_frames: int = 4096) -> list[Incoming]:
@@ -522,11 +525,11 @@ def test_frames_that_arrive_while_a_leader_applies_and_flushes_are_stepped(
         net.recv = timed  # type: ignore[method-assign]
         stops = iter([False, True])
         node.run(lambda: next(stops))
-        assert timeouts[0] == 0.0  # a write queued during the flush does not wait for a tick
-        assert node.logstore.last_index() == last + 2
+        assert timeouts[0] == 0.0  # writes queued during the flush do not wait for a tick
+        assert node.logstore.last_index() == last + 3
         w.settle(5)
         answers = w.responses(lead)
-        assert answers[3].ok and answers[4].ok
+        assert answers[3].ok and answers[4].ok and answers[5].ok
     finally:
         w.close()
 
