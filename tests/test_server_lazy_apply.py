@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from memsm import MemStateMachine
 from memworld import TICK_MS, World
 
 from boltraft.raft.types import (
@@ -23,6 +24,7 @@ from boltraft.raft.types import (
 from boltraft.server import applying, commitnotice
 from boltraft.server import node as node_mod
 from boltraft.server.node import Node
+from boltraft.server.ports import NullObserver
 from boltraft.transport import codec
 
 
@@ -341,3 +343,22 @@ def test_the_leader_forgets_a_follower_that_stopped_watching(world: World) -> No
     world.request(lead, 50, _put("fresh", "yes"))
     world.settle()
     assert world.nodes[follower].commit < leader.commit  # lazy again
+
+
+def test_a_follower_applies_once_the_oldest_kept_entry_has_waited() -> None:
+    """A batch is bounded by time as well as by size: under a light load the entries are
+    applied once the oldest has waited ``LAZY_APPLY_WAIT_S``, a few at a time."""
+    applier = applying.Applier(MemStateMachine(), NullObserver(), node_id="n2", lazy=True)
+    wait = applying.LAZY_APPLY_WAIT_S
+
+    def ready(index: int) -> Ready:
+        return Ready(committed_entries=[Entry(1, index, 0, b"x")])
+
+    assert applier.select(ready(1), True, False, now=100.0) == []
+    assert applier.select(ready(2), True, False, now=100.0 + wait / 2) == []
+    assert applier.select(Ready(), True, False, now=100.0 + wait * 0.9) == []
+    applied = applier.select(ready(3), True, False, now=100.0 + wait)
+    assert [e.index for e in applied] == [1, 2, 3] and not applier.has_kept
+    # the next batch waits from its own first entry
+    assert applier.select(ready(4), True, False, now=100.0 + wait * 1.5) == []
+    assert [e.index for e in applier.select(Ready(), True, False, now=100.0 + wait * 2.5)] == [4]

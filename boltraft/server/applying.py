@@ -4,9 +4,14 @@
 ``lazy_apply`` (a server setting, on by default): a follower keeps the committed entries its
 Readys hand over and applies what it kept in one batch later: when its loop found nothing to
 do for ``LAZY_APPLY_IDLE_S``, at the next tick, before it handles anything but Raft messages,
-once ``LAZY_APPLY_ENTRIES``/``LAZY_APPLY_BYTES`` wait, and at once in a Ready that changes
-its role or membership, installs a snapshot or confirms reads, and always while the node
-serves watches (``Applier.select``).
+in the next Ready once ``LAZY_APPLY_ENTRIES``/``LAZY_APPLY_BYTES`` wait or the oldest of
+them has waited ``LAZY_APPLY_WAIT_S``, and at once in a Ready that
+changes its role or membership, installs a snapshot or confirms reads, and always while the
+node serves watches (``Applier.select``). The wait bounds a batch by time as well as by
+size: under a light load the batches stay small enough to apply while the Ready's flush
+runs (a big one would hold up the follower's answer, and both followers make it at once),
+under a heavy one they grow toward ``LAZY_APPLY_ENTRIES``, where an apply costs least per
+entry.
 
 A full disk (the state machine's ``NoSpaceError``): the entries are kept, in order, and
 applied again at every tick, never skipped (the other replicas apply them).
@@ -29,9 +34,11 @@ from boltraft.server.ports import CommitObserver, StateMachine
 log = logging.getLogger("boltraft.server")
 
 # lazy_apply: a follower applies what it kept once this many entries or command bytes wait,
-# or after its loop found nothing to do for LAZY_APPLY_IDLE_S (and at every tick)
-LAZY_APPLY_ENTRIES = 64
+# or the oldest has waited LAZY_APPLY_WAIT_S, or after its loop found nothing to do for
+# LAZY_APPLY_IDLE_S (and at every tick)
+LAZY_APPLY_ENTRIES = 256
 LAZY_APPLY_BYTES = 1 << 20
+LAZY_APPLY_WAIT_S = 0.01
 LAZY_APPLY_IDLE_S = 0.002
 
 
@@ -60,6 +67,7 @@ class Applier:
         self._lazy = lazy
         self._kept: list[Entry] = []
         self._kept_bytes = 0
+        self._kept_at = 0.0  # when the oldest kept entry was kept (the loop's clock)
 
     @property
     def has_kept(self) -> bool:
@@ -71,15 +79,21 @@ class Applier:
         return tuple(self._kept)
 
     def select(
-        self, rd: Ready, follower: bool, reads_waiting: bool, watched: bool = False
+        self,
+        rd: Ready,
+        follower: bool,
+        reads_waiting: bool,
+        watched: bool = False,
+        now: float = 0.0,
     ) -> list[Entry]:
         """The committed entries to apply in ``rd``: those kept from earlier Readys, then
         ``rd.committed_entries``; none when a ``follower`` keeps them all for a later batch
         (``lazy_apply``), which it does unless the Ready changes membership, installs a
         snapshot or confirms reads, ``reads_waiting``, the node serves watches
-        (``watched``: their changes should not wait for a batch), or the kept entries reach
-        ``LAZY_APPLY_ENTRIES`` or ``LAZY_APPLY_BYTES``. With a full disk every entry is
-        kept for the retry at the next tick."""
+        (``watched``: their changes should not wait for a batch), the kept entries reach
+        ``LAZY_APPLY_ENTRIES`` or ``LAZY_APPLY_BYTES``, or at ``now`` (the loop's clock)
+        the oldest of them has waited ``LAZY_APPLY_WAIT_S``. With a full disk every entry
+        is kept for the retry at the next tick."""
         ents = rd.committed_entries
         if self.full:
             self.keep(ents)
@@ -93,8 +107,14 @@ class Applier:
             and not reads_waiting
             and not watched
         ):
+            if ents and not self._kept:
+                self._kept_at = now
             self.keep(ents)
-            if len(self._kept) < LAZY_APPLY_ENTRIES and self._kept_bytes < LAZY_APPLY_BYTES:
+            if (
+                len(self._kept) < LAZY_APPLY_ENTRIES
+                and self._kept_bytes < LAZY_APPLY_BYTES
+                and now - self._kept_at < LAZY_APPLY_WAIT_S
+            ):
                 return []
             ents = []
         if self._kept:

@@ -584,7 +584,11 @@ class Node:
             net.queue(self._outgoing(rd.early_messages))
             net.flush()
         committed = self.applier.select(
-            rd, state.role == Role.FOLLOWER, self.service.reads_waiting, self.watches.live
+            rd,
+            state.role == Role.FOLLOWER,
+            self.service.reads_waiting,
+            self.watches.live,
+            self._clock(),
         )
         hs = rd.hard_state
         syncing = False
