@@ -245,7 +245,7 @@ def _keeping(world: World) -> tuple[Node, int]:
 
 def _select(f: Node, rd: Ready) -> list[Entry]:
     """The committed entries the follower ``f`` applies in ``rd`` (as _handle_ready asks)."""
-    return f.applier.select(rd, True, f.service.reads_waiting)
+    return f.applier.select(rd, True, f.service.reads_waiting, now=f._clock())
 
 
 def test_a_ready_without_committed_entries_leaves_the_kept_ones_kept(world: World) -> None:

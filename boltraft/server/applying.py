@@ -84,7 +84,8 @@ class Applier:
         follower: bool,
         reads_waiting: bool,
         watched: bool = False,
-        now: float = 0.0,
+        *,
+        now: float,
     ) -> list[Entry]:
         """The committed entries to apply in ``rd``: those kept from earlier Readys, then
         ``rd.committed_entries``; none when a ``follower`` keeps them all for a later batch

@@ -588,10 +588,11 @@ class Node:
             state.role == Role.FOLLOWER,
             self.service.reads_waiting,
             self.watches.live,
-            self._clock(),
+            now=self._clock(),
         )
         hs = rd.hard_state
         syncing = False
+        on_thread = False  # the flush runs on the sync thread while the loop applies
         if rd.snapshot is not None:
             try:
                 self._install(rd.snapshot, hs or self._hard_state)
@@ -621,7 +622,8 @@ class Node:
         if rd.entries or hs is not None:
             if syncing:
                 self.counters["fsyncs"] += 1
-                if committed:
+                on_thread = bool(committed)
+                if on_thread:
                     self._syncer.start(self.logstore.sync)
                 else:
                     self._flush_stepping()
@@ -630,10 +632,11 @@ class Node:
                 if hs.commit > state.commit:
                     state.commit = hs.commit
         if syncing:
-            if committed and not self._apply(committed):
-                committed = []
-            # persist before sending what depends on it; what arrives meanwhile is stepped
-            self._step_until_synced(self.net.recv(0.0) if not self._syncer.done else [])
+            if on_thread:
+                if not self._apply(committed):
+                    committed = []
+                # persist before sending what depends on it; what arrives meanwhile is stepped
+                self._step_until_synced(self.net.recv(0.0) if not self._syncer.done else [])
             if rd.entries:
                 self.observer.persisted(rd.entries[-1].index)
             if rd.messages:
