@@ -40,6 +40,9 @@ class MemNet:
         out, self.inbox = self.inbox, []
         return out
 
+    def pending(self) -> bool:
+        return bool(self.inbox)
+
     def queue(self, msgs: Iterable[Message]) -> None:
         self.queued.extend(msgs)
 

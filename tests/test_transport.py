@@ -418,3 +418,41 @@ def test_one_recv_takes_frames_up_to_its_byte_budget_and_keeps_the_rest_in_its_i
         got += batch
     assert bigs() + node.counters()["inbox_refused"] == 8
     assert [f.payload[0] for f in got].count(2) == 1
+
+
+def test_pending_sees_a_frame_on_the_router_or_in_the_inbox_until_it_is_read(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    a, b = connected_pair(make)
+    while b.recv(0.02):  # the heartbeats connected_pair sent more than once
+        pass
+    assert not b.pending()
+    a.send([hb("n2", "n1", commit=7)])
+    end = time.monotonic() + DEADLINE
+    while not b.pending():  # the frame travels: pending turns True once it waits
+        assert time.monotonic() < end, b.counters()
+        time.sleep(0.001)
+    (got,) = b.recv(0.0)
+    assert [m.commit for m in got.payload] == [7]
+    assert not b.pending()
+    # frames one recv did not hand over wait in the inbox: pending while they do (the
+    # three requests are sent again until one recv found them all arrived at once)
+    client = ctx.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(b.endpoint)
+    kept_seen = False
+    while not kept_seen:
+        assert time.monotonic() < end, b.counters()
+        for rid in (1, 2, 3):
+            client.send(codec.encode_frame(codec.KIND_REQ, rid, {"op": "status"}))
+        taken: list[Incoming] = []
+        while len(taken) < 3:
+            assert time.monotonic() < end, b.counters()
+            taken += b.recv(timeout=0.02, max_frames=1)
+            if b.counters()["inbox_frames"]:
+                kept_seen = True
+                assert b.pending()
+        assert [f.payload[0] for f in taken] == [1, 2, 3] and not b.pending()
+    b.close()
+    with pytest.raises(errors.UnavailableError):
+        b.pending()

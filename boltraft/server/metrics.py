@@ -103,6 +103,9 @@ class CountingNet:
                     self._count(item[1])
         return frames
 
+    def pending(self) -> bool:
+        return self.inner.pending()
+
     def queue(self, msgs: Iterable[Message]) -> None:
         self.inner.queue(msgs)
 

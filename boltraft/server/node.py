@@ -636,7 +636,8 @@ class Node:
                 if not self._apply(committed):
                     committed = []
                 # persist before sending what depends on it; what arrives meanwhile is stepped
-                self._step_until_synced(self.net.recv(0.0) if not self._syncer.done else [])
+                waiting = not self._syncer.done and self.net.pending()
+                self._step_until_synced(self.net.recv(0.0) if waiting else [])
             if rd.entries:
                 self.observer.persisted(rd.entries[-1].index)
             if rd.messages:
@@ -751,9 +752,9 @@ class Node:
     def _flush_stepping(self) -> None:
         """Flushes the log; meanwhile (the flush on the sync thread) steps the frames that
         have already arrived and those that arrive before it ends (``_step_until_synced``).
-        With nothing waiting, the flush runs here: a thread hand-off would only add its
-        latency."""
-        frames = self.net.recv(0.0)
+        With nothing waiting (``Net.pending``: the cheap look, not a ``recv`` of every
+        socket), the flush runs here: a thread hand-off would only add its latency."""
+        frames = self.net.recv(0.0) if self.net.pending() else []
         if not frames:
             self.logstore.sync()
             return

@@ -92,6 +92,11 @@ class Net(Protocol):
         as an ``Incoming`` of kind ``PEER_DOWN`` (payload: the peer's id)."""
         ...
 
+    def pending(self) -> bool:
+        """True when frames wait to be read, as far as a cheap look tells (no wait; it may
+        miss frames that ``recv`` would return, never the other way round)."""
+        ...
+
     def queue(self, msgs: Iterable[Message]) -> None:
         """Queues Raft messages for the next ``flush()`` (one frame per peer)."""
         ...

@@ -641,6 +641,19 @@ class PeerTransport:
             self._in_recv = False
         return downs + out if downs else out
 
+    def pending(self) -> bool:
+        """True when a frame waits to be read: in the inbox, or on the ROUTER, where the
+        peers' Raft messages and the clients' requests arrive. Far cheaper than
+        ``recv(0)``, which polls every socket; a frame on a DEALER (sent back by a peer
+        that has no DEALER here) or a lost connection is not seen here."""
+        self._live()
+        with self._lock:
+            if len(self._inbox):
+                return True
+            # pyzmq types the backend's get() as int | bytes for every option; EVENTS is an int
+            events: int = _get(self._router, _EVENTS)  # type: ignore[assignment]
+        return bool(events & _POLLIN)
+
     def _gather(self, timeout: float, max_frames: int) -> tuple[list[Incoming], list[Raw]]:
         """``recv`` with the lock held: the PEER_DOWN events and the raw frames to decode
         (the inbox's oldest, then those read now while the inbox is empty and there is
