@@ -636,8 +636,7 @@ class Node:
                 if not self._apply(committed):
                     committed = []
                 # persist before sending what depends on it; what arrives meanwhile is stepped
-                waiting = not self._syncer.done and self.net.pending()
-                self._step_until_synced(self.net.recv(0.0) if waiting else [])
+                self._step_until_synced(self._arrived() if not self._syncer.done else [])
             if rd.entries:
                 self.observer.persisted(rd.entries[-1].index)
             if rd.messages:
@@ -752,9 +751,9 @@ class Node:
     def _flush_stepping(self) -> None:
         """Flushes the log; meanwhile (the flush on the sync thread) steps the frames that
         have already arrived and those that arrive before it ends (``_step_until_synced``).
-        With nothing waiting (``Net.pending``: the cheap look, not a ``recv`` of every
-        socket), the flush runs here: a thread hand-off would only add its latency."""
-        frames = self.net.recv(0.0) if self.net.pending() else []
+        With nothing arrived (``_arrived``), the flush runs here: a thread hand-off would
+        only add its latency."""
+        frames = self._arrived()
         if not frames:
             self.logstore.sync()
             return
@@ -789,9 +788,14 @@ class Node:
                     self._deferred.append(frame)
             if syncer.done or self._deferred:
                 break
-            frames = self.net.recv(0.0)
+            frames = self._arrived()
         self.counters["stepped_during_flush"] += stepped
         syncer.wait()
+
+    def _arrived(self) -> list[Incoming]:
+        """The frames that have arrived, without waiting; [] at once when the cheap look
+        (``Net.pending``) sees none, without a ``recv`` of every socket."""
+        return self.net.recv(0.0) if self.net.pending() else []
 
     def _outgoing(self, msgs: list[Message]) -> list[Message]:
         for m in msgs:

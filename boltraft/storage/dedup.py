@@ -102,10 +102,15 @@ def record_key(cid: bytes, seq: int) -> bytes:
     return RECORD_PREFIX + _U64.pack(seq) + cid
 
 
+def session_bucket(ts: int) -> int:
+    """Returns the start of the session index bucket holding ``ts``."""
+    return ts - ts % SESSION_BUCKET_MS
+
+
 def session_index_key(cid: bytes, ts: int) -> bytes:
     """Returns the session index key of ``cid``'s session applied at ``ts``: the start of
     ts's bucket, then the cid."""
-    return SINDEX_PREFIX + _U64.pack(ts - ts % SESSION_BUCKET_MS) + cid
+    return SINDEX_PREFIX + _U64.pack(session_bucket(ts)) + cid
 
 
 def record_key_cid_first(cid: bytes, seq: int) -> bytes:
@@ -321,7 +326,7 @@ class DedupRun:
             old_seq, old_ts = _SESSION.unpack(raw)
             if old_seq < seq:
                 puts.append((key, _SESSION.pack(seq, ts)))
-                if old_ts // SESSION_BUCKET_MS != ts // SESSION_BUCKET_MS:
+                if session_bucket(old_ts) != session_bucket(ts):
                     gone.append(session_index_key(cid, old_ts))
                     puts.append((session_index_key(cid, ts), b""))
         tx._check(True)
