@@ -50,20 +50,25 @@ def small_filesystem(mount_point: Path, mib: int = 16) -> Iterator[Path]:
 
 def fill(fs: Path) -> Path:
     """Returns the file that now takes every free block of the filesystem at ``fs`` (delete
-    it to free them)."""
+    it to free them). A process writing there meanwhile can free blocks as its own writes
+    settle (ext4 gives back what it had reserved for them), so the file takes those too,
+    until none is left (at most 50 rounds)."""
     path = fs / FILLER
     chunk = b"\0" * (64 << 10)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        for size in (len(chunk), 4096, 1):  # big writes, then the last blocks' bytes
-            while True:
-                try:
-                    os.write(fd, chunk[:size])
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-        os.fsync(fd)
+        for _ in range(50):
+            for size in (len(chunk), 4096, 1):  # big writes, then the last blocks' bytes
+                while True:
+                    try:
+                        os.write(fd, chunk[:size])
+                    except OSError as exc:
+                        if exc.errno != errno.ENOSPC:
+                            raise
+                        break
+            os.fsync(fd)
+            if free_bytes(fs) == 0:
+                break
     finally:
         os.close(fd)
     return path
