@@ -81,7 +81,9 @@ class MemNet:
 
 class World:
     """Three nodes on a fake clock (``options``: ServerConfig fields for every node);
-    ``step()`` moves the clock one tick and runs every node's loop once."""
+    ``step()`` moves the clock one tick and runs every node's loop once. A leader's spare
+    appends (``spare_append_ms``) are off unless a test sets them: ``settle()`` does not
+    move the clock, and a held batch leaves only when its time has come."""
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class World:
         sm: str = "lmdb",
         **options: Any,
     ) -> None:
+        options.setdefault("spare_append_ms", 0)
         self.now = 1000.0
         self.cut: set[frozenset[str]] = set()
         self.lost: set[frozenset[str]] = set()

@@ -605,3 +605,50 @@ def test_rollbacks_do_not_wait_for_a_copy_in_progress(tmp_path: Path) -> None:
         with DB.open(image, readonly=True) as copy, copy.view() as tx:
             assert tx.bucket("b").count() == 4000
             assert tx.bucket("b").get(b"k") is None
+
+
+# --- a write transaction held open (hold_fn / end_held) ------------------------------------
+def test_a_held_transaction_commits_or_rolls_back_when_its_holder_says(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL) as db:
+        db.update_fn(lambda tx: tx.create_bucket("b").put(b"k", b"old"))
+        for commit, want in ((False, b"old"), (True, b"new")):
+            held = db.hold_fn(lambda tx: tx.bucket("b").put(b"k", b"new") or "done")
+            assert held is not None and held[1] == "done"
+            seen: list[bytes | None] = []
+
+            def read(seen: list[bytes | None] = seen) -> None:
+                with db.view() as rtx:
+                    seen.append(rtx.bucket("b").get(b"k"))
+
+            reader = threading.Thread(target=read)  # another thread reads meanwhile
+            reader.start()
+            reader.join(10)
+            with db.view() as rtx:  # and so does this one, beside its open write
+                seen.append(rtx.bucket("b").get(b"k"))
+            assert seen == [b"old", b"old"]
+            assert db.end_held(held[0], commit) is commit
+            with db.view() as rtx:
+                assert rtx.bucket("b").get(b"k") == want
+        db.update_fn(lambda tx: tx.bucket("b").put(b"after", b"1"))  # the lock was let go
+        assert db.check() == []
+
+
+def test_a_held_transaction_whose_body_fails_leaves_nothing_open(tmp_path: Path) -> None:
+    with DB.open(tmp_path / "db", initial_map_size=SMALL, quota=SMALL) as db:
+
+        def missing(tx: Tx) -> None:
+            tx.create_bucket("x").put(b"k", b"v")
+            tx.bucket("nope")  # BucketNotFoundError: rolled back, None
+
+        assert db.hold_fn(missing) is None
+        assert db.hold_fn(fill("big", 30000)) is None  # the map filled up: no growing here
+
+        def crash(tx: Tx) -> None:
+            tx.create_bucket("y")
+            raise ZeroDivisionError
+
+        with pytest.raises(ZeroDivisionError):  # not a BoltraftError: raised, rolled back
+            db.hold_fn(crash)
+        db.update_fn(lambda tx: tx.create_bucket("z"))
+        with db.view() as tx:
+            assert tx.buckets() == [b"z"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from memsm import MemStateMachine
 from memworld import TICK_MS, MemNet, World
 
 from boltraft.raft.memstore import MemoryLogStore
@@ -126,6 +127,7 @@ def test_entry_overwritten_in_a_new_term_answers_proposal_dropped(world: World) 
     world.request(old, 1, {"op": "create_bucket", "bucket": "b"})
     world.settle()
     world.isolate(old)
+    before = world.nodes[old].counters["prepared"]
     world.request(old, 2, _put("lost", "x"))  # appended by the old leader, never committed
     world.step(advance=False)
     for _ in range(200):
@@ -144,6 +146,32 @@ def test_entry_overwritten_in_a_new_term_answers_proposal_dropped(world: World) 
     resp = world.responses(old)[2]
     assert not resp.ok and resp.error.code == "proposal_dropped"
     assert _get(world.nodes[old], b"lost") is None
+    # the store on LMDB had applied "lost" ahead (the twin declines): it was rolled back
+    lmdb = not isinstance(world.sms[0], MemStateMachine)
+    assert world.nodes[old].counters["prepared"] - before == lmdb
+
+
+def test_a_leader_applies_its_lone_entry_ahead_and_answers_as_ever(world: World) -> None:
+    lead = world.elect()
+    world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
+    world.settle()
+    node = world.nodes[lead]
+    before = node.counters["prepared"]
+    for i in range(3):
+        world.request(lead, 10 + i, _put(f"k{i}", f"v{i}", cid="c", seq=i + 1))
+        world.settle()
+        world.request(lead, 20 + i, _put(f"k{i}", "again", cid="c", seq=i + 1))  # a retry
+        world.settle()
+    resps = world.responses(lead)
+    assert all(resps[r].ok for r in (10, 11, 12, 20, 21, 22))
+    # the store on LMDB applies each lone entry ahead, the retries too; the twin declines
+    lmdb = not isinstance(world.sms[0], MemStateMachine)
+    assert node.counters["prepared"] - before == (6 if lmdb else 0)
+    world.step()
+    world.settle()
+    for n in world.nodes.values():
+        n.catch_up()
+        assert [_get(n, f"k{i}".encode()) for i in range(3)] == [b"v0", b"v1", b"v2"]
 
 
 def test_stale_reads_and_max_lag(world: World) -> None:

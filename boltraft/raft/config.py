@@ -40,6 +40,10 @@ class Config:
     # CommitTimeout): when writes are sparse this saves every follower a message and a
     # Ready per commit. Membership changes and a new term's first commit go out at once.
     lazy_commit: bool = False
+    # A leader marks its appends to the voters a quorum does not need now as spare
+    # (``Ready.spare_messages``): the followers that acknowledged soonest carry each commit,
+    # and the runtime may send the others their entries in batches (see ``spare_voters``).
+    spare_appends: bool = False
 
     def __post_init__(self) -> None:
         if self.rng is _RNG_FROM_ID:

@@ -177,6 +177,8 @@ def _app_resp(r: RaftState, m: Message) -> None:
         if was_paused and not pr.is_paused():
             _send_all(r, m.frm)
         return
+    r.match_rises += 1
+    pr.reached = r.match_rises
     if pr.state == ProgressState.PROBE:
         pr.become_replicate()
     elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
@@ -245,6 +247,30 @@ _HANDLERS: dict[MessageType, Callable[[RaftState, Message], None]] = {
     MT.HEARTBEAT_RESP: _heartbeat_resp,
     MT.READ_INDEX: _read_index_req,
 }
+
+
+def spare_voters(r: RaftState) -> frozenset[NodeId]:
+    """Returns the followers a quorum does not need now: the voters beyond the
+    ``len(voters) // 2`` followers that, with the leader, make a quorum, ranked by how far
+    their match is (highest first) and then by who reached it sooner (``Progress.reached``).
+
+    None while the followers the quorum needs have not acknowledged every durable entry of
+    the leader (writes in flight, pipelined: then every follower may carry the commit, the
+    first to answer), when the leader is not a voter, and for a follower that is not
+    replicating normally (a probed one must not wait for a batch). A spare follower that
+    overtakes the others (the first crashed or stalled) ranks first at the next call."""
+    voters = r.conf.voters
+    if r.id not in voters:
+        return frozenset()
+    prs = r.progress
+    others = sorted(
+        (nid for nid in voters if nid != r.id), key=lambda n: (-prs[n].match, prs[n].reached)
+    )
+    need = len(voters) // 2
+    durable = r.log.durable_index()
+    if any(prs[nid].match < durable for nid in others[:need]):
+        return frozenset()
+    return frozenset(nid for nid in others[need:] if prs[nid].state == ProgressState.REPLICATE)
 
 
 # --- commit -----------------------------------------------------------------------------------

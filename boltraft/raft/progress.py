@@ -71,6 +71,7 @@ class Progress:
         "next",
         "pending_snapshot",
         "probe_sent",
+        "reached",
         "recent_active",
         "state",
     )
@@ -84,6 +85,7 @@ class Progress:
         self.probe_sent = False  # PROBE: an APP is outstanding; wait for a reply or heartbeat
         self.pending_snapshot = 0  # SNAPSHOT: the index of the snapshot being sent
         self.recent_active = False  # heard from within the last election timeout
+        self.reached = 0  # the leader's match_rises when match last rose (lower: sooner)
         self.is_learner = is_learner
         self.inflights = Inflights(max_count, max_bytes)
 

@@ -123,6 +123,11 @@ class Raft(RaftState):
         self._check_leader()
         leader.transfer_leader(self, target)
 
+    def spare_voters(self) -> frozenset[NodeId]:
+        """The followers a quorum does not need now (a leader only; see
+        ``leader.spare_voters``)."""
+        return leader.spare_voters(self) if self.role == Role.LEADER else frozenset()
+
     def report_snapshot(self, to: NodeId, ok: bool) -> None:
         """Notes whether the snapshot sent to ``to`` was installed (a leader only)."""
         if self.role == Role.LEADER:

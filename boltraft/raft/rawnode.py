@@ -34,6 +34,20 @@ __all__ = ["ProgressStatus", "RawNode", "Status"]
 _EARLY = (MessageType.APP, MessageType.HEARTBEAT)
 
 
+def _set_spare(rd: Ready, spare: frozenset[NodeId]) -> None:
+    """Moves the appends carrying entries to the ``spare`` followers out of
+    ``rd.early_messages`` into ``rd.spare_messages``."""
+    if not spare:
+        return
+    early: list[Message] = []
+    for m in rd.early_messages:
+        if m.to in spare and m.entries and m.type == MessageType.APP:
+            rd.spare_messages.append(m)
+        else:
+            early.append(m)
+    rd.early_messages = early
+
+
 class RawNode:
     """A Raft node without I/O. At most one Ready is outstanding: call ``advance(ready)``
     before the next ``ready()``.
@@ -208,6 +222,8 @@ class RawNode:
                 rd.early_messages = [m for m in msgs if m.type in _EARLY]
                 if len(rd.early_messages) != len(msgs):
                     rd.messages = [m for m in msgs if m.type not in _EARLY]
+                if r.cfg.spare_appends:
+                    _set_spare(rd, r.spare_voters())
             else:
                 rd.messages = msgs
         if r.read_states:

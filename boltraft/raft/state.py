@@ -96,6 +96,9 @@ class RaftState:
         # with lazy_commit, the members a leader tells of every raised commit at once (set by
         # the runtime, RawNode.set_prompt_commit; kept across terms and roles)
         self.prompt_commit: frozenset[NodeId] = frozenset()
+        # leader: how many times a follower's match has risen (never reset); each
+        # Progress.reached is this count at that follower's latest rise
+        self.match_rises = 0
         self.become_follower(self.term, NONE)
 
     def promotable(self) -> bool:

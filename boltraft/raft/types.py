@@ -9,6 +9,9 @@ The ``Ready`` contract (written here, enforced by every harness):
 1. Send ``ready.early_messages`` at once: they are a leader's appends and heartbeats, which
    depend only on state already durable (the leader counts its own copy of new entries only
    after ``advance()``, Raft thesis 10.2.1).
+   ``ready.spare_messages`` (only with ``Config.spare_appends``) are appends like them,
+   to the followers a quorum does not need now: they may leave at once or later, in a
+   batch with the next ones, but before any later message to the same follower.
 2. Persist, in one synced write when possible: ``ready.snapshot`` (install it first), then
    ``ready.entries`` (truncating any conflicting suffix from ``entries[0].index``), then
    ``ready.hard_state``.
@@ -173,6 +176,7 @@ class Ready:
     entries: list[Entry] = field(default_factory=list)  # to append durably
     committed_entries: list[Entry] = field(default_factory=list)  # to apply, in order
     early_messages: list[Message] = field(default_factory=list)  # may leave before persisting
+    spare_messages: list[Message] = field(default_factory=list)  # as early; may wait (batches)
     messages: list[Message] = field(default_factory=list)  # only after persisting
     read_states: list[ReadState] = field(default_factory=list)
     conf_state: ConfState | None = None  # set when a committed conf change took effect

@@ -135,6 +135,14 @@ class Applier:
         self._kept_bytes = 0
         return ents
 
+    def prepare(self, ents: list[Entry]) -> bool:
+        """True when the state machine applied ``ents``, a leader's new entries, ahead of
+        their commit (``StateMachine.prepare``: the apply at their commit then only commits
+        them); never while entries wait here (they come first) or the disk is full."""
+        if self.full or self._kept:
+            return False
+        return self.sm.prepare(ents)
+
     def apply(self, ents: list[Entry]) -> Applied:
         """Applies committed ``ents`` in ONE state-machine ``apply()``. When the disk is too
         full, keeps what was not applied (before the entries kept meanwhile) and reports

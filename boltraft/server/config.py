@@ -16,6 +16,7 @@ restarted node needs only ``--data``). Config file keys (all optional except whe
 | ``pre_vote`` / ``check_quorum`` | bool | true | Raft options |
 | ``lazy_commit`` | bool | true | followers learn a commit with the next append or heartbeat |
 | ``lazy_apply`` | bool | true | followers apply committed entries in batches, when idle (node.py) |
+| ``spare_append_ms`` | int | 10 | followers a quorum does not need: entries in batches (0: off) |
 | ``fsync`` | bool | true | fsync the Raft log before acknowledging (off only for tests) |
 | ``log_store`` | str | wal | the Raft log: ``wal`` or ``lmdb``; an existing log keeps its kind |
 | ``max_batch`` | int | 4096 | most client writes grouped into one proposal |
@@ -70,6 +71,7 @@ _INT_KEYS = {
     "dedup_window_ms": 0,
     "request_timeout_ms": 1,
     "corrupt_check_ms": 0,
+    "spare_append_ms": 0,
     "max_inflight_bytes": 1,
     "max_apply_bytes": 1,
     "max_client_pending_bytes": 1,
@@ -110,6 +112,7 @@ class ServerConfig:
     check_quorum: bool = True
     lazy_commit: bool = True  # boltraft.raft.config.Config.lazy_commit
     lazy_apply: bool = True  # boltraft.server.node: a follower's applies wait for a batch
+    spare_append_ms: int = 10  # boltraft.server.spare; 0: every append leaves at once
     fsync: bool = True
     log_store: str | None = None  # one of LOG_STORES; None: the data dir's kind, else "wal"
     max_batch: int = 4096

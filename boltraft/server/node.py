@@ -16,13 +16,17 @@ writes, one ReadIndex context for all linearizable reads), then drain the core's
 following the contract in ``boltraft.raft.types``:
 
 1. send ``early_messages`` (the leader's appends: it writes its own log while they travel);
+   hold ``spare_messages`` (the appends to the followers a quorum does not need now) for
+   the next batch, which leaves within ``spare_append_ms`` (``boltraft.server.spare``);
 2. write entries + hard state in ONE log append (a hard state that only raises the commit
    index waits for the next append: ``_unwritten_hs``); when anything in it must be durable
    (entries, a new term or vote), flush it: on the sync
    thread while step 3 applies (``boltraft.server.syncer``) and then, until the flush
    ends, the loop steps the Raft messages and requests arriving (``_step_until_synced``);
    with nothing to apply, the same from the start when frames are already waiting
-   (``_flush_stepping``), else inline;
+   (``_flush_stepping``), else inline; a leader with nothing to apply then has the state
+   machine apply its new entry ahead of the commit (``Applier.prepare``: the apply at the
+   commit only commits it, so the answer leaves sooner);
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes (the
    answers leave at once, before anything else of the Ready), then answer read states (a
    read waits until applied >= its read index). A follower with ``lazy_apply`` keeps them
@@ -76,6 +80,7 @@ from boltraft.server.logevery import LogEvery
 from boltraft.server.ports import CommitObserver, Net, NullObserver, StateMachine
 from boltraft.server.replies import INTERNAL, Replies, Target
 from boltraft.server.service import DATA_OPS, Service
+from boltraft.server.spare import SpareBatches
 from boltraft.server.stamps import LeaderClock
 from boltraft.server.state import CoreHandle, NodeState
 from boltraft.server.syncer import Syncer
@@ -170,6 +175,7 @@ class Node:
             "fsyncs": 0,
             "step_errors": 0,
             "stepped_during_flush": 0,
+            "prepared": 0,
             "log_disk_full": 0,
             "apply_disk_full": 0,
         }
@@ -222,6 +228,7 @@ class Node:
         self.applier = Applier(sm, self.observer, node_id=cfg.id, lazy=cfg.lazy_apply)
         self._syncer = Syncer()  # flushes the log while the loop applies (see syncer.py)
         self._notices = CommitNotices()  # prompt commits for followers serving watches
+        self._spare = SpareBatches(cfg.spare_append_ms / 1000)  # boltraft.server.spare
         self._deferred: list[Incoming] = []  # frames a flush left for the next turn
         # the latest hard state that only raised the commit index, not yet written (None when
         # the log store has the latest): Raft needs no durable commit index (a restart learns
@@ -247,6 +254,7 @@ class Node:
             pre_vote=cfg.pre_vote,
             check_quorum=cfg.check_quorum,
             lazy_commit=cfg.lazy_commit,
+            spare_appends=cfg.spare_append_ms > 0,
             max_inflight_bytes=cfg.max_inflight_bytes,
             max_committed_size_per_ready=cfg.max_apply_bytes,
             applied=min(self.state.applied, hard_state.commit),  # an install may be ahead
@@ -351,9 +359,9 @@ class Node:
             idle_apply = applier.has_kept and not busy and not applier.full
             if idle_apply and timeout > LAZY_APPLY_IDLE_S:
                 timeout = LAZY_APPLY_IDLE_S
-            due = self.watches.due
-            if due is not None and due - clock() < timeout:
-                timeout = due - clock()
+            for due in (self.watches.due, self._spare.due):
+                if due is not None and due - clock() < timeout:
+                    timeout = due - clock()
             frames = net.recv(timeout if timeout > 0 else 0.0)
             if idle_apply and not frames:
                 self.catch_up()
@@ -383,7 +391,10 @@ class Node:
             while self.raw.has_ready():
                 self._handle_ready(self.raw.ready())
         service.send_queued()
-        self.watches.flush(self._clock())
+        now = self._clock()
+        self.watches.flush(now)
+        if self._spare.due is not None:
+            self.net.queue(self._spare.release(now))
         self.net.flush()
 
     def catch_up(self) -> None:
@@ -580,8 +591,9 @@ class Node:
         self.counters["readys"] += 1
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
-        if rd.early_messages:
-            net.queue(self._outgoing(rd.early_messages))
+        if rd.early_messages or rd.spare_messages:
+            self._spare.hold(rd.spare_messages, self._clock())
+            net.queue(self._outgoing(self._spare.route(rd.early_messages)))
             net.flush()
         committed = self.applier.select(
             rd,
@@ -631,6 +643,14 @@ class Node:
                 self._hard_state = hs
                 if hs.commit > state.commit:
                     state.commit = hs.commit
+        # a leader's own entries, durable now: applied ahead while the followers persist them
+        if (
+            rd.entries
+            and not committed
+            and state.role == Role.LEADER
+            and self.applier.prepare(rd.entries)
+        ):
+            self.counters["prepared"] += 1
         if syncing:
             if on_thread:
                 if not self._apply(committed):
@@ -640,7 +660,7 @@ class Node:
             if rd.entries:
                 self.observer.persisted(rd.entries[-1].index)
             if rd.messages:
-                net.queue(self._outgoing(rd.messages))
+                net.queue(self._outgoing(self._spare.route(rd.messages)))
                 net.flush()
         else:
             if rd.entries:
@@ -652,7 +672,7 @@ class Node:
             if committed and apply_first and not self._apply(committed):
                 committed = []
             if rd.messages:
-                net.queue(self._outgoing(rd.messages))
+                net.queue(self._outgoing(self._spare.route(rd.messages)))
                 net.flush()
             if committed and not apply_first and not self._apply(committed):
                 committed = []

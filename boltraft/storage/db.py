@@ -6,6 +6,8 @@
     with db.view() as tx:                   # read-only snapshot
         tx.bucket(["users", "eu"]).get(b"alice")
     db.update_fn(fn)                        # like update(), and grows a full map and retries
+    held = db.hold_fn(fn)                   # None, or (tx, fn(tx)) with tx left open
+    db.end_held(held[0], commit=True)       # until the caller ends it (or rolls it back)
 
 Failing operations: every operation checks its arguments first and raises a typed error
 before writing anything, so after a refused operation the transaction is still usable and
@@ -54,6 +56,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from boltraft.errors import (
+    BoltraftError,
     InvalidArgumentError,
     NoSpaceError,
     ReadOnlyTxError,
@@ -371,6 +374,38 @@ class DB:
                 if tx._state != DOOMED:
                     return result
             self._grow(map_size)
+
+    def hold_fn(self, fn: Callable[[Tx], T]) -> tuple[Tx, T] | None:
+        """Returns ``(tx, fn(tx))`` with the write transaction ``tx`` still open, for the
+        caller to end with ``end_held`` on the same thread; None, with nothing open and
+        nothing written, when ``fn`` raised a BoltraftError or filled the map (no growing
+        here: a later ``update_fn`` grows it).
+
+        Until it ends, ``tx`` holds LMDB's write lock: this thread must begin no other
+        write transaction (LMDB's lock is not reentrant), and no other thread or process
+        can. Readers go on, and see none of it. Raises what ``_begin`` raises
+        (ReadOnlyTxError, TxClosedError) and what ``fn`` raises besides BoltraftError."""
+        tx = self._begin(True)
+        try:
+            result = fn(tx)
+        except BoltraftError:
+            self._end(tx, False)
+            return None
+        except BaseException:
+            self._end(tx, False)
+            raise
+        if tx._state == DOOMED:
+            self._end(tx, False)
+            return None
+        return tx, result
+
+    def end_held(self, tx: Tx, commit: bool) -> bool:
+        """Commits (``commit``) or rolls back the transaction ``hold_fn`` returned; True
+        when it committed. A commit that filled the map rolls back and returns False.
+        Raises NoSpaceError (``details["disk_full"]``) when the disk is full (rolled
+        back), and LMDB's other errors."""
+        self._end(tx, commit)
+        return commit and tx._state != DOOMED
 
     def _disk_full(self, exc: BaseException) -> NoSpaceError | None:
         return lmdb_disk_full(exc, self.path, "bucket store")

@@ -25,6 +25,15 @@ Every replica reaches the same result for the same log: a bad command never stop
 A run of one command (what a lightly loaded node applies, and a single durable commit) takes
 ``_apply_one``: the same work as ``_run`` without the run's bookkeeping.
 
+Prepared. ``prepare([entry])`` applies ONE command entry, the next after the applied index,
+before it is committed (a leader, while its followers persist it), in a write transaction
+it leaves open: the next ``apply`` that begins with that entry (same index and term: the
+same entry, by Raft's log matching) commits it and takes its result, so the apply costs
+only the commit; an ``apply`` that begins otherwise, another ``prepare`` or ``close`` rolls
+it back. Until then the applied index, the reads and the change feed see none of it (its
+changes are reported at its commit), and the open transaction holds LMDB's write lock:
+every writer of this store is this object's ``apply``, which ends it first.
+
 Runs of puts are what clients send most. A run of at least ``BATCH_PATH_MIN`` puts to one
 bucket, all exactly-once or all plain (no (cid, seq)), takes the batch path: decoded and
 checked by ``commands.put_run`` in two comprehensions, its pairs written in one
@@ -78,7 +87,8 @@ retries at every tick). Only after a run already fell back to entry-by-entry tra
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, cast
@@ -130,6 +140,21 @@ _NORMAL = int(EntryType.NORMAL)
 Work = list[tuple[int, Parsed]]  # (position in the entries, decoded command)
 BucketCache = dict[tuple[bytes, ...], Bucket]  # per transaction; cleared when buckets may go
 Noted = list[Change] | None  # a transaction's changes so far (None: no report hook)
+_OneDone = tuple[Any, int | None, bool, Noted]  # result, oldest dedup group, repeat, noted
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """An entry applied ahead of its commit (``prepare``): its open transaction ``tx``, the
+    dedup clock after it, and what its apply returned."""
+
+    tx: Tx
+    entry: Entry
+    clock: int
+    result: Any
+    oldest: int | None
+    repeat: bool
+    noted: Noted
 
 
 class BucketStateMachine:
@@ -160,6 +185,7 @@ class BucketStateMachine:
         self._oldest_group: int | None = None  # dedup clean-up hint; None = unknown
         self.repeated: list[int] = []  # see "Repeats" in the module docstring
         self.report: Report | None = None  # see "Changes" in the module docstring
+        self._prepared: _Prepared | None = None  # see "Prepared" in the module docstring
 
     @property
     def applied(self) -> tuple[int, int]:
@@ -177,7 +203,9 @@ class BucketStateMachine:
         return self.db.closed
 
     def close(self) -> None:
-        """Closes the store; the object is unusable afterwards."""
+        """Closes the store (rolling back a prepared entry); the object is unusable
+        afterwards."""
+        self._drop_prepared()
         self.db.close()
 
     def read(self, requests: Sequence[Any]) -> list[Any]:
@@ -259,6 +287,21 @@ class BucketStateMachine:
             start += 1
         if start == n:
             return results
+        prepared = self._prepared
+        if prepared is not None:
+            self._prepared = None
+            head = entries[start]
+            if head.index == prepared.entry.index and head.term == prepared.entry.term:
+                if self._commit_prepared(prepared):
+                    results[start] = prepared.result
+                    if start + 1 == n:
+                        return results
+                    repeated = self.repeated
+                    results[start + 1 :] = self.apply(entries[start + 1 :])
+                    self.repeated = repeated + self.repeated
+                    return results
+            else:
+                self.db.end_held(prepared.tx, False)
         run = entries[start:]
         expect = self._index + 1
         if n - start == 1 and run[0][1] == expect and run[0][3] and run[0][2] == _NORMAL:
@@ -322,17 +365,69 @@ class BucketStateMachine:
         self.repeated = [entries[pos].index for pos in repeats]
         return results
 
+    def prepare(self, entries: Sequence[Entry]) -> bool:
+        """True when ``entries``, one command entry that continues the applied index, were
+        applied in a transaction left open for the next ``apply`` (see "Prepared" in the
+        module docstring); False, with nothing prepared, for anything else (several
+        entries, a gap, a no-op or conf change, an undecodable command) and when the
+        command failed to apply for want of space or a damaged value (``apply`` meets the
+        error again). A prepared entry not yet applied is rolled back first."""
+        self._drop_prepared()
+        if len(entries) != 1:
+            return False
+        e = entries[0]
+        if e.index != self._index + 1 or not e.data or e.type != _NORMAL:
+            return False
+        try:
+            cmd = commands.parse(e.data)
+        except CommandError:
+            return False
+        run, clock = self._one(e, cmd)
+        held = self.db.hold_fn(run)
+        if held is None:
+            return False
+        tx, (res, oldest, repeat, noted) = held
+        self._prepared = _Prepared(tx, e, clock, res, oldest, repeat, noted)
+        return True
+
+    def _commit_prepared(self, p: _Prepared) -> bool:
+        """True after committing the prepared entry ``p`` (as ``_apply_one`` would have);
+        False when its commit filled the map (rolled back: the caller applies it afresh).
+        Raises NoSpaceError for a full disk (rolled back)."""
+        if not self.db.end_held(p.tx, True):
+            return False
+        self._committed(p.entry, p.clock, p.oldest, p.noted)
+        self.repeated = [p.entry.index] if p.repeat else []
+        return True
+
+    def _drop_prepared(self) -> None:
+        """Rolls back the prepared entry, if any."""
+        prepared = self._prepared
+        if prepared is not None:
+            self._prepared = None
+            self.db.end_held(prepared.tx, False)
+
     def _apply_one(self, e: Entry, cmd: Parsed) -> Any:
         """Returns the result of ``cmd``, the command of entry ``e`` (the next to apply),
         after applying it in one transaction: ``_run``'s work for a run of one, without the
         run's bookkeeping. Raises NoSpaceError (nothing written)."""
+        run, clock = self._one(e, cmd)
+        res, oldest, repeat, noted = self.db.update_fn(run)
+        self._committed(e, clock, oldest, noted)
+        if repeat:
+            self.repeated = [e.index]
+        return res
+
+    def _one(self, e: Entry, cmd: Parsed) -> tuple[Callable[[Tx], _OneDone], int]:
+        """The transaction body that applies ``cmd``, the command of entry ``e`` (the next
+        to apply), and the dedup clock after it."""
         _, cid, seq, ts, body = cmd
         clock = ts if ts is not None and ts > self._clock else self._clock
         record = APPLIED.pack(e.index, e.term, clock)
 
         report = self.report
 
-        def run(tx: Tx) -> tuple[Any, int | None, bool, Noted]:
+        def run(tx: Tx) -> _OneDone:
             noted: Noted = None if report is None else []
             if cid is None:
                 res = _execute_one(tx, body, noted, e.index)
@@ -349,11 +444,7 @@ class BucketStateMachine:
             dedup.finish(e.index, clock)
             return res, dedup.oldest_group_ts, repeat, noted
 
-        res, oldest, repeat, noted = self.db.update_fn(run)
-        self._committed(e, clock, oldest, noted)
-        if repeat:
-            self.repeated = [e.index]
-        return res
+        return run, clock
 
     def _commit(
         self,

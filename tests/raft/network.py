@@ -105,7 +105,7 @@ class Network:
         node = self.nodes[nid]
         store = self.stores[nid]
         rd = node.ready()
-        out = list(rd.early_messages)
+        out = [*rd.early_messages, *rd.spare_messages]  # spare ones at once: the contract allows
         if rd.snapshot is not None:
             store.apply_snapshot(rd.snapshot, rd.hard_state)
             self.snapshots_installed[nid].append(rd.snapshot)

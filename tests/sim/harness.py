@@ -83,6 +83,8 @@ class Simulation:
                 {"pre_vote": False, "check_quorum": False},
                 {"lazy_commit": True},
                 {"lazy_commit": True, "check_quorum": False},
+                {"spare_appends": True},
+                {"lazy_commit": True, "spare_appends": True},
             )
         )
         self.net = SimNetwork(random.Random(rng.getrandbits(64)), LinkProfile.random(rng))
@@ -203,6 +205,7 @@ class Simulation:
         for n in self.nodes.values():
             if n.dirty and n.raw is not None:
                 self._ready(n)
+            self._release_held(n)
         for n in self.nodes.values():
             if n.raw is None and n.started and n.down_until <= self.tick_no:
                 self._start(n)
@@ -316,6 +319,10 @@ class Simulation:
             crash_at = self.rng.randint(0, 4)
         if crash_at == 0:
             return self._crash(n, "with a Ready in hand")
+        if rd.spare_messages:  # they leave within two ticks, or before a later message
+            if not n.held:
+                n.held_until = self.tick_no + self.rng.randint(0, 2)
+            n.held += rd.spare_messages
         for m in rd.early_messages:
             self._send(n, m)
         if crash_at == 1:
@@ -449,6 +456,21 @@ class Simulation:
             n.reads = keep
 
     def _send(self, n: SimNode, m: Message) -> None:
+        """Sends ``m`` from ``n``, after the spare appends ``n`` holds for the same node."""
+        if n.held and any(h.to == m.to for h in n.held):
+            for h in [h for h in n.held if h.to == m.to]:
+                self._send_now(n, h)
+            n.held = [h for h in n.held if h.to != m.to]
+        self._send_now(n, m)
+
+    def _release_held(self, n: SimNode) -> None:
+        """Sends the spare appends ``n`` holds once their tick has come."""
+        if n.held and n.held_until <= self.tick_no and n.raw is not None:
+            held, n.held = n.held, []
+            for h in held:
+                self._send_now(n, h)
+
+    def _send_now(self, n: SimNode, m: Message) -> None:
         if m.frm != n.id:
             raise Violation("message", f"{n.id} sent a message from {m.frm!r}")
         if m.type == MessageType.SNAP:
@@ -546,6 +568,7 @@ class Simulation:
         n.raw = None
         n.dirty = False
         n.flushing = None  # the write in flight is lost
+        n.held = []  # and so are the spare appends it held
         n.stall = None
         n.pending.clear()
         n.reads.clear()

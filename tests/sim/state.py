@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from boltraft.raft.memstore import MemoryLogStore
 from boltraft.raft.rawnode import RawNode
-from boltraft.raft.types import NodeId, ReadState, Ready, Role
+from boltraft.raft.types import Message, NodeId, ReadState, Ready, Role
 
 from .model import KVState
 
@@ -113,6 +113,8 @@ class SimNode:
         "dirty",
         "down_until",
         "flushing",
+        "held",
+        "held_until",
         "id",
         "inc",
         "incoming",
@@ -149,3 +151,5 @@ class SimNode:
         self.flushing: Flush | None = None  # the Ready whose write is in flight
         self.stall: tuple[int, int] | None = None  # (index, term): hold a write carrying it
         self.lead_commit = 0  # while leading: the commit index last observed
+        self.held: list[Message] = []  # spare appends not sent yet (Ready.spare_messages)
+        self.held_until = 0  # the tick at which the held ones leave
