@@ -141,7 +141,9 @@ class Raft(RaftState):
         election timeout, staggered so that the survivors do not split the vote: the first
         voter after ``peer`` in id order (wrapping around) at once and again at each tick
         until it hears of a leader, the next one at its second tick, the one after at its
-        third, and so on. The campaign starts with a pre-vote when configured: if ``peer``
+        third, and so on; a survivor whose log is ahead of an earlier one's stands as soon
+        as that one asks for its vote (``_handle_vote_request``). The campaign starts with a
+        pre-vote when configured: if ``peer``
         in fact still leads, the members that hear from it ignore the pre-vote (its lease)
         and nobody's term changes."""
         if self.role != Role.FOLLOWER or peer == NONE or self.lead != peer:
@@ -149,6 +151,7 @@ class Raft(RaftState):
         self.lead = NONE
         if not self.promotable():
             return
+        self.lost_lead = True
         order = sorted(self.voters)
         if peer in self.voters:
             at = order.index(peer)
@@ -233,7 +236,8 @@ class Raft(RaftState):
             or (m.type == MT.PRE_VOTE and m.term > self.term)
         )
         resp = MT.VOTE_RESP if m.type == MT.VOTE else MT.PRE_VOTE_RESP
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        up_to_date = self.log.is_up_to_date(m.index, m.log_term)
+        if can_vote and up_to_date:
             # The reply carries the request's term so the candidate counts it (thesis 9.6).
             self.send(Message(resp, m.frm, self.id, m.term))
             if m.type == MT.VOTE:
@@ -241,6 +245,11 @@ class Raft(RaftState):
                 self.vote = m.frm
         else:
             self.send(Message(resp, m.frm, self.id, reject=True))
+            if not up_to_date and self.lost_lead and self.role == Role.FOLLOWER:
+                # In a staggered start (peer_disconnected) a survivor whose log is ahead of
+                # an earlier one's stands at once: that one cannot win (the lost leader had
+                # not yet brought it up to date: a spare follower, leader.spare_voters).
+                self.hup()
 
     # --- follower and candidate --------------------------------------------------------------
     def _step_follower(self, m: Message) -> None:
@@ -253,20 +262,22 @@ class Raft(RaftState):
         if handler is not None:
             handler(self, m)
 
-    def _follower_app(self, m: Message) -> None:
+    def _heard_leader(self, m: Message) -> None:
         self.election_elapsed = 0
         self.lead = m.frm
+        self.lost_lead = False
+
+    def _follower_app(self, m: Message) -> None:
+        self._heard_leader(m)
         self._handle_append(m)
 
     def _follower_heartbeat(self, m: Message) -> None:
-        self.election_elapsed = 0
-        self.lead = m.frm
+        self._heard_leader(m)
         self.log.commit_to(min(m.commit, self.log.last_index()))
         self.send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, index=m.index, context=m.context))
 
     def _follower_snap(self, m: Message) -> None:
-        self.election_elapsed = 0
-        self.lead = m.frm
+        self._heard_leader(m)
         self._handle_snapshot(m)
 
     def _follower_timeout_now(self, m: Message) -> None:

@@ -99,6 +99,9 @@ class RaftState:
         # leader: how many times a follower's match has risen (never reset); each
         # Progress.reached is this count at that follower's latest rise
         self.match_rises = 0
+        # follower: its leader's connection closed and no leader has been heard of since
+        # (Raft.peer_disconnected: a staggered start)
+        self.lost_lead = False
         self.become_follower(self.term, NONE)
 
     def promotable(self) -> bool:
@@ -151,6 +154,7 @@ class RaftState:
         """Makes this node a follower of ``lead`` (NONE: unknown) in ``term``."""
         self.reset(term)
         self.lead = lead
+        self.lost_lead = self.lost_lead and lead == NONE
         self.role = Role.FOLLOWER
 
     def become_pre_candidate(self) -> None:

@@ -51,28 +51,6 @@ def test_the_ring_after_the_leader_decides_who_goes_first() -> None:
     assert net.nodes["b"].status().term == 2
 
 
-def test_the_second_in_line_campaigns_at_its_second_tick_when_the_first_cannot_win() -> None:
-    net = Network(["a", "b", "c"])
-    net.elect("a")
-    net.cut("a", "b")
-    net.propose("a", b"only-c-has-it")  # b's log is now behind c's: b cannot win
-    _crash(net, "a")
-    net.recover()
-    net.isolate("a")
-    net.nodes["b"].report_disconnected("a")
-    net.nodes["c"].report_disconnected("a")
-    net.settle()
-    assert net.nodes["b"].status().role == Role.PRE_CANDIDATE  # c refused its pre-vote
-    assert not _leaders(net, "a")
-    net.tick("c")
-    assert not _leaders(net, "a")
-    net.tick("c")
-    assert _leaders(net, "a") == ["c"]
-    assert net.nodes["b"].status().lead == "c"
-    net.propose("c", b"z")
-    assert net.data_applied("b") == [b"only-c-has-it", b"z"]
-
-
 def test_the_first_in_line_retries_its_pre_vote_each_tick_until_a_leader_is_known() -> None:
     net = Network(["a", "b", "c"])
     net.elect("a")
@@ -141,3 +119,37 @@ def test_a_vote_request_after_the_report_is_granted_despite_the_recent_leader() 
     c.report_disconnected("a")
     c.step(Message(MT.PRE_VOTE, "c", "b", term=2, index=1, log_term=1))
     assert [(m.type, m.reject) for m in c.raft.msgs] == [(MT.PRE_VOTE_RESP, False)]
+
+
+def test_a_first_voter_whose_log_is_behind_makes_the_one_ahead_stand_at_once() -> None:
+    """b ranks first after a but lacks a's last entry (a spare follower whose batch had not
+    left); c holds it. c rejects b's pre-vote and, leaderless, stands itself at once: the
+    survivors elect c without a single tick."""
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.cut("a", "b")
+    net.propose("a", b"x")  # committed by a and c
+    assert net.nodes["b"].raft.log.last_index() < net.nodes["c"].raft.log.last_index()
+    _crash(net, "a")
+    net.nodes["c"].report_disconnected("a")
+    net.nodes["b"].report_disconnected("a")
+    net.settle()
+    assert _leaders(net, "a") == ["c"]
+    assert net.nodes["b"].status().lead == "c"
+    assert net.nodes["c"].status().term == 2  # one election
+    net.propose("c", b"y")
+    assert net.data_applied("b") == [b"x", b"y"]
+
+
+def test_a_follower_that_knows_its_leader_does_not_stand_for_a_stale_candidate() -> None:
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    net.cut("a", "b")
+    net.propose("a", b"x")
+    net.recover()
+    net.cut("a", "b")  # b hears nothing from a: it campaigns with its shorter log
+    net.nodes["b"].campaign()
+    net.settle()
+    assert _leaders(net, "b") == ["a"]  # c, led by a, ignores b (lease) and stays put
+    assert net.nodes["c"].status().lead == "a"
+    assert net.nodes["c"].status().term == 1
