@@ -251,22 +251,26 @@ _HANDLERS: dict[MessageType, Callable[[RaftState, Message], None]] = {
 
 def spare_voters(r: RaftState) -> frozenset[NodeId]:
     """Returns the followers a quorum does not need now: the voters beyond the
-    ``len(voters) // 2`` followers that, with the leader, make a quorum, ranked by how far
-    their match is (highest first) and then by who reached it sooner (``Progress.reached``).
+    ``len(voters) // 2`` followers that, with the leader, make a quorum (``r.needed``),
+    ranked by how far their match is (highest first), then the followers needed last time
+    first (a tie does not move the role: the follower that carries the writes stays warm),
+    then by who reached the match sooner (``Progress.reached``).
 
     None while the followers the quorum needs have not acknowledged every durable entry of
     the leader (writes in flight, pipelined: then every follower may carry the commit, the
     first to answer), when the leader is not a voter, and for a follower that is not
-    replicating normally (a probed one must not wait for a batch). A spare follower that
-    overtakes the others (the first crashed or stalled) ranks first at the next call."""
+    replicating normally (a probed one must not wait for a batch). A spare follower whose
+    match passes a needed one's (the needed one crashed or stalled) takes its place."""
     voters = r.conf.voters
     if r.id not in voters:
         return frozenset()
-    prs = r.progress
+    prs, needed = r.progress, r.needed
     others = sorted(
-        (nid for nid in voters if nid != r.id), key=lambda n: (-prs[n].match, prs[n].reached)
+        (nid for nid in voters if nid != r.id),
+        key=lambda n: (-prs[n].match, n not in needed, prs[n].reached),
     )
     need = len(voters) // 2
+    r.needed = frozenset(others[:need])
     durable = r.log.durable_index()
     if any(prs[nid].match < durable for nid in others[:need]):
         return frozenset()

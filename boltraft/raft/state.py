@@ -99,6 +99,7 @@ class RaftState:
         # leader: how many times a follower's match has risen (never reset); each
         # Progress.reached is this count at that follower's latest rise
         self.match_rises = 0
+        self.needed: frozenset[NodeId] = frozenset()  # leader: see leader.spare_voters
         # follower: its leader's connection closed and no leader has been heard of since
         # (Raft.peer_disconnected: a staggered start)
         self.lost_lead = False

@@ -1,8 +1,8 @@
 """Spare appends (``Config.spare_appends``): an idle leader sends a new entry at once to the
-followers a quorum needs (those that acknowledged soonest) and marks its appends to the
-others spare (``Ready.spare_messages``), which the runtime may batch; while writes are in
-flight every follower gets them at once; a spare follower that overtakes the others ranks
-first at the next round."""
+followers a quorum needs (those that acknowledged soonest; a tie keeps the role where it is)
+and marks its appends to the others spare (``Ready.spare_messages``), which the runtime may
+batch; while writes are in flight every follower gets them at once; a spare follower that
+overtakes the others ranks first at the next round."""
 
 from __future__ import annotations
 
@@ -67,6 +67,21 @@ def test_the_follower_that_acknowledged_soonest_gets_the_next_entry_at_once() ->
         assert _apps(nxt.early_messages) == [first]
         assert _apps(nxt.spare_messages) == [second]
         _deliver(net, nxt.early_messages + nxt.spare_messages)
+
+
+def test_a_tie_keeps_the_needed_follower_in_its_role() -> None:
+    net = _idle_cluster()
+    rd = _write(net, "a", b"x")
+    [needed] = _apps(rd.early_messages)
+    [spare] = _apps(rd.spare_messages)
+    for m in rd.early_messages + rd.spare_messages:
+        net.nodes[m.to].step(m)
+    # both answers reach the leader before its next Ready, the spare one's first
+    for m in net.process(spare) + net.process(needed):
+        net.nodes["a"].step(m)
+    nxt = _write(net, "a", b"y")
+    assert _apps(nxt.early_messages) == [needed]
+    assert _apps(nxt.spare_messages) == [spare]
 
 
 def test_a_spare_follower_that_overtakes_the_needed_one_ranks_first() -> None:
