@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from boltraft.chaos.net import free_ports
+from boltraft.client import Client
 from boltraft.server.probe import status
 
 SERVE = "from boltraft_cli.main import main; main()"
@@ -216,3 +218,31 @@ def wait_connected(c: Cluster) -> None:
         return all(st and st["transport"]["peers_connected"] == len(c.ids) - 1 for st in sts)
 
     wait_until(connected, 20, "every node connected to every other")
+
+
+@contextmanager
+def sequence_writer(
+    endpoints: list[str], bucket: str
+) -> Iterator[tuple[list[int], list[BaseException]]]:
+    """Runs a thread that takes ``next_sequence(bucket)`` through one Python client on
+    ``endpoints`` until the block ends, and yields (the numbers it got, in order; what
+    stopped it, if anything). The thread is stopped and joined when the block exits."""
+    got: list[int] = []
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        try:
+            with Client(endpoints, timeout=30) as client:
+                while not stop.is_set():
+                    got.append(client.next_sequence(bucket))
+        except BaseException as exc:  # handed to the test
+            failure.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield got, failure
+    finally:
+        stop.set()
+        writer.join(60)

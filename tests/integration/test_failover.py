@@ -3,7 +3,6 @@ an election timeout ran out, and a client writing through the crash carries on."
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from boltraft.client import Client
 
-from .cluster import Cluster, running, wait_connected, wait_until
+from .cluster import Cluster, running, sequence_writer, wait_connected, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,29 +61,12 @@ def test_writes_running_through_the_crash_are_each_applied_once(
     first_leads: FirstLeads,
 ) -> None:
     c = first_leads
-    got: list[int] = []
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            with Client(c.endpoints, timeout=30) as client:
-                while not stop.is_set():
-                    got.append(client.next_sequence("b"))
-        except BaseException as exc:  # surfaced below
-            failure.append(exc)
-
     with Client(c.endpoints, timeout=30) as client:
         client.create_bucket("b")
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
+    with sequence_writer(c.endpoints, "b") as (got, failure):
         wait_until(lambda: len(got) >= 20 or failure, 20, "20 writes")
         c.kill("n1")  # most likely with a call in flight
         at_kill = len(got)
         wait_until(lambda: len(got) >= at_kill + 20 or failure, 30, "20 writes after the kill")
-    finally:
-        stop.set()
-        writer.join(60)
     assert not failure, failure
     assert got == list(range(1, len(got) + 1))  # no retry applied twice, none lost

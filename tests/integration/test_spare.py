@@ -4,7 +4,6 @@ follower dies carries on, each write applied once."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from boltraft.client import Client
 
-from .cluster import Cluster, running, wait_connected, wait_until
+from .cluster import Cluster, running, sequence_writer, wait_connected, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,32 +61,15 @@ def test_writes_go_on_when_the_needed_follower_dies_each_applied_once(cluster3: 
     c = cluster3
     lead = c.wait_for_leader()
     followers = [i for i in c.ids if i != lead]
-    got: list[int] = []
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            with Client(c.endpoints, timeout=30) as client:
-                while not stop.is_set():
-                    got.append(client.next_sequence("b"))
-        except BaseException as exc:  # surfaced below
-            failure.append(exc)
-
     with Client(c.endpoints, timeout=30) as client:
         client.create_bucket("b")
     before = _frames(c, followers)
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
+    with sequence_writer(c.endpoints, "b") as (got, failure):
         wait_until(lambda: len(got) >= 50 or failure, 20, "50 writes")
         now = _frames(c, followers)
         needed = max(followers, key=lambda i: now[i] - before[i])
         c.kill(needed)  # most likely with a write waiting for its answer
         at_kill = len(got)
         wait_until(lambda: len(got) >= at_kill + 50 or failure, 30, "50 writes after the kill")
-    finally:
-        stop.set()
-        writer.join(60)
     assert not failure, failure
     assert got == list(range(1, len(got) + 1))  # no retry applied twice, none lost
