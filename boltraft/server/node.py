@@ -592,7 +592,8 @@ class Node:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
         if rd.early_messages or rd.spare_messages:
-            self._spare.hold(rd.spare_messages, self._clock())
+            if rd.spare_messages:
+                self._spare.hold(rd.spare_messages, self._clock())
             net.queue(self._outgoing(self._spare.route(rd.early_messages)))
             net.flush()
         committed = self.applier.select(

@@ -39,13 +39,8 @@ class SpareBatches:
         """Holds the ``spare`` appends; ``now`` starts the wait when none was held."""
         if not spare:
             return
-        held = self._held
         for m in spare:
-            q = held.get(m.to)
-            if q is None:
-                held[m.to] = [m]
-            else:
-                q.append(m)
+            self._held.setdefault(m.to, []).append(m)
         if self.due is None:
             self.due = now + self.wait_s
 
