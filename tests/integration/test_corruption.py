@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from boltraft.client import Client
-from boltraft.errors import CorruptionError
+from boltraft.errors import BucketNotFoundError, CorruptionError
 from boltraft.storage.wal import format as fmt
 
 from .cluster import Cluster, wait_until
@@ -81,11 +81,15 @@ ROTTING = b"a precious value that will rot on one replica"
 
 
 def _wait_holds(c: Cluster, node_id: str, key: bytes, value: bytes) -> None:
-    """Returns once ``node_id`` serves ``value`` at ``key`` of bucket ``b`` (it applied it)."""
+    """Returns once ``node_id`` serves ``value`` at ``key`` of bucket ``b`` (it applied it;
+    a follower the leader's quorum did not need may not even have the bucket yet)."""
 
     def holds() -> bool:
         with Client([c.addrs[node_id]], timeout=5) as one:
-            return one.get("b", key, read="stale") == value
+            try:
+                return one.get("b", key, read="stale") == value
+            except BucketNotFoundError:
+                return False
 
     wait_until(holds, 20, f"{node_id} to apply {key!r}")
 
