@@ -44,9 +44,14 @@ def chaos_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "boltraft", "chaos", "run", *args]
 
 
-def run_chaos(tmp_path: Path, *args: str, timeout: float = 300) -> dict[str, Any]:
+RUN_TIMEOUT_S = 200.0  # under pytest's 300 s, so that an overlong run leaves its evidence
+
+
+def run_chaos(tmp_path: Path, *args: str, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
     """The JSON report of a ``chaos run`` with ``args`` (its files in tmp_path/out); the
-    run must be valid (its node logs are printed when not)."""
+    run must be valid (its node logs are printed when not). A run still going after
+    ``timeout`` fails the test with its every thread's stack (``kill -USR1``), its faults,
+    its diagnoses and its nodes' logs, after a Ctrl-C that makes it clean up."""
     out = tmp_path / "out"
     proc = subprocess.Popen(
         chaos_argv("--json", "--out", str(out), *args),
@@ -54,10 +59,20 @@ def run_chaos(tmp_path: Path, *args: str, timeout: float = 300) -> dict[str, Any
         stderr=subprocess.PIPE,
         text=True,
     )
-    stdout, stderr = proc.communicate(timeout=timeout)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        print_evidence(out)
+        pytest.fail(f"the run took more than {timeout:.0f} s\n{stdout}\n{stderr}")
     if proc.returncode != 0:
-        for log in sorted((out / "nodes").glob("*.log")):
-            print(f"===== {log.name}\n{log.read_text()[-8000:]}")
+        print_evidence(out)
     assert proc.returncode == 0, stdout + stderr
     report = json.loads(stdout)
     assert set(report) >= REPORT_KEYS
@@ -74,6 +89,15 @@ def run_chaos(tmp_path: Path, *args: str, timeout: float = 300) -> dict[str, Any
     assert no_process_uses(out)
     assert leftovers(proc.pid) == []
     return report
+
+
+def print_evidence(out: Path) -> None:
+    """Prints what a run left in ``out``: its faults, its diagnoses, its nodes' logs."""
+    for name in ("faults.jsonl", *sorted(p.name for p in out.glob("diag-*.json"))):
+        if (out / name).exists():
+            print(f"===== {name}\n{(out / name).read_text()[-8000:]}")
+    for log in sorted((out / "nodes").glob("*.log")):
+        print(f"===== {log.name}\n{log.read_text()[-8000:]}")
 
 
 def no_process_uses(path: Path) -> bool:
