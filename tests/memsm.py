@@ -297,10 +297,10 @@ class MemStateMachine:
                 self.report(noted)
             return results
 
-    def prepare(self, entries: Sequence[Entry]) -> bool:
-        """False: the twin declines every entry and applies them at ``apply`` (the Protocol
+    def prepare(self, entries: Sequence[Entry]) -> list[Any] | None:
+        """None: the twin declines every entry and applies them at ``apply`` (the Protocol
         lets a state machine decline any; what is observable is the same)."""
-        return False
+        return None
 
     def read(self, requests: Sequence[Any]) -> list[Any]:
         """Returns one result (or BoltraftError) per read request, as

@@ -35,19 +35,25 @@ class FullableStore(MemoryLogStore):
         super().append(entries, hard_state, sync)
 
 
-def fill_state_machine(node: Node) -> None:
+def fill_state_machine(node: Node, ahead: bool = False) -> None:
     """Makes ``node``'s state machine refuse every apply as a full disk does, until
-    ``free_state_machine``."""
+    ``free_state_machine``. Unless ``ahead``, it also declines to apply entries ahead (the
+    Protocol lets it decline any), so that a leader's writes wait for their apply; with
+    ``ahead`` it applies a leader's entry ahead as ever (the open transaction writes
+    nothing to the disk until its commit, which then fails)."""
     sm = node.sm
 
     def refuse(entries: Sequence[Entry]) -> list[Any]:
         raise NoSpaceError("test: the disk is full", retry=False, disk_full=True)
 
     sm.apply = refuse  # type: ignore[method-assign]
+    if not ahead:
+        sm.prepare = lambda entries: None  # type: ignore[method-assign]
 
 
 def free_state_machine(node: Node) -> None:
     del node.sm.apply  # type: ignore[method-assign]
+    node.sm.__dict__.pop("prepare", None)
 
 
 @pytest.fixture
@@ -256,6 +262,27 @@ def test_a_leader_that_cannot_apply_hands_leadership_over(world: World) -> None:
     _run_until(world, lambda: _converged(world), "the catch-up")
     assert _data(old) == _data(world.nodes[new])
     assert set(_data(old)) == {b"pending", b"forwarded"}
+    _check(world)
+
+
+def test_a_write_applied_ahead_is_answered_while_a_full_disk_holds_its_apply(
+    world: World,
+) -> None:
+    """The leader applied the write ahead; at its commit the answer (the entry is committed,
+    its result known) leaves before the apply, which the full disk then refuses: the entry
+    waits in the applier and is applied once the disk has room, on every replica alike."""
+    lead = _ready(world)
+    old = world.nodes[lead]
+    fill_state_machine(old, ahead=True)
+    before = old.counters["prepared"]
+    world.request(lead, 2, _put("ahead"))
+    _run_until(world, lambda: bool(old.disk_full), "the refused apply")
+    assert old.counters["prepared"] == before + 1
+    assert world.responses(lead)[2].ok
+    assert b"ahead" not in _data(old) and [e.index for e in old.applier.kept] == [old.commit]
+    free_state_machine(old)
+    _run_until(world, lambda: _converged(world), "the catch-up")
+    assert all(_data(n) == {b"ahead": b"v"} for n in world.nodes.values())
     _check(world)
 
 

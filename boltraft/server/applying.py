@@ -68,6 +68,8 @@ class Applier:
         self._kept: list[Entry] = []
         self._kept_bytes = 0
         self._kept_at = 0.0  # when the oldest kept entry was kept (the loop's clock)
+        # the entry applied ahead (index, term) and its results, until the next apply
+        self._ahead: tuple[int, int, list[Any]] | None = None
 
     @property
     def has_kept(self) -> bool:
@@ -139,9 +141,26 @@ class Applier:
         """True when the state machine applied ``ents``, a leader's new entries, ahead of
         their commit (``StateMachine.prepare``: the apply at their commit then only commits
         them); never while entries wait here (they come first) or the disk is full."""
+        self._ahead = None
         if self.full or self._kept:
             return False
-        return self.sm.prepare(ents)
+        results = self.sm.prepare(ents)
+        if results is None:
+            return False
+        self._ahead = (ents[0].index, ents[0].term, results)
+        return True
+
+    def ahead(self, ents: list[Entry]) -> list[Any] | None:
+        """The results the apply of committed ``ents`` will return, when ``ents`` are the
+        one entry applied ahead (same index and term), for its writes to be answered
+        before the apply commits it; None otherwise. The answer stands even if that commit
+        then finds the disk full: the entry is committed, and its apply, retried until it
+        succeeds, gives the same result."""
+        ahead = self._ahead
+        if ahead is None or len(ents) != 1:
+            return None
+        e = ents[0]
+        return ahead[2] if e.index == ahead[0] and e.term == ahead[1] else None
 
     def apply(self, ents: list[Entry]) -> Applied:
         """Applies committed ``ents`` in ONE state-machine ``apply()``. When the disk is too
@@ -149,6 +168,7 @@ class Applier:
         ``stalled``; a run that fell back to one entry at a time may have applied a prefix,
         whose results were lost: those entries come back with ``unavailable``."""
         last = ents[-1].index
+        self._ahead = None
         self._observer.applying(last)
         try:
             results = self.sm.apply(ents)

@@ -25,8 +25,8 @@ following the contract in ``boltraft.raft.types``:
    ends, the loop steps the Raft messages and requests arriving (``_step_until_synced``);
    with nothing to apply, the same from the start when frames are already waiting
    (``_flush_stepping``), else inline; a leader with nothing to apply then has the state
-   machine apply its new entry ahead of the commit (``Applier.prepare``: the apply at the
-   commit only commits it, so the answer leaves sooner);
+   machine apply its new entry ahead of the commit (``Applier.prepare``: at the commit its
+   writes are answered first, then the apply only commits it);
 3. apply ``committed_entries`` in ONE state-machine ``apply()``, answer their writes (the
    answers leave at once, before anything else of the Ready), then answer read states (a
    read waits until applied >= its read index). A follower with ``lazy_apply`` keeps them
@@ -691,7 +691,11 @@ class Node:
         waiting for them; False when the disk was too full (the applier kept the entries
         it could not apply for the retry at the next tick; meanwhile a leader answers new
         writes ``unavailable`` and hands leadership over, and confirmed reads that would
-        wait for the apply are answered ``unavailable``)."""
+        wait for the apply are answered ``unavailable``). The writes of an entry applied
+        ahead are answered first, before the apply commits it (``Applier.ahead``)."""
+        ahead = self.applier.ahead(ents)
+        if ahead is not None:
+            self.service.on_applied(ents, ahead)  # reads wait: state.applied has not moved
         out = self.applier.apply(ents)
         state = self.state
         if out.entries:

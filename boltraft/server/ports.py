@@ -57,12 +57,13 @@ class StateMachine(Protocol):
         want of space (``details["disk_full"]`` for a full disk)."""
         ...
 
-    def prepare(self, entries: Sequence[Entry]) -> bool:
-        """True when ``entries`` (the next after the applied index, not yet committed) were
-        applied ahead, invisibly, for the next ``apply`` to commit if it begins with them
-        (same index and term) and to roll back otherwise; False when this state machine
-        declines them (it may decline any). Observable behaviour is never changed: reads,
-        ``applied`` and the change feed see the entries only once ``apply`` took them."""
+    def prepare(self, entries: Sequence[Entry]) -> list[Any] | None:
+        """The results ``apply`` will return for ``entries`` (the next after the applied
+        index, not yet committed), which were applied ahead, invisibly, for the next
+        ``apply`` to commit if it begins with them (same index and term) and to roll back
+        otherwise; None when this state machine declines them (it may decline any).
+        Observable behaviour is never changed: reads, ``applied`` and the change feed see
+        the entries only once ``apply`` took them."""
         ...
 
     def read(self, requests: Sequence[Any]) -> list[Any]:

@@ -365,30 +365,31 @@ class BucketStateMachine:
         self.repeated = [entries[pos].index for pos in repeats]
         return results
 
-    def prepare(self, entries: Sequence[Entry]) -> bool:
-        """True when ``entries``, one command entry that continues the applied index, were
-        applied in a transaction left open for the next ``apply`` (see "Prepared" in the
-        module docstring); False, with nothing prepared, for anything else (several
-        entries, a gap, a no-op or conf change, an undecodable command) and when the
-        command failed to apply for want of space or a damaged value (``apply`` meets the
-        error again). A prepared entry not yet applied is rolled back first."""
+    def prepare(self, entries: Sequence[Entry]) -> list[Any] | None:
+        """``[result]``, the result ``apply`` will return, when ``entries``, one command
+        entry that continues the applied index, were applied in a transaction left open for
+        the next ``apply`` (see "Prepared" in the module docstring); None, with nothing
+        prepared, for anything else (several entries, a gap, a no-op or conf change, an
+        undecodable command) and when the command failed to apply for want of space or a
+        damaged value (``apply`` meets the error again). A prepared entry not yet applied
+        is rolled back first."""
         self._drop_prepared()
         if len(entries) != 1:
-            return False
+            return None
         e = entries[0]
         if e.index != self._index + 1 or not e.data or e.type != _NORMAL:
-            return False
+            return None
         try:
             cmd = commands.parse(e.data)
         except CommandError:
-            return False
+            return None
         run, clock = self._one(e, cmd)
         held = self.db.hold_fn(run)
         if held is None:
-            return False
+            return None
         tx, (res, oldest, repeat, noted) = held
         self._prepared = _Prepared(tx, e, clock, res, oldest, repeat, noted)
-        return True
+        return [res]
 
     def _commit_prepared(self, p: _Prepared) -> bool:
         """True after committing the prepared entry ``p`` (as ``_apply_one`` would have);
