@@ -215,6 +215,34 @@ def test_a_peer_not_in_the_table_is_answered_on_the_connection_it_opened(
     assert c["sent_back"] == 2 and c["unknown_peer"] == 0
 
 
+def test_a_busy_transport_still_sees_frames_on_its_dealers_and_lost_connections(
+    make: Callable[..., PeerTransport], ctx: zmq.Context
+) -> None:
+    """While frames keep coming on the ROUTER a wait watches it alone (module docstring,
+    "Waiting"), and every WATCH_S it still looks at the DEALERs and their monitors."""
+    a = make("n1")  # knows nobody: it answers n2 on the connection n2 opened
+    b = make("n2", {"n1": a.endpoint})
+    client = ctx.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(b.endpoint)
+    request = codec.encode_frame(codec.KIND_REQ, 1, {"op": "status"})
+
+    def busy() -> None:
+        client.send(request)
+
+    recv_until(a, bool, lambda: b.send([hb("n1", "n2")]))
+    recv_until(b, lambda got: any(f.kind == "req" for f in got), busy)
+    a.send([hb("n2", "n1", commit=7)])  # comes back on b's DEALER
+    got = recv_until(b, lambda got: any(f.kind == "raft" for f in got), busy)
+    assert [m.commit for f in got if f.kind == "raft" for m in f.payload] == [7]
+    assert any(f.kind == "req" for f in got)  # it was busy meanwhile
+    a.close()  # b's connection to n1 closes
+    got = recv_until(b, lambda got: any(f.kind == PEER_DOWN for f in got), busy)
+    assert [f.payload for f in got if f.kind == PEER_DOWN] == ["n1"]
+    assert any(f.kind == "req" for f in got)
+    client.close(0)
+
+
 def test_replies_reach_a_restarted_peer_with_the_same_identity(
     make: Callable[..., PeerTransport],
 ) -> None:
