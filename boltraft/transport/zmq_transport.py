@@ -69,11 +69,10 @@ thread first); after it every method raises UnavailableError.
   ``from_lost_peer``): they left it before it was lost (its other connection closes a
   moment later), and a dead leader's last heartbeat must not revive it in the node's eyes.
 - Waiting: each socket in a ``zmq_poll`` costs a few microseconds before the wait and again
-  after it, and the DEALERs and monitors rarely have anything. So while frames keep coming
-  (the last within ``QUIET_S``) ``recv`` waits on the ROUTER alone, for at most ``WATCH_S``
-  at a time, and looks at every socket once every ``WATCH_S``; a node that has read nothing
-  for ``QUIET_S`` waits on every socket. A close, or a frame on a DEALER, is seen within
-  about ``WATCH_S``, at once by a quiet node.
+  after it, and the DEALERs and monitors rarely have anything. So ``recv`` waits on the
+  ROUTER alone for up to ``WATCH_S``, where a busy node's next frame comes, and only then,
+  for the rest of its wait, on every socket; and it looks at every socket, without waiting,
+  once every ``WATCH_S``. A close, or a frame on a DEALER, is seen within about ``WATCH_S``.
 
 Counters (``counters()``): sent / dropped (frames), sent_messages / dropped_messages (Raft
 messages inside them), received (good frames), malformed, oversized, unsupported, bad_request,
@@ -125,7 +124,6 @@ _POLLIN = int(zmq.POLLIN)
 _MORE_NB = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 WATCH_S = 0.002  # the peer connection monitors are looked at at least this often
-QUIET_S = 0.1  # after this long with nothing read, a wait watches every socket
 DEFAULT_SNDHWM = 256  # frames queued per peer before sends are dropped
 RECV_BYTES = 16 << 20
 """One ``recv`` hands the node loop frames until their bytes reach this (at least one
@@ -283,6 +281,12 @@ class Incoming(NamedTuple):
     size: int = 0  # the frame's bytes
 
 
+def _ms(seconds: float) -> int:
+    """``seconds`` in whole milliseconds for a ``zmq_poll``, rounded up: rounding down would
+    spin on poll(0) for the last millisecond before every tick."""
+    return max(0, math.ceil(seconds * 1000))
+
+
 def _check_addr(addr: Any) -> str:
     if type(addr) is not str or "://" not in addr:
         raise BadRequestError(f"invalid ZeroMQ address {addr!r} (want tcp://HOST:PORT)")
@@ -375,7 +379,6 @@ class PeerTransport:
         self._router_only = zmq.Poller()  # the ROUTER: what a wait watches while busy
         self._watching = zmq.Poller()  # the ROUTER, the DEALERs and their monitors
         self._watch_at = 0.0  # monotonic time the monitors are due to be looked at
-        self._heard = 0.0  # monotonic time a wait last found a socket ready
         self._closed = False
         self._inbox = Inbox() if inbox is None else inbox
         self._answer_refused = answer_refused
@@ -665,25 +668,23 @@ class PeerTransport:
         inbox = self._inbox
         wait = 0.0 if len(inbox) else timeout
         poller = self._router_only
-        ready: list[tuple[Any, int]] = []
-        if self._by_socket:
+        if not self._by_socket:
+            ready = poller.poll(_ms(wait))
+        else:
+            ready = []
             now = time.monotonic()
-            quiet = now - self._heard >= QUIET_S
-            if quiet or now >= self._watch_at:
+            if now >= self._watch_at:  # every socket, without waiting
                 self._watch_at = now + WATCH_S
                 poller = self._watching
-                if not quiet:
-                    ready = poller.poll(0)
-                    if not ready:
-                        poller = self._router_only
-            if poller is self._router_only and wait > self._watch_at - now:
-                wait = self._watch_at - now
-        if not ready:
-            # whole milliseconds, rounded up: rounding down would spin on poll(0) for the
-            # last millisecond before every tick
-            ready = poller.poll(max(0, math.ceil(wait * 1000)))
-        if ready and self._by_socket:
-            self._heard = time.monotonic()
+                ready = poller.poll(0)
+                if not ready and wait > 0:
+                    poller = self._router_only
+            if not ready and poller is self._router_only:
+                ready = poller.poll(_ms(min(wait, WATCH_S)))
+                if not ready and wait > WATCH_S:  # a quiet spell: every socket, for the rest
+                    poller = self._watching
+                    ready = poller.poll(_ms(wait - WATCH_S))
+                    self._watch_at = time.monotonic() + WATCH_S
         by_socket, monitors = self._by_socket, self._monitors
         downs: list[Incoming] = []
         if poller is self._watching:  # the events first: a peer lost drops its frames
