@@ -376,7 +376,7 @@ class PeerTransport:
         # comes in from them on the ROUTER left them before they were lost, and is dropped
         self._lost: set[bytes] = set()
         self._queued: dict[str, list[Message]] = {}  # peer id -> messages awaiting flush()
-        self._router_only = zmq.Poller()  # the ROUTER: what a wait watches while busy
+        self._router_only = zmq.Poller()  # the ROUTER: what a wait watches first
         self._watching = zmq.Poller()  # the ROUTER, the DEALERs and their monitors
         self._watch_at = 0.0  # monotonic time the monitors are due to be looked at
         self._closed = False
