@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from memworld import World
 
-from boltraft.raft.types import Entry, Message, MessageType
+from boltraft.raft.types import Entry, Message, MessageType, SnapshotMeta
 from boltraft.server.spare import SpareBatches
 from boltraft.transport import codec
 
@@ -141,3 +141,33 @@ def test_a_lost_needed_follower_costs_a_write_one_batch_then_the_other_ranks_fir
     world.settle()
     assert world.responses(lead)[21].ok
     assert (spare, 1) in sent
+
+
+def test_a_snapshot_message_that_waited_behind_a_batch_starts_a_transfer(world: World) -> None:
+    """A SNAP to a follower with appends held waits behind them (order per follower); when
+    the batch leaves, the SNAP goes to the snapshot transfer, as a SNAP sent at once does,
+    and never in a Raft frame (the follower drops those: the leader would wait for that
+    snapshot forever, its follower in the SNAPSHOT state)."""
+    lead, _, spare = _ready(world)
+    node = world.nodes[lead]
+    started: list[Message] = []
+    node.ops.on_snap_out = started.append  # type: ignore[method-assign]
+    snaps_in_frames: list[str] = []
+    deliver = world.deliver
+
+    def record(frm: str, to: str, frame: bytes) -> bool:
+        f = codec.decode_frame(frame)
+        if frm == lead and f.kind == "raft":
+            snaps_in_frames.extend(m.to for m in f.payload if m.type == MT.SNAP)
+        return deliver(frm, to, frame)
+
+    world.deliver = record  # type: ignore[method-assign]
+    world.request(lead, 10, _put(10))
+    world.settle()  # the clock stands still: the spare follower's append is held
+    assert world.nodes[spare].logstore.last_index() < node.logstore.last_index()
+    snap = Message(MT.SNAP, spare, lead, node.raw.raft.term, snapshot=SnapshotMeta(1, 1))
+    assert node._spare.route([snap]) == []  # behind the held append
+    world.step()  # the batch's time comes
+    world.settle()
+    assert [(m.type, m.to) for m in started] == [(MT.SNAP, spare)]
+    assert snaps_in_frames == []

@@ -393,8 +393,8 @@ class Node:
         service.send_queued()
         now = self._clock()
         self.watches.flush(now)
-        if self._spare.due is not None:
-            self.net.queue(self._spare.release(now))
+        if self._spare.due is not None:  # a SNAP that waited behind a batch starts a transfer
+            self.net.queue(self._outgoing(self._spare.release(now)))
         self.net.flush()
 
     def catch_up(self) -> None:
