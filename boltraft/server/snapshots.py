@@ -14,11 +14,13 @@ applied and again when a snapshot finishes), a worker thread copies the state
 state machine (``StateMachine.snapshot``: for the bucket store, LMDB's compacting copy from
 ONE read transaction by a child process, so writers go on, streamed, hashed and flushed in
 steps at low priority, at most ``snapshot_write_mb_s``: boltraft.storage.snapio) into a new
-snapshot directory. The
-loop thread then flushes the state DB, compacts the Raft log up to ``index -
+snapshot directory, and then flushes the state DB (``StateMachine.sync``: what the log is
+about to forget must be durable in the state; flushing the pages many applies dirtied takes
+long enough to hold up the loop). The loop thread then compacts the Raft log up to ``index -
 snapshot_keep_entries`` (a trailing window, so slightly lagging followers still get entries)
 recording the membership in effect at that index, and removes all but the newest
-``snapshot_retain`` snapshots (never one a transfer or backup is still reading).
+``snapshot_retain`` snapshots (never one a transfer or backup is still reading). A failed
+flush is raised on the loop thread, at the compaction.
 
 Installing a received snapshot (``install``) is crash-safe: ``install.json`` (the log meta
 and the staged file) is written durably first, then the staged file is renamed over
@@ -174,6 +176,10 @@ class Snapshots:
             "create_errors": 0,
         }
         self.last_info: SnapshotInfo | None = self.store.latest()
+        # an applied index the state machine's data is durable at (the snapshot worker's
+        # flush sets it: the Future's completion hands it to this thread)
+        self._durable = 0
+        self._sync_error: BaseException | None = None  # that flush's error, for the loop
         self.last_create_s = 0.0
 
     # --- policy ----------------------------------------------------------------------------
@@ -247,6 +253,15 @@ class Snapshots:
 
             def job() -> SnapshotInfo:
                 info = sm.snapshot(parent, rate=rate)
+                # what the compaction after it forgets must be durable in the state: flushed
+                # here, where the flush of many dirty pages does not hold up the loop
+                applied = sm.applied[0]
+                try:
+                    sm.sync()
+                except BaseException as exc:  # raised on the loop's thread, at the compaction
+                    self._sync_error = exc
+                else:
+                    self._durable = applied
                 self.last_create_s = time.monotonic() - started
                 return info
 
@@ -305,12 +320,16 @@ class Snapshots:
     def compact(self, snap_index: int) -> None:
         """Compacts the log up to ``snap_index`` minus the trailing
         window (no-op when that is not past the log's current snapshot)."""
+        err, self._sync_error = self._sync_error, None
+        if err is not None:  # the snapshot worker's flush of the state failed: raised here
+            raise err
         logstore = self.logstore
         upto = min(snap_index - self.cfg.snapshot_keep_entries, self.view.applied)
         upto = max(upto, self._conf_history[0][0])
         if upto <= logstore.snapshot_meta().index or upto > logstore.last_index():
             return
-        self.sm.sync()  # the state must be durable past what the log forgets
+        if upto > self._durable:  # the state must be durable past what the log forgets
+            self.sm.sync()
         meta = SnapshotMeta(upto, logstore.term(upto), self.conf_at(upto))
         logstore.compact(meta)
         self.stats["compactions"] += 1
@@ -350,6 +369,7 @@ class Snapshots:
         except NoSpaceError as err:  # half done: a restart finishes it (boltraft.server.main)
             raise SnapshotError(f"snapshot install stopped by a full disk: {err.message}") from err
         self.sm = reopen()
+        self._durable = 0  # a new state machine: the next compaction flushes it first
         applied = self.sm.applied[0]
         self.reset_conf(meta.index, meta.conf_state)
         self._since_entries = self._since_bytes = 0
