@@ -125,6 +125,29 @@ def test_a_node_that_closes_the_connection_fails_the_attempt_at_once(
     assert first == {**second, "seq": first["seq"]} and second["seq"] == first["seq"] + 1
 
 
+def test_a_hint_naming_a_node_whose_connection_closed_is_not_followed(
+    nodes: Callable[..., FakeNode],
+) -> None:
+    """Just after a leader died, a follower that has not seen it yet names it: following
+    that hint would wait out the attempt for a connection that does not come (the attempt
+    timeout outlasts the call here: only skipping the hint ends the call in time)."""
+    good = nodes(answer("done"))
+    dying = nodes(answer({"id": "n1"}))
+    stale = nodes(
+        lambda rid, body: [
+            fail(rid, errors.NotLeaderError("no", leader_id="n1", leader_addr=dying.endpoint))
+        ]
+    )
+    endpoints = [dying.endpoint, stale.endpoint, good.endpoint]
+    with Client(endpoints, timeout=20, attempt_timeout=60, backoff=(0.005, 0.02)) as c:
+        c.status(dying.endpoint)  # connected to it
+        dying.handler = lambda rid, body: CRASH
+        assert c.next_sequence("b") == "done"
+        assert c.current_endpoint == good.endpoint
+    assert [b["op"] for b in dying.bodies()] == ["status", "next_sequence"]
+    assert [b["op"] for b in stale.bodies()] == ["next_sequence"]
+
+
 def test_after_a_timeout_the_others_are_asked_who_leads_and_the_call_goes_there(
     nodes: Callable[..., FakeNode],
 ) -> None:

@@ -300,7 +300,7 @@ class Channel:
             if st is None:
                 continue
             addr = ep if st.get("role") == "leader" else st.get("leader_addr")
-            if isinstance(addr, str) and "://" in addr and addr != silent:
+            if isinstance(addr, str) and "://" in addr and addr != silent and not self._down(addr):
                 self._go(addr)
                 return None
             answered = answered or ep
@@ -314,13 +314,20 @@ class Channel:
         self._current = self._endpoints.index(addr)
 
     def _follow(self, err: BoltraftError, ep: str) -> bool:
-        """Returns True after switching to the leader address ``err`` names (if any, and not
-        ``ep`` itself)."""
+        """Returns True after switching to the leader address ``err`` names (if any, not
+        ``ep`` itself, and not known to be down)."""
         addr = err.details.get("leader_addr") if err.code in _HINTS else None
-        if not isinstance(addr, str) or "://" not in addr or addr == ep:
+        if not isinstance(addr, str) or "://" not in addr or addr == ep or self._down(addr):
             return False
         self._go(addr)
         return True
+
+    def _down(self, addr: str) -> bool:
+        """True when the connection to ``addr`` closed and is not back: a hint naming it
+        is stale (a node that has not yet seen its leader die), and a send there would wait
+        out the attempt for a connection that does not come."""
+        self._refresh()
+        return self._up.get(addr) is False
 
     def call(self, body: dict[str, Any], limit: float, endpoint: str | None = None) -> Any:
         """Returns the result of request ``body``, retrying as docs/protocol.md section 7
