@@ -5,6 +5,7 @@ by an in-memory network and driven by a fake clock."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,14 @@ class World:
             self.now += TICK_MS / 1000
         for node_id, node in self.nodes.items():
             node.process(self.nets[node_id].recv())
+
+    def step_until(self, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        """Steps until ``done()``, for work that worker threads finish (hashes, snapshots);
+        fails after ``timeout`` seconds of real time."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.step()
 
     def settle(self, rounds: int = 5) -> None:
         """Delivers everything in flight without moving the clock."""

@@ -5,8 +5,7 @@ the alarm in ``status`` when two differ, and counts a round it could not compare
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.close()
 
 
-def _until(world: World, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Steps the world (the hashes are computed on worker threads) until ``done()``."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        world.step()
-
-
 def _ready(world: World) -> str:
     lead = world.elect()
     world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
@@ -44,7 +35,7 @@ def _ready(world: World) -> str:
 def test_equal_replicas_compare_without_an_alarm(world: World) -> None:
     lead = _ready(world)
     node = world.nodes[lead]
-    _until(world, lambda: node.corrupt.counters["compared"] >= 2, "two compared rounds")
+    world.step_until(lambda: node.corrupt.counters["compared"] >= 2, "two compared rounds")
     st = node.status_dict()
     assert st["corrupt"] == "" and st["corrupt_check"]["alarm"] == ""
 
@@ -61,7 +52,7 @@ def test_a_replica_whose_content_differs_raises_the_alarm_on_the_leader(world: W
 
     sm.content_hash = drifted  # type: ignore[method-assign]
     node = world.nodes[lead]
-    _until(world, lambda: bool(node.corrupt.alarm), "the alarm")
+    world.step_until(lambda: bool(node.corrupt.alarm), "the alarm")
     alarm = node.status_dict()["corrupt"]
     assert "the replicas differ at applied index" in alarm and other in alarm
     assert world.nodes[lead].is_leader  # an alarm, not a stop

@@ -7,10 +7,8 @@ compaction, as the loop's own flush would have raised it."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from memworld import World
@@ -51,13 +49,6 @@ def _write(world: World, lead: str, n: int) -> None:
         world.settle()
 
 
-def _until(world: World, done: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S  # the snapshot is written by a worker thread
-    while not done():
-        assert time.monotonic() < deadline, f"not within {DEADLINE_S} s: {what}"
-        world.step()
-
-
 def test_the_snapshot_worker_flushes_the_state_and_the_compaction_does_not(world: World) -> None:
     lead = world.elect()
     world.request(lead, 1, {"op": "create_bucket", "bucket": "b"})
@@ -66,7 +57,7 @@ def test_the_snapshot_worker_flushes_the_state_and_the_compaction_does_not(world
     calls = _record_syncs(node)
     snaps = node.ops.snapshots
     _write(world, lead, 30)
-    _until(world, lambda: snaps.stats["compactions"] >= 1, "a compaction")
+    world.step_until(lambda: snaps.stats["compactions"] >= 1, "a compaction", DEADLINE_S)
     loop = threading.get_ident()
     assert calls and all(t != loop for t in calls)
     assert node.logstore.snapshot_meta().index > 1
@@ -84,5 +75,5 @@ def test_a_failed_flush_of_the_snapshot_worker_is_raised_at_the_compaction(
     before = node.logstore.snapshot_meta().index
     with pytest.raises(OSError, match="the disk failed"):
         _write(world, lead, 30)
-        _until(world, lambda: False, "the flush's error")
+        world.step_until(lambda: False, "the flush's error", DEADLINE_S)
     assert node.logstore.snapshot_meta().index == before  # nothing compacted
